@@ -1,0 +1,38 @@
+/** Where output goes: data on stdout, everything else on stderr; colour only when asked for. */
+import { Chalk, type ChalkInstance } from 'chalk';
+
+export interface Output {
+  json: boolean;
+  color: ChalkInstance;
+  /** Colour for stderr, decided on stderr's own terminal. */
+  errColor: ChalkInstance;
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export interface OutputOptions {
+  json: boolean;
+  /** false when --no-color was given. */
+  color: boolean;
+  env: NodeJS.ProcessEnv;
+  stdout?: NodeJS.WriteStream;
+  stderr?: NodeJS.WriteStream;
+}
+
+function level(stream: NodeJS.WriteStream, options: OutputOptions): 0 | 1 {
+  if (!options.color || (options.env.NO_COLOR ?? '') !== '') return 0;
+  if (options.env.FORCE_COLOR !== undefined && options.env.FORCE_COLOR !== '0') return 1;
+  return stream.isTTY ? 1 : 0;
+}
+
+export function createOutput(options: OutputOptions): Output {
+  const stdout = options.stdout ?? process.stdout;
+  const stderr = options.stderr ?? process.stderr;
+  return {
+    json: options.json,
+    color: new Chalk({ level: level(stdout, options) }),
+    errColor: new Chalk({ level: level(stderr, options) }),
+    out: (text) => stdout.write(`${text}\n`),
+    err: (text) => stderr.write(`${text}\n`),
+  };
+}

@@ -1,0 +1,272 @@
+/**
+ * The daemon's settings, read once at start-up from the environment and the command line (a flag
+ * wins over its variable). Every setting is validated here; a bad value throws a ConfigError whose
+ * message is the one line main() prints before it exits.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  type NginxMode,
+  type PortRange,
+  formatPortRange,
+  isPortInRange,
+  parsePort,
+  parsePortRange,
+} from '@stream-conductor/shared';
+import { type LogLevel, isLogLevel } from './log.js';
+
+export interface Config {
+  mode: NginxMode;
+  /** State folder: the stream store, and in managed mode nginx's own files. Absolute. */
+  home: string;
+  /** Folder of the per-stream include files. Absolute. */
+  streamConfigPath: string;
+  nginxBin: string;
+  streamPrefix: string;
+  portRange: PortRange;
+  bindAddress: string;
+  bindPort: number;
+  token: string | undefined;
+  /** The operator's explicit consent to serve the API on a non-loopback address without a token. */
+  allowNoAuth: boolean;
+  /** Address every stream listens on; undefined means all IPv4 addresses (`listen <port>`). */
+  listenAddress: string | undefined;
+  /** External mode: the main nginx configuration file (`-c`); undefined means nginx's default. */
+  nginxConf: string | undefined;
+  /** External mode: nginx's pid file; undefined means the one nginx was built with. */
+  nginxPidFile: string | undefined;
+  /** External mode: nginx's main error log, read to explain failed reloads. */
+  nginxErrorLog: string | undefined;
+  /** How long a reload may take to show new worker processes before it counts as failed. */
+  reloadTimeoutMs: number;
+  logLevel: LogLevel;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+interface Setting {
+  env: string;
+  flag: string;
+  help: string;
+  boolean?: boolean;
+}
+
+/** Every setting: its variable, its flag and a line of help. The README's table mirrors this. */
+export const settings = {
+  mode: { env: 'CONDUCTOR_NGINX_MODE', flag: 'nginx-mode', help: 'managed (own nginx, default) or external' },
+  home: { env: 'CONDUCTOR_HOME', flag: 'home', help: 'state folder (default ./.conductor)' },
+  streamConfigPath: {
+    env: 'STREAM_CONFIG_PATH',
+    flag: 'stream-config-path',
+    help: 'folder of the per-stream files (managed: $CONDUCTOR_HOME/stream.d, external: /etc/nginx/stream.d/)',
+  },
+  nginxBin: { env: 'NGINX_BIN', flag: 'nginx-bin', help: 'nginx binary (default /usr/sbin/nginx)' },
+  streamPrefix: { env: 'STREAM_PREFIX', flag: 'stream-prefix', help: 'file name prefix of the per-stream files (default _conductor_)' },
+  portRange: { env: 'PORT_RANGE', flag: 'port-range', help: 'ports streams may use, inclusive (default 9000-9009)' },
+  bindAddress: {
+    env: 'BIND_ADDRESS',
+    flag: 'bind-address',
+    help: 'address of the API (managed: 127.0.0.1, external: 0.0.0.0)',
+  },
+  bindPort: { env: 'BIND_PORT', flag: 'bind-port', help: 'port of the API (default 5000)' },
+  token: { env: 'CONDUCTOR_TOKEN', flag: 'token', help: 'API token; requests must send Authorization: Bearer <token>' },
+  tokenFile: { env: 'CONDUCTOR_TOKEN_FILE', flag: 'token-file', help: 'file holding the API token (keeps it out of ps)' },
+  allowNoAuth: {
+    env: 'CONDUCTOR_ALLOW_NO_AUTH',
+    flag: 'allow-no-auth',
+    help: 'serve the API on a non-loopback address without a token (1/true)',
+    boolean: true,
+  },
+  listenAddress: {
+    env: 'CONDUCTOR_LISTEN_ADDRESS',
+    flag: 'listen-address',
+    help: 'address the streams listen on (default: all IPv4 addresses)',
+  },
+  nginxConf: { env: 'CONDUCTOR_NGINX_CONF', flag: 'nginx-conf', help: "external: nginx's main configuration file" },
+  nginxPidFile: { env: 'CONDUCTOR_NGINX_PID_FILE', flag: 'nginx-pid-file', help: "external: nginx's pid file" },
+  nginxErrorLog: { env: 'CONDUCTOR_NGINX_ERROR_LOG', flag: 'nginx-error-log', help: "external: nginx's error log" },
+  reloadTimeout: {
+    env: 'CONDUCTOR_RELOAD_TIMEOUT',
+    flag: 'reload-timeout',
+    help: 'seconds a reload may take before it counts as failed (default 15)',
+  },
+  logLevel: { env: 'CONDUCTOR_LOG_LEVEL', flag: 'log-level', help: 'debug, info, warn or error (default info)' },
+} satisfies Record<string, Setting>;
+
+type SettingName = keyof typeof settings;
+
+export const usage = (): string => {
+  const lines = ['usage: conductor-daemon [options]', '', 'Every option can also be set by its environment variable.', ''];
+  for (const setting of Object.values(settings) as Setting[]) {
+    const flag = setting.boolean ? `--${setting.flag}` : `--${setting.flag} <value>`;
+    lines.push(`  ${flag.padEnd(32)} ${setting.env.padEnd(26)} ${setting.help}`);
+  }
+  lines.push(`  ${'--help'.padEnd(32)} ${''.padEnd(26)} this text`, `  ${'--version'.padEnd(32)} ${''.padEnd(26)} the version`);
+  return lines.join('\n');
+};
+
+export interface RawArgs {
+  help: boolean;
+  version: boolean;
+  values: Partial<Record<SettingName, string>>;
+}
+
+/** Splits the command line into setting values (as text) and the help/version switches. */
+export function parseCommandLine(argv: string[]): RawArgs {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' }, version: { type: 'boolean' } };
+  for (const setting of Object.values(settings) as Setting[]) {
+    options[setting.flag] = { type: setting.boolean ? 'boolean' : 'string' };
+  }
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+  } catch (error) {
+    throw new ConfigError(`${(error as Error).message} (see --help)`);
+  }
+  const values: Partial<Record<SettingName, string>> = {};
+  for (const [name, setting] of Object.entries(settings) as Array<[SettingName, Setting]>) {
+    const value = parsed.values[setting.flag];
+    if (value === undefined) continue;
+    values[name] = typeof value === 'boolean' ? String(value) : String(value);
+  }
+  return { help: parsed.values.help === true, version: parsed.values.version === true, values };
+}
+
+function isLoopback(address: string): boolean {
+  return address === '::1' || /^127\./.test(address) || address === 'localhost';
+}
+
+const PREFIX = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * Builds the Config from the environment and the parsed command line. `cwd` anchors relative
+ * paths. Throws ConfigError naming the variable (and its flag) of the first bad value.
+ */
+export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {}, cwd = process.cwd()): Config {
+  const raw = (name: SettingName): string | undefined => {
+    const fromFlag = args[name];
+    if (fromFlag !== undefined) return fromFlag;
+    const fromEnv = env[settings[name].env];
+    return fromEnv === undefined || fromEnv === '' ? undefined : fromEnv;
+  };
+  const fail = (name: SettingName, message: string): never => {
+    const setting: Setting = settings[name];
+    throw new ConfigError(`${setting.env} (--${setting.flag}): ${message}`);
+  };
+  const checked = <T>(name: SettingName, parse: () => T): T => {
+    try {
+      return parse();
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      return fail(name, (error as Error).message);
+    }
+  };
+  const bool = (name: SettingName): boolean => {
+    const value = raw(name);
+    if (value === undefined) return false;
+    if (/^(1|true|yes|on)$/i.test(value)) return true;
+    if (/^(0|false|no|off)$/i.test(value)) return false;
+    return fail(name, `expected true or false, got ${JSON.stringify(value)}`);
+  };
+  const path = (name: SettingName): string | undefined => {
+    const value = raw(name);
+    if (value === undefined) return undefined;
+    if (value.includes('\0') || /[\n\r]/.test(value)) fail(name, 'a path may not hold NUL or line breaks');
+    return resolve(cwd, value);
+  };
+  const ipAddress = (name: SettingName, value: string): string => {
+    const bare = value.startsWith('[') && value.endsWith(']') ? value.slice(1, -1) : value;
+    if (isIP(bare) === 0) fail(name, `expected an IPv4 or IPv6 address, got ${JSON.stringify(value)}`);
+    return bare;
+  };
+
+  const modeText = raw('mode') ?? 'managed';
+  if (modeText !== 'managed' && modeText !== 'external') {
+    fail('mode', `expected managed or external, got ${JSON.stringify(modeText)}`);
+  }
+  const mode = modeText as NginxMode;
+
+  const home = path('home') ?? resolve(cwd, '.conductor');
+  const streamConfigPath =
+    path('streamConfigPath') ?? (mode === 'managed' ? resolve(home, 'stream.d') : '/etc/nginx/stream.d');
+
+  const nginxBin = raw('nginxBin') ?? '/usr/sbin/nginx';
+  if (/[\0\n\r]/.test(nginxBin)) fail('nginxBin', 'a path may not hold NUL or line breaks');
+
+  const streamPrefix = raw('streamPrefix') ?? '_conductor_';
+  if (!PREFIX.test(streamPrefix) || streamPrefix.startsWith('.')) {
+    fail('streamPrefix', `expected 1-64 letters, digits, '_', '-' or '.' (not leading), got ${JSON.stringify(streamPrefix)}`);
+  }
+
+  const portRange = checked('portRange', () => parsePortRange(raw('portRange') ?? '9000-9009'));
+
+  const bindAddress = ipAddress('bindAddress', raw('bindAddress') ?? (mode === 'managed' ? '127.0.0.1' : '0.0.0.0'));
+  const bindPort = checked('bindPort', () => parsePort(raw('bindPort') ?? '5000', 'port'));
+  if (isPortInRange(bindPort, portRange)) {
+    fail('bindPort', `the API port ${bindPort} lies inside PORT_RANGE ${formatPortRange(portRange)}`);
+  }
+
+  let token = raw('token');
+  const tokenFile = path('tokenFile');
+  if (token !== undefined && tokenFile !== undefined) {
+    fail('tokenFile', 'set either CONDUCTOR_TOKEN or CONDUCTOR_TOKEN_FILE, not both');
+  }
+  if (tokenFile !== undefined) {
+    try {
+      token = readFileSync(tokenFile, 'utf8').trim();
+    } catch (error) {
+      fail('tokenFile', `cannot read ${tokenFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
+  }
+  if (token !== undefined) {
+    const which: SettingName = tokenFile !== undefined ? 'tokenFile' : 'token';
+    if (token.length < 16) fail(which, `the token must be at least 16 characters long (got ${token.length})`);
+    if (!/^[\x21-\x7e]+$/.test(token)) fail(which, 'the token may hold only printable ASCII without spaces');
+  }
+  const allowNoAuth = bool('allowNoAuth');
+  if (token === undefined && !allowNoAuth && !isLoopback(bindAddress)) {
+    throw new ConfigError(
+      `BIND_ADDRESS (--bind-address): refusing to serve the API on ${bindAddress} without a token; ` +
+        'set CONDUCTOR_TOKEN (--token) or CONDUCTOR_TOKEN_FILE (--token-file), bind to 127.0.0.1, ' +
+        'or opt in with CONDUCTOR_ALLOW_NO_AUTH=1 (--allow-no-auth)',
+    );
+  }
+
+  const listenText = raw('listenAddress');
+  const listenAddress = listenText === undefined ? undefined : ipAddress('listenAddress', listenText);
+
+  const reloadSeconds = checked('reloadTimeout', () => {
+    const text = raw('reloadTimeout') ?? '15';
+    const value = Number(text);
+    if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || value < 1 || value > 600) {
+      throw new Error(`expected a number of seconds from 1 to 600, got ${JSON.stringify(text)}`);
+    }
+    return value;
+  });
+
+  const logLevel = raw('logLevel') ?? 'info';
+  if (!isLogLevel(logLevel)) fail('logLevel', `expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
+
+  return {
+    mode,
+    home,
+    streamConfigPath,
+    nginxBin,
+    streamPrefix,
+    portRange,
+    bindAddress,
+    bindPort,
+    token,
+    allowNoAuth,
+    listenAddress,
+    nginxConf: path('nginxConf'),
+    nginxPidFile: path('nginxPidFile'),
+    nginxErrorLog: path('nginxErrorLog'),
+    reloadTimeoutMs: Math.round(reloadSeconds * 1000),
+    logLevel: logLevel as LogLevel,
+  };
+}

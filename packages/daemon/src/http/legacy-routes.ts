@@ -1,0 +1,111 @@
+/**
+ * The legacy API, kept byte-compatible for curl one-liners and runbook scripts: GET only, the old
+ * paths, the old field names and value types, answered as the old service's JSON. Refusals keep
+ * answering 200 with `"result": "error"` as scripts expect; a port that is not a whole number is a
+ * 404, as it did not match the old routes.
+ */
+import { Router, type Request, type Response } from 'express';
+import { ConductorError, ErrorCode } from '@stream-conductor/shared';
+import type { Conductor } from '../conductor.js';
+import type { Logger } from '../log.js';
+import { pythonJson } from './python-json.js';
+
+export function sendLegacy(res: Response, status: number, body: unknown): void {
+  res.status(status).type('application/json').send(pythonJson(body));
+}
+
+const WHOLE_NUMBER = /^[0-9]+$/;
+
+/** The legacy paths' prefixes, to answer their own errors in their own shape. */
+export const LEGACY_PREFIXES = ['/status', '/getstreams', '/createstream', '/removestream', '/hasstream', '/getfreeport'];
+
+export function isLegacyPath(path: string): boolean {
+  return LEGACY_PREFIXES.some((prefix) => path === prefix || path.startsWith(`${prefix}/`));
+}
+
+/** `range(start, stop)` as Python prints it: stop is exclusive, so PORT_RANGE's end + 1. */
+export function pythonRange(start: number, end: number): string {
+  return `range(${start}, ${end + 1})`;
+}
+
+export function legacyRouter(conductor: Conductor, log: Logger): Router {
+  const router = Router();
+
+  const notWholeNumber = (res: Response, value: string): void => {
+    sendLegacy(res, 404, { result: 'error', errors: `port must be a whole number, got ${JSON.stringify(value)}` });
+  };
+  const failure = (res: Response, error: unknown): void => {
+    if (error instanceof ConductorError) {
+      sendLegacy(res, 200, { result: 'error', errors: error.message });
+      return;
+    }
+    log.error('legacy request failed', { error });
+    sendLegacy(res, 500, { result: 'error', errors: 'internal error' });
+  };
+
+  router.get('/status', (_req, res) => {
+    const { portRange, version } = conductor.status();
+    sendLegacy(res, 200, { version, available_ports: pythonRange(portRange.start, portRange.end) });
+  });
+
+  router.get('/getstreams', (_req, res) => {
+    sendLegacy(
+      res,
+      200,
+      conductor.list().map((stream) => ({ listen: stream.port, proxy_pass: stream.backend })),
+    );
+  });
+
+  router.get('/createstream/:port/:backend', async (req: Request<{ port: string; backend: string }>, res) => {
+    const { port, backend } = req.params;
+    if (!WHOLE_NUMBER.test(port)) {
+      notWholeNumber(res, port);
+      return;
+    }
+    try {
+      const { warnings } = await conductor.create(port, backend);
+      sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
+    } catch (error) {
+      failure(res, error);
+    }
+  });
+
+  router.get('/removestream/:port', async (req: Request<{ port: string }>, res) => {
+    const { port } = req.params;
+    if (!WHOLE_NUMBER.test(port)) {
+      notWholeNumber(res, port);
+      return;
+    }
+    try {
+      const { warnings } = await conductor.remove(port);
+      sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
+    } catch (error) {
+      if (error instanceof ConductorError && error.code === ErrorCode.NotFound) {
+        sendLegacy(res, 200, { result: 'error', error: 'not found' });
+        return;
+      }
+      failure(res, error);
+    }
+  });
+
+  router.get('/hasstream/:port', (req: Request<{ port: string }>, res) => {
+    const { port } = req.params;
+    if (!WHOLE_NUMBER.test(port)) {
+      notWholeNumber(res, port);
+      return;
+    }
+    const found = /^[1-9][0-9]{0,4}$/.test(port) && conductor.get(Number(port)) !== undefined;
+    sendLegacy(res, 200, { result: found ? 'true' : 'false' });
+  });
+
+  router.get('/getfreeport', async (_req, res) => {
+    try {
+      const port = await conductor.freePort();
+      sendLegacy(res, 200, port === undefined ? { result: 'none available' } : { result: 'ok', port });
+    } catch (error) {
+      failure(res, error);
+    }
+  });
+
+  return router;
+}

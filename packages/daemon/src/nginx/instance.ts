@@ -1,0 +1,527 @@
+/**
+ * The apply pipeline of one nginx master: the heart of the daemon.
+ *
+ * Every create and remove is queued here. Requests that arrive while a reload is in flight are
+ * applied together in the next one, because nginx handles only about ten reloads a second. For
+ * each batch: check every request (one stream per port, the port not held by another process),
+ * write the per-stream files atomically, test the complete configuration with `nginx -t`, reload,
+ * wait for the new worker generation and the listening sockets to match, persist the change, and
+ * only then answer. When nginx refuses, the files go back to their exact previous bytes; the
+ * requests nginx's message blames are refused with that message and the rest are tried again, so
+ * one bad request never sinks the good ones in its batch.
+ */
+import { performance } from 'node:perf_hooks';
+import { ConductorError, ErrorCode, type StreamRecord, type StreamState } from '@stream-conductor/shared';
+import type { Logger } from '../log.js';
+import type { StreamStore } from '../streams/store.js';
+import type { PortProbe } from '../sys/ports.js';
+import { type NginxLogLine, withoutPaths } from './binary.js';
+import type { NginxController, ReloadOutcome } from './controller.js';
+import type { FileSnapshot, StreamFiles } from './stream-files.js';
+
+export type Mutation = { kind: 'create'; record: StreamRecord } | { kind: 'remove'; port: number };
+
+export interface MutationResult {
+  warnings: string[];
+}
+
+export interface Entry {
+  record: StreamRecord;
+  state: StreamState;
+  /** Why a failed entry was set aside. */
+  reason?: string;
+}
+
+interface Pending {
+  mutation: Mutation;
+  resolve(result: MutationResult): void;
+  reject(error: ConductorError): void;
+}
+
+/** A request that passed its checks, with what it makes of its port (undefined: no stream). */
+interface Accepted {
+  item: Pending;
+  port: number;
+  next: Entry | undefined;
+}
+
+type Attempt =
+  | { kind: 'ok'; warnings: string[] }
+  | { kind: 'culprits'; culprits: Map<number, ConductorError> }
+  | { kind: 'all'; error: ConductorError };
+
+export interface InstanceOptions {
+  id: number;
+  controller: NginxController;
+  files: StreamFiles;
+  store: StreamStore;
+  /** Asks the kernel whether a port could be bound now (see probeTcpPort). */
+  probePort(port: number): Promise<PortProbe>;
+  /** The TCP ports with a listening socket now (see listeningTcpPorts). */
+  listeningPorts(): Promise<Set<number>>;
+  log: Logger;
+  /** How long the listening sockets may take to match after a reload. */
+  verifyTimeoutMs?: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
+
+function describe(entry: Entry): string {
+  return entry.state === 'failed' ? `to ${entry.record.backend}, set aside: ${entry.reason ?? 'unknown'}` : `to ${entry.record.backend}`;
+}
+
+function storageError(error: unknown): ConductorError {
+  const code = (error as NodeJS.ErrnoException).code;
+  const reason =
+    code === 'ENOSPC'
+      ? 'no space left on the device'
+      : code === 'EROFS'
+        ? 'the file system is read-only'
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'permission denied'
+          : (code ?? (error as Error).message);
+  return new ConductorError(ErrorCode.StorageFailed, `the change could not be written: ${reason}`, {
+    hint: 'nothing was changed; free space or fix the folder permissions and try again',
+    cause: error,
+  });
+}
+
+/** The port an nginx message blames: a per-stream file it names, or a listen it could not bind. */
+export function portBlamed(line: NginxLogLine, files: StreamFiles): number | undefined {
+  const file = / in (\/\S+):[0-9]+$/.exec(line.text);
+  if (file?.[1] !== undefined) {
+    const port = files.portOfPath(file[1]);
+    if (port !== undefined) return port;
+  }
+  const bind = /bind\(\) to (?:\S+:)?([0-9]+) failed/.exec(line.text);
+  return bind?.[1] === undefined ? undefined : Number(bind[1]);
+}
+
+export class NginxInstance {
+  private entries = new Map<number, Entry>();
+  private queue: Pending[] = [];
+  private draining = false;
+  private chain: Promise<unknown> = Promise.resolve();
+  private closing = false;
+  private recoverTimer: NodeJS.Timeout | undefined;
+  private recoverDelayMs = 500;
+  readonly log: Logger;
+
+  constructor(private readonly options: InstanceOptions) {
+    this.log = options.log.child({ instance: options.id });
+    options.controller.onUnexpectedExit((message) => {
+      this.log.error('nginx died; restarting it', { reason: message });
+      this.scheduleRecovery(0);
+    });
+  }
+
+  get id(): number {
+    return this.options.id;
+  }
+
+  get controller(): NginxController {
+    return this.options.controller;
+  }
+
+  get files(): StreamFiles {
+    return this.options.files;
+  }
+
+  /** Takes the definitions this instance serves; call before reconcile(). */
+  load(records: StreamRecord[]): void {
+    for (const record of records) this.entries.set(record.port, { record, state: 'live' });
+  }
+
+  list(): Entry[] {
+    return [...this.entries.values()];
+  }
+
+  get(port: number): Entry | undefined {
+    return this.entries.get(port);
+  }
+
+  /** Queues a change; resolves once it is live, rejects with the reason it was refused. */
+  submit(mutation: Mutation): Promise<MutationResult> {
+    if (this.closing) {
+      return Promise.reject(new ConductorError(ErrorCode.ShuttingDown, 'the daemon is shutting down and takes no more changes'));
+    }
+    return new Promise((resolve, reject) => {
+      this.queue.push({ mutation, resolve, reject });
+      void this.drain();
+    });
+  }
+
+  /** Runs `task` when no batch or recovery is running, and keeps others out until it is done. */
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(task);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0);
+        await this.exclusive(() => this.applyBatch(batch)).catch((error: unknown) => {
+          this.log.error('apply failed unexpectedly', { error });
+          const failure = new ConductorError(ErrorCode.Internal, 'internal error while applying the change', { cause: error });
+          for (const item of batch) item.reject(failure);
+        });
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async checkPortFree(port: number): Promise<void> {
+    const probe = await this.options.probePort(port);
+    if (probe === 'in-use') {
+      throw new ConductorError(ErrorCode.PortInUse, `port ${port} is held by another process on this host`, {
+        hint: 'free the port or pick another one (conductor free-port finds one)',
+      });
+    }
+    if (probe === 'denied') {
+      throw new ConductorError(ErrorCode.PortInUse, `port ${port} cannot be bound on this host: permission denied`, {
+        hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE',
+      });
+    }
+  }
+
+  /** Checks each request in arrival order against the state the earlier ones leave. */
+  private async admit(batch: Pending[]): Promise<Accepted[]> {
+    const working = new Map(this.entries);
+    const accepted: Accepted[] = [];
+    for (const item of batch) {
+      const { mutation } = item;
+      try {
+        if (mutation.kind === 'create') {
+          const { port } = mutation.record;
+          const existing = working.get(port);
+          if (existing) {
+            throw new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream (${describe(existing)})`, {
+              hint: 'remove it first, or pick another port',
+            });
+          }
+          // A port our nginx listens on right now (removed earlier in this batch) is ours to reuse.
+          if (this.entries.get(port)?.state !== 'live') await this.checkPortFree(port);
+          const next: Entry = { record: mutation.record, state: 'live' };
+          working.set(port, next);
+          accepted.push({ item, port, next });
+        } else {
+          const { port } = mutation;
+          if (!working.has(port)) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+          working.delete(port);
+          accepted.push({ item, port, next: undefined });
+        }
+      } catch (error) {
+        item.reject(error instanceof ConductorError ? error : new ConductorError(ErrorCode.Internal, 'internal error', { cause: error }));
+      }
+    }
+    return accepted;
+  }
+
+  /** After some requests were dropped, drops the later ones that relied on them. */
+  private consistent(accepted: Accepted[]): Accepted[] {
+    const working = new Map(this.entries);
+    return accepted.filter(({ item, port, next }) => {
+      const present = working.has(port);
+      if (next && present) {
+        item.reject(new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream`));
+        return false;
+      }
+      if (!next && !present) {
+        item.reject(new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`));
+        return false;
+      }
+      if (next) working.set(port, next);
+      else working.delete(port);
+      return true;
+    });
+  }
+
+  private async applyBatch(batch: Pending[]): Promise<void> {
+    const started = performance.now();
+    let accepted = await this.admit(batch);
+    let attempts = 0;
+    let applied = 0;
+    while (accepted.length > 0) {
+      attempts += 1;
+      const attempt = await this.attempt(accepted);
+      if (attempt.kind === 'ok') {
+        for (const { item } of accepted) item.resolve({ warnings: attempt.warnings });
+        applied = accepted.length;
+        break;
+      }
+      if (attempt.kind === 'culprits') {
+        accepted = this.consistent(
+          accepted.filter(({ item, port, next }) => {
+            const error = next ? attempt.culprits.get(port) : undefined;
+            if (error) item.reject(error);
+            return error === undefined;
+          }),
+        );
+        continue;
+      }
+      const global = attempt.error.code === ErrorCode.NginxUnavailable || attempt.error.code === ErrorCode.StorageFailed;
+      if (accepted.length === 1 || global) {
+        for (const { item } of accepted) item.reject(attempt.error);
+        break;
+      }
+      // nginx refused the batch without naming a culprit: find it by applying one at a time.
+      for (const one of accepted) {
+        const single = await this.attempt(this.consistent([one]));
+        attempts += 1;
+        if (single.kind === 'ok') {
+          one.item.resolve({ warnings: single.warnings });
+          applied += 1;
+        } else {
+          one.item.reject(single.kind === 'all' ? single.error : (single.culprits.values().next().value ?? attempt.error));
+        }
+      }
+      break;
+    }
+    this.log.info('apply', {
+      requests: batch.length,
+      applied,
+      refused: batch.length - applied,
+      attempts,
+      ms: Math.round(performance.now() - started),
+    });
+  }
+
+  /** Tries to bring `accepted` live in one reload. */
+  private async attempt(accepted: Accepted[]): Promise<Attempt> {
+    if (accepted.length === 0) return { kind: 'ok', warnings: [] };
+    const target = new Map(this.entries);
+    for (const { port, next } of accepted) {
+      if (next) target.set(port, next);
+      else target.delete(port);
+    }
+    const touched = [...new Set(accepted.map((one) => one.port))];
+    const write: StreamRecord[] = [];
+    const remove: number[] = [];
+    const opened: number[] = [];
+    const closed: number[] = [];
+    for (const port of touched) {
+      const before = this.entries.get(port);
+      const after = target.get(port);
+      const wasLive = before?.state === 'live';
+      if (after?.state === 'live') {
+        write.push(after.record);
+        if (!wasLive) opened.push(port);
+      } else if (wasLive) {
+        remove.push(port);
+        closed.push(port);
+      }
+    }
+    const snapshot = await this.options.files.snapshot(touched);
+    const undo = async (): Promise<void> => {
+      await this.options.files.restore(snapshot).catch((error: unknown) => {
+        this.log.error('could not restore the previous stream files', { error });
+      });
+    };
+    try {
+      await this.options.files.apply(write, remove);
+    } catch (error) {
+      await undo();
+      return { kind: 'all', error: storageError(error) };
+    }
+    let warnings: string[] = [];
+    if (write.length > 0 || remove.length > 0) {
+      const test = await this.options.controller.test();
+      if (!test.ok) {
+        await undo();
+        return this.blame(test.lines, test.message, accepted, ErrorCode.NginxRejected);
+      }
+      const reload = await this.options.controller.reload();
+      if (!reload.ok) {
+        await undo();
+        await this.resync(reload);
+        return this.blame(reload.lines, reload.message, accepted, reload.code === 'NGINX_UNAVAILABLE' ? ErrorCode.NginxUnavailable : ErrorCode.ReloadFailed);
+      }
+      const sockets = await this.verifySockets(opened, closed);
+      if (sockets.missing.length > 0) {
+        await this.revert(snapshot);
+        return {
+          kind: 'all',
+          error: new ConductorError(
+            ErrorCode.ReloadFailed,
+            `nginx reloaded but nothing listens on port ${sockets.missing.join(', ')}`,
+            { hint: "is STREAM_CONFIG_PATH included inside nginx's stream {} block?" },
+          ),
+        };
+      }
+      warnings = sockets.lingering.map((port) => `port ${port} still has a listening socket after the stream was removed (another process?)`);
+    }
+    try {
+      await this.options.store.commit({
+        put: touched.flatMap((port) => {
+          const entry = target.get(port);
+          return entry ? [entry.record] : [];
+        }),
+        remove: touched.filter((port) => !target.has(port)),
+      });
+    } catch (error) {
+      await this.revert(snapshot);
+      return { kind: 'all', error: storageError(error) };
+    }
+    this.entries = target;
+    return { kind: 'ok', warnings };
+  }
+
+  /** Puts the files back and reloads, after nginx had already taken the change. */
+  private async revert(snapshot: FileSnapshot): Promise<void> {
+    await this.options.files.restore(snapshot).catch((error: unknown) => this.log.error('could not restore the previous stream files', { error }));
+    const outcome = await this.options.controller.reload();
+    if (!outcome.ok) this.log.error('could not reload nginx back to the previous configuration', { reason: outcome.message });
+  }
+
+  /**
+   * After a failed reload the files are back as they were. nginx is too when it said why it gave
+   * up; when the outcome is unknown (a timeout), one more reload brings it in line with the files.
+   */
+  private async resync(outcome: ReloadOutcome): Promise<void> {
+    if (outcome.code !== 'RELOAD_FAILED' || outcome.lines.some((line) => line.level === 'emerg')) return;
+    const again = await this.options.controller.reload();
+    if (!again.ok) this.log.error('nginx did not take the previous configuration back', { reason: again.message });
+  }
+
+  private blame(lines: NginxLogLine[], message: string, accepted: Accepted[], code: ErrorCode): Attempt {
+    const creating = new Set(accepted.filter((one) => one.next).map((one) => one.port));
+    const culprits = new Map<number, ConductorError>();
+    for (const line of lines) {
+      const port = portBlamed(line, this.options.files);
+      if (port === undefined || !creating.has(port) || culprits.has(port)) continue;
+      const inUse = /Address already in use/.test(line.text);
+      culprits.set(
+        port,
+        new ConductorError(inUse ? ErrorCode.PortInUse : code, `nginx refused the stream on port ${port}: ${withoutPaths(line.text)}`, {
+          hint: inUse ? 'another process took the port' : undefined,
+        }),
+      );
+    }
+    if (culprits.size > 0) return { kind: 'culprits', culprits };
+    const prefix = code === ErrorCode.NginxUnavailable ? 'nginx is not available' : 'nginx refused the change';
+    return { kind: 'all', error: new ConductorError(code, `${prefix}: ${withoutPaths(message)}`) };
+  }
+
+  /** Waits until the kernel shows the new ports listening and the removed ones closed. */
+  private async verifySockets(opened: number[], closed: number[]): Promise<{ missing: number[]; lingering: number[] }> {
+    if (opened.length === 0 && closed.length === 0) return { missing: [], lingering: [] };
+    const deadline = Date.now() + (this.options.verifyTimeoutMs ?? 3000);
+    for (let round = 0; ; round += 1) {
+      const listening = await this.options.listeningPorts();
+      const missing = opened.filter((port) => !listening.has(port));
+      const lingering = closed.filter((port) => listening.has(port));
+      if ((missing.length === 0 && lingering.length === 0) || Date.now() > deadline) return { missing, lingering };
+      await sleep(round < 20 ? 2 : 10);
+    }
+  }
+
+  /**
+   * Brings nginx in line at start-up. Never throws: when nginx cannot run at all, the daemon
+   * keeps serving its API, reports nginx down, and keeps trying with a growing delay.
+   */
+  async start(): Promise<void> {
+    try {
+      await this.reconcile();
+    } catch (error) {
+      this.log.error('nginx could not be started; trying again', { error, inMs: this.recoverDelayMs });
+      this.scheduleRecovery(this.recoverDelayMs);
+    }
+  }
+
+  /**
+   * Makes the files and nginx match the definitions: at start-up, and after nginx died. Every
+   * definition is tried, also those set aside before; what nginx cannot take is set aside again
+   * with the reason, and the rest is served.
+   */
+  reconcile(): Promise<void> {
+    return this.exclusive(() => this.reconcileNow());
+  }
+
+  private async reconcileNow(): Promise<void> {
+    const { files, controller } = this.options;
+    const scan = await files.scan();
+    for (const name of scan.temporary) await files.removeTemporary(name);
+    for (const entry of this.entries.values()) {
+      entry.state = 'live';
+      delete entry.reason;
+    }
+    const setAside = async (port: number, reason: string): Promise<void> => {
+      const entry = this.entries.get(port);
+      if (!entry) return;
+      entry.state = 'failed';
+      entry.reason = reason;
+      await files.apply([], [port]);
+      this.log.warn('stream set aside', { port, backend: entry.record.backend, reason });
+    };
+    // Files of ours that no definition claims go; every live definition is (re)written.
+    const wanted = new Set(this.entries.keys());
+    await files.apply([], scan.ours.filter((port) => !wanted.has(port)));
+    await files.apply([...this.entries.values()].map((entry) => entry.record), []);
+    if (!(await controller.isRunning())) {
+      // Nothing of ours listens yet, so a port that cannot be bound is held by someone else.
+      for (const entry of this.entries.values()) {
+        const probe = await this.options.probePort(entry.record.port);
+        if (probe !== 'free') {
+          await setAside(entry.record.port, probe === 'in-use' ? 'the port is held by another process' : 'permission denied on the port');
+        }
+      }
+    }
+    for (let round = 0; round <= this.entries.size; round += 1) {
+      const test = await controller.test();
+      let outcome: ReloadOutcome | undefined;
+      let lines = test.lines;
+      if (test.ok) {
+        outcome = await controller.start();
+        if (outcome.ok) break;
+        lines = outcome.lines;
+      }
+      const blamed = new Map<number, string>();
+      for (const line of lines) {
+        const port = portBlamed(line, files);
+        if (port !== undefined && this.entries.get(port)?.state === 'live' && !blamed.has(port)) blamed.set(port, withoutPaths(line.text));
+      }
+      if (blamed.size === 0) {
+        const reason = withoutPaths(test.ok ? (outcome?.message ?? 'nginx did not start') : test.message);
+        this.log.error('nginx cannot run the configuration', { reason });
+        throw new ConductorError(test.ok ? ErrorCode.NginxUnavailable : ErrorCode.NginxRejected, reason);
+      }
+      for (const [port, reason] of blamed) await setAside(port, `nginx: ${reason}`);
+    }
+    const live = [...this.entries.values()].filter((entry) => entry.state === 'live').map((entry) => entry.record.port);
+    const sockets = await this.verifySockets(live, []);
+    for (const port of sockets.missing) this.log.error('stream not listening after start', { port });
+    this.recoverDelayMs = 500;
+    this.log.info('nginx in line with the definitions', {
+      live: live.length,
+      failed: this.entries.size - live.length,
+    });
+  }
+
+  private scheduleRecovery(delayMs: number): void {
+    if (this.closing || this.recoverTimer) return;
+    this.recoverTimer = setTimeout(() => {
+      this.recoverTimer = undefined;
+      this.reconcile().catch((error: unknown) => {
+        this.recoverDelayMs = Math.min(this.recoverDelayMs * 2, 30_000);
+        this.log.error('nginx could not be restarted; trying again', { error, inMs: this.recoverDelayMs });
+        this.scheduleRecovery(this.recoverDelayMs);
+      });
+    }, delayMs);
+  }
+
+  /** Refuses new changes, lets the running batch finish, and stops nginx (managed mode). */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.recoverTimer) clearTimeout(this.recoverTimer);
+    for (const item of this.queue.splice(0)) {
+      item.reject(new ConductorError(ErrorCode.ShuttingDown, 'the daemon is shutting down and takes no more changes'));
+    }
+    await this.chain;
+    await this.options.controller.stop();
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * The embedded store: one JSON file, replaced atomically and flushed to disk on every commit, so
+ * a change the daemon acknowledged survives a crash or a power cut, and a change it refused never
+ * reaches the file.
+ */
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { type StreamRecord, parseBackend, parsePort } from '@stream-conductor/shared';
+import { readIfExists, writeFileAtomic } from '../sys/files.js';
+import type { StoreChange, StoreLoad, StreamStore } from './store.js';
+
+const FORMAT = 1;
+
+export class StoreCorruptError extends Error {
+  override readonly name = 'StoreCorruptError';
+}
+
+export class FileStore implements StreamStore {
+  private records = new Map<number, StreamRecord>();
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(readonly path: string) {}
+
+  async load(): Promise<StoreLoad> {
+    const text = await readIfExists(this.path);
+    const problems: string[] = [];
+    this.records = new Map();
+    if (text === undefined) return { records: [], problems };
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch (error) {
+      throw new StoreCorruptError(`${this.path} is not valid JSON (${(error as Error).message}); move it aside to start empty`);
+    }
+    const streams = (data as { streams?: unknown }).streams;
+    if ((data as { format?: unknown }).format !== FORMAT || !Array.isArray(streams)) {
+      throw new StoreCorruptError(`${this.path} is not a stream-conductor store of format ${FORMAT}`);
+    }
+    for (const entry of streams as unknown[]) {
+      try {
+        const { port, backend, createdAt } = entry as Record<string, unknown>;
+        const record: StreamRecord = {
+          port: parsePort(typeof port === 'number' ? port : String(port)),
+          backend: parseBackend(String(backend)).address,
+          createdAt: typeof createdAt === 'string' ? createdAt : new Date(0).toISOString(),
+        };
+        if (this.records.has(record.port)) throw new Error(`port ${record.port} appears twice`);
+        this.records.set(record.port, record);
+      } catch (error) {
+        problems.push(`store entry ${JSON.stringify(entry)} was skipped: ${(error as Error).message}`);
+      }
+    }
+    return { records: [...this.records.values()], problems };
+  }
+
+  commit(change: StoreChange): Promise<void> {
+    const run = this.tail.then(() => this.write(change));
+    this.tail = run.catch(() => undefined); // a failed commit must not block the next one
+    return run;
+  }
+
+  private async write(change: StoreChange): Promise<void> {
+    const next = new Map(this.records);
+    for (const port of change.remove) next.delete(port);
+    for (const record of change.put) next.set(record.port, record);
+    const streams = [...next.values()].sort((a, b) => a.port - b.port);
+    await mkdir(dirname(this.path), { recursive: true });
+    await writeFileAtomic(this.path, `${JSON.stringify({ format: FORMAT, streams }, null, 1)}\n`, { durable: true, mode: 0o600 });
+    this.records = next;
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * What the kernel says about ports: whether this host could bind one right now, and which TCP
+ * sockets are listening. nginx -t cannot see a port held by another process, so the daemon asks
+ * the kernel itself before it hands a port to nginx.
+ */
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+
+export type PortProbe = 'free' | 'in-use' | 'denied';
+
+/**
+ * Tries to bind `host:port` (TCP) and closes the socket at once. `host` undefined means the IPv4
+ * wildcard, which is what `listen <port>;` binds in nginx.
+ */
+export function probeTcpPort(port: number, host: string | undefined): Promise<PortProbe> {
+  return new Promise((resolvePromise, reject) => {
+    const server = createServer();
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EADDRINUSE') resolvePromise('in-use');
+      else if (error.code === 'EACCES' || error.code === 'EPERM') resolvePromise('denied');
+      else reject(error);
+    });
+    server.listen({ port, host: host ?? '0.0.0.0', exclusive: true, backlog: 1 }, () => {
+      server.close(() => resolvePromise('free'));
+    });
+  });
+}
+
+export interface ListeningSocket {
+  /** Local address as text: an IPv4 dotted quad or an IPv6 address without brackets. */
+  address: string;
+  port: number;
+}
+
+function decodeIPv4(hex: string): string {
+  // /proc/net/tcp prints the address as one host-order (little-endian here) 32-bit word.
+  const value = Number.parseInt(hex, 16);
+  return [value & 255, (value >>> 8) & 255, (value >>> 16) & 255, (value >>> 24) & 255].join('.');
+}
+
+function decodeIPv6(hex: string): string {
+  const groups: string[] = [];
+  for (let word = 0; word < 4; word += 1) {
+    const chunk = hex.slice(word * 8, word * 8 + 8);
+    const bytes = [chunk.slice(6, 8), chunk.slice(4, 6), chunk.slice(2, 4), chunk.slice(0, 2)].join('');
+    groups.push(bytes.slice(0, 4), bytes.slice(4, 8));
+  }
+  const full = groups.map((group) => group.replace(/^0+(?=.)/, '')).join(':');
+  // Compress the longest run of zero groups, as inet_ntop does.
+  const match = [...full.matchAll(/(?:^|:)0(?::0)+(?::|$)/g)].sort((a, b) => b[0].length - a[0].length)[0];
+  if (!match) return full;
+  return `${full.slice(0, match.index)}::${full.slice((match.index ?? 0) + match[0].length)}`;
+}
+
+const TCP_LISTEN = '0A';
+
+/** Parses /proc/net/tcp or /proc/net/tcp6 text into its listening sockets. */
+export function parseProcNetTcp(text: string, family: 4 | 6): ListeningSocket[] {
+  const sockets: ListeningSocket[] = [];
+  const lines = text.split('\n');
+  for (let i = 1; i < lines.length; i += 1) {
+    const fields = lines[i]?.trim().split(/\s+/);
+    if (!fields || fields.length < 4 || fields[3] !== TCP_LISTEN) continue;
+    const [addressHex, portHex] = (fields[1] ?? '').split(':');
+    if (addressHex === undefined || portHex === undefined) continue;
+    sockets.push({
+      address: family === 4 ? decodeIPv4(addressHex) : decodeIPv6(addressHex),
+      port: Number.parseInt(portHex, 16),
+    });
+  }
+  return sockets;
+}
+
+/** The TCP ports that have a listening socket on this host (network namespace), any address. */
+export async function listeningTcpPorts(): Promise<Set<number>> {
+  const ports = new Set<number>();
+  for (const [file, family] of [
+    ['/proc/net/tcp', 4],
+    ['/proc/net/tcp6', 6],
+  ] as const) {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue; // no IPv6 in this kernel
+      throw error;
+    }
+    for (const socket of parseProcNetTcp(text, family)) ports.add(socket.port);
+  }
+  return ports;
+}
+
+/** The kernel's range of ports for outgoing connections, or undefined when unknown. */
+export async function ephemeralPortRange(): Promise<{ start: number; end: number } | undefined> {
+  try {
+    const [start, end] = (await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')).trim().split(/\s+/).map(Number);
+    if (start === undefined || end === undefined || Number.isNaN(start) || Number.isNaN(end)) return undefined;
+    return { start, end };
+  } catch {
+    return undefined; // not Linux, or /proc hidden: the warning it feeds is skipped
+  }
+}

@@ -1,0 +1,98 @@
+/** Process facts read from /proc: children of a process, its command line, whether it lives. */
+import { readFileSync } from 'node:fs';
+import { readFile, readdir, readlink } from 'node:fs/promises';
+
+/** Whether a process exists and is not a zombie waiting to be reaped. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true; // no /proc: kill(0) is all we know
+  }
+}
+
+/** The pids of `pid`'s children; empty when the process is gone. */
+export async function childPids(pid: number): Promise<number[]> {
+  try {
+    const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8');
+    return text.trim() === '' ? [] : text.trim().split(/\s+/).map(Number);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  // Kernels without CONFIG_PROC_CHILDREN: scan /proc for the parent pid.
+  if (!isAlive(pid)) return [];
+  const children: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) children.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return children;
+}
+
+/** The command line of a process, its arguments joined by spaces; undefined when it is gone. */
+export async function commandLine(pid: number): Promise<string | undefined> {
+  try {
+    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0+$/, '').replace(/\0/g, ' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** The parent pid of a process; undefined when it is gone. */
+export async function parentPid(pid: number): Promise<number | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `pid` has `path` open (one of its /proc/<pid>/fd links points at it). */
+async function holdsFile(pid: number, path: string): Promise<boolean> {
+  let fds: string[];
+  try {
+    fds = await readdir(`/proc/${pid}/fd`);
+  } catch {
+    return false;
+  }
+  for (const fd of fds) {
+    try {
+      if ((await readlink(`/proc/${pid}/fd/${fd}`)) === path) return true;
+    } catch {
+      // closed while we looked
+    }
+  }
+  return false;
+}
+
+/**
+ * nginx worker processes whose master is gone (or is not `currentMaster`) and that hold
+ * `errorLog` open, which marks them as workers of our nginx and no one else's. A master killed
+ * with SIGKILL leaves its workers running, still holding every listening socket.
+ */
+export async function strayWorkers(errorLog: string, currentMaster: number | undefined): Promise<number[]> {
+  const stray: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const command = await commandLine(pid);
+    if (!command?.startsWith('nginx: worker process') && !command?.startsWith('nginx: cache')) continue;
+    const parent = await parentPid(pid);
+    if (parent !== undefined && parent === currentMaster) continue;
+    if (await holdsFile(pid, errorLog)) stray.push(pid);
+  }
+  return stray;
+}

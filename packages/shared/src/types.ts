@@ -1,0 +1,57 @@
+/** The shapes exchanged between the daemon and its clients. */
+
+/** A stream as the user defines it: traffic to `port` on the edge host goes to `backend`. */
+export interface StreamSpec {
+  port: number;
+  /** Canonical `host:port` (see parseBackend). */
+  backend: string;
+}
+
+/** A stream as the daemon stores it. */
+export interface StreamRecord extends StreamSpec {
+  /** ISO 8601 time the stream was created. */
+  createdAt: string;
+}
+
+/**
+ * live: nginx serves it. failed: the daemon holds the definition but could not apply it (the
+ * reason says why); it is retried when the daemon starts and when nginx comes back.
+ */
+export type StreamState = 'live' | 'failed';
+
+export interface StreamView extends StreamRecord {
+  state: StreamState;
+  reason?: string;
+}
+
+export type NginxMode = 'managed' | 'external';
+
+export interface NginxStatus {
+  /** running: a master answers; down: none; starting: being (re)started. */
+  state: 'running' | 'down' | 'starting';
+  pid?: number;
+  /** Times the daemon had to (re)start nginx since it started itself (managed mode). */
+  restarts: number;
+  lastReload?: { at: string; ok: boolean; message?: string };
+  message?: string;
+}
+
+export interface DaemonStatus {
+  version: string;
+  mode: NginxMode;
+  portRange: { start: number; end: number };
+  streams: { total: number; live: number; failed: number };
+  nginx: NginxStatus;
+  /** Definitions the daemon holds but had to set aside, with the reason. */
+  failed: Array<{ port: number; backend: string; reason: string }>;
+  /** Things found at start-up that need an operator's eye (skipped store entries, old files not adopted). */
+  problems: string[];
+  startedAt: string;
+}
+
+/** Answer of a successful create. */
+export interface CreateResult {
+  stream: StreamView;
+  /** Things worth knowing that did not stop the change. */
+  warnings: string[];
+}

@@ -1,0 +1,151 @@
+import { describe, expect, it } from '@jest/globals';
+import { ConductorError, ErrorCode, assertPortInRange, isIPv4, parseBackend, parsePort, parsePortRange, quote } from '../src/index.js';
+
+function refusal(fn: () => unknown): ConductorError {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof ConductorError) return error;
+    throw error;
+  }
+  throw new Error('expected a refusal, got none');
+}
+
+describe('parsePort', () => {
+  it.each([
+    ['1', 1],
+    ['22', 22],
+    ['9000', 9000],
+    ['65535', 65535],
+    [443, 443],
+  ])('accepts %p', (input, expected) => {
+    expect(parsePort(input)).toBe(expected);
+  });
+
+  it.each(['0', '65536', '99999', '-1', '+80', '080', '9000.0', '1e3', ' 80', '80 ', '0x50', '', 'abc', '８０', '80;', '9000\n'])(
+    'refuses %p',
+    (input) => {
+      const error = refusal(() => parsePort(input));
+      expect(error.code).toBe(ErrorCode.InvalidInput);
+      expect(error.message).toMatch(/port must be a whole number from 1 to 65535/);
+    },
+  );
+
+  it('names the value it refused, escaped', () => {
+    expect(refusal(() => parsePort('1\n2')).message).toContain('"1\\n2"');
+  });
+});
+
+describe('parsePortRange', () => {
+  it('reads an inclusive range', () => {
+    expect(parsePortRange('9000-9009')).toEqual({ start: 9000, end: 9009 });
+    expect(parsePortRange('9000-9000')).toEqual({ start: 9000, end: 9000 });
+  });
+
+  it.each(['9000', '9009-9000', '0-10', '9000-70000', '9000 - 9009', 'a-b', '', '9000-9009-9010'])('refuses %p', (input) => {
+    expect(refusal(() => parsePortRange(input)).code).toBe(ErrorCode.InvalidInput);
+  });
+
+  it('refuses a port outside the range with its own code', () => {
+    const range = parsePortRange('9000-9009');
+    expect(() => assertPortInRange(9009, range)).not.toThrow();
+    const error = refusal(() => assertPortInRange(9010, range));
+    expect(error.code).toBe(ErrorCode.PortOutOfRange);
+    expect(error.message).toBe("port 9010 is outside the daemon's port range 9000-9009");
+  });
+});
+
+describe('parseBackend', () => {
+  it.each([
+    ['mybackend:22', 'mybackend:22', 'name'],
+    ['MyBackend.Example.COM:443', 'mybackend.example.com:443', 'name'],
+    ['a-b.c-d:1', 'a-b.c-d:1', 'name'],
+    ['localhost:65535', 'localhost:65535', 'name'],
+    ['10.1.0.1:2000', '10.1.0.1:2000', 'ipv4'],
+    ['127.0.0.1:22', '127.0.0.1:22', 'ipv4'],
+    ['[::1]:22', '[::1]:22', 'ipv6'],
+    ['[2001:DB8::1]:443', '[2001:db8::1]:443', 'ipv6'],
+    ['[::ffff:10.0.0.1]:80', '[::ffff:10.0.0.1]:80', 'ipv6'],
+    [`${'a'.repeat(63)}.example:1`, `${'a'.repeat(63)}.example:1`, 'name'],
+  ])('accepts %p', (input, address, kind) => {
+    const backend = parseBackend(input);
+    expect(backend.address).toBe(address);
+    expect(backend.kind).toBe(kind);
+  });
+
+  it.each([
+    ['', /empty/],
+    ['mybackend', /has no port/],
+    ['mybackend:', /backend port must be/],
+    ['mybackend:0', /backend port must be/],
+    ['mybackend:65536', /backend port must be/],
+    ['mybackend:22;', /backend port must be/],
+    ['a:1;proxy_timeout 1s', /backend port must be/],
+    ['a;b:1', /label/],
+    ['a{b:1', /label/],
+    ['a}b:1', /label/],
+    ['a#b:1', /label/],
+    ['$host:1', /label/],
+    ['"a":1', /label/],
+    ["'a':1", /label/],
+    ['a\\b:1', /label/],
+    ['a b:1', /label/],
+    ['a\nb:1', /label/],
+    ['a\tb:1', /label/],
+    ['mybackend:22\n', /backend port must be/],
+    ['include /etc/passwd:1', /label/],
+    ['unix:/var/run/x.sock', /backend port must be|not host:port/],
+    ['unix:/tmp/a:1', /not host:port/],
+    ['under_score:22', /label/],
+    ['-leading:22', /label/],
+    ['trailing-:22', /label/],
+    ['a..b:22', /empty label/],
+    ['.a:22', /empty label/],
+    ['a.:22', /empty label/],
+    [`${'a'.repeat(64)}:1`, /label of 64 characters/],
+    [`${'abcdefghi.'.repeat(26)}com:1`, /characters long/],
+    ['x'.repeat(300), /characters long/],
+    ['bücher.de:80', /label/],
+    ['1.2.3:80', /not a valid IPv4/],
+    ['256.1.1.1:80', /not a valid IPv4/],
+    ['010.0.0.1:80', /not a valid IPv4/],
+    ['1234:80', /not a valid IPv4/],
+    ['host.123:80', /last label is numeric/],
+    ['::1:22', /must be in brackets/],
+    ['[::1]', /not \[ipv6\]:port/],
+    ['[::1]:', /backend port must be/],
+    ['[fe80::1%eth0]:22', /not an IPv6 address/],
+    ['[::g]:22', /not an IPv6 address/],
+    ['[10.0.0.1]:22', /not an IPv6 address/],
+    ['[::1]:22:33', /not \[ipv6\]:port/],
+    ['%2e%2e/etc:1', /label/],
+    ['../../etc/passwd:1', /label|empty label/],
+  ])('refuses %p', (input, reason) => {
+    const error = refusal(() => parseBackend(input));
+    expect(error.code).toBe(ErrorCode.InvalidInput);
+    expect(error.message).toMatch(reason);
+  });
+
+  it('never lets a character nginx treats specially through', () => {
+    const special = [';', '{', '}', '#', '$', '"', "'", '\\', ' ', '\n', '\r', '\t', '/', '\0'];
+    for (const char of special) {
+      for (const input of [`a${char}b:1`, `ab:1${char}`, `${char}ab:1`, `[::1${char}]:1`]) {
+        expect(() => parseBackend(input)).toThrow(ConductorError);
+      }
+    }
+  });
+});
+
+describe('helpers', () => {
+  it('isIPv4 is strict', () => {
+    expect(isIPv4('192.168.0.1')).toBe(true);
+    expect(isIPv4('0.0.0.0')).toBe(true);
+    expect(isIPv4('192.168.0.01')).toBe(false);
+    expect(isIPv4('192.168.0')).toBe(false);
+  });
+
+  it('quote escapes control characters and cuts long input', () => {
+    expect(quote('a\u0007b')).toBe('"a\\u0007b"');
+    expect(quote('x'.repeat(200))).toBe(`"${'x'.repeat(80)}..."`);
+  });
+});

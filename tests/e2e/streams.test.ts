@@ -1,0 +1,202 @@
+/**
+ * The apply pipeline end to end: a real daemon, a real nginx, real bytes on loopback. Every
+ * refusal is checked to have left the files, the store, the listing and the listening sockets
+ * exactly as they were.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { dirname } from 'node:path';
+import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { holdPort } from '../helpers/ports.js';
+import { snapshot } from '../helpers/state.js';
+
+let daemon: Daemon;
+let alpha: EchoBackend;
+let beta: EchoBackend;
+
+beforeAll(async () => {
+  alpha = await EchoBackend.start('alpha');
+  beta = await EchoBackend.start('beta');
+  daemon = await startDaemon({ rangeSize: 10 });
+});
+
+afterAll(async () => {
+  await daemon?.stop();
+  await alpha?.close();
+  await beta?.close();
+  if (daemon) await removeDir(dirname(daemon.home));
+});
+
+const legacy = async (path: string): Promise<Record<string, unknown>> => (await daemon.get(path)).json as Record<string, unknown>;
+
+describe('create and remove', () => {
+  it('forwards bytes the moment create answers, and refuses connections the moment rm answers', async () => {
+    const port = daemon.rangeStart;
+    expect(await connectOutcome(port)).toBe('refused');
+    expect(await legacy(`/createstream/${port}/127.0.0.1:${alpha.port}`)).toEqual({ result: 'ok', errors: '' });
+    expect(await roundTrip(port, 'hello')).toBe('alpha:hello');
+    expect(await legacy(`/removestream/${port}`)).toEqual({ result: 'ok', errors: '' });
+    expect(await connectOutcome(port)).toBe('refused');
+    expect(await legacy(`/hasstream/${port}`)).toEqual({ result: 'false' });
+  });
+
+  it('serves several streams to different backends side by side', async () => {
+    const [a, b] = [daemon.rangeStart + 1, daemon.rangeStart + 2];
+    await legacy(`/createstream/${a}/127.0.0.1:${alpha.port}`);
+    await legacy(`/createstream/${b}/localhost:${beta.port}`);
+    expect(await roundTrip(a, 'x')).toBe('alpha:x');
+    expect(await roundTrip(b, 'y')).toBe('beta:y');
+    await legacy(`/removestream/${a}`);
+    expect(await connectOutcome(a)).toBe('refused');
+    expect(await roundTrip(b, 'still')).toBe('beta:still');
+    await legacy(`/removestream/${b}`);
+  });
+
+  it('forwards to an IPv6 backend', async () => {
+    const v6 = await EchoBackend.start('six', 0, '::1');
+    try {
+      const port = daemon.rangeStart + 3;
+      expect(await legacy(`/createstream/${port}/[::1]:${v6.port}`)).toMatchObject({ result: 'ok' });
+      expect(await roundTrip(port, 'v6')).toBe('six:v6');
+      expect((await daemon.get('/getstreams')).json).toEqual([{ listen: port, proxy_pass: `[::1]:${v6.port}` }]);
+      await legacy(`/removestream/${port}`);
+    } finally {
+      await v6.close();
+    }
+  });
+
+  it('keeps an established session alive when its stream is removed, but takes no new one', async () => {
+    const port = daemon.rangeStart + 4;
+    await legacy(`/createstream/${port}/127.0.0.1:${alpha.port}`);
+    const { connect } = await import('node:net');
+    const socket = connect({ port, host: '127.0.0.1' });
+    await new Promise((done) => socket.once('connect', done));
+    await legacy(`/removestream/${port}`);
+    expect(await connectOutcome(port)).toBe('refused');
+    const answer = await new Promise<string>((done) => {
+      socket.once('data', (chunk) => done(chunk.toString()));
+      socket.write('after');
+    });
+    expect(answer).toBe('alpha:after');
+    socket.destroy();
+  });
+});
+
+describe('refusals change nothing', () => {
+  let live: number;
+
+  beforeAll(async () => {
+    live = daemon.rangeEnd;
+    expect(await legacy(`/createstream/${live}/127.0.0.1:${alpha.port}`)).toMatchObject({ result: 'ok' });
+  });
+
+  afterAll(async () => {
+    await legacy(`/removestream/${live}`);
+  });
+
+  const unchanged = async (action: () => Promise<void>): Promise<void> => {
+    const before = await snapshot(daemon);
+    await action();
+    expect(await snapshot(daemon)).toEqual(before);
+    expect(await roundTrip(live, 'alive')).toBe('alpha:alive');
+  };
+
+  it('refuses a second stream on a taken port', async () => {
+    await unchanged(async () => {
+      const answer = await legacy(`/createstream/${live}/127.0.0.1:${beta.port}`);
+      expect(answer).toEqual({ result: 'error', errors: `port ${live} already has a stream (to 127.0.0.1:${alpha.port})` });
+    });
+    expect(await roundTrip(live, 'same')).toBe('alpha:same');
+  });
+
+  it.each([
+    ['below the range', -1],
+    ['above the range', 10],
+  ])('refuses a port %s', async (_what, offset) => {
+    await unchanged(async () => {
+      const port = offset < 0 ? daemon.rangeStart - 1 : daemon.rangeStart + offset;
+      const answer = await legacy(`/createstream/${port}/127.0.0.1:${alpha.port}`);
+      expect(answer).toEqual({ result: 'error', errors: `port ${port} is outside the daemon's port range ${daemon.rangeStart}-${daemon.rangeEnd}` });
+    });
+  });
+
+  it('refuses port 80, 0 and 65536', async () => {
+    await unchanged(async () => {
+      expect((await legacy(`/createstream/80/127.0.0.1:${alpha.port}`)).result).toBe('error');
+      expect((await legacy(`/createstream/0/127.0.0.1:${alpha.port}`)).errors).toMatch(/port must be a whole number from 1 to 65535/);
+      expect((await legacy(`/createstream/65536/127.0.0.1:${alpha.port}`)).errors).toMatch(/port must be a whole number from 1 to 65535/);
+    });
+  });
+
+  it.each(['abc', '-1', '9000.5', '1e4', '%20', '0x10'])('answers 404 for the non-number port %p, as the old routes did', async (port) => {
+    await unchanged(async () => {
+      const answer = await daemon.get(`/createstream/${port}/127.0.0.1:22`);
+      expect(answer.status).toBe(404);
+      expect(answer.json).toMatchObject({ result: 'error' });
+    });
+  });
+
+  it.each([
+    ['a:1;proxy_timeout 1s', 'a%3A1%3Bproxy_timeout%201s'],
+    ['x;y:22', 'x%3By:22'],
+    ['x{:22', 'x%7B:22'],
+    ['x}:22', 'x%7D:22'],
+    ['x#y:22', 'x%23y:22'],
+    ['x\ny:22', 'x%0Ay:22'],
+    ['x y:22', 'x%20y:22'],
+    ['"x":22', '%22x%22:22'],
+    ['$x:22', '%24x:22'],
+    ['x\\y:22', 'x%5Cy:22'],
+    ['unix:/tmp/x.sock', 'unix:%2Ftmp%2Fx.sock'],
+    ['include /etc/passwd:1', 'include%20%2Fetc%2Fpasswd:1'],
+    ['overlong name', `${'a'.repeat(64)}.example:22`],
+    ['overlong backend', `${'a'.repeat(60)}.`.repeat(5) + 'x:22'],
+    ['no port', 'mybackend'],
+    ['port 0', 'mybackend:0'],
+    ['port 65536', 'mybackend:65536'],
+    ['IPv6 without brackets', '::1:22'],
+    ['bad IPv4', '300.1.1.1:22'],
+    ['non-ASCII', 'b%C3%BCcher.de:80'],
+  ])('refuses the backend %p and writes nothing', async (_what, encoded) => {
+    await unchanged(async () => {
+      const answer = await daemon.get(`/createstream/${daemon.rangeStart + 5}/${encoded}`);
+      expect(answer.status).toBe(200);
+      expect(answer.json).toMatchObject({ result: 'error' });
+      expect(String((answer.json as { errors: string }).errors)).toMatch(/backend|label|host/);
+    });
+  });
+
+  it('answers 404 for a backend holding a slash, as the old routes did', async () => {
+    await unchanged(async () => {
+      const answer = await daemon.get(`/createstream/${daemon.rangeStart + 5}/unix:/tmp/x.sock`);
+      expect(answer.status).toBe(404);
+    });
+  });
+
+  it('refuses a port another process holds, and leaves the other streams alone', async () => {
+    const port = daemon.rangeStart + 6;
+    const held = await holdPort(port);
+    try {
+      await unchanged(async () => {
+        const answer = await legacy(`/createstream/${port}/127.0.0.1:${alpha.port}`);
+        expect(answer).toEqual({ result: 'error', errors: `port ${port} is held by another process on this host` });
+      });
+    } finally {
+      await held.close();
+    }
+  });
+
+  it('refuses a backend name that does not resolve, with nginx\'s reason, and leaves the rest alone', async () => {
+    await unchanged(async () => {
+      const answer = await legacy(`/createstream/${daemon.rangeStart + 7}/no-such-host.invalid:22`);
+      expect(answer.result).toBe('error');
+      expect(answer.errors).toBe(`nginx refused the stream on port ${daemon.rangeStart + 7}: host not found in upstream "no-such-host.invalid"`);
+    });
+  });
+
+  it('answers "not found" for removing a port without a stream', async () => {
+    await unchanged(async () => {
+      expect(await legacy(`/removestream/${daemon.rangeStart + 8}`)).toEqual({ result: 'error', error: 'not found' });
+    });
+  });
+});

@@ -1,0 +1,162 @@
+/**
+ * Starts the real daemon binary (packages/daemon/dist/main.js) against a real nginx, each in its
+ * own temporary home and loopback ports, and stops it again.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { freePortBlock } from './ports.js';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const DAEMON = join(ROOT, 'packages/daemon/dist/main.js');
+export const CLI = join(ROOT, 'packages/cli/dist/bin.js');
+
+/** A folder for one test file; its name marks it as ours for the global teardown. */
+export function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'sc-test-'));
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+export interface DaemonOptions {
+  /** Home folder; a new temporary one by default. */
+  home?: string;
+  /** First port and size of PORT_RANGE. */
+  rangeStart?: number;
+  rangeSize?: number;
+  apiPort?: number;
+  env?: Record<string, string>;
+  args?: string[];
+}
+
+export interface ApiAnswer {
+  status: number;
+  contentType: string | null;
+  text: string;
+  json: unknown;
+}
+
+export class Daemon {
+  private stderr = '';
+  private exit: Promise<number | null>;
+
+  constructor(
+    readonly child: ChildProcess,
+    readonly home: string,
+    readonly rangeStart: number,
+    readonly rangeEnd: number,
+    readonly apiPort: number,
+    readonly env: Record<string, string>,
+  ) {
+    child.stderr?.on('data', (chunk: Buffer) => {
+      this.stderr += chunk.toString('utf8');
+    });
+    this.exit = new Promise((done) => child.once('exit', (code) => done(code)));
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.apiPort}`;
+  }
+
+  get logs(): string {
+    return this.stderr;
+  }
+
+  get exited(): Promise<number | null> {
+    return this.exit;
+  }
+
+  async get(path: string, headers: Record<string, string> = {}): Promise<ApiAnswer> {
+    return this.request('GET', path, undefined, headers);
+  }
+
+  async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer> {
+    const response = await fetch(`${this.url}${path}`, {
+      method,
+      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await response.text();
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    return { status: response.status, contentType: response.headers.get('content-type'), text, json };
+  }
+
+  /** Stops the daemon with `signal` and resolves with its exit code. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exit;
+  }
+}
+
+async function waitReady(daemon: Daemon, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exited = false;
+  void daemon.exited.then(() => {
+    exited = true;
+  });
+  while (Date.now() < deadline) {
+    if (exited) throw new Error(`daemon exited during start-up:\n${daemon.logs}`);
+    try {
+      const answer = await daemon.get('/status');
+      if (answer.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((done) => setTimeout(done, 50));
+  }
+  throw new Error(`daemon not ready within ${timeoutMs} ms:\n${daemon.logs}`);
+}
+
+/** The environment a test daemon runs with: its own home and ports, loopback only. */
+export function daemonEnv(home: string, rangeStart: number, rangeSize: number, apiPort: number, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    CONDUCTOR_HOME: home,
+    PORT_RANGE: `${rangeStart}-${rangeStart + rangeSize - 1}`,
+    BIND_ADDRESS: '127.0.0.1',
+    BIND_PORT: String(apiPort),
+    CONDUCTOR_LISTEN_ADDRESS: '127.0.0.1',
+    ...extra,
+  };
+}
+
+export function spawnDaemon(env: Record<string, string>, args: string[] = []): ChildProcess {
+  return spawn(process.execPath, [DAEMON, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Starts a daemon and waits until its API answers. */
+export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> {
+  const rangeSize = options.rangeSize ?? 10;
+  const base = options.rangeStart ?? (await freePortBlock(rangeSize + 1));
+  const apiPort = options.apiPort ?? base + rangeSize;
+  const home = options.home ?? join(await tempDir(), 'home');
+  const env = daemonEnv(home, base, rangeSize, apiPort, options.env);
+  const daemon = new Daemon(spawnDaemon(env, options.args), home, base, base + rangeSize - 1, apiPort, env);
+  await waitReady(daemon, 30_000);
+  return daemon;
+}
+
+/** Runs the daemon binary expecting it to refuse to start; resolves with its exit code and stderr. */
+export async function runDaemonExpectingExit(env: Record<string, string>, args: string[] = [], timeoutMs = 20_000): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  const child = spawnDaemon(env, args);
+  let stderr = '';
+  let stdout = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString('utf8');
+  });
+  child.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const code = await new Promise<number | null>((done) => child.once('exit', (exitCode) => done(exitCode)));
+  clearTimeout(timer);
+  return { code, stderr, stdout };
+}
