@@ -24,6 +24,11 @@ export interface NginxController {
   readonly mode: NginxMode;
   /** Whether a master runs now (ours, or one we would adopt). */
   isRunning(): Promise<boolean>;
+  /**
+   * When no master runs: removes what a dead one left behind (workers still holding ports), so
+   * that a port that cannot be bound really is someone else's.
+   */
+  clearLeftovers(): Promise<void>;
   /** Makes sure a master runs the configuration on disk (start, adopt or reload). */
   start(): Promise<ReloadOutcome>;
   /** `nginx -t` on the complete configuration as it is on disk now. */

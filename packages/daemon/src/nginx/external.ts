@@ -47,6 +47,10 @@ export class ExternalNginx implements NginxController {
     }
   }
 
+  async clearLeftovers(): Promise<void> {
+    // Not ours to clean.
+  }
+
   async isRunning(): Promise<boolean> {
     return (await this.masterPid()) !== undefined;
   }

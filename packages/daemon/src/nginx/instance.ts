@@ -462,6 +462,7 @@ export class NginxInstance {
     const wanted = new Set(this.entries.keys());
     await files.apply([], scan.ours.filter((port) => !wanted.has(port)));
     await files.apply([...this.entries.values()].map((entry) => entry.record), []);
+    await controller.clearLeftovers();
     if (!(await controller.isRunning())) {
       // Nothing of ours listens yet, so a port that cannot be bound is held by someone else.
       for (const entry of this.entries.values()) {

@@ -104,7 +104,7 @@ export class ManagedNginx implements NginxController {
       return this.reload();
     }
     this.state = 'starting';
-    await this.killStrayWorkers();
+    await this.clearLeftovers();
     const cursor = await errorLogCursor(this.errorLogPath);
     const child = spawn(this.options.nginxBin, [...this.args(), '-e', this.errorLogPath], {
       // Its own process group: a Ctrl-C meant for the daemon must not reach nginx directly;
@@ -149,7 +149,8 @@ export class ManagedNginx implements NginxController {
   }
 
   /** Workers of a master that died still hold the listening sockets: they must go first. */
-  private async killStrayWorkers(): Promise<void> {
+  async clearLeftovers(): Promise<void> {
+    if (await this.isRunning()) return;
     const stray = await strayWorkers(this.errorLogPath, undefined);
     if (stray.length === 0) return;
     this.options.log.warn('stopping nginx workers left behind by a dead master', { pids: stray });

@@ -1,0 +1,173 @@
+/**
+ * The daemon and its nginx over time: restarts, crashes, a stop, and a folder of old-format files
+ * from the service this one replaces.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { readFileSync } from 'node:fs';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { freePortBlock } from '../helpers/ports.js';
+
+let backend: EchoBackend;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  backend = await EchoBackend.start('b');
+});
+
+afterAll(async () => {
+  await backend?.close();
+  for (const dir of dirs) await removeDir(dir);
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
+
+async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      last = await probe();
+      if (accept(last)) return last;
+    } catch (error) {
+      lastError = error;
+    }
+    await sleep(50);
+  }
+  throw new Error(`condition not met in ${timeoutMs} ms; last value ${JSON.stringify(last)} ${String(lastError ?? '')}`);
+}
+
+function nginxPid(daemon: Daemon): Promise<number> {
+  return readFile(join(daemon.home, 'nginx/nginx.pid'), 'utf8').then((text) => Number(text.trim()));
+}
+
+/** Whether a process runs (a zombie waiting for its parent to reap it does not). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+async function fresh(options: Parameters<typeof startDaemon>[0] = {}): Promise<Daemon> {
+  const daemon = await startDaemon(options);
+  dirs.push(dirname(daemon.home));
+  return daemon;
+}
+
+describe('restarts', () => {
+  it('serves its streams again after a restart', async () => {
+    const first = await fresh();
+    const port = first.rangeStart;
+    await first.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+    expect(await first.stop()).toBe(0);
+    expect(await connectOutcome(port)).toBe('refused'); // a stop takes its nginx down
+    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort });
+    try {
+      expect(await roundTrip(port, 'back')).toBe('b:back');
+      expect((await second.get('/getstreams')).json).toEqual([{ listen: port, proxy_pass: `127.0.0.1:${backend.port}` }]);
+    } finally {
+      await second.stop();
+    }
+  });
+
+  it('keeps streams flowing through a daemon killed with SIGKILL, and adopts its nginx', async () => {
+    const first = await fresh();
+    const port = first.rangeStart + 1;
+    await first.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+    const masterBefore = await nginxPid(first);
+    await first.stop('SIGKILL');
+    expect(await roundTrip(port, 'orphan')).toBe('b:orphan'); // nginx outlives the daemon
+    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort });
+    try {
+      expect(await nginxPid(second)).toBe(masterBefore);
+      expect(second.logs).toContain('adopting the nginx master');
+      expect(await roundTrip(port, 'adopted')).toBe('b:adopted');
+      expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
+      expect(await connectOutcome(port)).toBe('refused');
+    } finally {
+      await second.stop();
+    }
+    expect(alive(masterBefore)).toBe(false);
+  });
+
+  it('stops its nginx on SIGTERM and on SIGINT', async () => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      const daemon = await fresh();
+      const port = daemon.rangeStart;
+      await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+      const master = await nginxPid(daemon);
+      expect(await daemon.stop(signal)).toBe(0);
+      expect(alive(master)).toBe(false);
+      expect(await connectOutcome(port)).toBe('refused');
+      expect(await connectOutcome(daemon.apiPort)).toBe('refused');
+    }
+  });
+});
+
+describe('a managed nginx that dies', () => {
+  it.each(['master', 'master and workers'])('is restarted when its %s are killed, and every stream flows again', async (what) => {
+    const daemon = await fresh();
+    try {
+      const ports = [daemon.rangeStart, daemon.rangeStart + 1];
+      for (const port of ports) await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+      const master = await nginxPid(daemon);
+      if (what === 'master') {
+        process.kill(master, 'SIGKILL');
+      } else {
+        const { execFileSync } = await import('node:child_process');
+        execFileSync('pkill', ['-KILL', '-P', String(master)]);
+        process.kill(master, 'SIGKILL');
+      }
+      await eventually(() => nginxPid(daemon), (pid) => pid !== master && alive(pid));
+      for (const port of ports) expect(await eventually(() => roundTrip(port, 'again'), (answer) => answer === 'b:again')).toBe('b:again');
+      const status = (await daemon.get('/v1/status')).json as { nginx: { restarts: number; state: string }; streams: { live: number } };
+      expect(status.nginx.state).toBe('running');
+      expect(status.nginx.restarts).toBe(1);
+      expect(status.streams.live).toBe(2);
+    } finally {
+      await daemon.stop();
+    }
+  });
+});
+
+describe('old-format files', () => {
+  it('adopts the streams of the old service and sets aside what it cannot take', async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const home = join(dir, 'home');
+    const streams = join(home, 'stream.d');
+    await mkdir(streams, { recursive: true });
+    const base = await freePortBlock(11);
+    const old = (port: number, backendText: string): string => `# created 2017-06-05 09:27:22\nserver { listen ${port}; proxy_pass ${backendText}; }\n`;
+    await writeFile(join(streams, `_conductor_${base}-127.0.0.1:${backend.port}.conf`), old(base, `127.0.0.1:${backend.port}`));
+    await writeFile(join(streams, `_conductor_${base + 1}-a:1;proxy_timeout 1s.conf`), old(base + 1, 'a:1;proxy_timeout 1s'));
+    await writeFile(join(streams, `_conductor_${base + 20}-localhost:22.conf`), old(base + 20, 'localhost:22'));
+    await writeFile(join(streams, 'operator-own.conf'), '# not ours\n');
+    const daemon = await startDaemon({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10 });
+    try {
+      expect((await daemon.get('/getstreams')).json).toEqual([{ listen: base, proxy_pass: `127.0.0.1:${backend.port}` }]);
+      expect(await roundTrip(base, 'legacy')).toBe('b:legacy');
+      expect((await readdir(streams)).sort()).toEqual(
+        [
+          `_conductor_${base}-127.0.0.1:${backend.port}.conf.adopted`,
+          `_conductor_${base}.conf`,
+          `_conductor_${base + 1}-a:1;proxy_timeout 1s.conf.rejected`,
+          `_conductor_${base + 20}-localhost:22.conf.rejected`,
+          'operator-own.conf',
+        ].sort(),
+      );
+      const status = (await daemon.get('/v1/status')).json as { problems: string[] };
+      expect(status.problems).toHaveLength(2);
+      expect(status.problems.join('\n')).toContain('its content is not a plain `server { listen <port>; proxy_pass <backend>; }`');
+      expect(status.problems.join('\n')).toContain(`port ${base + 20} is outside PORT_RANGE`);
+    } finally {
+      await daemon.stop();
+    }
+  });
+});
