@@ -1,0 +1,170 @@
+/**
+ * External mode, through the container's entrypoint run on the host: nginx is started by the
+ * entrypoint, not by the daemon; the daemon writes into STREAM_CONFIG_PATH and reloads it. Also
+ * what the daemon does when that nginx is broken or gone.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { appendFile, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ROOT, removeDir, tempDir } from '../helpers/daemon.js';
+import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { freePortBlock } from '../helpers/ports.js';
+import { killProcessesUsing } from '../helpers/processes.js';
+
+const ENTRYPOINT = join(ROOT, 'docker/entrypoint.sh');
+const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
+
+let backend: EchoBackend;
+let dir: string;
+
+beforeAll(async () => {
+  backend = await EchoBackend.start('ext');
+  dir = await tempDir();
+});
+
+afterAll(async () => {
+  await backend?.close();
+  await removeDir(dir);
+});
+
+interface Container {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+  api: string;
+  base: number;
+  paths: { streams: string; home: string; run: string };
+}
+
+async function startEntrypoint(name: string, base?: number): Promise<Container> {
+  const rangeStart = base ?? (await freePortBlock(11));
+  const paths = { streams: join(dir, name, 'stream.d'), home: join(dir, name, 'home'), run: join(dir, name, 'run') };
+  const child = spawn('bash', [ENTRYPOINT], {
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      STREAM_CONFIG_PATH: paths.streams,
+      CONDUCTOR_HOME: paths.home,
+      CONDUCTOR_RUN_DIR: paths.run,
+      PORT_RANGE: `${rangeStart}-${rangeStart + 9}`,
+      BIND_ADDRESS: '127.0.0.1',
+      BIND_PORT: String(rangeStart + 10),
+      CONDUCTOR_LISTEN_ADDRESS: '127.0.0.1',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+  const api = `http://127.0.0.1:${rangeStart + 10}`;
+  for (let i = 0; i < 200; i += 1) {
+    if (child.exitCode !== null) throw new Error(`entrypoint exited:\n${output}`);
+    try {
+      if ((await fetch(`${api}/status`)).ok) return { child, output: () => output, exited, api, base: rangeStart, paths };
+    } catch {
+      // not yet
+    }
+    await sleep(50);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`entrypoint not ready:\n${output}`);
+}
+
+const get = async (api: string, path: string): Promise<Record<string, unknown>> => (await (await fetch(`${api}${path}`)).json()) as Record<string, unknown>;
+
+function nginxMaster(container: Container): Promise<number> {
+  return readFile(join(container.paths.run, 'nginx.pid'), 'utf8').then((text) => Number(text.trim()));
+}
+
+describe('the container entrypoint (external mode)', () => {
+  it('runs nginx and the daemon; streams flow; SIGTERM stops both', async () => {
+    const container = await startEntrypoint('a');
+    const port = container.base;
+    expect(await get(container.api, `/createstream/${port}/127.0.0.1:${backend.port}`)).toEqual({ result: 'ok', errors: '' });
+    expect(await roundTrip(port, 'box')).toBe('ext:box');
+    const status = await get(container.api, '/v1/status');
+    expect(status).toMatchObject({ mode: 'external', nginx: { state: 'running' } });
+    expect((await readdir(container.paths.streams)).filter((name) => name.endsWith('.conf'))).toEqual([`_conductor_${port}.conf`]);
+    expect(await get(container.api, `/removestream/${port}`)).toEqual({ result: 'ok', errors: '' });
+    expect(await connectOutcome(port)).toBe('refused');
+    await get(container.api, `/createstream/${port}/127.0.0.1:${backend.port}`);
+
+    const master = await nginxMaster(container);
+    container.child.kill('SIGTERM');
+    expect(await container.exited).toBe(0);
+    expect(await connectOutcome(port)).toBe('refused');
+    expect(await connectOutcome(container.base + 10)).toBe('refused');
+    expect(() => process.kill(master, 0)).toThrow();
+
+    // A restart of the container brings the streams back from the daemon's store.
+    const again = await startEntrypoint('a', container.base);
+    try {
+      expect(await roundTrip(port, 'again')).toBe('ext:again');
+    } finally {
+      again.child.kill('SIGTERM');
+      await again.exited;
+    }
+  });
+
+  it('starts even when a stored backend no longer resolves, and reports it', async () => {
+    const container = await startEntrypoint('b');
+    const [good, bad] = [container.base, container.base + 1];
+    await get(container.api, `/createstream/${good}/127.0.0.1:${backend.port}`);
+    await get(container.api, `/createstream/${bad}/localhost:${backend.port}`);
+    container.child.kill('SIGTERM');
+    await container.exited;
+    // While it was down, the name stopped resolving: simulate by editing the stored definition.
+    const storePath = join(container.paths.home, 'streams.json');
+    const store = JSON.parse(await readFile(storePath, 'utf8')) as { streams: Array<{ port: number; backend: string }> };
+    for (const stream of store.streams) if (stream.port === bad) stream.backend = 'gone-away.invalid:22';
+    await writeFile(storePath, JSON.stringify(store));
+    await writeFile(join(container.paths.streams, `_conductor_${bad}.conf`), `server { listen 127.0.0.1:${bad}; proxy_pass gone-away.invalid:22; }\n`);
+
+    const again = await startEntrypoint('b', container.base);
+    try {
+      expect(await roundTrip(good, 'still')).toBe('ext:still');
+      const streams = (await get(again.api, '/v1/streams')).streams as Array<{ port: number; state: string; reason?: string }>;
+      expect(streams.find((stream) => stream.port === good)?.state).toBe('live');
+      expect(streams.find((stream) => stream.port === bad)).toMatchObject({ state: 'failed', reason: 'nginx: host not found in upstream "gone-away.invalid"' });
+    } finally {
+      again.child.kill('SIGTERM');
+      await again.exited;
+    }
+  });
+
+  it('stops the daemon and exits non-zero when nginx dies, so the container restarts', async () => {
+    const container = await startEntrypoint('c');
+    process.kill(await nginxMaster(container), 'SIGKILL');
+    const code = await container.exited;
+    expect(code).not.toBe(0);
+    expect(await connectOutcome(container.base + 10)).toBe('refused');
+    expect(container.output()).toContain('nginx exited');
+    // Outside a container nothing reaps the workers of the killed master; in one, they go with it.
+    expect(killProcessesUsing(container.paths.run)).toBeGreaterThan(0);
+  });
+});
+
+describe('external mode when nginx misbehaves', () => {
+  it('refuses changes with nginx\'s message when someone broke the main configuration, keeping its files', async () => {
+    const container = await startEntrypoint('d');
+    try {
+      const port = container.base;
+      await get(container.api, `/createstream/${port}/127.0.0.1:${backend.port}`);
+      const before = await readdir(container.paths.streams);
+      const conf = join(container.paths.run, 'nginx.conf');
+      const original = await readFile(conf, 'utf8');
+      await appendFile(conf, '\nthis is not a directive;\n');
+      const refused = await get(container.api, `/createstream/${port + 1}/127.0.0.1:${backend.port}`);
+      expect(refused.result).toBe('error');
+      expect(refused.errors).toMatch(/^nginx refused the change: unknown directive "this"/);
+      expect(await readdir(container.paths.streams)).toEqual(before);
+      expect(await roundTrip(port, 'unhurt')).toBe('ext:unhurt');
+      await writeFile(conf, original);
+      expect(await get(container.api, `/createstream/${port + 1}/127.0.0.1:${backend.port}`)).toEqual({ result: 'ok', errors: '' });
+    } finally {
+      container.child.kill('SIGTERM');
+      await container.exited;
+    }
+  });
+});

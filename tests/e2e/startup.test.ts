@@ -1,0 +1,127 @@
+/**
+ * Start-up: a bad setting stops the daemon with one clear line naming the variable; an API on a
+ * non-loopback address needs a token or an explicit opt-in; an nginx without the stream module is
+ * named as such. Nothing is left running after a refused start.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { chmod, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { daemonEnv, removeDir, runDaemonExpectingExit, startDaemon, tempDir } from '../helpers/daemon.js';
+import { connectOutcome } from '../helpers/net.js';
+import { freePortBlock } from '../helpers/ports.js';
+
+let dir: string;
+let base: number;
+
+beforeAll(async () => {
+  dir = await tempDir();
+  base = await freePortBlock(11);
+});
+
+afterAll(async () => {
+  await removeDir(dir);
+});
+
+const env = (extra: Record<string, string> = {}): Record<string, string> => daemonEnv(join(dir, 'home'), base, 10, base + 10, extra);
+
+describe('bad settings', () => {
+  it.each([
+    [{ PORT_RANGE: '9000' }, /^conductor-daemon: PORT_RANGE \(--port-range\): port range must look like 9000-9009/],
+    [{ PORT_RANGE: '9009-9000' }, /^conductor-daemon: PORT_RANGE \(--port-range\): port range 9009-9000 is empty/],
+    [{ PORT_RANGE: '0-10' }, /^conductor-daemon: PORT_RANGE \(--port-range\): first port of the range must be a whole number from 1 to 65535, got 0/],
+    [{ BIND_PORT: 'http' }, /^conductor-daemon: BIND_PORT \(--bind-port\): port must be a whole number/],
+    [{ BIND_PORT: '70000' }, /^conductor-daemon: BIND_PORT \(--bind-port\): port must be a whole number/],
+    [{ BIND_ADDRESS: 'localhost:5000' }, /^conductor-daemon: BIND_ADDRESS \(--bind-address\): expected an IPv4 or IPv6 address/],
+    [{ CONDUCTOR_NGINX_MODE: 'embedded' }, /^conductor-daemon: CONDUCTOR_NGINX_MODE \(--nginx-mode\): expected managed or external/],
+    [{ STREAM_PREFIX: '../x' }, /^conductor-daemon: STREAM_PREFIX \(--stream-prefix\): expected 1-64 letters/],
+    [{ STREAM_PREFIX: 'a/b' }, /^conductor-daemon: STREAM_PREFIX \(--stream-prefix\)/],
+    [{ CONDUCTOR_TOKEN: 'short' }, /^conductor-daemon: CONDUCTOR_TOKEN \(--token\): the token must be at least 16 characters/],
+    [{ CONDUCTOR_TOKEN: 'has spaces in the token' }, /^conductor-daemon: CONDUCTOR_TOKEN \(--token\): the token may hold only printable ASCII/],
+    [{ CONDUCTOR_TOKEN_FILE: '/nonexistent/token' }, /^conductor-daemon: CONDUCTOR_TOKEN_FILE \(--token-file\): cannot read \/nonexistent\/token: ENOENT/],
+    [{ CONDUCTOR_LISTEN_ADDRESS: 'eth0' }, /^conductor-daemon: CONDUCTOR_LISTEN_ADDRESS \(--listen-address\): expected an IPv4 or IPv6 address/],
+    [{ CONDUCTOR_RELOAD_TIMEOUT: '0' }, /^conductor-daemon: CONDUCTOR_RELOAD_TIMEOUT \(--reload-timeout\): expected a number of seconds/],
+    [{ CONDUCTOR_LOG_LEVEL: 'loud' }, /^conductor-daemon: CONDUCTOR_LOG_LEVEL \(--log-level\): expected debug, info, warn or error/],
+    [{ CONDUCTOR_ALLOW_NO_AUTH: 'maybe' }, /^conductor-daemon: CONDUCTOR_ALLOW_NO_AUTH \(--allow-no-auth\): expected true or false/],
+    [{ NGINX_BIN: '/nonexistent/nginx' }, /^conductor-daemon: NGINX_BIN \(--nginx-bin\): cannot run \/nonexistent\/nginx: ENOENT/],
+  ])('refuses %p in one line, exit 1', async (extra, line) => {
+    const run = await runDaemonExpectingExit(env(extra));
+    expect(run.code).toBe(1);
+    const lines = run.stderr.trim().split('\n');
+    expect(lines[lines.length - 1]).toMatch(line);
+    expect(run.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('refuses an API port inside PORT_RANGE', async () => {
+    const run = await runDaemonExpectingExit(env({ BIND_PORT: String(base + 3) }));
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim()).toBe(`conductor-daemon: BIND_PORT (--bind-port): the API port ${base + 3} lies inside PORT_RANGE ${base}-${base + 9}`);
+  });
+
+  it('takes every setting from a flag too, and a flag wins over its variable', async () => {
+    const run = await runDaemonExpectingExit(env({ PORT_RANGE: '1-2' }), ['--port-range', 'nonsense']);
+    expect(run.stderr.trim()).toMatch(/^conductor-daemon: PORT_RANGE \(--port-range\): port range must look like/);
+    const unknown = await runDaemonExpectingExit(env(), ['--bogus']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr.trim()).toMatch(/^conductor-daemon: Unknown option '--bogus'/);
+  });
+
+  it('prints its usage and version', async () => {
+    const help = await runDaemonExpectingExit(env(), ['--help']);
+    expect(help.code).toBe(0);
+    for (const variable of ['STREAM_CONFIG_PATH', 'NGINX_BIN', 'STREAM_PREFIX', 'PORT_RANGE', 'BIND_ADDRESS', 'BIND_PORT', 'CONDUCTOR_HOME', 'CONDUCTOR_TOKEN', 'CONDUCTOR_NGINX_MODE']) {
+      expect(help.stdout).toContain(variable);
+    }
+    const version = await runDaemonExpectingExit(env(), ['--version']);
+    expect(version.stdout.trim()).toMatch(/^[0-9]+\.[0-9]+\.[0-9]+$/);
+  });
+});
+
+describe('authentication at start-up', () => {
+  it('refuses a non-loopback API address without a token, naming the way out', async () => {
+    const run = await runDaemonExpectingExit(env({ BIND_ADDRESS: '0.0.0.0' }));
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim()).toBe(
+      'conductor-daemon: BIND_ADDRESS (--bind-address): refusing to serve the API on 0.0.0.0 without a token; set CONDUCTOR_TOKEN (--token) or CONDUCTOR_TOKEN_FILE (--token-file), bind to 127.0.0.1, or opt in with CONDUCTOR_ALLOW_NO_AUTH=1 (--allow-no-auth)',
+    );
+    expect(await connectOutcome(base + 10)).toBe('refused');
+  });
+
+  it('starts on a non-loopback address with the explicit opt-in, or with a token from a file', async () => {
+    const optIn = await startDaemon({ home: join(dir, 'opt-in'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_ALLOW_NO_AUTH: '1' } });
+    expect((await optIn.get('/getstreams')).status).toBe(200);
+    await optIn.stop();
+    const tokenFile = join(dir, 'token');
+    await writeFile(tokenFile, 'file-token-0123456789abcdef\n');
+    const withFile = await startDaemon({ home: join(dir, 'with-file'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_TOKEN_FILE: tokenFile } });
+    expect((await withFile.get('/getstreams')).status).toBe(401);
+    expect((await withFile.get('/getstreams', { authorization: 'Bearer file-token-0123456789abcdef' })).status).toBe(200);
+    await withFile.stop();
+  });
+});
+
+describe('nginx without what it needs', () => {
+  it('names the missing stream module, and how to install it', async () => {
+    const fake = join(dir, 'fake-nginx');
+    await writeFile(fake, '#!/bin/sh\necho "nginx version: nginx/1.22.1" >&2\necho "configure arguments: --prefix=/usr/share/nginx --with-http_ssl_module" >&2\n');
+    await chmod(fake, 0o755);
+    const run = await runDaemonExpectingExit(env({ NGINX_BIN: fake }));
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim().split('\n').pop()).toBe(
+      `conductor-daemon: NGINX_BIN (--nginx-bin): ${fake} has no stream module; on Debian/Ubuntu: apt-get install nginx-light libnginx-mod-stream`,
+    );
+  });
+
+  it('refuses a second daemon on the same home', async () => {
+    const home = join(dir, 'shared-home');
+    const first = await startDaemon({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10 });
+    try {
+      const second = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10));
+      expect(second.code).toBe(1);
+      expect(second.stderr.trim().split('\n').pop()).toBe(`conductor-daemon: another daemon (pid ${first.child.pid}) already uses CONDUCTOR_HOME ${home}`);
+      expect((await first.get('/status')).status).toBe(200);
+    } finally {
+      await first.stop();
+    }
+    expect(await readdir(home)).not.toContain('daemon.pid');
+  });
+});
