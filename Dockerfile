@@ -20,8 +20,8 @@ COPY packages packages
 COPY docker docker
 RUN pnpm run build \
  && CI=true pnpm install --frozen-lockfile --prod \
- && chmod +x packages/daemon/dist/main.js packages/cli/dist/bin.js docker/entrypoint.sh \
- && ln -s /app/packages/cli/dist/bin.js /usr/local/bin/conductor
+ && chmod +x docker/entrypoint.sh \
+ && ln -s /app/packages/cli/bin/conductor.js /usr/local/bin/conductor
 
 ENV CONDUCTOR_NGINX_MODE=external \
     CONDUCTOR_HOME=/var/lib/stream-conductor \

@@ -14,7 +14,7 @@ set -euo pipefail
 : "${CONDUCTOR_NGINX_CONF:=$CONDUCTOR_RUN_DIR/nginx.conf}"
 : "${CONDUCTOR_NGINX_PID_FILE:=$CONDUCTOR_RUN_DIR/nginx.pid}"
 : "${CONDUCTOR_NGINX_ERROR_LOG:=$CONDUCTOR_RUN_DIR/error.log}"
-: "${CONDUCTOR_DAEMON:=$(cd "$(dirname "$0")/.." && pwd)/packages/daemon/dist/main.js}"
+: "${CONDUCTOR_DAEMON:=$(cd "$(dirname "$0")/.." && pwd)/packages/daemon/bin/conductor-daemon.js}"
 export NGINX_BIN STREAM_CONFIG_PATH CONDUCTOR_HOME PORT_RANGE CONDUCTOR_NGINX_CONF CONDUCTOR_NGINX_PID_FILE CONDUCTOR_NGINX_ERROR_LOG
 export CONDUCTOR_NGINX_MODE=external
 

@@ -50,4 +50,4 @@ fi
 # Dependencies exactly as locked; quick when node_modules is already current.
 "${PNPM[@]}" install --frozen-lockfile --prefer-offline --reporter=silent
 "${PNPM[@]}" run --silent build
-chmod +x packages/daemon/dist/main.js packages/cli/dist/bin.js
+

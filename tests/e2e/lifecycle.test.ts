@@ -124,8 +124,12 @@ describe('a managed nginx that dies', () => {
         execFileSync('pkill', ['-KILL', '-P', String(master)]);
         process.kill(master, 'SIGKILL');
       }
-      await eventually(() => nginxPid(daemon), (pid) => pid !== master && alive(pid));
-      for (const port of ports) expect(await eventually(() => roundTrip(port, 'again'), (answer) => answer === 'b:again')).toBe('b:again');
+      try {
+        await eventually(() => nginxPid(daemon), (pid) => pid !== master && alive(pid));
+        for (const port of ports) expect(await eventually(() => roundTrip(port, 'again'), (answer) => answer === 'b:again')).toBe('b:again');
+      } catch (error) {
+        throw new Error(`${String(error)}\ndaemon log:\n${daemon.logs}`);
+      }
       const status = (await daemon.get('/v1/status')).json as { nginx: { restarts: number; state: string }; streams: { live: number } };
       expect(status.nginx.state).toBe('running');
       expect(status.nginx.restarts).toBe(1);

@@ -9,12 +9,12 @@ import { join, resolve } from 'node:path';
 import { freePortBlock } from './ports.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
-export const DAEMON = join(ROOT, 'packages/daemon/dist/main.js');
-export const CLI = join(ROOT, 'packages/cli/dist/bin.js');
+export const DAEMON = join(ROOT, 'packages/daemon/bin/conductor-daemon.js');
+export const CLI = join(ROOT, 'packages/cli/bin/conductor.js');
 
-/** A folder for one test file; its name marks it as ours for the global teardown. */
+/** A folder for one test; its name marks it as this run's for the global teardown. */
 export function tempDir(): Promise<string> {
-  return mkdtemp(join(tmpdir(), 'sc-test-'));
+  return mkdtemp(join(tmpdir(), `sc-test-${process.env.SC_TEST_RUN ?? 'adhoc'}-`));
 }
 
 export async function removeDir(dir: string): Promise<void> {

@@ -149,7 +149,7 @@ const PREFIX = /^[A-Za-z0-9_.-]{1,64}$/;
 export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {}, cwd = process.cwd()): Config {
   const raw = (name: SettingName): string | undefined => {
     const fromFlag = args[name];
-    if (fromFlag !== undefined) return fromFlag;
+    if (fromFlag !== undefined && fromFlag !== '') return fromFlag;
     const fromEnv = env[settings[name].env];
     return fromEnv === undefined || fromEnv === '' ? undefined : fromEnv;
   };
@@ -180,7 +180,8 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   };
   const ipAddress = (name: SettingName, value: string): string => {
     const bare = value.startsWith('[') && value.endsWith(']') ? value.slice(1, -1) : value;
-    if (isIP(bare) === 0) fail(name, `expected an IPv4 or IPv6 address, got ${JSON.stringify(value)}`);
+    // Zone ids (fe80::1%eth0) pass isIP but nginx's listen and proxy_pass refuse them.
+    if (isIP(bare) === 0 || bare.includes('%')) fail(name, `expected an IPv4 or IPv6 address, got ${JSON.stringify(value)}`);
     return bare;
   };
 

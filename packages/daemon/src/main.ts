@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /**
  * The daemon's entry point: reads the settings once, wires the pieces, listens, and stops in
  * order on SIGTERM/SIGINT. Start-up failures end in one line on stderr and exit status 1.

@@ -32,8 +32,8 @@ export class FileStore implements StreamStore {
     } catch (error) {
       throw new StoreCorruptError(`${this.path} is not valid JSON (${(error as Error).message}); move it aside to start empty`);
     }
-    const streams = (data as { streams?: unknown }).streams;
-    if ((data as { format?: unknown }).format !== FORMAT || !Array.isArray(streams)) {
+    const streams = typeof data === 'object' && data !== null ? (data as { streams?: unknown }).streams : undefined;
+    if ((data as { format?: unknown } | null)?.format !== FORMAT || !Array.isArray(streams)) {
       throw new StoreCorruptError(`${this.path} is not a stream-conductor store of format ${FORMAT}`);
     }
     for (const entry of streams as unknown[]) {
