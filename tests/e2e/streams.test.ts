@@ -194,6 +194,17 @@ describe('refusals change nothing', () => {
     });
   });
 
+  it('skips ports other processes hold when it picks a free port', async () => {
+    const first = await legacy('/getfreeport');
+    expect(first).toEqual({ result: 'ok', port: daemon.rangeStart });
+    const held = await holdPort(daemon.rangeStart);
+    try {
+      expect(await legacy('/getfreeport')).toEqual({ result: 'ok', port: daemon.rangeStart + 1 });
+    } finally {
+      await held.close();
+    }
+  });
+
   it('answers "not found" for removing a port without a stream', async () => {
     await unchanged(async () => {
       expect(await legacy(`/removestream/${daemon.rangeStart + 8}`)).toEqual({ result: 'error', error: 'not found' });
