@@ -3,12 +3,12 @@
  * from the service this one replaces.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { readFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
+import { alive, eventually } from '../helpers/wait.js';
 
 let backend: EchoBackend;
 const dirs: string[] = [];
@@ -22,36 +22,8 @@ afterAll(async () => {
   for (const dir of dirs) await removeDir(dir);
 });
 
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
-
-async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      last = await probe();
-      if (accept(last)) return last;
-    } catch (error) {
-      lastError = error;
-    }
-    await sleep(50);
-  }
-  throw new Error(`condition not met in ${timeoutMs} ms; last value ${JSON.stringify(last)} ${String(lastError ?? '')}`);
-}
-
 function nginxPid(daemon: Daemon): Promise<number> {
   return readFile(join(daemon.home, 'nginx/nginx.pid'), 'utf8').then((text) => Number(text.trim()));
-}
-
-/** Whether a process runs (a zombie waiting for its parent to reap it does not). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 async function fresh(options: Parameters<typeof startDaemon>[0] = {}): Promise<Daemon> {
@@ -93,7 +65,7 @@ describe('restarts', () => {
     } finally {
       await second.stop();
     }
-    expect(alive(masterBefore)).toBe(false);
+    expect(await alive(masterBefore)).toBe(false);
   });
 
   it('stops its nginx on SIGTERM and on SIGINT', async () => {
@@ -103,7 +75,7 @@ describe('restarts', () => {
       await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
       const master = await nginxPid(daemon);
       expect(await daemon.stop(signal)).toBe(0);
-      expect(alive(master)).toBe(false);
+      expect(await alive(master)).toBe(false);
       expect(await connectOutcome(port)).toBe('refused');
       expect(await connectOutcome(daemon.apiPort)).toBe('refused');
     }
@@ -125,14 +97,18 @@ describe('a managed nginx that dies', () => {
         process.kill(master, 'SIGKILL');
       }
       try {
-        await eventually(() => nginxPid(daemon), (pid) => pid !== master && alive(pid));
+        await eventually(() => nginxPid(daemon), (pid) => pid !== master);
         for (const port of ports) expect(await eventually(() => roundTrip(port, 'again'), (answer) => answer === 'b:again')).toBe('b:again');
       } catch (error) {
         throw new Error(`${String(error)}\ndaemon log:\n${daemon.logs}`);
       }
-      const status = (await daemon.get('/v1/status')).json as { nginx: { restarts: number; state: string }; streams: { live: number } };
+      const status = (await daemon.get('/v1/status')).json as {
+        nginx: { restarts: number; state: string; incidents: Array<{ message: string }> };
+        streams: { live: number };
+      };
       expect(status.nginx.state).toBe('running');
       expect(status.nginx.restarts).toBe(1);
+      expect(status.nginx.incidents.map((incident) => incident.message)).toEqual(['nginx exited unexpectedly (signal SIGKILL)']);
       expect(status.streams.live).toBe(2);
     } finally {
       await daemon.stop();

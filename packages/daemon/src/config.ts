@@ -16,6 +16,7 @@ import {
   parsePortRange,
 } from '@stream-conductor/shared';
 import { type LogLevel, isLogLevel } from './log.js';
+import { isNginxSafePath } from './nginx/render.js';
 
 export interface Config {
   mode: NginxMode;
@@ -41,6 +42,8 @@ export interface Config {
   nginxErrorLog: string | undefined;
   /** How long a reload may take to show new worker processes before it counts as failed. */
   reloadTimeoutMs: number;
+  /** How often set-aside streams are tried again. */
+  retryIntervalMs: number;
   logLevel: LogLevel;
 }
 
@@ -93,6 +96,11 @@ export const settings = {
     env: 'CONDUCTOR_RELOAD_TIMEOUT',
     flag: 'reload-timeout',
     help: 'seconds a reload may take before it counts as failed (default 15)',
+  },
+  retryInterval: {
+    env: 'CONDUCTOR_RETRY_INTERVAL',
+    flag: 'retry-interval',
+    help: 'seconds between tries of streams nginx could not take (default 30)',
   },
   logLevel: { env: 'CONDUCTOR_LOG_LEVEL', flag: 'log-level', help: 'debug, info, warn or error (default info)' },
 } satisfies Record<string, Setting>;
@@ -195,6 +203,14 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   const streamConfigPath =
     path('streamConfigPath') ?? (mode === 'managed' ? resolve(home, 'stream.d') : '/etc/nginx/stream.d');
 
+  if (mode === 'managed') {
+    // Managed mode writes these paths into nginx's own configuration.
+    if (!isNginxSafePath(home)) fail('home', `${JSON.stringify(home)} holds characters nginx's configuration cannot carry safely (spaces, quotes, ';', '$'...)`);
+    if (!isNginxSafePath(streamConfigPath)) {
+      fail('streamConfigPath', `${JSON.stringify(streamConfigPath)} holds characters nginx's configuration cannot carry safely (spaces, quotes, ';', '$'...)`);
+    }
+  }
+
   const nginxBin = raw('nginxBin') ?? '/usr/sbin/nginx';
   if (/[\0\n\r]/.test(nginxBin)) fail('nginxBin', 'a path may not hold NUL or line breaks');
 
@@ -240,14 +256,17 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   const listenText = raw('listenAddress');
   const listenAddress = listenText === undefined ? undefined : ipAddress('listenAddress', listenText);
 
-  const reloadSeconds = checked('reloadTimeout', () => {
-    const text = raw('reloadTimeout') ?? '15';
-    const value = Number(text);
-    if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || value < 1 || value > 600) {
-      throw new Error(`expected a number of seconds from 1 to 600, got ${JSON.stringify(text)}`);
-    }
-    return value;
-  });
+  const seconds = (name: SettingName, fallback: string, min: number, max: number): number =>
+    checked(name, () => {
+      const text = raw(name) ?? fallback;
+      const value = Number(text);
+      if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || value < min || value > max) {
+        throw new Error(`expected a number of seconds from ${min} to ${max}, got ${JSON.stringify(text)}`);
+      }
+      return value;
+    });
+  const reloadSeconds = seconds('reloadTimeout', '15', 1, 600);
+  const retrySeconds = seconds('retryInterval', '30', 0.1, 3600);
 
   const logLevel = raw('logLevel') ?? 'info';
   if (!isLogLevel(logLevel)) fail('logLevel', `expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
@@ -268,6 +287,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     nginxPidFile: path('nginxPidFile'),
     nginxErrorLog: path('nginxErrorLog'),
     reloadTimeoutMs: Math.round(reloadSeconds * 1000),
+    retryIntervalMs: Math.round(retrySeconds * 1000),
     logLevel: logLevel as LogLevel,
   };
 }

@@ -4,12 +4,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { type Server, createServer } from 'node:http';
+import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { portRangeSize } from '@stream-conductor/shared';
 import { ConfigError, type Config, parseCommandLine, readConfig, usage } from './config.js';
 import { Conductor } from './conductor.js';
 import { createApp } from './http/app.js';
+import { createHttpServer } from './http/server.js';
 import { type Logger, createLogger } from './log.js';
 import { NginxBinaryError, probeNginx } from './nginx/binary.js';
 import type { NginxController } from './nginx/controller.js';
@@ -28,45 +29,40 @@ const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.
 class StartupError extends Error {}
 
 async function buildController(config: Config, log: Logger): Promise<NginxController> {
-  let build;
-  try {
-    build = await probeNginx(config.nginxBin);
-  } catch (error) {
-    if (error instanceof NginxBinaryError) throw new StartupError(`NGINX_BIN (--nginx-bin): ${error.message}`);
-    throw error;
-  }
-  log.info('nginx found', { bin: config.nginxBin, version: build.version, stream: build.stream });
   if (config.mode === 'external') {
+    let pidPath: string | undefined;
+    try {
+      const build = await probeNginx(config.nginxBin);
+      pidPath = build.pidPath ?? join(build.prefix ?? '/usr/share/nginx', 'logs/nginx.pid');
+      log.info('nginx found', { bin: config.nginxBin, version: build.version, stream: build.stream });
+    } catch (error) {
+      if (!(error instanceof NginxBinaryError)) throw error;
+      log.error('nginx cannot be run; changes are refused until it can', { bin: config.nginxBin, reason: error.message });
+    }
     return new ExternalNginx({
       nginxBin: config.nginxBin,
       nginxConf: config.nginxConf,
-      pidFile: config.nginxPidFile ?? build.pidPath ?? join(build.prefix ?? '/usr/share/nginx', 'logs/nginx.pid'),
+      pidFile: config.nginxPidFile ?? pidPath ?? '/run/nginx.pid',
       errorLog: config.nginxErrorLog,
       reloadTimeoutMs: config.reloadTimeoutMs,
     });
   }
-  if (build.stream === 'missing' || (build.stream === 'dynamic' && build.streamModule === undefined)) {
-    throw new StartupError(
-      `NGINX_BIN (--nginx-bin): ${config.nginxBin} has no stream module` +
-        (build.stream === 'dynamic' ? ' file (built as a dynamic module)' : '') +
-        '; on Debian/Ubuntu: apt-get install nginx-light libnginx-mod-stream',
-    );
-  }
   const dir = join(config.home, 'nginx');
   const limits = sizeConnections(portRangeSize(config.portRange), process.getuid?.() === 0 ? undefined : await hardOpenFileLimit());
-  let mainConf: string;
-  try {
-    mainConf = renderMainConf({
-      pidFile: join(dir, 'nginx.pid'),
-      errorLog: join(dir, 'error.log'),
-      streamModule: build.stream === 'dynamic' ? build.streamModule : undefined,
-      includeGlob: join(nginxPath(config.streamConfigPath), '*.conf'),
-      ...limits,
-    });
-  } catch (error) {
-    throw new StartupError(`CONDUCTOR_HOME (--home): ${(error as Error).message}`);
-  }
-  return new ManagedNginx({ nginxBin: config.nginxBin, dir, mainConf, reloadTimeoutMs: config.reloadTimeoutMs, log });
+  return new ManagedNginx({
+    nginxBin: config.nginxBin,
+    dir,
+    mainConf: (build) =>
+      renderMainConf({
+        pidFile: join(dir, 'nginx.pid'),
+        errorLog: join(dir, 'error.log'),
+        streamModule: build.stream === 'dynamic' ? build.streamModule : undefined,
+        includeGlob: join(nginxPath(config.streamConfigPath), '*.conf'),
+        ...limits,
+      }),
+    reloadTimeoutMs: config.reloadTimeoutMs,
+    log,
+  });
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {
@@ -142,15 +138,13 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
       probePort,
       listeningPorts: listeningTcpPorts,
       log,
+      retryIntervalMs: config.retryIntervalMs,
     });
     conductor = new Conductor({ version, mode: config.mode, portRange: config.portRange, store, instances: [instance], probePort, log });
     await conductor.start();
     if (stopSignal !== undefined) throw new Interrupted();
 
-    const server = createServer(createApp({ conductor, token: config.token, log }));
-    server.headersTimeout = 10_000;
-    server.requestTimeout = 30_000;
-    server.keepAliveTimeout = 5_000;
+    const server = createHttpServer(createApp({ conductor, token: config.token, log }));
     try {
       await listen(server, config.bindPort, config.bindAddress);
     } catch (error) {

@@ -34,6 +34,7 @@ const managedDefaults: Config = {
   nginxPidFile: undefined,
   nginxErrorLog: undefined,
   reloadTimeoutMs: 15000,
+  retryIntervalMs: 30000,
   logLevel: 'info',
 };
 
@@ -164,6 +165,7 @@ describe('readConfig values', () => {
       nginxPidFile: '/run/nginx.pid',
       nginxErrorLog: '/var/log/nginx/error.log',
       reloadTimeoutMs: 2500,
+      retryIntervalMs: 30000,
       logLevel: 'debug',
     } satisfies Config);
   });
@@ -177,6 +179,7 @@ describe('readConfig values', () => {
     ['token', { token: 'flag-token-0123456789' }, { CONDUCTOR_TOKEN: 'env-token-0123456789' }, { token: 'flag-token-0123456789' }],
     ['a bad env value hidden by a good flag', { portRange: '7000-7009' }, { PORT_RANGE: 'garbage' }, { portRange: { start: 7000, end: 7009 } }],
     ['allow-no-auth', { allowNoAuth: 'true' }, { CONDUCTOR_ALLOW_NO_AUTH: 'false' }, { allowNoAuth: true }],
+    ['retry interval', { retryInterval: '0.5' }, { CONDUCTOR_RETRY_INTERVAL: '60' }, { retryIntervalMs: 500 }],
   ])('a flag wins over its variable: %s', (_what, args, env, expected) => {
     expect(readConfig(env, args, CWD)).toMatchObject(expected);
   });

@@ -34,6 +34,8 @@ export interface NginxStatus {
   restarts: number;
   lastReload?: { at: string; ok: boolean; message?: string };
   message?: string;
+  /** What happened to nginx lately (died, stopped, restarted), newest last. */
+  incidents?: Array<{ at: string; message: string }>;
 }
 
 export interface DaemonStatus {

@@ -91,6 +91,9 @@ export interface TestResult {
 export async function testConfiguration(bin: string, args: string[]): Promise<TestResult> {
   const result = await execa(bin, ['-t', '-q', ...args], { reject: false, all: true, timeout: 60_000 });
   if (result.exitCode === 0) return { ok: true, lines: [], message: '' };
+  if (result.exitCode === undefined && result.code !== undefined) {
+    return { ok: false, lines: [], message: `cannot run ${bin}: ${result.code}` };
+  }
   const lines = parseNginxLines(result.all ?? '').filter((line) => line.level === 'emerg' || line.level === 'alert' || line.level === 'crit');
   const message = lines[0]?.text ?? (result.all || result.shortMessage || 'nginx -t failed').trim().split('\n')[0] ?? 'nginx -t failed';
   return { ok: false, lines, message };

@@ -43,6 +43,8 @@ interface Accepted {
   item: Pending;
   port: number;
   next: Entry | undefined;
+  /** A set-aside definition being tried again (its port already has an entry). */
+  revive?: boolean;
 }
 
 type Attempt =
@@ -62,6 +64,8 @@ export interface InstanceOptions {
   log: Logger;
   /** How long the listening sockets may take to match after a reload. */
   verifyTimeoutMs?: number;
+  /** How often set-aside definitions are tried again; 30 s by default. */
+  retryIntervalMs?: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
@@ -105,6 +109,7 @@ export class NginxInstance {
   private closing = false;
   private recoverTimer: NodeJS.Timeout | undefined;
   private recoverDelayMs = 500;
+  private reviveTimer: NodeJS.Timeout | undefined;
   readonly log: Logger;
 
   constructor(private readonly options: InstanceOptions) {
@@ -225,9 +230,9 @@ export class NginxInstance {
   /** After some requests were dropped, drops the later ones that relied on them. */
   private consistent(accepted: Accepted[]): Accepted[] {
     const working = new Map(this.entries);
-    return accepted.filter(({ item, port, next }) => {
+    return accepted.filter(({ item, port, next, revive }) => {
       const present = working.has(port);
-      if (next && present) {
+      if (next && present && !revive) {
         item.reject(new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream`));
         return false;
       }
@@ -243,7 +248,32 @@ export class NginxInstance {
 
   private async applyBatch(batch: Pending[]): Promise<void> {
     const started = performance.now();
-    let accepted = await this.admit(batch);
+    const accepted = await this.admit(batch);
+    let outcome = { applied: 0, attempts: 0 };
+    if (accepted.length > 0 && !(await this.options.controller.isRunning())) {
+      const reason = this.options.controller.status().message;
+      const error = new ConductorError(ErrorCode.NginxUnavailable, `nginx is not running${reason ? `: ${withoutPaths(reason)}` : ''}`, {
+        hint: 'the daemon keeps trying to start it; `conductor status` shows why it is down',
+      });
+      for (const { item } of accepted) item.reject(error);
+    } else {
+      outcome = await this.applyAccepted(accepted);
+    }
+    this.log.info('apply', {
+      requests: batch.length,
+      applied: outcome.applied,
+      refused: batch.length - outcome.applied,
+      attempts: outcome.attempts,
+      ms: Math.round(performance.now() - started),
+    });
+  }
+
+  /**
+   * Brings as many of `accepted` live as nginx takes: all in one reload when it can, the ones
+   * nginx blames refused with its message, one at a time when it refuses without saying why.
+   */
+  private async applyAccepted(initial: Accepted[]): Promise<{ applied: number; attempts: number }> {
+    let accepted = initial;
     let attempts = 0;
     let applied = 0;
     while (accepted.length > 0) {
@@ -251,7 +281,7 @@ export class NginxInstance {
       const attempt = await this.attempt(accepted);
       if (attempt.kind === 'ok') {
         for (const { item } of accepted) item.resolve({ warnings: attempt.warnings });
-        applied = accepted.length;
+        applied += accepted.length;
         break;
       }
       if (attempt.kind === 'culprits') {
@@ -282,13 +312,46 @@ export class NginxInstance {
       }
       break;
     }
-    this.log.info('apply', {
-      requests: batch.length,
-      applied,
-      refused: batch.length - applied,
-      attempts,
-      ms: Math.round(performance.now() - started),
-    });
+    return { applied, attempts };
+  }
+
+  /**
+   * Tries the set-aside definitions again, so that a stream comes back by itself once its port is
+   * free again or its backend name resolves again.
+   */
+  private async reviveNow(): Promise<void> {
+    const failed = [...this.entries.values()].filter((entry) => entry.state === 'failed');
+    if (failed.length === 0 || this.closing || !(await this.options.controller.isRunning())) return;
+    const accepted: Accepted[] = [];
+    for (const entry of failed) {
+      const { port } = entry.record;
+      const probe = await this.options.probePort(port);
+      if (probe !== 'free') {
+        entry.reason = probe === 'in-use' ? 'the port is held by another process' : 'permission denied on the port';
+        continue;
+      }
+      const item: Pending = {
+        mutation: { kind: 'create', record: entry.record },
+        resolve: () => this.log.info('set-aside stream is live again', { port, backend: entry.record.backend }),
+        reject: (error) => {
+          entry.reason = error.message.replace(/^nginx refused the stream on port [0-9]+: /, 'nginx: ');
+        },
+      };
+      accepted.push({ item, port, next: { record: entry.record, state: 'live' }, revive: true });
+    }
+    if (accepted.length > 0) await this.applyAccepted(accepted);
+  }
+
+  private scheduleRevival(): void {
+    if (this.closing || this.reviveTimer) return;
+    if (![...this.entries.values()].some((entry) => entry.state === 'failed')) return;
+    this.reviveTimer = setTimeout(() => {
+      this.reviveTimer = undefined;
+      this.exclusive(() => this.reviveNow())
+        .catch((error: unknown) => this.log.error('trying set-aside streams again failed', { error }))
+        .finally(() => this.scheduleRevival());
+    }, this.options.retryIntervalMs ?? 30_000);
+    this.reviveTimer.unref();
   }
 
   /** Tries to bring `accepted` live in one reload. */
@@ -343,7 +406,7 @@ export class NginxInstance {
       }
       const sockets = await this.verifySockets(opened, closed);
       if (sockets.missing.length > 0) {
-        await this.revert(snapshot);
+        await this.revert(snapshot, opened, closed);
         return {
           kind: 'all',
           error: new ConductorError(
@@ -364,18 +427,28 @@ export class NginxInstance {
         remove: touched.filter((port) => !target.has(port)),
       });
     } catch (error) {
-      await this.revert(snapshot);
+      await this.revert(snapshot, opened, closed);
       return { kind: 'all', error: storageError(error) };
     }
     this.entries = target;
     return { kind: 'ok', warnings };
   }
 
-  /** Puts the files back and reloads, after nginx had already taken the change. */
-  private async revert(snapshot: FileSnapshot): Promise<void> {
+  /**
+   * Puts the files back and reloads, after nginx had already taken the change; answers only once
+   * the ports it opened are closed again and the ones it closed listen again.
+   */
+  private async revert(snapshot: FileSnapshot, opened: number[], closed: number[]): Promise<void> {
     await this.options.files.restore(snapshot).catch((error: unknown) => this.log.error('could not restore the previous stream files', { error }));
     const outcome = await this.options.controller.reload();
-    if (!outcome.ok) this.log.error('could not reload nginx back to the previous configuration', { reason: outcome.message });
+    if (!outcome.ok) {
+      this.log.error('could not reload nginx back to the previous configuration', { reason: outcome.message });
+      return;
+    }
+    const sockets = await this.verifySockets(closed, opened);
+    if (sockets.missing.length > 0 || sockets.lingering.length > 0) {
+      this.log.error('nginx did not come back to the previous ports', { missing: sockets.missing, lingering: sockets.lingering });
+    }
   }
 
   /**
@@ -494,9 +567,13 @@ export class NginxInstance {
       for (const [port, reason] of blamed) await setAside(port, `nginx: ${reason}`);
     }
     const live = [...this.entries.values()].filter((entry) => entry.state === 'live').map((entry) => entry.record.port);
-    const sockets = await this.verifySockets(live, []);
+    // Ports a running nginx served from files that are gone now close once its old workers leave.
+    const gone = scan.ours.filter((port) => this.entries.get(port)?.state !== 'live');
+    const sockets = await this.verifySockets(live, gone);
     for (const port of sockets.missing) this.log.error('stream not listening after start', { port });
+    for (const port of sockets.lingering) this.log.warn('port still listening after its stream was dropped', { port });
     this.recoverDelayMs = 500;
+    this.scheduleRevival();
     this.log.info('nginx in line with the definitions', {
       live: live.length,
       failed: this.entries.size - live.length,
@@ -519,6 +596,7 @@ export class NginxInstance {
   async close(): Promise<void> {
     this.closing = true;
     if (this.recoverTimer) clearTimeout(this.recoverTimer);
+    if (this.reviveTimer) clearTimeout(this.reviveTimer);
     for (const item of this.queue.splice(0)) {
       item.reject(new ConductorError(ErrorCode.ShuttingDown, 'the daemon is shutting down and takes no more changes'));
     }

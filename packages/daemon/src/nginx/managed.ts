@@ -2,7 +2,8 @@
  * Managed mode: the daemon runs its own nginx master as a child, in the foreground, with every
  * file it uses (configuration, pid file, error log) under the daemon's home. No system file is
  * read or written. If the daemon itself was killed, the master it left running is adopted at the
- * next start rather than killed, so streams keep flowing across a daemon restart.
+ * next start rather than killed, so streams keep flowing across a daemon restart. A watchdog
+ * notices a master that died or was stopped (SIGSTOP) and has it brought back.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
@@ -10,22 +11,30 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { NginxStatus } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
-import { writeFileAtomic } from '../sys/files.js';
-import { childPids, commandLine, isAlive, strayWorkers } from '../sys/processes.js';
-import { type TestResult, testConfiguration } from './binary.js';
+import { removeTemporaries, writeFileAtomic } from '../sys/files.js';
+import { childPids, commandLine, isAlive, processState, strayWorkers } from '../sys/processes.js';
+import { type NginxBuild, NginxBinaryError, type TestResult, probeNginx, testConfiguration } from './binary.js';
 import { type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, reloadRecord } from './controller.js';
 
 export interface ManagedNginxOptions {
   nginxBin: string;
   /** Folder of this master's own files. */
   dir: string;
-  /** Text of the main configuration (see renderMainConf). */
-  mainConf: string;
+  /** The main configuration for this nginx build (see renderMainConf). Throws when it cannot be made. */
+  mainConf(build: NginxBuild): string;
   reloadTimeoutMs: number;
   log: Logger;
+  /** How often the watchdog looks at the master; 1 s by default. */
+  watchIntervalMs?: number;
+  /** Reads the nginx build; probeNginx by default. */
+  probe?: (bin: string) => Promise<NginxBuild>;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
+const MAX_INCIDENTS = 20;
+
+/** nginx cannot be set up at all: the binary cannot run, or it has no stream module. */
+class SetupError extends Error {}
 
 export class ManagedNginx implements NginxController {
   readonly mode = 'managed' as const;
@@ -41,7 +50,10 @@ export class ManagedNginx implements NginxController {
   private lastReload: NginxStatus['lastReload'];
   private state: NginxStatus['state'] = 'down';
   private message: string | undefined;
+  private readonly incidents: NonNullable<NginxStatus['incidents']> = [];
   private watch: NodeJS.Timeout | undefined;
+  /** Watchdog rounds the master has been seen stopped in a row. */
+  private stoppedRounds = 0;
   private readonly listeners: Array<(message: string) => void> = [];
 
   constructor(private readonly options: ManagedNginxOptions) {
@@ -58,16 +70,51 @@ export class ManagedNginx implements NginxController {
     this.listeners.push(listener);
   }
 
-  /** Writes the main configuration (once per daemon run: it depends only on the settings). */
+  private incident(message: string): void {
+    this.incidents.push({ at: new Date().toISOString(), message });
+    if (this.incidents.length > MAX_INCIDENTS) this.incidents.shift();
+  }
+
+  /**
+   * Learns the nginx build and writes the main configuration. Done once per daemon run once it
+   * works; until then every call tries again (the binary may be installed later).
+   */
   private async prepare(): Promise<void> {
     if (this.prepared) return;
+    let build: NginxBuild;
+    try {
+      build = await (this.options.probe ?? probeNginx)(this.options.nginxBin);
+    } catch (error) {
+      if (error instanceof NginxBinaryError) throw new SetupError(error.message);
+      throw error;
+    }
+    if (build.stream === 'missing' || (build.stream === 'dynamic' && build.streamModule === undefined)) {
+      throw new SetupError(
+        `${this.options.nginxBin} has no stream module${build.stream === 'dynamic' ? ' file (built as a dynamic module)' : ''}; ` +
+          'on Debian/Ubuntu: apt-get install nginx-light libnginx-mod-stream',
+      );
+    }
+    let text: string;
+    try {
+      text = this.options.mainConf(build);
+    } catch (error) {
+      throw new SetupError((error as Error).message);
+    }
     await mkdir(this.options.dir, { recursive: true });
-    await writeFileAtomic(this.confPath, this.options.mainConf);
+    await removeTemporaries(this.options.dir);
+    await writeFileAtomic(this.confPath, text);
+    this.options.log.info('nginx found', { bin: this.options.nginxBin, version: build.version, stream: build.stream });
     this.prepared = true;
   }
 
   async test(): Promise<TestResult> {
-    await this.prepare();
+    try {
+      await this.prepare();
+    } catch (error) {
+      if (!(error instanceof SetupError)) throw error;
+      this.message = error.message;
+      return { ok: false, lines: [], message: error.message };
+    }
     return testConfiguration(this.options.nginxBin, [...this.args(), '-e', 'stderr']);
   }
 
@@ -90,9 +137,32 @@ export class ManagedNginx implements NginxController {
     return (await this.orphan()) !== undefined;
   }
 
+  /** Workers of a master that died still hold the listening sockets: they must go first. */
+  async clearLeftovers(): Promise<void> {
+    if (await this.isRunning()) return;
+    const stray = await strayWorkers(this.errorLogPath, undefined);
+    if (stray.length === 0) return;
+    this.options.log.warn('stopping nginx workers left behind by a dead master', { pids: stray });
+    for (const pid of stray) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    for (let waited = 0; waited < 2000 && stray.some(isAlive); waited += 10) await sleep(10);
+  }
+
   async start(): Promise<ReloadOutcome> {
     this.stopping = false;
-    await this.prepare();
+    try {
+      await this.prepare();
+    } catch (error) {
+      if (!(error instanceof SetupError)) throw error;
+      this.state = 'down';
+      this.message = error.message;
+      return { ok: false, code: 'NGINX_UNAVAILABLE', message: error.message, lines: [] };
+    }
     if (this.pid !== undefined && isAlive(this.pid)) return this.reload();
     const orphan = await this.orphan();
     if (orphan !== undefined) {
@@ -148,47 +218,68 @@ export class ManagedNginx implements NginxController {
     return outcome;
   }
 
-  /** Workers of a master that died still hold the listening sockets: they must go first. */
-  async clearLeftovers(): Promise<void> {
-    if (await this.isRunning()) return;
-    const stray = await strayWorkers(this.errorLogPath, undefined);
-    if (stray.length === 0) return;
-    this.options.log.warn('stopping nginx workers left behind by a dead master', { pids: stray });
-    for (const pid of stray) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    for (let waited = 0; waited < 2000 && stray.some(isAlive); waited += 10) await sleep(10);
-  }
-
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.child !== child) return;
     this.child = undefined;
     this.pid = undefined;
     this.state = 'down';
     if (this.stopping) return;
-    const message = `nginx exited unexpectedly (${signal ? `signal ${signal}` : `exit code ${String(code)}`})`;
+    this.lost(`nginx exited unexpectedly (${signal ? `signal ${signal}` : `exit code ${String(code)}`})`);
+  }
+
+  private lost(message: string): void {
     this.message = message;
+    this.incident(message);
     this.stopWatch();
     for (const listener of this.listeners) listener(message);
   }
 
-  /** An adopted master is not our child: poll it. Our own child reports its exit by event. */
+  /**
+   * Every round: an adopted master (not our child, so no exit event) that is gone counts as
+   * died; a master found stopped (SIGSTOP) gets SIGCONT, and one still stopped the next round is
+   * killed so that a new one can be started. A stopped master takes no reload, so the daemon
+   * could apply nothing.
+   */
   private startWatch(): void {
     this.stopWatch();
-    this.watch = setInterval(() => {
-      if (this.pid === undefined || this.child !== undefined || isAlive(this.pid)) return;
+    this.stoppedRounds = 0;
+    this.watch = setInterval(() => void this.inspect(), this.options.watchIntervalMs ?? 1000);
+    this.watch.unref();
+  }
+
+  private async inspect(): Promise<void> {
+    const pid = this.pid;
+    if (pid === undefined || this.stopping) return;
+    if (!isAlive(pid)) {
+      if (this.child !== undefined) return; // the exit event reports it
       this.pid = undefined;
       this.state = 'down';
-      this.stopWatch();
-      if (this.stopping) return;
-      this.message = 'the adopted nginx master is gone';
-      for (const listener of this.listeners) listener(this.message);
-    }, 1000);
-    this.watch.unref();
+      this.lost('the adopted nginx master is gone');
+      return;
+    }
+    const state = await processState(pid);
+    if (state !== 'T' && state !== 't') {
+      if (this.stoppedRounds > 0) this.options.log.info('nginx master runs again', { pid });
+      this.stoppedRounds = 0;
+      return;
+    }
+    this.stoppedRounds += 1;
+    if (this.stoppedRounds === 1) {
+      const message = `nginx master ${pid} was found stopped (SIGSTOP); sent SIGCONT`;
+      this.options.log.warn('nginx master stopped; resuming it', { pid });
+      this.incident(message);
+      process.kill(pid, 'SIGCONT');
+      return;
+    }
+    this.options.log.error('nginx master still stopped; replacing it', { pid });
+    this.incident(`nginx master ${pid} stayed stopped; killed it to start a new one`);
+    this.stopWatch();
+    process.kill(pid, 'SIGKILL');
+    if (this.child === undefined) {
+      this.pid = undefined;
+      this.state = 'down';
+      this.lost('the adopted nginx master was stopped and had to be killed');
+    }
   }
 
   private stopWatch(): void {
@@ -199,7 +290,7 @@ export class ManagedNginx implements NginxController {
   async reload(): Promise<ReloadOutcome> {
     const pid = this.pid;
     if (pid === undefined || !isAlive(pid)) {
-      return { ok: false, code: 'NGINX_UNAVAILABLE', message: 'nginx is not running', lines: [] };
+      return { ok: false, code: 'NGINX_UNAVAILABLE', message: this.message ?? 'nginx is not running', lines: [] };
     }
     const before = new Set(await childPids(pid));
     const cursor = await errorLogCursor(this.errorLogPath);
@@ -214,6 +305,7 @@ export class ManagedNginx implements NginxController {
     if (pid === undefined) return;
     this.stopping = true;
     try {
+      process.kill(pid, 'SIGCONT'); // a stopped master would not act on SIGTERM
       process.kill(pid, 'SIGTERM'); // fast shutdown: sessions are cut, listeners closed at once
     } catch {
       return; // already gone
@@ -237,6 +329,7 @@ export class ManagedNginx implements NginxController {
     if (this.pid !== undefined) status.pid = this.pid;
     if (this.lastReload) status.lastReload = this.lastReload;
     if (this.message) status.message = this.message;
+    if (this.incidents.length > 0) status.incidents = [...this.incidents];
     return status;
   }
 }

@@ -60,9 +60,16 @@ export interface MainConfOptions {
   workerRlimitNofile: number;
 }
 
-/** Quotes a path for nginx; refuses characters nginx would treat specially. */
+const SAFE_PATH = /^[A-Za-z0-9_./@+=,:*-]+$/;
+
+/** Whether a path can be written into nginx's configuration as it is. */
+export function isNginxSafePath(path: string): boolean {
+  return SAFE_PATH.test(path);
+}
+
+/** A path for nginx's configuration; refuses characters nginx would treat specially. */
 export function nginxPath(path: string): string {
-  if (!/^[A-Za-z0-9_./@+=,:*-]+$/.test(path)) {
+  if (!isNginxSafePath(path)) {
     throw new Error(`path ${JSON.stringify(path)} holds characters that cannot be written into nginx's configuration safely`);
   }
   return path;

@@ -3,10 +3,10 @@
  * a change the daemon acknowledged survives a crash or a power cut, and a change it refused never
  * reaches the file.
  */
-import { mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, readdir } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { type StreamRecord, parseBackend, parsePort } from '@stream-conductor/shared';
-import { readIfExists, writeFileAtomic } from '../sys/files.js';
+import { TEMP_PREFIX, readIfExists, removeIfExists, writeFileAtomic } from '../sys/files.js';
 import type { StoreChange, StoreLoad, StreamStore } from './store.js';
 
 const FORMAT = 1;
@@ -22,6 +22,7 @@ export class FileStore implements StreamStore {
   constructor(readonly path: string) {}
 
   async load(): Promise<StoreLoad> {
+    await this.removeTemporaries();
     const text = await readIfExists(this.path);
     const problems: string[] = [];
     this.records = new Map();
@@ -51,6 +52,19 @@ export class FileStore implements StreamStore {
       }
     }
     return { records: [...this.records.values()], problems };
+  }
+
+  /** Removes what a commit interrupted by a crash left beside the store file. */
+  private async removeTemporaries(): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(dirname(this.path));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    const prefix = `${TEMP_PREFIX}${basename(this.path)}.`;
+    for (const name of names) if (name.startsWith(prefix)) await removeIfExists(join(dirname(this.path), name));
   }
 
   commit(change: StoreChange): Promise<void> {

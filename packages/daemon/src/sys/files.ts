@@ -1,6 +1,6 @@
 /** File writes that are never seen half-done: write a temporary file beside, then rename. */
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { open, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Temporary files start with this, so that no `*.conf` glob ever matches them. */
@@ -58,4 +58,15 @@ export async function removeIfExists(path: string): Promise<void> {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
+}
+
+/** Removes the temporary files an interrupted write left in `folder`. */
+export async function removeTemporaries(folder: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await readdir(folder)) {
+    if (!name.startsWith(TEMP_PREFIX)) continue;
+    await removeIfExists(join(folder, name));
+    removed.push(name);
+  }
+  return removed;
 }

@@ -96,3 +96,13 @@ export async function strayWorkers(errorLog: string, currentMaster: number | und
   }
   return stray;
 }
+
+/** The one-letter state of a process (R, S, D, T, t, Z...); undefined when it is gone. */
+export async function processState(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return undefined;
+  }
+}

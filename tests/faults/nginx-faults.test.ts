@@ -1,0 +1,78 @@
+/**
+ * The managed nginx misbehaving while the daemon runs: its master stopped with SIGSTOP (once, and
+ * again and again). The daemon notices, restores service with every stream, and says what
+ * happened in its status. (A master killed outright: tests/e2e/lifecycle.test.ts.)
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import { EchoBackend, roundTrip } from '../helpers/net.js';
+import { eventually, sleep } from '../helpers/wait.js';
+
+let backend: EchoBackend;
+let daemon: Daemon;
+
+beforeAll(async () => {
+  backend = await EchoBackend.start('b');
+  daemon = await startDaemon();
+});
+
+afterAll(async () => {
+  await daemon?.stop();
+  await backend?.close();
+  if (daemon) await removeDir(dirname(daemon.home));
+});
+
+interface Status {
+  nginx: { state: string; pid: number; restarts: number; incidents?: Array<{ message: string }> };
+}
+
+const status = async (): Promise<Status> => (await daemon.get('/v1/status')).json as Status;
+const masterPid = async (): Promise<number> => Number((await readFile(join(daemon.home, 'nginx/nginx.pid'), 'utf8')).trim());
+const state = async (pid: number): Promise<string> => {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2)[0] ?? '';
+};
+
+describe('a stopped nginx master', () => {
+  it('is resumed within seconds, reported, and takes changes again', async () => {
+    const port = daemon.rangeStart;
+    await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+    const master = await masterPid();
+    process.kill(master, 'SIGSTOP');
+    expect(await state(master)).toBe('T');
+    await eventually(() => state(master), (value) => value !== 'T', 5000);
+    const incidents = (await status()).nginx.incidents?.map((incident) => incident.message) ?? [];
+    expect(incidents).toContain(`nginx master ${master} was found stopped (SIGSTOP); sent SIGCONT`);
+    expect(await roundTrip(port, 'resumed')).toBe('b:resumed');
+    expect((await daemon.get(`/createstream/${port + 1}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+    expect(await roundTrip(port + 1, 'new')).toBe('b:new');
+    expect(await masterPid()).toBe(master);
+  });
+
+  it('is replaced when it stays stopped, and every stream comes back', async () => {
+    const ports = [daemon.rangeStart, daemon.rangeStart + 1];
+    const master = await masterPid();
+    const restarts = (await status()).nginx.restarts;
+    // Someone keeps stopping it: SIGCONT alone does not help.
+    const deadline = Date.now() + 6000;
+    const stopper = (async () => {
+      while (Date.now() < deadline) {
+        try {
+          process.kill(master, 'SIGSTOP');
+        } catch {
+          return; // it is gone
+        }
+        await sleep(20);
+      }
+    })();
+    await eventually(masterPid, (pid) => pid !== master, 8000);
+    await stopper;
+    const after = await status();
+    expect(after.nginx.state).toBe('running');
+    expect(after.nginx.restarts).toBe(restarts + 1);
+    expect(after.nginx.incidents?.map((incident) => incident.message)).toContain(`nginx master ${master} stayed stopped; killed it to start a new one`);
+    for (const port of ports) expect(await eventually(() => roundTrip(port, 'back'), (answer) => answer === 'b:back')).toBe('b:back');
+  });
+});
