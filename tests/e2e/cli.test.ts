@@ -38,7 +38,8 @@ describe('conductor create, ls, rm', () => {
     const listed = await runCli(['ls'], env);
     expect(listed.code).toBe(0);
     expect(listed.stderr).toBe('');
-    expect(listed.stdout).toMatch(/PORT\s+│\s+BACKEND\s+│\s+STATE\s+│\s+CREATED/);
+    expect(listed.stdout).toMatch(/PORT\s+│\s+PROTO\s+│\s+BACKENDS\s+│\s+STATE\s+│\s+EXPIRES\s+│\s+LABELS/);
+    expect(listed.stdout).toMatch(new RegExp(`│ ${port} │ tcp\\s+│ 127\\.0\\.0\\.1:${backend.port}\\s+│ live\\s+│ -\\s+│ -\\s+│`));
     expect(listed.stdout).toContain(`${port}`);
     expect(listed.stdout).toContain(`127.0.0.1:${backend.port}`);
     expect(listed.stdout).toMatch(/live/);
@@ -46,7 +47,7 @@ describe('conductor create, ls, rm', () => {
 
     const json = await runCli(['ls', '--json'], env);
     expect(json.code).toBe(0);
-    expect(JSON.parse(json.stdout)).toEqual([expect.objectContaining({ port, backend: `127.0.0.1:${backend.port}`, state: 'live' })]);
+    expect(JSON.parse(json.stdout)).toEqual([expect.objectContaining({ port, backends: [{ address: `127.0.0.1:${backend.port}` }], state: 'live' })]);
 
     const removed = await runCli(['rm', String(port)], env);
     expect(removed).toEqual({ code: 0, stdout: `${port} removed\n`, stderr: '' });
@@ -62,8 +63,9 @@ describe('conductor create, ls, rm', () => {
     const created = await runCli(['--json', 'create', String(port), `localhost:${backend.port}`], env);
     expect(created.code).toBe(0);
     expect(JSON.parse(created.stdout)).toEqual({
-      stream: expect.objectContaining({ port, backend: `localhost:${backend.port}`, state: 'live' }),
+      stream: expect.objectContaining({ port, protocol: 'tcp', backends: [{ address: `localhost:${backend.port}` }], state: 'live' }),
       warnings: [],
+      change: 'created',
     });
     const removed = await runCli(['rm', String(port), '--json'], env);
     expect(JSON.parse(removed.stdout)).toEqual({ port, warnings: [] });
@@ -76,7 +78,7 @@ describe('conductor create, ls, rm', () => {
     const twice = await runCli(['create', String(port), `127.0.0.1:${backend.port}`], env);
     expect(twice.code).toBe(1);
     expect(twice.stdout).toBe('');
-    expect(twice.stderr).toBe(`conductor: port ${port} already has a stream (to 127.0.0.1:${backend.port})\nhint: remove it first, or pick another port\n`);
+    expect(twice.stderr).toBe(`conductor: port ${port} already has a stream (to 127.0.0.1:${backend.port})\nhint: remove it first, pick another port, or replace it (PUT /v1/streams/{port})\n`);
     const outside = await runCli(['create', String(daemon.rangeEnd + 1), `127.0.0.1:${backend.port}`], env);
     expect(outside.code).toBe(1);
     expect(outside.stderr).toContain(`port ${daemon.rangeEnd + 1} is outside the daemon's port range ${daemon.rangeStart}-${daemon.rangeEnd}`);

@@ -116,8 +116,8 @@ describe('the container entrypoint (external mode)', () => {
     await container.exited;
     // While it was down, the name stopped resolving: simulate by editing the stored definition.
     const storePath = join(container.paths.home, 'streams.json');
-    const store = JSON.parse(await readFile(storePath, 'utf8')) as { streams: Array<{ port: number; backend: string }> };
-    for (const stream of store.streams) if (stream.port === bad) stream.backend = 'gone-away.invalid:22';
+    const store = JSON.parse(await readFile(storePath, 'utf8')) as { streams: Array<{ port: number; backends: Array<{ address: string }> }> };
+    for (const stream of store.streams) if (stream.port === bad) stream.backends = [{ address: 'gone-away.invalid:22' }];
     await writeFile(storePath, JSON.stringify(store));
     await writeFile(join(container.paths.streams, `_conductor_${bad}.conf`), `server { listen 127.0.0.1:${bad}; proxy_pass gone-away.invalid:22; }\n`);
 

@@ -41,7 +41,7 @@ describe('a stopped nginx master', () => {
     await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
     const master = await masterPid();
     process.kill(master, 'SIGSTOP');
-    expect(await state(master)).toBe('T');
+    await eventually(() => state(master), (value) => value === 'T', 2000);
     await eventually(() => state(master), (value) => value !== 'T', 5000);
     const incidents = (await status()).nginx.incidents?.map((incident) => incident.message) ?? [];
     expect(incidents).toContain(`nginx master ${master} was found stopped (SIGSTOP); sent SIGCONT`);
@@ -67,12 +67,15 @@ describe('a stopped nginx master', () => {
         await sleep(20);
       }
     })();
-    await eventually(masterPid, (pid) => pid !== master, 8000);
-    await stopper;
-    const after = await status();
-    expect(after.nginx.state).toBe('running');
-    expect(after.nginx.restarts).toBe(restarts + 1);
-    expect(after.nginx.incidents?.map((incident) => incident.message)).toContain(`nginx master ${master} stayed stopped; killed it to start a new one`);
-    for (const port of ports) expect(await eventually(() => roundTrip(port, 'back'), (answer) => answer === 'b:back')).toBe('b:back');
+    try {
+      await eventually(masterPid, (pid) => pid !== master, 15_000);
+      await stopper;
+      const after = await eventually(status, (value) => value.nginx.state === 'running', 15_000);
+      expect(after.nginx.restarts).toBe(restarts + 1);
+      expect(after.nginx.incidents?.map((incident) => incident.message)).toContain(`nginx master ${master} stayed stopped; killed it to start a new one`);
+      for (const port of ports) expect(await eventually(() => roundTrip(port, 'back'), (answer) => answer === 'b:back', 15_000)).toBe('b:back');
+    } catch (error) {
+      throw new Error(`${String(error)}\ndaemon log:\n${daemon.logs.split('\n').slice(-30).join('\n')}`);
+    }
   });
 });

@@ -28,7 +28,7 @@ afterAll(async () => {
 interface Status {
   nginx: { state: string; message?: string };
   streams: { live: number; failed: number };
-  failed: Array<{ port: number; backend: string; reason: string }>;
+  failed: Array<{ port: number; backends: string; reason: string }>;
 }
 
 describe('an nginx that cannot run at all', () => {
@@ -87,9 +87,9 @@ describe('definitions nginx cannot take at start-up', () => {
       expect(await roundTrip(kept, 'kept')).toBe('b:kept');
       const status = (await second.get('/v1/status')).json as Status;
       expect(status.streams).toEqual({ total: 2, live: 1, failed: 1 });
-      expect(status.failed).toEqual([{ port: taken, backend: `127.0.0.1:${backend.port}`, reason: 'the port is held by another process' }]);
+      expect(status.failed).toEqual([{ port: taken, backends: `127.0.0.1:${backend.port}`, reason: 'the port is held by another process' }]);
       const ls = await runCli(['ls'], { CONDUCTOR_URL: second.url });
-      expect(ls.stdout).toMatch(new RegExp(`${taken}\\s+│\\s+127\\.0\\.0\\.1:${backend.port}\\s+│\\s+failed\\s+│.*│\\s+the port is held by another process`));
+      expect(ls.stdout).toMatch(new RegExp(`${taken}\\s+│ tcp\\s+│ 127\\.0\\.0\\.1:${backend.port}\\s+│ failed\\s+│.*│ the port is held by another process`));
       const cliStatus = await runCli(['status'], { CONDUCTOR_URL: second.url });
       expect(cliStatus.stdout).toContain(`failed ${taken} -> 127.0.0.1:${backend.port}: the port is held by another process`);
 
@@ -111,8 +111,8 @@ describe('definitions nginx cannot take at start-up', () => {
     await first.stop();
     // While the daemon was down the name stopped resolving: the stored definition says so.
     const storePath = join(home, 'streams.json');
-    const store = JSON.parse(await readFile(storePath, 'utf8')) as { streams: Array<{ port: number; backend: string }> };
-    for (const stream of store.streams) if (stream.port === base + 1) stream.backend = 'vanished.invalid:22';
+    const store = JSON.parse(await readFile(storePath, 'utf8')) as { streams: Array<{ port: number; backends: Array<{ address: string }> }> };
+    for (const stream of store.streams) if (stream.port === base + 1) stream.backends = [{ address: 'vanished.invalid:22' }];
     await writeFile(storePath, JSON.stringify(store));
 
     const second = await startDaemon(options);
@@ -120,7 +120,7 @@ describe('definitions nginx cannot take at start-up', () => {
       expect(await roundTrip(base, 'alive')).toBe('b:alive');
       expect(await connectOutcome(base + 1)).toBe('refused');
       const status = (await second.get('/v1/status')).json as Status;
-      expect(status.failed).toEqual([{ port: base + 1, backend: 'vanished.invalid:22', reason: 'nginx: host not found in upstream "vanished.invalid"' }]);
+      expect(status.failed).toEqual([{ port: base + 1, backends: 'vanished.invalid:22', reason: 'nginx: host not found in upstream "vanished.invalid"' }]);
       // The port stays claimed: a create on it is refused, a remove clears it.
       const again = (await second.get(`/createstream/${base + 1}/127.0.0.1:${backend.port}`)).json as { errors: string };
       expect(again.errors).toBe(`port ${base + 1} already has a stream (to vanished.invalid:22, set aside: nginx: host not found in upstream "vanished.invalid")`);

@@ -1,4 +1,5 @@
 /** Real traffic on loopback: bytes through a port, and whether a port takes connections at all. */
+import { createSocket } from 'node:dgram';
 import { type Socket, connect, createServer, type Server } from 'node:net';
 
 /**
@@ -48,9 +49,13 @@ export class EchoBackend {
 }
 
 /** Sends `payload` to `port` and resolves with the whole answer (up to the expected length). */
-export function roundTrip(port: number, payload = 'ping', options: { host?: string; timeoutMs?: number; expectLength?: number } = {}): Promise<string> {
+export function roundTrip(
+  port: number,
+  payload = 'ping',
+  options: { host?: string; timeoutMs?: number; expectLength?: number; localAddress?: string } = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ port, host: options.host ?? '127.0.0.1' });
+    const socket = connect({ port, host: options.host ?? '127.0.0.1', ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
     let answer = '';
     const timer = setTimeout(() => {
       socket.destroy();
@@ -103,4 +108,93 @@ export async function listeningPorts(): Promise<Set<number>> {
     }
   }
   return ports;
+}
+
+/** A UDP backend that answers every datagram with `<name>:<datagram>`. */
+export class UdpEchoBackend {
+  received = 0;
+  private constructor(
+    private readonly socket: ReturnType<typeof createSocket>,
+    readonly name: string,
+  ) {}
+
+  static async start(name: string, host = '127.0.0.1'): Promise<UdpEchoBackend> {
+    const socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const backend = new UdpEchoBackend(socket, name);
+    socket.on('message', (message, from) => {
+      backend.received += 1;
+      socket.send(`${name}:${message.toString('utf8')}`, from.port, from.address);
+    });
+    await new Promise<void>((resolve) => socket.bind(0, host, () => resolve()));
+    return backend;
+  }
+
+  get port(): number {
+    return this.socket.address().port;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.socket.close(() => resolve()));
+  }
+}
+
+/** Sends one datagram to `port` and resolves with the first answer. */
+export function udpRoundTrip(port: number, payload: string, host = '127.0.0.1', timeoutMs = 3000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const timer = setTimeout(() => {
+      socket.close();
+      reject(new Error(`no UDP answer from port ${port} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.on('message', (message) => {
+      clearTimeout(timer);
+      socket.close();
+      resolve(message.toString('utf8'));
+    });
+    socket.send(payload, port, host);
+  });
+}
+
+/**
+ * A TCP backend that records the first line of every connection (where a PROXY protocol header
+ * arrives) and then answers like EchoBackend.
+ */
+export class HeaderRecordingBackend {
+  readonly firstLines: string[] = [];
+  private readonly server: Server;
+
+  private constructor(readonly name: string) {
+    this.server = createServer((socket) => {
+      let buffer = '';
+      let seen = false;
+      socket.on('data', (chunk) => {
+        if (seen) {
+          socket.write(`${name}:${chunk.toString('utf8')}`);
+          return;
+        }
+        buffer += chunk.toString('utf8');
+        const end = buffer.indexOf('\r\n');
+        if (end < 0) return;
+        seen = true;
+        this.firstLines.push(buffer.slice(0, end));
+        const rest = buffer.slice(end + 2);
+        if (rest !== '') socket.write(`${name}:${rest}`);
+      });
+      socket.on('error', () => socket.destroy());
+    });
+  }
+
+  static async start(name: string): Promise<HeaderRecordingBackend> {
+    const backend = new HeaderRecordingBackend(name);
+    await new Promise<void>((resolve) => backend.server.listen(0, '127.0.0.1', () => resolve()));
+    return backend;
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
 }

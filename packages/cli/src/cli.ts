@@ -5,7 +5,7 @@
  * Exit codes: 0 done, 1 refused by the daemon (or failed), 2 usage error, 3 daemon unreachable.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { ConductorError, ErrorCode, parseBackend, parsePort } from '@stream-conductor/shared';
+import { ConductorError, ErrorCode, type StreamInput, parseBackend, parseLabelSelector, parsePort, parseStreamInput } from '@stream-conductor/shared';
 import type { ApiClient } from './client.js';
 import type { Output } from './output.js';
 
@@ -33,12 +33,64 @@ function localPort(text: string): number {
   }
 }
 
-function localBackend(text: string): string {
+function localCheck<T>(check: () => T): T {
   try {
-    return parseBackend(text).address;
+    return check();
   } catch (error) {
     throw usageError(error);
   }
+}
+
+interface CreateOptions {
+  udp?: boolean;
+  tcpUdp?: boolean;
+  balance?: string;
+  allow: string[];
+  ttl?: string;
+  expiresAt?: string;
+  label: string[];
+  description?: string;
+  proxyProtocol?: boolean;
+  connectTimeout?: string;
+  idleTimeout?: string;
+  listenAddress?: string;
+  replace?: boolean;
+}
+
+/** `host:port[,weight=N][,backup]` as the API's backend object. */
+function backendArgument(text: string): { address: string; weight?: number; backup?: boolean } {
+  const [address = '', ...parts] = text.split(',');
+  const backend: { address: string; weight?: number; backup?: boolean } = { address: localCheck(() => parseBackend(address).address) };
+  for (const part of parts) {
+    const weight = /^weight=([0-9]+)$/.exec(part);
+    if (weight) backend.weight = Number(weight[1]);
+    else if (part === 'backup') backend.backup = true;
+    else throw new ConductorError(ErrorCode.Usage, `backend ${JSON.stringify(text)}: ${JSON.stringify(part)} is neither weight=N nor backup`);
+  }
+  return backend;
+}
+
+/** Builds the API input of `create` and checks it here, so that a typo costs no round trip. */
+function createInput(port: number | undefined, backendTexts: string[], options: CreateOptions): StreamInput {
+  if (options.udp && options.tcpUdp) throw new ConductorError(ErrorCode.Usage, '--udp and --tcp-udp exclude each other');
+  if (options.ttl !== undefined && options.expiresAt !== undefined) throw new ConductorError(ErrorCode.Usage, '--ttl and --expires-at exclude each other');
+  if (options.replace && port === undefined) throw new ConductorError(ErrorCode.Usage, '--replace needs a port, not auto');
+  const input: StreamInput = { backends: backendTexts.map(backendArgument) };
+  if (port !== undefined) input.port = port;
+  if (options.udp) input.protocol = 'udp';
+  if (options.tcpUdp) input.protocol = 'tcp+udp';
+  if (options.balance !== undefined) input.balance = options.balance as StreamInput['balance'];
+  if (options.allow.length > 0) input.allow = options.allow;
+  if (options.ttl !== undefined) input.ttl = options.ttl;
+  if (options.expiresAt !== undefined) input.expiresAt = options.expiresAt;
+  if (options.label.length > 0) input.labels = Object.fromEntries(options.label.map((label) => localCheck(() => parseLabelSelector(label))));
+  if (options.description !== undefined) input.description = options.description;
+  if (options.proxyProtocol) input.proxyProtocol = true;
+  if (options.connectTimeout !== undefined) input.connectTimeout = options.connectTimeout;
+  if (options.idleTimeout !== undefined) input.idleTimeout = options.idleTimeout;
+  if (options.listenAddress !== undefined) input.listenAddress = options.listenAddress;
+  localCheck(() => parseStreamInput(input, { portOptional: true, now: new Date() }));
+  return input;
 }
 
 export function exitCodeFor(error: ConductorError): number {
@@ -54,7 +106,6 @@ interface Context {
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('conductor');
-  let exitCode: number = EXIT.ok;
   let context: Context | undefined;
 
   const contextFor = async (command: Command): Promise<Context> => {
@@ -94,29 +145,62 @@ Examples:
   $ conductor create 9000 mybackend:22
   $ conductor ls
   $ conductor rm 9000
-  $ PORT=$(conductor free-port) && conductor create "$PORT" db.internal:5432
+  $ PORT=$(conductor create auto db.internal:5432 --ttl 2h)
+  $ conductor apply -f streams.yaml --dry-run
   $ CONDUCTOR_URL=http://edge1:5000 CONDUCTOR_TOKEN=... conductor status --json`,
     );
 
+  const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
   program
     .command('create')
-    .description('forward a port of this host to a backend; answers once traffic flows')
-    .argument('<port>', 'port to open, inside the daemon\'s PORT_RANGE')
-    .argument('<backend>', 'where to forward: host:port, IPv4:port or [IPv6]:port')
+    .description('forward a port of this host to one or more backends; answers once traffic flows')
+    .argument('<port>', "port to open, inside the daemon's PORT_RANGE, or auto for a free one")
+    .argument('<backends...>', 'where to forward: host:port, IPv4:port or [IPv6]:port; add ,weight=N or ,backup')
+    .option('--udp', 'forward UDP instead of TCP')
+    .option('--tcp-udp', 'forward both TCP and UDP on the port')
+    .option('--balance <method>', 'round-robin (default), least-conn, or hash-ip (a client sticks to one backend)')
+    .option('--allow <cidr>', 'accept clients only from this network (repeat for several)', collect, [])
+    .option('--ttl <duration>', 'remove the stream after this long: 90s, 30m, 12h, 7d')
+    .option('--expires-at <time>', 'remove the stream at this ISO 8601 time')
+    .option('--label <key=value>', 'a label (repeat for several)', collect, [])
+    .option('--description <text>', 'what the stream is for')
+    .option('--proxy-protocol', 'send the PROXY protocol header, so backends see the client address')
+    .option('--connect-timeout <duration>', 'time allowed to connect to a backend (default 60s)')
+    .option('--idle-timeout <duration>', 'close a session idle this long (default 10m)')
+    .option('--listen-address <ip>', 'listen on this address only (default: the daemon\'s)')
+    .option('--replace', 'replace the stream if the port has one (idempotent)')
     .addHelpText(
       'after',
       `
 Examples:
   $ conductor create 9000 mybackend:22
-  $ conductor create 9001 10.1.0.1:2000
-  $ conductor create 9002 '[2001:db8::5]:443' --json`,
+  $ PORT=$(conductor create auto db.internal:5432 --ttl 2h)
+  $ conductor create 9001 app1:8080 app2:8080,weight=3 app3:8080,backup --balance least-conn
+  $ conductor create 9002 dns1:53 dns2:53 --udp
+  $ conductor create 9003 10.1.0.1:443 --allow 192.0.2.0/24 --allow 2001:db8::/32 --proxy-protocol
+  $ conductor create 9004 '[2001:db8::5]:443' --label env=prod --label team=db --description "replica" --json`,
     )
-    .action(async (portText: string, backendText: string, _options: unknown, command: Command) => {
-      const port = localPort(portText);
-      const backend = localBackend(backendText);
+    .action(async (portText: string, backendTexts: string[], options: CreateOptions, command: Command) => {
+      const auto = portText === 'auto';
+      const input = createInput(auto ? undefined : localPort(portText), backendTexts, options);
       const { client, output } = await contextFor(command);
-      const { createStream, printCreated } = await import('./commands/create.js');
-      printCreated(await createStream(client, port, backend), output);
+      const { createStream, putStream, printCreated } = await import('./commands/create.js');
+      const port = input.port;
+      const result = options.replace === true && typeof port === 'number' ? await putStream(client, port, input) : await createStream(client, input);
+      printCreated(result, output, auto);
+    });
+
+  program
+    .command('get')
+    .description('show one stream in full')
+    .argument('<port>', 'port of the stream')
+    .addHelpText('after', '\nExamples:\n  $ conductor get 9000\n  $ conductor get 9000 --json')
+    .action(async (portText: string, _options: unknown, command: Command) => {
+      const port = localPort(portText);
+      const { client, output } = await contextFor(command);
+      const { getStream, printStream } = await import('./commands/get.js');
+      printStream(await getStream(client, port), output);
     });
 
   program
@@ -124,23 +208,73 @@ Examples:
     .alias('remove')
     .description('remove the stream on a port; answers once the port refuses connections')
     .argument('<port>', 'port of the stream')
-    .addHelpText('after', '\nExamples:\n  $ conductor rm 9000\n  $ conductor rm 9000 --json')
-    .action(async (portText: string, _options: unknown, command: Command) => {
+    .option('--kill-sessions', 'also cut its established sessions (nginx keeps them alive otherwise)')
+    .addHelpText('after', '\nExamples:\n  $ conductor rm 9000\n  $ conductor rm 9000 --kill-sessions --json')
+    .action(async (portText: string, options: { killSessions?: boolean }, command: Command) => {
       const port = localPort(portText);
       const { client, output } = await contextFor(command);
       const { removeStream, printRemoved } = await import('./commands/rm.js');
-      printRemoved(await removeStream(client, port), output);
+      printRemoved(await removeStream(client, port, options.killSessions === true), output);
+    });
+
+  program
+    .command('renew')
+    .description('give a stream a new expiry (or none)')
+    .argument('<port>', 'port of the stream')
+    .option('--ttl <duration>', 'expire this long from now: 90s, 30m, 12h, 7d')
+    .option('--expires-at <time>', 'expire at this ISO 8601 time')
+    .option('--forever', 'never expire')
+    .addHelpText('after', '\nExamples:\n  $ conductor renew 9000 --ttl 2h\n  $ conductor renew 9000 --forever')
+    .action(async (portText: string, options: { ttl?: string; expiresAt?: string; forever?: boolean }, command: Command) => {
+      const port = localPort(portText);
+      const given = [options.ttl, options.expiresAt, options.forever].filter((value) => value !== undefined).length;
+      if (given !== 1) throw new ConductorError(ErrorCode.Usage, 'give exactly one of --ttl, --expires-at or --forever');
+      const body = options.ttl !== undefined ? { ttl: options.ttl } : { expiresAt: options.expiresAt ?? null };
+      const { client, output } = await contextFor(command);
+      const [{ renewStream }, { printCreated }] = await Promise.all([import('./commands/renew.js'), import('./commands/create.js')]);
+      printCreated(await renewStream(client, port, body), output, false);
     });
 
   program
     .command('ls')
     .alias('list')
-    .description('list the streams: port, backend, state (live, or failed with the reason)')
-    .addHelpText('after', '\nExamples:\n  $ conductor ls\n  $ conductor ls --json | jq -r \'.[].port\'')
-    .action(async (_options: unknown, command: Command) => {
+    .description('list the streams: port, protocol, backends, state, expiry, labels')
+    .option('--label <key=value>', 'only streams with this label (repeat to require several)', collect, [])
+    .addHelpText('after', "\nExamples:\n  $ conductor ls\n  $ conductor ls --label env=prod\n  $ conductor ls --json | jq -r '.[].port'")
+    .action(async (options: { label: string[] }, command: Command) => {
+      for (const label of options.label) localCheck(() => parseLabelSelector(label));
       const { client, output } = await contextFor(command);
       const { listStreams, printStreams } = await import('./commands/ls.js');
-      printStreams(await listStreams(client), output);
+      printStreams(await listStreams(client, options.label), output);
+    });
+
+  program
+    .command('apply')
+    .description('make the daemon\'s streams match a file (YAML or JSON), all or nothing')
+    .requiredOption('-f, --file <path>', 'the file, or - for standard input')
+    .option('--dry-run', 'only show what would change')
+    .option('--prune', 'also remove streams the file does not list')
+    .addHelpText(
+      'after',
+      `
+The file lists streams as the API takes them (see the README):
+  streams:
+    - port: 9000
+      backend: db.internal:5432
+      labels: { env: prod }
+    - port: 9001
+      protocol: udp
+      backends: [dns1:53, dns2:53]
+
+Examples:
+  $ conductor apply -f streams.yaml --dry-run
+  $ conductor apply -f streams.yaml --prune`,
+    )
+    .action(async (options: { file: string; dryRun?: boolean; prune?: boolean }, command: Command) => {
+      const { readStreamsFile, applyStreams, printApplied } = await import('./commands/apply.js');
+      const streams = await readStreamsFile(options.file);
+      const { client, output } = await contextFor(command);
+      printApplied(await applyStreams(client, streams, { prune: options.prune === true, dryRun: options.dryRun === true }), output);
     });
 
   program
@@ -163,6 +297,18 @@ Examples:
       printStatus(await collectStatus(client), output, client.url);
     });
 
+  program
+    .command('completion')
+    .description('print the shell completion script')
+    .argument('<shell>', 'bash or zsh')
+    .addHelpText('after', '\nExamples:\n  $ source <(conductor completion bash)        # add to ~/.bashrc\n  $ conductor completion zsh > "${fpath[1]}/_conductor"')
+    .action(async (shell: string) => {
+      const { bashCompletion, zshCompletion } = await import('./commands/completion.js');
+      if (shell === 'bash') process.stdout.write(bashCompletion(program));
+      else if (shell === 'zsh') process.stdout.write(zshCompletion(program));
+      else throw new ConductorError(ErrorCode.Usage, `no completion for ${JSON.stringify(shell)}: bash or zsh`);
+    });
+
   if (argv.length <= 2) {
     process.stderr.write(program.helpInformation());
     return EXIT.usage;
@@ -183,5 +329,5 @@ Examples:
     process.stderr.write(`conductor: unexpected error\n${(error as Error).stack ?? String(error)}\n`);
     return EXIT.refused;
   }
-  return exitCode;
+  return EXIT.ok;
 }

@@ -1,25 +1,31 @@
 /**
- * The daemon's one entry point for what the API does: it validates requests, routes each port to
- * the nginx instance that owns it, and answers lists and status. At start-up it loads the store,
- * takes over old-format files, and has every instance bring nginx in line.
+ * The daemon's one entry point for what the APIs do: it validates requests, routes each port to
+ * the nginx instance that owns it, allocates free ports, runs declarative applies, removes expired
+ * streams, and answers lists and status. At start-up it loads the store, takes over old-format
+ * files, drops what expired while it was down, and has every instance bring nginx in line.
  */
 import {
+  type ApplyPlan,
+  type ApplyResult,
   ConductorError,
   type CreateResult,
   type DaemonStatus,
   ErrorCode,
+  type NginxMode,
   type PortRange,
   type StreamRecord,
+  type StreamSpec,
   type StreamView,
-  type NginxMode,
   assertPortInRange,
+  describeBackends,
   formatPortRange,
   isPortInRange,
-  parseBackend,
   parsePort,
+  protocolsOf,
+  sameSpec,
 } from '@stream-conductor/shared';
 import type { Logger } from './log.js';
-import type { Entry, NginxInstance } from './nginx/instance.js';
+import type { Entry, MutationResult, NginxInstance, PortChange } from './nginx/instance.js';
 import type { StreamStore } from './streams/store.js';
 import type { PortProbe } from './sys/ports.js';
 
@@ -29,9 +35,19 @@ export interface ConductorOptions {
   portRange: PortRange;
   store: StreamStore;
   instances: NginxInstance[];
-  probePort(port: number): Promise<PortProbe>;
+  /** Whether `port` can be bound now for these protocols. */
+  probePort(port: number, protocols: Array<'tcp' | 'udp'>, listenAddress: string | undefined): Promise<PortProbe>;
+  /** The address streams listen on when their definition names none. */
+  defaultListenAddress?: string | undefined;
   log: Logger;
   now?: () => Date;
+  /** How often expired streams are looked for; 1 s by default. */
+  expiryIntervalMs?: number;
+}
+
+export interface ListFilter {
+  /** Every label must match. */
+  labels?: Array<[string, string]>;
 }
 
 function view(entry: Entry): StreamView {
@@ -46,6 +62,10 @@ export class Conductor {
   private readonly problems: string[] = [];
   private readonly startedAt = new Date().toISOString();
   private readonly now: () => Date;
+  /** Ports an automatic allocation is trying right now. */
+  private readonly reserved = new Set<number>();
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private readonly expiring = new Set<number>();
 
   constructor(private readonly options: ConductorOptions) {
     if (options.instances.length === 0) throw new Error('a conductor needs at least one nginx instance');
@@ -58,7 +78,7 @@ export class Conductor {
     return instances[(port - portRange.start) % instances.length] as NginxInstance;
   }
 
-  /** Loads the store, adopts old-format files, and brings every nginx instance in line. */
+  /** Loads the store, adopts old-format files, drops expired streams, brings every nginx in line. */
   async start(): Promise<void> {
     const { store, instances, portRange, log } = this.options;
     const loaded = await store.load();
@@ -73,23 +93,30 @@ export class Conductor {
       for (const { name, parsed } of (await files.scan()).legacy) {
         let problem: string | undefined;
         if ('error' in parsed) problem = parsed.error;
-        else if (!isPortInRange(parsed.port, portRange)) problem = `port ${parsed.port} is outside PORT_RANGE ${formatPortRange(portRange)}`;
-        else if (records.has(parsed.port)) problem = `port ${parsed.port} already has a stream in the store`;
-        if (problem === undefined && !('error' in parsed)) {
-          const record: StreamRecord = { port: parsed.port, backend: parsed.backend, createdAt: this.now().toISOString() };
+        else if (!isPortInRange(parsed.spec.port, portRange)) problem = `port ${parsed.spec.port} is outside PORT_RANGE ${formatPortRange(portRange)}`;
+        else if (records.has(parsed.spec.port)) problem = `port ${parsed.spec.port} already has a stream in the store`;
+        if (problem === undefined && 'spec' in parsed) {
+          const record: StreamRecord = { ...parsed.spec, createdAt: this.now().toISOString() };
           records.set(record.port, record);
           adopted.push(record);
           await files.retireLegacy(name, 'adopted');
-          log.info('adopted an old-format stream file', { file: name, port: record.port, backend: record.backend });
+          log.info('adopted an old-format stream file', { file: name, port: record.port, backends: describeBackends(record.backends) });
         } else {
           await files.retireLegacy(name, 'rejected');
-          const message = `old-format file ${name} was not adopted (kept as ${name}.rejected): ${problem}`;
-          this.problems.push(message);
+          this.problems.push(`old-format file ${name} was not adopted (kept as ${name}.rejected): ${problem ?? 'unknown'}`);
           log.warn('old-format stream file not adopted', { file: name, reason: problem });
         }
       }
     }
     if (adopted.length > 0) await store.commit({ put: adopted, remove: [] });
+    const expired = [...records.values()].filter((record) => this.isExpired(record));
+    if (expired.length > 0) {
+      await store.commit({ put: [], remove: expired.map((record) => record.port) });
+      for (const record of expired) {
+        records.delete(record.port);
+        log.info('stream expired while the daemon was down', { port: record.port, expiresAt: record.expiresAt });
+      }
+    }
     const byInstance = new Map<NginxInstance, StreamRecord[]>();
     for (const record of records.values()) {
       if (!isPortInRange(record.port, portRange)) {
@@ -103,15 +130,44 @@ export class Conductor {
     }
     for (const instance of instances) instance.load(byInstance.get(instance) ?? []);
     await Promise.all(instances.map((instance) => instance.start()));
+    this.expiryTimer = setInterval(() => this.expire(), this.options.expiryIntervalMs ?? 1000);
+    this.expiryTimer.unref();
+  }
+
+  private isExpired(record: StreamRecord): boolean {
+    return record.expiresAt !== undefined && Date.parse(record.expiresAt) <= this.now().getTime();
+  }
+
+  /** Removes the streams whose time is up, each through the verified pipeline. */
+  private expire(): void {
+    for (const entry of this.entries()) {
+      const { record } = entry;
+      if (!this.isExpired(record) || this.expiring.has(record.port)) continue;
+      this.expiring.add(record.port);
+      const removal = this.parked.has(record.port) ? this.removeParked(record.port) : this.instanceFor(record.port).submit({ kind: 'remove', port: record.port });
+      removal
+        .then(() => this.options.log.info('stream expired and was removed', { port: record.port, expiresAt: record.expiresAt }))
+        .catch((error: unknown) => {
+          // A renewal or removal that won the race is fine; anything else is tried again next round.
+          if (!(error instanceof ConductorError && error.code === ErrorCode.NotFound)) {
+            this.options.log.warn('expired stream could not be removed yet', { port: record.port, error });
+          }
+        })
+        .finally(() => this.expiring.delete(record.port));
+    }
+  }
+
+  private entries(): Entry[] {
+    return [...this.parked.values(), ...this.options.instances.flatMap((instance) => instance.list())];
   }
 
   private entry(port: number): Entry | undefined {
     return this.parked.get(port) ?? (isPortInRange(port, this.options.portRange) ? this.instanceFor(port).get(port) : undefined);
   }
 
-  list(): StreamView[] {
-    const entries = [...this.parked.values(), ...this.options.instances.flatMap((instance) => instance.list())];
-    return entries.map(view).sort((a, b) => a.port - b.port);
+  list(filter: ListFilter = {}): StreamView[] {
+    const selected = this.entries().filter((entry) => (filter.labels ?? []).every(([key, value]) => entry.record.labels[key] === value));
+    return selected.map(view).sort((a, b) => a.port - b.port);
   }
 
   get(port: number): StreamView | undefined {
@@ -119,33 +175,152 @@ export class Conductor {
     return entry ? view(entry) : undefined;
   }
 
-  /** Creates a stream; resolves once it is live. `portText` and `backendText` are raw input. */
-  async create(portText: string | number, backendText: string): Promise<CreateResult> {
-    const port = parsePort(portText);
+  private record(spec: StreamSpec, existing: StreamRecord | undefined): StreamRecord {
+    const now = this.now().toISOString();
+    return existing ? { ...spec, createdAt: existing.createdAt, updatedAt: now } : { ...spec, createdAt: now };
+  }
+
+  private answer(port: number, result: MutationResult): CreateResult {
+    const stream = this.get(port);
+    if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
+    const change = result.change === 'created' || result.change === 'replaced' || result.change === 'unchanged' ? result.change : 'replaced';
+    return { stream, warnings: result.warnings, change };
+  }
+
+  private checkPort(port: number): void {
     assertPortInRange(port, this.options.portRange);
-    const backend = parseBackend(backendText).address;
     const parked = this.parked.get(port);
-    if (parked) throw new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream (to ${parked.record.backend})`);
-    const record: StreamRecord = { port, backend, createdAt: this.now().toISOString() };
-    const instance = this.instanceFor(port);
-    const { warnings } = await instance.submit({ kind: 'create', record });
-    const entry = instance.get(port);
-    return { stream: entry ? view(entry) : { ...record, state: 'live' }, warnings };
+    if (parked) throw new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream (to ${describeBackends(parked.record.backends)})`);
+  }
+
+  /** Creates a stream (port 0: on a free port the daemon picks); resolves once it is live. */
+  async create(spec: StreamSpec): Promise<CreateResult> {
+    if (spec.port === 0) return this.createOnFreePort(spec);
+    this.checkPort(spec.port);
+    const instance = this.instanceFor(spec.port);
+    return this.answer(spec.port, await instance.submit({ kind: 'create', record: this.record(spec, undefined) }));
+  }
+
+  /** Creates or replaces the stream on `spec.port`; a spec equal to the current one changes nothing. */
+  async put(spec: StreamSpec): Promise<CreateResult> {
+    this.checkPort(spec.port);
+    const instance = this.instanceFor(spec.port);
+    const existing = instance.get(spec.port)?.record;
+    return this.answer(spec.port, await instance.submit({ kind: 'put', record: this.record(spec, existing) }));
+  }
+
+  /**
+   * Allocation that holds under concurrency: try the first port that looks free; when another
+   * request or process won it meanwhile, the pipeline says so and the next port is tried.
+   */
+  private async createOnFreePort(spec: StreamSpec): Promise<CreateResult> {
+    const { start, end } = this.options.portRange;
+    for (let port = start; port <= end; port += 1) {
+      if (this.reserved.has(port) || this.entry(port) !== undefined) continue;
+      if ((await this.options.probePort(port, protocolsOf(spec), spec.listenAddress ?? this.options.defaultListenAddress)) !== 'free') continue;
+      if (this.reserved.has(port) || this.entry(port) !== undefined) continue;
+      this.reserved.add(port);
+      try {
+        const result = await this.instanceFor(port).submit({ kind: 'create', record: this.record({ ...spec, port }, undefined) });
+        return this.answer(port, result);
+      } catch (error) {
+        if (error instanceof ConductorError && (error.code === ErrorCode.StreamExists || error.code === ErrorCode.PortInUse)) continue;
+        throw error;
+      } finally {
+        this.reserved.delete(port);
+      }
+    }
+    throw new ConductorError(ErrorCode.NoFreePort, 'no free port left in the port range', { hint: 'remove streams, or widen PORT_RANGE' });
+  }
+
+  /** Extends (or shortens) the life of a stream; resolves once recorded. */
+  async renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
+    const entry = this.entry(port);
+    if (!entry || this.parked.has(port)) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    const { createdAt: _created, updatedAt: _updated, ...spec } = entry.record;
+    const renewed: StreamSpec = { ...spec };
+    if (expiresAt === undefined) delete renewed.expiresAt;
+    else renewed.expiresAt = expiresAt;
+    return this.put(renewed);
+  }
+
+  private async removeParked(port: number): Promise<{ warnings: string[] }> {
+    await this.options.store.commit({ put: [], remove: [port] });
+    this.parked.delete(port);
+    return { warnings: [] };
   }
 
   /** Removes a stream; resolves once its port refuses new connections. */
-  async remove(portText: string | number): Promise<{ warnings: string[] }> {
+  async remove(portText: string | number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
     const port = parsePort(portText);
-    const parked = this.parked.get(port);
-    if (parked) {
-      await this.options.store.commit({ put: [], remove: [port] });
-      this.parked.delete(port);
-      return { warnings: [] };
-    }
+    if (this.parked.has(port)) return this.removeParked(port);
     if (!isPortInRange(port, this.options.portRange)) {
       throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     }
-    return this.instanceFor(port).submit({ kind: 'remove', port });
+    const result = await this.instanceFor(port).submit({ kind: 'remove', port, killSessions: options.killSessions === true });
+    return { warnings: result.warnings };
+  }
+
+  /** What applying `specs` would change (see apply). */
+  plan(specs: StreamSpec[], prune: boolean): ApplyPlan {
+    const plan: ApplyPlan = { create: [], update: [], delete: [], unchanged: [] };
+    const wanted = new Set<number>();
+    for (const spec of specs) {
+      wanted.add(spec.port);
+      const current = this.entry(spec.port);
+      if (!current) plan.create.push(spec.port);
+      else if (current.state !== 'live' || !sameSpec(current.record, spec)) plan.update.push(spec.port);
+      else plan.unchanged.push(spec.port);
+    }
+    if (prune) {
+      for (const entry of this.entries()) if (!wanted.has(entry.record.port) && !this.parked.has(entry.record.port)) plan.delete.push(entry.record.port);
+    }
+    for (const list of [plan.create, plan.update, plan.delete, plan.unchanged]) list.sort((a, b) => a - b);
+    return plan;
+  }
+
+  /**
+   * A declarative apply: the daemon makes its streams match `specs` (and, with prune, removes the
+   * others) in one verified reload per nginx instance, all or nothing: when any part is refused,
+   * the parts already applied are put back and the whole apply is refused.
+   */
+  async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+    const seen = new Set<number>();
+    for (const spec of specs) {
+      if (seen.has(spec.port)) throw new ConductorError(ErrorCode.InvalidInput, `port ${spec.port} appears twice in the set`);
+      seen.add(spec.port);
+      this.checkPort(spec.port);
+    }
+    const plan = this.plan(specs, options.prune);
+    if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
+    const bySpec = new Map(specs.map((spec) => [spec.port, spec]));
+    const changes = new Map<NginxInstance, { forward: PortChange[]; backward: PortChange[] }>();
+    for (const port of [...plan.create, ...plan.update, ...plan.delete]) {
+      const instance = this.instanceFor(port);
+      const existing = instance.get(port)?.record;
+      const spec = bySpec.get(port);
+      const part = changes.get(instance) ?? { forward: [], backward: [] };
+      part.forward.push({ port, record: spec ? this.record(spec, existing) : undefined });
+      part.backward.push({ port, record: existing });
+      changes.set(instance, part);
+    }
+    const done: Array<[NginxInstance, PortChange[]]> = [];
+    const warnings: string[] = [];
+    try {
+      for (const [instance, part] of changes) {
+        const result = await instance.submit({ kind: 'group', changes: part.forward });
+        warnings.push(...result.warnings);
+        done.push([instance, part.backward]);
+      }
+    } catch (error) {
+      for (const [instance, backward] of done.reverse()) {
+        await instance.submit({ kind: 'group', changes: backward }).catch((undo: unknown) => {
+          this.options.log.error('could not put back a part of a refused apply', { instance: instance.id, error: undo });
+        });
+      }
+      throw error;
+    }
+    return { dryRun: false, applied: true, plan, warnings };
   }
 
   /**
@@ -155,8 +330,8 @@ export class Conductor {
   async freePort(): Promise<number | undefined> {
     const { start, end } = this.options.portRange;
     for (let port = start; port <= end; port += 1) {
-      if (this.entry(port) !== undefined) continue;
-      if ((await this.options.probePort(port)) === 'free') return port;
+      if (this.entry(port) !== undefined || this.reserved.has(port)) continue;
+      if ((await this.options.probePort(port, ['tcp'], this.options.defaultListenAddress)) === 'free') return port;
     }
     return undefined;
   }
@@ -171,13 +346,14 @@ export class Conductor {
       portRange: { ...this.options.portRange },
       streams: { total: streams.length, live: streams.length - failed.length, failed: failed.length },
       nginx: first.controller.status(),
-      failed: failed.map((stream) => ({ port: stream.port, backend: stream.backend, reason: stream.reason ?? 'unknown' })),
+      failed: failed.map((stream) => ({ port: stream.port, backends: describeBackends(stream.backends), reason: stream.reason ?? 'unknown' })),
       problems: [...this.problems],
       startedAt: this.startedAt,
     };
   }
 
   async close(): Promise<void> {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
     await Promise.all(this.options.instances.map((instance) => instance.close()));
   }
 }

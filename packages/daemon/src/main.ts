@@ -22,7 +22,8 @@ import { StreamFiles } from './nginx/stream-files.js';
 import { FileStore, StoreCorruptError } from './streams/file-store.js';
 import { hardOpenFileLimit } from './sys/limits.js';
 import { type Lock, LockError, acquireLock } from './sys/lock.js';
-import { ephemeralPortRange, listeningTcpPorts, probeTcpPort } from './sys/ports.js';
+import { ephemeralPortRange, listeningPorts, probePort } from './sys/ports.js';
+import { killSessions } from './sys/sessions.js';
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -128,7 +129,6 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   let conductor: Conductor | undefined;
   try {
     const controller = await buildController(config, log);
-    const probePort = (port: number) => probeTcpPort(port, config.listenAddress);
     const store = new FileStore(join(config.home, 'streams.json'));
     const instance = new NginxInstance({
       id: 0,
@@ -136,11 +136,22 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
       files: new StreamFiles(config.streamConfigPath, config.streamPrefix, { listenAddress: config.listenAddress }),
       store,
       probePort,
-      listeningPorts: listeningTcpPorts,
+      listeningPorts,
+      killSessions,
+      defaultListenAddress: config.listenAddress,
       log,
       retryIntervalMs: config.retryIntervalMs,
     });
-    conductor = new Conductor({ version, mode: config.mode, portRange: config.portRange, store, instances: [instance], probePort, log });
+    conductor = new Conductor({
+      version,
+      mode: config.mode,
+      portRange: config.portRange,
+      store,
+      instances: [instance],
+      probePort,
+      defaultListenAddress: config.listenAddress,
+      log,
+    });
     await conductor.start();
     if (stopSignal !== undefined) throw new Interrupted();
 

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { StreamRecord } from '@stream-conductor/shared';
+import { type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import { FileStore, StoreCorruptError } from '../src/streams/file-store.js';
 
 let folder: string;
@@ -15,7 +15,7 @@ afterEach(async () => {
   await rm(folder, { recursive: true, force: true });
 });
 
-const rec = (port: number, backend: string, createdAt = '2026-01-02T03:04:05.000Z'): StreamRecord => ({ port, backend, createdAt });
+const rec = (port: number, backend: string, createdAt = '2026-01-02T03:04:05.000Z'): StreamRecord => ({ ...simpleSpec(port, backend), createdAt });
 
 /** The exact text the store writes for `records` (already sorted). */
 const storeText = (records: StreamRecord[]): string => `${JSON.stringify({ format: 1, streams: records }, null, 1)}\n`;

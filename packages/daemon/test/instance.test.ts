@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConductorError, ErrorCode, type NginxStatus, type StreamRecord } from '@stream-conductor/shared';
+import { ConductorError, ErrorCode, type NginxStatus, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import { silentLogger } from '../src/log.js';
 import type { TestResult } from '../src/nginx/binary.js';
 import type { NginxController, ReloadOutcome } from '../src/nginx/controller.js';
@@ -118,7 +118,7 @@ let inUse: Set<number>;
 let files: StreamFiles;
 let instance: NginxInstance;
 
-const record = (port: number, backend = `127.0.0.1:${port + 1000}`): StreamRecord => ({ port, backend, createdAt: '2026-01-01T00:00:00.000Z' });
+const record = (port: number, backend = `127.0.0.1:${port + 1000}`): StreamRecord => ({ ...simpleSpec(port, backend), createdAt: '2026-01-01T00:00:00.000Z' });
 const create = (port: number, backend?: string): Mutation => ({ kind: 'create', record: record(port, backend) });
 const remove = (port: number): Mutation => ({ kind: 'remove', port });
 
@@ -149,8 +149,8 @@ beforeEach(async () => {
     controller: nginx,
     files,
     store,
-    probePort: async (port): Promise<PortProbe> => (inUse.has(port) ? 'in-use' : 'free'),
-    listeningPorts: async () => new Set(nginx.listening),
+    probePort: async (port: number): Promise<PortProbe> => (inUse.has(port) ? 'in-use' : 'free'),
+    listeningPorts: async () => ({ tcp: new Set(nginx.listening), udp: new Set<number>() }),
     log: silentLogger,
     verifyTimeoutMs: 200,
   });
@@ -162,13 +162,13 @@ afterEach(async () => {
 
 describe('one request', () => {
   it('writes, tests, reloads, verifies, stores, then answers', async () => {
-    await expect(instance.submit(create(9000))).resolves.toEqual({ warnings: [] });
+    await expect(instance.submit(create(9000))).resolves.toEqual({ warnings: [], change: 'created' });
     expect(Object.keys(await folderState())).toEqual(['_conductor_9000.conf']);
     expect(nginx.tests).toBe(1);
     expect(nginx.reloads).toBe(1);
     expect([...store.records.keys()]).toEqual([9000]);
     expect(instance.get(9000)?.state).toBe('live');
-    await expect(instance.submit(remove(9000))).resolves.toEqual({ warnings: [] });
+    await expect(instance.submit(remove(9000))).resolves.toEqual({ warnings: [], change: 'removed' });
     expect(await folderState()).toEqual({});
     expect(store.records.size).toBe(0);
   });
@@ -215,8 +215,8 @@ describe('batches', () => {
     nginx.gate = undefined;
     release();
     await blocker;
-    await expect(good).resolves.toEqual({ warnings: [] });
-    await expect(alsoGood).resolves.toEqual({ warnings: [] });
+    await expect(good).resolves.toEqual({ warnings: [], change: 'created' });
+    await expect(alsoGood).resolves.toEqual({ warnings: [], change: 'created' });
     const error = await refusal(bad);
     expect(error.code).toBe(ErrorCode.NginxRejected);
     expect(error.message).toBe('nginx refused the stream on port 9002: host not found in upstream "nowhere.invalid"');
@@ -270,10 +270,10 @@ describe('batches', () => {
     nginx.gate = undefined;
     release();
     await blocker;
-    await expect(removed).resolves.toEqual({ warnings: [] });
-    await expect(recreated).resolves.toEqual({ warnings: [] });
+    await expect(removed).resolves.toEqual({ warnings: [], change: 'removed' });
+    await expect(recreated).resolves.toEqual({ warnings: [], change: 'created' });
     expect((await refusal(duplicate)).code).toBe(ErrorCode.StreamExists);
-    expect(instance.get(9000)?.record.backend).toBe('127.0.0.1:2');
+    expect(instance.get(9000)?.record.backends).toEqual([{ address: '127.0.0.1:2' }]);
     expect(await readFile(join(folder, '_conductor_9000.conf'), 'utf8')).toContain('proxy_pass 127.0.0.1:2;');
   });
 });
@@ -306,7 +306,7 @@ describe('rollback', () => {
     expect(nginx.reloads).toBe(reloads + 2); // the change, then the way back
     expect([...nginx.listening]).toEqual([9000]);
     expect(instance.get(9001)).toBeUndefined();
-    await expect(instance.submit(create(9001))).resolves.toEqual({ warnings: [] });
+    await expect(instance.submit(create(9001))).resolves.toEqual({ warnings: [], change: 'created' });
   });
 
   it('refuses with STORAGE_FAILED and leaves nothing behind when a stream file cannot be written', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { ConductorError, type StreamRecord } from '@stream-conductor/shared';
+import { ConductorError, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import {
   type LegacyParse,
   type MainConfOptions,
@@ -111,8 +111,13 @@ describe('renderListen', () => {
   });
 });
 
+/** A plain one-backend TCP record, built by hand so that invalid values reach the renderer. */
+function rec(port: number, backend: string, createdAt: string): StreamRecord {
+  return { port, protocol: 'tcp', backends: [{ address: backend }], balance: 'round-robin', allow: [], proxyProtocol: false, labels: {}, createdAt };
+}
+
 describe('renderStreamFile', () => {
-  const record: StreamRecord = { port: 9000, backend: '10.0.0.5:5432', createdAt: '2026-01-02T03:04:05.678Z' };
+  const record: StreamRecord = rec(9000, '10.0.0.5:5432', '2026-01-02T03:04:05.678Z');
 
   it('renders the exact text for a record on every IPv4 address', () => {
     expect(renderStreamFile(record, { listenAddress: undefined })).toBe(
@@ -132,7 +137,7 @@ describe('renderStreamFile', () => {
     ['127.0.0.1', 'db.internal:5432', '127.0.0.1:9001'],
     ['::1', '[2001:db8::5]:443', '[::1]:9001'],
   ])('renders listen address %j with backend %j', (listenAddress, backend, listen) => {
-    const text = renderStreamFile({ port: 9001, backend, createdAt: '2026-01-02T03:04:05+02:00' }, { listenAddress });
+    const text = renderStreamFile(rec(9001, backend, '2026-01-02T03:04:05+02:00'), { listenAddress });
     expect(text).toBe(
       `# stream-conductor: port 9001 -> ${backend} (created 2026-01-02T03:04:05+02:00)\n` +
         '# Generated file: change streams through the conductor API, not here.\n' +
@@ -144,7 +149,7 @@ describe('renderStreamFile', () => {
   });
 
   it('renders the canonical form of the backend', () => {
-    const text = renderStreamFile({ port: 9002, backend: 'DB.Example.COM:22', createdAt: '2026-01-02T03:04:05Z' }, { listenAddress: undefined });
+    const text = renderStreamFile(rec(9002, 'DB.Example.COM:22', '2026-01-02T03:04:05Z'), { listenAddress: undefined });
     expect(text.split('\n')[0]).toBe('# stream-conductor: port 9002 -> db.example.com:22 (created 2026-01-02T03:04:05Z)');
     expect(text.split('\n')[4]).toBe('    proxy_pass db.example.com:22;');
   });
@@ -157,7 +162,7 @@ describe('renderStreamFile', () => {
     'yesterday',
     '',
   ])('leaves createdAt %j out of the comment', (createdAt) => {
-    const text = renderStreamFile({ port: 9000, backend: '10.0.0.5:5432', createdAt }, { listenAddress: undefined });
+    const text = renderStreamFile(rec(9000, '10.0.0.5:5432', createdAt), { listenAddress: undefined });
     expect(text).toBe(
       [
         '# stream-conductor: port 9000 -> 10.0.0.5:5432',
@@ -183,7 +188,7 @@ describe('renderStreamFile', () => {
     'host name:80',
     'a\n:1',
   ])('throws INVALID_INPUT for backend %j', (backend) => {
-    const render = (): string => renderStreamFile({ port: 9000, backend, createdAt: '2026-01-02T03:04:05Z' }, { listenAddress: undefined });
+    const render = (): string => renderStreamFile(rec(9000, backend, '2026-01-02T03:04:05Z'), { listenAddress: undefined });
     expect(render).toThrow(ConductorError);
     let code: string | undefined;
     try {
@@ -199,7 +204,7 @@ describe('renderStreamFile', () => {
     [70000, undefined, 'refusing to render port 70000'],
     [9000, 'localhost', 'refusing to render listen address "localhost"'],
   ])('throws for port %d / listen address %j', (port, listenAddress, message) => {
-    expect(() => renderStreamFile({ port, backend: 'a:1', createdAt: '2026-01-02T03:04:05Z' }, { listenAddress })).toThrow(new Error(message));
+    expect(() => renderStreamFile(rec(port, 'a:1', '2026-01-02T03:04:05Z'), { listenAddress })).toThrow(new Error(message));
   });
 });
 
@@ -343,12 +348,12 @@ describe('parseLegacyFile', () => {
     ['# created 2019-05-01 12:00:00 by stream-api', 'server {', `    listen ${port};`, `    proxy_pass ${backend};`, '}', ''].join('\n');
 
   it.each<[string, string, LegacyParse]>([
-    ['_conductor_9000-10.0.0.5:5432.conf', oldFile('9000', '10.0.0.5:5432'), { port: 9000, backend: '10.0.0.5:5432' }],
-    ['_conductor_9001-DB.Example.com:22.conf', oldFile('9001', 'DB.Example.com:22'), { port: 9001, backend: 'db.example.com:22' }],
-    ['_conductor_9002-[2001:db8::1]:443.conf', oldFile('9002', '[2001:DB8::1]:443'), { port: 9002, backend: '[2001:db8::1]:443' }],
-    ['_conductor_9003-a:1.conf', 'server { listen 9003; proxy_pass a:1; }', { port: 9003, backend: 'a:1' }],
-    ['_conductor_9004-a:1.conf', 'server{listen 9004;proxy_pass a:1;}\n', { port: 9004, backend: 'a:1' }],
-    ['_conductor_9005-a:1.conf', '  # one\n# two\r\nserver {\r\n\tlisten 9005;\r\n\tproxy_pass a:1;\r\n}\r\n', { port: 9005, backend: 'a:1' }],
+    ['_conductor_9000-10.0.0.5:5432.conf', oldFile('9000', '10.0.0.5:5432'), { spec: simpleSpec(9000, '10.0.0.5:5432') }],
+    ['_conductor_9001-DB.Example.com:22.conf', oldFile('9001', 'DB.Example.com:22'), { spec: simpleSpec(9001, 'db.example.com:22') }],
+    ['_conductor_9002-[2001:db8::1]:443.conf', oldFile('9002', '[2001:DB8::1]:443'), { spec: simpleSpec(9002, '[2001:db8::1]:443') }],
+    ['_conductor_9003-a:1.conf', 'server { listen 9003; proxy_pass a:1; }', { spec: simpleSpec(9003, 'a:1') }],
+    ['_conductor_9004-a:1.conf', 'server{listen 9004;proxy_pass a:1;}\n', { spec: simpleSpec(9004, 'a:1') }],
+    ['_conductor_9005-a:1.conf', '  # one\n# two\r\nserver {\r\n\tlisten 9005;\r\n\tproxy_pass a:1;\r\n}\r\n', { spec: simpleSpec(9005, 'a:1') }],
   ])('adopts %j', (name, content, expected) => {
     expect(parseLegacyFile(PREFIX, name, content)).toEqual(expected);
   });

@@ -1,16 +1,12 @@
 /** The shapes exchanged between the daemon and its clients. */
-
-/** A stream as the user defines it: traffic to `port` on the edge host goes to `backend`. */
-export interface StreamSpec {
-  port: number;
-  /** Canonical `host:port` (see parseBackend). */
-  backend: string;
-}
+import type { StreamSpec } from './spec.js';
 
 /** A stream as the daemon stores it. */
 export interface StreamRecord extends StreamSpec {
   /** ISO 8601 time the stream was created. */
   createdAt: string;
+  /** ISO 8601 time of the last change (replace or renewal), when there was one. */
+  updatedAt?: string;
 }
 
 /**
@@ -45,15 +41,33 @@ export interface DaemonStatus {
   streams: { total: number; live: number; failed: number };
   nginx: NginxStatus;
   /** Definitions the daemon holds but had to set aside, with the reason. */
-  failed: Array<{ port: number; backend: string; reason: string }>;
+  failed: Array<{ port: number; backends: string; reason: string }>;
   /** Things found at start-up that need an operator's eye (skipped store entries, old files not adopted). */
   problems: string[];
   startedAt: string;
 }
 
-/** Answer of a successful create. */
+/** Answer of a successful create, replace or renewal. */
 export interface CreateResult {
   stream: StreamView;
   /** Things worth knowing that did not stop the change. */
+  warnings: string[];
+  /** What the change did: created a stream, replaced one, or found it already as asked. */
+  change?: 'created' | 'replaced' | 'unchanged';
+}
+
+/** The answer of a declarative apply: what differs between the submitted set and the daemon's. */
+export interface ApplyPlan {
+  create: number[];
+  update: number[];
+  delete: number[];
+  unchanged: number[];
+}
+
+export interface ApplyResult {
+  dryRun: boolean;
+  /** True once every change of the plan is live (false for a dry run). */
+  applied: boolean;
+  plan: ApplyPlan;
   warnings: string[];
 }

@@ -1,17 +1,37 @@
-import type { CreateResult } from '@stream-conductor/shared';
+import { type CreateResult, type StreamInput, describeBackends } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
 
-export function createStream(client: ApiClient, port: number, backend: string): Promise<CreateResult> {
-  return client.call<CreateResult>('POST', '/v1/streams', { port, backend });
+/** Creates a stream; without a port in `input`, on a free port the daemon picks. */
+export function createStream(client: ApiClient, input: StreamInput): Promise<CreateResult> {
+  return client.call<CreateResult>('POST', '/v1/streams', input);
 }
 
-export function printCreated(result: CreateResult, output: Output): void {
-  if (output.json) {
-    output.out(JSON.stringify(result, null, 2));
+/** Creates or replaces the stream on `port`. */
+export function putStream(client: ApiClient, port: number, input: StreamInput): Promise<CreateResult> {
+  return client.call<CreateResult>('PUT', `/v1/streams/${port}`, input);
+}
+
+export function describeStream(result: CreateResult, output: Output): string {
+  const { stream } = result;
+  const state = stream.state === 'live' ? output.color.green(stream.state) : output.color.red(stream.state);
+  const proto = stream.protocol === 'tcp' ? '' : ` ${stream.protocol}`;
+  const expiry = stream.expiresAt === undefined ? '' : ` (expires ${stream.expiresAt})`;
+  return `${output.color.bold(String(stream.port))}${proto} -> ${describeBackends(stream.backends)} ${state}${expiry}`;
+}
+
+/**
+ * `auto`: the port alone on stdout, so that PORT=$(conductor create auto ...) works; the rest on
+ * stderr. Otherwise one line describing the stream.
+ */
+export function printCreated(result: CreateResult, output: Output, auto: boolean): void {
+  if (output.json) output.out(JSON.stringify(result, null, 2));
+  else if (auto) {
+    output.out(String(result.stream.port));
+    output.err(describeStream(result, output));
   } else {
-    const { stream } = result;
-    output.out(`${output.color.bold(String(stream.port))} -> ${stream.backend} ${output.color.green(stream.state)}`);
+    const note = result.change === 'unchanged' ? ' (unchanged)' : result.change === 'replaced' ? ' (replaced)' : '';
+    output.out(`${describeStream(result, output)}${note}`);
   }
   for (const warning of result.warnings) output.err(`${output.errColor.yellow('warning:')} ${warning}`);
 }

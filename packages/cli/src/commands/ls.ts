@@ -1,11 +1,14 @@
 import Table from 'cli-table3';
-import type { StreamView } from '@stream-conductor/shared';
+import { type StreamView, describeBackends } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
 
-export async function listStreams(client: ApiClient): Promise<StreamView[]> {
-  return (await client.call<{ streams: StreamView[] }>('GET', '/v1/streams')).streams;
+export async function listStreams(client: ApiClient, labels: string[]): Promise<StreamView[]> {
+  const query = labels.map((label) => `label=${encodeURIComponent(label)}`).join('&');
+  return (await client.call<{ streams: StreamView[] }>('GET', `/v1/streams${query ? `?${query}` : ''}`)).streams;
 }
+
+const short = (time: string): string => time.replace(/\.[0-9]+Z$/, 'Z');
 
 export function printStreams(streams: StreamView[], output: Output): void {
   if (output.json) {
@@ -19,13 +22,22 @@ export function printStreams(streams: StreamView[], output: Output): void {
   const { color } = output;
   const withReasons = streams.some((stream) => stream.reason !== undefined);
   const table = new Table({
-    head: ['PORT', 'BACKEND', 'STATE', 'CREATED', ...(withReasons ? ['REASON'] : [])],
+    head: ['PORT', 'PROTO', 'BACKENDS', 'STATE', 'EXPIRES', 'LABELS', ...(withReasons ? ['REASON'] : [])],
     style: { head: color.level > 0 ? ['bold'] : [], border: color.level > 0 ? ['grey'] : [] },
     chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
   });
   for (const stream of streams) {
     const state = stream.state === 'live' ? color.green(stream.state) : color.red(stream.state);
-    table.push([String(stream.port), stream.backend, state, stream.createdAt.replace(/\.[0-9]+Z$/, 'Z'), ...(withReasons ? [stream.reason ?? ''] : [])]);
+    const labels = Object.entries(stream.labels).map(([key, value]) => `${key}=${value}`).join(',');
+    table.push([
+      String(stream.port),
+      stream.protocol,
+      describeBackends(stream.backends),
+      state,
+      stream.expiresAt === undefined ? '-' : short(stream.expiresAt),
+      labels === '' ? '-' : labels,
+      ...(withReasons ? [stream.reason ?? ''] : []),
+    ]);
   }
   output.out(table.toString());
 }

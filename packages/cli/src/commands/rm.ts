@@ -6,8 +6,8 @@ export interface RemoveResult {
   warnings: string[];
 }
 
-export function removeStream(client: ApiClient, port: number): Promise<RemoveResult> {
-  return client.call<RemoveResult>('DELETE', `/v1/streams/${port}`);
+export function removeStream(client: ApiClient, port: number, killSessions: boolean): Promise<RemoveResult> {
+  return client.call<RemoveResult>('DELETE', `/v1/streams/${port}${killSessions ? '?kill_sessions=1' : ''}`);
 }
 
 export function printRemoved(result: RemoveResult, output: Output): void {

@@ -23,11 +23,12 @@ export function printStatus(status: DaemonStatus, output: Output, url: string): 
     lines.push(`last apply: ${nginx.lastReload.at} ${nginx.lastReload.ok ? color.green('ok') : color.red(`failed: ${nginx.lastReload.message ?? ''}`)}`);
   }
   if (nginx.message) lines.push(`nginx says: ${nginx.message}`);
+  for (const incident of nginx.incidents ?? []) lines.push(`incident:   ${incident.at} ${incident.message}`);
   lines.push(
     `ports:      ${status.portRange.start}-${status.portRange.end} (${size} ports, ${status.streams.total} used, ${size - status.streams.total} free)`,
     `streams:    ${status.streams.live} live, ${status.streams.failed} failed`,
   );
-  for (const failed of status.failed) lines.push(`  ${color.red('failed')} ${failed.port} -> ${failed.backend}: ${failed.reason}`);
+  for (const failed of status.failed) lines.push(`  ${color.red('failed')} ${failed.port} -> ${failed.backends}: ${failed.reason}`);
   for (const problem of status.problems) lines.push(`${color.yellow('problem:')}    ${problem}`);
   output.out(lines.join('\n'));
 }

@@ -14,6 +14,7 @@ export interface AppDeps {
   conductor: Conductor;
   token: string | undefined;
   log: Logger;
+  now?: () => Date;
 }
 
 /** Answers an error in the shape of the API the path belongs to. */
@@ -65,7 +66,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(requireToken(deps.token, sendError));
   app.use(express.json({ limit: '64kb', strict: true }));
 
-  app.use('/v1', v1Router(conductor));
+  app.use('/v1', v1Router(conductor, deps.now ?? (() => new Date())));
   app.use(legacyRouter(conductor, log));
 
   app.use((req: Request, res: Response) => {

@@ -5,7 +5,7 @@
  * 404, as it did not match the old routes.
  */
 import { Router, type Request, type Response } from 'express';
-import { ConductorError, ErrorCode } from '@stream-conductor/shared';
+import { ConductorError, ErrorCode, parsePort, simpleSpec } from '@stream-conductor/shared';
 import type { Conductor } from '../conductor.js';
 import type { Logger } from '../log.js';
 import { pythonJson } from './python-json.js';
@@ -52,7 +52,8 @@ export function legacyRouter(conductor: Conductor, log: Logger): Router {
     sendLegacy(
       res,
       200,
-      conductor.list().map((stream) => ({ listen: stream.port, proxy_pass: stream.backend })),
+      // A stream with several backends shows its first one: the old service knew only one.
+      conductor.list().map((stream) => ({ listen: stream.port, proxy_pass: stream.backends[0]?.address ?? '' })),
     );
   });
 
@@ -63,7 +64,7 @@ export function legacyRouter(conductor: Conductor, log: Logger): Router {
       return;
     }
     try {
-      const { warnings } = await conductor.create(port, backend);
+      const { warnings } = await conductor.create(simpleSpec(parsePort(port), backend));
       sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
     } catch (error) {
       failure(res, error);

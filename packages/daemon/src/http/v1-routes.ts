@@ -3,29 +3,61 @@
  * middleware as `{"error": {"code", "message", "hint"}}`.
  */
 import { Router, type Request } from 'express';
-import { ConductorError, ErrorCode, parsePort } from '@stream-conductor/shared';
+import {
+  ConductorError,
+  ErrorCode,
+  type StreamSpec,
+  parseDuration,
+  parseLabelSelector,
+  parsePort,
+  parseStreamInput,
+} from '@stream-conductor/shared';
 import type { Conductor } from '../conductor.js';
+import { openApiDocument } from './openapi.js';
 
 function portParam(req: Request<{ port: string }>): number {
   return parsePort(req.params.port);
 }
 
-function field(body: unknown, name: string): unknown {
+function object(body: unknown): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new ConductorError(ErrorCode.InvalidInput, 'the request body must be a JSON object');
+    throw new ConductorError(ErrorCode.InvalidInput, 'the request body must be a JSON object', {
+      hint: 'send Content-Type: application/json with an object such as {"port": 9000, "backend": "host:22"}',
+    });
   }
-  return (body as Record<string, unknown>)[name];
+  return body as Record<string, unknown>;
 }
 
-export function v1Router(conductor: Conductor): Router {
+/** Reads a boolean query flag: present, 1, true or yes means on. */
+function flag(value: unknown): boolean {
+  if (value === undefined) return false;
+  if (typeof value === 'string' && /^(|1|true|yes)$/i.test(value)) return true;
+  if (typeof value === 'string' && /^(0|false|no)$/i.test(value)) return false;
+  throw new ConductorError(ErrorCode.InvalidInput, `expected true or false, got ${JSON.stringify(value)}`);
+}
+
+function labelSelectors(value: unknown): Array<[string, string]> {
+  if (value === undefined) return [];
+  const texts = Array.isArray(value) ? value : [value];
+  return texts.flatMap((text) => {
+    if (typeof text !== 'string') throw new ConductorError(ErrorCode.InvalidInput, 'label must be key=value');
+    return text.split(',').map((part) => parseLabelSelector(part));
+  });
+}
+
+export function v1Router(conductor: Conductor, now: () => Date): Router {
   const router = Router();
 
   router.get('/status', (_req, res) => {
     res.json(conductor.status());
   });
 
-  router.get('/streams', (_req, res) => {
-    res.json({ streams: conductor.list() });
+  router.get('/openapi.json', (_req, res) => {
+    res.json(openApiDocument());
+  });
+
+  router.get('/streams', (req, res) => {
+    res.json({ streams: conductor.list({ labels: labelSelectors(req.query.label) }) });
   });
 
   router.get('/streams/:port', (req: Request<{ port: string }>, res) => {
@@ -35,20 +67,40 @@ export function v1Router(conductor: Conductor): Router {
     res.json({ stream });
   });
 
+  // Create: with a port, that port (409 when it has a stream); without, a free one.
   router.post('/streams', async (req, res) => {
-    const port = field(req.body, 'port');
-    const backend = field(req.body, 'backend');
-    if (typeof port !== 'number' && typeof port !== 'string') {
-      throw new ConductorError(ErrorCode.InvalidInput, 'port is required: a whole number from 1 to 65535');
-    }
-    if (typeof backend !== 'string') throw new ConductorError(ErrorCode.InvalidInput, 'backend is required: host:port');
-    const result = await conductor.create(port, backend);
+    const spec = parseStreamInput(object(req.body), { portOptional: true, now: now() });
+    const result = await conductor.create(spec);
     res.status(201).json(result);
+  });
+
+  // Create or replace, idempotent: the same body twice changes nothing the second time.
+  router.put('/streams/:port', async (req: Request<{ port: string }>, res) => {
+    const spec = parseStreamInput(object(req.body), { port: portParam(req), now: now() });
+    const result = await conductor.put(spec);
+    res.status(result.change === 'created' ? 201 : 200).json(result);
+  });
+
+  router.post('/streams/:port/renew', async (req: Request<{ port: string }>, res) => {
+    const port = portParam(req);
+    const body = object(req.body ?? {});
+    const unknown = Object.keys(body).filter((key) => key !== 'ttl' && key !== 'expiresAt');
+    if (unknown.length > 0) throw new ConductorError(ErrorCode.InvalidInput, `${unknown[0]}: unknown field (ttl or expiresAt)`);
+    if ((body.ttl === undefined) === (body.expiresAt === undefined)) {
+      throw new ConductorError(ErrorCode.InvalidInput, 'give either ttl (e.g. "2h") or expiresAt (ISO 8601), or expiresAt: null to keep the stream for good');
+    }
+    let expiresAt: string | undefined;
+    if (body.ttl !== undefined) expiresAt = new Date(now().getTime() + parseDuration(body.ttl, 'ttl')).toISOString();
+    else if (body.expiresAt !== null) {
+      // Validated as part of a spec, so the rules (ISO, future, within a year) are the same.
+      expiresAt = parseStreamInput({ port, backend: 'x:1', expiresAt: body.expiresAt }, { now: now() }).expiresAt;
+    }
+    res.json(await conductor.renew(port, expiresAt));
   });
 
   router.delete('/streams/:port', async (req: Request<{ port: string }>, res) => {
     const port = portParam(req);
-    const { warnings } = await conductor.remove(port);
+    const { warnings } = await conductor.remove(port, { killSessions: flag(req.query.kill_sessions) });
     res.json({ port, warnings });
   });
 
@@ -60,6 +112,30 @@ export function v1Router(conductor: Conductor): Router {
       });
     }
     res.json({ port });
+  });
+
+  // Declarative: the whole desired set, answered with the plan; applied all or nothing.
+  router.post('/apply', async (req, res) => {
+    const body = object(req.body);
+    const unknown = Object.keys(body).filter((key) => !['streams', 'prune', 'dryRun'].includes(key));
+    if (unknown.length > 0) throw new ConductorError(ErrorCode.InvalidInput, `${unknown[0]}: unknown field (streams, prune, dryRun)`);
+    if (!Array.isArray(body.streams)) throw new ConductorError(ErrorCode.InvalidInput, 'streams: must be a list of streams');
+    for (const key of ['prune', 'dryRun'] as const) {
+      if (body[key] !== undefined && typeof body[key] !== 'boolean') throw new ConductorError(ErrorCode.InvalidInput, `${key}: must be true or false`);
+    }
+    const at = now();
+    const specs: StreamSpec[] = body.streams.map((entry: unknown, index: number) => {
+      try {
+        return parseStreamInput(entry, { now: at });
+      } catch (error) {
+        if (error instanceof ConductorError) {
+          const field = /^[A-Za-z][A-Za-z0-9.[\]]*: /.test(error.message);
+          throw new ConductorError(error.code, `streams[${index}]${field ? '.' : ': '}${error.message}`, { hint: error.hint });
+        }
+        throw error;
+      }
+    });
+    res.json(await conductor.apply(specs, { prune: body.prune === true, dryRun: body.dryRun === true }));
   });
 
   return router;

@@ -8,11 +8,13 @@
  */
 import { open, stat } from 'node:fs/promises';
 import type { NginxMode, NginxStatus } from '@stream-conductor/shared';
-import { childPids, isAlive } from '../sys/processes.js';
+import { childPids, commandLine, isAlive } from '../sys/processes.js';
 import { type NginxLogLine, type TestResult, parseNginxLines } from './binary.js';
 
 export interface ReloadOutcome {
   ok: boolean;
+  /** The workers of the generation before (when the reload took); see awaitOldWorkersQuiet. */
+  previousWorkers?: number[];
   /** When not ok: NGINX_UNAVAILABLE (no master to talk to) or RELOAD_FAILED. */
   code?: 'NGINX_UNAVAILABLE' | 'RELOAD_FAILED';
   message: string;
@@ -108,7 +110,7 @@ export async function awaitNewGeneration(wait: GenerationWait): Promise<ReloadOu
   let lines: NginxLogLine[] = [];
   for (let round = 0; ; round += 1) {
     const children = await childPids(wait.masterPid);
-    if (children.some((pid) => !wait.before.has(pid))) return { ok: true, message: '', lines };
+    if (children.some((pid) => !wait.before.has(pid))) return { ok: true, message: '', lines, previousWorkers: [...wait.before] };
     if (!isAlive(wait.masterPid)) {
       if (wait.errorLog) lines = parseNginxLines(await readFrom(wait.errorLog));
       const last = reloadVerdict(lines) ?? lines.find((line) => line.level === 'emerg');
@@ -129,6 +131,27 @@ export async function awaitNewGeneration(wait: GenerationWait): Promise<ReloadOu
       };
     }
     await sleep(elapsed < 50 ? 1 : elapsed < 500 ? 5 : 20);
+  }
+}
+
+/**
+ * Waits until the workers of the previous generation stop taking new connections. After a reload
+ * the old workers keep accepting on every listening socket they share with the new ones until the
+ * master tells them to quit (about 100 ms later): a connection to a stream that was just changed
+ * could still reach the old backend. A worker that quit retitles itself "is shutting down" and
+ * closes its listeners, then lives on only for its open sessions.
+ */
+export async function awaitOldWorkersQuiet(pids: number[], timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const busy: number[] = [];
+    for (const pid of pids) {
+      const command = await commandLine(pid);
+      if (command !== undefined && command.startsWith('nginx: worker process') && !command.includes('is shutting down')) busy.push(pid);
+    }
+    if (busy.length === 0) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(5);
   }
 }
 

@@ -1,28 +1,52 @@
 /**
  * The apply pipeline of one nginx master: the heart of the daemon.
  *
- * Every create and remove is queued here. Requests that arrive while a reload is in flight are
- * applied together in the next one, because nginx handles only about ten reloads a second. For
- * each batch: check every request (one stream per port, the port not held by another process),
- * write the per-stream files atomically, test the complete configuration with `nginx -t`, reload,
- * wait for the new worker generation and the listening sockets to match, persist the change, and
- * only then answer. When nginx refuses, the files go back to their exact previous bytes; the
- * requests nginx's message blames are refused with that message and the rest are tried again, so
- * one bad request never sinks the good ones in its batch.
+ * Every change is queued here. Requests that arrive while a reload is in flight are applied
+ * together in the next one, because nginx handles only about ten reloads a second. For each batch:
+ * check every request (one stream per port, the port not held by another process), write the
+ * per-stream files atomically, test the complete configuration with `nginx -t`, reload, wait for
+ * the new worker generation and the listening sockets to match, persist the change, and only then
+ * answer. When nginx refuses, the files go back to their exact previous bytes; the requests nginx's
+ * message blames are refused with that message and the rest are tried again, so one bad request
+ * never sinks the good ones in its batch. A group (a declarative apply) is all or nothing.
  */
 import { performance } from 'node:perf_hooks';
-import { ConductorError, ErrorCode, type StreamRecord, type StreamState } from '@stream-conductor/shared';
+import {
+  ConductorError,
+  ErrorCode,
+  type StreamRecord,
+  type StreamState,
+  describeBackends,
+  protocolsOf,
+  sameSpec,
+  sameTraffic,
+} from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import type { StreamStore } from '../streams/store.js';
-import type { PortProbe } from '../sys/ports.js';
+import type { ListeningPorts, PortProbe } from '../sys/ports.js';
 import { type NginxLogLine, withoutPaths } from './binary.js';
-import type { NginxController, ReloadOutcome } from './controller.js';
+import { type NginxController, type ReloadOutcome, awaitOldWorkersQuiet } from './controller.js';
 import type { FileSnapshot, StreamFiles } from './stream-files.js';
 
-export type Mutation = { kind: 'create'; record: StreamRecord } | { kind: 'remove'; port: number };
+/** One port's change: the record it gets, or undefined to remove its stream. */
+export interface PortChange {
+  port: number;
+  record: StreamRecord | undefined;
+}
+
+export type Mutation =
+  /** A new stream; refused when the port has one. */
+  | { kind: 'create'; record: StreamRecord }
+  /** Create or replace; a spec equal to the current one changes nothing. */
+  | { kind: 'put'; record: StreamRecord }
+  /** killSessions: also cut the sessions nginx keeps alive on its old workers. */
+  | { kind: 'remove'; port: number; killSessions?: boolean }
+  /** Several changes applied together in one reload, or not at all. */
+  | { kind: 'group'; changes: PortChange[] };
 
 export interface MutationResult {
   warnings: string[];
+  change: 'created' | 'replaced' | 'unchanged' | 'removed' | 'applied';
 }
 
 export interface Entry {
@@ -38,13 +62,15 @@ interface Pending {
   reject(error: ConductorError): void;
 }
 
-/** A request that passed its checks, with what it makes of its port (undefined: no stream). */
+/** A change that passed its checks, with what it makes of its port (undefined: no stream). */
 interface Accepted {
   item: Pending;
   port: number;
   next: Entry | undefined;
   /** A set-aside definition being tried again (its port already has an entry). */
   revive?: boolean;
+  /** What the answer says this change did. */
+  change: MutationResult['change'];
 }
 
 type Attempt =
@@ -52,15 +78,21 @@ type Attempt =
   | { kind: 'culprits'; culprits: Map<number, ConductorError> }
   | { kind: 'all'; error: ConductorError };
 
+type Ports = Record<'tcp' | 'udp', number[]>;
+
 export interface InstanceOptions {
   id: number;
   controller: NginxController;
   files: StreamFiles;
   store: StreamStore;
-  /** Asks the kernel whether a port could be bound now (see probeTcpPort). */
-  probePort(port: number): Promise<PortProbe>;
-  /** The TCP ports with a listening socket now (see listeningTcpPorts). */
-  listeningPorts(): Promise<Set<number>>;
+  /** Asks the kernel whether a port could be bound now for these protocols (see sys/ports.ts). */
+  probePort(port: number, protocols: Array<'tcp' | 'udp'>, listenAddress: string | undefined): Promise<PortProbe>;
+  /** The ports with listening sockets now (see listeningPorts). */
+  listeningPorts(): Promise<ListeningPorts>;
+  /** Cuts the established sessions of a port (see sys/sessions.ts). */
+  killSessions?(port: number): Promise<number>;
+  /** The address streams listen on when their definition names none. */
+  defaultListenAddress?: string | undefined;
   log: Logger;
   /** How long the listening sockets may take to match after a reload. */
   verifyTimeoutMs?: number;
@@ -71,7 +103,8 @@ export interface InstanceOptions {
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 function describe(entry: Entry): string {
-  return entry.state === 'failed' ? `to ${entry.record.backend}, set aside: ${entry.reason ?? 'unknown'}` : `to ${entry.record.backend}`;
+  const to = `to ${describeBackends(entry.record.backends)}`;
+  return entry.state === 'failed' ? `${to}, set aside: ${entry.reason ?? 'unknown'}` : to;
 }
 
 function storageError(error: unknown): ConductorError {
@@ -90,6 +123,10 @@ function storageError(error: unknown): ConductorError {
   });
 }
 
+function internal(error: unknown): ConductorError {
+  return error instanceof ConductorError ? error : new ConductorError(ErrorCode.Internal, 'internal error', { cause: error });
+}
+
 /** The port an nginx message blames: a per-stream file it names, or a listen it could not bind. */
 export function portBlamed(line: NginxLogLine, files: StreamFiles): number | undefined {
   const file = / in (\/\S+):[0-9]+$/.exec(line.text);
@@ -97,7 +134,7 @@ export function portBlamed(line: NginxLogLine, files: StreamFiles): number | und
     const port = files.portOfPath(file[1]);
     if (port !== undefined) return port;
   }
-  const bind = /bind\(\) to (?:\S+:)?([0-9]+) failed/.exec(line.text);
+  const bind = /bind\(\) to (?:\S+:)?([0-9]+)(?: udp)? failed/.exec(line.text);
   return bind?.[1] === undefined ? undefined : Number(bind[1]);
 }
 
@@ -168,7 +205,9 @@ export class NginxInstance {
     this.draining = true;
     try {
       while (this.queue.length > 0) {
-        const batch = this.queue.splice(0);
+        // A group goes alone (all or nothing); everything else that queued up goes together.
+        const groupAt = this.queue.findIndex((item) => item.mutation.kind === 'group');
+        const batch = groupAt === 0 ? this.queue.splice(0, 1) : this.queue.splice(0, groupAt < 0 ? this.queue.length : groupAt);
         await this.exclusive(() => this.applyBatch(batch)).catch((error: unknown) => {
           this.log.error('apply failed unexpectedly', { error });
           const failure = new ConductorError(ErrorCode.Internal, 'internal error while applying the change', { cause: error });
@@ -180,18 +219,55 @@ export class NginxInstance {
     }
   }
 
-  private async checkPortFree(port: number): Promise<void> {
-    const probe = await this.options.probePort(port);
+  private listenAddressOf(record: StreamRecord): string | undefined {
+    return record.listenAddress ?? this.options.defaultListenAddress;
+  }
+
+  /** Refuses `next` when another process holds a port or protocol our nginx does not hold yet. */
+  private async checkPortFree(next: StreamRecord, current: Entry | undefined): Promise<void> {
+    const held = current?.state === 'live' ? protocolsOf(current.record) : [];
+    const needed = protocolsOf(next).filter((protocol) => !held.includes(protocol));
+    if (needed.length === 0) return;
+    const probe = await this.options.probePort(next.port, needed, this.listenAddressOf(next));
     if (probe === 'in-use') {
-      throw new ConductorError(ErrorCode.PortInUse, `port ${port} is held by another process on this host`, {
+      throw new ConductorError(ErrorCode.PortInUse, `port ${next.port}${needed.includes('tcp') ? '' : '/udp'} is held by another process on this host`, {
         hint: 'free the port or pick another one (conductor free-port finds one)',
       });
     }
     if (probe === 'denied') {
-      throw new ConductorError(ErrorCode.PortInUse, `port ${port} cannot be bound on this host: permission denied`, {
+      throw new ConductorError(ErrorCode.PortInUse, `port ${next.port} cannot be bound on this host: permission denied`, {
         hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE',
       });
     }
+  }
+
+  /** Checks one port's change against the state the earlier changes leave in `working`. */
+  private async admitOne(item: Pending, port: number, record: StreamRecord | undefined, createOnly: boolean, working: Map<number, Entry>): Promise<Accepted> {
+    const existing = working.get(port);
+    if (record === undefined) {
+      if (!existing) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+      working.delete(port);
+      return { item, port, next: undefined, change: 'removed' };
+    }
+    if (existing && !createOnly && existing.state === 'live' && sameSpec(existing.record, record)) {
+      return { item, port, next: existing, change: 'unchanged' };
+    }
+    if (existing && createOnly) {
+      throw new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream (${describe(existing)})`, {
+        hint: 'remove it first, pick another port, or replace it (PUT /v1/streams/{port})',
+      });
+    }
+    // What our nginx listens on right now, on this port, is ours to reuse.
+    const current = this.entries.get(port);
+    if (existing && current?.state === 'live' && this.listenAddressOf(current.record) !== this.listenAddressOf(record)) {
+      throw new ConductorError(ErrorCode.Conflict, `port ${port}: a live stream cannot move to another listen address in place`, {
+        hint: 'remove the stream, then create it with the new address',
+      });
+    }
+    await this.checkPortFree(record, current);
+    const next: Entry = { record, state: 'live' };
+    working.set(port, next);
+    return { item, port, next, change: existing ? 'replaced' : 'created' };
   }
 
   /** Checks each request in arrival order against the state the earlier ones leave. */
@@ -201,27 +277,21 @@ export class NginxInstance {
     for (const item of batch) {
       const { mutation } = item;
       try {
-        if (mutation.kind === 'create') {
-          const { port } = mutation.record;
-          const existing = working.get(port);
-          if (existing) {
-            throw new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream (${describe(existing)})`, {
-              hint: 'remove it first, or pick another port',
-            });
-          }
-          // A port our nginx listens on right now (removed earlier in this batch) is ours to reuse.
-          if (this.entries.get(port)?.state !== 'live') await this.checkPortFree(port);
-          const next: Entry = { record: mutation.record, state: 'live' };
-          working.set(port, next);
-          accepted.push({ item, port, next });
+        if (mutation.kind === 'group') {
+          // All or nothing: one refused change refuses the group.
+          const group: Accepted[] = [];
+          for (const change of mutation.changes) group.push(await this.admitOne(item, change.port, change.record, false, working));
+          accepted.push(...group.filter((one) => one.change !== 'unchanged'));
+          if (group.every((one) => one.change === 'unchanged')) item.resolve({ warnings: [], change: 'unchanged' });
+        } else if (mutation.kind === 'remove') {
+          accepted.push(await this.admitOne(item, mutation.port, undefined, false, working));
         } else {
-          const { port } = mutation;
-          if (!working.has(port)) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-          working.delete(port);
-          accepted.push({ item, port, next: undefined });
+          const one = await this.admitOne(item, mutation.record.port, mutation.record, mutation.kind === 'create', working);
+          if (one.change === 'unchanged') item.resolve({ warnings: [], change: 'unchanged' });
+          else accepted.push(one);
         }
       } catch (error) {
-        item.reject(error instanceof ConductorError ? error : new ConductorError(ErrorCode.Internal, 'internal error', { cause: error }));
+        item.reject(internal(error));
       }
     }
     return accepted;
@@ -230,9 +300,10 @@ export class NginxInstance {
   /** After some requests were dropped, drops the later ones that relied on them. */
   private consistent(accepted: Accepted[]): Accepted[] {
     const working = new Map(this.entries);
-    return accepted.filter(({ item, port, next, revive }) => {
+    return accepted.filter((one) => {
+      const { item, port, next, revive } = one;
       const present = working.has(port);
-      if (next && present && !revive) {
+      if (next && present && one.change === 'created' && !revive) {
         item.reject(new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream`));
         return false;
       }
@@ -256,6 +327,8 @@ export class NginxInstance {
         hint: 'the daemon keeps trying to start it; `conductor status` shows why it is down',
       });
       for (const { item } of accepted) item.reject(error);
+    } else if (batch[0]?.mutation.kind === 'group') {
+      outcome = await this.applyGroup(batch[0], accepted);
     } else {
       outcome = await this.applyAccepted(accepted);
     }
@@ -268,6 +341,18 @@ export class NginxInstance {
     });
   }
 
+  /** A group: one attempt; any refusal refuses it whole, with nginx's reason. */
+  private async applyGroup(item: Pending, accepted: Accepted[]): Promise<{ applied: number; attempts: number }> {
+    if (accepted.length === 0) return { applied: 0, attempts: 0 }; // refused at admission
+    const attempt = await this.attempt(accepted);
+    if (attempt.kind === 'ok') {
+      item.resolve({ warnings: attempt.warnings, change: 'applied' });
+      return { applied: 1, attempts: 1 };
+    }
+    item.reject(attempt.kind === 'all' ? attempt.error : (attempt.culprits.values().next().value as ConductorError));
+    return { applied: 0, attempts: 1 };
+  }
+
   /**
    * Brings as many of `accepted` live as nginx takes: all in one reload when it can, the ones
    * nginx blames refused with its message, one at a time when it refuses without saying why.
@@ -276,11 +361,18 @@ export class NginxInstance {
     let accepted = initial;
     let attempts = 0;
     let applied = 0;
+    const settle = async (done: Accepted[], warnings: string[]): Promise<void> => {
+      for (const one of done) {
+        const { mutation } = one.item;
+        if (mutation.kind === 'remove' && mutation.killSessions) await this.cutSessions(one.port, warnings);
+        one.item.resolve({ warnings, change: one.change });
+      }
+    };
     while (accepted.length > 0) {
       attempts += 1;
       const attempt = await this.attempt(accepted);
       if (attempt.kind === 'ok') {
-        for (const { item } of accepted) item.resolve({ warnings: attempt.warnings });
+        await settle(accepted, attempt.warnings);
         applied += accepted.length;
         break;
       }
@@ -304,7 +396,7 @@ export class NginxInstance {
         const single = await this.attempt(this.consistent([one]));
         attempts += 1;
         if (single.kind === 'ok') {
-          one.item.resolve({ warnings: single.warnings });
+          await settle([one], single.warnings);
           applied += 1;
         } else {
           one.item.reject(single.kind === 'all' ? single.error : (single.culprits.values().next().value ?? attempt.error));
@@ -313,6 +405,20 @@ export class NginxInstance {
       break;
     }
     return { applied, attempts };
+  }
+
+  /** Cuts the sessions nginx keeps alive on its old workers after a remove. */
+  private async cutSessions(port: number, warnings: string[]): Promise<void> {
+    if (!this.options.killSessions) {
+      warnings.push('cutting established sessions is not available on this host');
+      return;
+    }
+    try {
+      const cut = await this.options.killSessions(port);
+      this.log.info('sessions cut', { port, sessions: cut });
+    } catch (error) {
+      warnings.push(`the established sessions of port ${port} could not be cut: ${(error as Error).message}`);
+    }
   }
 
   /**
@@ -325,19 +431,19 @@ export class NginxInstance {
     const accepted: Accepted[] = [];
     for (const entry of failed) {
       const { port } = entry.record;
-      const probe = await this.options.probePort(port);
+      const probe = await this.options.probePort(port, protocolsOf(entry.record), this.listenAddressOf(entry.record));
       if (probe !== 'free') {
         entry.reason = probe === 'in-use' ? 'the port is held by another process' : 'permission denied on the port';
         continue;
       }
       const item: Pending = {
-        mutation: { kind: 'create', record: entry.record },
-        resolve: () => this.log.info('set-aside stream is live again', { port, backend: entry.record.backend }),
+        mutation: { kind: 'put', record: entry.record },
+        resolve: () => this.log.info('set-aside stream is live again', { port, backends: describeBackends(entry.record.backends) }),
         reject: (error) => {
           entry.reason = error.message.replace(/^nginx refused the stream on port [0-9]+: /, 'nginx: ');
         },
       };
-      accepted.push({ item, port, next: { record: entry.record, state: 'live' }, revive: true });
+      accepted.push({ item, port, next: { record: entry.record, state: 'live' }, revive: true, change: 'replaced' });
     }
     if (accepted.length > 0) await this.applyAccepted(accepted);
   }
@@ -365,18 +471,25 @@ export class NginxInstance {
     const touched = [...new Set(accepted.map((one) => one.port))];
     const write: StreamRecord[] = [];
     const remove: number[] = [];
-    const opened: number[] = [];
-    const closed: number[] = [];
+    const opened: Ports = { tcp: [], udp: [] };
+    const closed: Ports = { tcp: [], udp: [] };
+    let nginxChanges = false;
+    /** Ports that keep listening with a new configuration (their sockets pass to the new workers). */
+    let changedInPlace = false;
     for (const port of touched) {
       const before = this.entries.get(port);
       const after = target.get(port);
-      const wasLive = before?.state === 'live';
+      const was = before?.state === 'live' ? protocolsOf(before.record) : [];
+      const will = after?.state === 'live' ? protocolsOf(after.record) : [];
+      for (const protocol of will) if (!was.includes(protocol)) opened[protocol].push(port);
+      for (const protocol of was) if (!will.includes(protocol)) closed[protocol].push(port);
       if (after?.state === 'live') {
         write.push(after.record);
-        if (!wasLive) opened.push(port);
-      } else if (wasLive) {
+        if (before?.state !== 'live' || !sameTraffic(before.record, after.record)) nginxChanges = true;
+        if (before?.state === 'live' && !sameTraffic(before.record, after.record)) changedInPlace = true;
+      } else if (before?.state === 'live') {
         remove.push(port);
-        closed.push(port);
+        nginxChanges = true;
       }
     }
     const snapshot = await this.options.files.snapshot(touched);
@@ -392,7 +505,7 @@ export class NginxInstance {
       return { kind: 'all', error: storageError(error) };
     }
     let warnings: string[] = [];
-    if (write.length > 0 || remove.length > 0) {
+    if (nginxChanges) {
       const test = await this.options.controller.test();
       if (!test.ok) {
         await undo();
@@ -409,14 +522,15 @@ export class NginxInstance {
         await this.revert(snapshot, opened, closed);
         return {
           kind: 'all',
-          error: new ConductorError(
-            ErrorCode.ReloadFailed,
-            `nginx reloaded but nothing listens on port ${sockets.missing.join(', ')}`,
-            { hint: "is STREAM_CONFIG_PATH included inside nginx's stream {} block?" },
-          ),
+          error: new ConductorError(ErrorCode.ReloadFailed, `nginx reloaded but nothing listens on port ${sockets.missing.join(', ')}`, {
+            hint: "is STREAM_CONFIG_PATH included inside nginx's stream {} block?",
+          }),
         };
       }
       warnings = sockets.lingering.map((port) => `port ${port} still has a listening socket after the stream was removed (another process?)`);
+      if (changedInPlace && !(await awaitOldWorkersQuiet(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
+        warnings.push('old nginx workers were slow to stop: connections may still reach the previous configuration for a moment');
+      }
     }
     try {
       await this.options.store.commit({
@@ -427,7 +541,8 @@ export class NginxInstance {
         remove: touched.filter((port) => !target.has(port)),
       });
     } catch (error) {
-      await this.revert(snapshot, opened, closed);
+      if (nginxChanges) await this.revert(snapshot, opened, closed);
+      else await undo();
       return { kind: 'all', error: storageError(error) };
     }
     this.entries = target;
@@ -435,10 +550,10 @@ export class NginxInstance {
   }
 
   /**
-   * Puts the files back and reloads, after nginx had already taken the change; answers only once
+   * Puts the files back and reloads, after nginx had already taken the change; returns only once
    * the ports it opened are closed again and the ones it closed listen again.
    */
-  private async revert(snapshot: FileSnapshot, opened: number[], closed: number[]): Promise<void> {
+  private async revert(snapshot: FileSnapshot, opened: Ports, closed: Ports): Promise<void> {
     await this.options.files.restore(snapshot).catch((error: unknown) => this.log.error('could not restore the previous stream files', { error }));
     const outcome = await this.options.controller.reload();
     if (!outcome.ok) {
@@ -481,14 +596,17 @@ export class NginxInstance {
   }
 
   /** Waits until the kernel shows the new ports listening and the removed ones closed. */
-  private async verifySockets(opened: number[], closed: number[]): Promise<{ missing: number[]; lingering: number[] }> {
-    if (opened.length === 0 && closed.length === 0) return { missing: [], lingering: [] };
+  private async verifySockets(opened: Ports, closed: Ports): Promise<{ missing: number[]; lingering: number[] }> {
+    const count = opened.tcp.length + opened.udp.length + closed.tcp.length + closed.udp.length;
+    if (count === 0) return { missing: [], lingering: [] };
     const deadline = Date.now() + (this.options.verifyTimeoutMs ?? 3000);
     for (let round = 0; ; round += 1) {
       const listening = await this.options.listeningPorts();
-      const missing = opened.filter((port) => !listening.has(port));
-      const lingering = closed.filter((port) => listening.has(port));
-      if ((missing.length === 0 && lingering.length === 0) || Date.now() > deadline) return { missing, lingering };
+      const missing = [...opened.tcp.filter((port) => !listening.tcp.has(port)), ...opened.udp.filter((port) => !listening.udp.has(port))];
+      const lingering = [...closed.tcp.filter((port) => listening.tcp.has(port)), ...closed.udp.filter((port) => listening.udp.has(port))];
+      if ((missing.length === 0 && lingering.length === 0) || Date.now() > deadline) {
+        return { missing: [...new Set(missing)], lingering: [...new Set(lingering)] };
+      }
       await sleep(round < 20 ? 2 : 10);
     }
   }
@@ -529,7 +647,7 @@ export class NginxInstance {
       entry.state = 'failed';
       entry.reason = reason;
       await files.apply([], [port]);
-      this.log.warn('stream set aside', { port, backend: entry.record.backend, reason });
+      this.log.warn('stream set aside', { port, backends: describeBackends(entry.record.backends), reason });
     };
     // Files of ours that no definition claims go; every live definition is (re)written.
     const wanted = new Set(this.entries.keys());
@@ -539,7 +657,7 @@ export class NginxInstance {
     if (!(await controller.isRunning())) {
       // Nothing of ours listens yet, so a port that cannot be bound is held by someone else.
       for (const entry of this.entries.values()) {
-        const probe = await this.options.probePort(entry.record.port);
+        const probe = await this.options.probePort(entry.record.port, protocolsOf(entry.record), this.listenAddressOf(entry.record));
         if (probe !== 'free') {
           await setAside(entry.record.port, probe === 'in-use' ? 'the port is held by another process' : 'permission denied on the port');
         }
@@ -566,18 +684,19 @@ export class NginxInstance {
       }
       for (const [port, reason] of blamed) await setAside(port, `nginx: ${reason}`);
     }
-    const live = [...this.entries.values()].filter((entry) => entry.state === 'live').map((entry) => entry.record.port);
+    const opened: Ports = { tcp: [], udp: [] };
+    for (const entry of this.entries.values()) {
+      if (entry.state === 'live') for (const protocol of protocolsOf(entry.record)) opened[protocol].push(entry.record.port);
+    }
     // Ports a running nginx served from files that are gone now close once its old workers leave.
     const gone = scan.ours.filter((port) => this.entries.get(port)?.state !== 'live');
-    const sockets = await this.verifySockets(live, gone);
+    const sockets = await this.verifySockets(opened, { tcp: gone, udp: [] });
     for (const port of sockets.missing) this.log.error('stream not listening after start', { port });
     for (const port of sockets.lingering) this.log.warn('port still listening after its stream was dropped', { port });
     this.recoverDelayMs = 500;
     this.scheduleRevival();
-    this.log.info('nginx in line with the definitions', {
-      live: live.length,
-      failed: this.entries.size - live.length,
-    });
+    const live = [...this.entries.values()].filter((entry) => entry.state === 'live').length;
+    this.log.info('nginx in line with the definitions', { live, failed: this.entries.size - live });
   }
 
   private scheduleRecovery(delayMs: number): void {

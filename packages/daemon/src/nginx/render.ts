@@ -5,7 +5,17 @@
  * a port is an integer, a backend is re-parsed, an address is an IP literal.
  */
 import { isIP } from 'node:net';
-import { type StreamRecord, parseBackend } from '@stream-conductor/shared';
+import {
+  type BackendSpec,
+  LIMITS,
+  type StreamRecord,
+  type StreamSpec,
+  formatDuration,
+  parseBackend,
+  parseCidr,
+  protocolsOf,
+  simpleSpec,
+} from '@stream-conductor/shared';
 
 export interface StreamRenderOptions {
   /** Address to listen on; undefined listens on every IPv4 address. */
@@ -34,19 +44,59 @@ export function renderListen(port: number, address: string | undefined): string 
   throw new Error(`refusing to render listen address ${JSON.stringify(address)}`);
 }
 
-/** The include file of one stream. */
+/** The name of the upstream block of a stream that needs one. */
+export function upstreamName(port: number): string {
+  return `conductor_${port}`;
+}
+
+/** Whether the stream needs an upstream block: several backends, weights, backups or a balancing method. */
+function needsUpstream(spec: StreamSpec): boolean {
+  const [first] = spec.backends;
+  return spec.backends.length > 1 || spec.balance !== 'round-robin' || first?.weight !== undefined || first?.backup === true;
+}
+
+/**
+ * The include file of one stream. Every value is checked again on the way out, so that even a
+ * definition that bypassed the API (a hand-edited store) cannot put syntax into nginx's files.
+ * Labels and the description never reach nginx.
+ */
 export function renderStreamFile(record: StreamRecord, options: StreamRenderOptions): string {
-  const backend = parseBackend(record.backend).address;
+  const port = record.port;
+  const backends = record.backends.map((backend) => ({ ...backend, address: parseBackend(backend.address).address }));
+  if (backends.length === 0) throw new Error(`stream ${port} has no backend`);
+  const listenAddress = record.listenAddress ?? options.listenAddress;
   const created = /^[0-9T:.Z+-]+$/.test(record.createdAt) ? ` (created ${record.createdAt})` : '';
-  return [
-    `# stream-conductor: port ${record.port} -> ${backend}${created}`,
-    '# Generated file: change streams through the conductor API, not here.',
-    'server {',
-    `    listen ${renderListen(record.port, options.listenAddress)};`,
-    `    proxy_pass ${backend};`,
-    '}',
-    '',
-  ].join('\n');
+  const lines = [`# stream-conductor: port ${port} -> ${backends.map((backend) => backend.address).join(', ')}${created}`];
+  lines.push('# Generated file: change streams through the conductor API, not here.');
+  if (needsUpstream(record)) {
+    lines.push(`upstream ${upstreamName(port)} {`);
+    if (record.balance === 'least-conn') lines.push('    least_conn;');
+    if (record.balance === 'hash-ip') lines.push('    hash $remote_addr consistent;');
+    for (const backend of backends) {
+      const weight = backend.weight === undefined ? '' : ` weight=${integer(backend.weight, 1, 1000)}`;
+      lines.push(`    server ${backend.address}${weight}${backend.backup ? ' backup' : ''};`);
+    }
+    lines.push('}');
+  }
+  lines.push('server {');
+  for (const protocol of protocolsOf(record)) {
+    lines.push(`    listen ${renderListen(port, listenAddress)}${protocol === 'udp' ? ' udp' : ''};`);
+  }
+  if (record.allow.length > 0) {
+    for (const network of record.allow) lines.push(`    allow ${parseCidr(network)};`);
+    lines.push('    deny all;');
+  }
+  if (record.connectTimeoutMs !== undefined) lines.push(`    proxy_connect_timeout ${formatDuration(integer(record.connectTimeoutMs, 1, LIMITS.durationMs))};`);
+  if (record.idleTimeoutMs !== undefined) lines.push(`    proxy_timeout ${formatDuration(integer(record.idleTimeoutMs, 1, LIMITS.durationMs))};`);
+  if (record.proxyProtocol) lines.push('    proxy_protocol on;');
+  lines.push(`    proxy_pass ${needsUpstream(record) ? upstreamName(port) : (backends[0] as BackendSpec).address};`);
+  lines.push('}', '');
+  return lines.join('\n');
+}
+
+function integer(value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) throw new Error(`refusing to render ${String(value)}`);
+  return value;
 }
 
 export interface MainConfOptions {
@@ -113,7 +163,7 @@ export function sizeConnections(rangeSize: number, hardNofileLimit: number | und
   return { workerConnections, workerRlimitNofile };
 }
 
-export type LegacyParse = { port: number; backend: string } | { error: string };
+export type LegacyParse = { spec: StreamSpec } | { error: string };
 
 /**
  * Reads an old-format file `<prefix><port>-<backend>.conf` holding
@@ -135,7 +185,7 @@ export function parseLegacyFile(prefix: string, name: string, content: string): 
   const port = Number(server[1]);
   if (String(port) !== match[1]) return { error: `it listens on ${server[1]} but its name says ${match[1]}` };
   try {
-    return { port, backend: parseBackend(server[2] ?? '').address };
+    return { spec: simpleSpec(port, server[2] ?? '') };
   } catch (error) {
     return { error: (error as Error).message };
   }

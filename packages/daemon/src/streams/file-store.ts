@@ -5,8 +5,9 @@
  */
 import { mkdir, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { type StreamRecord, parseBackend, parsePort } from '@stream-conductor/shared';
+import type { StreamRecord } from '@stream-conductor/shared';
 import { TEMP_PREFIX, readIfExists, removeIfExists, writeFileAtomic } from '../sys/files.js';
+import { recordFromJson } from './record.js';
 import type { StoreChange, StoreLoad, StreamStore } from './store.js';
 
 const FORMAT = 1;
@@ -39,12 +40,7 @@ export class FileStore implements StreamStore {
     }
     for (const entry of streams as unknown[]) {
       try {
-        const { port, backend, createdAt } = entry as Record<string, unknown>;
-        const record: StreamRecord = {
-          port: parsePort(typeof port === 'number' ? port : String(port)),
-          backend: parseBackend(String(backend)).address,
-          createdAt: typeof createdAt === 'string' ? createdAt : new Date(0).toISOString(),
-        };
+        const record = recordFromJson(entry);
         if (this.records.has(record.port)) throw new Error(`port ${record.port} appears twice`);
         this.records.set(record.port, record);
       } catch (error) {

@@ -3,8 +3,9 @@
  * sockets are listening. nginx -t cannot see a port held by another process, so the daemon asks
  * the kernel itself before it hands a port to nginx.
  */
+import { createSocket } from 'node:dgram';
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, isIPv6 } from 'node:net';
 
 export type PortProbe = 'free' | 'in-use' | 'denied';
 
@@ -24,6 +25,31 @@ export function probeTcpPort(port: number, host: string | undefined): Promise<Po
       server.close(() => resolvePromise('free'));
     });
   });
+}
+
+/** Tries to bind `host:port` (UDP) and closes the socket at once. */
+export function probeUdpPort(port: number, host: string | undefined): Promise<PortProbe> {
+  return new Promise((resolvePromise, reject) => {
+    const socket = createSocket({ type: host !== undefined && isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false });
+    socket.once('error', (error: NodeJS.ErrnoException) => {
+      socket.close();
+      if (error.code === 'EADDRINUSE') resolvePromise('in-use');
+      else if (error.code === 'EACCES' || error.code === 'EPERM') resolvePromise('denied');
+      else reject(error);
+    });
+    socket.bind({ port, address: host ?? '0.0.0.0', exclusive: true }, () => {
+      socket.close(() => resolvePromise('free'));
+    });
+  });
+}
+
+/** Whether `port` can be bound for every protocol in `protocols`; the first problem found wins. */
+export async function probePort(port: number, protocols: Array<'tcp' | 'udp'>, host: string | undefined): Promise<PortProbe> {
+  for (const protocol of protocols) {
+    const probe = protocol === 'tcp' ? await probeTcpPort(port, host) : await probeUdpPort(port, host);
+    if (probe !== 'free') return probe;
+  }
+  return 'free';
 }
 
 export interface ListeningSocket {
@@ -53,14 +79,16 @@ function decodeIPv6(hex: string): string {
 }
 
 const TCP_LISTEN = '0A';
+/** An unconnected UDP socket (what a UDP listener is) shows as state 07. */
+const UDP_UNCONNECTED = '07';
 
 /** Parses /proc/net/tcp or /proc/net/tcp6 text into its listening sockets. */
-export function parseProcNetTcp(text: string, family: 4 | 6): ListeningSocket[] {
+export function parseProcNetTcp(text: string, family: 4 | 6, state = TCP_LISTEN): ListeningSocket[] {
   const sockets: ListeningSocket[] = [];
   const lines = text.split('\n');
   for (let i = 1; i < lines.length; i += 1) {
     const fields = lines[i]?.trim().split(/\s+/);
-    if (!fields || fields.length < 4 || fields[3] !== TCP_LISTEN) continue;
+    if (!fields || fields.length < 4 || fields[3] !== state) continue;
     const [addressHex, portHex] = (fields[1] ?? '').split(':');
     if (addressHex === undefined || portHex === undefined) continue;
     sockets.push({
@@ -71,23 +99,39 @@ export function parseProcNetTcp(text: string, family: 4 | 6): ListeningSocket[] 
   return sockets;
 }
 
+export interface ListeningPorts {
+  tcp: Set<number>;
+  udp: Set<number>;
+}
+
+async function socketsIn(file: string, family: 4 | 6, state: string): Promise<ListeningSocket[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []; // no IPv6 in this kernel
+    throw error;
+  }
+  return parseProcNetTcp(text, family, state);
+}
+
+/** The ports with a TCP listening socket or a bound, unconnected UDP socket, any address. */
+export async function listeningPorts(): Promise<ListeningPorts> {
+  const [tcp4, tcp6, udp4, udp6] = await Promise.all([
+    socketsIn('/proc/net/tcp', 4, TCP_LISTEN),
+    socketsIn('/proc/net/tcp6', 6, TCP_LISTEN),
+    socketsIn('/proc/net/udp', 4, UDP_UNCONNECTED),
+    socketsIn('/proc/net/udp6', 6, UDP_UNCONNECTED),
+  ]);
+  return {
+    tcp: new Set([...tcp4, ...tcp6].map((socket) => socket.port)),
+    udp: new Set([...udp4, ...udp6].map((socket) => socket.port)),
+  };
+}
+
 /** The TCP ports that have a listening socket on this host (network namespace), any address. */
 export async function listeningTcpPorts(): Promise<Set<number>> {
-  const ports = new Set<number>();
-  for (const [file, family] of [
-    ['/proc/net/tcp', 4],
-    ['/proc/net/tcp6', 6],
-  ] as const) {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue; // no IPv6 in this kernel
-      throw error;
-    }
-    for (const socket of parseProcNetTcp(text, family)) ports.add(socket.port);
-  }
-  return ports;
+  return (await listeningPorts()).tcp;
 }
 
 /** The kernel's range of ports for outgoing connections, or undefined when unknown. */

@@ -1,0 +1,110 @@
+/**
+ * Shell completion for bash and zsh, generated from the command definitions themselves so that it
+ * never drifts from them. Ports of existing streams complete from the daemon (`conductor ls --json`).
+ */
+import type { Command } from 'commander';
+
+export interface CommandShape {
+  name: string;
+  options: string[];
+}
+
+/** Options whose values are one of a few words. */
+const CHOICES: Record<string, string[]> = { '--balance': ['round-robin', 'least-conn', 'hash-ip'] };
+/** Commands whose first argument is the port of an existing stream. */
+const PORT_COMMANDS = ['rm', 'remove', 'get', 'renew'];
+
+export function shapeOf(program: Command): { global: string[]; commands: CommandShape[] } {
+  const longs = (command: Command): string[] => command.options.flatMap((option) => (option.long ? [option.long] : []));
+  const commands: CommandShape[] = [];
+  for (const command of program.commands) {
+    for (const name of [command.name(), ...command.aliases()]) commands.push({ name, options: [...longs(command), '--help'] });
+  }
+  return { global: [...longs(program), '--help'], commands };
+}
+
+const PORTS = `conductor ls --json 2>/dev/null | grep -o '"port": [0-9]*' | grep -o '[0-9]*'`;
+
+export function bashCompletion(program: Command): string {
+  const { global, commands } = shapeOf(program);
+  const cases = commands.map((command) => `    ${command.name}) opts="${command.options.join(' ')}" ;;`).join('\n');
+  const choices = Object.entries(CHOICES)
+    .map(([option, words]) => `    ${option}) COMPREPLY=( $(compgen -W "${words.join(' ')}" -- "$cur") ); return ;;`)
+    .join('\n');
+  return `# bash completion for conductor: source <(conductor completion bash)
+_conductor() {
+  local cur prev cmd opts i
+  cur="\${COMP_WORDS[COMP_CWORD]}"
+  prev="\${COMP_WORDS[COMP_CWORD-1]}"
+  cmd=""
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    case "\${COMP_WORDS[i]}" in
+      --url|--token) ((i++)) ;;
+      -*) ;;
+      *) cmd="\${COMP_WORDS[i]}"; break ;;
+    esac
+  done
+  case "$prev" in
+${choices}
+    -f|--file) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+  esac
+  if [ -z "$cmd" ]; then
+    COMPREPLY=( $(compgen -W "${commands.map((command) => command.name).join(' ')} ${global.join(' ')}" -- "$cur") )
+    return
+  fi
+  opts=""
+  case "$cmd" in
+${cases}
+  esac
+  if [[ "$cur" != -* ]]; then
+    case "$cmd" in
+      ${PORT_COMMANDS.join('|')}) COMPREPLY=( $(compgen -W "$(${PORTS})" -- "$cur") ); return ;;
+      completion) COMPREPLY=( $(compgen -W "bash zsh" -- "$cur") ); return ;;
+    esac
+  fi
+  COMPREPLY=( $(compgen -W "$opts" -- "$cur") )
+}
+complete -F _conductor conductor
+`;
+}
+
+export function zshCompletion(program: Command): string {
+  const { global, commands } = shapeOf(program);
+  const cases = commands.map((command) => `    ${command.name}) opts=(${command.options.join(' ')}) ;;`).join('\n');
+  const choices = Object.entries(CHOICES)
+    .map(([option, words]) => `    ${option}) compadd -- ${words.join(' ')}; return ;;`)
+    .join('\n');
+  return `#compdef conductor
+# zsh completion for conductor: source <(conductor completion zsh)
+_conductor() {
+  local cmd="" prev="\${words[CURRENT-1]}" i
+  local -a opts
+  for ((i = 2; i < CURRENT; i++)); do
+    case "\${words[i]}" in
+      --url|--token) ((i++)) ;;
+      -*) ;;
+      *) cmd="\${words[i]}"; break ;;
+    esac
+  done
+  case "$prev" in
+${choices}
+    -f|--file) _files; return ;;
+  esac
+  if [[ -z "$cmd" ]]; then
+    compadd -- ${commands.map((command) => command.name).join(' ')} ${global.join(' ')}
+    return
+  fi
+  case "$cmd" in
+${cases}
+  esac
+  if [[ "\${words[CURRENT]}" != -* ]]; then
+    case "$cmd" in
+      ${PORT_COMMANDS.join('|')}) compadd -- $(${PORTS}); return ;;
+      completion) compadd -- bash zsh; return ;;
+    esac
+  fi
+  compadd -- "\${opts[@]}"
+}
+if [[ "$funcstack[1]" == "_conductor" ]]; then _conductor "$@"; else compdef _conductor conductor; fi
+`;
+}

@@ -1,0 +1,33 @@
+import { type StreamView, describeBackends, formatDuration } from '@stream-conductor/shared';
+import type { ApiClient } from '../client.js';
+import type { Output } from '../output.js';
+
+export async function getStream(client: ApiClient, port: number): Promise<StreamView> {
+  return (await client.call<{ stream: StreamView }>('GET', `/v1/streams/${port}`)).stream;
+}
+
+export function printStream(stream: StreamView, output: Output): void {
+  if (output.json) {
+    output.out(JSON.stringify(stream, null, 2));
+    return;
+  }
+  const { color } = output;
+  const rows: Array<[string, string]> = [
+    ['port', String(stream.port)],
+    ['state', stream.state === 'live' ? color.green('live') : `${color.red('failed')}: ${stream.reason ?? ''}`],
+    ['protocol', stream.protocol],
+    ['backends', describeBackends(stream.backends)],
+    ['balance', stream.balance],
+    ['allow', stream.allow.length === 0 ? 'everyone' : stream.allow.join(', ')],
+  ];
+  if (stream.connectTimeoutMs !== undefined) rows.push(['connect timeout', formatDuration(stream.connectTimeoutMs)]);
+  if (stream.idleTimeoutMs !== undefined) rows.push(['idle timeout', formatDuration(stream.idleTimeoutMs)]);
+  if (stream.proxyProtocol) rows.push(['proxy protocol', 'on']);
+  if (stream.listenAddress !== undefined) rows.push(['listen address', stream.listenAddress]);
+  const labels = Object.entries(stream.labels);
+  if (labels.length > 0) rows.push(['labels', labels.map(([key, value]) => `${key}=${value}`).join(', ')]);
+  if (stream.description !== undefined) rows.push(['description', stream.description]);
+  rows.push(['expires', stream.expiresAt ?? 'never'], ['created', stream.createdAt]);
+  if (stream.updatedAt !== undefined) rows.push(['updated', stream.updatedAt]);
+  output.out(rows.map(([key, value]) => `${`${key}:`.padEnd(17)}${value}`).join('\n'));
+}

@@ -1,0 +1,291 @@
+/**
+ * The OpenAPI 3.1 description of the daemon's API, served at GET /v1/openapi.json. The test suite
+ * checks real answers against these schemas, so the document stays true.
+ */
+import { BALANCES, ErrorCode, LIMITS, PROTOCOLS } from '@stream-conductor/shared';
+
+const ref = (name: string): { $ref: string } => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: unknown): unknown => ({ content: { 'application/json': { schema } } });
+const errorResponse = (description: string): unknown => ({ description, ...(json(ref('Error')) as object) });
+const portParameter = { name: 'port', in: 'path', required: true, schema: { type: 'integer', minimum: 1, maximum: 65535 } };
+
+const backend = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['address'],
+  properties: {
+    address: { type: 'string', description: 'host:port, IPv4:port or [IPv6]:port' },
+    weight: { type: 'integer', minimum: 1, maximum: LIMITS.weight },
+    backup: { type: 'boolean' },
+  },
+};
+
+const streamFields = {
+  port: { type: 'integer', minimum: 1, maximum: 65535 },
+  protocol: { enum: [...PROTOCOLS] },
+  backends: { type: 'array', minItems: 1, maxItems: LIMITS.backends, items: backend },
+  balance: { enum: [...BALANCES] },
+  allow: { type: 'array', maxItems: LIMITS.allow, items: { type: 'string' }, description: 'client networks (CIDR); empty means everyone' },
+  connectTimeoutMs: { type: 'integer', minimum: 1 },
+  idleTimeoutMs: { type: 'integer', minimum: 1 },
+  proxyProtocol: { type: 'boolean' },
+  listenAddress: { type: 'string' },
+  labels: { type: 'object', additionalProperties: { type: 'string' } },
+  description: { type: 'string', maxLength: LIMITS.description },
+  expiresAt: { type: 'string', format: 'date-time' },
+  createdAt: { type: 'string', format: 'date-time' },
+  updatedAt: { type: 'string', format: 'date-time' },
+};
+
+const duration = { oneOf: [{ type: 'number', description: 'seconds' }, { type: 'string', pattern: '^[0-9]+(ms|s|m|h|d)?$' }] };
+
+const schemas = {
+  Error: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['error'],
+    properties: {
+      error: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['code', 'message'],
+        properties: { code: { enum: Object.values(ErrorCode) }, message: { type: 'string' }, hint: { type: 'string' } },
+      },
+    },
+  },
+  Stream: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['port', 'protocol', 'backends', 'balance', 'allow', 'proxyProtocol', 'labels', 'createdAt', 'state'],
+    properties: { ...streamFields, state: { enum: ['live', 'failed'] }, reason: { type: 'string' } },
+  },
+  StreamInput: {
+    type: 'object',
+    additionalProperties: false,
+    description: 'A stream as a client sends it: give backend or backends; ttl or expiresAt.',
+    properties: {
+      port: { type: 'integer', minimum: 1, maximum: 65535 },
+      protocol: streamFields.protocol,
+      backend: { type: 'string' },
+      backends: { type: 'array', minItems: 1, maxItems: LIMITS.backends, items: { oneOf: [{ type: 'string' }, backend] } },
+      balance: streamFields.balance,
+      allow: streamFields.allow,
+      connectTimeout: duration,
+      idleTimeout: duration,
+      proxyProtocol: { type: 'boolean' },
+      listenAddress: { type: 'string' },
+      labels: streamFields.labels,
+      description: streamFields.description,
+      ttl: duration,
+      expiresAt: { type: 'string', format: 'date-time' },
+    },
+  },
+  StreamAnswer: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['stream', 'warnings'],
+    properties: { stream: ref('Stream'), warnings: { type: 'array', items: { type: 'string' } }, change: { enum: ['created', 'replaced', 'unchanged'] } },
+  },
+  Removed: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['port', 'warnings'],
+    properties: { port: { type: 'integer' }, warnings: { type: 'array', items: { type: 'string' } } },
+  },
+  ApplyResult: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['dryRun', 'applied', 'plan', 'warnings'],
+    properties: {
+      dryRun: { type: 'boolean' },
+      applied: { type: 'boolean' },
+      warnings: { type: 'array', items: { type: 'string' } },
+      plan: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['create', 'update', 'delete', 'unchanged'],
+        properties: Object.fromEntries(['create', 'update', 'delete', 'unchanged'].map((key) => [key, { type: 'array', items: { type: 'integer' } }])),
+      },
+    },
+  },
+  Status: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['version', 'mode', 'portRange', 'streams', 'nginx', 'failed', 'problems', 'startedAt'],
+    properties: {
+      version: { type: 'string' },
+      mode: { enum: ['managed', 'external'] },
+      portRange: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['start', 'end'],
+        properties: { start: { type: 'integer' }, end: { type: 'integer' } },
+      },
+      streams: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['total', 'live', 'failed'],
+        properties: { total: { type: 'integer' }, live: { type: 'integer' }, failed: { type: 'integer' } },
+      },
+      nginx: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['state', 'restarts'],
+        properties: {
+          state: { enum: ['running', 'down', 'starting'] },
+          pid: { type: 'integer' },
+          restarts: { type: 'integer' },
+          message: { type: 'string' },
+          lastReload: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['at', 'ok'],
+            properties: { at: { type: 'string', format: 'date-time' }, ok: { type: 'boolean' }, message: { type: 'string' } },
+          },
+          incidents: {
+            type: 'array',
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['at', 'message'],
+              properties: { at: { type: 'string', format: 'date-time' }, message: { type: 'string' } },
+            },
+          },
+        },
+      },
+      failed: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['port', 'backends', 'reason'],
+          properties: { port: { type: 'integer' }, backends: { type: 'string' }, reason: { type: 'string' } },
+        },
+      },
+      problems: { type: 'array', items: { type: 'string' } },
+      startedAt: { type: 'string', format: 'date-time' },
+    },
+  },
+};
+
+const legacyBody = { description: 'JSON in the old service\'s format', content: { 'application/json': { schema: { type: ['object', 'array'] } } } };
+
+export function openApiDocument(): Record<string, unknown> {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'stream-conductor',
+      version: '1',
+      description:
+        'Forward ports of an edge host, as TCP/UDP streams through nginx, to backends. Every change answers only once it is live (or refused, with everything left as it was).',
+    },
+    components: {
+      schemas,
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'required on every path but /status when the daemon has a token' } },
+    },
+    security: [{ bearer: [] }],
+    paths: {
+      '/v1/status': { get: { summary: 'Daemon status', responses: { 200: { description: 'status', ...(json(ref('Status')) as object) } } } },
+      '/v1/openapi.json': { get: { summary: 'This document', responses: { 200: { description: 'OpenAPI 3.1 document' } } } },
+      '/v1/streams': {
+        get: {
+          summary: 'List streams',
+          parameters: [{ name: 'label', in: 'query', required: false, schema: { type: 'string' }, description: 'key=value; repeat or comma-separate to require several' }],
+          responses: {
+            200: { description: 'the streams', ...(json({ type: 'object', additionalProperties: false, required: ['streams'], properties: { streams: { type: 'array', items: ref('Stream') } } }) as object) },
+            400: errorResponse('bad label selector'),
+          },
+        },
+        post: {
+          summary: 'Create a stream; without a port, on a free port the daemon picks',
+          requestBody: { required: true, ...(json(ref('StreamInput')) as object) },
+          responses: {
+            201: { description: 'live', ...(json(ref('StreamAnswer')) as object) },
+            400: errorResponse('invalid input'),
+            409: errorResponse('port taken, in use, or no free port'),
+            422: errorResponse('nginx refused the configuration'),
+            503: errorResponse('nginx not running'),
+          },
+        },
+      },
+      '/v1/streams/{port}': {
+        parameters: [portParameter],
+        get: {
+          summary: 'One stream',
+          responses: {
+            200: { description: 'the stream', ...(json({ type: 'object', additionalProperties: false, required: ['stream'], properties: { stream: ref('Stream') } }) as object) },
+            404: errorResponse('no stream on that port'),
+          },
+        },
+        put: {
+          summary: 'Create or replace a stream (idempotent)',
+          requestBody: { required: true, ...(json(ref('StreamInput')) as object) },
+          responses: {
+            200: { description: 'replaced, or unchanged', ...(json(ref('StreamAnswer')) as object) },
+            201: { description: 'created', ...(json(ref('StreamAnswer')) as object) },
+            400: errorResponse('invalid input'),
+            409: errorResponse('port in use'),
+            422: errorResponse('nginx refused the configuration'),
+          },
+        },
+        delete: {
+          summary: 'Remove a stream',
+          parameters: [{ name: 'kill_sessions', in: 'query', required: false, schema: { type: 'boolean' }, description: 'also cut its established sessions' }],
+          responses: { 200: { description: 'removed; the port refuses connections', ...(json(ref('Removed')) as object) }, 404: errorResponse('no stream on that port') },
+        },
+      },
+      '/v1/streams/{port}/renew': {
+        parameters: [portParameter],
+        post: {
+          summary: 'Set a new expiry (ttl or expiresAt; expiresAt null keeps it for good)',
+          requestBody: {
+            required: true,
+            ...(json({ type: 'object', additionalProperties: false, properties: { ttl: duration, expiresAt: { type: ['string', 'null'] } } }) as object),
+          },
+          responses: { 200: { description: 'renewed', ...(json(ref('StreamAnswer')) as object) }, 400: errorResponse('invalid input'), 404: errorResponse('no stream on that port') },
+        },
+      },
+      '/v1/free-port': {
+        get: {
+          summary: 'A port without a stream that no other process holds (not reserved)',
+          responses: {
+            200: { description: 'a free port', ...(json({ type: 'object', additionalProperties: false, required: ['port'], properties: { port: { type: 'integer' } } }) as object) },
+            409: errorResponse('none free'),
+          },
+        },
+      },
+      '/v1/apply': {
+        post: {
+          summary: 'Declarative apply: make the streams match a set, all or nothing',
+          requestBody: {
+            required: true,
+            ...(json({
+              type: 'object',
+              additionalProperties: false,
+              required: ['streams'],
+              properties: { streams: { type: 'array', items: ref('StreamInput') }, prune: { type: 'boolean' }, dryRun: { type: 'boolean' } },
+            }) as object),
+          },
+          responses: {
+            200: { description: 'the plan, and whether it was applied', ...(json(ref('ApplyResult')) as object) },
+            400: errorResponse('invalid input'),
+            409: errorResponse('a port is in use'),
+            422: errorResponse('nginx refused the configuration; nothing was changed'),
+          },
+        },
+      },
+      '/status': { get: { summary: 'Legacy: version and port range', security: [], responses: { 200: legacyBody } } },
+      '/getstreams': { get: { summary: 'Legacy: list', responses: { 200: legacyBody } } },
+      '/createstream/{port}/{backend}': {
+        get: {
+          summary: 'Legacy: create',
+          parameters: [portParameter, { name: 'backend', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { 200: legacyBody, 404: legacyBody },
+        },
+      },
+      '/removestream/{port}': { get: { summary: 'Legacy: remove', parameters: [portParameter], responses: { 200: legacyBody, 404: legacyBody } } },
+      '/hasstream/{port}': { get: { summary: 'Legacy: exists?', parameters: [portParameter], responses: { 200: legacyBody, 404: legacyBody } } },
+      '/getfreeport': { get: { summary: 'Legacy: a free port', responses: { 200: legacyBody } } },
+    },
+  };
+}

@@ -1,0 +1,383 @@
+/**
+ * The full definition of a stream and its validation. Everything a client sends goes through
+ * parseStreamInput before it reaches the daemon's store or nginx's configuration; anything it does
+ * not know, or cannot prove safe, is refused with the path of the offending field.
+ */
+import { isIPv6 } from 'node:net';
+import { ConductorError, ErrorCode } from './errors.js';
+import { isIPv4, parseBackend, parsePort, quote } from './validate.js';
+
+export const PROTOCOLS = ['tcp', 'udp', 'tcp+udp'] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+
+export const BALANCES = ['round-robin', 'least-conn', 'hash-ip'] as const;
+/** round-robin (nginx's default), least-conn (fewest active connections), hash-ip (a client sticks to one backend). */
+export type Balance = (typeof BALANCES)[number];
+
+export interface BackendSpec {
+  /** Canonical host:port. */
+  address: string;
+  /** Relative share of new connections, 1-1000; 1 when left out. */
+  weight?: number;
+  /** Used only when every other backend is down. */
+  backup?: boolean;
+}
+
+/** A stream as a client defines it. */
+export interface StreamSpec {
+  port: number;
+  protocol: Protocol;
+  backends: BackendSpec[];
+  balance: Balance;
+  /** Client networks allowed to connect (CIDRs); empty means everyone. */
+  allow: string[];
+  /** Time allowed to connect to a backend, in milliseconds (nginx's default: 60 s). */
+  connectTimeoutMs?: number;
+  /** A session idle this long is closed, in milliseconds (nginx's default: 10 min). */
+  idleTimeoutMs?: number;
+  /** Send the PROXY protocol header to the backend so that it sees the real client address. */
+  proxyProtocol: boolean;
+  /** Address to listen on; the daemon's CONDUCTOR_LISTEN_ADDRESS when left out. */
+  listenAddress?: string;
+  labels: Record<string, string>;
+  description?: string;
+  /** ISO 8601 time at which the daemon removes the stream. */
+  expiresAt?: string;
+}
+
+/** What a client may send: a spec with defaults left out, a single `backend`, a `ttl`. */
+export interface StreamInput {
+  port?: number | string;
+  protocol?: Protocol;
+  backend?: string;
+  backends?: Array<string | { address: string; weight?: number; backup?: boolean }>;
+  balance?: Balance;
+  allow?: string[];
+  connectTimeout?: string | number;
+  idleTimeout?: string | number;
+  proxyProtocol?: boolean;
+  listenAddress?: string;
+  labels?: Record<string, string>;
+  description?: string;
+  /** Time to live: seconds, or a duration such as 90s, 30m, 12h, 7d. */
+  ttl?: string | number;
+  expiresAt?: string;
+}
+
+export const LIMITS = {
+  backends: 32,
+  weight: 1000,
+  allow: 64,
+  labels: 32,
+  labelKey: 63,
+  labelValue: 63,
+  description: 256,
+  /** Longest time to live or timeout: one year. */
+  durationMs: 365 * 24 * 3600 * 1000,
+} as const;
+
+const FIELDS = new Set<string>([
+  'port',
+  'protocol',
+  'backend',
+  'backends',
+  'balance',
+  'allow',
+  'connectTimeout',
+  'idleTimeout',
+  'proxyProtocol',
+  'listenAddress',
+  'labels',
+  'description',
+  'ttl',
+  'expiresAt',
+]);
+
+function invalid(field: string, message: string, hint?: string): ConductorError {
+  return new ConductorError(ErrorCode.InvalidInput, `${field}: ${message}`, { hint });
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Reads a duration: a number of seconds, or digits with a unit (ms, s, m, h, d). Milliseconds. */
+export function parseDuration(value: unknown, field: string): number {
+  let ms: number;
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw invalid(field, 'must be a finite number of seconds');
+    ms = Math.round(value * 1000);
+  } else if (typeof value === 'string') {
+    const match = /^([0-9]{1,10})(ms|s|m|h|d)?$/.exec(value);
+    if (!match) throw invalid(field, `must be a duration such as 30s, 5m, 2h or 7d, got ${quote(value)}`);
+    ms = Number(match[1]) * (UNITS[match[2] ?? 's'] ?? 1000);
+  } else {
+    throw invalid(field, 'must be a duration such as 30s, 5m, 2h or 7d');
+  }
+  if (ms < 1) throw invalid(field, 'must be at least 1 ms');
+  if (ms > LIMITS.durationMs) throw invalid(field, 'must be at most 365 days');
+  return ms;
+}
+
+/** Writes milliseconds as the shortest exact nginx time (500ms, 30s, 5m, 2h, 1d). */
+export function formatDuration(ms: number): string {
+  for (const unit of ['d', 'h', 'm', 's'] as const) {
+    const size = UNITS[unit] as number;
+    if (ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+/** RFC 5952 form of an IPv6 address (lowercase, longest zero run compressed, hex only). */
+function canonicalIPv6(address: string): string {
+  return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+}
+
+function ipv6ToBigInt(address: string): bigint {
+  const [head = '', tail] = canonicalIPv6(address).split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? left : [...left, ...Array.from({ length: 8 - left.length - right.length }, () => '0'), ...right];
+  return groups.reduce((value, group) => (value << 16n) | BigInt(Number.parseInt(group, 16)), 0n);
+}
+
+function bigIntToIPv6(value: bigint): string {
+  const groups = Array.from({ length: 8 }, (_, i) => ((value >> BigInt((7 - i) * 16)) & 0xffffn).toString(16));
+  return canonicalIPv6(groups.join(':'));
+}
+
+/**
+ * Parses a client network: an address (a single host) or address/prefix. The result is the
+ * network in canonical form (host bits cleared), e.g. 10.1.2.3/8 becomes 10.0.0.0/8.
+ */
+export function parseCidr(value: unknown, field = 'allow'): string {
+  if (typeof value !== 'string' || value.length > 64) throw invalid(field, `must be an IPv4 or IPv6 network such as 10.0.0.0/8, got ${quote(String(value))}`);
+  const [address = '', prefixText, extra] = value.split('/');
+  if (extra !== undefined) throw invalid(field, `${quote(value)} is not a network`);
+  if (prefixText !== undefined && !/^(0|[1-9][0-9]{0,2})$/.test(prefixText)) throw invalid(field, `${quote(value)} has an invalid prefix length`);
+  if (isIPv4(address)) {
+    const prefix = prefixText === undefined ? 32 : Number(prefixText);
+    if (prefix > 32) throw invalid(field, `${quote(value)}: an IPv4 prefix is at most 32`);
+    const word = address.split('.').reduce((acc, octet) => acc * 256 + Number(octet), 0);
+    const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+    const network = (word & mask) >>> 0;
+    return `${[network >>> 24, (network >>> 16) & 255, (network >>> 8) & 255, network & 255].join('.')}/${prefix}`;
+  }
+  if (!address.includes('%') && isIPv6(address)) {
+    const prefix = prefixText === undefined ? 128 : Number(prefixText);
+    if (prefix > 128) throw invalid(field, `${quote(value)}: an IPv6 prefix is at most 128`);
+    const all = (1n << 128n) - 1n;
+    const mask = prefix === 0 ? 0n : (all << BigInt(128 - prefix)) & all;
+    return `${bigIntToIPv6(ipv6ToBigInt(address) & mask)}/${prefix}`;
+  }
+  throw invalid(field, `must be an IPv4 or IPv6 network such as 10.0.0.0/8, got ${quote(value)}`);
+}
+
+/** An IP literal to listen on (brackets allowed around IPv6), canonical and without brackets. */
+export function parseListenAddress(value: unknown, field = 'listenAddress'): string {
+  if (typeof value !== 'string') throw invalid(field, 'must be an IPv4 or IPv6 address');
+  const bare = value.startsWith('[') && value.endsWith(']') ? value.slice(1, -1) : value;
+  if (isIPv4(bare)) return bare;
+  if (!bare.includes('%') && isIPv6(bare)) return canonicalIPv6(bare);
+  throw invalid(field, `must be an IPv4 or IPv6 address, got ${quote(value)}`);
+}
+
+const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/;
+const LABEL_VALUE = /^[A-Za-z0-9._:/@+-]{0,63}$/;
+
+export function parseLabels(value: unknown, field = 'labels'): Record<string, string> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(field, 'must be an object of key: value');
+  const entries = Object.entries(value as Record<string, unknown>);
+  if (entries.length > LIMITS.labels) throw invalid(field, `at most ${LIMITS.labels} labels`);
+  const labels: Record<string, string> = {};
+  for (const [key, text] of entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (!LABEL_KEY.test(key)) throw invalid(`${field}.${key}`, 'a label key is 1-63 lowercase letters, digits, and . _ / - inside', 'e.g. env, team, owner');
+    if (typeof text !== 'string' || !LABEL_VALUE.test(text)) {
+      throw invalid(`${field}.${key}`, 'a label value is up to 63 letters, digits and . _ : / @ + -');
+    }
+    labels[key] = text;
+  }
+  return labels;
+}
+
+/** Reads a label selector `key=value` (as in `conductor ls --label env=prod`). */
+export function parseLabelSelector(value: string): [string, string] {
+  const equals = value.indexOf('=');
+  if (equals < 1) throw invalid('label', `a selector is key=value, got ${quote(value)}`);
+  const key = value.slice(0, equals);
+  const labels = parseLabels({ [key]: value.slice(equals + 1) }, 'label');
+  return [key, labels[key] ?? ''];
+}
+
+function parseBackendEntry(value: unknown, field: string): BackendSpec {
+  if (typeof value === 'string') return { address: checkedBackend(value, field) };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(field, 'must be host:port or {address, weight, backup}');
+  const { address, weight, backup, ...rest } = value as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw invalid(`${field}.${unknown[0]}`, 'unknown field (address, weight and backup are known)');
+  if (typeof address !== 'string') throw invalid(`${field}.address`, 'is required: host:port');
+  const backend: BackendSpec = { address: checkedBackend(address, `${field}.address`) };
+  if (weight !== undefined) {
+    if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 1 || weight > LIMITS.weight) {
+      throw invalid(`${field}.weight`, `must be a whole number from 1 to ${LIMITS.weight}`);
+    }
+    if (weight !== 1) backend.weight = weight;
+  }
+  if (backup !== undefined) {
+    if (typeof backup !== 'boolean') throw invalid(`${field}.backup`, 'must be true or false');
+    if (backup) backend.backup = true;
+  }
+  return backend;
+}
+
+function checkedBackend(text: string, field: string): string {
+  try {
+    return parseBackend(text).address;
+  } catch (error) {
+    // parseBackend's messages already start with "backend": only a deeper field needs its path.
+    if (error instanceof ConductorError && field !== 'backend') {
+      throw new ConductorError(ErrorCode.InvalidInput, `${field}: ${error.message}`, { hint: error.hint });
+    }
+    throw error;
+  }
+}
+
+function choice<T extends string>(value: unknown, allowed: readonly T[], field: string): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw invalid(field, `must be one of ${allowed.join(', ')}, got ${quote(String(value))}`);
+  }
+  return value as T;
+}
+
+export interface ParseOptions {
+  /** The port from the URL, when the body may leave it out. */
+  port?: number;
+  /** Whether a missing port is allowed (the daemon picks one). */
+  portOptional?: boolean;
+  /** "Now", to turn a ttl into expiresAt. */
+  now: Date;
+}
+
+/** What parseStreamInput returns: a spec, with port 0 when the daemon is to pick one. */
+export function parseStreamInput(input: unknown, options: ParseOptions): StreamSpec {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new ConductorError(ErrorCode.InvalidInput, 'a stream must be a JSON object');
+  }
+  const body = input as Record<string, unknown>;
+  for (const key of Object.keys(body)) {
+    if (!FIELDS.has(key)) throw invalid(key, `unknown field (known: ${[...FIELDS].join(', ')})`);
+  }
+
+  let port = 0;
+  if (body.port !== undefined && body.port !== null) {
+    if (typeof body.port !== 'number' && typeof body.port !== 'string') throw invalid('port', 'must be a whole number from 1 to 65535');
+    port = parsePort(body.port);
+    if (options.port !== undefined && port !== options.port) throw invalid('port', `the body says ${port} but the path says ${options.port}`);
+  } else if (options.port !== undefined) {
+    port = options.port;
+  } else if (!options.portOptional) {
+    throw invalid('port', 'is required: a whole number from 1 to 65535');
+  }
+
+  if (body.backend !== undefined && body.backends !== undefined) throw invalid('backend', 'give either backend or backends, not both');
+  let backends: BackendSpec[];
+  if (body.backends !== undefined) {
+    if (!Array.isArray(body.backends) || body.backends.length === 0) throw invalid('backends', 'must be a non-empty list');
+    if (body.backends.length > LIMITS.backends) throw invalid('backends', `at most ${LIMITS.backends} backends`);
+    backends = body.backends.map((entry, index) => parseBackendEntry(entry, `backends[${index}]`));
+  } else if (body.backend !== undefined) {
+    if (typeof body.backend !== 'string') throw invalid('backend', 'must be host:port');
+    backends = [{ address: checkedBackend(body.backend, 'backend') }];
+  } else {
+    throw invalid('backend', 'is required: host:port (or backends: a list)');
+  }
+  const seen = new Set<string>();
+  for (const backend of backends) {
+    if (seen.has(backend.address)) throw invalid('backends', `${backend.address} appears twice`);
+    seen.add(backend.address);
+  }
+  if (backends.every((backend) => backend.backup)) throw invalid('backends', 'at least one backend must not be a backup');
+
+  const protocol = body.protocol === undefined ? 'tcp' : choice(body.protocol, PROTOCOLS, 'protocol');
+  const balance = body.balance === undefined ? 'round-robin' : choice(body.balance, BALANCES, 'balance');
+  if (balance === 'hash-ip' && backends.some((backend) => backend.backup)) {
+    throw invalid('balance', 'hash-ip cannot be combined with backup backends (nginx refuses it)');
+  }
+
+  let allow: string[] = [];
+  if (body.allow !== undefined) {
+    if (!Array.isArray(body.allow)) throw invalid('allow', 'must be a list of networks such as 10.0.0.0/8');
+    if (body.allow.length > LIMITS.allow) throw invalid('allow', `at most ${LIMITS.allow} networks`);
+    allow = [...new Set(body.allow.map((entry, index) => parseCidr(entry, `allow[${index}]`)))];
+  }
+
+  const spec: StreamSpec = { port, protocol, backends, balance, allow, proxyProtocol: false, labels: {} };
+  if (body.connectTimeout !== undefined) spec.connectTimeoutMs = parseDuration(body.connectTimeout, 'connectTimeout');
+  if (body.idleTimeout !== undefined) spec.idleTimeoutMs = parseDuration(body.idleTimeout, 'idleTimeout');
+  if (body.proxyProtocol !== undefined) {
+    if (typeof body.proxyProtocol !== 'boolean') throw invalid('proxyProtocol', 'must be true or false');
+    spec.proxyProtocol = body.proxyProtocol;
+  }
+  if (spec.proxyProtocol && protocol !== 'tcp') throw invalid('proxyProtocol', 'the PROXY protocol is for TCP streams only');
+  if (body.listenAddress !== undefined && body.listenAddress !== null) spec.listenAddress = parseListenAddress(body.listenAddress);
+  if (body.labels !== undefined) spec.labels = parseLabels(body.labels);
+  if (body.description !== undefined) {
+    if (typeof body.description !== 'string' || body.description.length > LIMITS.description || /[\u0000-\u001f\u007f]/.test(body.description)) {
+      throw invalid('description', `must be text of at most ${LIMITS.description} characters without control characters`);
+    }
+    if (body.description !== '') spec.description = body.description;
+  }
+  if (body.ttl !== undefined && body.expiresAt !== undefined) throw invalid('ttl', 'give either ttl or expiresAt, not both');
+  if (body.ttl !== undefined) spec.expiresAt = new Date(options.now.getTime() + parseDuration(body.ttl, 'ttl')).toISOString();
+  if (body.expiresAt !== undefined) {
+    const at = typeof body.expiresAt === 'string' && /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2})$/.test(body.expiresAt) ? new Date(body.expiresAt) : undefined;
+    if (at === undefined || Number.isNaN(at.getTime())) throw invalid('expiresAt', 'must be an ISO 8601 time such as 2026-12-01T18:00:00Z');
+    if (at.getTime() <= options.now.getTime()) throw invalid('expiresAt', 'lies in the past');
+    if (at.getTime() - options.now.getTime() > LIMITS.durationMs) throw invalid('expiresAt', 'lies more than 365 days ahead');
+    spec.expiresAt = at.toISOString();
+  }
+  return spec;
+}
+
+/** The spec of a plain legacy stream: one TCP backend, nothing else. */
+export function simpleSpec(port: number, backend: string): StreamSpec {
+  return { port, protocol: 'tcp', backends: [{ address: parseBackend(backend).address }], balance: 'round-robin', allow: [], proxyProtocol: false, labels: {} };
+}
+
+/** Whether two specs describe the same stream (what a PUT of the same body leaves alone). */
+export function sameSpec(a: StreamSpec, b: StreamSpec): boolean {
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+}
+
+function canonical(spec: StreamSpec): unknown {
+  return {
+    port: spec.port,
+    protocol: spec.protocol,
+    backends: spec.backends.map((backend) => [backend.address, backend.weight ?? 1, backend.backup === true]),
+    balance: spec.balance,
+    allow: [...spec.allow].sort(),
+    connectTimeoutMs: spec.connectTimeoutMs ?? null,
+    idleTimeoutMs: spec.idleTimeoutMs ?? null,
+    proxyProtocol: spec.proxyProtocol,
+    listenAddress: spec.listenAddress ?? null,
+    labels: Object.entries(spec.labels).sort(),
+    description: spec.description ?? null,
+    expiresAt: spec.expiresAt ?? null,
+  };
+}
+
+/** Whether two specs render the same nginx configuration (labels, description and expiry aside). */
+export function sameTraffic(a: StreamSpec, b: StreamSpec): boolean {
+  const strip = (spec: StreamSpec): unknown => ({ ...(canonical(spec) as object), labels: null, description: null, expiresAt: null });
+  return JSON.stringify(strip(a)) === JSON.stringify(strip(b));
+}
+
+/** The protocols a spec listens with. */
+export function protocolsOf(spec: Pick<StreamSpec, 'protocol'>): Array<'tcp' | 'udp'> {
+  return spec.protocol === 'tcp+udp' ? ['tcp', 'udp'] : [spec.protocol];
+}
+
+/** A one-line description of the backends, for lists and messages. */
+export function describeBackends(backends: BackendSpec[]): string {
+  return backends
+    .map((backend) => `${backend.address}${backend.weight !== undefined ? `*${backend.weight}` : ''}${backend.backup ? ' (backup)' : ''}`)
+    .join(', ');
+}
