@@ -3,10 +3,11 @@
  * each still gets its own, right answer.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, listeningPorts, roundTrip } from '../helpers/net.js';
+import { renderedPorts } from '../helpers/state.js';
 
 let daemon: Daemon;
 let backend: EchoBackend;
@@ -28,8 +29,7 @@ const ports = (): number[] => Array.from({ length: COUNT }, (_, i) => daemon.ran
 async function agree(expected: number[]): Promise<void> {
   const listed = ((await daemon.get('/getstreams')).json as Array<{ listen: number }>).map((s) => s.listen).sort((a, b) => a - b);
   expect(listed).toEqual(expected);
-  const files = (await readdir(join(daemon.home, 'stream.d'))).filter((name) => name.endsWith('.conf')).sort();
-  expect(files).toEqual(expected.map((port) => `_conductor_${port}.conf`).sort());
+  expect(await renderedPorts(join(daemon.home, 'stream.d'))).toEqual(expected);
   const stored = JSON.parse(await readFile(join(daemon.home, 'streams.json'), 'utf8')) as { streams: Array<{ port: number }> };
   expect(stored.streams.map((s) => s.port)).toEqual(expected);
   const listening = await listeningPorts();

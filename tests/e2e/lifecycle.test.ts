@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { type Daemon, instanceCount, masterPidFor, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { alive, eventually } from '../helpers/wait.js';
@@ -22,8 +22,9 @@ afterAll(async () => {
   for (const dir of dirs) await removeDir(dir);
 });
 
+/** The master that serves the first port of the range. */
 function nginxPid(daemon: Daemon): Promise<number> {
-  return readFile(join(daemon.home, 'nginx/nginx.pid'), 'utf8').then((text) => Number(text.trim()));
+  return masterPidFor(daemon, daemon.rangeStart);
 }
 
 async function fresh(options: Parameters<typeof startDaemon>[0] = {}): Promise<Daemon> {
@@ -73,9 +74,10 @@ describe('restarts', () => {
       const daemon = await fresh();
       const port = daemon.rangeStart;
       await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
-      const master = await nginxPid(daemon);
+      const masters = await Promise.all(Array.from({ length: instanceCount(daemon) }, (_, i) => masterPidFor(daemon, daemon.rangeStart + i)));
+      expect(new Set(masters).size).toBe(instanceCount(daemon));
       expect(await daemon.stop(signal)).toBe(0);
-      expect(await alive(master)).toBe(false);
+      for (const master of masters) expect(await alive(master)).toBe(false);
       expect(await connectOutcome(port)).toBe('refused');
       expect(await connectOutcome(daemon.apiPort)).toBe('refused');
     }
@@ -86,8 +88,11 @@ describe('a managed nginx that dies', () => {
   it.each(['master', 'master and workers'])('is restarted when its %s are killed, and every stream flows again', async (what) => {
     const daemon = await fresh();
     try {
-      const ports = [daemon.rangeStart, daemon.rangeStart + 1];
-      for (const port of ports) await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+      // Two streams on the master that is killed, one on a neighbour that must not notice.
+      const ports = [daemon.rangeStart, daemon.rangeStart + instanceCount(daemon)];
+      const neighbour = daemon.rangeStart + 1;
+      for (const port of [...ports, neighbour]) await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+      const neighbourMaster = await masterPidFor(daemon, neighbour);
       const master = await nginxPid(daemon);
       if (what === 'master') {
         process.kill(master, 'SIGKILL');
@@ -108,8 +113,9 @@ describe('a managed nginx that dies', () => {
       };
       expect(status.nginx.state).toBe('running');
       expect(status.nginx.restarts).toBe(1);
-      expect(status.nginx.incidents.map((incident) => incident.message)).toEqual(['nginx exited unexpectedly (signal SIGKILL)']);
-      expect(status.streams.live).toBe(2);
+      expect(status.nginx.incidents.map((incident) => incident.message)).toEqual(['nginx 0: nginx exited unexpectedly (signal SIGKILL)']);
+      expect(status.streams.live).toBe(3);
+      expect(await masterPidFor(daemon, neighbour)).toBe(neighbourMaster);
     } finally {
       await daemon.stop();
     }
@@ -133,10 +139,15 @@ describe('old-format files', () => {
     try {
       expect((await daemon.get('/getstreams')).json).toEqual([{ listen: base, proxy_pass: `127.0.0.1:${backend.port}` }]);
       expect(await roundTrip(base, 'legacy')).toBe('b:legacy');
+      // Our own files go to the folder of the master that serves the port.
+      expect(await readdir(join(streams, '0'))).toEqual([`_conductor_${base}.conf`]);
       expect((await readdir(streams)).sort()).toEqual(
         [
           `_conductor_${base}-127.0.0.1:${backend.port}.conf.adopted`,
-          `_conductor_${base}.conf`,
+          '0',
+          '1',
+          '2',
+          '3',
           `_conductor_${base + 1}-a:1;proxy_timeout 1s.conf.rejected`,
           `_conductor_${base + 20}-localhost:22.conf.rejected`,
           'operator-own.conf',

@@ -7,10 +7,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile } from 'node:child_process';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { type Daemon, instanceCount, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { folderContents, renderedPorts } from '../helpers/state.js';
 import { EchoBackend, listeningPorts, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { sleep } from '../helpers/wait.js';
@@ -40,10 +41,7 @@ async function views(daemon: Daemon): Promise<{ listed: number[]; files: number[
   const inRange = (port: number): boolean => port >= daemon.rangeStart && port <= daemon.rangeEnd;
   const sorted = (ports: number[]): number[] => [...ports].sort((a, b) => a - b);
   const listed = ((await daemon.get('/getstreams')).json as Array<{ listen: number }>).map((stream) => stream.listen);
-  const files = (await readdir(join(daemon.home, 'stream.d'))).flatMap((name) => {
-    const match = /^_conductor_([0-9]+)\.conf$/.exec(name);
-    return match ? [Number(match[1])] : [];
-  });
+  const files = await renderedPorts(join(daemon.home, 'stream.d'));
   const store = JSON.parse(await readFile(join(daemon.home, 'streams.json'), 'utf8').catch(() => '{"streams":[]}')) as { streams: Array<{ port: number }> };
   const listening = [...(await listeningPorts())].filter(inRange);
   return { listed: sorted(listed), files: sorted(files), stored: sorted(store.streams.map((s) => s.port)), listening: sorted(listening) };
@@ -102,9 +100,12 @@ describe(`${ROUNDS} rounds of SIGKILL during a burst`, () => {
           model.set(port, present ? 'live' : 'absent');
         }
         for (const port of seen.listed) expect(await roundTrip(port, `r${round}`)).toBe(`b:r${round}`);
-        const debris = [...(await readdir(join(home, 'stream.d'))), ...(await readdir(home)), ...(await readdir(join(home, 'nginx')))].filter((name) => name.startsWith('.tmp-'));
-        expect(debris).toEqual([]);
-        await promisify(execFile)('nginx', ['-t', '-q', '-c', join(home, 'nginx/nginx.conf'), '-p', `${join(home, 'nginx')}/`, '-e', 'stderr']);
+        const everything = [...Object.keys(await folderContents(home))];
+        expect(everything.filter((path) => /(^|\/)\.tmp-/.test(path))).toEqual([]);
+        for (let id = 0; id < instanceCount(daemon); id += 1) {
+          const dir = join(home, 'nginx', String(id));
+          await promisify(execFile)('nginx', ['-t', '-q', '-c', join(dir, 'nginx.conf'), '-p', `${dir}/`, '-e', 'stderr']);
+        }
       }
     } finally {
       await daemon.stop();

@@ -5,8 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import { dirname } from 'node:path';
+import { type Daemon, instanceCount, masterPidFor, removeDir, startDaemon } from '../helpers/daemon.js';
 import { EchoBackend, roundTrip } from '../helpers/net.js';
 import { eventually, sleep } from '../helpers/wait.js';
 
@@ -29,7 +29,8 @@ interface Status {
 }
 
 const status = async (): Promise<Status> => (await daemon.get('/v1/status')).json as Status;
-const masterPid = async (): Promise<number> => Number((await readFile(join(daemon.home, 'nginx/nginx.pid'), 'utf8')).trim());
+/** The master that serves the first port of the range, where these tests keep their streams. */
+const masterPid = (): Promise<number> => masterPidFor(daemon, daemon.rangeStart);
 const state = async (pid: number): Promise<string> => {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   return stat.slice(stat.lastIndexOf(')') + 2)[0] ?? '';
@@ -44,15 +45,16 @@ describe('a stopped nginx master', () => {
     await eventually(() => state(master), (value) => value === 'T', 2000);
     await eventually(() => state(master), (value) => value !== 'T', 5000);
     const incidents = (await status()).nginx.incidents?.map((incident) => incident.message) ?? [];
-    expect(incidents).toContain(`nginx master ${master} was found stopped (SIGSTOP); sent SIGCONT`);
+    expect(incidents).toContain(`nginx 0: nginx master ${master} was found stopped (SIGSTOP); sent SIGCONT`);
     expect(await roundTrip(port, 'resumed')).toBe('b:resumed');
-    expect((await daemon.get(`/createstream/${port + 1}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
-    expect(await roundTrip(port + 1, 'new')).toBe('b:new');
+    const same = port + instanceCount(daemon); // served by the same master
+    expect((await daemon.get(`/createstream/${same}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+    expect(await roundTrip(same, 'new')).toBe('b:new');
     expect(await masterPid()).toBe(master);
   });
 
   it('is replaced when it stays stopped, and every stream comes back', async () => {
-    const ports = [daemon.rangeStart, daemon.rangeStart + 1];
+    const ports = [daemon.rangeStart, daemon.rangeStart + instanceCount(daemon)];
     const master = await masterPid();
     const restarts = (await status()).nginx.restarts;
     // Someone keeps stopping it: SIGCONT alone does not help.
@@ -72,7 +74,7 @@ describe('a stopped nginx master', () => {
       await stopper;
       const after = await eventually(status, (value) => value.nginx.state === 'running', 15_000);
       expect(after.nginx.restarts).toBe(restarts + 1);
-      expect(after.nginx.incidents?.map((incident) => incident.message)).toContain(`nginx master ${master} stayed stopped; killed it to start a new one`);
+      expect(after.nginx.incidents?.map((incident) => incident.message)).toContain(`nginx 0: nginx master ${master} stayed stopped; killed it to start a new one`);
       for (const port of ports) expect(await eventually(() => roundTrip(port, 'back'), (answer) => answer === 'b:back', 15_000)).toBe('b:back');
     } catch (error) {
       throw new Error(`${String(error)}\ndaemon log:\n${daemon.logs.split('\n').slice(-30).join('\n')}`);

@@ -160,3 +160,20 @@ export async function runDaemonExpectingExit(env: Record<string, string>, args: 
   clearTimeout(timer);
   return { code, stderr, stdout };
 }
+
+/** How many nginx masters a managed daemon runs: CONDUCTOR_NGINX_INSTANCES (default 4), at most one per port. */
+export function instanceCount(daemon: Daemon): number {
+  const wanted = Number(daemon.env.CONDUCTOR_NGINX_INSTANCES ?? '4');
+  return Math.min(wanted, daemon.rangeEnd - daemon.rangeStart + 1);
+}
+
+/** The folder of the managed nginx master that serves `port`. */
+export function nginxDirFor(daemon: Daemon, port: number): string {
+  return join(daemon.home, 'nginx', String((port - daemon.rangeStart) % instanceCount(daemon)));
+}
+
+/** The pid of the managed nginx master that serves `port`. */
+export async function masterPidFor(daemon: Daemon, port: number): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  return Number((await readFile(join(nginxDirFor(daemon, port), 'nginx.pid'), 'utf8')).trim());
+}

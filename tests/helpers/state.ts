@@ -1,6 +1,6 @@
 /** Snapshots of everything a refused change must leave as it was. */
 import { readFile, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { Daemon } from './daemon.js';
 import { listeningPorts } from './net.js';
 
@@ -11,10 +11,28 @@ export interface Snapshot {
   listening: number[];
 }
 
-async function folderContents(folder: string): Promise<Record<string, string>> {
+/** Every file under `folder` (its sub-folders too), by relative path. */
+export async function folderContents(folder: string): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
-  for (const name of (await readdir(folder)).sort()) files[name] = await readFile(join(folder, name), 'utf8');
+  const walk = async (dir: string): Promise<void> => {
+    for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) await walk(path);
+      else files[relative(folder, path)] = await readFile(path, 'utf8');
+    }
+  };
+  await walk(folder);
   return files;
+}
+
+/** The ports of the per-stream files under `folder` (`_conductor_<port>.conf`, any sub-folder). */
+export async function renderedPorts(folder: string): Promise<number[]> {
+  return Object.keys(await folderContents(folder))
+    .flatMap((path) => {
+      const match = /(?:^|\/)_conductor_([0-9]+)\.conf$/.exec(path);
+      return match ? [Number(match[1])] : [];
+    })
+    .sort((a, b) => a - b);
 }
 
 /** The per-stream files, the store, the legacy listing and the range's listening ports. */

@@ -12,6 +12,7 @@ import {
   type DaemonStatus,
   ErrorCode,
   type NginxMode,
+  type NginxStatus,
   type PortRange,
   type StreamRecord,
   type StreamSpec,
@@ -26,6 +27,7 @@ import {
 } from '@stream-conductor/shared';
 import type { Logger } from './log.js';
 import type { Entry, MutationResult, NginxInstance, PortChange } from './nginx/instance.js';
+import { StreamFiles } from './nginx/stream-files.js';
 import type { StreamStore } from './streams/store.js';
 import type { PortProbe } from './sys/ports.js';
 
@@ -35,6 +37,9 @@ export interface ConductorOptions {
   portRange: PortRange;
   store: StreamStore;
   instances: NginxInstance[];
+  /** Where old-format files of the older service may be (STREAM_CONFIG_PATH). */
+  legacyFolder: string;
+  streamPrefix: string;
   /** Whether `port` can be bound now for these protocols. */
   probePort(port: number, protocols: Array<'tcp' | 'udp'>, listenAddress: string | undefined): Promise<PortProbe>;
   /** The address streams listen on when their definition names none. */
@@ -48,6 +53,26 @@ export interface ConductorOptions {
 export interface ListFilter {
   /** Every label must match. */
   labels?: Array<[string, string]>;
+}
+
+/** The status of several masters as one: the worst state, the sums, the newest events. */
+export function aggregateNginx(statuses: NginxStatus[]): NginxStatus {
+  const first = statuses[0];
+  if (statuses.length === 1 && first) return first;
+  const state = statuses.some((status) => status.state === 'down') ? 'down' : statuses.some((status) => status.state === 'starting') ? 'starting' : 'running';
+  const result: NginxStatus = { state, restarts: statuses.reduce((sum, status) => sum + status.restarts, 0) };
+  if (first?.pid !== undefined) result.pid = first.pid;
+  const reloads = statuses.flatMap((status) => (status.lastReload ? [status.lastReload] : [])).sort((a, b) => a.at.localeCompare(b.at));
+  const last = reloads[reloads.length - 1];
+  if (last) result.lastReload = last;
+  const messages = statuses.flatMap((status, id) => (status.message ? [`nginx ${id}: ${status.message}`] : []));
+  if (messages.length > 0) result.message = messages.join('; ');
+  const incidents = statuses
+    .flatMap((status, id) => (status.incidents ?? []).map((incident) => ({ at: incident.at, message: `nginx ${id}: ${incident.message}` })))
+    .sort((a, b) => a.at.localeCompare(b.at))
+    .slice(-20);
+  if (incidents.length > 0) result.incidents = incidents;
+  return result;
 }
 
 function view(entry: Entry): StreamView {
@@ -85,27 +110,22 @@ export class Conductor {
     this.problems.push(...loaded.problems);
     const records = new Map(loaded.records.map((record) => [record.port, record]));
     const adopted: StreamRecord[] = [];
-    const scanned = new Set<string>();
-    for (const instance of instances) {
-      const files = instance.files;
-      if (scanned.has(files.folder)) continue;
-      scanned.add(files.folder);
-      for (const { name, parsed } of (await files.scan()).legacy) {
-        let problem: string | undefined;
-        if ('error' in parsed) problem = parsed.error;
-        else if (!isPortInRange(parsed.spec.port, portRange)) problem = `port ${parsed.spec.port} is outside PORT_RANGE ${formatPortRange(portRange)}`;
-        else if (records.has(parsed.spec.port)) problem = `port ${parsed.spec.port} already has a stream in the store`;
-        if (problem === undefined && 'spec' in parsed) {
-          const record: StreamRecord = { ...parsed.spec, createdAt: this.now().toISOString() };
-          records.set(record.port, record);
-          adopted.push(record);
-          await files.retireLegacy(name, 'adopted');
-          log.info('adopted an old-format stream file', { file: name, port: record.port, backends: describeBackends(record.backends) });
-        } else {
-          await files.retireLegacy(name, 'rejected');
-          this.problems.push(`old-format file ${name} was not adopted (kept as ${name}.rejected): ${problem ?? 'unknown'}`);
-          log.warn('old-format stream file not adopted', { file: name, reason: problem });
-        }
+    const legacy = new StreamFiles(this.options.legacyFolder, this.options.streamPrefix, { listenAddress: undefined });
+    for (const { name, parsed } of (await legacy.scan()).legacy) {
+      let problem: string | undefined;
+      if ('error' in parsed) problem = parsed.error;
+      else if (!isPortInRange(parsed.spec.port, portRange)) problem = `port ${parsed.spec.port} is outside PORT_RANGE ${formatPortRange(portRange)}`;
+      else if (records.has(parsed.spec.port)) problem = `port ${parsed.spec.port} already has a stream in the store`;
+      if (problem === undefined && 'spec' in parsed) {
+        const record: StreamRecord = { ...parsed.spec, createdAt: this.now().toISOString() };
+        records.set(record.port, record);
+        adopted.push(record);
+        await legacy.retireLegacy(name, 'adopted');
+        log.info('adopted an old-format stream file', { file: name, port: record.port, backends: describeBackends(record.backends) });
+      } else {
+        await legacy.retireLegacy(name, 'rejected');
+        this.problems.push(`old-format file ${name} was not adopted (kept as ${name}.rejected): ${problem ?? 'unknown'}`);
+        log.warn('old-format stream file not adopted', { file: name, reason: problem });
       }
     }
     if (adopted.length > 0) await store.commit({ put: adopted, remove: [] });
@@ -339,13 +359,14 @@ export class Conductor {
   status(): DaemonStatus {
     const streams = this.list();
     const failed = streams.filter((stream) => stream.state === 'failed');
-    const first = this.options.instances[0] as NginxInstance;
+    const instances = this.options.instances.map((instance) => ({ ...instance.controller.status(), id: instance.id, streams: instance.list().length }));
     return {
       version: this.options.version,
       mode: this.options.mode,
       portRange: { ...this.options.portRange },
       streams: { total: streams.length, live: streams.length - failed.length, failed: failed.length },
-      nginx: first.controller.status(),
+      nginx: aggregateNginx(instances),
+      nginxInstances: instances,
       failed: failed.map((stream) => ({ port: stream.port, backends: describeBackends(stream.backends), reason: stream.reason ?? 'unknown' })),
       problems: [...this.problems],
       startedAt: this.startedAt,

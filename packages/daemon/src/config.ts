@@ -44,6 +44,8 @@ export interface Config {
   reloadTimeoutMs: number;
   /** How often set-aside streams are tried again. */
   retryIntervalMs: number;
+  /** Managed mode: how many nginx masters share the port range. */
+  nginxInstances: number;
   logLevel: LogLevel;
 }
 
@@ -96,6 +98,11 @@ export const settings = {
     env: 'CONDUCTOR_RELOAD_TIMEOUT',
     flag: 'reload-timeout',
     help: 'seconds a reload may take before it counts as failed (default 15)',
+  },
+  nginxInstances: {
+    env: 'CONDUCTOR_NGINX_INSTANCES',
+    flag: 'nginx-instances',
+    help: 'managed: nginx masters that share the port range, 1-32 (default 4)',
   },
   retryInterval: {
     env: 'CONDUCTOR_RETRY_INTERVAL',
@@ -268,6 +275,12 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   const reloadSeconds = seconds('reloadTimeout', '15', 1, 600);
   const retrySeconds = seconds('retryInterval', '30', 0.1, 3600);
 
+  const nginxInstances = checked('nginxInstances', () => {
+    const text = raw('nginxInstances') ?? '4';
+    if (!/^[0-9]{1,2}$/.test(text) || Number(text) < 1 || Number(text) > 32) throw new Error(`expected a whole number from 1 to 32, got ${JSON.stringify(text)}`);
+    return Number(text);
+  });
+
   const logLevel = raw('logLevel') ?? 'info';
   if (!isLogLevel(logLevel)) fail('logLevel', `expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
 
@@ -288,6 +301,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     nginxErrorLog: path('nginxErrorLog'),
     reloadTimeoutMs: Math.round(reloadSeconds * 1000),
     retryIntervalMs: Math.round(retrySeconds * 1000),
+    nginxInstances,
     logLevel: logLevel as LogLevel,
   };
 }

@@ -6,65 +6,19 @@ import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
-import { portRangeSize } from '@stream-conductor/shared';
-import { ConfigError, type Config, parseCommandLine, readConfig, usage } from './config.js';
+import { ConfigError, parseCommandLine, readConfig, usage } from './config.js';
 import { Conductor } from './conductor.js';
 import { createApp } from './http/app.js';
 import { createHttpServer } from './http/server.js';
-import { type Logger, createLogger } from './log.js';
-import { NginxBinaryError, probeNginx } from './nginx/binary.js';
-import type { NginxController } from './nginx/controller.js';
-import { ExternalNginx } from './nginx/external.js';
-import { NginxInstance } from './nginx/instance.js';
-import { ManagedNginx } from './nginx/managed.js';
-import { nginxPath, renderMainConf, sizeConnections } from './nginx/render.js';
-import { StreamFiles } from './nginx/stream-files.js';
+import { createLogger } from './log.js';
 import { FileStore, StoreCorruptError } from './streams/file-store.js';
-import { hardOpenFileLimit } from './sys/limits.js';
 import { type Lock, LockError, acquireLock } from './sys/lock.js';
-import { ephemeralPortRange, listeningPorts, probePort } from './sys/ports.js';
-import { killSessions } from './sys/sessions.js';
+import { ephemeralPortRange, probePort } from './sys/ports.js';
+import { buildInstances } from './layout.js';
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 class StartupError extends Error {}
-
-async function buildController(config: Config, log: Logger): Promise<NginxController> {
-  if (config.mode === 'external') {
-    let pidPath: string | undefined;
-    try {
-      const build = await probeNginx(config.nginxBin);
-      pidPath = build.pidPath ?? join(build.prefix ?? '/usr/share/nginx', 'logs/nginx.pid');
-      log.info('nginx found', { bin: config.nginxBin, version: build.version, stream: build.stream });
-    } catch (error) {
-      if (!(error instanceof NginxBinaryError)) throw error;
-      log.error('nginx cannot be run; changes are refused until it can', { bin: config.nginxBin, reason: error.message });
-    }
-    return new ExternalNginx({
-      nginxBin: config.nginxBin,
-      nginxConf: config.nginxConf,
-      pidFile: config.nginxPidFile ?? pidPath ?? '/run/nginx.pid',
-      errorLog: config.nginxErrorLog,
-      reloadTimeoutMs: config.reloadTimeoutMs,
-    });
-  }
-  const dir = join(config.home, 'nginx');
-  const limits = sizeConnections(portRangeSize(config.portRange), process.getuid?.() === 0 ? undefined : await hardOpenFileLimit());
-  return new ManagedNginx({
-    nginxBin: config.nginxBin,
-    dir,
-    mainConf: (build) =>
-      renderMainConf({
-        pidFile: join(dir, 'nginx.pid'),
-        errorLog: join(dir, 'error.log'),
-        streamModule: build.stream === 'dynamic' ? build.streamModule : undefined,
-        includeGlob: join(nginxPath(config.streamConfigPath), '*.conf'),
-        ...limits,
-      }),
-    reloadTimeoutMs: config.reloadTimeoutMs,
-    log,
-  });
-}
 
 function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -128,26 +82,16 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
 
   let conductor: Conductor | undefined;
   try {
-    const controller = await buildController(config, log);
     const store = new FileStore(join(config.home, 'streams.json'));
-    const instance = new NginxInstance({
-      id: 0,
-      controller,
-      files: new StreamFiles(config.streamConfigPath, config.streamPrefix, { listenAddress: config.listenAddress }),
-      store,
-      probePort,
-      listeningPorts,
-      killSessions,
-      defaultListenAddress: config.listenAddress,
-      log,
-      retryIntervalMs: config.retryIntervalMs,
-    });
+    const instances = await buildInstances(config, store, log);
     conductor = new Conductor({
       version,
       mode: config.mode,
       portRange: config.portRange,
       store,
-      instances: [instance],
+      instances,
+      legacyFolder: config.streamConfigPath,
+      streamPrefix: config.streamPrefix,
       probePort,
       defaultListenAddress: config.listenAddress,
       log,

@@ -35,6 +35,7 @@ const managedDefaults: Config = {
   nginxErrorLog: undefined,
   reloadTimeoutMs: 15000,
   retryIntervalMs: 30000,
+  nginxInstances: 4,
   logLevel: 'info',
 };
 
@@ -166,6 +167,7 @@ describe('readConfig values', () => {
       nginxErrorLog: '/var/log/nginx/error.log',
       reloadTimeoutMs: 2500,
       retryIntervalMs: 30000,
+      nginxInstances: 4,
       logLevel: 'debug',
     } satisfies Config);
   });

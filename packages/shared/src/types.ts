@@ -39,7 +39,10 @@ export interface DaemonStatus {
   mode: NginxMode;
   portRange: { start: number; end: number };
   streams: { total: number; live: number; failed: number };
+  /** All nginx masters together: running when every one runs; restarts and incidents summed up. */
   nginx: NginxStatus;
+  /** Each nginx master on its own (managed mode splits the port range over several). */
+  nginxInstances: Array<NginxStatus & { id: number; streams: number }>;
   /** Definitions the daemon holds but had to set aside, with the reason. */
   failed: Array<{ port: number; backends: string; reason: string }>;
   /** Things found at start-up that need an operator's eye (skipped store entries, old files not adopted). */

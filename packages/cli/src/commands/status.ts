@@ -15,9 +15,12 @@ export function printStatus(status: DaemonStatus, output: Output, url: string): 
   const nginx = status.nginx;
   const nginxState = nginx.state === 'running' ? color.green(nginx.state) : color.red(nginx.state);
   const size = status.portRange.end - status.portRange.start + 1;
+  const masters = status.nginxInstances.length;
+  const pids = status.nginxInstances.flatMap((instance) => (instance.pid === undefined ? [] : [instance.pid]));
+  const where = masters > 1 ? ` (${masters} masters, pids ${pids.join(', ')})` : nginx.pid === undefined ? '' : ` (pid ${nginx.pid})`;
   const lines = [
     `daemon:     ${url} (version ${status.version}, ${status.mode} mode, up since ${status.startedAt})`,
-    `nginx:      ${nginxState}${nginx.pid === undefined ? '' : ` (pid ${nginx.pid})`}, ${nginx.restarts} restart${nginx.restarts === 1 ? '' : 's'}`,
+    `nginx:      ${nginxState}${where}, ${nginx.restarts} restart${nginx.restarts === 1 ? '' : 's'}`,
   ];
   if (nginx.lastReload) {
     lines.push(`last apply: ${nginx.lastReload.at} ${nginx.lastReload.ok ? color.green('ok') : color.red(`failed: ${nginx.lastReload.message ?? ''}`)}`);

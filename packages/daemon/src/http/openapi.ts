@@ -39,6 +39,33 @@ const streamFields = {
 
 const duration = { oneOf: [{ type: 'number', description: 'seconds' }, { type: 'string', pattern: '^[0-9]+(ms|s|m|h|d)?$' }] };
 
+const nginxStatus = {
+        type: 'object',
+        additionalProperties: false,
+        required: ['state', 'restarts'],
+        properties: {
+          state: { enum: ['running', 'down', 'starting'] },
+          pid: { type: 'integer' },
+          restarts: { type: 'integer' },
+          message: { type: 'string' },
+          lastReload: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['at', 'ok'],
+            properties: { at: { type: 'string', format: 'date-time' }, ok: { type: 'boolean' }, message: { type: 'string' } },
+          },
+          incidents: {
+            type: 'array',
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['at', 'message'],
+              properties: { at: { type: 'string', format: 'date-time' }, message: { type: 'string' } },
+            },
+          },
+        },
+      };
+
 const schemas = {
   Error: {
     type: 'object',
@@ -111,7 +138,7 @@ const schemas = {
   Status: {
     type: 'object',
     additionalProperties: false,
-    required: ['version', 'mode', 'portRange', 'streams', 'nginx', 'failed', 'problems', 'startedAt'],
+    required: ['version', 'mode', 'portRange', 'streams', 'nginx', 'nginxInstances', 'failed', 'problems', 'startedAt'],
     properties: {
       version: { type: 'string' },
       mode: { enum: ['managed', 'external'] },
@@ -127,30 +154,13 @@ const schemas = {
         required: ['total', 'live', 'failed'],
         properties: { total: { type: 'integer' }, live: { type: 'integer' }, failed: { type: 'integer' } },
       },
-      nginx: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['state', 'restarts'],
-        properties: {
-          state: { enum: ['running', 'down', 'starting'] },
-          pid: { type: 'integer' },
-          restarts: { type: 'integer' },
-          message: { type: 'string' },
-          lastReload: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['at', 'ok'],
-            properties: { at: { type: 'string', format: 'date-time' }, ok: { type: 'boolean' }, message: { type: 'string' } },
-          },
-          incidents: {
-            type: 'array',
-            items: {
-              type: 'object',
-              additionalProperties: false,
-              required: ['at', 'message'],
-              properties: { at: { type: 'string', format: 'date-time' }, message: { type: 'string' } },
-            },
-          },
+      nginx: nginxStatus,
+      nginxInstances: {
+        type: 'array',
+        items: {
+          ...nginxStatus,
+          required: [...nginxStatus.required, 'id', 'streams'],
+          properties: { ...nginxStatus.properties, id: { type: 'integer' }, streams: { type: 'integer' } },
         },
       },
       failed: {

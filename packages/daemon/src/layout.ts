@@ -1,0 +1,156 @@
+/**
+ * Where each nginx instance keeps its files, and building the instances. In managed mode the port
+ * range is split over several nginx masters (neighbouring ports on different masters), each with
+ * its own folder under $CONDUCTOR_HOME/nginx/<i>/ and its own per-stream folder
+ * $STREAM_CONFIG_PATH/<i>/, so their reloads overlap and a slow or failing reload touches only its
+ * slice. External mode drives the one nginx it is given, with the files directly in
+ * STREAM_CONFIG_PATH.
+ */
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { portRangeSize } from '@stream-conductor/shared';
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import { NginxBinaryError, probeNginx } from './nginx/binary.js';
+import type { NginxController } from './nginx/controller.js';
+import { ExternalNginx } from './nginx/external.js';
+import { NginxInstance } from './nginx/instance.js';
+import { ManagedNginx } from './nginx/managed.js';
+import { nginxPath, portOfStreamFileName, renderMainConf, sizeConnections } from './nginx/render.js';
+import { StreamFiles } from './nginx/stream-files.js';
+import type { StreamStore } from './streams/store.js';
+import { hardOpenFileLimit } from './sys/limits.js';
+import { listeningPorts, probePort } from './sys/ports.js';
+import { commandLine, isAlive } from './sys/processes.js';
+import { killSessions } from './sys/sessions.js';
+
+export interface InstanceLayout {
+  /** The master's own files (managed mode). */
+  nginxDir: string;
+  /** The per-stream include files. */
+  streamDir: string;
+}
+
+export function instanceCount(config: Config): number {
+  return config.mode === 'managed' ? Math.min(config.nginxInstances, portRangeSize(config.portRange)) : 1;
+}
+
+export function layoutOf(config: Config, id: number): InstanceLayout {
+  if (config.mode === 'external') return { nginxDir: join(config.home, 'nginx'), streamDir: config.streamConfigPath };
+  return { nginxDir: join(config.home, 'nginx', String(id)), streamDir: join(config.streamConfigPath, String(id)) };
+}
+
+async function externalController(config: Config, log: Logger): Promise<NginxController> {
+  let pidPath: string | undefined;
+  try {
+    const build = await probeNginx(config.nginxBin);
+    pidPath = build.pidPath ?? join(build.prefix ?? '/usr/share/nginx', 'logs/nginx.pid');
+    log.info('nginx found', { bin: config.nginxBin, version: build.version, stream: build.stream });
+  } catch (error) {
+    if (!(error instanceof NginxBinaryError)) throw error;
+    log.error('nginx cannot be run; changes are refused until it can', { bin: config.nginxBin, reason: error.message });
+  }
+  return new ExternalNginx({
+    nginxBin: config.nginxBin,
+    nginxConf: config.nginxConf,
+    pidFile: config.nginxPidFile ?? pidPath ?? '/run/nginx.pid',
+    errorLog: config.nginxErrorLog,
+    reloadTimeoutMs: config.reloadTimeoutMs,
+  });
+}
+
+/**
+ * Stops managed masters that belong to no instance of this run (the range was split differently
+ * before): they would hold ports of streams that now belong to another master.
+ */
+async function stopForeignMasters(config: Config, keep: Set<string>, log: Logger): Promise<void> {
+  const root = join(config.home, 'nginx');
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const dir = join(root, name);
+    if (keep.has(dir)) continue;
+    const pid = Number((await readFile(join(dir, 'nginx.pid'), 'utf8').catch(() => '')).trim());
+    if (!Number.isInteger(pid) || pid <= 1 || !isAlive(pid)) continue;
+    const command = await commandLine(pid);
+    if (!command?.includes('nginx: master process') || !command.includes(join(dir, 'nginx.conf'))) continue;
+    log.warn('stopping an nginx master of an earlier split of the port range', { pid, dir });
+    process.kill(pid, 'SIGTERM');
+    for (let waited = 0; waited < 5000 && isAlive(pid); waited += 20) await new Promise((done) => setTimeout(done, 20));
+  }
+}
+
+/** Builds every nginx instance of this run, with its controller and its files. */
+export async function buildInstances(config: Config, store: StreamStore, log: Logger): Promise<NginxInstance[]> {
+  const count = instanceCount(config);
+  const sliceSize = Math.ceil(portRangeSize(config.portRange) / count);
+  const hardLimit = process.getuid?.() === 0 ? undefined : await hardOpenFileLimit();
+  const instances: NginxInstance[] = [];
+  const external = config.mode === 'external' ? await externalController(config, log) : undefined;
+  const dirs = new Set<string>();
+  for (let id = 0; id < count; id += 1) {
+    const layout = layoutOf(config, id);
+    dirs.add(layout.nginxDir);
+    await mkdir(layout.streamDir, { recursive: true });
+    const controller =
+      external ??
+      new ManagedNginx({
+        nginxBin: config.nginxBin,
+        dir: layout.nginxDir,
+        mainConf: (build) =>
+          renderMainConf({
+            pidFile: join(layout.nginxDir, 'nginx.pid'),
+            errorLog: join(layout.nginxDir, 'error.log'),
+            streamModule: build.stream === 'dynamic' ? build.streamModule : undefined,
+            includeGlob: join(nginxPath(layout.streamDir), '*.conf'),
+            ...sizeConnections(sliceSize, hardLimit),
+          }),
+        reloadTimeoutMs: config.reloadTimeoutMs,
+        log: log.child({ instance: id }),
+      });
+    instances.push(
+      new NginxInstance({
+        id,
+        controller,
+        files: new StreamFiles(layout.streamDir, config.streamPrefix, { listenAddress: config.listenAddress }),
+        store,
+        probePort,
+        listeningPorts,
+        killSessions,
+        defaultListenAddress: config.listenAddress,
+        log,
+        retryIntervalMs: config.retryIntervalMs,
+      }),
+    );
+  }
+  if (config.mode === 'managed') {
+    await stopForeignMasters(config, dirs, log);
+    await removeOtherLayouts(config, new Set(instances.map((instance) => instance.files.folder)), log);
+  }
+  return instances;
+}
+
+/**
+ * Removes per-stream files that an earlier split of the range rendered where no instance of this
+ * run looks (the top folder, or numbered folders beyond the instance count). They are copies: the
+ * store is the truth, and every instance renders its own slice again at start-up.
+ */
+async function removeOtherLayouts(config: Config, folders: Set<string>, log: Logger): Promise<void> {
+  const ours = (name: string): boolean => portOfStreamFileName(config.streamPrefix, name) !== undefined || name.startsWith('.tmp-');
+  const clear = async (folder: string): Promise<void> => {
+    for (const name of await readdir(folder).catch(() => [] as string[])) {
+      if (!ours(name)) continue;
+      await rm(join(folder, name), { force: true });
+      log.info('removed a per-stream file of an earlier layout', { file: join(folder, name) });
+    }
+  };
+  await clear(config.streamConfigPath);
+  for (const entry of await readdir(config.streamConfigPath, { withFileTypes: true })) {
+    const folder = join(config.streamConfigPath, entry.name);
+    if (entry.isDirectory() && /^[0-9]+$/.test(entry.name) && !folders.has(folder)) await clear(folder);
+  }
+}
