@@ -1,3 +1,3 @@
 #!/usr/bin/env node
-// The installed command; the code is compiled into dist/ by `pnpm run build`.
-import "../dist/bin.js";
+// The installed command: one bundled file, built by `pnpm run build` (see build.mjs).
+import "../dist/bundle/conductor.mjs";

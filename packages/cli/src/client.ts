@@ -1,8 +1,13 @@
 /**
  * The daemon's v1 API as typed calls. Every failure becomes a ConductorError: the daemon's own
  * JSON error as it sent it, or DAEMON_UNREACHABLE naming the URL that was tried.
+ *
+ * It uses node:http rather than an HTTP client library: the CLI starts for every command, and
+ * loading undici (or the global fetch, which loads it) costs about 100 ms on a small machine,
+ * where node:http is already in Node's start-up snapshot.
  */
-import { request } from 'undici';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 
 export interface ClientOptions {
@@ -14,13 +19,9 @@ export interface ClientOptions {
 
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EPIPE']);
 
-function errorCode(error: unknown): string | undefined {
-  const own = (error as { code?: unknown }).code;
-  if (typeof own === 'string' && own.startsWith('E')) return own;
-  const cause = (error as { cause?: { code?: unknown } }).cause?.code;
-  if (typeof cause === 'string') return cause;
-  if (typeof own === 'string') return own;
-  return undefined;
+interface RawAnswer {
+  status: number;
+  body: string;
 }
 
 export class ApiClient {
@@ -34,23 +35,37 @@ export class ApiClient {
     return this.base.origin;
   }
 
+  private send(method: string, target: URL, headers: Record<string, string>, body: string | undefined): Promise<RawAnswer> {
+    const request = target.protocol === 'https:' ? httpsRequest : httpRequest;
+    const timeoutMs = this.options.timeoutMs ?? 120_000;
+    return new Promise((resolve, reject) => {
+      const outgoing = request(target, { method, headers, timeout: timeoutMs }, (incoming) => {
+        const chunks: Buffer[] = [];
+        incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
+        incoming.on('end', () => resolve({ status: incoming.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        incoming.on('error', reject);
+      });
+      outgoing.on('timeout', () => outgoing.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+      outgoing.on('error', reject);
+      outgoing.end(body);
+    });
+  }
+
   async call<T>(method: 'GET' | 'POST' | 'DELETE' | 'PUT', path: string, body?: unknown): Promise<T> {
     const target = new URL(path, this.base);
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.options.token !== undefined) headers.authorization = `Bearer ${this.options.token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    let response;
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    if (text !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(text));
+    }
+    let answer: RawAnswer;
     try {
-      response = await request(target, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        headersTimeout: this.options.timeoutMs ?? 120_000,
-        bodyTimeout: this.options.timeoutMs ?? 120_000,
-      });
+      answer = await this.send(method, target, headers, text);
     } catch (error) {
-      const code = errorCode(error);
-      if (code === undefined || UNREACHABLE.has(code) || code.startsWith('UND_ERR')) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === undefined || UNREACHABLE.has(code)) {
         throw new ConductorError(ErrorCode.DaemonUnreachable, `daemon not reachable at ${this.url} (${code ?? (error as Error).message})`, {
           hint: 'is it running? start it with `npm start`, or point --url / CONDUCTOR_URL at it',
           cause: error,
@@ -58,16 +73,15 @@ export class ApiClient {
       }
       throw error;
     }
-    const text = await response.body.text();
     let data: unknown;
     try {
-      data = text === '' ? undefined : JSON.parse(text);
+      data = answer.body === '' ? undefined : JSON.parse(answer.body);
     } catch {
-      throw new ConductorError(ErrorCode.Internal, `the daemon at ${this.url} answered ${response.statusCode} with a body that is not JSON`);
+      throw new ConductorError(ErrorCode.Internal, `the daemon at ${this.url} answered ${answer.status} with a body that is not JSON`);
     }
-    if (response.statusCode >= 200 && response.statusCode < 300) return data as T;
+    if (answer.status >= 200 && answer.status < 300) return data as T;
     const error = ConductorError.fromBody(data);
     if (error) throw error;
-    throw new ConductorError(ErrorCode.Internal, `the daemon at ${this.url} answered ${response.statusCode} for ${method} ${path}`);
+    throw new ConductorError(ErrorCode.Internal, `the daemon at ${this.url} answered ${answer.status} for ${method} ${path}`);
   }
 }

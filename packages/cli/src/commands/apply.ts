@@ -12,12 +12,15 @@ export async function readStreamsFile(path: string): Promise<unknown[]> {
   } catch (error) {
     throw new ConductorError(ErrorCode.Usage, `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
-  const { parse } = await import('yaml');
+  const yaml = await import('yaml');
+  // Bundled, the CommonJS package may arrive as the default export of its namespace.
+  const { parse, YAMLError } = typeof yaml.parse === 'function' ? yaml : (yaml as unknown as { default: typeof yaml }).default;
   let data: unknown;
   try {
     data = parse(text, { maxAliasCount: 100 });
   } catch (error) {
-    throw new ConductorError(ErrorCode.Usage, `${path} is not valid YAML: ${(error as Error).message.split('\n')[0] ?? ''}`);
+    if (!(error instanceof YAMLError)) throw error;
+    throw new ConductorError(ErrorCode.Usage, `${path} is not valid YAML: ${error.message.split('\n')[0] ?? ''}`);
   }
   if (Array.isArray(data)) return data;
   if (typeof data === 'object' && data !== null && Array.isArray((data as { streams?: unknown }).streams)) {
