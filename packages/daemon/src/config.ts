@@ -46,6 +46,8 @@ export interface Config {
   retryIntervalMs: number;
   /** Managed mode: how many nginx masters share the port range. */
   nginxInstances: number;
+  /** Run `nginx -t` before every reload also in managed mode. */
+  testBeforeReload: boolean;
   logLevel: LogLevel;
 }
 
@@ -103,6 +105,12 @@ export const settings = {
     env: 'CONDUCTOR_NGINX_INSTANCES',
     flag: 'nginx-instances',
     help: 'managed: nginx masters that share the port range, 1-32 (default 4)',
+  },
+  testBeforeReload: {
+    env: 'CONDUCTOR_TEST_BEFORE_RELOAD',
+    flag: 'test-before-reload',
+    help: 'managed: also run nginx -t before each reload (1/true; external mode always does)',
+    boolean: true,
   },
   retryInterval: {
     env: 'CONDUCTOR_RETRY_INTERVAL',
@@ -302,6 +310,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     reloadTimeoutMs: Math.round(reloadSeconds * 1000),
     retryIntervalMs: Math.round(retrySeconds * 1000),
     nginxInstances,
+    testBeforeReload: bool('testBeforeReload'),
     logLevel: logLevel as LogLevel,
   };
 }

@@ -124,6 +124,7 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
         defaultListenAddress: config.listenAddress,
         log,
         retryIntervalMs: config.retryIntervalMs,
+        testBeforeReload: config.mode === 'external' || config.testBeforeReload,
       }),
     );
   }

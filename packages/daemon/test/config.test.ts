@@ -36,6 +36,7 @@ const managedDefaults: Config = {
   reloadTimeoutMs: 15000,
   retryIntervalMs: 30000,
   nginxInstances: 4,
+  testBeforeReload: false,
   logLevel: 'info',
 };
 
@@ -168,6 +169,7 @@ describe('readConfig values', () => {
       reloadTimeoutMs: 2500,
       retryIntervalMs: 30000,
       nginxInstances: 4,
+      testBeforeReload: false,
       logLevel: 'debug',
     } satisfies Config);
   });

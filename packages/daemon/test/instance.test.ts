@@ -18,7 +18,6 @@ import type { PortProbe } from '../src/sys/ports.js';
 
 /** An nginx that reads the real files: a name ending in .invalid fails the test, a held port fails the reload. */
 class ScriptedNginx implements NginxController {
-  readonly mode = 'managed' as const;
   tests = 0;
   reloads = 0;
   /** Ports nginx listens on after its last good reload. */
@@ -32,7 +31,10 @@ class ScriptedNginx implements NginxController {
   /** Holds a reload until released, to let requests pile up. */
   gate: Promise<void> | undefined;
 
-  constructor(private readonly folder: string) {}
+  constructor(
+    private readonly folder: string,
+    readonly mode: 'managed' | 'external' = 'managed',
+  ) {}
 
   private async files(): Promise<Array<{ port: number; text: string; path: string }>> {
     const files = [];
@@ -45,6 +47,11 @@ class ScriptedNginx implements NginxController {
 
   async test(): Promise<TestResult> {
     this.tests += 1;
+    return this.parse();
+  }
+
+  /** What nginx finds wrong when it reads the files, by `nginx -t` or by a reload. */
+  private async parse(): Promise<TestResult> {
     if (this.testAnswer) return this.testAnswer;
     for (const file of await this.files()) {
       const bad = /proxy_pass ([a-z0-9.-]+\.invalid):[0-9]+;/.exec(file.text);
@@ -60,6 +67,8 @@ class ScriptedNginx implements NginxController {
     this.reloads += 1;
     if (this.gate) await this.gate;
     if (this.reloadAnswer) return this.reloadAnswer;
+    const parsed = await this.parse();
+    if (!parsed.ok) return { ok: false, code: 'RELOAD_FAILED', message: parsed.message, lines: parsed.lines };
     const files = await this.files();
     const clash = files.filter((file) => this.held.has(file.port));
     if (clash.length > 0) {
@@ -144,17 +153,21 @@ beforeEach(async () => {
   store = new MemoryStore();
   inUse = new Set();
   files = new StreamFiles(folder, '_conductor_', { listenAddress: '127.0.0.1' });
-  instance = new NginxInstance({
+  instance = makeInstance(nginx);
+});
+
+function makeInstance(controller: ScriptedNginx): NginxInstance {
+  return new NginxInstance({
     id: 0,
-    controller: nginx,
+    controller,
     files,
     store,
     probePort: async (port: number): Promise<PortProbe> => (inUse.has(port) ? 'in-use' : 'free'),
-    listeningPorts: async () => ({ tcp: new Set(nginx.listening), udp: new Set<number>() }),
+    listeningPorts: async () => ({ tcp: new Set(controller.listening), udp: new Set<number>() }),
     log: silentLogger,
     verifyTimeoutMs: 200,
   });
-});
+}
 
 afterEach(async () => {
   await rm(folder, { recursive: true, force: true });
@@ -164,7 +177,7 @@ describe('one request', () => {
   it('writes, tests, reloads, verifies, stores, then answers', async () => {
     await expect(instance.submit(create(9000))).resolves.toEqual({ warnings: [], change: 'created' });
     expect(Object.keys(await folderState())).toEqual(['_conductor_9000.conf']);
-    expect(nginx.tests).toBe(1);
+    expect(nginx.tests).toBe(0); // a managed nginx's reload is its test
     expect(nginx.reloads).toBe(1);
     expect([...store.records.keys()]).toEqual([9000]);
     expect(instance.get(9000)?.state).toBe('live');
@@ -241,13 +254,13 @@ describe('batches', () => {
     await new Promise((done) => setTimeout(done, 20));
     const batch = [9001, 9002, 9003].map((port) => instance.submit(create(port)));
     // nginx fails only while 9002's file is present, without saying which file.
-    const realTest = nginx.test.bind(nginx);
-    nginx.test = async () => {
-      const result = await realTest();
-      if (!result.ok) return result;
+    const realReload = nginx.reload.bind(nginx);
+    nginx.reload = async () => {
       const names = await readdir(folder);
-      if (names.includes('_conductor_9002.conf')) return { ok: false, message: 'too many open files', lines: [{ level: 'emerg', text: 'too many open files' }] };
-      return result;
+      if (names.includes('_conductor_9002.conf')) {
+        return { ok: false, code: 'RELOAD_FAILED', message: 'too many open files', lines: [{ level: 'emerg', text: 'too many open files' }] };
+      }
+      return realReload();
     };
     nginx.gate = undefined;
     release();
@@ -320,11 +333,13 @@ describe('rollback', () => {
     const errors = await Promise.all([refusal(instance.submit(create(9001))), refusal(instance.submit(create(9002)))]);
     expect(errors.map((error) => error.code)).toEqual([ErrorCode.StorageFailed, ErrorCode.StorageFailed]);
     expect(await folderState()).toEqual(before);
-    expect(nginx.tests).toBe(1);
+    expect(nginx.reloads).toBe(1); // only the first, successful create reached nginx
     files.apply = original;
   });
 
-  it('refuses with RELOAD_FAILED when nginx reloads but the port does not listen', async () => {
+  it('refuses with RELOAD_FAILED when an external nginx reloads but the port does not listen', async () => {
+    nginx = new ScriptedNginx(folder, 'external');
+    instance = makeInstance(nginx);
     const realReload = nginx.reload.bind(nginx);
     nginx.reload = async () => {
       const outcome = await realReload();
@@ -336,6 +351,7 @@ describe('rollback', () => {
     expect(error.message).toBe('nginx reloaded but nothing listens on port 9000');
     expect(error.hint).toBe("is STREAM_CONFIG_PATH included inside nginx's stream {} block?");
     expect(await folderState()).toEqual({});
+    expect(nginx.tests).toBe(1); // an external nginx is tested before its reload
   });
 });
 

@@ -98,6 +98,8 @@ export interface InstanceOptions {
   verifyTimeoutMs?: number;
   /** How often set-aside definitions are tried again; 30 s by default. */
   retryIntervalMs?: number;
+  /** Run `nginx -t` before every reload; by default only for an external nginx. */
+  testBeforeReload?: boolean;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
@@ -492,6 +494,13 @@ export class NginxInstance {
         nginxChanges = true;
       }
     }
+    const phases: Record<string, number> = {};
+    let mark = performance.now();
+    const phase = (name: string): void => {
+      const at = performance.now();
+      phases[name] = Math.round((at - mark) * 10) / 10;
+      mark = at;
+    };
     const snapshot = await this.options.files.snapshot(touched);
     const undo = async (): Promise<void> => {
       await this.options.files.restore(snapshot).catch((error: unknown) => {
@@ -504,33 +513,50 @@ export class NginxInstance {
       await undo();
       return { kind: 'all', error: storageError(error) };
     }
-    let warnings: string[] = [];
+    phase('files');
+    const warnings: string[] = [];
     if (nginxChanges) {
-      const test = await this.options.controller.test();
-      if (!test.ok) {
-        await undo();
-        return this.blame(test.lines, test.message, accepted, ErrorCode.NginxRejected);
+      // A managed nginx parses the whole configuration on reload and keeps the running one when it
+      // fails, with the reason in its error log: the reload is the test. An external nginx is
+      // tested first, since its error log may be out of reach.
+      if (this.options.testBeforeReload ?? this.options.controller.mode === 'external') {
+        const test = await this.options.controller.test();
+        phase('test');
+        if (!test.ok) {
+          await undo();
+          return this.blame(test.lines, test.message, accepted, ErrorCode.NginxRejected);
+        }
       }
       const reload = await this.options.controller.reload();
+      phase('reload');
       if (!reload.ok) {
         await undo();
         await this.resync(reload);
-        return this.blame(reload.lines, reload.message, accepted, reload.code === 'NGINX_UNAVAILABLE' ? ErrorCode.NginxUnavailable : ErrorCode.ReloadFailed);
+        const code = reload.code === 'NGINX_UNAVAILABLE' ? ErrorCode.NginxUnavailable : reload.lines.some((line) => /bind\(\)/.test(line.text)) ? ErrorCode.ReloadFailed : ErrorCode.NginxRejected;
+        return this.blame(reload.lines, reload.message, accepted, code);
       }
-      const sockets = await this.verifySockets(opened, closed);
-      if (sockets.missing.length > 0) {
-        await this.revert(snapshot, opened, closed);
-        return {
-          kind: 'all',
-          error: new ConductorError(ErrorCode.ReloadFailed, `nginx reloaded but nothing listens on port ${sockets.missing.join(', ')}`, {
-            hint: "is STREAM_CONFIG_PATH included inside nginx's stream {} block?",
-          }),
-        };
+      // New workers prove the master parsed everything and bound every listening socket of its
+      // configuration. Only an external nginx might not include our folder at all: ask the kernel.
+      if (this.options.controller.mode === 'external') {
+        const sockets = await this.verifySockets(opened, { tcp: [], udp: [] });
+        phase('verify');
+        if (sockets.missing.length > 0) {
+          await this.revert(snapshot);
+          return {
+            kind: 'all',
+            error: new ConductorError(ErrorCode.ReloadFailed, `nginx reloaded but nothing listens on port ${sockets.missing.join(', ')}`, {
+              hint: "is STREAM_CONFIG_PATH included inside nginx's stream {} block?",
+            }),
+          };
+        }
       }
-      warnings = sockets.lingering.map((port) => `port ${port} still has a listening socket after the stream was removed (another process?)`);
-      if (changedInPlace && !(await awaitOldWorkersQuiet(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
-        warnings.push('old nginx workers were slow to stop: connections may still reach the previous configuration for a moment');
+      // Removed ports close, and changed ones stop reaching the old backend, once the old
+      // workers have stopped accepting (about 100 ms after the reload, when the master tells them).
+      const closing = closed.tcp.length + closed.udp.length > 0;
+      if ((closing || changedInPlace) && !(await awaitOldWorkersQuiet(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
+        warnings.push('old nginx workers were slow to stop: a removed or changed stream may take connections a moment longer');
       }
+      phase('drain');
     }
     try {
       await this.options.store.commit({
@@ -541,28 +567,29 @@ export class NginxInstance {
         remove: touched.filter((port) => !target.has(port)),
       });
     } catch (error) {
-      if (nginxChanges) await this.revert(snapshot, opened, closed);
+      if (nginxChanges) await this.revert(snapshot);
       else await undo();
       return { kind: 'all', error: storageError(error) };
     }
+    phase('store');
     this.entries = target;
+    this.log.debug('attempt', { ports: touched.length, ...phases });
     return { kind: 'ok', warnings };
   }
 
   /**
    * Puts the files back and reloads, after nginx had already taken the change; returns only once
-   * the ports it opened are closed again and the ones it closed listen again.
+   * the workers of the refused configuration stopped taking connections.
    */
-  private async revert(snapshot: FileSnapshot, opened: Ports, closed: Ports): Promise<void> {
+  private async revert(snapshot: FileSnapshot): Promise<void> {
     await this.options.files.restore(snapshot).catch((error: unknown) => this.log.error('could not restore the previous stream files', { error }));
     const outcome = await this.options.controller.reload();
     if (!outcome.ok) {
       this.log.error('could not reload nginx back to the previous configuration', { reason: outcome.message });
       return;
     }
-    const sockets = await this.verifySockets(closed, opened);
-    if (sockets.missing.length > 0 || sockets.lingering.length > 0) {
-      this.log.error('nginx did not come back to the previous ports', { missing: sockets.missing, lingering: sockets.lingering });
+    if (!(await awaitOldWorkersQuiet(outcome.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
+      this.log.error('the workers of the refused configuration were slow to stop');
     }
   }
 
