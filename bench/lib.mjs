@@ -118,7 +118,7 @@ export async function startDaemon(options) {
     CONDUCTOR_LOG_LEVEL: 'warn',
     ...options.env,
   };
-  const child = spawn(process.execPath, [DAEMON], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : []), DAEMON], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr.on('data', (chunk) => (log += chunk.toString()));
   const url = `http://127.0.0.1:${base + options.rangeSize}`;

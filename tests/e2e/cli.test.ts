@@ -115,7 +115,7 @@ describe('conductor free-port and status', () => {
     expect(status.code).toBe(0);
     expect(status.stdout).toContain(`daemon:     ${daemon.url}`);
     expect(status.stdout).toContain('managed mode');
-    expect(status.stdout).toMatch(/nginx:\s+running \(4 masters, pids [0-9]+, [0-9]+, [0-9]+, [0-9]+\), 0 restarts/);
+    expect(status.stdout).toMatch(/nginx:\s+running \(8 masters, pids ([0-9]+, ){7}[0-9]+\), 0 restarts/);
     expect(status.stdout).toContain(`ports:      ${daemon.rangeStart}-${daemon.rangeEnd} (10 ports, 0 used, 10 free)`);
     const json = JSON.parse((await runCli(['status', '--json'], env)).stdout) as Record<string, unknown>;
     expect(json).toMatchObject({ mode: 'managed', portRange: { start: daemon.rangeStart, end: daemon.rangeEnd }, nginx: { state: 'running' } });

@@ -5,10 +5,10 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { type Daemon, instanceCount, masterPidFor, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { type Daemon, instanceCount, masterPids, nginxDirFor, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
-import { alive, eventually } from '../helpers/wait.js';
+import { alive, eventually, sleep } from '../helpers/wait.js';
 
 let backend: EchoBackend;
 const dirs: string[] = [];
@@ -22,10 +22,8 @@ afterAll(async () => {
   for (const dir of dirs) await removeDir(dir);
 });
 
-/** The master that serves the first port of the range. */
-function nginxPid(daemon: Daemon): Promise<number> {
-  return masterPidFor(daemon, daemon.rangeStart);
-}
+/** The id of the nginx instance whose folder `dir` is. */
+const instanceIdOf = (dir: string): number => Number(dir.split('/').pop());
 
 async function fresh(options: Parameters<typeof startDaemon>[0] = {}): Promise<Daemon> {
   const daemon = await startDaemon(options);
@@ -53,12 +51,12 @@ describe('restarts', () => {
     const first = await fresh();
     const port = first.rangeStart + 1;
     await first.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
-    const masterBefore = await nginxPid(first);
+    const mastersBefore = await masterPids(first);
     await first.stop('SIGKILL');
     expect(await roundTrip(port, 'orphan')).toBe('b:orphan'); // nginx outlives the daemon
     const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort });
     try {
-      expect(await nginxPid(second)).toBe(masterBefore);
+      expect(await masterPids(second)).toEqual(mastersBefore);
       expect(second.logs).toContain('adopting the nginx master');
       expect(await roundTrip(port, 'adopted')).toBe('b:adopted');
       expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
@@ -66,7 +64,7 @@ describe('restarts', () => {
     } finally {
       await second.stop();
     }
-    expect(await alive(masterBefore)).toBe(false);
+    for (const master of mastersBefore) expect(await alive(master)).toBe(false);
   });
 
   it('stops its nginx on SIGTERM and on SIGINT', async () => {
@@ -74,7 +72,7 @@ describe('restarts', () => {
       const daemon = await fresh();
       const port = daemon.rangeStart;
       await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
-      const masters = await Promise.all(Array.from({ length: instanceCount(daemon) }, (_, i) => masterPidFor(daemon, daemon.rangeStart + i)));
+      const masters = await masterPids(daemon);
       expect(new Set(masters).size).toBe(instanceCount(daemon));
       expect(await daemon.stop(signal)).toBe(0);
       for (const master of masters) expect(await alive(master)).toBe(false);
@@ -88,12 +86,17 @@ describe('a managed nginx that dies', () => {
   it.each(['master', 'master and workers'])('is restarted when its %s are killed, and every stream flows again', async (what) => {
     const daemon = await fresh();
     try {
-      // Two streams on the master that is killed, one on a neighbour that must not notice.
-      const ports = [daemon.rangeStart, daemon.rangeStart + instanceCount(daemon)];
-      const neighbour = daemon.rangeStart + 1;
-      for (const port of [...ports, neighbour]) await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
-      const neighbourMaster = await masterPidFor(daemon, neighbour);
-      const master = await nginxPid(daemon);
+      // Streams spread over the masters (each new one goes to the master free soonest).
+      const ports = Array.from({ length: 6 }, (_, i) => daemon.rangeStart + i);
+      for (const port of ports) {
+        await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+        await sleep(120);
+      }
+      const dir = await nginxDirFor(daemon, ports[0] as number);
+      const id = instanceIdOf(dir);
+      const others = (await masterPids(daemon)).filter((_, i) => i !== id);
+      const masterPid = async (): Promise<number> => Number((await readFile(join(dir, 'nginx.pid'), 'utf8')).trim());
+      const master = await masterPid();
       if (what === 'master') {
         process.kill(master, 'SIGKILL');
       } else {
@@ -102,7 +105,7 @@ describe('a managed nginx that dies', () => {
         process.kill(master, 'SIGKILL');
       }
       try {
-        await eventually(() => nginxPid(daemon), (pid) => pid !== master);
+        await eventually(masterPid, (pid) => pid !== master);
         for (const port of ports) expect(await eventually(() => roundTrip(port, 'again'), (answer) => answer === 'b:again')).toBe('b:again');
       } catch (error) {
         throw new Error(`${String(error)}\ndaemon log:\n${daemon.logs}`);
@@ -113,9 +116,10 @@ describe('a managed nginx that dies', () => {
       };
       expect(status.nginx.state).toBe('running');
       expect(status.nginx.restarts).toBe(1);
-      expect(status.nginx.incidents.map((incident) => incident.message)).toEqual(['nginx 0: nginx exited unexpectedly (signal SIGKILL)']);
-      expect(status.streams.live).toBe(3);
-      expect(await masterPidFor(daemon, neighbour)).toBe(neighbourMaster);
+      expect(status.nginx.incidents.map((incident) => incident.message)).toEqual([`nginx ${id}: nginx exited unexpectedly (signal SIGKILL)`]);
+      expect(status.streams.live).toBe(ports.length);
+      // The other masters did not notice.
+      expect((await masterPids(daemon)).filter((_, i) => i !== id)).toEqual(others);
     } finally {
       await daemon.stop();
     }
@@ -140,14 +144,12 @@ describe('old-format files', () => {
       expect((await daemon.get('/getstreams')).json).toEqual([{ listen: base, proxy_pass: `127.0.0.1:${backend.port}` }]);
       expect(await roundTrip(base, 'legacy')).toBe('b:legacy');
       // Our own files go to the folder of the master that serves the port.
-      expect(await readdir(join(streams, '0'))).toEqual([`_conductor_${base}.conf`]);
+      const rendered = await Promise.all(Array.from({ length: instanceCount(daemon) }, (_, id) => readdir(join(streams, String(id)))));
+      expect(rendered.flat()).toEqual([`_conductor_${base}.conf`]);
       expect((await readdir(streams)).sort()).toEqual(
         [
           `_conductor_${base}-127.0.0.1:${backend.port}.conf.adopted`,
-          '0',
-          '1',
-          '2',
-          '3',
+          ...Array.from({ length: instanceCount(daemon) }, (_, id) => String(id)),
           `_conductor_${base + 1}-a:1;proxy_timeout 1s.conf.rejected`,
           `_conductor_${base + 20}-localhost:22.conf.rejected`,
           'operator-own.conf',

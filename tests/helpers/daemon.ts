@@ -161,19 +161,41 @@ export async function runDaemonExpectingExit(env: Record<string, string>, args: 
   return { code, stderr, stdout };
 }
 
-/** How many nginx masters a managed daemon runs: CONDUCTOR_NGINX_INSTANCES (default 4), at most one per port. */
+/** How many nginx masters a managed daemon runs: CONDUCTOR_NGINX_INSTANCES (default 8), at most one per port. */
 export function instanceCount(daemon: Daemon): number {
-  const wanted = Number(daemon.env.CONDUCTOR_NGINX_INSTANCES ?? '4');
+  const wanted = Number(daemon.env.CONDUCTOR_NGINX_INSTANCES ?? '8');
   return Math.min(wanted, daemon.rangeEnd - daemon.rangeStart + 1);
 }
 
-/** The folder of the managed nginx master that serves `port`. */
-export function nginxDirFor(daemon: Daemon, port: number): string {
-  return join(daemon.home, 'nginx', String((port - daemon.rangeStart) % instanceCount(daemon)));
+/**
+ * The folder of the managed nginx master that serves `port`: the one whose per-stream folder
+ * holds the port's file (the daemon places a new stream on the master that can take it soonest).
+ */
+export async function nginxDirFor(daemon: Daemon, port: number): Promise<string> {
+  const { access } = await import('node:fs/promises');
+  for (let id = 0; id < instanceCount(daemon); id += 1) {
+    try {
+      await access(join(daemon.home, 'stream.d', String(id), `_conductor_${port}.conf`));
+      return join(daemon.home, 'nginx', String(id));
+    } catch {
+      // not this one
+    }
+  }
+  throw new Error(`no nginx master serves port ${port}`);
 }
 
 /** The pid of the managed nginx master that serves `port`. */
 export async function masterPidFor(daemon: Daemon, port: number): Promise<number> {
   const { readFile } = await import('node:fs/promises');
-  return Number((await readFile(join(nginxDirFor(daemon, port), 'nginx.pid'), 'utf8')).trim());
+  return Number((await readFile(join(await nginxDirFor(daemon, port), 'nginx.pid'), 'utf8')).trim());
+}
+
+/** The pids of every managed nginx master of the daemon. */
+export async function masterPids(daemon: Daemon): Promise<number[]> {
+  const { readFile } = await import('node:fs/promises');
+  const pids: number[] = [];
+  for (let id = 0; id < instanceCount(daemon); id += 1) {
+    pids.push(Number((await readFile(join(daemon.home, 'nginx', String(id), 'nginx.pid'), 'utf8')).trim()));
+  }
+  return pids;
 }

@@ -97,10 +97,47 @@ export class Conductor {
     this.now = options.now ?? (() => new Date());
   }
 
-  /** The instance that owns `port`: neighbouring ports go to different instances. */
-  instanceFor(port: number): NginxInstance {
-    const { instances, portRange } = this.options;
-    return instances[(port - portRange.start) % instances.length] as NginxInstance;
+  /**
+   * Which nginx instance serves each port that has a stream, or a change in flight. A stream
+   * stays on the master that took it; a new one goes to the master that can reload soonest
+   * (each master pauses about 100 ms after a reload), so that changes arriving together spread
+   * over the masters instead of queueing behind one.
+   */
+  private readonly owners = new Map<number, { instance: NginxInstance; inflight: number }>();
+
+  private ownerOf(port: number): NginxInstance | undefined {
+    return this.owners.get(port)?.instance;
+  }
+
+  /** The instance that can take a new stream soonest; among equals, the one with fewest streams. */
+  private soonest(): NginxInstance {
+    const now = Date.now();
+    let best = this.options.instances[0] as NginxInstance;
+    let bestKey = [Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY];
+    for (const instance of this.options.instances) {
+      const key = [instance.expectedWaitMs(now), instance.list().length];
+      if ((key[0] as number) < (bestKey[0] as number) || (key[0] === bestKey[0] && (key[1] as number) < (bestKey[1] as number))) {
+        best = instance;
+        bestKey = key;
+      }
+    }
+    return best;
+  }
+
+  /** Runs `task` on the instance that owns `port` (placing the port when nothing owns it). */
+  private async onOwner<T>(port: number, task: (instance: NginxInstance) => Promise<T>): Promise<T> {
+    let slot = this.owners.get(port);
+    if (!slot) {
+      slot = { instance: this.soonest(), inflight: 0 };
+      this.owners.set(port, slot);
+    }
+    slot.inflight += 1;
+    try {
+      return await task(slot.instance);
+    } finally {
+      slot.inflight -= 1;
+      if (slot.inflight === 0 && !slot.instance.get(port)) this.owners.delete(port);
+    }
   }
 
   /** Loads the store, adopts old-format files, drops expired streams, brings every nginx in line. */
@@ -137,7 +174,12 @@ export class Conductor {
         log.info('stream expired while the daemon was down', { port: record.port, expiresAt: record.expiresAt });
       }
     }
-    const byInstance = new Map<NginxInstance, StreamRecord[]>();
+    // A stream stays with the master whose folder holds its file; the others are spread evenly.
+    const byInstance = new Map<NginxInstance, StreamRecord[]>(instances.map((instance) => [instance, []]));
+    const placed = new Map<number, NginxInstance>();
+    for (const instance of instances) {
+      for (const port of (await instance.files.scan()).ours) if (!placed.has(port)) placed.set(port, instance);
+    }
     for (const record of records.values()) {
       if (!isPortInRange(record.port, portRange)) {
         const reason = `port ${record.port} is outside PORT_RANGE ${formatPortRange(portRange)}`;
@@ -145,8 +187,10 @@ export class Conductor {
         this.problems.push(`stream on port ${record.port} is not served: ${reason}`);
         continue;
       }
-      const instance = this.instanceFor(record.port);
-      byInstance.set(instance, [...(byInstance.get(instance) ?? []), record]);
+      const instance =
+        placed.get(record.port) ?? [...byInstance.entries()].sort((a, b) => a[1].length - b[1].length)[0]?.[0] ?? (instances[0] as NginxInstance);
+      byInstance.get(instance)?.push(record);
+      this.owners.set(record.port, { instance, inflight: 0 });
     }
     for (const instance of instances) instance.load(byInstance.get(instance) ?? []);
     await Promise.all(instances.map((instance) => instance.start()));
@@ -164,7 +208,9 @@ export class Conductor {
       const { record } = entry;
       if (!this.isExpired(record) || this.expiring.has(record.port)) continue;
       this.expiring.add(record.port);
-      const removal = this.parked.has(record.port) ? this.removeParked(record.port) : this.instanceFor(record.port).submit({ kind: 'remove', port: record.port });
+      const removal = this.parked.has(record.port)
+        ? this.removeParked(record.port)
+        : this.onOwner(record.port, (instance) => instance.submit({ kind: 'remove', port: record.port }));
       removal
         .then(() => this.options.log.info('stream expired and was removed', { port: record.port, expiresAt: record.expiresAt }))
         .catch((error: unknown) => {
@@ -182,7 +228,7 @@ export class Conductor {
   }
 
   private entry(port: number): Entry | undefined {
-    return this.parked.get(port) ?? (isPortInRange(port, this.options.portRange) ? this.instanceFor(port).get(port) : undefined);
+    return this.parked.get(port) ?? this.ownerOf(port)?.get(port);
   }
 
   list(filter: ListFilter = {}): StreamView[] {
@@ -217,16 +263,17 @@ export class Conductor {
   async create(spec: StreamSpec): Promise<CreateResult> {
     if (spec.port === 0) return this.createOnFreePort(spec);
     this.checkPort(spec.port);
-    const instance = this.instanceFor(spec.port);
-    return this.answer(spec.port, await instance.submit({ kind: 'create', record: this.record(spec, undefined) }));
+    const result = await this.onOwner(spec.port, (instance) => instance.submit({ kind: 'create', record: this.record(spec, undefined) }));
+    return this.answer(spec.port, result);
   }
 
   /** Creates or replaces the stream on `spec.port`; a spec equal to the current one changes nothing. */
   async put(spec: StreamSpec): Promise<CreateResult> {
     this.checkPort(spec.port);
-    const instance = this.instanceFor(spec.port);
-    const existing = instance.get(spec.port)?.record;
-    return this.answer(spec.port, await instance.submit({ kind: 'put', record: this.record(spec, existing) }));
+    const result = await this.onOwner(spec.port, (instance) =>
+      instance.submit({ kind: 'put', record: this.record(spec, instance.get(spec.port)?.record) }),
+    );
+    return this.answer(spec.port, result);
   }
 
   /**
@@ -241,7 +288,7 @@ export class Conductor {
       if (this.reserved.has(port) || this.entry(port) !== undefined) continue;
       this.reserved.add(port);
       try {
-        const result = await this.instanceFor(port).submit({ kind: 'create', record: this.record({ ...spec, port }, undefined) });
+        const result = await this.onOwner(port, (instance) => instance.submit({ kind: 'create', record: this.record({ ...spec, port }, undefined) }));
         return this.answer(port, result);
       } catch (error) {
         if (error instanceof ConductorError && (error.code === ErrorCode.StreamExists || error.code === ErrorCode.PortInUse)) continue;
@@ -277,7 +324,8 @@ export class Conductor {
     if (!isPortInRange(port, this.options.portRange)) {
       throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     }
-    const result = await this.instanceFor(port).submit({ kind: 'remove', port, killSessions: options.killSessions === true });
+    if (!this.ownerOf(port)) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    const result = await this.onOwner(port, (instance) => instance.submit({ kind: 'remove', port, killSessions: options.killSessions === true }));
     return { warnings: result.warnings };
   }
 
@@ -314,31 +362,48 @@ export class Conductor {
     const plan = this.plan(specs, options.prune);
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
     const bySpec = new Map(specs.map((spec) => [spec.port, spec]));
-    const changes = new Map<NginxInstance, { forward: PortChange[]; backward: PortChange[] }>();
-    for (const port of [...plan.create, ...plan.update, ...plan.delete]) {
-      const instance = this.instanceFor(port);
-      const existing = instance.get(port)?.record;
-      const spec = bySpec.get(port);
-      const part = changes.get(instance) ?? { forward: [], backward: [] };
-      part.forward.push({ port, record: spec ? this.record(spec, existing) : undefined });
-      part.backward.push({ port, record: existing });
-      changes.set(instance, part);
-    }
-    const done: Array<[NginxInstance, PortChange[]]> = [];
+    const ports = [...plan.create, ...plan.update, ...plan.delete];
+    // Hold every port of the plan on its instance for the whole apply.
+    const slots = ports.map((port) => {
+      let slot = this.owners.get(port);
+      if (!slot) {
+        slot = { instance: this.soonest(), inflight: 0 };
+        this.owners.set(port, slot);
+      }
+      slot.inflight += 1;
+      return [port, slot] as const;
+    });
     const warnings: string[] = [];
     try {
-      for (const [instance, part] of changes) {
-        const result = await instance.submit({ kind: 'group', changes: part.forward });
-        warnings.push(...result.warnings);
-        done.push([instance, part.backward]);
+      const changes = new Map<NginxInstance, { forward: PortChange[]; backward: PortChange[] }>();
+      for (const [port, { instance }] of slots) {
+        const existing = instance.get(port)?.record;
+        const spec = bySpec.get(port);
+        const part = changes.get(instance) ?? { forward: [], backward: [] };
+        part.forward.push({ port, record: spec ? this.record(spec, existing) : undefined });
+        part.backward.push({ port, record: existing });
+        changes.set(instance, part);
       }
-    } catch (error) {
-      for (const [instance, backward] of done.reverse()) {
-        await instance.submit({ kind: 'group', changes: backward }).catch((undo: unknown) => {
-          this.options.log.error('could not put back a part of a refused apply', { instance: instance.id, error: undo });
-        });
+      const done: Array<[NginxInstance, PortChange[]]> = [];
+      try {
+        for (const [instance, part] of changes) {
+          const result = await instance.submit({ kind: 'group', changes: part.forward });
+          warnings.push(...result.warnings);
+          done.push([instance, part.backward]);
+        }
+      } catch (error) {
+        for (const [instance, backward] of done.reverse()) {
+          await instance.submit({ kind: 'group', changes: backward }).catch((undo: unknown) => {
+            this.options.log.error('could not put back a part of a refused apply', { instance: instance.id, error: undo });
+          });
+        }
+        throw error;
       }
-      throw error;
+    } finally {
+      for (const [port, slot] of slots) {
+        slot.inflight -= 1;
+        if (slot.inflight === 0 && !slot.instance.get(port)) this.owners.delete(port);
+      }
     }
     return { dryRun: false, applied: true, plan, warnings };
   }

@@ -48,6 +48,8 @@ export interface Config {
   nginxInstances: number;
   /** Run `nginx -t` before every reload also in managed mode. */
   testBeforeReload: boolean;
+  /** Managed mode: worker processes per nginx master. */
+  nginxWorkers: number | 'auto';
   logLevel: LogLevel;
 }
 
@@ -104,7 +106,12 @@ export const settings = {
   nginxInstances: {
     env: 'CONDUCTOR_NGINX_INSTANCES',
     flag: 'nginx-instances',
-    help: 'managed: nginx masters that share the port range, 1-32 (default 4)',
+    help: 'managed: nginx masters that share the port range, 1-32 (default 8)',
+  },
+  nginxWorkers: {
+    env: 'CONDUCTOR_NGINX_WORKERS',
+    flag: 'nginx-workers',
+    help: 'managed: worker processes per nginx master, 1-64 or auto (default 1)',
   },
   testBeforeReload: {
     env: 'CONDUCTOR_TEST_BEFORE_RELOAD',
@@ -284,8 +291,15 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   const retrySeconds = seconds('retryInterval', '30', 0.1, 3600);
 
   const nginxInstances = checked('nginxInstances', () => {
-    const text = raw('nginxInstances') ?? '4';
+    const text = raw('nginxInstances') ?? '8';
     if (!/^[0-9]{1,2}$/.test(text) || Number(text) < 1 || Number(text) > 32) throw new Error(`expected a whole number from 1 to 32, got ${JSON.stringify(text)}`);
+    return Number(text);
+  });
+
+  const nginxWorkers = checked('nginxWorkers', (): number | 'auto' => {
+    const text = raw('nginxWorkers') ?? '1';
+    if (text === 'auto') return 'auto';
+    if (!/^[0-9]{1,2}$/.test(text) || Number(text) < 1 || Number(text) > 64) throw new Error(`expected auto or a whole number from 1 to 64, got ${JSON.stringify(text)}`);
     return Number(text);
   });
 
@@ -311,6 +325,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     retryIntervalMs: Math.round(retrySeconds * 1000),
     nginxInstances,
     testBeforeReload: bool('testBeforeReload'),
+    nginxWorkers,
     logLevel: logLevel as LogLevel,
   };
 }

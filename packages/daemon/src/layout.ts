@@ -107,6 +107,7 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
             errorLog: join(layout.nginxDir, 'error.log'),
             streamModule: build.stream === 'dynamic' ? build.streamModule : undefined,
             includeGlob: join(nginxPath(layout.streamDir), '*.conf'),
+            workerProcesses: config.nginxWorkers,
             ...sizeConnections(sliceSize, hardLimit),
           }),
         reloadTimeoutMs: config.reloadTimeoutMs,

@@ -35,8 +35,9 @@ const managedDefaults: Config = {
   nginxErrorLog: undefined,
   reloadTimeoutMs: 15000,
   retryIntervalMs: 30000,
-  nginxInstances: 4,
+  nginxInstances: 8,
   testBeforeReload: false,
+  nginxWorkers: 1,
   logLevel: 'info',
 };
 
@@ -168,8 +169,9 @@ describe('readConfig values', () => {
       nginxErrorLog: '/var/log/nginx/error.log',
       reloadTimeoutMs: 2500,
       retryIntervalMs: 30000,
-      nginxInstances: 4,
+      nginxInstances: 8,
       testBeforeReload: false,
+      nginxWorkers: 1,
       logLevel: 'debug',
     } satisfies Config);
   });

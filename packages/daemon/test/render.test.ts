@@ -249,6 +249,7 @@ describe('renderMainConf', () => {
     includeGlob: '/srv/sc/.conductor/stream.d/_conductor_*.conf',
     workerConnections: 4122,
     workerRlimitNofile: 5146,
+    workerProcesses: 'auto',
   };
 
   it('renders the exact text with a dynamic stream module', () => {

@@ -6,7 +6,8 @@
  * reload took is a new generation of worker processes: the master forks them only after it has
  * parsed the whole configuration and bound every listening socket.
  */
-import { open, stat } from 'node:fs/promises';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import type { NginxMode, NginxStatus } from '@stream-conductor/shared';
 import { childPids, commandLine, isAlive } from '../sys/processes.js';
 import { type NginxLogLine, type TestResult, parseNginxLines } from './binary.js';
@@ -58,23 +59,25 @@ export async function errorLogCursor(path: string | undefined): Promise<ErrorLog
   }
 }
 
-async function readFrom(cursor: ErrorLogCursor): Promise<string> {
-  let handle;
+/** What nginx logged since the cursor (synchronous: it is polled while a reload runs). */
+function readFrom(cursor: ErrorLogCursor): string {
+  let size: number;
   try {
-    handle = await open(cursor.path, 'r');
+    size = statSync(cursor.path).size;
   } catch {
     return '';
   }
+  if (size === cursor.offset) return '';
+  const start = size < cursor.offset ? 0 : cursor.offset; // rotated or truncated: read it all
+  const length = Math.min(size - start, 1 << 20);
+  if (length <= 0) return '';
+  const fd = openSync(cursor.path, 'r');
   try {
-    const { size } = await handle.stat();
-    const start = size < cursor.offset ? 0 : cursor.offset; // rotated or truncated: read it all
-    const length = Math.min(size - start, 1 << 20);
-    if (length <= 0) return '';
     const buffer = Buffer.alloc(length);
-    await handle.read(buffer, 0, length, start);
-    return buffer.toString('utf8');
+    const read = readSync(fd, buffer, 0, length, start);
+    return buffer.subarray(0, read).toString('utf8');
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
 }
 
@@ -111,13 +114,13 @@ export async function awaitNewGeneration(wait: GenerationWait): Promise<ReloadOu
   for (let round = 0; ; round += 1) {
     const children = await childPids(wait.masterPid);
     if (children.some((pid) => !wait.before.has(pid))) return { ok: true, message: '', lines, previousWorkers: [...wait.before] };
-    if (!isAlive(wait.masterPid)) {
-      if (wait.errorLog) lines = parseNginxLines(await readFrom(wait.errorLog));
+    if (round % 8 === 7 && !isAlive(wait.masterPid)) {
+      if (wait.errorLog) lines = parseNginxLines(readFrom(wait.errorLog));
       const last = reloadVerdict(lines) ?? lines.find((line) => line.level === 'emerg');
       return { ok: false, code: 'NGINX_UNAVAILABLE', message: last ? last.text : 'nginx exited', lines };
     }
-    if (wait.errorLog && round % 5 === 4) {
-      lines = parseNginxLines(await readFrom(wait.errorLog));
+    if (wait.errorLog && round % 4 === 3) {
+      lines = parseNginxLines(readFrom(wait.errorLog));
       const verdict = reloadVerdict(lines);
       if (verdict) return { ok: false, code: 'RELOAD_FAILED', message: verdict.text, lines };
     }
@@ -130,28 +133,44 @@ export async function awaitNewGeneration(wait: GenerationWait): Promise<ReloadOu
         lines,
       };
     }
-    await sleep(elapsed < 50 ? 1 : elapsed < 500 ? 5 : 20);
+    await sleep(elapsed < 100 ? 2 : elapsed < 500 ? 5 : 20);
   }
 }
 
+/** The pids among `pids` that are nginx workers still taking connections. */
+async function acceptingWorkers(pids: number[]): Promise<number[]> {
+  const busy: number[] = [];
+  for (const pid of pids) {
+    const command = await commandLine(pid);
+    if (command !== undefined && command.startsWith('nginx: worker process') && !command.includes('is shutting down')) busy.push(pid);
+  }
+  return busy;
+}
+
 /**
- * Waits until the workers of the previous generation stop taking new connections. After a reload
- * the old workers keep accepting on every listening socket they share with the new ones until the
- * master tells them to quit (about 100 ms later): a connection to a stream that was just changed
- * could still reach the old backend. A worker that quit retitles itself "is shutting down" and
- * closes its listeners, then lives on only for its open sessions.
+ * Makes the workers of the previous generation stop taking new connections, and waits until they
+ * have. After a reload the old workers keep accepting on every listening socket they share with
+ * the new ones until the master tells them to quit, about 100 ms later (it sleeps first, to let the
+ * new workers start): meanwhile a removed port would still take connections and a changed stream
+ * could still reach its old backend. The new workers exist already (that is how the reload was
+ * seen to take), and a connection that arrives before they run waits in the listen queue, so the
+ * daemon sends the old workers the same SIGQUIT the master is about to send. A worker that quits
+ * retitles itself "is shutting down", closes its listeners, and lives on only for its open
+ * sessions; the master still reaps it.
  */
-export async function awaitOldWorkersQuiet(pids: number[], timeoutMs: number): Promise<boolean> {
+export async function quietOldWorkers(pids: number[], timeoutMs: number): Promise<boolean> {
+  for (const pid of await acceptingWorkers(pids)) {
+    try {
+      process.kill(pid, 'SIGQUIT');
+    } catch {
+      // gone already
+    }
+  }
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const busy: number[] = [];
-    for (const pid of pids) {
-      const command = await commandLine(pid);
-      if (command !== undefined && command.startsWith('nginx: worker process') && !command.includes('is shutting down')) busy.push(pid);
-    }
-    if (busy.length === 0) return true;
+    if ((await acceptingWorkers(pids)).length === 0) return true;
     if (Date.now() > deadline) return false;
-    await sleep(5);
+    await sleep(2);
   }
 }
 

@@ -25,7 +25,7 @@ import type { Logger } from '../log.js';
 import type { StreamStore } from '../streams/store.js';
 import type { ListeningPorts, PortProbe } from '../sys/ports.js';
 import { type NginxLogLine, withoutPaths } from './binary.js';
-import { type NginxController, type ReloadOutcome, awaitOldWorkersQuiet } from './controller.js';
+import { type NginxController, type ReloadOutcome, quietOldWorkers } from './controller.js';
 import type { FileSnapshot, StreamFiles } from './stream-files.js';
 
 /** One port's change: the record it gets, or undefined to remove its stream. */
@@ -104,6 +104,11 @@ export interface InstanceOptions {
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
+/** After each reload an nginx master sleeps this long before it handles the next signal. */
+export const RELOAD_PAUSE_MS = 100;
+/** A batch is formed this long before the master's pause ends: time to write the files. */
+const GATHER_LEAD_MS = 3;
+
 function describe(entry: Entry): string {
   const to = `to ${describeBackends(entry.record.backends)}`;
   return entry.state === 'failed' ? `${to}, set aside: ${entry.reason ?? 'unknown'}` : to;
@@ -149,6 +154,10 @@ export class NginxInstance {
   private recoverTimer: NodeJS.Timeout | undefined;
   private recoverDelayMs = 500;
   private reviveTimer: NodeJS.Timeout | undefined;
+  /** Until when nginx's master pauses after our last reload (see RELOAD_PAUSE_MS). */
+  private pausedUntil = 0;
+  /** idle: nothing queued; gathering: waiting out the master's pause, taking more changes; applying: a batch is in flight. */
+  private phase: 'idle' | 'gathering' | 'applying' = 'idle';
   readonly log: Logger;
 
   constructor(private readonly options: InstanceOptions) {
@@ -184,6 +193,23 @@ export class NginxInstance {
     return this.entries.get(port);
   }
 
+  /**
+   * About how long a change submitted now would wait before its reload could start: nothing when
+   * the master is idle, the rest of its post-reload pause, or a whole pause when a batch is in
+   * flight. Used to place new streams on the master that can take them soonest.
+   */
+  expectedWaitMs(now = Date.now()): number {
+    const paused = Math.max(0, this.pausedUntil - now);
+    return this.phase === 'applying' ? paused + RELOAD_PAUSE_MS : paused;
+  }
+
+  /** Reloads, and remembers that the master now pauses. */
+  private async reload(): Promise<ReloadOutcome> {
+    const outcome = await this.options.controller.reload();
+    if (outcome.ok) this.pausedUntil = Date.now() + RELOAD_PAUSE_MS;
+    return outcome;
+  }
+
   /** Queues a change; resolves once it is live, rejects with the reason it was refused. */
   submit(mutation: Mutation): Promise<MutationResult> {
     if (this.closing) {
@@ -202,11 +228,22 @@ export class NginxInstance {
     return run;
   }
 
+  /**
+   * Applies what is queued, batch after batch. While the master pauses after a reload (it would
+   * not take the next one before the pause ends anyway), the batch stays open and takes every
+   * change that arrives; it is closed just before the pause ends.
+   */
   private async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
     try {
       while (this.queue.length > 0) {
+        const wait = this.pausedUntil - Date.now() - GATHER_LEAD_MS;
+        if (wait > 0) {
+          this.phase = 'gathering';
+          await sleep(wait);
+        }
+        this.phase = 'applying';
         // A group goes alone (all or nothing); everything else that queued up goes together.
         const groupAt = this.queue.findIndex((item) => item.mutation.kind === 'group');
         const batch = groupAt === 0 ? this.queue.splice(0, 1) : this.queue.splice(0, groupAt < 0 ? this.queue.length : groupAt);
@@ -218,6 +255,7 @@ export class NginxInstance {
       }
     } finally {
       this.draining = false;
+      this.phase = 'idle';
     }
   }
 
@@ -527,7 +565,7 @@ export class NginxInstance {
           return this.blame(test.lines, test.message, accepted, ErrorCode.NginxRejected);
         }
       }
-      const reload = await this.options.controller.reload();
+      const reload = await this.reload();
       phase('reload');
       if (!reload.ok) {
         await undo();
@@ -550,10 +588,10 @@ export class NginxInstance {
           };
         }
       }
-      // Removed ports close, and changed ones stop reaching the old backend, once the old
-      // workers have stopped accepting (about 100 ms after the reload, when the master tells them).
+      // Removed ports close, and changed ones stop reaching the old backend, once the old workers
+      // have stopped accepting.
       const closing = closed.tcp.length + closed.udp.length > 0;
-      if ((closing || changedInPlace) && !(await awaitOldWorkersQuiet(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
+      if ((closing || changedInPlace) && !(await quietOldWorkers(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
         warnings.push('old nginx workers were slow to stop: a removed or changed stream may take connections a moment longer');
       }
       phase('drain');
@@ -583,12 +621,12 @@ export class NginxInstance {
    */
   private async revert(snapshot: FileSnapshot): Promise<void> {
     await this.options.files.restore(snapshot).catch((error: unknown) => this.log.error('could not restore the previous stream files', { error }));
-    const outcome = await this.options.controller.reload();
+    const outcome = await this.reload();
     if (!outcome.ok) {
       this.log.error('could not reload nginx back to the previous configuration', { reason: outcome.message });
       return;
     }
-    if (!(await awaitOldWorkersQuiet(outcome.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
+    if (!(await quietOldWorkers(outcome.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
       this.log.error('the workers of the refused configuration were slow to stop');
     }
   }
@@ -599,7 +637,7 @@ export class NginxInstance {
    */
   private async resync(outcome: ReloadOutcome): Promise<void> {
     if (outcome.code !== 'RELOAD_FAILED' || outcome.lines.some((line) => line.level === 'emerg')) return;
-    const again = await this.options.controller.reload();
+    const again = await this.reload();
     if (!again.ok) this.log.error('nginx did not take the previous configuration back', { reason: again.message });
   }
 

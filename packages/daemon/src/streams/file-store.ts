@@ -16,9 +16,16 @@ export class StoreCorruptError extends Error {
   override readonly name = 'StoreCorruptError';
 }
 
+interface PendingCommit {
+  change: StoreChange;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
 export class FileStore implements StreamStore {
   private records = new Map<number, StreamRecord>();
-  private tail: Promise<void> = Promise.resolve();
+  private readonly pending: PendingCommit[] = [];
+  private writing = false;
 
   constructor(readonly path: string) {}
 
@@ -63,16 +70,42 @@ export class FileStore implements StreamStore {
     for (const name of names) if (name.startsWith(prefix)) await removeIfExists(join(dirname(this.path), name));
   }
 
+  /**
+   * Commits are grouped: the changes that arrive while the file is being written go into the next
+   * write together (the nginx instances apply their batches side by side), and each resolves once
+   * the write holding it is on disk. A failed write fails every change in it, and none of them is
+   * kept.
+   */
   commit(change: StoreChange): Promise<void> {
-    const run = this.tail.then(() => this.write(change));
-    this.tail = run.catch(() => undefined); // a failed commit must not block the next one
-    return run;
+    return new Promise((resolve, reject) => {
+      this.pending.push({ change, resolve, reject });
+      if (!this.writing) void this.flush();
+    });
   }
 
-  private async write(change: StoreChange): Promise<void> {
+  private async flush(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.pending.length > 0) {
+        const group = this.pending.splice(0);
+        try {
+          await this.write(group.map((one) => one.change));
+          for (const one of group) one.resolve();
+        } catch (error) {
+          for (const one of group) one.reject(error);
+        }
+      }
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private async write(changes: StoreChange[]): Promise<void> {
     const next = new Map(this.records);
-    for (const port of change.remove) next.delete(port);
-    for (const record of change.put) next.set(record.port, record);
+    for (const change of changes) {
+      for (const port of change.remove) next.delete(port);
+      for (const record of change.put) next.set(record.port, record);
+    }
     const streams = [...next.values()].sort((a, b) => a.port - b.port);
     await mkdir(dirname(this.path), { recursive: true });
     await writeFileAtomic(this.path, `${JSON.stringify({ format: FORMAT, streams }, null, 1)}\n`, { durable: true, mode: 0o600 });

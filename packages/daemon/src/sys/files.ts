@@ -1,6 +1,14 @@
-/** File writes that are never seen half-done: write a temporary file beside, then rename. */
+/**
+ * File writes that are never seen half-done: write a temporary file beside, then rename.
+ *
+ * The small files of the apply pipeline (a per-stream file is a few hundred bytes, on a local
+ * disk) are read and written with synchronous calls: each takes microseconds, where the promise
+ * API costs a multiple of that in overhead, and a burst of changes does thousands of them. Only
+ * the flush to disk (fsync), which can take milliseconds, stays asynchronous.
+ */
 import { randomBytes } from 'node:crypto';
-import { open, readFile, readdir, rename, unlink } from 'node:fs/promises';
+import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { open, readdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Temporary files start with this, so that no `*.conf` glob ever matches them. */
@@ -16,20 +24,44 @@ export function tempPathFor(path: string): string {
  */
 export async function writeFileAtomic(path: string, content: string, options: { durable?: boolean; mode?: number } = {}): Promise<void> {
   const temp = tempPathFor(path);
+  if (!options.durable) {
+    writeSmallFileAtomic(path, temp, content, options.mode);
+    return;
+  }
   const handle = await open(temp, 'wx', options.mode ?? 0o644);
   try {
     try {
       await handle.writeFile(content);
-      if (options.durable) await handle.sync();
+      await handle.sync();
     } finally {
       await handle.close();
     }
-    await rename(temp, path);
+    renameSync(temp, path);
   } catch (error) {
     await unlink(temp).catch(() => undefined); // best effort: the original error is the one to report
     throw error;
   }
-  if (options.durable) await syncFolder(dirname(path));
+  await syncFolder(dirname(path));
+}
+
+function writeSmallFileAtomic(path: string, temp: string, content: string, mode: number | undefined): void {
+  const fd = openSync(temp, 'wx', mode ?? 0o644);
+  try {
+    try {
+      const data = Buffer.from(content, 'utf8');
+      for (let written = 0; written < data.length; ) written += writeSync(fd, data, written, data.length - written);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, path);
+  } catch (error) {
+    try {
+      unlinkSync(temp);
+    } catch {
+      // best effort: the original error is the one to report
+    }
+    throw error;
+  }
 }
 
 export async function syncFolder(folder: string): Promise<void> {
@@ -44,7 +76,7 @@ export async function syncFolder(folder: string): Promise<void> {
 /** The file's content, or undefined when it does not exist. */
 export async function readIfExists(path: string): Promise<string | undefined> {
   try {
-    return await readFile(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
@@ -54,7 +86,7 @@ export async function readIfExists(path: string): Promise<string | undefined> {
 /** Removes a file; a file already gone is fine. */
 export async function removeIfExists(path: string): Promise<void> {
   try {
-    await unlink(path);
+    unlinkSync(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }

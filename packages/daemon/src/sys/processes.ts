@@ -20,7 +20,8 @@ export function isAlive(pid: number): boolean {
 /** The pids of `pid`'s children; empty when the process is gone. */
 export async function childPids(pid: number): Promise<number[]> {
   try {
-    const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8');
+    // Polled every few milliseconds while a reload runs: a synchronous read of /proc is cheap.
+    const text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8');
     return text.trim() === '' ? [] : text.trim().split(/\s+/).map(Number);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
@@ -44,7 +45,7 @@ export async function childPids(pid: number): Promise<number[]> {
 /** The command line of a process, its arguments joined by spaces; undefined when it is gone. */
 export async function commandLine(pid: number): Promise<string | undefined> {
   try {
-    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0+$/, '').replace(/\0/g, ' ');
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0+$/, '').replace(/\0/g, ' ');
   } catch {
     return undefined;
   }
