@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFile, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ROOT, removeDir, tempDir } from '../helpers/daemon.js';
+import { ROOT, removeDir, tempDir, withLocalResolver } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { killProcessesUsing } from '../helpers/processes.js';
@@ -40,7 +40,8 @@ interface Container {
 async function startEntrypoint(name: string, base?: number): Promise<Container> {
   const rangeStart = base ?? (await freePortBlock(11));
   const paths = { streams: join(dir, name, 'stream.d'), home: join(dir, name, 'home'), run: join(dir, name, 'run') };
-  const child = spawn('bash', [ENTRYPOINT], {
+  const [command, args] = withLocalResolver('bash', [ENTRYPOINT]);
+  const child = spawn(command, args, {
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       STREAM_CONFIG_PATH: paths.streams,

@@ -33,7 +33,7 @@ interface Status {
 
 describe('an nginx that cannot run at all', () => {
   it.each([
-    ['a binary path that does not exist', async () => '/nonexistent/nginx', 'cannot run /nonexistent/nginx: ENOENT', 'cannot run nginx: ENOENT'],
+    ['a binary path that does not exist', async () => '/nonexistent/nginx', 'cannot run nginx: ENOENT', 'cannot run nginx: ENOENT'],
     [
       'an nginx without the stream module',
       async () => {

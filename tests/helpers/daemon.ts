@@ -3,6 +3,7 @@
  * own temporary home and loopback ports, and stops it again.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -128,8 +129,23 @@ export function daemonEnv(home: string, rangeStart: number, rangeSize: number, a
   };
 }
 
+/**
+ * The command line that runs `command` with a resolver of its own. Tests refuse backends whose
+ * names do not resolve (`*.invalid`); nginx asks the system resolver for them, which would send
+ * DNS queries off this machine. As root, the daemon and its nginx therefore run in a private
+ * mount namespace whose /etc/resolv.conf names 127.0.0.1, where nothing answers: every lookup
+ * that /etc/hosts cannot answer fails at once, on loopback. The rest of the host is unchanged.
+ */
+export function withLocalResolver(command: string, args: string[]): [string, string[]] {
+  if (process.getuid?.() !== 0 || !existsSync('/usr/bin/unshare')) return [command, args];
+  const resolv = join(tmpdir(), `sc-test-resolv-${process.pid}.conf`);
+  if (!existsSync(resolv)) writeFileSync(resolv, 'nameserver 127.0.0.1\noptions attempts:1 timeout:1\n');
+  return ['unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv, command, ...args]];
+}
+
 export function spawnDaemon(env: Record<string, string>, args: string[] = []): ChildProcess {
-  return spawn(process.execPath, [DAEMON, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, argv] = withLocalResolver(process.execPath, [DAEMON, ...args]);
+  return spawn(command, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /** Starts a daemon and waits until its API answers. */

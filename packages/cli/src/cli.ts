@@ -120,6 +120,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
     const [{ ApiClient }, { createOutput }] = await Promise.all([import('./client.js'), import('./output.js')]);
     const token = options.token === undefined || options.token === '' ? undefined : options.token;
+    if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
+      throw new ConductorError(ErrorCode.Usage, 'the token may hold only printable ASCII characters without spaces', {
+        hint: 'tokens are set with CONDUCTOR_TOKEN on the daemon; copy it exactly',
+      });
+    }
     context = {
       client: new ApiClient({ url: url.href, token }),
       output: createOutput({ json: options.json === true, color: options.color, env }),
@@ -318,8 +323,9 @@ Examples:
     await program.parseAsync(argv);
   } catch (error) {
     if (error instanceof CommanderError) {
-      const done = error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help';
-      return done ? EXIT.ok : EXIT.usage;
+      // --help and --version exit 0; help shown because something was missing is a usage error.
+      const asked = error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || (error.code === 'commander.help' && error.exitCode === 0);
+      return asked ? EXIT.ok : EXIT.usage;
     }
     if (error instanceof ConductorError) {
       process.stderr.write(`conductor: ${error.message}\n`);

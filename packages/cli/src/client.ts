@@ -64,14 +64,14 @@ export class ApiClient {
     try {
       answer = await this.send(method, target, headers, text);
     } catch (error) {
+      // The request did not complete: refused, unresolvable, reset, or a TLS handshake that failed
+      // (an https URL for a daemon that speaks plain HTTP). All of it means "not reachable there".
       const code = (error as NodeJS.ErrnoException).code;
-      if (code === undefined || UNREACHABLE.has(code)) {
-        throw new ConductorError(ErrorCode.DaemonUnreachable, `daemon not reachable at ${this.url} (${code ?? (error as Error).message})`, {
-          hint: 'is it running? start it with `npm start`, or point --url / CONDUCTOR_URL at it',
-          cause: error,
-        });
-      }
-      throw error;
+      const reason = code !== undefined && (UNREACHABLE.has(code) || !code.startsWith('ERR_')) ? code : (error as Error).message.split('\n')[0];
+      throw new ConductorError(ErrorCode.DaemonUnreachable, `daemon not reachable at ${this.url} (${reason})`, {
+        hint: 'is it running? start it with `npm start`, or point --url / CONDUCTOR_URL at it',
+        cause: error,
+      });
     }
     let data: unknown;
     try {

@@ -145,7 +145,9 @@ export function parseBackend(value: string): Backend {
       throw invalid(`backend ${quote(value)}: ${quote(inner)} is not an IPv6 address`, BACKEND_HINT);
     }
     const port = parsePort(match[2] ?? '', 'backend port');
-    const host = `[${inner.toLowerCase()}]`;
+    // The RFC 5952 form (1:2:3:4:5:6:7:: becomes 1:2:3:4:5:6:7:0): nginx's parser takes every
+    // address in that form, not every form node takes.
+    const host = new URL(`http://[${inner}]/`).hostname;
     return { host, port, kind: 'ipv6', address: `${host}:${port}` };
   }
   const colon = value.lastIndexOf(':');

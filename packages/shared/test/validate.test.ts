@@ -65,7 +65,8 @@ describe('parseBackend', () => {
     ['127.0.0.1:22', '127.0.0.1:22', 'ipv4'],
     ['[::1]:22', '[::1]:22', 'ipv6'],
     ['[2001:DB8::1]:443', '[2001:db8::1]:443', 'ipv6'],
-    ['[::ffff:10.0.0.1]:80', '[::ffff:10.0.0.1]:80', 'ipv6'],
+    ['[::ffff:10.0.0.1]:80', '[::ffff:a00:1]:80', 'ipv6'],
+    ['[1:2:3:4:5:6:7::]:22', '[1:2:3:4:5:6:7:0]:22', 'ipv6'],
     [`${'a'.repeat(63)}.example:1`, `${'a'.repeat(63)}.example:1`, 'name'],
   ])('accepts %p', (input, address, kind) => {
     const backend = parseBackend(input);

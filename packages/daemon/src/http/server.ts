@@ -35,5 +35,21 @@ export function createHttpServer(app: RequestListener, limits: ServerLimits = de
     },
     app,
   );
+  // Requests node's parser refuses (bad bytes, heads over the limit) are answered as JSON too.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || (error.code === 'ECONNRESET' && socket.destroyed)) {
+      socket.destroy();
+      return;
+    }
+    const large = error.code === 'HPE_HEADER_OVERFLOW';
+    const timedOut = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+    const [status, text, code, message] = large
+      ? [431, 'Request Header Fields Too Large', 'PAYLOAD_TOO_LARGE', 'the request head is too large']
+      : timedOut
+        ? [408, 'Request Timeout', 'INVALID_INPUT', 'the request took too long to arrive']
+        : [400, 'Bad Request', 'INVALID_INPUT', 'the request is malformed'];
+    const body = JSON.stringify({ error: { code, message } });
+    socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
   return server;
 }

@@ -10,7 +10,7 @@ import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { NginxMode, NginxStatus } from '@stream-conductor/shared';
 import { childPids, commandLine, isAlive } from '../sys/processes.js';
-import { type NginxLogLine, type TestResult, parseNginxLines } from './binary.js';
+import { type NginxLogLine, type TestResult, parseNginxLines, withoutPaths } from './binary.js';
 
 export interface ReloadOutcome {
   ok: boolean;
@@ -177,7 +177,7 @@ export async function quietOldWorkers(pids: number[], timeoutMs: number): Promis
 /** Records the outcome of the last reload for status. */
 export function reloadRecord(outcome: ReloadOutcome): NonNullable<NginxStatus['lastReload']> {
   const record: NonNullable<NginxStatus['lastReload']> = { at: new Date().toISOString(), ok: outcome.ok };
-  if (!outcome.ok) record.message = outcome.message;
+  if (!outcome.ok) record.message = withoutPaths(outcome.message);
   return record;
 }
 

@@ -104,6 +104,7 @@ export class ExternalNginx implements NginxController {
     }
     const running = pid !== undefined && Number.isInteger(pid) && isAlive(pid);
     const status: NginxStatus = { state: running ? 'running' : 'down', restarts: 0 };
+    if (!running) status.message = 'nginx is not running (no live master in its pid file)';
     if (running && pid !== undefined) status.pid = pid;
     if (this.lastReload) status.lastReload = this.lastReload;
     return status;

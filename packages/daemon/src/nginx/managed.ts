@@ -13,7 +13,7 @@ import type { NginxStatus } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import { removeTemporaries, writeFileAtomic } from '../sys/files.js';
 import { childPids, commandLine, isAlive, processState, strayWorkers } from '../sys/processes.js';
-import { type NginxBuild, NginxBinaryError, type TestResult, probeNginx, testConfiguration } from './binary.js';
+import { type NginxBuild, NginxBinaryError, type TestResult, probeNginx, testConfiguration, withoutPaths } from './binary.js';
 import { type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, reloadRecord } from './controller.js';
 
 export interface ManagedNginxOptions {
@@ -324,12 +324,13 @@ export class ManagedNginx implements NginxController {
     this.state = 'down';
   }
 
+  /** What the API shows: nginx's messages without the file paths of this host. */
   status(): NginxStatus {
     const status: NginxStatus = { state: this.state, restarts: this.restarts };
     if (this.pid !== undefined) status.pid = this.pid;
     if (this.lastReload) status.lastReload = this.lastReload;
-    if (this.message) status.message = this.message;
-    if (this.incidents.length > 0) status.incidents = [...this.incidents];
+    if (this.message) status.message = withoutPaths(this.message);
+    if (this.incidents.length > 0) status.incidents = this.incidents.map((incident) => ({ ...incident, message: withoutPaths(incident.message) }));
     return status;
   }
 }
