@@ -212,6 +212,29 @@ describe.each<Via>(['api', 'cli'])('through the %s', (via) => {
     await remove(at);
   });
 
+  it('forwards with the throughput profile (larger buffers)', async () => {
+    const at = port();
+    const stream = await create(via, at, { backend: `127.0.0.1:${one.port}`, profile: 'throughput' }, [`127.0.0.1:${one.port}`, '--throughput']);
+    expect(stream.profile).toBe('throughput');
+    // 2 MB through the stream and back (the echo backend prefixes each chunk with "one:").
+    const size = 2_000_000;
+    const echoed = await new Promise<number>((resolve, reject) => {
+      const socket = connect({ port: at, host: '127.0.0.1' });
+      let count = 0;
+      socket.on('connect', () => socket.write(Buffer.alloc(size, 'x')));
+      socket.on('data', (chunk: Buffer) => {
+        for (const byte of chunk) if (byte === 0x78) count += 1; // the payload's "x"s, prefixes aside
+        if (count >= size) {
+          socket.destroy();
+          resolve(count);
+        }
+      });
+      socket.on('error', reject);
+    });
+    expect(echoed).toBe(size);
+    await remove(at);
+  });
+
   it('listens on IPv6', async () => {
     const at = port();
     await create(via, at, { backend: `127.0.0.1:${one.port}`, listenAddress: '::1' }, [`127.0.0.1:${one.port}`, '--listen-address', '::1']);

@@ -54,6 +54,7 @@ interface CreateOptions {
   connectTimeout?: string;
   idleTimeout?: string;
   listenAddress?: string;
+  throughput?: boolean;
   replace?: boolean;
 }
 
@@ -89,6 +90,7 @@ function createInput(port: number | undefined, backendTexts: string[], options: 
   if (options.connectTimeout !== undefined) input.connectTimeout = options.connectTimeout;
   if (options.idleTimeout !== undefined) input.idleTimeout = options.idleTimeout;
   if (options.listenAddress !== undefined) input.listenAddress = options.listenAddress;
+  if (options.throughput) input.profile = 'throughput';
   localCheck(() => parseStreamInput(input, { portOptional: true, now: new Date() }));
   return input;
 }
@@ -174,6 +176,7 @@ Examples:
     .option('--connect-timeout <duration>', 'time allowed to connect to a backend (default 60s)')
     .option('--idle-timeout <duration>', 'close a session idle this long (default 10m)')
     .option('--listen-address <ip>', 'listen on this address only (default: the daemon\'s)')
+    .option('--throughput', 'larger buffers for bulk transfers (more memory per session)')
     .option('--replace', 'replace the stream if the port has one (idempotent)')
     .addHelpText(
       'after',

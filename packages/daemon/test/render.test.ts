@@ -126,6 +126,7 @@ describe('renderStreamFile', () => {
         '# Generated file: change streams through the conductor API, not here.',
         'server {',
         '    listen 9000;',
+        '    proxy_buffer_size 64k;',
         '    proxy_pass 10.0.0.5:5432;',
         '}',
         '',
@@ -143,6 +144,7 @@ describe('renderStreamFile', () => {
         '# Generated file: change streams through the conductor API, not here.\n' +
         'server {\n' +
         `    listen ${listen};\n` +
+        '    proxy_buffer_size 64k;\n' +
         `    proxy_pass ${backend};\n` +
         '}\n',
     );
@@ -151,7 +153,7 @@ describe('renderStreamFile', () => {
   it('renders the canonical form of the backend', () => {
     const text = renderStreamFile(rec(9002, 'DB.Example.COM:22', '2026-01-02T03:04:05Z'), { listenAddress: undefined });
     expect(text.split('\n')[0]).toBe('# stream-conductor: port 9002 -> db.example.com:22 (created 2026-01-02T03:04:05Z)');
-    expect(text.split('\n')[4]).toBe('    proxy_pass db.example.com:22;');
+    expect(text.split('\n')[5]).toBe('    proxy_pass db.example.com:22;');
   });
 
   it.each<string>([
@@ -169,6 +171,7 @@ describe('renderStreamFile', () => {
         '# Generated file: change streams through the conductor API, not here.',
         'server {',
         '    listen 9000;',
+        '    proxy_buffer_size 64k;',
         '    proxy_pass 10.0.0.5:5432;',
         '}',
         '',
@@ -205,6 +208,77 @@ describe('renderStreamFile', () => {
     [9000, 'localhost', 'refusing to render listen address "localhost"'],
   ])('throws for port %d / listen address %j', (port, listenAddress, message) => {
     expect(() => renderStreamFile(rec(port, 'a:1', '2026-01-02T03:04:05Z'), { listenAddress })).toThrow(new Error(message));
+  });
+});
+
+describe('renderStreamFile with features', () => {
+  const full = (spec: Partial<StreamRecord>): StreamRecord => ({ ...rec(9100, 'a.example:80', '2026-01-02T03:04:05Z'), ...spec });
+
+  it('renders an upstream block for several backends, weights, backups and a balancing method', () => {
+    const text = renderStreamFile(
+      full({ backends: [{ address: 'a.example:80' }, { address: 'b.example:80', weight: 3 }, { address: '[2001:db8::1]:80', backup: true }], balance: 'least-conn' }),
+      { listenAddress: undefined },
+    );
+    expect(text).toBe(
+      [
+        '# stream-conductor: port 9100 -> a.example:80, b.example:80, [2001:db8::1]:80 (created 2026-01-02T03:04:05Z)',
+        '# Generated file: change streams through the conductor API, not here.',
+        'upstream conductor_9100 {',
+        '    least_conn;',
+        '    server a.example:80;',
+        '    server b.example:80 weight=3;',
+        '    server [2001:db8::1]:80 backup;',
+        '}',
+        'server {',
+        '    listen 9100;',
+        '    proxy_buffer_size 64k;',
+        '    proxy_pass conductor_9100;',
+        '}',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('hashes on the client address with hash-ip', () => {
+    const text = renderStreamFile(full({ backends: [{ address: 'a.example:80' }, { address: 'b.example:80' }], balance: 'hash-ip' }), { listenAddress: undefined });
+    expect(text).toContain('    hash $remote_addr consistent;\n');
+  });
+
+  it.each<[StreamRecord['protocol'], string[]]>([
+    ['udp', ['    listen 127.0.0.2:9100 udp;']],
+    ['tcp+udp', ['    listen 127.0.0.2:9100;', '    listen 127.0.0.2:9100 udp;']],
+  ])('listens with %s', (protocol, listens) => {
+    const text = renderStreamFile(full({ protocol, listenAddress: '127.0.0.2' }), { listenAddress: '127.0.0.1' });
+    expect(text.split('\n').filter((line) => line.includes('listen'))).toEqual(listens);
+    expect(text.includes('proxy_buffer_size')).toBe(protocol !== 'udp');
+  });
+
+  it('renders the allow-list, the timeouts, the PROXY protocol and the throughput profile', () => {
+    const text = renderStreamFile(
+      full({ allow: ['10.0.0.0/8', '2001:db8::/32'], connectTimeoutMs: 500, idleTimeoutMs: 1_800_000, proxyProtocol: true, profile: 'throughput' }),
+      { listenAddress: undefined },
+    );
+    expect(text.split('\n').slice(2, 12)).toEqual([
+      'server {',
+      '    listen 9100;',
+      '    allow 10.0.0.0/8;',
+      '    allow 2001:db8::/32;',
+      '    deny all;',
+      '    proxy_connect_timeout 500ms;',
+      '    proxy_timeout 30m;',
+      '    proxy_protocol on;',
+      '    proxy_buffer_size 1m;',
+      '    proxy_pass a.example:80;',
+    ]);
+  });
+
+  it.each<[string, Partial<StreamRecord>]>([
+    ['an allow entry that is not a network', { allow: ['all; deny'] }],
+    ['a weight out of range', { backends: [{ address: 'a.example:80', weight: 0 }, { address: 'b.example:80' }] }],
+    ['a timeout that is not a whole number', { idleTimeoutMs: 1.5 }],
+    ['a backend with syntax in it', { backends: [{ address: 'a.example:80;' }] }],
+  ])('refuses to render %s, even when it bypassed the API', (_what, spec) => {
+    expect(() => renderStreamFile(full(spec), { listenAddress: undefined })).toThrow();
   });
 });
 

@@ -10,6 +10,17 @@ import { isIPv4, parseBackend, parsePort, quote } from './validate.js';
 export const PROTOCOLS = ['tcp', 'udp', 'tcp+udp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 
+/**
+ * default: 64 KiB proxy buffers (twice nginx's own default), a good share of a direct
+ * connection's throughput at a modest memory cost; throughput: 1 MiB buffers, for bulk transfers,
+ * at 16 times the memory per session (see BENCHMARKS.md).
+ */
+export const PROFILES = ['default', 'throughput'] as const;
+export type Profile = (typeof PROFILES)[number];
+
+/** nginx's proxy_buffer_size for each profile (one buffer each way per session). */
+export const PROFILE_BUFFER: Record<Profile, string> = { default: '64k', throughput: '1m' };
+
 export const BALANCES = ['round-robin', 'least-conn', 'hash-ip'] as const;
 /** round-robin (nginx's default), least-conn (fewest active connections), hash-ip (a client sticks to one backend). */
 export type Balance = (typeof BALANCES)[number];
@@ -37,6 +48,8 @@ export interface StreamSpec {
   idleTimeoutMs?: number;
   /** Send the PROXY protocol header to the backend so that it sees the real client address. */
   proxyProtocol: boolean;
+  /** Buffer sizes: default, or throughput for bulk transfers (more memory per session). */
+  profile?: Profile;
   /** Address to listen on; the daemon's CONDUCTOR_LISTEN_ADDRESS when left out. */
   listenAddress?: string;
   labels: Record<string, string>;
@@ -56,6 +69,7 @@ export interface StreamInput {
   connectTimeout?: string | number;
   idleTimeout?: string | number;
   proxyProtocol?: boolean;
+  profile?: Profile;
   listenAddress?: string;
   labels?: Record<string, string>;
   description?: string;
@@ -86,6 +100,7 @@ const FIELDS = new Set<string>([
   'connectTimeout',
   'idleTimeout',
   'proxyProtocol',
+  'profile',
   'listenAddress',
   'labels',
   'description',
@@ -317,6 +332,10 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
     spec.proxyProtocol = body.proxyProtocol;
   }
   if (spec.proxyProtocol && protocol !== 'tcp') throw invalid('proxyProtocol', 'the PROXY protocol is for TCP streams only');
+  if (body.profile !== undefined) {
+    const profile = choice(body.profile, PROFILES, 'profile');
+    if (profile !== 'default') spec.profile = profile;
+  }
   if (body.listenAddress !== undefined && body.listenAddress !== null) spec.listenAddress = parseListenAddress(body.listenAddress);
   if (body.labels !== undefined) spec.labels = parseLabels(body.labels);
   if (body.description !== undefined) {
@@ -357,6 +376,7 @@ function canonical(spec: StreamSpec): unknown {
     connectTimeoutMs: spec.connectTimeoutMs ?? null,
     idleTimeoutMs: spec.idleTimeoutMs ?? null,
     proxyProtocol: spec.proxyProtocol,
+    profile: spec.profile ?? 'default',
     listenAddress: spec.listenAddress ?? null,
     labels: Object.entries(spec.labels).sort(),
     description: spec.description ?? null,

@@ -23,6 +23,7 @@ export function printStream(stream: StreamView, output: Output): void {
   if (stream.connectTimeoutMs !== undefined) rows.push(['connect timeout', formatDuration(stream.connectTimeoutMs)]);
   if (stream.idleTimeoutMs !== undefined) rows.push(['idle timeout', formatDuration(stream.idleTimeoutMs)]);
   if (stream.proxyProtocol) rows.push(['proxy protocol', 'on']);
+  if (stream.profile !== undefined) rows.push(['profile', stream.profile]);
   if (stream.listenAddress !== undefined) rows.push(['listen address', stream.listenAddress]);
   const labels = Object.entries(stream.labels);
   if (labels.length > 0) rows.push(['labels', labels.map(([key, value]) => `${key}=${value}`).join(', ')]);

@@ -2,7 +2,7 @@
  * The OpenAPI 3.1 description of the daemon's API, served at GET /v1/openapi.json. The test suite
  * checks real answers against these schemas, so the document stays true.
  */
-import { BALANCES, ErrorCode, LIMITS, PROTOCOLS } from '@stream-conductor/shared';
+import { BALANCES, ErrorCode, LIMITS, PROFILES, PROTOCOLS } from '@stream-conductor/shared';
 
 const ref = (name: string): { $ref: string } => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown): unknown => ({ content: { 'application/json': { schema } } });
@@ -29,6 +29,7 @@ const streamFields = {
   connectTimeoutMs: { type: 'integer', minimum: 1 },
   idleTimeoutMs: { type: 'integer', minimum: 1 },
   proxyProtocol: { type: 'boolean' },
+  profile: { enum: [...PROFILES], description: 'default (64 KiB buffers) or throughput (1 MiB)' },
   listenAddress: { type: 'string' },
   labels: { type: 'object', additionalProperties: { type: 'string' } },
   description: { type: 'string', maxLength: LIMITS.description },
@@ -100,6 +101,7 @@ const schemas = {
       connectTimeout: duration,
       idleTimeout: duration,
       proxyProtocol: { type: 'boolean' },
+      profile: streamFields.profile,
       listenAddress: { type: 'string' },
       labels: streamFields.labels,
       description: streamFields.description,

@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import {
   type BackendSpec,
   LIMITS,
+  PROFILE_BUFFER,
   type StreamRecord,
   type StreamSpec,
   formatDuration,
@@ -89,6 +90,7 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
   if (record.connectTimeoutMs !== undefined) lines.push(`    proxy_connect_timeout ${formatDuration(integer(record.connectTimeoutMs, 1, LIMITS.durationMs))};`);
   if (record.idleTimeoutMs !== undefined) lines.push(`    proxy_timeout ${formatDuration(integer(record.idleTimeoutMs, 1, LIMITS.durationMs))};`);
   if (record.proxyProtocol) lines.push('    proxy_protocol on;');
+  if (record.protocol !== 'udp') lines.push(`    proxy_buffer_size ${PROFILE_BUFFER[record.profile ?? 'default']};`);
   lines.push(`    proxy_pass ${needsUpstream(record) ? upstreamName(port) : (backends[0] as BackendSpec).address};`);
   lines.push('}', '');
   return lines.join('\n');
