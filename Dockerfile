@@ -21,7 +21,7 @@ COPY docker docker
 RUN pnpm run build \
  && CI=true pnpm install --frozen-lockfile --prod \
  && chmod +x docker/entrypoint.sh \
- && ln -s /app/packages/cli/bin/conductor.js /usr/local/bin/conductor
+ && ln -s /app/packages/cli/bin/conductor.cjs /usr/local/bin/conductor
 
 ENV CONDUCTOR_NGINX_MODE=external \
     CONDUCTOR_HOME=/var/lib/stream-conductor \

@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const DAEMON = join(ROOT, 'packages/daemon/bin/conductor-daemon.js');
-export const CLI = join(ROOT, 'packages/cli/bin/conductor.js');
+export const CLI = join(ROOT, 'packages/cli/bin/conductor.cjs');
 export const sleep = (/** @type {number} */ ms) => new Promise((done) => setTimeout(done, ms));
 
 /** @param {number[]} values */

@@ -362,7 +362,7 @@ describe('create auto and PUT', () => {
       [{ backend: 'a:1', description: 'line\nbreak' }, 'description: must be text of at most 256 characters without control characters'],
       [{ backend: 'a:1', ttl: '0s' }, 'ttl: must be at least 1 ms'],
       [{ backend: 'a:1', expiresAt: '2001-01-01T00:00:00Z' }, 'expiresAt: lies in the past'],
-      [{ backend: 'a:1', color: 'red' }, 'color: unknown field (known: port, protocol, backend, backends, balance, allow, connectTimeout, idleTimeout, proxyProtocol, listenAddress, labels, description, ttl, expiresAt)'],
+      [{ backend: 'a:1', color: 'red' }, 'color: unknown field (known: port, protocol, backend, backends, balance, allow, connectTimeout, idleTimeout, proxyProtocol, profile, listenAddress, labels, description, ttl, expiresAt)'],
     ] as const) {
       const answer = await daemon.request('PUT', `/v1/streams/${at}`, body);
       expect(answer.status).toBe(400);

@@ -11,7 +11,7 @@ import { freePortBlock } from './ports.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const DAEMON = join(ROOT, 'packages/daemon/bin/conductor-daemon.js');
-export const CLI = join(ROOT, 'packages/cli/bin/conductor.js');
+export const CLI = join(ROOT, 'packages/cli/bin/conductor.cjs');
 
 /** A folder for one test; its name marks it as this run's for the global teardown. */
 export function tempDir(): Promise<string> {

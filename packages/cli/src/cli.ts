@@ -253,7 +253,7 @@ Examples:
       for (const label of options.label) localCheck(() => parseLabelSelector(label));
       const { client, output } = await contextFor(command);
       const { listStreams, printStreams } = await import('./commands/ls.js');
-      printStreams(await listStreams(client, options.label), output);
+      await printStreams(await listStreams(client, options.label), output);
     });
 
   program

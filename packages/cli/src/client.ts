@@ -7,7 +7,6 @@
  * where node:http is already in Node's start-up snapshot.
  */
 import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 
 export interface ClientOptions {
@@ -35,8 +34,9 @@ export class ApiClient {
     return this.base.origin;
   }
 
-  private send(method: string, target: URL, headers: Record<string, string>, body: string | undefined): Promise<RawAnswer> {
-    const request = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  private async send(method: string, target: URL, headers: Record<string, string>, body: string | undefined): Promise<RawAnswer> {
+    // node:https drags in TLS and crypto, a good part of the start-up: only for https URLs.
+    const request = target.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
     const timeoutMs = this.options.timeoutMs ?? 120_000;
     return new Promise((resolve, reject) => {
       const outgoing = request(target, { method, headers, timeout: timeoutMs }, (incoming) => {

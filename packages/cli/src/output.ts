@@ -28,10 +28,19 @@ function level(stream: NodeJS.WriteStream, options: OutputOptions): 0 | 1 {
 export function createOutput(options: OutputOptions): Output {
   const stdout = options.stdout ?? process.stdout;
   const stderr = options.stderr ?? process.stderr;
+  let color: ChalkInstance | undefined;
+  let errColor: ChalkInstance | undefined;
   return {
     json: options.json,
-    color: new Chalk({ level: level(stdout, options) }),
-    errColor: new Chalk({ level: level(stderr, options) }),
+    // Made on first use: machine output never needs them.
+    get color() {
+      color ??= new Chalk({ level: level(stdout, options) });
+      return color;
+    },
+    get errColor() {
+      errColor ??= new Chalk({ level: level(stderr, options) });
+      return errColor;
+    },
     out: (text) => stdout.write(`${text}\n`),
     err: (text) => stderr.write(`${text}\n`),
   };

@@ -1,4 +1,3 @@
-import Table from 'cli-table3';
 import { type StreamView, describeBackends } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
@@ -10,7 +9,7 @@ export async function listStreams(client: ApiClient, labels: string[]): Promise<
 
 const short = (time: string): string => time.replace(/\.[0-9]+Z$/, 'Z');
 
-export function printStreams(streams: StreamView[], output: Output): void {
+export async function printStreams(streams: StreamView[], output: Output): Promise<void> {
   if (output.json) {
     output.out(JSON.stringify(streams, null, 2));
     return;
@@ -21,6 +20,8 @@ export function printStreams(streams: StreamView[], output: Output): void {
   }
   const { color } = output;
   const withReasons = streams.some((stream) => stream.reason !== undefined);
+  // Loaded only when a table is printed: `ls --json` in a script should not pay for it.
+  const { default: Table } = await import('cli-table3');
   const table = new Table({
     head: ['PORT', 'PROTO', 'BACKENDS', 'STATE', 'EXPIRES', 'LABELS', ...(withReasons ? ['REASON'] : [])],
     style: { head: color.level > 0 ? ['bold'] : [], border: color.level > 0 ? ['grey'] : [] },
