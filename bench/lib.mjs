@@ -118,7 +118,9 @@ export async function startDaemon(options) {
     CONDUCTOR_LOG_LEVEL: 'warn',
     ...options.env,
   };
-  const child = spawn(process.execPath, [...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : []), DAEMON], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  // Run as installed (its shebang sets the daemon's V8 flags), or under node with extra flags.
+  const extra = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
+  const child = extra.length > 0 ? spawn(process.execPath, [...extra, DAEMON], { env, stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(DAEMON, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr.on('data', (chunk) => (log += chunk.toString()));
   const url = `http://127.0.0.1:${base + options.rangeSize}`;

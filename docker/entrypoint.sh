@@ -76,7 +76,7 @@ fi
 find "$held" -maxdepth 1 -name "$prefix*.conf" -exec mv -t "$STREAM_CONFIG_PATH" {} +
 say info "nginx started (pid $nginx_pid)"
 
-node "$CONDUCTOR_DAEMON" "$@" &
+"$CONDUCTOR_DAEMON" "$@" &
 daemon_pid=$!
 
 stop() {

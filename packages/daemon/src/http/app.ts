@@ -64,6 +64,8 @@ export function createApp(deps: AppDeps): express.Express {
   });
 
   app.use(requireToken(deps.token, sendError));
+  // A declarative apply carries the whole set of streams; everything else is small.
+  app.use('/v1/apply', express.json({ limit: '16mb', strict: true }));
   app.use(express.json({ limit: '64kb', strict: true }));
 
   app.use('/v1', v1Router(conductor, deps.now ?? (() => new Date())));
