@@ -54,14 +54,23 @@ async function connectionRate(port, total = 3000, concurrency = 16) {
   return total / ((now() - started) / 1000);
 }
 
-/** Opens `count` connections through `port` that each moved a byte both ways; returns a closer. @param {number} port @param {number} count */
-async function holdConnections(port, count) {
+/**
+ * Opens `count` connections through `port`, each moving `bytes` both ways (so that nginx's
+ * buffers are filled, as in a bulk transfer), and keeps them open; returns a closer.
+ * @param {number} port @param {number} count @param {number} bytes
+ */
+async function holdConnections(port, count, bytes) {
   const sockets = [];
+  const payload = Buffer.alloc(bytes, 'x');
   for (let i = 0; i < count; i += 1) {
     const socket = connect({ port, host: '127.0.0.1' });
     await new Promise((done, fail) => {
-      socket.on('connect', () => socket.write('x'));
-      socket.once('data', done);
+      let back = 0;
+      socket.on('connect', () => socket.write(payload));
+      socket.on('data', (chunk) => {
+        back += chunk.length;
+        if (back >= bytes) done(undefined);
+      });
       socket.on('error', fail);
     });
     sockets.push(socket);
@@ -134,11 +143,12 @@ export async function run() {
     rates.default = await connectionRate(streams.echoDefault);
     rates.haproxy = await connectionRate(haproxyEchoPort);
 
-    const held = 300;
+    const held = 100;
+    const bulk = 4 << 20;
     const nginxPids = await pidsOf(daemon.env.CONDUCTOR_HOME);
     for (const [profile, port] of [['default', streams.echoDefault], ['throughput', streams.echoThroughput]]) {
       const before = await rss(nginxPids);
-      const close = await holdConnections(/** @type {number} */ (port), held);
+      const close = await holdConnections(/** @type {number} */ (port), held, bulk);
       await sleep(300);
       const after = await rss(nginxPids);
       close();
@@ -147,7 +157,7 @@ export async function run() {
     }
     const haproxyPids = [/** @type {number} */ (haproxy.pid)];
     const before = await rss(haproxyPids);
-    const close = await holdConnections(haproxyEchoPort, held);
+    const close = await holdConnections(haproxyEchoPort, held, bulk);
     await sleep(300);
     memory.haproxy = (((await rss(haproxyPids)) - before) * 1024) / held;
     close();
@@ -173,14 +183,14 @@ export async function run() {
     columns: ['path', 'one flow (share of direct)', 'four flows (share of direct)'],
     rows: [
       row('direct loopback', 'direct'),
-      row('stream, default profile (64 KiB buffers)', 'default'),
+      row('stream, default profile (256 KiB buffers)', 'default'),
       row('stream, throughput profile (1 MiB buffers)', 'throughput'),
       row('HAProxy 2.6, TCP mode (Debian defaults)', 'haproxy'),
     ],
     summary: `iperf3, ${SECONDS} s per run, median of ${ROUNDS} interleaved runs`,
     notes: [
       `Short connections (connect, one byte there and back, close; 16 at a time): direct ${Math.round(rates.direct)}/s, through a stream ${Math.round(rates.default)}/s, through HAProxy ${Math.round(rates.haproxy)}/s.`,
-      `Memory per open connection (resident, measured with 300 connections that each moved a byte both ways): default profile ${memory.default.toFixed(0)} KiB, throughput profile ${memory.throughput.toFixed(0)} KiB, HAProxy ${memory.haproxy.toFixed(0)} KiB. nginx allocates one proxy buffer each way per session, as data first moves: 2 × 64 KiB and 2 × 1 MiB at most.`,
+      `Memory per open connection (resident, with 100 connections open that each moved 4 MiB both ways, so that every buffer was filled): default profile ${memory.default.toFixed(0)} KiB, throughput profile ${memory.throughput.toFixed(0)} KiB, HAProxy ${memory.haproxy.toFixed(0)} KiB. nginx allocates one proxy buffer each way per session when data first moves, so at most 2 × 256 KiB (default) and 2 × 1 MiB (throughput); a session that moves little touches only a few KiB of them.`,
     ],
   };
 }

@@ -446,7 +446,7 @@ const ALLOWED_LINES = [
   /^ {4}(?:least_conn|hash \$remote_addr consistent|deny all|proxy_protocol on);$/,
   /^ {4}allow [0-9a-f.:]+(?:\/[0-9]+)?;$/,
   /^ {4}proxy_(?:connect_)?timeout [0-9]+(?:ms|s|m|h|d)?;$/,
-  /^ {4}proxy_buffer_size (?:64k|1m);$/,
+  /^ {4}proxy_buffer_size (?:256k|1m);$/,
 ];
 
 /**

@@ -126,7 +126,7 @@ describe('renderStreamFile', () => {
         '# Generated file: change streams through the conductor API, not here.',
         'server {',
         '    listen 9000;',
-        '    proxy_buffer_size 64k;',
+        '    proxy_buffer_size 256k;',
         '    proxy_pass 10.0.0.5:5432;',
         '}',
         '',
@@ -144,7 +144,7 @@ describe('renderStreamFile', () => {
         '# Generated file: change streams through the conductor API, not here.\n' +
         'server {\n' +
         `    listen ${listen};\n` +
-        '    proxy_buffer_size 64k;\n' +
+        '    proxy_buffer_size 256k;\n' +
         `    proxy_pass ${backend};\n` +
         '}\n',
     );
@@ -171,7 +171,7 @@ describe('renderStreamFile', () => {
         '# Generated file: change streams through the conductor API, not here.',
         'server {',
         '    listen 9000;',
-        '    proxy_buffer_size 64k;',
+        '    proxy_buffer_size 256k;',
         '    proxy_pass 10.0.0.5:5432;',
         '}',
         '',
@@ -231,7 +231,7 @@ describe('renderStreamFile with features', () => {
         '}',
         'server {',
         '    listen 9100;',
-        '    proxy_buffer_size 64k;',
+        '    proxy_buffer_size 256k;',
         '    proxy_pass conductor_9100;',
         '}',
         '',

@@ -11,15 +11,15 @@ export const PROTOCOLS = ['tcp', 'udp', 'tcp+udp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 
 /**
- * default: 64 KiB proxy buffers (twice nginx's own default), a good share of a direct
- * connection's throughput at a modest memory cost; throughput: 1 MiB buffers, for bulk transfers,
- * at 16 times the memory per session (see BENCHMARKS.md).
+ * default: 256 KiB proxy buffers (nginx's own default is 16 KiB), a good share of a direct
+ * connection's throughput; throughput: 1 MiB buffers, for bulk transfers, at four times the
+ * memory per busy session (see BENCHMARKS.md).
  */
 export const PROFILES = ['default', 'throughput'] as const;
 export type Profile = (typeof PROFILES)[number];
 
 /** nginx's proxy_buffer_size for each profile (one buffer each way per session). */
-export const PROFILE_BUFFER: Record<Profile, string> = { default: '64k', throughput: '1m' };
+export const PROFILE_BUFFER: Record<Profile, string> = { default: '256k', throughput: '1m' };
 
 export const BALANCES = ['round-robin', 'least-conn', 'hash-ip'] as const;
 /** round-robin (nginx's default), least-conn (fewest active connections), hash-ip (a client sticks to one backend). */

@@ -29,7 +29,7 @@ const streamFields = {
   connectTimeoutMs: { type: 'integer', minimum: 1 },
   idleTimeoutMs: { type: 'integer', minimum: 1 },
   proxyProtocol: { type: 'boolean' },
-  profile: { enum: [...PROFILES], description: 'default (64 KiB buffers) or throughput (1 MiB)' },
+  profile: { enum: [...PROFILES], description: 'default (256 KiB buffers) or throughput (1 MiB)' },
   listenAddress: { type: 'string' },
   labels: { type: 'object', additionalProperties: { type: 'string' } },
   description: { type: 'string', maxLength: LIMITS.description },
