@@ -220,6 +220,12 @@ describe('the OpenAPI document', () => {
     await call('POST', '/v1/streams', '/v1/streams', { port: at + 1, backend: 'nowhere.invalid:1' });
     await call('POST', '/v1/streams', '/v1/streams', { port: at + 1, backend: 'bad host:1' });
     await call('GET', '/v1/streams', '/v1/streams');
+    await call('GET', '/v1/streams?stats=1', '/v1/streams');
+    await call('GET', `/v1/streams/${at}?stats=true`, '/v1/streams/{port}');
+    await call('POST', `/v1/streams/${at}/health`, '/v1/streams/{port}/health');
+    await call('POST', `/v1/streams/${at + 5}/health`, '/v1/streams/{port}/health');
+    await call('GET', '/v1/events?limit=5', '/v1/events');
+    await call('GET', '/v1/events?limit=0', '/v1/events');
     await call('GET', `/v1/streams/${at}`, '/v1/streams/{port}');
     await call('GET', `/v1/streams/${at + 5}`, '/v1/streams/{port}');
     await call('PUT', `/v1/streams/${at}`, '/v1/streams/{port}', { backend: `127.0.0.1:${backend.port}`, protocol: 'tcp+udp', allow: ['127.0.0.0/8'] });

@@ -86,7 +86,7 @@ describe('the container entrypoint (external mode)', () => {
     expect(await roundTrip(port, 'box')).toBe('ext:box');
     const status = await get(container.api, '/v1/status');
     expect(status).toMatchObject({ mode: 'external', nginx: { state: 'running' } });
-    expect((await readdir(container.paths.streams)).filter((name) => name.endsWith('.conf'))).toEqual([`_conductor_${port}.conf`]);
+    expect((await readdir(container.paths.streams)).filter((name) => name.endsWith('.conf'))).toEqual(['_conductor_+log-format.conf', `_conductor_${port}.conf`]);
     expect(await get(container.api, `/removestream/${port}`)).toEqual({ result: 'ok', errors: '' });
     expect(await connectOutcome(port)).toBe('refused');
     await get(container.api, `/createstream/${port}/127.0.0.1:${backend.port}`);

@@ -28,6 +28,7 @@ import {
 import type { Logger } from './log.js';
 import type { Entry, MutationResult, NginxInstance, PortChange } from './nginx/instance.js';
 import { StreamFiles } from './nginx/stream-files.js';
+import type { Observatory } from './observe/observatory.js';
 import type { StreamStore } from './streams/store.js';
 import type { PortProbe } from './sys/ports.js';
 
@@ -48,11 +49,15 @@ export interface ConductorOptions {
   now?: () => Date;
   /** How often expired streams are looked for; 1 s by default. */
   expiryIntervalMs?: number;
+  /** Traffic, health, audit and metrics (see observe/). */
+  observatory?: Observatory;
 }
 
 export interface ListFilter {
   /** Every label must match. */
   labels?: Array<[string, string]>;
+  /** Attach traffic, open connections and backend health. */
+  stats?: boolean;
 }
 
 /** The status of several masters as one: the worst state, the sums, the newest events. */
@@ -212,7 +217,10 @@ export class Conductor {
         ? this.removeParked(record.port)
         : this.onOwner(record.port, (instance) => instance.submit({ kind: 'remove', port: record.port }));
       removal
-        .then(() => this.options.log.info('stream expired and was removed', { port: record.port, expiresAt: record.expiresAt }))
+        .then(() => {
+          this.options.log.info('stream expired and was removed', { port: record.port, expiresAt: record.expiresAt });
+          this.options.observatory?.record({ actor: 'daemon', remote: '', action: 'expire', ports: [record.port], detail: `expired at ${record.expiresAt ?? ''}`, result: 'ok' });
+        })
         .catch((error: unknown) => {
           // A renewal or removal that won the race is fine; anything else is tried again next round.
           if (!(error instanceof ConductorError && error.code === ErrorCode.NotFound)) {
@@ -233,12 +241,21 @@ export class Conductor {
 
   list(filter: ListFilter = {}): StreamView[] {
     const selected = this.entries().filter((entry) => (filter.labels ?? []).every(([key, value]) => entry.record.labels[key] === value));
-    return selected.map(view).sort((a, b) => a.port - b.port);
+    const views = selected.map(view).sort((a, b) => a.port - b.port);
+    return filter.stats && this.options.observatory ? this.options.observatory.withStats(views) : views;
   }
 
-  get(port: number): StreamView | undefined {
+  get(port: number, options: { stats?: boolean } = {}): StreamView | undefined {
     const entry = this.entry(port);
-    return entry ? view(entry) : undefined;
+    if (!entry) return undefined;
+    return options.stats && this.options.observatory ? this.options.observatory.withStats([view(entry)])[0] : view(entry);
+  }
+
+  /** Probes the backends of a stream now; resolves with the stream and its fresh health. */
+  async checkHealth(port: number): Promise<StreamView> {
+    if (!this.entry(port)) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    await this.options.observatory?.health.check(port);
+    return this.get(port, { stats: true }) as StreamView;
   }
 
   private record(spec: StreamSpec, existing: StreamRecord | undefined): StreamRecord {
@@ -247,6 +264,7 @@ export class Conductor {
   }
 
   private answer(port: number, result: MutationResult): CreateResult {
+    if (result.change === 'created') this.options.observatory?.traffic.reset(port);
     const stream = this.get(port);
     if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
     const change = result.change === 'created' || result.change === 'replaced' || result.change === 'unchanged' ? result.change : 'replaced';
@@ -405,6 +423,7 @@ export class Conductor {
         if (slot.inflight === 0 && !slot.instance.get(port)) this.owners.delete(port);
       }
     }
+    for (const port of plan.create) this.options.observatory?.traffic.reset(port);
     return { dryRun: false, applied: true, plan, warnings };
   }
 

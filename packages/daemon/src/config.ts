@@ -29,7 +29,8 @@ export interface Config {
   portRange: PortRange;
   bindAddress: string;
   bindPort: number;
-  token: string | undefined;
+  /** API tokens, each with the name the audit log records; empty: no authentication. */
+  tokens: NamedToken[];
   /** The operator's explicit consent to serve the API on a non-loopback address without a token. */
   allowNoAuth: boolean;
   /** Address every stream listens on; undefined means all IPv4 addresses (`listen <port>`). */
@@ -50,7 +51,16 @@ export interface Config {
   testBeforeReload: boolean;
   /** Managed mode: worker processes per nginx master. */
   nginxWorkers: number | 'auto';
+  /** Backend probes every this many ms; 0: only on demand. */
+  healthIntervalMs: number;
+  /** Each access log (and the audit log) is rotated past this many bytes. */
+  logMaxBytes: number;
   logLevel: LogLevel;
+}
+
+export interface NamedToken {
+  name: string;
+  token: string;
 }
 
 export class ConfigError extends Error {
@@ -83,7 +93,11 @@ export const settings = {
   },
   bindPort: { env: 'BIND_PORT', flag: 'bind-port', help: 'port of the API (default 5000)' },
   token: { env: 'CONDUCTOR_TOKEN', flag: 'token', help: 'API token; requests must send Authorization: Bearer <token>' },
-  tokenFile: { env: 'CONDUCTOR_TOKEN_FILE', flag: 'token-file', help: 'file holding the API token (keeps it out of ps)' },
+  tokenFile: {
+    env: 'CONDUCTOR_TOKEN_FILE',
+    flag: 'token-file',
+    help: 'file holding the API token, or several as lines "<name> <token>" (keeps them out of ps)',
+  },
   allowNoAuth: {
     env: 'CONDUCTOR_ALLOW_NO_AUTH',
     flag: 'allow-no-auth',
@@ -118,6 +132,16 @@ export const settings = {
     flag: 'test-before-reload',
     help: 'managed: also run nginx -t before each reload (1/true; external mode always does)',
     boolean: true,
+  },
+  healthInterval: {
+    env: 'CONDUCTOR_HEALTH_INTERVAL',
+    flag: 'health-interval',
+    help: 'seconds between TCP probes of the backends, 0 for on demand only (default 10)',
+  },
+  logMaxBytes: {
+    env: 'CONDUCTOR_LOG_MAX_BYTES',
+    flag: 'log-max-bytes',
+    help: 'size past which each access log and the audit log is rotated (default 16777216)',
   },
   retryInterval: {
     env: 'CONDUCTOR_RETRY_INTERVAL',
@@ -249,25 +273,40 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     fail('bindPort', `the API port ${bindPort} lies inside PORT_RANGE ${formatPortRange(portRange)}`);
   }
 
-  let token = raw('token');
+  const token = raw('token');
   const tokenFile = path('tokenFile');
   if (token !== undefined && tokenFile !== undefined) {
     fail('tokenFile', 'set either CONDUCTOR_TOKEN or CONDUCTOR_TOKEN_FILE, not both');
   }
+  const tokens: NamedToken[] = [];
+  if (token !== undefined) tokens.push({ name: 'token', token });
   if (tokenFile !== undefined) {
+    let text = '';
     try {
-      token = readFileSync(tokenFile, 'utf8').trim();
+      text = readFileSync(tokenFile, 'utf8');
     } catch (error) {
       fail('tokenFile', `cannot read ${tokenFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }
+    // One token alone, or one "<name> <token>" per line (# comments and blank lines ignored).
+    const lines = text.split('\n').map((line) => line.trim()).filter((line) => line !== '' && !line.startsWith('#'));
+    for (const [index, line] of lines.entries()) {
+      const parts = line.split(/\s+/);
+      if (parts.length === 1 && lines.length === 1) tokens.push({ name: 'token', token: parts[0] ?? '' });
+      else if (parts.length === 2 && /^[a-z0-9][a-z0-9_.-]{0,31}$/.test(parts[0] ?? '')) tokens.push({ name: parts[0] ?? '', token: parts[1] ?? '' });
+      else fail('tokenFile', `line ${index + 1}: expected "<name> <token>" with a name of lowercase letters, digits, _ . -`);
+    }
+    if (lines.length === 0) fail('tokenFile', `${tokenFile} holds no token`);
   }
-  if (token !== undefined) {
-    const which: SettingName = tokenFile !== undefined ? 'tokenFile' : 'token';
-    if (token.length < 16) fail(which, `the token must be at least 16 characters long (got ${token.length})`);
-    if (!/^[\x21-\x7e]+$/.test(token)) fail(which, 'the token may hold only printable ASCII without spaces');
+  const which: SettingName = tokenFile !== undefined ? 'tokenFile' : 'token';
+  const names = new Set<string>();
+  for (const { name, token: value } of tokens) {
+    if (value.length < 16) fail(which, `the token must be at least 16 characters long (got ${value.length})`);
+    if (!/^[\x21-\x7e]+$/.test(value)) fail(which, 'the token may hold only printable ASCII without spaces');
+    if (names.has(name)) fail(which, `the token name ${name} appears twice`);
+    names.add(name);
   }
   const allowNoAuth = bool('allowNoAuth');
-  if (token === undefined && !allowNoAuth && !isLoopback(bindAddress)) {
+  if (tokens.length === 0 && !allowNoAuth && !isLoopback(bindAddress)) {
     throw new ConfigError(
       `BIND_ADDRESS (--bind-address): refusing to serve the API on ${bindAddress} without a token; ` +
         'set CONDUCTOR_TOKEN (--token) or CONDUCTOR_TOKEN_FILE (--token-file), bind to 127.0.0.1, ' +
@@ -303,6 +342,20 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     return Number(text);
   });
 
+  const healthSeconds = checked('healthInterval', () => {
+    const text = raw('healthInterval') ?? '10';
+    const value = Number(text);
+    if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || (value !== 0 && value < 0.1) || value > 3600) {
+      throw new Error(`expected 0 or a number of seconds from 0.1 to 3600, got ${JSON.stringify(text)}`);
+    }
+    return value;
+  });
+  const logMaxBytes = checked('logMaxBytes', () => {
+    const text = raw('logMaxBytes') ?? String(16 * 1024 * 1024);
+    if (!/^[0-9]{1,12}$/.test(text) || Number(text) < 1024) throw new Error(`expected a number of bytes, at least 1024, got ${JSON.stringify(text)}`);
+    return Number(text);
+  });
+
   const logLevel = raw('logLevel') ?? 'info';
   if (!isLogLevel(logLevel)) fail('logLevel', `expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
 
@@ -315,7 +368,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     portRange,
     bindAddress,
     bindPort,
-    token,
+    tokens,
     allowNoAuth,
     listenAddress,
     nginxConf: path('nginxConf'),
@@ -326,6 +379,8 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     nginxInstances,
     testBeforeReload: bool('testBeforeReload'),
     nginxWorkers,
+    healthIntervalMs: Math.round(healthSeconds * 1000),
+    logMaxBytes,
     logLevel: logLevel as LogLevel,
   };
 }

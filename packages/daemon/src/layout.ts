@@ -16,8 +16,10 @@ import type { NginxController } from './nginx/controller.js';
 import { ExternalNginx } from './nginx/external.js';
 import { NginxInstance } from './nginx/instance.js';
 import { ManagedNginx } from './nginx/managed.js';
-import { nginxPath, portOfStreamFileName, renderMainConf, sizeConnections } from './nginx/render.js';
+import { logFormatFileName, nginxPath, portOfStreamFileName, renderLogFormatFile, renderMainConf, sizeConnections } from './nginx/render.js';
+import { writeFileAtomic } from './sys/files.js';
 import { StreamFiles } from './nginx/stream-files.js';
+import type { PipelineObserver } from './observe/metrics.js';
 import type { StreamStore } from './streams/store.js';
 import { hardOpenFileLimit } from './sys/limits.js';
 import { listeningPorts, probePort } from './sys/ports.js';
@@ -29,6 +31,8 @@ export interface InstanceLayout {
   nginxDir: string;
   /** The per-stream include files. */
   streamDir: string;
+  /** The access log the streams of this instance write. */
+  accessLog: string;
 }
 
 export function instanceCount(config: Config): number {
@@ -36,8 +40,11 @@ export function instanceCount(config: Config): number {
 }
 
 export function layoutOf(config: Config, id: number): InstanceLayout {
-  if (config.mode === 'external') return { nginxDir: join(config.home, 'nginx'), streamDir: config.streamConfigPath };
-  return { nginxDir: join(config.home, 'nginx', String(id)), streamDir: join(config.streamConfigPath, String(id)) };
+  if (config.mode === 'external') {
+    return { nginxDir: join(config.home, 'nginx'), streamDir: config.streamConfigPath, accessLog: join(config.home, 'access.log') };
+  }
+  const nginxDir = join(config.home, 'nginx', String(id));
+  return { nginxDir, streamDir: join(config.streamConfigPath, String(id)), accessLog: join(nginxDir, 'access.log') };
 }
 
 async function externalController(config: Config, log: Logger): Promise<NginxController> {
@@ -85,12 +92,17 @@ async function stopForeignMasters(config: Config, keep: Set<string>, log: Logger
 }
 
 /** Builds every nginx instance of this run, with its controller and its files. */
-export async function buildInstances(config: Config, store: StreamStore, log: Logger): Promise<NginxInstance[]> {
+export async function buildInstances(config: Config, store: StreamStore, log: Logger, observer?: PipelineObserver): Promise<NginxInstance[]> {
   const count = instanceCount(config);
   const sliceSize = Math.ceil(portRangeSize(config.portRange) / count);
   const hardLimit = process.getuid?.() === 0 ? undefined : await hardOpenFileLimit();
   const instances: NginxInstance[] = [];
   const external = config.mode === 'external' ? await externalController(config, log) : undefined;
+  if (config.mode === 'external') {
+    // The log format is defined once at stream level, before the per-stream files that use it.
+    await mkdir(config.streamConfigPath, { recursive: true });
+    await writeFileAtomic(join(config.streamConfigPath, logFormatFileName(config.streamPrefix)), renderLogFormatFile());
+  }
   const dirs = new Set<string>();
   for (let id = 0; id < count; id += 1) {
     const layout = layoutOf(config, id);
@@ -117,7 +129,7 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
       new NginxInstance({
         id,
         controller,
-        files: new StreamFiles(layout.streamDir, config.streamPrefix, { listenAddress: config.listenAddress }),
+        files: new StreamFiles(layout.streamDir, config.streamPrefix, { listenAddress: config.listenAddress, accessLog: layout.accessLog }),
         store,
         probePort,
         listeningPorts,
@@ -126,6 +138,7 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
         log,
         retryIntervalMs: config.retryIntervalMs,
         testBeforeReload: config.mode === 'external' || config.testBeforeReload,
+        observer,
       }),
     );
   }

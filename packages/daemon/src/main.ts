@@ -14,7 +14,9 @@ import { createLogger } from './log.js';
 import { FileStore, StoreCorruptError } from './streams/file-store.js';
 import { type Lock, LockError, acquireLock } from './sys/lock.js';
 import { ephemeralPortRange, probePort } from './sys/ports.js';
-import { buildInstances } from './layout.js';
+import { buildInstances, layoutOf } from './layout.js';
+import type { PipelineObserver } from './observe/metrics.js';
+import { Observatory } from './observe/observatory.js';
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -49,7 +51,7 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     streamConfigPath: config.streamConfigPath,
     portRange: `${config.portRange.start}-${config.portRange.end}`,
     api: `${config.bindAddress}:${config.bindPort}`,
-    auth: config.token !== undefined,
+    auth: config.tokens.length > 0,
   });
 
   const ephemeral = await ephemeralPortRange();
@@ -83,7 +85,22 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   let conductor: Conductor | undefined;
   try {
     const store = new FileStore(join(config.home, 'streams.json'));
-    const instances = await buildInstances(config, store, log);
+    // The metrics hear of every apply and reload; the observatory needs the instances' logs.
+    let observatory: Observatory | undefined;
+    const observer: PipelineObserver = {
+      apply: (...args) => observatory?.metrics.apply(...args),
+      reload: (...args) => observatory?.metrics.reload(...args),
+    };
+    const instances = await buildInstances(config, store, log, observer);
+    observatory = new Observatory({
+      accessLogs: instances.map((instance) => ({ path: layoutOf(config, instance.id).accessLog, reopen: () => instance.controller.reopenLogs() })),
+      accessLogMaxBytes: config.logMaxBytes,
+      auditPath: join(config.home, 'audit.log'),
+      auditMaxBytes: config.logMaxBytes,
+      healthIntervalMs: config.healthIntervalMs,
+      healthTimeoutMs: 2000,
+      log,
+    });
     conductor = new Conductor({
       version,
       mode: config.mode,
@@ -95,11 +112,14 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
       probePort,
       defaultListenAddress: config.listenAddress,
       log,
+      observatory,
     });
     await conductor.start();
+    const running = conductor;
+    observatory.start({ list: () => running.list(), nginx: () => running.status().nginxInstances });
     if (stopSignal !== undefined) throw new Interrupted();
 
-    const server = createHttpServer(createApp({ conductor, token: config.token, log }));
+    const server = createHttpServer(createApp({ conductor, tokens: config.tokens, log, observatory }));
     try {
       await listen(server, config.bindPort, config.bindAddress);
     } catch (error) {
@@ -109,10 +129,10 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     }
     log.info('ready', { api: `http://${config.bindAddress.includes(':') ? `[${config.bindAddress}]` : config.bindAddress}:${config.bindPort}` });
 
-    const running = conductor;
     stopNow = () => {
       server.close();
       void (async () => {
+        observatory?.stop();
         await running.close();
         server.closeAllConnections();
         await releaseLocks();

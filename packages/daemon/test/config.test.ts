@@ -27,7 +27,7 @@ const managedDefaults: Config = {
   portRange: { start: 9000, end: 9009 },
   bindAddress: '127.0.0.1',
   bindPort: 5000,
-  token: undefined,
+  tokens: [],
   allowNoAuth: false,
   listenAddress: undefined,
   nginxConf: undefined,
@@ -38,6 +38,8 @@ const managedDefaults: Config = {
   nginxInstances: 8,
   testBeforeReload: false,
   nginxWorkers: 1,
+  healthIntervalMs: 10000,
+  logMaxBytes: 16777216,
   logLevel: 'info',
 };
 
@@ -68,7 +70,7 @@ describe('readConfig defaults', () => {
       mode: 'external',
       streamConfigPath: '/etc/nginx/stream.d',
       bindAddress: '0.0.0.0',
-      token: TOKEN,
+      tokens: [{ name: 'token', token: TOKEN }],
     });
   });
 
@@ -98,7 +100,7 @@ describe('readConfig defaults', () => {
   ])('external mode on loopback %j needs no token', (address, bindAddress) => {
     const config = readConfig({ CONDUCTOR_NGINX_MODE: 'external', BIND_ADDRESS: address }, {}, CWD);
     expect(config.bindAddress).toBe(bindAddress);
-    expect(config.token).toBeUndefined();
+    expect(config.tokens).toEqual([]);
   });
 
   it.each<string>(['0.0.0.0', '::', '10.0.0.1', '[2001:db8::1]'])('managed mode on non-loopback %j needs a token', (address) => {
@@ -161,7 +163,7 @@ describe('readConfig values', () => {
       portRange: { start: 20000, end: 20099 },
       bindAddress: '10.0.0.1',
       bindPort: 8080,
-      token: TOKEN,
+      tokens: [{ name: 'token', token: TOKEN }],
       allowNoAuth: false,
       listenAddress: '192.0.2.10',
       nginxConf: '/etc/nginx/nginx.conf',
@@ -172,6 +174,8 @@ describe('readConfig values', () => {
       nginxInstances: 8,
       testBeforeReload: false,
       nginxWorkers: 1,
+      healthIntervalMs: 10000,
+      logMaxBytes: 16777216,
       logLevel: 'debug',
     } satisfies Config);
   });
@@ -182,7 +186,7 @@ describe('readConfig values', () => {
     ['port range', { portRange: '7000-7009' }, { PORT_RANGE: '8000-8009' }, { portRange: { start: 7000, end: 7009 } }],
     ['bind port', { bindPort: '6000' }, { BIND_PORT: '7000' }, { bindPort: 6000 }],
     ['log level', { logLevel: 'warn' }, { CONDUCTOR_LOG_LEVEL: 'error' }, { logLevel: 'warn' }],
-    ['token', { token: 'flag-token-0123456789' }, { CONDUCTOR_TOKEN: 'env-token-0123456789' }, { token: 'flag-token-0123456789' }],
+    ['token', { token: 'flag-token-0123456789' }, { CONDUCTOR_TOKEN: 'env-token-0123456789' }, { tokens: [{ name: 'token', token: 'flag-token-0123456789' }] }],
     ['a bad env value hidden by a good flag', { portRange: '7000-7009' }, { PORT_RANGE: 'garbage' }, { portRange: { start: 7000, end: 7009 } }],
     ['allow-no-auth', { allowNoAuth: 'true' }, { CONDUCTOR_ALLOW_NO_AUTH: 'false' }, { allowNoAuth: true }],
     ['retry interval', { retryInterval: '0.5' }, { CONDUCTOR_RETRY_INTERVAL: '60' }, { retryIntervalMs: 500 }],
@@ -198,7 +202,7 @@ describe('readConfig values', () => {
       bindAddress: '0.0.0.0',
       portRange: { start: 7000, end: 7009 },
       bindPort: 7100,
-      token: undefined,
+      tokens: [],
     });
   });
 
@@ -253,11 +257,11 @@ describe('readConfig values', () => {
   });
 
   it.each<string>([TOKEN, 'x'.repeat(200), '!"#$%&\'()*+,-./0123456789:;<=>?@[\\]^_`{|}~'])('accepts the token %j', (token) => {
-    expect(readConfig({ CONDUCTOR_TOKEN: token }, {}, CWD).token).toBe(token);
+    expect(readConfig({ CONDUCTOR_TOKEN: token }, {}, CWD).tokens).toEqual([{ name: 'token', token }]);
   });
 
   it.each<string>(['0.0.0.0', '::', '192.0.2.1'])('allows a token to open a non-loopback address (%s)', (address) => {
-    expect(readConfig({ BIND_ADDRESS: address, CONDUCTOR_TOKEN: TOKEN }, {}, CWD)).toMatchObject({ bindAddress: address, token: TOKEN });
+    expect(readConfig({ BIND_ADDRESS: address, CONDUCTOR_TOKEN: TOKEN }, {}, CWD)).toMatchObject({ bindAddress: address, tokens: [{ name: 'token', token: TOKEN }] });
   });
 
   it.each<[number, number]>([
@@ -269,15 +273,24 @@ describe('readConfig values', () => {
 });
 
 describe('readConfig token file', () => {
+  it('reads named tokens, one "<name> <token>" a line, comments and blank lines ignored', async () => {
+    const file = join(folder, 'tokens');
+    await writeFile(file, `# who may change streams\nops ${TOKEN}-ops\n\nci-deploy ${TOKEN}-ci\n`);
+    expect(readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD).tokens).toEqual([
+      { name: 'ops', token: `${TOKEN}-ops` },
+      { name: 'ci-deploy', token: `${TOKEN}-ci` },
+    ]);
+  });
+
   it('reads the token from a file, trimmed', async () => {
     const file = join(folder, 'token');
     await writeFile(file, `  ${TOKEN}-from-file\n\n`, { mode: 0o600 });
-    expect(readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD).token).toBe(`${TOKEN}-from-file`);
+    expect(readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD).tokens).toEqual([{ name: 'token', token: `${TOKEN}-from-file` }]);
   });
 
   it('resolves a relative token file against cwd', async () => {
     await writeFile(join(folder, 'relative-token'), `${TOKEN}\n`);
-    expect(readConfig({}, { tokenFile: 'relative-token' }, folder).token).toBe(TOKEN);
+    expect(readConfig({}, { tokenFile: 'relative-token' }, folder).tokens).toEqual([{ name: 'token', token: TOKEN }]);
   });
 
   it('a token file opens a non-loopback address', async () => {
@@ -285,19 +298,23 @@ describe('readConfig token file', () => {
     await writeFile(file, TOKEN);
     expect(readConfig({ CONDUCTOR_NGINX_MODE: 'external', CONDUCTOR_TOKEN_FILE: file }, {}, CWD)).toMatchObject({
       bindAddress: '0.0.0.0',
-      token: TOKEN,
+      tokens: [{ name: 'token', token: TOKEN }],
     });
   });
 
   it.each<[string, string, string]>([
     ['short', 'short-token\n', 'CONDUCTOR_TOKEN_FILE (--token-file): the token must be at least 16 characters long (got 11)'],
-    ['empty', '\n', 'CONDUCTOR_TOKEN_FILE (--token-file): the token must be at least 16 characters long (got 0)'],
-    ['spaced', 'two words in one token\n', 'CONDUCTOR_TOKEN_FILE (--token-file): the token may hold only printable ASCII without spaces'],
-    ['multi-line', `${TOKEN}\n${TOKEN}\n`, 'CONDUCTOR_TOKEN_FILE (--token-file): the token may hold only printable ASCII without spaces'],
+    ['empty', '\n', 'holds no token'],
+    ['spaced', 'two words in one token\n', 'CONDUCTOR_TOKEN_FILE (--token-file): line 1: expected "<name> <token>" with a name of lowercase letters, digits, _ . -'],
+    ['multi-line', `${TOKEN}\n${TOKEN}\n`, 'CONDUCTOR_TOKEN_FILE (--token-file): line 1: expected "<name> <token>" with a name of lowercase letters, digits, _ . -'],
+    ['named twice', `ops ${TOKEN}\nops ${TOKEN}x\n`, 'CONDUCTOR_TOKEN_FILE (--token-file): the token name ops appears twice'],
+    ['named, short', `ops short\n`, 'CONDUCTOR_TOKEN_FILE (--token-file): the token must be at least 16 characters long (got 5)'],
   ])('refuses a %s token file, naming CONDUCTOR_TOKEN_FILE', async (name, content, message) => {
     const file = join(folder, `token-${name}`);
     await writeFile(file, content);
-    expect(configErrorOf(() => readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD))).toBe(message);
+    const error = configErrorOf(() => readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD));
+    if (message === 'holds no token') expect(error).toBe(`CONDUCTOR_TOKEN_FILE (--token-file): ${file} holds no token`);
+    else expect(error).toBe(message);
   });
 
   it('refuses a token file that does not exist', () => {

@@ -92,6 +92,8 @@ class ScriptedNginx implements NginxController {
 
   async stop(): Promise<void> {}
 
+  async reopenLogs(): Promise<void> {}
+
   status(): NginxStatus {
     return { state: 'running', restarts: 0 };
   }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { ConductorError, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
+import { ACCESS_LOG_FORMAT } from '../src/observe/traffic.js';
 import {
   type LegacyParse,
   type MainConfOptions,
@@ -239,6 +240,12 @@ describe('renderStreamFile with features', () => {
     );
   });
 
+  it('logs each session to the access log it is given, in the daemon\'s format', () => {
+    const text = renderStreamFile(full({}), { listenAddress: undefined, accessLog: '/srv/sc/.conductor/nginx/0/access.log' });
+    expect(text).toContain('    access_log /srv/sc/.conductor/nginx/0/access.log conductor_v1;\n');
+    expect(renderStreamFile(full({}), { listenAddress: undefined })).not.toContain('access_log');
+  });
+
   it('hashes on the client address with hash-ip', () => {
     const text = renderStreamFile(full({ backends: [{ address: 'a.example:80' }, { address: 'b.example:80' }], balance: 'hash-ip' }), { listenAddress: undefined });
     expect(text).toContain('    hash $remote_addr consistent;\n');
@@ -343,6 +350,7 @@ describe('renderMainConf', () => {
         '}',
         '',
         'stream {',
+        `    ${ACCESS_LOG_FORMAT}`,
         '    include /srv/sc/.conductor/stream.d/_conductor_*.conf;',
         '}',
         '',
@@ -366,6 +374,7 @@ describe('renderMainConf', () => {
         '}',
         '',
         'stream {',
+        `    ${ACCESS_LOG_FORMAT}`,
         '    include /srv/sc/.conductor/stream.d/_conductor_*.conf;',
         '}',
         '',

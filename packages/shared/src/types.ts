@@ -18,6 +18,54 @@ export type StreamState = 'live' | 'failed';
 export interface StreamView extends StreamRecord {
   state: StreamState;
   reason?: string;
+  /** Traffic and health, when asked for (`?stats=1`). */
+  stats?: StreamStats;
+}
+
+/** Sessions of a stream since the daemon started or the stream was created, from nginx's access log. */
+export interface TrafficStats {
+  /** Finished sessions. */
+  sessions: number;
+  /** Sessions that found no backend answering (or failed otherwise). */
+  failedSessions: number;
+  /** Connections refused by the stream's allow-list. */
+  deniedSessions: number;
+  /** Bytes received from clients. */
+  bytesIn: number;
+  /** Bytes sent to clients. */
+  bytesOut: number;
+  /** When the last session ended. */
+  lastSessionAt?: string;
+}
+
+export interface BackendHealth {
+  /** up: a TCP connect worked; down: it did not; unknown: not probed (yet, or a UDP backend). */
+  state: 'up' | 'down' | 'unknown';
+  latencyMs?: number;
+  checkedAt?: string;
+  error?: string;
+}
+
+export interface StreamStats extends TrafficStats {
+  /** Client connections open right now (TCP). */
+  activeConnections: number;
+  backends: Array<BackendHealth & { backend: string }>;
+}
+
+/** One line of the audit log: who changed what, when, from where, and how it ended. */
+export interface AuditEvent {
+  at: string;
+  /** The token's name, `token` for the single CONDUCTOR_TOKEN, `anonymous` without auth, `daemon` for its own doing. */
+  actor: string;
+  /** The client's address; empty for the daemon's own doing. */
+  remote: string;
+  action: 'create' | 'replace' | 'remove' | 'renew' | 'apply' | 'expire';
+  ports: number[];
+  /** What was asked, in short (the backends, the plan...). */
+  detail?: string;
+  result: 'ok' | 'refused';
+  code?: string;
+  message?: string;
 }
 
 export type NginxMode = 'managed' | 'external';
@@ -32,6 +80,12 @@ export interface NginxStatus {
   message?: string;
   /** What happened to nginx lately (died, stopped, restarted), newest last. */
   incidents?: Array<{ at: string; message: string }>;
+  /** When the master started. */
+  startedAt?: string;
+  /** Workers taking connections. */
+  workers?: number;
+  /** Old workers still serving the sessions of an earlier configuration. */
+  drainingWorkers?: number;
 }
 
 export interface DaemonStatus {

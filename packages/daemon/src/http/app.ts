@@ -6,15 +6,19 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { ConductorError, ErrorCode, httpStatusFor } from '@stream-conductor/shared';
 import type { Conductor } from '../conductor.js';
 import type { Logger } from '../log.js';
+import type { Observatory } from '../observe/observatory.js';
+import { auditor } from './audit.js';
 import { requireToken } from './auth.js';
 import { isLegacyPath, legacyRouter, sendLegacy } from './legacy-routes.js';
 import { v1Router } from './v1-routes.js';
 
 export interface AppDeps {
   conductor: Conductor;
-  token: string | undefined;
+  /** API tokens by name; empty: no authentication. */
+  tokens: Array<{ name: string; token: string }>;
   log: Logger;
   now?: () => Date;
+  observatory?: Observatory;
 }
 
 /** Answers an error in the shape of the API the path belongs to. */
@@ -54,7 +58,7 @@ export function createApp(deps: AppDeps): express.Express {
     res.on('finish', () => {
       log.info('request', {
         method: req.method,
-        path: req.path,
+        path: req.originalUrl.split('?')[0],
         status: res.statusCode,
         ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000,
         remote: req.socket.remoteAddress,
@@ -63,13 +67,19 @@ export function createApp(deps: AppDeps): express.Express {
     next();
   });
 
-  app.use(requireToken(deps.token, sendError));
+  app.use(requireToken(deps.tokens, sendError));
   // A declarative apply carries the whole set of streams; everything else is small.
   app.use('/v1/apply', express.json({ limit: '16mb', strict: true }));
   app.use(express.json({ limit: '64kb', strict: true }));
 
-  app.use('/v1', v1Router(conductor, deps.now ?? (() => new Date())));
-  app.use(legacyRouter(conductor, log));
+  const audited = auditor(deps.observatory);
+  app.use('/v1', v1Router(conductor, deps.now ?? (() => new Date()), audited, deps.observatory));
+  app.use(legacyRouter(conductor, log, audited));
+
+  app.get('/metrics', async (_req, res) => {
+    if (!deps.observatory) throw new ConductorError(ErrorCode.NoRoute, 'metrics are not enabled');
+    res.type(deps.observatory.metrics.contentType).send(await deps.observatory.metrics.render());
+  });
 
   app.use((req: Request, res: Response) => {
     const error = isLegacyPath(req.path)

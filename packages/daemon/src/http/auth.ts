@@ -16,19 +16,32 @@ export function bearerMatches(expected: string, header: string | undefined): boo
   return same && match !== null;
 }
 
+/**
+ * The name of the token an Authorization header carries, or undefined. Every token is compared,
+ * whichever matches, so the time taken does not tell which one (or how much of one) was right.
+ */
+export function tokenName(tokens: Array<{ name: string; token: string }>, header: string | undefined): string | undefined {
+  let found: string | undefined;
+  for (const { name, token } of tokens) if (bearerMatches(token, header) && found === undefined) found = name;
+  return found;
+}
+
 /** Paths anyone may read without a token. */
 const OPEN_PATHS = new Set(['/status']);
 
 /**
- * Express middleware: when a token is set, every path but the open ones needs it. `refuse`
+ * Express middleware: when tokens are set, every path but the open ones needs one. `refuse`
  * writes the 401 answer in the shape the path's API uses.
  */
 export function requireToken(
-  token: string | undefined,
+  tokens: Array<{ name: string; token: string }>,
   refuse: (req: Request, res: Response, error: ConductorError) => void,
 ): (req: Request, res: Response, next: NextFunction) => void {
   return (req, res, next) => {
-    if (token === undefined || OPEN_PATHS.has(req.path) || bearerMatches(token, req.get('authorization'))) {
+    // Who is asking, for the audit log: the token's name, or anonymous when there is no auth.
+    const actor = tokens.length === 0 ? 'anonymous' : tokenName(tokens, req.get('authorization'));
+    res.locals.actor = actor ?? 'anonymous';
+    if (tokens.length === 0 || actor !== undefined || OPEN_PATHS.has(req.path)) {
       next();
       return;
     }

@@ -8,6 +8,7 @@ import { Router, type Request, type Response } from 'express';
 import { ConductorError, ErrorCode, parsePort, simpleSpec } from '@stream-conductor/shared';
 import type { Conductor } from '../conductor.js';
 import type { Logger } from '../log.js';
+import type { Audited } from './audit.js';
 import { pythonJson } from './python-json.js';
 
 export function sendLegacy(res: Response, status: number, body: unknown): void {
@@ -28,7 +29,7 @@ export function pythonRange(start: number, end: number): string {
   return `range(${start}, ${end + 1})`;
 }
 
-export function legacyRouter(conductor: Conductor, log: Logger): Router {
+export function legacyRouter(conductor: Conductor, log: Logger, audited: Audited): Router {
   const router = Router();
 
   const notWholeNumber = (res: Response, value: string): void => {
@@ -64,7 +65,9 @@ export function legacyRouter(conductor: Conductor, log: Logger): Router {
       return;
     }
     try {
-      const { warnings } = await conductor.create(simpleSpec(parsePort(port), backend));
+      const { warnings } = await audited(req, res, { action: 'create', ports: [Number(port)], detail: backend }, () =>
+        conductor.create(simpleSpec(parsePort(port), backend)),
+      );
       sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
     } catch (error) {
       failure(res, error);
@@ -78,7 +81,7 @@ export function legacyRouter(conductor: Conductor, log: Logger): Router {
       return;
     }
     try {
-      const { warnings } = await conductor.remove(port);
+      const { warnings } = await audited(req, res, { action: 'remove', ports: [Number(port)] }, () => conductor.remove(port));
       sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
     } catch (error) {
       if (error instanceof ConductorError && error.code === ErrorCode.NotFound) {

@@ -55,6 +55,9 @@ const nginxStatus = {
             required: ['at', 'ok'],
             properties: { at: { type: 'string', format: 'date-time' }, ok: { type: 'boolean' }, message: { type: 'string' } },
           },
+          startedAt: { type: 'string', format: 'date-time' },
+          workers: { type: 'integer', description: 'workers taking connections' },
+          drainingWorkers: { type: 'integer', description: 'old workers still serving sessions of an earlier configuration' },
           incidents: {
             type: 'array',
             items: {
@@ -85,7 +88,52 @@ const schemas = {
     type: 'object',
     additionalProperties: false,
     required: ['port', 'protocol', 'backends', 'balance', 'allow', 'proxyProtocol', 'labels', 'createdAt', 'state'],
-    properties: { ...streamFields, state: { enum: ['live', 'failed'] }, reason: { type: 'string' } },
+    properties: { ...streamFields, state: { enum: ['live', 'failed'] }, reason: { type: 'string' }, stats: { $ref: '#/components/schemas/Stats' } },
+  },
+  Stats: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['sessions', 'failedSessions', 'deniedSessions', 'bytesIn', 'bytesOut', 'activeConnections', 'backends'],
+    properties: {
+      sessions: { type: 'integer', description: 'finished sessions since the daemon started or the stream was created' },
+      failedSessions: { type: 'integer', description: 'sessions no backend answered' },
+      deniedSessions: { type: 'integer', description: 'connections refused by the allow-list' },
+      bytesIn: { type: 'integer', description: 'bytes received from clients' },
+      bytesOut: { type: 'integer', description: 'bytes sent to clients' },
+      lastSessionAt: { type: 'string', format: 'date-time' },
+      activeConnections: { type: 'integer' },
+      backends: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['backend', 'state'],
+          properties: {
+            backend: { type: 'string' },
+            state: { enum: ['up', 'down', 'unknown'] },
+            latencyMs: { type: 'number' },
+            checkedAt: { type: 'string', format: 'date-time' },
+            error: { type: 'string' },
+          },
+        },
+      },
+    },
+  },
+  Event: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['at', 'actor', 'remote', 'action', 'ports', 'result'],
+    properties: {
+      at: { type: 'string', format: 'date-time' },
+      actor: { type: 'string' },
+      remote: { type: 'string' },
+      action: { enum: ['create', 'replace', 'remove', 'renew', 'apply', 'expire'] },
+      ports: { type: 'array', items: { type: 'integer' } },
+      detail: { type: 'string' },
+      result: { enum: ['ok', 'refused'] },
+      code: { type: 'string' },
+      message: { type: 'string' },
+    },
   },
   StreamInput: {
     type: 'object',
@@ -202,7 +250,10 @@ export function openApiDocument(): Record<string, unknown> {
       '/v1/streams': {
         get: {
           summary: 'List streams',
-          parameters: [{ name: 'label', in: 'query', required: false, schema: { type: 'string' }, description: 'key=value; repeat or comma-separate to require several' }],
+          parameters: [
+            { name: 'label', in: 'query', required: false, schema: { type: 'string' }, description: 'key=value; repeat or comma-separate to require several' },
+            { name: 'stats', in: 'query', required: false, schema: { type: 'boolean' }, description: 'add traffic, open connections and backend health' },
+          ],
           responses: {
             200: { description: 'the streams', ...(json({ type: 'object', additionalProperties: false, required: ['streams'], properties: { streams: { type: 'array', items: ref('Stream') } } }) as object) },
             400: errorResponse('bad label selector'),
@@ -246,6 +297,31 @@ export function openApiDocument(): Record<string, unknown> {
           responses: { 200: { description: 'removed; the port refuses connections', ...(json(ref('Removed')) as object) }, 404: errorResponse('no stream on that port') },
         },
       },
+      '/v1/streams/{port}/health': {
+        parameters: [portParameter],
+        post: {
+          summary: "Probe the stream's backends now",
+          responses: {
+            200: { description: 'the stream with its stats', ...(json({ type: 'object', additionalProperties: false, required: ['stream'], properties: { stream: ref('Stream') } }) as object) },
+            404: errorResponse('no stream on that port'),
+          },
+        },
+      },
+      '/v1/events': {
+        get: {
+          summary: 'The audit log: the latest changes, who made them and how they ended',
+          parameters: [
+            { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 1000 } },
+            { name: 'port', in: 'query', required: false, schema: { type: 'integer' } },
+            { name: 'since', in: 'query', required: false, schema: { type: 'string', format: 'date-time' } },
+          ],
+          responses: {
+            200: { description: 'events, oldest first', ...(json({ type: 'object', additionalProperties: false, required: ['events'], properties: { events: { type: 'array', items: ref('Event') } } }) as object) },
+            400: errorResponse('bad query'),
+          },
+        },
+      },
+      '/metrics': { get: { summary: 'Prometheus metrics (text exposition format)', responses: { 200: { description: 'metrics', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
       '/v1/streams/{port}/renew': {
         parameters: [portParameter],
         post: {

@@ -7,12 +7,15 @@ import {
   ConductorError,
   ErrorCode,
   type StreamSpec,
+  describeBackends,
   parseDuration,
   parseLabelSelector,
   parsePort,
   parseStreamInput,
 } from '@stream-conductor/shared';
 import type { Conductor } from '../conductor.js';
+import type { Observatory } from '../observe/observatory.js';
+import type { Audited } from './audit.js';
 import { openApiDocument } from './openapi.js';
 
 function portParam(req: Request<{ port: string }>): number {
@@ -45,7 +48,9 @@ function labelSelectors(value: unknown): Array<[string, string]> {
   });
 }
 
-export function v1Router(conductor: Conductor, now: () => Date): Router {
+const describe = (spec: StreamSpec): string => describeBackends(spec.backends);
+
+export function v1Router(conductor: Conductor, now: () => Date, audited: Audited, observatory: Observatory | undefined): Router {
   const router = Router();
 
   router.get('/status', (_req, res) => {
@@ -57,27 +62,41 @@ export function v1Router(conductor: Conductor, now: () => Date): Router {
   });
 
   router.get('/streams', (req, res) => {
-    res.json({ streams: conductor.list({ labels: labelSelectors(req.query.label) }) });
+    res.json({ streams: conductor.list({ labels: labelSelectors(req.query.label), stats: flag(req.query.stats) }) });
   });
 
   router.get('/streams/:port', (req: Request<{ port: string }>, res) => {
     const port = portParam(req);
-    const stream = conductor.get(port);
+    const stream = conductor.get(port, { stats: flag(req.query.stats) });
     if (!stream) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     res.json({ stream });
+  });
+
+  // Probes the stream's backends now and answers the stream with its fresh health.
+  router.post('/streams/:port/health', async (req: Request<{ port: string }>, res) => {
+    res.json({ stream: await conductor.checkHealth(portParam(req)) });
+  });
+
+  router.get('/events', (req, res) => {
+    const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new ConductorError(ErrorCode.InvalidInput, 'limit: a whole number from 1 to 1000');
+    const port = req.query.port === undefined ? undefined : parsePort(String(req.query.port));
+    const since = req.query.since === undefined ? undefined : String(req.query.since);
+    if (since !== undefined && Number.isNaN(Date.parse(since))) throw new ConductorError(ErrorCode.InvalidInput, 'since: an ISO 8601 time');
+    res.json({ events: observatory?.audit.query({ limit, port, since }) ?? [] });
   });
 
   // Create: with a port, that port (409 when it has a stream); without, a free one.
   router.post('/streams', async (req, res) => {
     const spec = parseStreamInput(object(req.body), { portOptional: true, now: now() });
-    const result = await conductor.create(spec);
+    const result = await audited(req, res, { action: 'create', ports: spec.port === 0 ? [] : [spec.port], detail: describe(spec) }, () => conductor.create(spec));
     res.status(201).json(result);
   });
 
   // Create or replace, idempotent: the same body twice changes nothing the second time.
   router.put('/streams/:port', async (req: Request<{ port: string }>, res) => {
     const spec = parseStreamInput(object(req.body), { port: portParam(req), now: now() });
-    const result = await conductor.put(spec);
+    const result = await audited(req, res, { action: 'replace', ports: [spec.port], detail: describe(spec) }, () => conductor.put(spec));
     res.status(result.change === 'created' ? 201 : 200).json(result);
   });
 
@@ -95,12 +114,15 @@ export function v1Router(conductor: Conductor, now: () => Date): Router {
       // Validated as part of a spec, so the rules (ISO, future, within a year) are the same.
       expiresAt = parseStreamInput({ port, backend: 'x:1', expiresAt: body.expiresAt }, { now: now() }).expiresAt;
     }
-    res.json(await conductor.renew(port, expiresAt));
+    res.json(await audited(req, res, { action: 'renew', ports: [port], detail: expiresAt === undefined ? 'never expires' : `expires ${expiresAt}` }, () => conductor.renew(port, expiresAt)));
   });
 
   router.delete('/streams/:port', async (req: Request<{ port: string }>, res) => {
     const port = portParam(req);
-    const { warnings } = await conductor.remove(port, { killSessions: flag(req.query.kill_sessions) });
+    const killSessions = flag(req.query.kill_sessions);
+    const { warnings } = await audited(req, res, { action: 'remove', ports: [port], detail: killSessions ? 'sessions cut' : undefined }, () =>
+      conductor.remove(port, { killSessions }),
+    );
     res.json({ port, warnings });
   });
 
@@ -135,7 +157,13 @@ export function v1Router(conductor: Conductor, now: () => Date): Router {
         throw error;
       }
     });
-    res.json(await conductor.apply(specs, { prune: body.prune === true, dryRun: body.dryRun === true }));
+    const options = { prune: body.prune === true, dryRun: body.dryRun === true };
+    if (options.dryRun) {
+      res.json(await conductor.apply(specs, options));
+      return;
+    }
+    const detail = `${specs.length} stream(s)${options.prune ? ', prune' : ''}`;
+    res.json(await audited(req, res, { action: 'apply', ports: specs.map((spec) => spec.port), detail }, () => conductor.apply(specs, options)));
   });
 
   return router;

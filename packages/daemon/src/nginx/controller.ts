@@ -39,6 +39,8 @@ export interface NginxController {
   /** Reloads and waits until the new configuration runs or nginx gave it up. */
   reload(): Promise<ReloadOutcome>;
   stop(): Promise<void>;
+  /** Makes nginx reopen its log files. */
+  reopenLogs(): Promise<void>;
   status(): NginxStatus;
   /** Called when the master dies without being asked to (managed mode). */
   onUnexpectedExit(listener: (message: string) => void): void;

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { NginxStatus } from '@stream-conductor/shared';
 import { execa } from 'execa';
-import { childPids, isAlive } from '../sys/processes.js';
+import { childPids, isAlive, nginxWorkers, processStartedAt } from '../sys/processes.js';
 import { type TestResult, parseNginxLines, testConfiguration } from './binary.js';
 import { type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, reloadRecord } from './controller.js';
 
@@ -90,6 +90,11 @@ export class ExternalNginx implements NginxController {
     return outcome;
   }
 
+  /** `nginx -s reopen`: nginx reopens its log files (after the daemon rotated one). */
+  async reopenLogs(): Promise<void> {
+    await execa(this.options.nginxBin, [...this.confArgs(), '-s', 'reopen'], { reject: false, timeout: 10_000 });
+  }
+
   async stop(): Promise<void> {
     // Not ours to stop.
   }
@@ -105,7 +110,14 @@ export class ExternalNginx implements NginxController {
     const running = pid !== undefined && Number.isInteger(pid) && isAlive(pid);
     const status: NginxStatus = { state: running ? 'running' : 'down', restarts: 0 };
     if (!running) status.message = 'nginx is not running (no live master in its pid file)';
-    if (running && pid !== undefined) status.pid = pid;
+    if (running && pid !== undefined) {
+      status.pid = pid;
+      const started = processStartedAt(pid);
+      if (started) status.startedAt = started.toISOString();
+      const { workers, draining } = nginxWorkers(pid);
+      status.workers = workers;
+      status.drainingWorkers = draining;
+    }
     if (this.lastReload) status.lastReload = this.lastReload;
     return status;
   }

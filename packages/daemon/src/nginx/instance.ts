@@ -22,6 +22,7 @@ import {
   sameTraffic,
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
+import type { PipelineObserver } from '../observe/metrics.js';
 import type { StreamStore } from '../streams/store.js';
 import type { ListeningPorts, PortProbe } from '../sys/ports.js';
 import { type NginxLogLine, withoutPaths } from './binary.js';
@@ -100,6 +101,8 @@ export interface InstanceOptions {
   retryIntervalMs?: number;
   /** Run `nginx -t` before every reload; by default only for an external nginx. */
   testBeforeReload?: boolean;
+  /** Told of every batch and every reload (metrics). */
+  observer?: PipelineObserver;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
@@ -205,8 +208,10 @@ export class NginxInstance {
 
   /** Reloads, and remembers that the master now pauses. */
   private async reload(): Promise<ReloadOutcome> {
+    const started = performance.now();
     const outcome = await this.options.controller.reload();
     if (outcome.ok) this.pausedUntil = Date.now() + RELOAD_PAUSE_MS;
+    this.options.observer?.reload(this.options.id, outcome.ok, (performance.now() - started) / 1000);
     return outcome;
   }
 
@@ -372,12 +377,14 @@ export class NginxInstance {
     } else {
       outcome = await this.applyAccepted(accepted);
     }
+    const ms = performance.now() - started;
+    this.options.observer?.apply(this.options.id, ms / 1000, outcome.applied, batch.length - outcome.applied);
     this.log.info('apply', {
       requests: batch.length,
       applied: outcome.applied,
       refused: batch.length - outcome.applied,
       attempts: outcome.attempts,
-      ms: Math.round(performance.now() - started),
+      ms: Math.round(ms),
     });
   }
 

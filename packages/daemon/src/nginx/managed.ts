@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import type { NginxStatus } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import { removeTemporaries, writeFileAtomic } from '../sys/files.js';
-import { childPids, commandLine, isAlive, processState, strayWorkers } from '../sys/processes.js';
+import { childPids, commandLine, isAlive, nginxWorkers, processStartedAt, processState, strayWorkers } from '../sys/processes.js';
 import { type NginxBuild, NginxBinaryError, type TestResult, probeNginx, testConfiguration, withoutPaths } from './binary.js';
 import { type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, reloadRecord } from './controller.js';
 
@@ -317,6 +317,11 @@ export class ManagedNginx implements NginxController {
     this.child = undefined;
   }
 
+  /** Makes nginx reopen its log files (after the daemon rotated one). */
+  async reopenLogs(): Promise<void> {
+    if (this.pid !== undefined && isAlive(this.pid)) process.kill(this.pid, 'SIGUSR1');
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
     this.stopWatch();
@@ -331,6 +336,13 @@ export class ManagedNginx implements NginxController {
     if (this.lastReload) status.lastReload = this.lastReload;
     if (this.message) status.message = withoutPaths(this.message);
     if (this.incidents.length > 0) status.incidents = this.incidents.map((incident) => ({ ...incident, message: withoutPaths(incident.message) }));
+    if (this.pid !== undefined && this.state === 'running') {
+      const started = processStartedAt(this.pid);
+      if (started) status.startedAt = started.toISOString();
+      const { workers, draining } = nginxWorkers(this.pid);
+      status.workers = workers;
+      status.drainingWorkers = draining;
+    }
     return status;
   }
 }

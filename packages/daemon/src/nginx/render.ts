@@ -5,6 +5,7 @@
  * a port is an integer, a backend is re-parsed, an address is an IP literal.
  */
 import { isIP } from 'node:net';
+import { ACCESS_LOG_FORMAT, ACCESS_LOG_FORMAT_NAME } from '../observe/traffic.js';
 import {
   type BackendSpec,
   LIMITS,
@@ -21,6 +22,8 @@ import {
 export interface StreamRenderOptions {
   /** Address to listen on; undefined listens on every IPv4 address. */
   listenAddress: string | undefined;
+  /** Where nginx logs each session (the daemon counts traffic from it); undefined: no log. */
+  accessLog?: string | undefined;
 }
 
 export function streamFileName(prefix: string, port: number): string {
@@ -91,6 +94,7 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
   if (record.idleTimeoutMs !== undefined) lines.push(`    proxy_timeout ${formatDuration(integer(record.idleTimeoutMs, 1, LIMITS.durationMs))};`);
   if (record.proxyProtocol) lines.push('    proxy_protocol on;');
   if (record.protocol !== 'udp') lines.push(`    proxy_buffer_size ${PROFILE_BUFFER[record.profile ?? 'default']};`);
+  if (options.accessLog !== undefined) lines.push(`    access_log ${nginxPath(options.accessLog)} ${ACCESS_LOG_FORMAT_NAME};`);
   lines.push(`    proxy_pass ${needsUpstream(record) ? upstreamName(port) : (backends[0] as BackendSpec).address};`);
   lines.push('}', '');
   return lines.join('\n');
@@ -146,6 +150,7 @@ export function renderMainConf(options: MainConfOptions): string {
     '}',
     '',
     'stream {',
+    `    ${ACCESS_LOG_FORMAT}`,
     `    include ${nginxPath(options.includeGlob)};`,
     '}',
     '',
@@ -165,6 +170,15 @@ export function sizeConnections(rangeSize: number, hardNofileLimit: number | und
     workerConnections = Math.max(rangeSize + 16, hardNofileLimit - 1024);
   }
   return { workerConnections, workerRlimitNofile };
+}
+
+/** External mode: the file that defines the access log format, included before the streams. */
+export function logFormatFileName(prefix: string): string {
+  return `${prefix}+log-format.conf`;
+}
+
+export function renderLogFormatFile(): string {
+  return ['# stream-conductor: the format of the per-session access log its streams write.', ACCESS_LOG_FORMAT, ''].join('\n');
 }
 
 export type LegacyParse = { spec: StreamSpec } | { error: string };

@@ -107,3 +107,41 @@ export async function processState(pid: number): Promise<string | undefined> {
     return undefined;
   }
 }
+
+/** When a process started, from /proc (its start in clock ticks after boot, and the boot time). */
+export function processStartedAt(pid: number): Date | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[19]);
+    const boot = Number(/^btime ([0-9]+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1]);
+    if (!Number.isFinite(ticks) || !Number.isFinite(boot)) return undefined;
+    return new Date((boot + ticks / 100) * 1000); // USER_HZ is 100 on Linux
+  } catch {
+    return undefined;
+  }
+}
+
+/** The children of an nginx master, told apart: workers taking connections, old ones draining. */
+export function nginxWorkers(master: number): { workers: number; draining: number } {
+  let children: number[];
+  try {
+    const text = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim();
+    children = text === '' ? [] : text.split(/\s+/).map(Number);
+  } catch {
+    return { workers: 0, draining: 0 };
+  }
+  let workers = 0;
+  let draining = 0;
+  for (const pid of children) {
+    let command: string;
+    try {
+      command = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (command.includes('is shutting down')) draining += 1;
+    else if (command.startsWith('nginx: worker process')) workers += 1;
+  }
+  return { workers, draining };
+}

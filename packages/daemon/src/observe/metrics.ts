@@ -1,0 +1,170 @@
+/**
+ * GET /metrics in the Prometheus exposition format (prom-client): per-stream traffic, active
+ * connections and backend health, read at scrape time; apply and reload counts and durations as
+ * they happen; nginx's state, restarts and draining old workers; and the process's own figures.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { NginxStatus, StreamView } from '@stream-conductor/shared';
+
+export interface MetricsSource {
+  /** The streams with their stats. */
+  streams(): StreamView[];
+  nginx(): Array<NginxStatus & { id: number }>;
+}
+
+/** What the apply pipeline reports as it works (see NginxInstance). */
+export interface PipelineObserver {
+  apply(instance: number, seconds: number, applied: number, refused: number): void;
+  reload(instance: number, ok: boolean, seconds: number): void;
+}
+
+export class Metrics implements PipelineObserver {
+  readonly registry = new Registry();
+  private readonly applies: Counter<'instance' | 'result'>;
+  private readonly applyDuration: Histogram<'instance'>;
+  private readonly reloads: Counter<'instance' | 'result'>;
+  private readonly reloadDuration: Histogram<'instance'>;
+
+  constructor(source: MetricsSource) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.applies = new Counter({ name: 'conductor_changes_total', help: 'Stream changes, by outcome', labelNames: ['instance', 'result'], registers });
+    this.applyDuration = new Histogram({
+      name: 'conductor_apply_duration_seconds',
+      help: 'Time to apply one batch of changes, verified',
+      labelNames: ['instance'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.reloads = new Counter({ name: 'conductor_nginx_reloads_total', help: 'nginx reloads, by outcome', labelNames: ['instance', 'result'], registers });
+    this.reloadDuration = new Histogram({
+      name: 'conductor_nginx_reload_duration_seconds',
+      help: 'Time from the reload signal to the new workers',
+      labelNames: ['instance'],
+      buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+
+    // Totals kept elsewhere (nginx's access log, the controllers) are copied in at each scrape.
+    const streams = { current: [] as StreamView[] };
+    const perStream = (name: string, help: string, value: (stream: StreamView) => number | undefined): Counter<'port'> =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['port'],
+        registers,
+        collect() {
+          this.reset();
+          for (const stream of streams.current) {
+            const amount = value(stream);
+            if (amount !== undefined && amount > 0) this.inc({ port: String(stream.port) }, amount);
+          }
+        },
+      });
+    new Gauge({
+      name: 'conductor_stream_up',
+      help: '1 when nginx serves the stream, 0 when it was set aside',
+      labelNames: ['port', 'protocol'],
+      registers,
+      collect() {
+        streams.current = source.streams();
+        this.reset();
+        for (const stream of streams.current) this.set({ port: String(stream.port), protocol: stream.protocol }, stream.state === 'live' ? 1 : 0);
+      },
+    });
+    perStream('conductor_stream_sessions_total', 'Finished sessions', (stream) => stream.stats?.sessions);
+    perStream('conductor_stream_failed_sessions_total', 'Sessions no backend answered', (stream) => stream.stats?.failedSessions);
+    perStream('conductor_stream_denied_sessions_total', 'Connections refused by the allow-list', (stream) => stream.stats?.deniedSessions);
+    perStream('conductor_stream_received_bytes_total', 'Bytes received from clients', (stream) => stream.stats?.bytesIn);
+    perStream('conductor_stream_sent_bytes_total', 'Bytes sent to clients', (stream) => stream.stats?.bytesOut);
+    new Gauge({
+      name: 'conductor_stream_active_connections',
+      help: 'Client connections open now',
+      labelNames: ['port'],
+      registers,
+      collect() {
+        this.reset();
+        for (const stream of streams.current) this.set({ port: String(stream.port) }, stream.stats?.activeConnections ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'conductor_backend_up',
+      help: '1 when the last TCP connect to the backend worked, 0 when it did not',
+      labelNames: ['port', 'backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const stream of streams.current) {
+          for (const health of stream.stats?.backends ?? []) {
+            if (health.state !== 'unknown') this.set({ port: String(stream.port), backend: health.backend }, health.state === 'up' ? 1 : 0);
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: 'conductor_backend_connect_seconds',
+      help: 'Time the last TCP connect to the backend took',
+      labelNames: ['port', 'backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const stream of streams.current) {
+          for (const health of stream.stats?.backends ?? []) {
+            if (health.latencyMs !== undefined) this.set({ port: String(stream.port), backend: health.backend }, health.latencyMs / 1000);
+          }
+        }
+      },
+    });
+    const nginx = { current: [] as Array<NginxStatus & { id: number }> };
+    new Gauge({
+      name: 'conductor_nginx_up',
+      help: '1 when the nginx master runs',
+      labelNames: ['instance'],
+      registers,
+      collect() {
+        nginx.current = source.nginx();
+        this.reset();
+        for (const status of nginx.current) this.set({ instance: String(status.id) }, status.state === 'running' ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'conductor_nginx_restarts_total',
+      help: 'Times the daemon had to start nginx again',
+      labelNames: ['instance'],
+      registers,
+      collect() {
+        this.reset();
+        for (const status of nginx.current) if (status.restarts > 0) this.inc({ instance: String(status.id) }, status.restarts);
+      },
+    });
+    new Gauge({
+      name: 'conductor_nginx_draining_workers',
+      help: 'Old nginx workers still serving sessions of an earlier configuration',
+      labelNames: ['instance'],
+      registers,
+      collect() {
+        this.reset();
+        for (const status of nginx.current) this.set({ instance: String(status.id) }, status.drainingWorkers ?? 0);
+      },
+    });
+  }
+
+  apply(instance: number, seconds: number, applied: number, refused: number): void {
+    this.applyDuration.observe({ instance: String(instance) }, seconds);
+    if (applied > 0) this.applies.inc({ instance: String(instance), result: 'applied' }, applied);
+    if (refused > 0) this.applies.inc({ instance: String(instance), result: 'refused' }, refused);
+  }
+
+  reload(instance: number, ok: boolean, seconds: number): void {
+    this.reloads.inc({ instance: String(instance), result: ok ? 'ok' : 'failed' });
+    this.reloadDuration.observe({ instance: String(instance) }, seconds);
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

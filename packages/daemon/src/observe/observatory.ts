@@ -1,0 +1,95 @@
+/**
+ * Everything the daemon watches: traffic from nginx's access logs, open connections from the
+ * kernel, backend health from TCP probes, the audit log of changes, and the metrics built on them.
+ */
+import type { AuditEvent, NginxStatus, StreamView } from '@stream-conductor/shared';
+import { protocolsOf } from '@stream-conductor/shared';
+import type { Logger } from '../log.js';
+import { AuditLog } from './audit.js';
+import { activeConnections } from './connections.js';
+import { HealthChecker, type ProbeTarget } from './health.js';
+import { Metrics } from './metrics.js';
+import { AccessLogTail, TrafficCounter } from './traffic.js';
+
+export interface ObservatoryOptions {
+  /** One access log per nginx instance, and how to make that nginx reopen it. */
+  accessLogs: Array<{ path: string; reopen(): Promise<void> }>;
+  accessLogMaxBytes: number;
+  auditPath: string;
+  auditMaxBytes: number;
+  healthIntervalMs: number;
+  healthTimeoutMs: number;
+  log: Logger;
+}
+
+/** What the observatory needs to know of the daemon's streams and nginx. */
+export interface ObservedDaemon {
+  list(): StreamView[];
+  nginx(): Array<NginxStatus & { id: number }>;
+}
+
+export class Observatory {
+  readonly traffic = new TrafficCounter();
+  readonly audit: AuditLog;
+  readonly health: HealthChecker;
+  readonly metrics: Metrics;
+  private readonly tails: AccessLogTail[];
+  private timer: NodeJS.Timeout | undefined;
+  private daemon: ObservedDaemon | undefined;
+
+  constructor(private readonly options: ObservatoryOptions) {
+    this.audit = new AuditLog(options.auditPath, { maxBytes: options.auditMaxBytes, keep: 1000, log: options.log });
+    this.tails = options.accessLogs.map(
+      (accessLog) => new AccessLogTail({ path: accessLog.path, counter: this.traffic, maxBytes: options.accessLogMaxBytes, reopen: accessLog.reopen, log: options.log }),
+    );
+    this.health = new HealthChecker(() => this.targets(), { intervalMs: options.healthIntervalMs, timeoutMs: options.healthTimeoutMs });
+    this.metrics = new Metrics({
+      streams: () => this.withStats(this.daemon?.list() ?? []),
+      nginx: () => this.daemon?.nginx() ?? [],
+    });
+  }
+
+  private targets(): ProbeTarget[] {
+    return (this.daemon?.list() ?? [])
+      .filter((stream) => stream.state === 'live')
+      .map((stream) => ({ port: stream.port, protocol: stream.protocol, backends: stream.backends.map((backend) => backend.address) }));
+  }
+
+  /** Starts reading the access logs and probing backends. */
+  start(daemon: ObservedDaemon): void {
+    this.daemon = daemon;
+    void this.poll();
+    this.timer = setInterval(() => void this.poll(), 250);
+    this.timer.unref();
+    this.health.start();
+  }
+
+  /** Reads what the access logs gained since the last look. */
+  async poll(): Promise<void> {
+    for (const tail of this.tails) {
+      await tail.poll().catch((error: unknown) => this.options.log.warn('could not read an access log', { error }));
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.health.stop();
+  }
+
+  /** The streams with their traffic, open connections and backend health. */
+  withStats(streams: StreamView[]): StreamView[] {
+    const active = activeConnections(streams.filter((stream) => protocolsOf(stream).includes('tcp')).map((stream) => stream.port));
+    return streams.map((stream) => ({
+      ...stream,
+      stats: {
+        ...this.traffic.get(stream.port),
+        activeConnections: active.get(stream.port) ?? 0,
+        backends: this.health.of({ port: stream.port, protocol: stream.protocol, backends: stream.backends.map((backend) => backend.address) }),
+      },
+    }));
+  }
+
+  record(event: Omit<AuditEvent, 'at'>): void {
+    this.audit.record({ at: new Date().toISOString(), ...event });
+  }
+}
