@@ -5,7 +5,7 @@
  * Exit codes: 0 done, 1 refused by the daemon (or failed), 2 usage error, 3 daemon unreachable.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { ConductorError, ErrorCode, type StreamInput, parseBackend, parseLabelSelector, parsePort, parseStreamInput } from '@stream-conductor/shared';
+import { ConductorError, ErrorCode, type StreamInput, parseBackend, parseDuration, parseLabelSelector, parsePort, parseStreamInput } from '@stream-conductor/shared';
 import type { ApiClient } from './client.js';
 import type { Output } from './output.js';
 
@@ -248,12 +248,74 @@ Examples:
     .alias('list')
     .description('list the streams: port, protocol, backends, state, expiry, labels')
     .option('--label <key=value>', 'only streams with this label (repeat to require several)', collect, [])
-    .addHelpText('after', "\nExamples:\n  $ conductor ls\n  $ conductor ls --label env=prod\n  $ conductor ls --json | jq -r '.[].port'")
-    .action(async (options: { label: string[] }, command: Command) => {
+    .option('--stats', 'traffic instead of expiry and labels: sessions, open connections, bytes, backend health')
+    .addHelpText('after', "\nExamples:\n  $ conductor ls\n  $ conductor ls --label env=prod --stats\n  $ conductor ls --json | jq -r '.[].port'")
+    .action(async (options: { label: string[]; stats?: boolean }, command: Command) => {
       for (const label of options.label) localCheck(() => parseLabelSelector(label));
       const { client, output } = await contextFor(command);
       const { listStreams, printStreams } = await import('./commands/ls.js');
-      await printStreams(await listStreams(client, options.label), output);
+      const stats = options.stats === true;
+      await printStreams(await listStreams(client, options.label, stats), output, { stats });
+    });
+
+  program
+    .command('top')
+    .description('a live view of the streams: traffic rates, open connections, backend health (q quits)')
+    .option('--interval <duration>', 'time between refreshes: 2s, 500ms, 1m', '2s')
+    .option('--sort <key>', 'port, rate (busiest first) or active (most open connections first)', 'port')
+    .option('--label <key=value>', 'only streams with this label (repeat to require several)', collect, [])
+    .option('-n, --iterations <count>', 'stop after this many refreshes (for scripts)')
+    .addHelpText(
+      'after',
+      `
+Keys: q (or Ctrl-C) quits, s changes the order. Into a pipe it prints one table per refresh;
+with --json, one JSON object per refresh and line.
+
+Examples:
+  $ conductor top
+  $ conductor top --sort rate --interval 1s --label env=prod
+  $ conductor top --json -n 2 | tail -1 | jq '.streams[] | {port, inPerSecond}'`,
+    )
+    .action(async (options: { interval: string; sort: string; label: string[]; iterations?: string }, command: Command) => {
+      const intervalMs = localCheck(() => parseDuration(options.interval, '--interval'));
+      if (intervalMs < 100 || intervalMs > 3_600_000) throw new ConductorError(ErrorCode.Usage, '--interval: from 100ms to 1h');
+      const { runTop, SORT_KEYS } = await import('./commands/top.js');
+      const sort = SORT_KEYS.find((key) => key === options.sort);
+      if (sort === undefined) throw new ConductorError(ErrorCode.Usage, `--sort: one of ${SORT_KEYS.join(', ')}, got ${JSON.stringify(options.sort)}`);
+      let iterations: number | undefined;
+      if (options.iterations !== undefined) {
+        iterations = Number(options.iterations);
+        if (!/^[0-9]{1,9}$/.test(options.iterations) || iterations < 1) throw new ConductorError(ErrorCode.Usage, `--iterations: a whole number of at least 1, got ${JSON.stringify(options.iterations)}`);
+      }
+      for (const label of options.label) localCheck(() => parseLabelSelector(label));
+      const { client, output } = await contextFor(command);
+      await runTop(client, output, { intervalMs, sort, labels: options.label, iterations });
+    });
+
+  program
+    .command('events')
+    .description('the audit log: who changed what, when, from where, and how it ended')
+    .option('--limit <count>', 'at most this many of the latest events (up to 1000)', '50')
+    .option('--port <port>', 'only events about this port')
+    .option('--since <time>', 'only events after this ISO 8601 time, or this long ago: 30m, 2h, 7d')
+    .option('-f, --follow', 'keep printing new events as they happen (Ctrl-C stops)')
+    .addHelpText('after', '\nExamples:\n  $ conductor events\n  $ conductor events --port 9000 --since 2h\n  $ conductor events --follow --json')
+    .action(async (options: { limit: string; port?: string; since?: string; follow?: boolean }, command: Command) => {
+      const limit = Number(options.limit);
+      if (!/^[0-9]{1,4}$/.test(options.limit) || limit < 1 || limit > 1000) throw new ConductorError(ErrorCode.Usage, `--limit: a whole number from 1 to 1000, got ${JSON.stringify(options.limit)}`);
+      const port = options.port === undefined ? undefined : localPort(options.port);
+      let since: string | undefined;
+      if (options.since !== undefined) {
+        const text = options.since;
+        const ago = /^[0-9]+(ms|s|m|h|d)$/.test(text) ? localCheck(() => parseDuration(text, '--since')) : undefined;
+        const at = ago !== undefined ? Date.now() - ago : Date.parse(text);
+        if (Number.isNaN(at)) throw new ConductorError(ErrorCode.Usage, `--since: an ISO 8601 time or a duration such as 2h, got ${JSON.stringify(text)}`);
+        since = new Date(at).toISOString();
+      }
+      const { client, output } = await contextFor(command);
+      const { listEvents, printEvents, followEvents } = await import('./commands/events.js');
+      if (options.follow === true) await followEvents(client, output, { limit, port, since });
+      else printEvents(await listEvents(client, { limit, port, since }), output);
     });
 
   program

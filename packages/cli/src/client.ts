@@ -6,7 +6,7 @@
  * loading undici (or the global fetch, which loads it) costs about 100 ms on a small machine,
  * where node:http is already in Node's start-up snapshot.
  */
-import { request as httpRequest } from 'node:http';
+import { type ClientRequest, request as httpRequest } from 'node:http';
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 
 export interface ClientOptions {
@@ -25,6 +25,7 @@ interface RawAnswer {
 
 export class ApiClient {
   private readonly base: URL;
+  private readonly pending = new Set<ClientRequest>();
 
   constructor(private readonly options: ClientOptions) {
     this.base = new URL(options.url);
@@ -47,8 +48,16 @@ export class ApiClient {
       });
       outgoing.on('timeout', () => outgoing.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
       outgoing.on('error', reject);
+      outgoing.on('close', () => this.pending.delete(outgoing));
+      this.pending.add(outgoing);
       outgoing.end(body);
     });
+  }
+
+  /** Drops the requests still in flight (their calls fail): for a command that quits mid-wait. */
+  close(): void {
+    for (const outgoing of this.pending) outgoing.destroy();
+    this.pending.clear();
   }
 
   async call<T>(method: 'GET' | 'POST' | 'DELETE' | 'PUT', path: string, body?: unknown): Promise<T> {

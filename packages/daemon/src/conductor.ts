@@ -56,8 +56,6 @@ export interface ConductorOptions {
 export interface ListFilter {
   /** Every label must match. */
   labels?: Array<[string, string]>;
-  /** Attach traffic, open connections and backend health. */
-  stats?: boolean;
 }
 
 /** The status of several masters as one: the worst state, the sums, the newest events. */
@@ -241,21 +239,20 @@ export class Conductor {
 
   list(filter: ListFilter = {}): StreamView[] {
     const selected = this.entries().filter((entry) => (filter.labels ?? []).every(([key, value]) => entry.record.labels[key] === value));
-    const views = selected.map(view).sort((a, b) => a.port - b.port);
-    return filter.stats && this.options.observatory ? this.options.observatory.withStats(views) : views;
+    return selected.map(view).sort((a, b) => a.port - b.port);
   }
 
-  get(port: number, options: { stats?: boolean } = {}): StreamView | undefined {
+  get(port: number): StreamView | undefined {
     const entry = this.entry(port);
-    if (!entry) return undefined;
-    return options.stats && this.options.observatory ? this.options.observatory.withStats([view(entry)])[0] : view(entry);
+    return entry ? view(entry) : undefined;
   }
 
-  /** Probes the backends of a stream now; resolves with the stream and its fresh health. */
+  /** Probes the backends of a stream now. */
   async checkHealth(port: number): Promise<StreamView> {
-    if (!this.entry(port)) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    const stream = this.get(port);
+    if (!stream) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     await this.options.observatory?.health.check(port);
-    return this.get(port, { stats: true }) as StreamView;
+    return stream;
   }
 
   private record(spec: StreamSpec, existing: StreamRecord | undefined): StreamRecord {

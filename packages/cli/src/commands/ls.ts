@@ -1,15 +1,40 @@
-import { type StreamView, describeBackends } from '@stream-conductor/shared';
+import { type StreamStats, type StreamView, describeBackends } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
+import { ago, bytes } from '../format.js';
 import type { Output } from '../output.js';
 
-export async function listStreams(client: ApiClient, labels: string[]): Promise<StreamView[]> {
-  const query = labels.map((label) => `label=${encodeURIComponent(label)}`).join('&');
-  return (await client.call<{ streams: StreamView[] }>('GET', `/v1/streams${query ? `?${query}` : ''}`)).streams;
+export async function listStreams(client: ApiClient, labels: string[], stats = false): Promise<StreamView[]> {
+  const params = labels.map((label) => `label=${encodeURIComponent(label)}`);
+  if (stats) params.push('stats=1');
+  return (await client.call<{ streams: StreamView[] }>('GET', `/v1/streams${params.length > 0 ? `?${params.join('&')}` : ''}`)).streams;
 }
 
 const short = (time: string): string => time.replace(/\.[0-9]+Z$/, 'Z');
 
-export async function printStreams(streams: StreamView[], output: Output): Promise<void> {
+type Color = Output['color'];
+
+/** The backends' health in a few characters: up, down, 1/2 up, or ? while not probed. */
+export function healthSummary(stats: StreamStats | undefined, color: Color): string {
+  const backends = stats?.backends ?? [];
+  const probed = backends.filter((backend) => backend.state !== 'unknown');
+  if (backends.length === 0 || probed.length === 0) return color.dim('?');
+  const up = probed.filter((backend) => backend.state === 'up').length;
+  if (up === backends.length) return color.green('up');
+  if (up === 0) return color.red('down');
+  return color.yellow(`${up}/${backends.length} up`);
+}
+
+/** Loaded only when a table is printed: `ls --json` in a script should not pay for it. */
+export async function newTable(head: string[], color: Color): Promise<{ push(row: string[]): void; toString(): string }> {
+  const { default: Table } = await import('cli-table3');
+  return new Table({
+    head,
+    style: { head: color.level > 0 ? ['bold'] : [], border: color.level > 0 ? ['grey'] : [] },
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+  });
+}
+
+export async function printStreams(streams: StreamView[], output: Output, options: { stats?: boolean; now?: Date } = {}): Promise<void> {
   if (output.json) {
     output.out(JSON.stringify(streams, null, 2));
     return;
@@ -19,26 +44,28 @@ export async function printStreams(streams: StreamView[], output: Output): Promi
     return;
   }
   const { color } = output;
+  const now = options.now ?? new Date();
   const withReasons = streams.some((stream) => stream.reason !== undefined);
-  // Loaded only when a table is printed: `ls --json` in a script should not pay for it.
-  const { default: Table } = await import('cli-table3');
-  const table = new Table({
-    head: ['PORT', 'PROTO', 'BACKENDS', 'STATE', 'EXPIRES', 'LABELS', ...(withReasons ? ['REASON'] : [])],
-    style: { head: color.level > 0 ? ['bold'] : [], border: color.level > 0 ? ['grey'] : [] },
-    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
-  });
+  const statsHead = options.stats ? ['SESSIONS', 'FAILED', 'ACTIVE', 'IN', 'OUT', 'LAST SESSION', 'HEALTH'] : ['EXPIRES', 'LABELS'];
+  const table = await newTable(['PORT', 'PROTO', 'BACKENDS', 'STATE', ...statsHead, ...(withReasons ? ['REASON'] : [])], color);
   for (const stream of streams) {
     const state = stream.state === 'live' ? color.green(stream.state) : color.red(stream.state);
     const labels = Object.entries(stream.labels).map(([key, value]) => `${key}=${value}`).join(',');
-    table.push([
-      String(stream.port),
-      stream.protocol,
-      describeBackends(stream.backends),
-      state,
-      stream.expiresAt === undefined ? '-' : short(stream.expiresAt),
-      labels === '' ? '-' : labels,
-      ...(withReasons ? [stream.reason ?? ''] : []),
-    ]);
+    const stats = stream.stats;
+    const columns = options.stats
+      ? [
+          String(stats?.sessions ?? 0),
+          stats !== undefined && stats.failedSessions + stats.deniedSessions > 0
+            ? color.red(`${stats.failedSessions}${stats.deniedSessions > 0 ? ` +${stats.deniedSessions} denied` : ''}`)
+            : '0',
+          String(stats?.activeConnections ?? 0),
+          bytes(stats?.bytesIn ?? 0),
+          bytes(stats?.bytesOut ?? 0),
+          stats?.lastSessionAt === undefined ? '-' : ago(stats.lastSessionAt, now),
+          healthSummary(stats, color),
+        ]
+      : [stream.expiresAt === undefined ? '-' : short(stream.expiresAt), labels === '' ? '-' : labels];
+    table.push([String(stream.port), stream.protocol, describeBackends(stream.backends), state, ...columns, ...(withReasons ? [stream.reason ?? ''] : [])]);
   }
   output.out(table.toString());
 }

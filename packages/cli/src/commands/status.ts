@@ -1,12 +1,13 @@
 import type { DaemonStatus } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
+import { ago, duration } from '../format.js';
 import type { Output } from '../output.js';
 
 export function collectStatus(client: ApiClient): Promise<DaemonStatus> {
   return client.call<DaemonStatus>('GET', '/v1/status');
 }
 
-export function printStatus(status: DaemonStatus, output: Output, url: string): void {
+export function printStatus(status: DaemonStatus, output: Output, url: string, now = new Date()): void {
   if (output.json) {
     output.out(JSON.stringify(status, null, 2));
     return;
@@ -18,12 +19,18 @@ export function printStatus(status: DaemonStatus, output: Output, url: string): 
   const masters = status.nginxInstances.length;
   const pids = status.nginxInstances.flatMap((instance) => (instance.pid === undefined ? [] : [instance.pid]));
   const where = masters > 1 ? ` (${masters} masters, pids ${pids.join(', ')})` : nginx.pid === undefined ? '' : ` (pid ${nginx.pid})`;
+  const workers = status.nginxInstances.reduce((sum, instance) => sum + (instance.workers ?? 0), 0);
+  const draining = status.nginxInstances.reduce((sum, instance) => sum + (instance.drainingWorkers ?? 0), 0);
+  const started = status.nginxInstances.flatMap((instance) => (instance.startedAt === undefined ? [] : [Date.parse(instance.startedAt)]));
+  const uptime = started.length > 0 ? `, up ${duration((now.getTime() - Math.min(...started)) / 1000)}` : '';
   const lines = [
-    `daemon:     ${url} (version ${status.version}, ${status.mode} mode, up since ${status.startedAt})`,
-    `nginx:      ${nginxState}${where}, ${nginx.restarts} restart${nginx.restarts === 1 ? '' : 's'}`,
+    `daemon:     ${url} (version ${status.version}, ${status.mode} mode, up ${duration((now.getTime() - Date.parse(status.startedAt)) / 1000)})`,
+    `nginx:      ${nginxState}${where}, ${nginx.restarts} restart${nginx.restarts === 1 ? '' : 's'}${uptime}`,
+    `workers:    ${workers} serving, ${draining} old one${draining === 1 ? '' : 's'} draining sessions`,
   ];
   if (nginx.lastReload) {
-    lines.push(`last apply: ${nginx.lastReload.at} ${nginx.lastReload.ok ? color.green('ok') : color.red(`failed: ${nginx.lastReload.message ?? ''}`)}`);
+    const result = nginx.lastReload.ok ? color.green('ok') : color.red(`failed: ${nginx.lastReload.message ?? ''}`);
+    lines.push(`last apply: ${nginx.lastReload.at} (${ago(nginx.lastReload.at, now)}) ${result}`);
   }
   if (nginx.message) lines.push(`nginx says: ${nginx.message}`);
   for (const incident of nginx.incidents ?? []) lines.push(`incident:   ${incident.at} ${incident.message}`);

@@ -7,6 +7,7 @@ import {
   ConductorError,
   ErrorCode,
   type StreamSpec,
+  type StreamView,
   describeBackends,
   parseDuration,
   parseLabelSelector,
@@ -61,28 +62,38 @@ export function v1Router(conductor: Conductor, now: () => Date, audited: Audited
     res.json(openApiDocument());
   });
 
-  router.get('/streams', (req, res) => {
-    res.json({ streams: conductor.list({ labels: labelSelectors(req.query.label), stats: flag(req.query.stats) }) });
+  /** With ?stats: traffic, open connections and backend health, when the daemon watches them. */
+  const withStats = async (streams: StreamView[], wanted: boolean): Promise<StreamView[]> =>
+    wanted && observatory ? observatory.withStats(streams) : streams;
+
+  router.get('/streams', async (req, res) => {
+    const streams = conductor.list({ labels: labelSelectors(req.query.label) });
+    res.json({ streams: await withStats(streams, flag(req.query.stats)) });
   });
 
-  router.get('/streams/:port', (req: Request<{ port: string }>, res) => {
+  router.get('/streams/:port', async (req: Request<{ port: string }>, res) => {
     const port = portParam(req);
-    const stream = conductor.get(port, { stats: flag(req.query.stats) });
+    const stream = conductor.get(port);
     if (!stream) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-    res.json({ stream });
+    const [shown] = await withStats([stream], flag(req.query.stats));
+    res.json({ stream: shown });
   });
 
   // Probes the stream's backends now and answers the stream with its fresh health.
   router.post('/streams/:port/health', async (req: Request<{ port: string }>, res) => {
-    res.json({ stream: await conductor.checkHealth(portParam(req)) });
+    const [shown] = await withStats([await conductor.checkHealth(portParam(req))], true);
+    res.json({ stream: shown });
   });
 
   router.get('/events', (req, res) => {
     const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new ConductorError(ErrorCode.InvalidInput, 'limit: a whole number from 1 to 1000');
     const port = req.query.port === undefined ? undefined : parsePort(String(req.query.port));
-    const since = req.query.since === undefined ? undefined : String(req.query.since);
-    if (since !== undefined && Number.isNaN(Date.parse(since))) throw new ConductorError(ErrorCode.InvalidInput, 'since: an ISO 8601 time');
+    const sinceText = req.query.since === undefined ? undefined : String(req.query.since);
+    const sinceMs = sinceText === undefined ? undefined : Date.parse(sinceText);
+    if (sinceMs !== undefined && Number.isNaN(sinceMs)) throw new ConductorError(ErrorCode.InvalidInput, 'since: an ISO 8601 time');
+    // Events carry UTC ISO times, compared as text: the given time in the same form.
+    const since = sinceMs === undefined ? undefined : new Date(sinceMs).toISOString();
     res.json({ events: observatory?.audit.query({ limit, port, since }) ?? [] });
   });
 

@@ -8,7 +8,7 @@ import type { NginxStatus, StreamView } from '@stream-conductor/shared';
 
 export interface MetricsSource {
   /** The streams with their stats. */
-  streams(): StreamView[];
+  streams(): Promise<StreamView[]>;
   nginx(): Array<NginxStatus & { id: number }>;
 }
 
@@ -66,8 +66,8 @@ export class Metrics implements PipelineObserver {
       help: '1 when nginx serves the stream, 0 when it was set aside',
       labelNames: ['port', 'protocol'],
       registers,
-      collect() {
-        streams.current = source.streams();
+      async collect() {
+        streams.current = await source.streams();
         this.reset();
         for (const stream of streams.current) this.set({ port: String(stream.port), protocol: stream.protocol }, stream.state === 'live' ? 1 : 0);
       },

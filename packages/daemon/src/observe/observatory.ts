@@ -6,7 +6,7 @@ import type { AuditEvent, NginxStatus, StreamView } from '@stream-conductor/shar
 import { protocolsOf } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import { AuditLog } from './audit.js';
-import { activeConnections } from './connections.js';
+import { openConnections } from './connections.js';
 import { HealthChecker, type ProbeTarget } from './health.js';
 import { Metrics } from './metrics.js';
 import { AccessLogTail, TrafficCounter } from './traffic.js';
@@ -76,17 +76,27 @@ export class Observatory {
     this.health.stop();
   }
 
-  /** The streams with their traffic, open connections and backend health. */
-  withStats(streams: StreamView[]): StreamView[] {
-    const active = activeConnections(streams.filter((stream) => protocolsOf(stream).includes('tcp')).map((stream) => stream.port));
-    return streams.map((stream) => ({
-      ...stream,
-      stats: {
-        ...this.traffic.get(stream.port),
-        activeConnections: active.get(stream.port) ?? 0,
-        backends: this.health.of({ port: stream.port, protocol: stream.protocol, backends: stream.backends.map((backend) => backend.address) }),
-      },
-    }));
+  /**
+   * The streams with their traffic, open connections and backend health. Bytes count finished
+   * sessions (from the access log) and the open ones so far (from the kernel), so that a long
+   * session shows while it runs.
+   */
+  async withStats(streams: StreamView[]): Promise<StreamView[]> {
+    const open = await openConnections(streams.filter((stream) => protocolsOf(stream).includes('tcp')).map((stream) => stream.port));
+    return streams.map((stream) => {
+      const finished = this.traffic.get(stream.port);
+      const now = open.get(stream.port);
+      return {
+        ...stream,
+        stats: {
+          ...finished,
+          bytesIn: finished.bytesIn + (now?.bytesIn ?? 0),
+          bytesOut: finished.bytesOut + (now?.bytesOut ?? 0),
+          activeConnections: now?.active ?? 0,
+          backends: this.health.of({ port: stream.port, protocol: stream.protocol, backends: stream.backends.map((backend) => backend.address) }),
+        },
+      };
+    });
   }
 
   record(event: Omit<AuditEvent, 'at'>): void {
