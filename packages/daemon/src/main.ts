@@ -93,7 +93,14 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     };
     const instances = await buildInstances(config, store, log, observer);
     observatory = new Observatory({
-      accessLogs: instances.map((instance) => ({ path: layoutOf(config, instance.id).accessLog, reopen: () => instance.controller.reopenLogs() })),
+      accessLogs: instances.map((instance) => ({
+        path: layoutOf(config, instance.id).accessLog,
+        writer: {
+          master: () => instance.controller.status().pid,
+          reopen: () => instance.controller.reopenLogs(),
+          reload: () => instance.reloadUnchanged(),
+        },
+      })),
       accessLogMaxBytes: config.logMaxBytes,
       auditPath: join(config.home, 'audit.log'),
       auditMaxBytes: config.logMaxBytes,

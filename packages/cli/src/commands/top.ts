@@ -170,7 +170,7 @@ export async function runTop(client: ApiClient, output: Output, options: TopOpti
       stdout.write(`${jsonFrame(last)}\n`);
       return;
     }
-    const text = await renderFrame(last, output, { url: client.url, sort, intervalMs: options.intervalMs, rows: live ? stdout.rows : undefined, live });
+    const text = await renderFrame(last, output, { url: client.url, sort, intervalMs: options.intervalMs, rows: live && stdout.rows > 0 ? stdout.rows : undefined, live });
     if (!stopped) stdout.write(live ? `${HOME_AND_CLEAR}${text}\n` : `${text}\n\n`);
   };
 

@@ -215,6 +215,19 @@ export class NginxInstance {
     return outcome;
   }
 
+  /**
+   * A reload with nothing changed, between batches: nginx's master opens its log files anew and
+   * hands them to new workers (which, as an unprivileged user, may not be able to reopen them).
+   */
+  reloadUnchanged(): Promise<void> {
+    return this.exclusive(async () => {
+      const wait = this.pausedUntil - Date.now();
+      if (wait > 0) await sleep(wait);
+      const outcome = await this.reload();
+      if (!outcome.ok) this.log.warn('a reload to reopen the logs did not take', { reason: outcome.message });
+    });
+  }
+
   /** Queues a change; resolves once it is live, rejects with the reason it was refused. */
   submit(mutation: Mutation): Promise<MutationResult> {
     if (this.closing) {

@@ -25,7 +25,10 @@ export class Metrics implements PipelineObserver {
   private readonly reloads: Counter<'instance' | 'result'>;
   private readonly reloadDuration: Histogram<'instance'>;
 
-  constructor(source: MetricsSource) {
+  private readonly streams = { current: [] as StreamView[] };
+  private readonly nginx = { current: [] as Array<NginxStatus & { id: number }> };
+
+  constructor(private readonly source: MetricsSource) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.applies = new Counter({ name: 'conductor_changes_total', help: 'Stream changes, by outcome', labelNames: ['instance', 'result'], registers });
@@ -45,8 +48,9 @@ export class Metrics implements PipelineObserver {
       registers,
     });
 
-    // Totals kept elsewhere (nginx's access log, the controllers) are copied in at each scrape.
-    const streams = { current: [] as StreamView[] };
+    // Totals kept elsewhere (nginx's access log, the controllers) are copied in at each scrape,
+    // from one look taken before the registry renders (prom-client collects metrics in parallel).
+    const streams = this.streams;
     const perStream = (name: string, help: string, value: (stream: StreamView) => number | undefined): Counter<'port'> =>
       new Counter({
         name,
@@ -57,7 +61,7 @@ export class Metrics implements PipelineObserver {
           this.reset();
           for (const stream of streams.current) {
             const amount = value(stream);
-            if (amount !== undefined && amount > 0) this.inc({ port: String(stream.port) }, amount);
+            if (amount !== undefined) this.inc({ port: String(stream.port) }, amount);
           }
         },
       });
@@ -66,8 +70,7 @@ export class Metrics implements PipelineObserver {
       help: '1 when nginx serves the stream, 0 when it was set aside',
       labelNames: ['port', 'protocol'],
       registers,
-      async collect() {
-        streams.current = await source.streams();
+      collect() {
         this.reset();
         for (const stream of streams.current) this.set({ port: String(stream.port), protocol: stream.protocol }, stream.state === 'live' ? 1 : 0);
       },
@@ -115,14 +118,13 @@ export class Metrics implements PipelineObserver {
         }
       },
     });
-    const nginx = { current: [] as Array<NginxStatus & { id: number }> };
+    const nginx = this.nginx;
     new Gauge({
       name: 'conductor_nginx_up',
       help: '1 when the nginx master runs',
       labelNames: ['instance'],
       registers,
       collect() {
-        nginx.current = source.nginx();
         this.reset();
         for (const status of nginx.current) this.set({ instance: String(status.id) }, status.state === 'running' ? 1 : 0);
       },
@@ -134,7 +136,7 @@ export class Metrics implements PipelineObserver {
       registers,
       collect() {
         this.reset();
-        for (const status of nginx.current) if (status.restarts > 0) this.inc({ instance: String(status.id) }, status.restarts);
+        for (const status of nginx.current) this.inc({ instance: String(status.id) }, status.restarts);
       },
     });
     new Gauge({
@@ -160,7 +162,9 @@ export class Metrics implements PipelineObserver {
     this.reloadDuration.observe({ instance: String(instance) }, seconds);
   }
 
-  render(): Promise<string> {
+  async render(): Promise<string> {
+    this.streams.current = await this.source.streams();
+    this.nginx.current = this.source.nginx();
     return this.registry.metrics();
   }
 

@@ -9,11 +9,12 @@ import { AuditLog } from './audit.js';
 import { openConnections } from './connections.js';
 import { HealthChecker, type ProbeTarget } from './health.js';
 import { Metrics } from './metrics.js';
+import { type LogWriter, releaseLog, writtenBy } from './release.js';
 import { AccessLogTail, TrafficCounter } from './traffic.js';
 
 export interface ObservatoryOptions {
-  /** One access log per nginx instance, and how to make that nginx reopen it. */
-  accessLogs: Array<{ path: string; reopen(): Promise<void> }>;
+  /** One access log per nginx instance, and the nginx that writes it. */
+  accessLogs: Array<{ path: string; writer: LogWriter }>;
   accessLogMaxBytes: number;
   auditPath: string;
   auditMaxBytes: number;
@@ -40,7 +41,18 @@ export class Observatory {
   constructor(private readonly options: ObservatoryOptions) {
     this.audit = new AuditLog(options.auditPath, { maxBytes: options.auditMaxBytes, keep: 1000, log: options.log });
     this.tails = options.accessLogs.map(
-      (accessLog) => new AccessLogTail({ path: accessLog.path, counter: this.traffic, maxBytes: options.accessLogMaxBytes, reopen: accessLog.reopen, log: options.log }),
+      ({ path, writer }) =>
+        new AccessLogTail({
+          path,
+          counter: this.traffic,
+          maxBytes: options.accessLogMaxBytes,
+          release: async (rotated) => {
+            const how = await releaseLog(writer, rotated, options.log);
+            options.log.info('rotated an access log', { path, how });
+          },
+          stillWritten: (rotated) => writtenBy(writer.master(), rotated),
+          log: options.log,
+        }),
     );
     this.health = new HealthChecker(() => this.targets(), { intervalMs: options.healthIntervalMs, timeoutMs: options.healthTimeoutMs });
     this.metrics = new Metrics({
@@ -66,9 +78,7 @@ export class Observatory {
 
   /** Reads what the access logs gained since the last look. */
   async poll(): Promise<void> {
-    for (const tail of this.tails) {
-      await tail.poll().catch((error: unknown) => this.options.log.warn('could not read an access log', { error }));
-    }
+    await Promise.all(this.tails.map((tail) => tail.poll().catch((error: unknown) => this.options.log.warn('could not read an access log', { error }))));
   }
 
   stop(): void {

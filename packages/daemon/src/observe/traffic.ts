@@ -51,7 +51,9 @@ export class TrafficCounter {
     else if (line.status >= 500) stats.failedSessions += 1;
     stats.bytesIn += line.in;
     stats.bytesOut += line.out;
-    if (line.t !== '' && (stats.lastSessionAt === undefined || line.t > stats.lastSessionAt)) stats.lastSessionAt = new Date(line.t).toISOString();
+    // nginx writes local time with its offset; kept as UTC, the later of the two.
+    const at = Date.parse(line.t);
+    if (!Number.isNaN(at) && (stats.lastSessionAt === undefined || at > Date.parse(stats.lastSessionAt))) stats.lastSessionAt = new Date(at).toISOString();
     this.byPort.set(line.port, stats);
   }
 
@@ -74,22 +76,42 @@ export interface AccessLogOptions {
   counter: TrafficCounter;
   /** Rotate when the file grows past this. */
   maxBytes: number;
-  /** Makes nginx reopen its logs (SIGUSR1 to the master, or `nginx -s reopen`). */
-  reopen(): Promise<void>;
+  /** Makes nginx write to a new file at `path`, the old one having been renamed to `rotated`. */
+  release(rotated: string): Promise<void>;
+  /** Whether nginx may still write to `rotated`: one of its processes holds the file open. */
+  stillWritten(rotated: string): Promise<boolean>;
   log: Logger;
 }
 
+interface Cursor {
+  path: string;
+  offset: number;
+  /** The end of the file read so far when it stopped in the middle of a line. */
+  partial: { text: string };
+}
+
+/** Looks without news after which a rotated file is checked for writers (4 a second). */
+const QUIET_LOOKS = 4;
+/** Rotated files kept at most; past it the oldest is read to its end and removed. */
+const MAX_ROTATED = 4;
+
 /**
- * Follows one access log: reads what was added since the last look, line by line; when the file
- * passes maxBytes it is renamed to `<path>.1` and nginx told to reopen, and the renamed file is
- * read to its end before it is removed. Lines written before the daemon started are skipped.
+ * Follows one access log: reads what was added since the last look, line by line. When the file
+ * passes maxBytes it is renamed to `<path>.<n>` and nginx made to write a new one; the renamed
+ * file is read until it is quiet and no nginx process holds it open (an old worker finishing a
+ * long session writes its line there), then removed. On disk: the live file, about maxBytes,
+ * and rotated ones that only old workers still write to. Lines written before the daemon
+ * started are skipped.
  */
 export class AccessLogTail {
-  private offset = -1;
-  private partial = '';
-  private draining: { path: string; offset: number; quiet: number } | undefined;
+  private live: Cursor;
+  private started = false;
+  private busy = false;
+  private rotated: Array<Cursor & { quiet: number }> = [];
 
-  constructor(private readonly options: AccessLogOptions) {}
+  constructor(private readonly options: AccessLogOptions) {
+    this.live = { path: options.path, offset: 0, partial: { text: '' } };
+  }
 
   private size(path: string): number | undefined {
     try {
@@ -99,69 +121,102 @@ export class AccessLogTail {
     }
   }
 
-  /** Reads `path` from `offset` to its end; returns the new offset. */
-  private readFrom(path: string, offset: number): number {
-    const size = this.size(path);
-    if (size === undefined || size <= offset) return size === undefined ? offset : Math.min(offset, size);
-    const fd = openSync(path, 'r');
+  /** Reads a file from its cursor to its end; true when there was something new. */
+  private read(cursor: Cursor): boolean {
+    const size = this.size(cursor.path);
+    if (size === undefined || size <= cursor.offset) return false;
+    const fd = openSync(cursor.path, 'r');
     try {
-      let position = offset;
-      const buffer = Buffer.alloc(Math.min(size - offset, 1 << 20));
-      while (position < size) {
-        const read = readSync(fd, buffer, 0, Math.min(buffer.length, size - position), position);
+      const buffer = Buffer.alloc(Math.min(size - cursor.offset, 1 << 20));
+      while (cursor.offset < size) {
+        const read = readSync(fd, buffer, 0, Math.min(buffer.length, size - cursor.offset), cursor.offset);
         if (read <= 0) break;
-        position += read;
-        this.consume(buffer.subarray(0, read).toString('utf8'));
+        cursor.offset += read;
+        this.consume(buffer.subarray(0, read).toString('utf8'), cursor.partial);
       }
-      return position;
+      return true;
     } finally {
       closeSync(fd);
     }
   }
 
-  private consume(text: string): void {
-    const lines = (this.partial + text).split('\n');
-    this.partial = lines.pop() ?? '';
+  private consume(text: string, partial: { text: string }): void {
+    const lines = (partial.text + text).split('\n');
+    partial.text = lines.pop() ?? '';
     for (const line of lines) {
       const parsed = parseLine(line);
       if (parsed) this.options.counter.add(parsed);
     }
   }
 
-  /** One look at the files: new lines counted, rotation when due. */
+  private remove(path: string): void {
+    try {
+      unlinkSync(path);
+    } catch {
+      // gone already
+    }
+  }
+
+  /** One look at the files: new lines counted, rotated files let go of, rotation when due. */
   async poll(): Promise<void> {
+    // A look waits for nginx while it rotates; the next ones skip until it is done.
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      await this.look();
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async look(): Promise<void> {
     const { path } = this.options;
-    if (this.offset < 0) {
-      this.offset = this.size(path) ?? 0; // what was there before is not ours to count
+    if (!this.started) {
+      this.started = true;
+      this.live.offset = this.size(path) ?? 0; // what was there before is not ours to count
+      // Rotated files a previous run left: counted then, removed now unless nginx still writes them.
+      for (let n = 1; n <= MAX_ROTATED; n += 1) {
+        const old = `${path}.${n}`;
+        if (this.size(old) !== undefined && !(await this.options.stillWritten(old))) this.remove(old);
+      }
       return;
     }
-    if (this.draining) {
-      const before = this.draining.offset;
-      this.draining.offset = this.readFrom(this.draining.path, this.draining.offset);
-      this.draining.quiet = this.draining.offset === before ? this.draining.quiet + 1 : 0;
-      if (this.draining.quiet >= 4) {
-        try {
-          unlinkSync(this.draining.path);
-        } catch {
-          // gone already
-        }
-        this.draining = undefined;
+    for (const cursor of [...this.rotated]) {
+      cursor.quiet = this.read(cursor) ? 0 : cursor.quiet + 1;
+      // Checked for writers when quiet, and every two seconds after that: /proc is not free.
+      if (cursor.quiet >= QUIET_LOOKS && (cursor.quiet - QUIET_LOOKS) % 8 === 0 && !(await this.options.stillWritten(cursor.path))) {
+        this.read(cursor);
+        this.remove(cursor.path);
+        this.rotated = this.rotated.filter((other) => other !== cursor);
       }
     }
     const size = this.size(path);
-    if (size !== undefined && size < this.offset) this.offset = 0; // replaced or truncated by someone
-    this.offset = this.readFrom(path, this.offset);
-    if (this.offset > this.options.maxBytes && !this.draining) {
-      const rotated = `${path}.1`;
-      try {
-        renameSync(path, rotated);
-      } catch (error) {
-        this.options.log.warn('could not rotate an access log', { path, error });
-        return;
-      }
-      this.draining = { path: rotated, offset: this.offset, quiet: 0 };
-      this.offset = 0;
-      await this.options.reopen().catch((error: unknown) => this.options.log.warn('nginx did not reopen its access log', { error }));
+    if (size !== undefined && size < this.live.offset) this.live = { path, offset: 0, partial: { text: '' } }; // truncated or replaced by someone
+    this.read(this.live);
+    if (this.live.offset > this.options.maxBytes) await this.rotate();
+  }
+
+  private async rotate(): Promise<void> {
+    const { path } = this.options;
+    // The bound on disk comes first: past MAX_ROTATED the oldest goes, read to its end.
+    while (this.rotated.length >= MAX_ROTATED) {
+      const oldest = this.rotated.shift() as Cursor;
+      this.read(oldest);
+      this.remove(oldest.path);
+      this.options.log.warn('removed a rotated access log nginx may still write to', { path: oldest.path });
     }
+    const taken = new Set(this.rotated.map((cursor) => cursor.path));
+    let n = 1;
+    while (taken.has(`${path}.${n}`)) n += 1;
+    const target = `${path}.${n}`;
+    try {
+      renameSync(path, target);
+    } catch (error) {
+      this.options.log.warn('could not rotate an access log', { path, error });
+      return;
+    }
+    this.rotated.push({ ...this.live, path: target, quiet: 0 });
+    this.live = { path, offset: 0, partial: { text: '' } };
+    await this.options.release(target).catch((error: unknown) => this.options.log.warn('nginx did not let go of its access log', { path, error }));
   }
 }

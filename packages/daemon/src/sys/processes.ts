@@ -62,7 +62,7 @@ export async function parentPid(pid: number): Promise<number | undefined> {
 }
 
 /** Whether `pid` has `path` open (one of its /proc/<pid>/fd links points at it). */
-async function holdsFile(pid: number, path: string): Promise<boolean> {
+export async function holdsFile(pid: number, path: string): Promise<boolean> {
   let fds: string[];
   try {
     fds = await readdir(`/proc/${pid}/fd`);
@@ -122,17 +122,16 @@ export function processStartedAt(pid: number): Date | undefined {
   }
 }
 
-/** The children of an nginx master, told apart: workers taking connections, old ones draining. */
-export function nginxWorkers(master: number): { workers: number; draining: number } {
+/** The worker processes of an nginx master, each marked when it is an old one draining sessions. */
+export function nginxChildren(master: number): Array<{ pid: number; draining: boolean }> {
   let children: number[];
   try {
     const text = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim();
     children = text === '' ? [] : text.split(/\s+/).map(Number);
   } catch {
-    return { workers: 0, draining: 0 };
+    return [];
   }
-  let workers = 0;
-  let draining = 0;
+  const found: Array<{ pid: number; draining: boolean }> = [];
   for (const pid of children) {
     let command: string;
     try {
@@ -140,8 +139,15 @@ export function nginxWorkers(master: number): { workers: number; draining: numbe
     } catch {
       continue;
     }
-    if (command.includes('is shutting down')) draining += 1;
-    else if (command.startsWith('nginx: worker process')) workers += 1;
+    if (command.includes('is shutting down')) found.push({ pid, draining: true });
+    else if (command.startsWith('nginx: worker process')) found.push({ pid, draining: false });
   }
-  return { workers, draining };
+  return found;
+}
+
+/** The children of an nginx master, told apart: workers taking connections, old ones draining. */
+export function nginxWorkers(master: number): { workers: number; draining: number } {
+  const children = nginxChildren(master);
+  const draining = children.filter((child) => child.draining).length;
+  return { workers: children.length - draining, draining };
 }
