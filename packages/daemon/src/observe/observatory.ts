@@ -37,6 +37,8 @@ export class Observatory {
   private readonly tails: AccessLogTail[];
   private timer: NodeJS.Timeout | undefined;
   private daemon: ObservedDaemon | undefined;
+  /** The byte totals last shown per port, for the stream created at `createdAt`. */
+  private readonly shown = new Map<number, { createdAt: string; bytesIn: number; bytesOut: number }>();
 
   constructor(private readonly options: ObservatoryOptions) {
     this.audit = new AuditLog(options.auditPath, { maxBytes: options.auditMaxBytes, keep: 1000, log: options.log });
@@ -96,12 +98,19 @@ export class Observatory {
     return streams.map((stream) => {
       const finished = this.traffic.get(stream.port);
       const now = open.get(stream.port);
+      // Between a session's end and the look that reads its log line, its bytes are in neither
+      // source: the totals hold at their last value instead of dipping (they are counters).
+      const before = this.shown.get(stream.port);
+      const same = before?.createdAt === stream.createdAt;
+      const bytesIn = Math.max(finished.bytesIn + (now?.bytesIn ?? 0), same ? before.bytesIn : 0);
+      const bytesOut = Math.max(finished.bytesOut + (now?.bytesOut ?? 0), same ? before.bytesOut : 0);
+      this.shown.set(stream.port, { createdAt: stream.createdAt, bytesIn, bytesOut });
       return {
         ...stream,
         stats: {
           ...finished,
-          bytesIn: finished.bytesIn + (now?.bytesIn ?? 0),
-          bytesOut: finished.bytesOut + (now?.bytesOut ?? 0),
+          bytesIn,
+          bytesOut,
           activeConnections: now?.active ?? 0,
           backends: this.health.of({ port: stream.port, protocol: stream.protocol, backends: stream.backends.map((backend) => backend.address) }),
         },
