@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { ROOT, removeDir, tempDir, withLocalResolver } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
+import { eventually } from '../helpers/wait.js';
 import { killProcessesUsing } from '../helpers/processes.js';
 
 const ENTRYPOINT = join(ROOT, 'docker/entrypoint.sh');
@@ -84,6 +85,12 @@ describe('the container entrypoint (external mode)', () => {
     const port = container.base;
     expect(await get(container.api, `/createstream/${port}/127.0.0.1:${backend.port}`)).toEqual({ result: 'ok', errors: '' });
     expect(await roundTrip(port, 'box')).toBe('ext:box');
+    // Traffic is counted from the access log the daemon gives this nginx too.
+    const stats = await eventually(
+      async () => ((await get(container.api, `/v1/streams/${port}?stats=1`)).stream as { stats?: Record<string, unknown> }).stats,
+      (found) => found?.sessions === 1,
+    );
+    expect(stats).toMatchObject({ sessions: 1, bytesIn: 3, bytesOut: 7, failedSessions: 0 });
     const status = await get(container.api, '/v1/status');
     expect(status).toMatchObject({ mode: 'external', nginx: { state: 'running' } });
     expect((await readdir(container.paths.streams)).filter((name) => name.endsWith('.conf'))).toEqual(['_conductor_+log-format.conf', `_conductor_${port}.conf`]);
