@@ -1,15 +1,16 @@
 // @ts-check
 /**
- * stream-conductor soak test: one real daemon (managed mode, its own nginx), a full port range,
- * and many concurrent clients hammering the legacy API for several phases. After every phase,
- * with all clients idle, every view of the state must agree with what the acknowledged answers
- * imply, bytes must flow through live ports, no answer may be a 5xx, and the daemon's memory and
- * open file descriptors must stay flat from phase 2 on.
+ * stream-conductor soak test: one real daemon (managed mode, its own nginx masters), a full port
+ * range, and many concurrent clients hammering the legacy API for several phases. After every
+ * phase, with all clients idle, every view of the state must agree with what the acknowledged
+ * answers imply, bytes must flow through live ports, no answer may be a 5xx, and the daemon's
+ * memory and open file descriptors must stay flat from phase 2 on.
  *
  * Not part of `npm test`: run `npm run build`, then `npm run soak -- --help`.
  *
- * Why clients mutate disjoint slices of ports: the daemon applies the requests that arrive during
- * a reload together in one batch and answers them all when the batch is done, so two acknowledged
+ * Why clients mutate disjoint slices of ports: each of the daemon's nginx masters applies the
+ * requests that reach it during a reload together in one batch and answers them all when the
+ * batch is done, so two acknowledged
  * mutations of the same port from two clients can complete in either order on the wire; their
  * completion times say nothing about the order the daemon applied them in. Each client therefore
  * owns the ports p with (p - start) % clients == its index, issues one request at a time, and is
@@ -350,13 +351,17 @@ async function fdCount(pid) {
   }
 }
 
+/** @param {string} text */
+const escapeRegExp = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 /**
- * The nginx processes of this soak's home: masters whose command line names its nginx.conf, and
- * their children (the workers, old generations still shutting down included).
+ * The nginx processes of this soak's home: the masters whose command line names one of its
+ * `nginx/<n>/nginx.conf` (managed mode runs one master per slice of the port range), and their
+ * children (the workers, old generations still shutting down included).
  * @param {string} home
  */
 async function nginxProcesses(home) {
-  const conf = join(home, 'nginx', 'nginx.conf');
+  const conf = new RegExp(` -c ${escapeRegExp(join(home, 'nginx'))}/[0-9]+/nginx\\.conf( |$)`);
   /** @type {Array<{ pid: number, ppid: number, cmd: string }>} */
   const all = [];
   for (const entry of await readdir('/proc')) {
@@ -370,9 +375,73 @@ async function nginxProcesses(home) {
       // gone meanwhile
     }
   }
-  const masters = all.filter((p) => p.cmd.startsWith('nginx: master process') && p.cmd.includes(conf)).map((p) => p.pid);
+  const masters = all.filter((p) => p.cmd.startsWith('nginx: master process') && conf.test(p.cmd)).map((p) => p.pid);
   const workers = all.filter((p) => masters.includes(p.ppid)).map((p) => p.pid);
   return { masters, workers };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon's home
+
+/**
+ * A folder holding one numbered folder per nginx master (`stream.d/` and `nginx/` in managed
+ * mode): the numbers, sorted, and the names of everything else in it.
+ * @param {string} dir
+ */
+async function perMasterFolders(dir) {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => /** @type {import('node:fs').Dirent[]} */ ([]));
+  /** @type {number[]} */
+  const ids = [];
+  /** @type {string[]} */
+  const others = [];
+  for (const entry of entries) {
+    if (entry.isDirectory() && /^[0-9]+$/.test(entry.name)) ids.push(Number(entry.name));
+    else others.push(entry.name);
+  }
+  return { ids: ids.sort((a, b) => a - b), others };
+}
+
+/**
+ * What a per-stream file tells nginx, read from its text whatever its layout (comments, an
+ * upstream block, buffer and access_log lines): how many `server {}` blocks it has, the listen
+ * directives of the first one, where it proxies to (the address of `proxy_pass`, or the `server`
+ * addresses of the upstream block it names, joined with ", "), and its access log.
+ * @param {string} text
+ * @returns {{ servers: number, listens: string[], backend: string | undefined, accessLog: string | undefined }}
+ */
+function parseStreamFile(text) {
+  const body = text
+    .split('\n')
+    .filter((line) => !/^\s*#/.test(line))
+    .join('\n');
+  /** @type {Map<string, string[]>} */
+  const upstreams = new Map();
+  for (const match of body.matchAll(/(?:^|[;}\s])upstream\s+([^\s{]+)\s*\{([^{}]*)\}/g)) {
+    upstreams.set(match[1] ?? '', [...(match[2] ?? '').matchAll(/(?:^|[;\s])server\s+([^\s;]+)[^;]*;/g)].map((server) => server[1] ?? ''));
+  }
+  const servers = [...body.matchAll(/(?:^|[;}\s])server\s*\{([^{}]*)\}/g)].map((match) => match[1] ?? '');
+  const server = servers[0] ?? '';
+  /** @param {string} name */
+  const directive = (name) => [...server.matchAll(new RegExp(`(?:^|[;\\s])${name}\\s+([^;]*);`, 'g'))].map((match) => (match[1] ?? '').trim());
+  const target = directive('proxy_pass')[0];
+  return {
+    servers: servers.length,
+    listens: directive('listen'),
+    backend: target === undefined ? undefined : (upstreams.get(target)?.join(', ') ?? target),
+    accessLog: directive('access_log')[0]?.split(/\s+/)[0],
+  };
+}
+
+/**
+ * The files the daemon keeps in its home in managed mode, besides the temporary `.tmp-*` ones
+ * of an atomic write (checked on their own) and the soak's daemon.log.
+ * @param {string} where `home`, `nginx/<n>` or `stream.d/<n>`
+ * @param {string} name
+ */
+function expectedInHome(where, name) {
+  if (where === 'home') return ['daemon.log', 'daemon.pid', 'streams.json', 'audit.log', 'audit.log.1', 'nginx', 'stream.d'].includes(name);
+  if (where === 'nginx/<n>') return ['nginx.conf', 'nginx.pid', 'error.log', 'access.log'].includes(name) || /^access\.log\.[0-9]+$/.test(name);
+  return new RegExp(`^${PREFIX}[0-9]+\\.conf$`).test(name);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -764,6 +833,13 @@ function outcomeOf(answer) {
 // The run's state
 
 /**
+ * @typedef {object} StatusReport what the soak reads of /v1/status
+ * @property {{ failed?: number }} [streams]
+ * @property {{ state?: string, restarts?: number }} [nginx] every master together
+ * @property {Array<{ id: number, state: string, restarts: number, workers?: number, drainingWorkers?: number }>} [nginxInstances] each master
+ */
+
+/**
  * @typedef {object} Violation
  * @property {number} phase
  * @property {string} check
@@ -857,10 +933,11 @@ class Soak {
     this.deadlineHit = false;
     this.checkerRandom = rng(options.seed ^ 0x5eed);
     this.logOffset = 0;
-    this.nginxLogOffset = 0;
+    /** @type {Map<string, number>} bytes read so far of each master's error.log */
+    this.nginxLogOffsets = new Map();
     /** @type {string[]} warn and error lines of the daemon log */
     this.logProblems = [];
-    /** @type {string[]} nginx error.log lines */
+    /** @type {string[]} lines of the masters' error.log files, each prefixed with its master */
     this.nginxProblems = [];
     /** @type {string[] | undefined} daemon log lines around the first violations */
     this.relatedLog = undefined;
@@ -1401,35 +1478,70 @@ class Soak {
     }
     note('/getstreams == expected', this.compare(phase, '/getstreams', listed, expected));
 
-    const streamDir = join(daemon.home, 'stream.d');
-    const names = await readdir(streamDir).catch(() => /** @type {string[]} */ ([]));
+    // The per-stream files: each master n includes its own folder stream.d/<n>/. A port's file
+    // must be in exactly one of them, listen on 127.0.0.1:<port> only, proxy to the right backend
+    // and log to the access log of its own master.
+    const streamRoot = join(daemon.home, 'stream.d');
+    const nginxRoot = join(daemon.home, 'nginx');
+    const streamFolders = await perMasterFolders(streamRoot);
+    const nginxFolders = await perMasterFolders(nginxRoot);
     /** @type {Map<number, string | undefined>} */
     const files = new Map();
-    const strays = [];
-    for (const name of names) {
-      const match = new RegExp(`^${PREFIX}([0-9]+)\\.conf$`).exec(name);
-      if (!match) {
-        strays.push(name);
-        continue;
+    /** @type {Map<number, number>} port -> the master folder its file is in */
+    const folderOf = new Map();
+    /** @type {string[]} */
+    const fileProblems = [];
+    const fileName = new RegExp(`^${PREFIX}([0-9]+)\\.conf$`);
+    for (const id of streamFolders.ids) {
+      const folder = join(streamRoot, String(id));
+      for (const name of await readdir(folder).catch(() => /** @type {string[]} */ ([]))) {
+        const match = fileName.exec(name);
+        if (!match) continue; // strays and temporaries are checked below
+        const port = Number(match[1]);
+        const where = `stream.d/${id}/${name}`;
+        const text = await readFile(join(folder, name), 'utf8').catch(() => '');
+        const parsed = parseStreamFile(text);
+        if (parsed.servers !== 1 || parsed.listens.length !== 1 || parsed.listens[0] !== `127.0.0.1:${port}`) {
+          fileProblems.push(`${where} does not listen on 127.0.0.1:${port} alone (${parsed.servers} server blocks, listen ${parsed.listens.join(' / ') || 'none'}): ${JSON.stringify(text.slice(0, 400))}`);
+        }
+        const accessLog = join(nginxRoot, String(id), 'access.log');
+        if (parsed.accessLog !== undefined && parsed.accessLog !== accessLog) fileProblems.push(`${where} logs to ${parsed.accessLog}, not to its master's ${accessLog}`);
+        const other = folderOf.get(port);
+        if (other !== undefined) fileProblems.push(`port ${port} has a file in stream.d/${other}/ and in stream.d/${id}/`);
+        folderOf.set(port, id);
+        files.set(port, parsed.backend ?? '(no proxy_pass)');
       }
-      const text = await readFile(join(streamDir, name), 'utf8').catch(() => '');
-      const backend = /^\s*proxy_pass\s+(\S+);\s*$/m.exec(text)?.[1];
-      const listen = /^\s*listen\s+127\.0\.0\.1:([0-9]+);\s*$/m.exec(text)?.[1];
-      if (listen !== match[1]) this.fail(phase, 'stream.d', `${name} does not listen on 127.0.0.1:${match[1]}: ${JSON.stringify(text.slice(0, 300))}`);
-      files.set(Number(match[1]), backend);
     }
-    note('stream.d files == expected', this.compare(phase, 'stream.d', files, expected));
+    for (const problem of fileProblems.slice(0, 20)) this.fail(phase, 'stream.d', problem);
+    if (fileProblems.length > 20) this.fail(phase, 'stream.d', `... and ${fileProblems.length - 20} more problems with the per-stream files`);
+    note('stream.d/<n>/ files == expected', this.compare(phase, 'stream.d', files, expected) && fileProblems.length === 0);
 
     const storeText = await readFile(join(daemon.home, 'streams.json'), 'utf8').catch(() => '');
     /** @type {Map<number, string | undefined>} */
     const stored = new Map();
+    let storeOk = true;
     try {
-      const data = /** @type {{ streams?: Array<{ port: number, backend: string }> }} */ (JSON.parse(storeText || '{"streams": []}'));
-      for (const stream of data.streams ?? []) stored.set(stream.port, stream.backend);
+      const data = /** @type {{ format?: unknown, streams?: Array<{ port?: unknown, backends?: Array<{ address?: unknown }>, backend?: unknown }> }} */ (JSON.parse(storeText || '{"format": 1, "streams": []}'));
+      if (data.format !== 1 || !Array.isArray(data.streams)) {
+        storeOk = false;
+        this.fail(phase, 'streams.json', `streams.json is not a store of format 1: ${storeText.slice(0, 200)}`);
+      }
+      for (const stream of data.streams ?? []) {
+        const port = Number(stream.port);
+        // Records hold a list of backends (objects with an address); one written before streams
+        // had options holds a single `backend` string.
+        const addresses = Array.isArray(stream.backends) ? stream.backends.map((backend) => String(backend?.address)) : typeof stream.backend === 'string' ? [stream.backend] : [];
+        if (stored.has(port)) {
+          storeOk = false;
+          this.fail(phase, 'streams.json', `port ${port} appears twice in streams.json`);
+        }
+        stored.set(port, addresses.join(', ') || '(no backend)');
+      }
     } catch (error) {
+      storeOk = false;
       this.fail(phase, 'streams.json', `streams.json is not JSON: ${/** @type {Error} */ (error).message}`);
     }
-    note('streams.json == expected', this.compare(phase, 'streams.json', stored, expected));
+    note('streams.json == expected', this.compare(phase, 'streams.json', stored, expected) && storeOk);
 
     const listening = await listeningPorts();
     /** @type {Map<number, string | undefined>} */
@@ -1437,13 +1549,29 @@ class Soak {
     for (let port = daemon.start; port <= daemon.end; port += 1) if (listening.has(port)) sockets.set(port, undefined);
     note('LISTEN sockets == expected', this.compare(phase, 'LISTEN sockets', sockets, expected));
 
+    // Nothing half-written, nothing unexpected: the home holds the store, the audit log, the lock,
+    // stream.d/<n>/ with the per-stream files and nginx/<n>/ with each master's own files.
     const temporaries = [];
-    for (const dir of [daemon.home, streamDir, join(daemon.home, 'nginx')]) {
-      for (const name of await readdir(dir).catch(() => /** @type {string[]} */ ([]))) if (name.startsWith('.tmp-')) temporaries.push(join(dir, name));
+    const strays = [];
+    /** @type {Array<[string, string]>} folder, and what it may hold */
+    const folders = [
+      [daemon.home, 'home'],
+      [streamRoot, 'numbered'],
+      [nginxRoot, 'numbered'],
+      ...streamFolders.ids.map((id) => /** @type {[string, string]} */ ([join(streamRoot, String(id)), 'stream.d/<n>'])),
+      ...nginxFolders.ids.map((id) => /** @type {[string, string]} */ ([join(nginxRoot, String(id)), 'nginx/<n>'])),
+    ];
+    for (const [dir, kind] of folders) {
+      for (const name of await readdir(dir).catch(() => /** @type {string[]} */ ([]))) {
+        if (name.startsWith('.tmp-')) temporaries.push(join(dir, name));
+        else if (kind === 'numbered' ? !/^[0-9]+$/.test(name) : !expectedInHome(kind, name)) strays.push(join(dir, name));
+      }
     }
     if (temporaries.length > 0) this.fail(phase, 'temporaries', `temporary files left behind: ${temporaries.join(', ')}`);
     note('no .tmp- files', temporaries.length === 0);
-    if (strays.length > 0) this.fail(phase, 'stream.d', `unexpected files in stream.d: ${strays.join(', ')}`);
+    if (streamFolders.ids.join() !== nginxFolders.ids.join()) strays.push(`(stream.d/ has folders ${streamFolders.ids.join(', ')} but nginx/ has ${nginxFolders.ids.join(', ')})`);
+    if (strays.length > 0) this.fail(phase, 'strays', `unexpected files in the home: ${strays.slice(0, 20).join(', ')}${strays.length > 20 ? ` ... (${strays.length})` : ''}`);
+    note('no stray files', strays.length === 0);
 
     // Bytes through a sample of live ports, and a sample of free ports refusing.
     const live = [...expected.keys()];
@@ -1483,12 +1611,29 @@ class Soak {
     }
     note(`bytes flow on ${sampleLive.length} live ports, ${sampleFree.length} free ports refuse`, trafficOk);
 
+    // Every master runs (one per folder), none was ever restarted, nothing is set aside.
     const status = daemon.alive ? await get(undefined, daemon.apiPort, '/v1/status', 30_000) : undefined;
-    const st = /** @type {{ streams?: { failed?: number }, nginx?: { restarts?: number, state?: string } } | undefined} */ (status?.json);
+    const st = /** @type {StatusReport | undefined} */ (status?.json);
     const restarts = st?.nginx?.restarts ?? NaN;
-    const healthy = st?.nginx?.state === 'running' && restarts === 0 && (st?.streams?.failed ?? 0) === 0;
-    if (!healthy) this.fail(phase, 'status', `/v1/status: nginx ${st?.nginx?.state}, ${restarts} restarts, ${st?.streams?.failed} failed streams`);
-    note('nginx running, never restarted, no failed stream', healthy);
+    const instances = st?.nginxInstances ?? [];
+    const down = instances.filter((instance) => instance.state !== 'running' || instance.restarts !== 0).map((instance) => instance.id);
+    const running = await nginxProcesses(daemon.home);
+    const healthy =
+      st?.nginx?.state === 'running' &&
+      restarts === 0 &&
+      (st?.streams?.failed ?? 0) === 0 &&
+      instances.length > 0 &&
+      down.length === 0 &&
+      running.masters.length === instances.length &&
+      streamFolders.ids.length === instances.length;
+    if (!healthy) {
+      this.fail(
+        phase,
+        'status',
+        `/v1/status: nginx ${st?.nginx?.state}, ${restarts} restarts, ${st?.streams?.failed} failed streams, ${instances.length} masters (not running or restarted: ${down.join(', ') || 'none'}); ${running.masters.length} master processes of this home, ${streamFolders.ids.length} stream.d folders`,
+      );
+    }
+    note(`${instances.length} nginx masters running, never restarted, no failed stream`, healthy);
 
     await this.readLogs(phase);
     note('no error lines in the daemon log', phase.log.error === 0);
@@ -1553,7 +1698,8 @@ class Soak {
         phase.log.applied += Number(record.applied ?? 0);
         phase.log.refused += Number(record.refused ?? 0);
         phase.log.attempts += Number(record.attempts ?? 0);
-        phase.log.applyMs.push(Number(record.ms ?? 0));
+        // A batch whose requests were all refused before reaching nginx does not reload.
+        if (Number(record.attempts ?? 0) > 0) phase.log.applyMs.push(Number(record.ms ?? 0));
       } else if (record.msg === 'request') phase.log.requestLines += 1;
       if (record.level === 'warn' || record.level === 'error') {
         if (record.level === 'warn') phase.log.warn += 1;
@@ -1561,13 +1707,17 @@ class Soak {
         if (this.logProblems.length < 100) this.logProblems.push(line);
       }
     }
-    const nginxLog = join(this.daemon.home, 'nginx', 'error.log');
-    const nginxText = await readSince(nginxLog, this.nginxLogOffset);
-    this.nginxLogOffset += Buffer.byteLength(nginxText);
-    for (const line of nginxText.split('\n')) {
-      if (line === '') continue;
-      if (phase) phase.nginxErrorLogLines += 1;
-      if (this.nginxProblems.length < 50) this.nginxProblems.push(line);
+    // Each master writes its own nginx/<n>/error.log.
+    const nginxRoot = join(this.daemon.home, 'nginx');
+    for (const id of (await perMasterFolders(nginxRoot)).ids) {
+      const nginxLog = join(nginxRoot, String(id), 'error.log');
+      const nginxText = await readSince(nginxLog, this.nginxLogOffsets.get(nginxLog) ?? 0);
+      this.nginxLogOffsets.set(nginxLog, (this.nginxLogOffsets.get(nginxLog) ?? 0) + Buffer.byteLength(nginxText));
+      for (const line of nginxText.split('\n')) {
+        if (line === '') continue;
+        if (phase) phase.nginxErrorLogLines += 1;
+        if (this.nginxProblems.length < 50) this.nginxProblems.push(`${id}: ${line}`);
+      }
     }
   }
 }
@@ -1599,7 +1749,7 @@ async function readSince(path, offset) {
 
 /**
  * @param {Soak} soak
- * @param {{ options: Options, startedAt: Date, startupMs: number, baseline: PhaseMetrics | undefined, stop: { clean: boolean, notes: string[] } | undefined, growth: string[], failed: boolean, nginxVersion: string, fatal: string | undefined, home: string, kept: boolean }} run
+ * @param {{ options: Options, startedAt: Date, startupMs: number, baseline: PhaseMetrics | undefined, stop: { clean: boolean, notes: string[] } | undefined, growth: string[], failed: boolean, nginxVersion: string, nginxLayout: string, fatal: string | undefined, home: string, kept: boolean }} run
  */
 function report(soak, run) {
   const { options } = run;
@@ -1613,29 +1763,30 @@ function report(soak, run) {
   out.push(`- machine: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), Linux ${release()}, Node ${process.version}, ${run.nginxVersion}`);
   out.push(`- flags: --phases ${options.phases} --ops ${options.ops} --ports ${options.ports} --clients ${options.clients} --deadline ${options.deadlineMin} --sample ${options.sample} --seed ${options.seed}${options.rawRss ? ' --raw-rss' : ''}`);
   out.push(`- range: ${soak.daemon.start}-${soak.daemon.end} (API on 127.0.0.1:${soak.daemon.apiPort}), daemon start-up ${fmt(run.startupMs, 0)} ms`);
+  out.push(`- nginx: ${run.nginxLayout}`);
   out.push(`- requests: ${totalOps} in ${soak.phases.length} phases`);
   if (run.fatal) out.push(`- aborted by an error: ${run.fatal}`);
   out.push('');
 
   out.push('## Phases');
   out.push('');
-  out.push('| phase | requests | seconds | req/s | reloads | requests/reload | apply p50/max ms | live at end | daemon RSS MiB | daemon heap MiB | daemon peak RSS MiB | daemon fds | nginx procs | nginx RSS MiB | violations |');
-  out.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  out.push('| phase | requests | seconds | req/s | batches | reloads | requests/batch | apply p50/max ms | live at end | daemon RSS MiB | daemon heap MiB | daemon peak RSS MiB | daemon fds | nginx procs | nginx RSS MiB | violations |');
+  out.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   if (run.baseline) {
     const m = run.baseline;
-    out.push(`| start | | | | | | | ${m.live} | ${fmt(m.daemonRssKiB / 1024)} | ${fmt(m.heapUsedKiB / 1024)} | | ${m.daemonFds} | ${m.nginxProcesses} | ${fmt(m.nginxRssKiB / 1024)} | |`);
+    out.push(`| start | | | | | | | | ${m.live} | ${fmt(m.daemonRssKiB / 1024)} | ${fmt(m.heapUsedKiB / 1024)} | | ${m.daemonFds} | ${m.nginxProcesses} | ${fmt(m.nginxRssKiB / 1024)} | |`);
   }
   for (const phase of soak.phases) {
     const seconds = (phase.ended - phase.started) / 1000;
     const m = phase.metrics;
     const applyMs = [...phase.log.applyMs].sort((a, b) => a - b);
     out.push(
-      `| ${phase.n} | ${phase.done} | ${fmt(seconds)} | ${fmt(phase.done / seconds, 0)} | ${phase.log.applies} | ${fmt(phase.log.requests / Math.max(1, phase.log.applies))} | ${fmt(percentile(applyMs, 50), 0)} / ${fmt(applyMs[applyMs.length - 1] ?? NaN, 0)} | ${m?.live ?? '-'} | ${m ? fmt(m.daemonRssKiB / 1024) : '-'} | ${m ? fmt(m.heapUsedKiB / 1024) : '-'} | ${m ? fmt(m.peakRssKiB / 1024) : '-'} | ${m?.daemonFds ?? '-'} | ${m?.nginxProcesses ?? '-'} | ${m ? fmt(m.nginxRssKiB / 1024) : '-'} | ${phase.violations} |`,
+      `| ${phase.n} | ${phase.done} | ${fmt(seconds)} | ${fmt(phase.done / seconds, 0)} | ${phase.log.applies} | ${phase.log.attempts} | ${fmt(phase.log.requests / Math.max(1, phase.log.applies))} | ${fmt(percentile(applyMs, 50), 0)} / ${fmt(applyMs[applyMs.length - 1] ?? NaN, 0)} | ${m?.live ?? '-'} | ${m ? fmt(m.daemonRssKiB / 1024) : '-'} | ${m ? fmt(m.heapUsedKiB / 1024) : '-'} | ${m ? fmt(m.peakRssKiB / 1024) : '-'} | ${m?.daemonFds ?? '-'} | ${m?.nginxProcesses ?? '-'} | ${m ? fmt(m.nginxRssKiB / 1024) : '-'} | ${phase.violations} |`,
     );
   }
   out.push('');
   out.push(
-    `Reloads and requests/reload come from the daemon's \`apply\` log lines (one per batch). Daemon RSS (VmRSS), heap and fds are read after the phase's checks, with the clients' connections closed${run.options.rawRss ? ' (--raw-rss: no GC forced, heap not read)' : ", right after a full GC forced through the daemon's inspector"}; peak RSS is the highest VmRSS sampled each second during the phase. nginx RSS is the sum over master and workers (shared pages counted once per process).`,
+    `Batches, reloads and requests/batch come from the daemon's \`apply\` log lines: one per batch of one nginx master, whose \`attempts\` are its reloads (0 when every request of the batch was refused before reaching nginx); apply p50/max is over the batches that reloaded. Daemon RSS (VmRSS), heap and fds are read after the phase's checks, with the clients' connections closed${run.options.rawRss ? ' (--raw-rss: no GC forced, heap not read)' : ", right after a full GC forced through the daemon's inspector"}; peak RSS is the highest VmRSS sampled each second during the phase. nginx procs and RSS cover every master of the home and its workers (RSS summed, shared pages counted once per process).`,
   );
   out.push('');
 
@@ -1662,7 +1813,7 @@ function report(soak, run) {
 
   out.push('## Checks per phase');
   out.push('');
-  for (const phase of soak.phases) out.push(`- phase ${phase.n}: ${phase.checks.join(', ') || 'not checked'}${phase.retries ? `; ${phase.retries} requests re-sent after a kept-alive socket closed` : ''}; daemon log: ${phase.log.requestLines} request lines, ${phase.log.warn} warn, ${phase.log.error} error; nginx error.log: ${phase.nginxErrorLogLines} lines`);
+  for (const phase of soak.phases) out.push(`- phase ${phase.n}: ${phase.checks.join(', ') || 'not checked'}${phase.retries ? `; ${phase.retries} requests re-sent after a kept-alive socket closed` : ''}; daemon log: ${phase.log.requestLines} request lines, ${phase.log.warn} warn, ${phase.log.error} error; nginx error.log (all masters): ${phase.nginxErrorLogLines} lines`);
   out.push('');
 
   out.push('## Memory and descriptors');
@@ -1692,7 +1843,7 @@ function report(soak, run) {
     out.push('');
     out.push('```');
     for (const line of soak.logProblems.slice(0, 60)) out.push(line);
-    for (const line of soak.nginxProblems.slice(0, 30)) out.push(`nginx: ${line}`);
+    for (const line of soak.nginxProblems.slice(0, 30)) out.push(`nginx ${line}`);
     out.push('```');
     out.push('');
   }
@@ -1768,6 +1919,7 @@ async function main() {
   const growth = [];
   let startupMs = 0;
   let nginxVersion = 'nginx';
+  let nginxLayout = 'unknown';
 
   const onSignal = (/** @type {string} */ signal) => {
     progress(`${signal}: stopping after the current requests (send it again to stop at once)`);
@@ -1800,6 +1952,10 @@ async function main() {
     daemon = await startDaemon(home, start, options.ports, !options.rawRss);
     startupMs = performance.now() - t0;
     soak = new Soak(options, daemon, backends);
+    const initial = /** @type {StatusReport | undefined} */ ((await get(undefined, daemon.apiPort, '/v1/status', 30_000)).json);
+    const masters = initial?.nginxInstances ?? [];
+    const workers = masters.map((master) => master.workers ?? NaN);
+    nginxLayout = `${masters.length} masters (stream.d/<n>/ and nginx/<n>/ for n = 0..${masters.length - 1}), ${Math.min(...workers)}${Math.max(...workers) === Math.min(...workers) ? '' : `-${Math.max(...workers)}`} worker(s) each`;
     await soak.readLogs(undefined);
     const nginx = await nginxProcesses(home);
     let nginxRss = 0;
@@ -1860,7 +2016,7 @@ async function main() {
     if (!kept) await rm(home, { recursive: true, force: true });
   }
   if (soak) {
-    process.stdout.write(`${report(soak, { options, startedAt, startupMs, baseline, stop, growth, failed, nginxVersion, fatal, home, kept })}\n`);
+    process.stdout.write(`${report(soak, { options, startedAt, startupMs, baseline, stop, growth, failed, nginxVersion, nginxLayout, fatal, home, kept })}\n`);
   } else {
     process.stderr.write(`soak: could not run: ${fatal}\n`);
     return 2;
