@@ -7,11 +7,10 @@ import { execFile } from 'node:child_process';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
 import { runCli } from '../helpers/cli.js';
 import { CLI, type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { openApiChecker } from '../helpers/openapi.js';
 import { snapshot } from '../helpers/state.js';
 import { eventually, sleep } from '../helpers/wait.js';
 
@@ -191,24 +190,8 @@ describe('expiry across restarts', () => {
 
 describe('the OpenAPI document', () => {
   it('is served, and real answers of every v1 call match it', async () => {
-    const document = (await daemon.get('/v1/openapi.json')).json as {
-      openapi: string;
-      components: { schemas: Record<string, unknown> };
-      paths: Record<string, Record<string, { responses: Record<string, { content?: { 'application/json': { schema: unknown } } }> }>>;
-    };
+    const { document, check } = await openApiChecker(daemon);
     expect(document.openapi).toBe('3.1.0');
-    const ajv = new Ajv2020({ strict: false, allErrors: true });
-    addFormats.default(ajv);
-    ajv.addSchema({ $id: 'doc', components: document.components });
-    const check = (path: string, method: string, status: number, body: unknown): void => {
-      const response = document.paths[path]?.[method]?.responses[String(status)];
-      expect(response).toBeDefined();
-      const schema = response?.content?.['application/json'].schema;
-      if (schema === undefined) return;
-      const validate = ajv.compile({ $ref: undefined, ...JSON.parse(JSON.stringify(schema).replaceAll('"#/components', '"doc#/components')) });
-      const valid = validate(body);
-      if (!valid) throw new Error(`${method.toUpperCase()} ${path} ${status}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`);
-    };
     const at = daemon.rangeStart + 10;
     const call = async (method: string, url: string, path: string, body?: unknown): Promise<void> => {
       const answer = await daemon.request(method, url, body);

@@ -53,6 +53,25 @@ export interface ConductorOptions {
   observatory?: Observatory;
 }
 
+/**
+ * What the APIs ask of the daemon. The Conductor does it on this host; in fleet mode the
+ * FleetConductor (fleet/) does it through the shared store and converges this host with it.
+ */
+export interface StreamService {
+  create(spec: StreamSpec): Promise<CreateResult>;
+  put(spec: StreamSpec): Promise<CreateResult>;
+  renew(port: number, expiresAt: string | undefined): Promise<CreateResult>;
+  remove(port: string | number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
+  plan(specs: StreamSpec[], prune: boolean): ApplyPlan;
+  apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult>;
+  freePort(): Promise<number | undefined>;
+  list(filter?: ListFilter): StreamView[];
+  get(port: number): StreamView | undefined;
+  checkHealth(port: number): Promise<StreamView>;
+  status(): DaemonStatus;
+  close(): Promise<void>;
+}
+
 export interface ListFilter {
   /** Every label must match. */
   labels?: Array<[string, string]>;
@@ -84,7 +103,7 @@ function view(entry: Entry): StreamView {
   return stream;
 }
 
-export class Conductor {
+export class Conductor implements StreamService {
   /** Stored definitions no instance serves (outside PORT_RANGE since a configuration change). */
   private readonly parked = new Map<number, Entry>();
   private readonly problems: string[] = [];
@@ -376,8 +395,24 @@ export class Conductor {
     }
     const plan = this.plan(specs, options.prune);
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
-    const bySpec = new Map(specs.map((spec) => [spec.port, spec]));
-    const ports = [...plan.create, ...plan.update, ...plan.delete];
+    const changed = new Set([...plan.create, ...plan.update]);
+    const warnings = await this.applyChanges(
+      specs.filter((spec) => changed.has(spec.port)),
+      plan.delete,
+    );
+    return { dryRun: false, applied: true, plan, warnings };
+  }
+
+  /**
+   * Puts `puts` and removes `deletes` in one verified reload per nginx instance, all or nothing:
+   * when any part is refused, the parts already applied are put back and the error is thrown.
+   * Answers the warnings.
+   */
+  async applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]> {
+    for (const spec of puts) this.checkPort(spec.port);
+    const bySpec = new Map(puts.map((spec) => [spec.port, spec]));
+    const created = puts.filter((spec) => this.entry(spec.port) === undefined).map((spec) => spec.port);
+    const ports = [...puts.map((spec) => spec.port), ...deletes.filter((port) => !bySpec.has(port) && this.ownerOf(port) !== undefined)];
     // Hold every port of the plan on its instance for the whole apply.
     const slots = ports.map((port) => {
       let slot = this.owners.get(port);
@@ -420,8 +455,8 @@ export class Conductor {
         if (slot.inflight === 0 && !slot.instance.get(port)) this.owners.delete(port);
       }
     }
-    for (const port of plan.create) this.options.observatory?.traffic.reset(port);
-    return { dryRun: false, applied: true, plan, warnings };
+    for (const port of created) this.options.observatory?.traffic.reset(port);
+    return warnings;
   }
 
   /**

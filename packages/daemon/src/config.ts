@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
@@ -56,7 +57,27 @@ export interface Config {
   /** Each access log (and the audit log) is rotated past this many bytes. */
   logMaxBytes: number;
   logLevel: LogLevel;
+  /** Where the definitions live: this host's file, or a fleet's etcd. */
+  store: StoreConfig;
 }
+
+export type StoreConfig =
+  | { kind: 'file' }
+  | {
+      kind: 'etcd';
+      /** Client URLs of the etcd members (http:// or https://). */
+      endpoints: string[];
+      /** Key prefix of this fleet, ending with '/'. */
+      prefix: string;
+      /** This host's name in the fleet. */
+      hostId: string;
+      /** The API URL this host announces to the fleet. */
+      advertiseUrl: string;
+      /** TLS: CA, client certificate and key (PEM files), for mutual TLS. */
+      tls?: { ca: string; cert?: string; key?: string };
+      /** etcd's own authentication. */
+      auth?: { user: string; password: string };
+    };
 
 export interface NamedToken {
   name: string;
@@ -149,6 +170,19 @@ export const settings = {
     help: 'seconds between tries of streams nginx could not take (default 30)',
   },
   logLevel: { env: 'CONDUCTOR_LOG_LEVEL', flag: 'log-level', help: 'debug, info, warn or error (default info)' },
+  store: {
+    env: 'CONDUCTOR_STORE',
+    flag: 'store',
+    help: 'file (default: $CONDUCTOR_HOME/streams.json) or etcd://host:2379[,host:2379...] (etcds:// for TLS) for a fleet',
+  },
+  etcdPrefix: { env: 'CONDUCTOR_ETCD_PREFIX', flag: 'etcd-prefix', help: 'fleet: key prefix in etcd (default /stream-conductor/)' },
+  hostId: { env: 'CONDUCTOR_HOST_ID', flag: 'host-id', help: "fleet: this host's name (default: the host name)" },
+  advertiseUrl: { env: 'CONDUCTOR_ADVERTISE_URL', flag: 'advertise-url', help: "fleet: this host's API URL as the others see it (default from BIND_ADDRESS and BIND_PORT)" },
+  etcdCa: { env: 'CONDUCTOR_ETCD_CA', flag: 'etcd-ca', help: "fleet: CA certificate (PEM) of etcd's TLS" },
+  etcdCert: { env: 'CONDUCTOR_ETCD_CERT', flag: 'etcd-cert', help: 'fleet: client certificate (PEM) for mutual TLS' },
+  etcdKey: { env: 'CONDUCTOR_ETCD_KEY', flag: 'etcd-key', help: 'fleet: client key (PEM) for mutual TLS' },
+  etcdUser: { env: 'CONDUCTOR_ETCD_USER', flag: 'etcd-user', help: "fleet: etcd user (with CONDUCTOR_ETCD_PASSWORD_FILE)" },
+  etcdPasswordFile: { env: 'CONDUCTOR_ETCD_PASSWORD_FILE', flag: 'etcd-password-file', help: "fleet: file holding the etcd user's password" },
 } satisfies Record<string, Setting>;
 
 type SettingName = keyof typeof settings;
@@ -356,6 +390,79 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     return Number(text);
   });
 
+  const store = checked('store', (): StoreConfig => {
+    const text = raw('store') ?? 'file';
+    if (text === 'file') return { kind: 'file' };
+    const match = /^(etcds?):\/\/([^/?#]+)\/?$/.exec(text);
+    if (!match) throw new Error(`expected file or etcd://host:port[,host:port...], got ${JSON.stringify(text)}`);
+    const scheme = match[1] === 'etcds' ? 'https' : 'http';
+    const endpoints = (match[2] ?? '').split(',').map((member) => {
+      let url: URL;
+      try {
+        url = new URL(`${scheme}://${member}`);
+      } catch {
+        throw new Error(`${JSON.stringify(member)} is not host:port`);
+      }
+      if (url.port === '' || url.username !== '' || url.pathname !== '/') throw new Error(`${JSON.stringify(member)} is not host:port`);
+      return url.origin;
+    });
+    const prefixText = raw('etcdPrefix') ?? '/stream-conductor/';
+    if (!/^\/[A-Za-z0-9_.\/-]{0,200}$/.test(prefixText) || prefixText.includes('//')) {
+      fail('etcdPrefix', `expected a key prefix such as /stream-conductor/ (letters, digits, _ . - /), got ${JSON.stringify(prefixText)}`);
+    }
+    const prefix = prefixText.endsWith('/') ? prefixText : `${prefixText}/`;
+    const hostText = raw('hostId') ?? hostname().toLowerCase();
+    if (!/^[a-z0-9][a-z0-9_.-]{0,62}$/.test(hostText)) {
+      fail('hostId', `expected a name of lowercase letters, digits, _ . - (at most 63), got ${JSON.stringify(hostText)}`);
+    }
+    const ca = path('etcdCa');
+    const cert = path('etcdCert');
+    const key = path('etcdKey');
+    if ((cert === undefined) !== (key === undefined)) fail(cert === undefined ? 'etcdCert' : 'etcdKey', 'mutual TLS needs both CONDUCTOR_ETCD_CERT and CONDUCTOR_ETCD_KEY');
+    if ((ca !== undefined || cert !== undefined) && scheme !== 'https') fail('store', 'TLS files are given: use etcds:// for the endpoints');
+    for (const [name, file] of [['etcdCa', ca], ['etcdCert', cert], ['etcdKey', key]] as const) {
+      if (file !== undefined) {
+        try {
+          readFileSync(file);
+        } catch (error) {
+          fail(name, `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+        }
+      }
+    }
+    const user = raw('etcdUser');
+    const passwordFile = path('etcdPasswordFile');
+    if ((user === undefined) !== (passwordFile === undefined)) fail(user === undefined ? 'etcdUser' : 'etcdPasswordFile', 'etcd authentication needs both CONDUCTOR_ETCD_USER and CONDUCTOR_ETCD_PASSWORD_FILE');
+    let auth: { user: string; password: string } | undefined;
+    if (user !== undefined && passwordFile !== undefined) {
+      let password = '';
+      try {
+        password = readFileSync(passwordFile, 'utf8').trim();
+      } catch (error) {
+        fail('etcdPasswordFile', `cannot read ${passwordFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+      }
+      if (password === '') fail('etcdPasswordFile', `${passwordFile} is empty`);
+      auth = { user, password };
+    }
+    const advertiseText = raw('advertiseUrl');
+    let advertiseUrl: string;
+    if (advertiseText !== undefined) {
+      try {
+        const url = new URL(advertiseText);
+        if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http');
+        advertiseUrl = url.origin;
+      } catch {
+        return fail('advertiseUrl', `expected an http:// or https:// URL, got ${JSON.stringify(advertiseText)}`);
+      }
+    } else {
+      const host = bindAddress.includes(':') ? `[${bindAddress}]` : bindAddress === '0.0.0.0' ? hostname() : bindAddress;
+      advertiseUrl = `http://${host}:${bindPort}`;
+    }
+    const config: StoreConfig = { kind: 'etcd', endpoints, prefix, hostId: hostText, advertiseUrl };
+    if (ca !== undefined) config.tls = { ca, ...(cert !== undefined && key !== undefined ? { cert, key } : {}) };
+    if (auth !== undefined) config.auth = auth;
+    return config;
+  });
+
   const logLevel = raw('logLevel') ?? 'info';
   if (!isLogLevel(logLevel)) fail('logLevel', `expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
 
@@ -381,6 +488,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     nginxWorkers,
     healthIntervalMs: Math.round(healthSeconds * 1000),
     logMaxBytes,
+    store,
     logLevel: logLevel as LogLevel,
   };
 }

@@ -7,7 +7,7 @@ import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { ConfigError, parseCommandLine, readConfig, usage } from './config.js';
-import { Conductor } from './conductor.js';
+import { Conductor, type StreamService } from './conductor.js';
 import { createApp } from './http/app.js';
 import { createHttpServer } from './http/server.js';
 import { createLogger } from './log.js';
@@ -52,6 +52,7 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     portRange: `${config.portRange.start}-${config.portRange.end}`,
     api: `${config.bindAddress}:${config.bindPort}`,
     auth: config.tokens.length > 0,
+    store: config.store.kind === 'etcd' ? { etcd: config.store.endpoints, prefix: config.store.prefix, host: config.store.hostId } : 'file',
   });
 
   const ephemeral = await ephemeralPortRange();
@@ -83,6 +84,7 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   process.on('SIGINT', () => onSignal('SIGINT'));
 
   let conductor: Conductor | undefined;
+  let running: StreamService | undefined;
   try {
     const store = new FileStore(join(config.home, 'streams.json'));
     // The metrics hear of every apply and reload; the observatory needs the instances' logs.
@@ -121,12 +123,28 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
       log,
       observatory,
     });
-    await conductor.start();
-    const running = conductor;
-    observatory.start({ list: () => running.list(), nginx: () => running.status().nginxInstances });
+    const local = conductor;
+    // Fleet mode: the desired set lives in etcd; this host serves from its own file meanwhile.
+    // (etcd's client, gRPC and all, is loaded only for a fleet.)
+    const service =
+      config.store.kind === 'etcd'
+        ? new (await import('./fleet/fleet.js')).FleetConductor({
+            local,
+            config: config.store,
+            version,
+            portRange: config.portRange,
+            probePort,
+            defaultListenAddress: config.listenAddress,
+            log: log.child({ component: 'fleet' }),
+            retryIntervalMs: config.retryIntervalMs,
+          })
+        : local;
+    running = service;
+    await service.start();
+    observatory.start({ list: () => local.list(), nginx: () => local.status().nginxInstances });
     if (stopSignal !== undefined) throw new Interrupted();
 
-    const server = createHttpServer(createApp({ conductor, tokens: config.tokens, log, observatory }));
+    const server = createHttpServer(createApp({ conductor: service, tokens: config.tokens, log, observatory }));
     try {
       await listen(server, config.bindPort, config.bindAddress);
     } catch (error) {
@@ -140,7 +158,7 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
       server.close();
       void (async () => {
         observatory?.stop();
-        await running.close();
+        await service.close();
         server.closeAllConnections();
         await releaseLocks();
         log.info('stopped');
@@ -149,7 +167,7 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     };
     if (stopSignal !== undefined) stopNow(stopSignal);
   } catch (error) {
-    await conductor?.close().catch(() => undefined);
+    await (running ?? conductor)?.close().catch(() => undefined);
     await releaseLocks();
     if (error instanceof Interrupted) {
       log.info('stopped');

@@ -41,6 +41,7 @@ const managedDefaults: Config = {
   healthIntervalMs: 10000,
   logMaxBytes: 16777216,
   logLevel: 'info',
+  store: { kind: 'file' },
 };
 
 let folder: string;
@@ -177,6 +178,7 @@ describe('readConfig values', () => {
       healthIntervalMs: 10000,
       logMaxBytes: 16777216,
       logLevel: 'debug',
+      store: { kind: 'file' },
     } satisfies Config);
   });
 
@@ -337,6 +339,67 @@ describe('readConfig token file', () => {
     expect(configErrorOf(() => readConfig({ CONDUCTOR_TOKEN: TOKEN, CONDUCTOR_TOKEN_FILE: file }, {}, CWD))).toBe(
       'CONDUCTOR_TOKEN_FILE (--token-file): set either CONDUCTOR_TOKEN or CONDUCTOR_TOKEN_FILE, not both',
     );
+  });
+});
+
+describe('readConfig fleet store', () => {
+  it('reads etcd endpoints, prefix, host name and the address it announces', () => {
+    expect(
+      readConfig({ CONDUCTOR_STORE: 'etcd://10.0.0.1:2379,etcd2.internal:2379', CONDUCTOR_ETCD_PREFIX: '/edge', CONDUCTOR_HOST_ID: 'edge-1', BIND_PORT: '5001' }, {}, CWD).store,
+    ).toEqual({
+      kind: 'etcd',
+      endpoints: ['http://10.0.0.1:2379', 'http://etcd2.internal:2379'],
+      prefix: '/edge/',
+      hostId: 'edge-1',
+      advertiseUrl: 'http://127.0.0.1:5001',
+    });
+  });
+
+  it('uses TLS, mutual TLS and etcd users when given', async () => {
+    for (const name of ['ca.pem', 'cert.pem', 'key.pem']) await writeFile(join(folder, name), 'pem');
+    await writeFile(join(folder, 'etcd-password'), 'secret\n');
+    expect(
+      readConfig(
+        {
+          CONDUCTOR_STORE: 'etcds://[2001:db8::1]:2379',
+          CONDUCTOR_HOST_ID: 'h',
+          CONDUCTOR_ETCD_CA: join(folder, 'ca.pem'),
+          CONDUCTOR_ETCD_CERT: join(folder, 'cert.pem'),
+          CONDUCTOR_ETCD_KEY: join(folder, 'key.pem'),
+          CONDUCTOR_ETCD_USER: 'conductor',
+          CONDUCTOR_ETCD_PASSWORD_FILE: join(folder, 'etcd-password'),
+          CONDUCTOR_ADVERTISE_URL: 'https://edge-1.example:5000/',
+        },
+        {},
+        CWD,
+      ).store,
+    ).toEqual({
+      kind: 'etcd',
+      endpoints: ['https://[2001:db8::1]:2379'],
+      prefix: '/stream-conductor/',
+      hostId: 'h',
+      advertiseUrl: 'https://edge-1.example:5000',
+      tls: { ca: join(folder, 'ca.pem'), cert: join(folder, 'cert.pem'), key: join(folder, 'key.pem') },
+      auth: { user: 'conductor', password: 'secret' },
+    });
+  });
+
+  it.each<[NodeJS.ProcessEnv, string]>([
+    [{ CONDUCTOR_STORE: 'redis://x:1' }, 'CONDUCTOR_STORE (--store): expected file or etcd://host:port[,host:port...], got "redis://x:1"'],
+    [{ CONDUCTOR_STORE: 'etcd://x' }, 'CONDUCTOR_STORE (--store): "x" is not host:port'],
+    [{ CONDUCTOR_STORE: 'etcd://x:1,' }, 'CONDUCTOR_STORE (--store): "" is not host:port'],
+    [{ CONDUCTOR_STORE: 'etcd://u:p@x:1' }, 'CONDUCTOR_STORE (--store): "u:p@x:1" is not host:port'],
+    [{ CONDUCTOR_STORE: 'etcd://x:1/path' }, 'CONDUCTOR_STORE (--store): expected file or etcd://host:port[,host:port...], got "etcd://x:1/path"'],
+    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_ETCD_PREFIX: 'no-slash' }, 'CONDUCTOR_ETCD_PREFIX (--etcd-prefix): expected a key prefix such as /stream-conductor/'],
+    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_ETCD_PREFIX: '/a//b' }, 'CONDUCTOR_ETCD_PREFIX (--etcd-prefix): expected a key prefix'],
+    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'Edge 1' }, 'CONDUCTOR_HOST_ID (--host-id): expected a name of lowercase letters, digits, _ . - (at most 63), got "Edge 1"'],
+    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_CA: '/no/such/ca.pem' }, 'CONDUCTOR_STORE (--store): TLS files are given: use etcds:// for the endpoints'],
+    [{ CONDUCTOR_STORE: 'etcds://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_CA: '/no/such/ca.pem' }, 'CONDUCTOR_ETCD_CA (--etcd-ca): cannot read /no/such/ca.pem: ENOENT'],
+    [{ CONDUCTOR_STORE: 'etcds://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_CERT: '/c.pem' }, 'CONDUCTOR_ETCD_KEY (--etcd-key): mutual TLS needs both CONDUCTOR_ETCD_CERT and CONDUCTOR_ETCD_KEY'],
+    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_USER: 'u' }, 'CONDUCTOR_ETCD_PASSWORD_FILE (--etcd-password-file): etcd authentication needs both'],
+    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ADVERTISE_URL: 'ftp://x' }, 'CONDUCTOR_ADVERTISE_URL (--advertise-url): expected an http:// or https:// URL, got "ftp://x"'],
+  ])('refuses %j', (env, message) => {
+    expect(() => readConfig(env, {}, CWD)).toThrow(message);
   });
 });
 

@@ -26,6 +26,8 @@ export const ErrorCode = {
   NginxUnavailable: 'NGINX_UNAVAILABLE',
   /** The daemon could not persist the change (disk full, read-only folder...). */
   StorageFailed: 'STORAGE_FAILED',
+  /** The shared store of a fleet (etcd) cannot be reached: changes wait, serving goes on. */
+  StoreUnavailable: 'STORE_UNAVAILABLE',
   /** Missing or wrong API token. */
   Unauthorized: 'UNAUTHORIZED',
   /** The daemon is shutting down and takes no more changes. */
@@ -58,6 +60,7 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   RELOAD_FAILED: 502,
   NGINX_UNAVAILABLE: 503,
   STORAGE_FAILED: 507,
+  STORE_UNAVAILABLE: 503,
   UNAUTHORIZED: 401,
   SHUTTING_DOWN: 503,
   PAYLOAD_TOO_LARGE: 413,

@@ -20,6 +20,45 @@ export interface StreamView extends StreamRecord {
   reason?: string;
   /** Traffic and health, when asked for (`?stats=1`). */
   stats?: StreamStats;
+  /** Fleet mode: how each host of the fleet runs this stream. */
+  hosts?: HostStreamState[];
+}
+
+/**
+ * One host's report on one stream of the fleet. live: applied and served; failed: the host could
+ * not apply it (the reason says why) and retries; pending: the host has not applied the latest
+ * definition yet.
+ */
+export interface HostStreamState {
+  host: string;
+  state: 'live' | 'failed' | 'pending';
+  reason?: string;
+}
+
+/** A host of the fleet as it registered itself in the shared store. */
+export interface FleetHost {
+  id: string;
+  /** Its API, as it announces it. */
+  api: string;
+  version: string;
+  startedAt: string;
+  /** Streams of the desired set it serves, could not apply, or has not applied yet. */
+  live: number;
+  failed: number;
+  pending: number;
+}
+
+/** Where the definitions live: this host's file, or a fleet's etcd. */
+export interface StoreStatus {
+  kind: 'file' | 'etcd';
+  /** etcd: connected, or unreachable (since when, why); this host serves what it has meanwhile. */
+  state: 'connected' | 'unreachable';
+  since?: string;
+  message?: string;
+  /** etcd: this host's name in the fleet, the endpoints and the key prefix. */
+  hostId?: string;
+  endpoints?: string[];
+  prefix?: string;
 }
 
 /** Sessions of a stream since the daemon started or the stream was created, from nginx's access log. */
@@ -102,6 +141,9 @@ export interface DaemonStatus {
   /** Things found at start-up that need an operator's eye (skipped store entries, old files not adopted). */
   problems: string[];
   startedAt: string;
+  store?: StoreStatus;
+  /** Fleet mode: the hosts that are up, this one included. */
+  hosts?: FleetHost[];
 }
 
 /** Answer of a successful create, replace or renewal. */

@@ -24,6 +24,16 @@ export function healthSummary(stats: StreamStats | undefined, color: Color): str
   return color.yellow(`${up}/${backends.length} up`);
 }
 
+/** Fleet mode: on how many hosts a stream is live, and which are not. */
+export function hostsSummary(stream: StreamView, color: Color): string {
+  const hosts = stream.hosts ?? [];
+  if (hosts.length === 0) return color.dim('-');
+  const live = hosts.filter((host) => host.state === 'live').length;
+  const others = hosts.filter((host) => host.state !== 'live').map((host) => `${host.host} ${host.state}`);
+  const count = `${live}/${hosts.length}`;
+  return others.length === 0 ? color.green(count) : `${color.yellow(count)} (${others.join(', ')})`;
+}
+
 /** Loaded only when a table is printed: `ls --json` in a script should not pay for it. */
 export async function newTable(head: string[], color: Color): Promise<{ push(row: string[]): void; toString(): string }> {
   const { default: Table } = await import('cli-table3');
@@ -46,8 +56,9 @@ export async function printStreams(streams: StreamView[], output: Output, option
   const { color } = output;
   const now = options.now ?? new Date();
   const withReasons = streams.some((stream) => stream.reason !== undefined);
+  const fleet = streams.some((stream) => stream.hosts !== undefined);
   const statsHead = options.stats ? ['SESSIONS', 'FAILED', 'ACTIVE', 'IN', 'OUT', 'LAST SESSION', 'HEALTH'] : ['EXPIRES', 'LABELS'];
-  const table = await newTable(['PORT', 'PROTO', 'BACKENDS', 'STATE', ...statsHead, ...(withReasons ? ['REASON'] : [])], color);
+  const table = await newTable(['PORT', 'PROTO', 'BACKENDS', 'STATE', ...(fleet ? ['HOSTS'] : []), ...statsHead, ...(withReasons ? ['REASON'] : [])], color);
   for (const stream of streams) {
     const state = stream.state === 'live' ? color.green(stream.state) : color.red(stream.state);
     const labels = Object.entries(stream.labels).map(([key, value]) => `${key}=${value}`).join(',');
@@ -65,7 +76,15 @@ export async function printStreams(streams: StreamView[], output: Output, option
           healthSummary(stats, color),
         ]
       : [stream.expiresAt === undefined ? '-' : short(stream.expiresAt), labels === '' ? '-' : labels];
-    table.push([String(stream.port), stream.protocol, describeBackends(stream.backends), state, ...columns, ...(withReasons ? [stream.reason ?? ''] : [])]);
+    table.push([
+      String(stream.port),
+      stream.protocol,
+      describeBackends(stream.backends),
+      state,
+      ...(fleet ? [hostsSummary(stream, color)] : []),
+      ...columns,
+      ...(withReasons ? [stream.reason ?? ''] : []),
+    ]);
   }
   output.out(table.toString());
 }

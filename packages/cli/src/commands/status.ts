@@ -38,6 +38,17 @@ export function printStatus(status: DaemonStatus, output: Output, url: string, n
     `ports:      ${status.portRange.start}-${status.portRange.end} (${size} ports, ${status.streams.total} used, ${size - status.streams.total} free)`,
     `streams:    ${status.streams.live} live, ${status.streams.failed} failed`,
   );
+  const store = status.store;
+  if (store?.kind === 'etcd') {
+    const state = store.state === 'connected' ? color.green('connected') : color.red('unreachable');
+    const since = store.since === undefined ? '' : ` since ${store.since} (${ago(store.since, now)})`;
+    lines.push(`store:      etcd ${(store.endpoints ?? []).join(',')} ${state}${since}, prefix ${store.prefix ?? '/'}, this host ${store.hostId ?? '?'}`);
+    if (store.state !== 'connected') lines.push(`            ${store.message ?? ''}; serving what this host has, changes refused until etcd answers`);
+  }
+  for (const host of status.hosts ?? []) {
+    const counts = `${host.live} live, ${host.failed > 0 ? color.red(`${host.failed} failed`) : '0 failed'}, ${host.pending} pending`;
+    lines.push(`host:       ${host.id} ${host.api} (version ${host.version}, up since ${host.startedAt}): ${counts}`);
+  }
   for (const failed of status.failed) lines.push(`  ${color.red('failed')} ${failed.port} -> ${failed.backends}: ${failed.reason}`);
   for (const problem of status.problems) lines.push(`${color.yellow('problem:')}    ${problem}`);
   output.out(lines.join('\n'));

@@ -4,7 +4,7 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { ConductorError, ErrorCode, httpStatusFor } from '@stream-conductor/shared';
-import type { Conductor } from '../conductor.js';
+import type { StreamService } from '../conductor.js';
 import type { Logger } from '../log.js';
 import type { Observatory } from '../observe/observatory.js';
 import { auditor } from './audit.js';
@@ -13,7 +13,7 @@ import { isLegacyPath, legacyRouter, sendLegacy } from './legacy-routes.js';
 import { v1Router } from './v1-routes.js';
 
 export interface AppDeps {
-  conductor: Conductor;
+  conductor: StreamService;
   /** API tokens by name; empty: no authentication. */
   tokens: Array<{ name: string; token: string }>;
   log: Logger;

@@ -6,7 +6,7 @@
  */
 import { Router, type Request, type Response } from 'express';
 import { ConductorError, ErrorCode, parsePort, simpleSpec } from '@stream-conductor/shared';
-import type { Conductor } from '../conductor.js';
+import type { StreamService } from '../conductor.js';
 import type { Logger } from '../log.js';
 import type { Audited } from './audit.js';
 import { pythonJson } from './python-json.js';
@@ -29,7 +29,7 @@ export function pythonRange(start: number, end: number): string {
   return `range(${start}, ${end + 1})`;
 }
 
-export function legacyRouter(conductor: Conductor, log: Logger, audited: Audited): Router {
+export function legacyRouter(conductor: StreamService, log: Logger, audited: Audited): Router {
   const router = Router();
 
   const notWholeNumber = (res: Response, value: string): void => {

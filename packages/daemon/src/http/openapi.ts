@@ -88,7 +88,22 @@ const schemas = {
     type: 'object',
     additionalProperties: false,
     required: ['port', 'protocol', 'backends', 'balance', 'allow', 'proxyProtocol', 'labels', 'createdAt', 'state'],
-    properties: { ...streamFields, state: { enum: ['live', 'failed'] }, reason: { type: 'string' }, stats: { $ref: '#/components/schemas/Stats' } },
+    properties: {
+      ...streamFields,
+      state: { enum: ['live', 'failed'] },
+      reason: { type: 'string' },
+      stats: { $ref: '#/components/schemas/Stats' },
+      hosts: {
+        type: 'array',
+        description: 'fleet mode: how each host of the fleet runs the stream',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['host', 'state'],
+          properties: { host: { type: 'string' }, state: { enum: ['live', 'failed', 'pending'] }, reason: { type: 'string' } },
+        },
+      },
+    },
   },
   Stats: {
     type: 'object',
@@ -224,6 +239,39 @@ const schemas = {
       },
       problems: { type: 'array', items: { type: 'string' } },
       startedAt: { type: 'string', format: 'date-time' },
+      store: {
+        type: 'object',
+        description: 'fleet mode: the shared store',
+        additionalProperties: false,
+        required: ['kind', 'state'],
+        properties: {
+          kind: { enum: ['file', 'etcd'] },
+          state: { enum: ['connected', 'unreachable'] },
+          since: { type: 'string', format: 'date-time' },
+          message: { type: 'string' },
+          hostId: { type: 'string' },
+          endpoints: { type: 'array', items: { type: 'string' } },
+          prefix: { type: 'string' },
+        },
+      },
+      hosts: {
+        type: 'array',
+        description: 'fleet mode: the hosts that are up',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'api', 'version', 'startedAt', 'live', 'failed', 'pending'],
+          properties: {
+            id: { type: 'string' },
+            api: { type: 'string' },
+            version: { type: 'string' },
+            startedAt: { type: 'string', format: 'date-time' },
+            live: { type: 'integer' },
+            failed: { type: 'integer' },
+            pending: { type: 'integer' },
+          },
+        },
+      },
     },
   },
 };

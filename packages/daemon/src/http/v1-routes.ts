@@ -14,7 +14,7 @@ import {
   parsePort,
   parseStreamInput,
 } from '@stream-conductor/shared';
-import type { Conductor } from '../conductor.js';
+import type { StreamService } from '../conductor.js';
 import type { Observatory } from '../observe/observatory.js';
 import type { Audited } from './audit.js';
 import { openApiDocument } from './openapi.js';
@@ -51,7 +51,7 @@ function labelSelectors(value: unknown): Array<[string, string]> {
 
 const describe = (spec: StreamSpec): string => describeBackends(spec.backends);
 
-export function v1Router(conductor: Conductor, now: () => Date, audited: Audited, observatory: Observatory | undefined): Router {
+export function v1Router(conductor: StreamService, now: () => Date, audited: Audited, observatory: Observatory | undefined): Router {
   const router = Router();
 
   router.get('/status', (_req, res) => {

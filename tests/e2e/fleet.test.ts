@@ -1,0 +1,290 @@
+/**
+ * Fleet mode against a real etcd: three daemons on one machine, each with its own managed nginx
+ * listening on its own loopback address (127.0.0.2, .3, .4) and the same port range, all sharing
+ * one desired set of streams. Bytes prove each claim: a change through one host's API flows on
+ * every host; ports allocated on two hosts at once never collide; a change a host refuses leaves
+ * the fleet as it was; a lease removes an expiring stream with its creator gone; a host that was
+ * down catches up; a host without etcd keeps serving; a lost etcd leader loses no acknowledged
+ * change.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { dirname } from 'node:path';
+import type { DaemonStatus, StreamView } from '@stream-conductor/shared';
+import { runCli } from '../helpers/cli.js';
+import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { EtcdCluster } from '../helpers/etcd.js';
+import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { openApiChecker } from '../helpers/openapi.js';
+import { freePortBlock } from '../helpers/ports.js';
+import { eventually, sleep } from '../helpers/wait.js';
+
+const RANGE = 40;
+
+interface Fleet {
+  etcd: EtcdCluster;
+  hosts: Daemon[];
+  addresses: string[];
+  base: number;
+  prefix: string;
+  dir: string;
+}
+
+let echoA: EchoBackend;
+let echoB: EchoBackend;
+
+beforeAll(async () => {
+  echoA = await EchoBackend.start('a');
+  echoB = await EchoBackend.start('b');
+});
+
+afterAll(async () => {
+  await echoA?.close();
+  await echoB?.close();
+});
+
+/** Starts host `i` of a fleet (again, on its home, when `home` is given). */
+function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix'>, i: number, home?: string): Promise<Daemon> {
+  return startDaemon({
+    rangeStart: fleet.base,
+    rangeSize: RANGE,
+    apiPort: fleet.base + RANGE + i,
+    ...(home ? { home } : {}),
+    env: {
+      CONDUCTOR_STORE: `etcd://${fleet.etcd.endpoints}`,
+      CONDUCTOR_ETCD_PREFIX: fleet.prefix,
+      CONDUCTOR_HOST_ID: `host-${i}`,
+      CONDUCTOR_LISTEN_ADDRESS: `127.0.0.${i + 2}`,
+      CONDUCTOR_NGINX_INSTANCES: '2',
+      CONDUCTOR_RETRY_INTERVAL: '1',
+    },
+  });
+}
+
+async function startFleet(members: number, hostCount: number): Promise<Fleet> {
+  const dir = await tempDir();
+  const etcd = await EtcdCluster.start(dir, members);
+  const base = await freePortBlock(RANGE + hostCount);
+  const partial = { etcd, base, prefix: `/sc-${base}/` };
+  const hosts: Daemon[] = [];
+  for (let i = 0; i < hostCount; i += 1) hosts.push(await startHost(partial, i));
+  return { ...partial, hosts, addresses: hosts.map((_, i) => `127.0.0.${i + 2}`), dir };
+}
+
+async function stopFleet(fleet: Fleet | undefined): Promise<void> {
+  if (!fleet) return;
+  for (const host of fleet.hosts) await host.stop();
+  await fleet.etcd.stop();
+  for (const host of fleet.hosts) await removeDir(dirname(host.home));
+  await removeDir(fleet.dir);
+}
+
+const streamOf = async (host: Daemon, port: number): Promise<StreamView | undefined> => {
+  const answer = await host.get(`/v1/streams/${port}`);
+  return answer.status === 200 ? (answer.json as { stream: StreamView }).stream : undefined;
+};
+
+/** What each host's address answers on `port`: a backend's name, or 'refused'. */
+async function reach(fleet: Fleet, port: number, hosts = fleet.hosts.map((_, i) => i)): Promise<string[]> {
+  return Promise.all(
+    hosts.map(async (i) => {
+      const address = fleet.addresses[i] as string;
+      if ((await connectOutcome(port, address)) === 'refused') return 'refused';
+      try {
+        return (await roundTrip(port, 'x', { host: address })).split(':')[0] ?? '?';
+      } catch {
+        return 'broken';
+      }
+    }),
+  );
+}
+
+const everywhere = (fleet: Fleet, what: string, hosts = fleet.hosts.length): string[] => Array.from({ length: hosts }, () => what);
+
+describe('a fleet of three hosts on one etcd', () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await startFleet(1, 3);
+  }, 120_000);
+  afterAll(async () => {
+    await stopFleet(fleet);
+  });
+
+  it('makes a change through any host live on every host, and shows where it runs', async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const port = fleet.base;
+    const created = await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` });
+    expect(created.status).toBe(201);
+    // Live on the host that answered, at once.
+    expect(await reach(fleet, port, [0])).toEqual(['a']);
+    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+
+    // Replaced through another host: every host forwards to the new backend.
+    expect((await b.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${echoB.port}` })).status).toBe(200);
+    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'b'))).toEqual(everywhere(fleet, 'b'));
+
+    // Every host lists it with the state of each host.
+    const listed = await eventually(() => streamOf(c, port), (stream) => (stream?.hosts ?? []).filter((host) => host.state === 'live').length === 3);
+    expect(listed?.hosts?.map((host) => host.host)).toEqual(['host-0', 'host-1', 'host-2']);
+    const ls = await runCli(['ls'], { CONDUCTOR_URL: c.url });
+    expect(ls.stdout).toMatch(new RegExp(`│ ${port}\\s+│ tcp\\s+│ 127\\.0\\.0\\.1:${echoB.port}\\s+│ live\\s+│ 3/3\\s+│`));
+    const status = await runCli(['status'], { CONDUCTOR_URL: b.url });
+    expect(status.stdout).toMatch(new RegExp(`^store: {6}etcd http://${fleet.etcd.endpoints} connected since .*prefix ${fleet.prefix}, this host host-1$`, 'm'));
+    for (const i of [0, 1, 2]) expect(status.stdout).toMatch(new RegExp(`^host: {7}host-${i} http://127\\.0\\.0\\.1:${fleet.base + RANGE + i} .*: [0-9]+ live, 0 failed, 0 pending$`, 'm'));
+
+    // The fleet's fields are part of the API's description.
+    const { check } = await openApiChecker(a);
+    check('/v1/status', 'get', 200, (await a.get('/v1/status')).json);
+    check('/v1/streams', 'get', 200, (await a.get('/v1/streams')).json);
+    check('/v1/streams/{port}', 'get', 200, (await a.get(`/v1/streams/${port}`)).json);
+
+    // Removed through the third: refused everywhere.
+    expect((await c.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
+    expect(await reach(fleet, port, [2])).toEqual(['refused']);
+    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'refused'))).toEqual(everywhere(fleet, 'refused'));
+    // The legacy API goes through the fleet as well.
+    expect((await b.get(`/createstream/${port}/127.0.0.1:${echoA.port}`)).json).toEqual({ result: 'ok', errors: '' });
+    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+    expect((await a.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
+    await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'refused'));
+  });
+
+  it('never gives one port twice when two hosts allocate free ports at once', async () => {
+    const [a, b] = fleet.hosts as [Daemon, Daemon];
+    const body = { backend: `127.0.0.1:${echoA.port}` };
+    const answers = await Promise.all([
+      ...Array.from({ length: 8 }, () => a.request('POST', '/v1/streams', body)),
+      ...Array.from({ length: 8 }, () => b.request('POST', '/v1/streams', body)),
+    ]);
+    expect(answers.map((answer) => answer.status)).toEqual(Array.from({ length: 16 }, () => 201));
+    const ports = answers.map((answer) => (answer.json as { stream: StreamView }).stream.port);
+    expect(new Set(ports).size).toBe(16);
+    for (const port of ports) {
+      expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+    }
+    // The same port asked of two hosts at once: one wins, on every host.
+    const port = fleet.base + RANGE - 1;
+    const race = await Promise.all([
+      a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` }),
+      b.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoB.port}` }),
+    ]);
+    expect(race.map((answer) => answer.status).sort()).toEqual([201, 409]);
+    const winner = race[0]?.status === 201 ? 'a' : 'b';
+    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === winner))).toEqual(everywhere(fleet, winner));
+    for (const one of [...ports, port]) expect((await a.request('DELETE', `/v1/streams/${one}`)).status).toBe(200);
+  });
+
+  it('leaves the fleet as it was when the host that takes a change refuses it', async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const port = fleet.base + 1;
+    const refused = await a.request('POST', '/v1/streams', { port, backend: 'no-such-host.invalid:80' });
+    expect(refused.status).toBe(422);
+    const outside = await b.request('POST', '/v1/streams', { port: fleet.base + RANGE + 5, backend: `127.0.0.1:${echoA.port}` });
+    expect(outside.status).toBe(400);
+    await sleep(500);
+    for (const host of [a, b, c]) expect(await streamOf(host, port)).toBeUndefined();
+    expect(await reach(fleet, port)).toEqual(everywhere(fleet, 'refused'));
+    // A stream already there stays as it was when its replacement is refused.
+    expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
+    await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'));
+    expect((await c.request('PUT', `/v1/streams/${port}`, { backend: 'no-such-host.invalid:80' })).status).toBe(422);
+    await sleep(500);
+    expect(await reach(fleet, port)).toEqual(everywhere(fleet, 'a'));
+    for (const host of [a, b, c]) expect((await streamOf(host, port))?.backends).toEqual([{ address: `127.0.0.1:${echoA.port}` }]);
+    expect((await b.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
+  });
+
+  it('has etcd remove an expiring stream on time, with the host that created it gone', async () => {
+    const c = fleet.hosts[2] as Daemon;
+    const port = fleet.base + 2;
+    expect((await c.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}`, ttl: '3s' })).status).toBe(201);
+    await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'));
+    await c.stop('SIGKILL');
+    // Its nginx keeps running without it; the two others drop the stream when the lease ends.
+    expect(await eventually(() => reach(fleet, port, [0, 1]), (seen) => seen.every((name) => name === 'refused'), 10_000)).toEqual(['refused', 'refused']);
+    // Started again, the third host adopts its nginx and catches up.
+    fleet.hosts[2] = await startHost(fleet, 2, c.home);
+    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'refused'))).toEqual(everywhere(fleet, 'refused'));
+  });
+
+  it('brings a host that was down in line with what changed meanwhile', async () => {
+    const [a, b] = fleet.hosts as [Daemon, Daemon];
+    const kept = fleet.base + 3;
+    const dropped = fleet.base + 4;
+    const added = fleet.base + 5;
+    for (const port of [kept, dropped]) expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
+    await eventually(() => reach(fleet, dropped), (seen) => seen.every((name) => name === 'a'));
+    await b.stop();
+    expect((await a.request('DELETE', `/v1/streams/${dropped}`)).status).toBe(200);
+    expect((await a.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${echoB.port}` })).status).toBe(201);
+    fleet.hosts[1] = await startHost(fleet, 1, b.home);
+    expect(await eventually(() => reach(fleet, dropped), (seen) => seen.every((name) => name === 'refused'))).toEqual(everywhere(fleet, 'refused'));
+    expect(await eventually(() => reach(fleet, added), (seen) => seen.every((name) => name === 'b'))).toEqual(everywhere(fleet, 'b'));
+    expect(await reach(fleet, kept)).toEqual(everywhere(fleet, 'a'));
+  });
+
+  it('keeps serving without etcd, refuses changes meanwhile, and catches up when etcd is back', async () => {
+    const [a, b] = fleet.hosts as [Daemon, Daemon];
+    const serving = fleet.base + 3; // from the test before
+    const member = fleet.etcd.members[0];
+    if (!member) throw new Error('no member');
+    await fleet.etcd.kill(member);
+    const status = await eventually(async () => (await a.get('/v1/status')).json as DaemonStatus, (s) => s.store?.state === 'unreachable', 15_000);
+    expect(status.store).toMatchObject({ kind: 'etcd', state: 'unreachable' });
+    expect(await reach(fleet, serving)).toEqual(everywhere(fleet, 'a'));
+    const refused = await b.request('POST', '/v1/streams', { port: fleet.base + 6, backend: `127.0.0.1:${echoA.port}` });
+    expect(refused.status).toBe(503);
+    expect((refused.json as { error: { code: string } }).error.code).toBe('STORE_UNAVAILABLE');
+    const cli = await runCli(['create', String(fleet.base + 6), `127.0.0.1:${echoA.port}`], { CONDUCTOR_URL: b.url });
+    expect(cli.code).toBe(1);
+    // Refused by the host's own supervision, or by etcd's client on the way: either way, said so.
+    expect(cli.stderr).toMatch(/^conductor: the fleet's store \(etcd\) (is not reachable|did not take the change): /);
+    expect((await runCli(['status'], { CONDUCTOR_URL: a.url })).stdout).toMatch(/^store: {6}etcd .* unreachable since /m);
+
+    await fleet.etcd.restart(member);
+    await eventually(async () => (await b.get('/v1/status')).json as DaemonStatus, (s) => s.store?.state === 'connected', 15_000);
+    expect((await b.request('POST', '/v1/streams', { port: fleet.base + 6, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
+    expect(await eventually(() => reach(fleet, fleet.base + 6), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+  });
+});
+
+describe('a fleet on a three-member etcd cluster', () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await startFleet(3, 2);
+  }, 120_000);
+  afterAll(async () => {
+    await stopFleet(fleet);
+  });
+
+  it('loses no acknowledged change when the etcd leader is killed', async () => {
+    const [a] = fleet.hosts as [Daemon];
+    const acknowledged: number[] = [];
+    const refused: number[] = [];
+    // Creates one after another for about three seconds; the leader is killed after the sixth.
+    for (let i = 0; i < 16; i += 1) {
+      const port = fleet.base + i;
+      if (i === 6) await fleet.etcd.kill(await fleet.etcd.leader());
+      await sleep(150);
+      const answer = await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` });
+      if (answer.status === 201) acknowledged.push(port);
+      else {
+        expect([503, 409]).toContain(answer.status);
+        refused.push(port);
+      }
+    }
+    // A new leader takes over within a second or two: creates after the kill are acknowledged too.
+    expect(acknowledged.filter((port) => port >= fleet.base + 10).length).toBeGreaterThan(0);
+    expect(acknowledged.length).toBeGreaterThanOrEqual(8);
+    for (const port of acknowledged) {
+      expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+    }
+    // What was refused is on no host, or, where etcd took it after all, on every host.
+    for (const port of refused) {
+      const seen = await eventually(() => reach(fleet, port), (found) => new Set(found).size === 1, 10_000);
+      expect(new Set(seen).size).toBe(1);
+    }
+    // The cluster keeps taking changes with one member down.
+    expect((await fleet.hosts[1]?.request('POST', '/v1/streams', { port: fleet.base + 30, backend: `127.0.0.1:${echoB.port}` }))?.status).toBe(201);
+    expect(await eventually(() => reach(fleet, fleet.base + 30), (seen) => seen.every((name) => name === 'b'))).toEqual(everywhere(fleet, 'b'));
+  });
+});
