@@ -103,17 +103,19 @@ export function call(method, url, body) {
 }
 
 /**
- * Starts the daemon binary. @param {{ rangeSize: number, env?: Record<string, string>, mode?: 'managed' | 'external' }} options
+ * Starts the daemon binary, on a free block of ports, or on `base` (the range) and `apiPort`.
+ * @param {{ rangeSize: number, env?: Record<string, string>, mode?: 'managed' | 'external', base?: number, apiPort?: number }} options
  */
 export async function startDaemon(options) {
   const dir = await mkdtemp(join(tmpdir(), 'sc-bench-'));
-  const base = await freeBlock(options.rangeSize + 1);
+  const base = options.base ?? (await freeBlock(options.rangeSize + 1));
+  const apiPort = options.apiPort ?? base + options.rangeSize;
   const env = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     CONDUCTOR_HOME: join(dir, 'home'),
     PORT_RANGE: `${base}-${base + options.rangeSize - 1}`,
     BIND_ADDRESS: '127.0.0.1',
-    BIND_PORT: String(base + options.rangeSize),
+    BIND_PORT: String(apiPort),
     CONDUCTOR_LISTEN_ADDRESS: '127.0.0.1',
     CONDUCTOR_LOG_LEVEL: 'warn',
     ...options.env,
@@ -123,7 +125,7 @@ export async function startDaemon(options) {
   const child = extra.length > 0 ? spawn(process.execPath, [...extra, DAEMON], { env, stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(DAEMON, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr.on('data', (chunk) => (log += chunk.toString()));
-  const url = `http://127.0.0.1:${base + options.rangeSize}`;
+  const url = `http://127.0.0.1:${apiPort}`;
   for (let i = 0; ; i += 1) {
     if (child.exitCode !== null) throw new Error(`daemon exited: ${log}`);
     try {
@@ -234,5 +236,43 @@ export function machine() {
     node: process.version,
     nginx: execFileSync('sh', ['-c', 'nginx -v 2>&1'], { encoding: 'utf8' }).trim(),
     kernel: version('uname', ['-r']),
+  };
+}
+
+/**
+ * One etcd member (Debian's etcd-server) on free loopback ports, its data in a temporary folder.
+ * @returns {Promise<{ endpoint: string, stop(): Promise<void> }>}
+ */
+export async function startEtcd() {
+  const dir = await mkdtemp(join(tmpdir(), 'sc-bench-etcd-'));
+  const base = await freeBlock(2);
+  const child = spawn(
+    'etcd',
+    ['--name', 'm0', '--data-dir', join(dir, 'data'), '--listen-client-urls', `http://127.0.0.1:${base}`, '--advertise-client-urls', `http://127.0.0.1:${base}`,
+      '--listen-peer-urls', `http://127.0.0.1:${base + 1}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${base + 1}`,
+      '--initial-cluster', `m0=http://127.0.0.1:${base + 1}`, '--logger', 'zap', '--log-level', 'error'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let log = '';
+  child.stderr.on('data', (chunk) => (log += chunk.toString()));
+  for (let i = 0; ; i += 1) {
+    if (child.exitCode !== null) throw new Error(`etcd exited: ${log}`);
+    try {
+      if ((await call('GET', `http://127.0.0.1:${base}/health`)).json?.health === 'true') break;
+    } catch {
+      // not yet
+    }
+    if (i > 400) throw new Error(`etcd not ready: ${log}`);
+    await sleep(50);
+  }
+  return {
+    endpoint: `127.0.0.1:${base}`,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((done) => child.once('exit', done));
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
   };
 }

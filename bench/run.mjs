@@ -5,7 +5,7 @@
  */
 import { machine } from './lib.mjs';
 
-const all = ['create-latency', 'burst', 'back-to-back', 'scale', 'dataplane', 'cli-startup'];
+const all = ['create-latency', 'burst', 'back-to-back', 'scale', 'dataplane', 'cli-startup', 'fleet'];
 const chosen = process.argv.slice(2).filter((arg) => !arg.startsWith('-'));
 const names = chosen.length > 0 ? chosen : all;
 for (const name of names) if (!all.includes(name)) throw new Error(`no benchmark ${name}: ${all.join(', ')}`);

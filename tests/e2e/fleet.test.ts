@@ -127,6 +127,8 @@ describe('a fleet of three hosts on one etcd', () => {
     expect(listed?.hosts?.map((host) => host.host)).toEqual(['host-0', 'host-1', 'host-2']);
     const ls = await runCli(['ls'], { CONDUCTOR_URL: c.url });
     expect(ls.stdout).toMatch(new RegExp(`│ ${port}\\s+│ tcp\\s+│ 127\\.0\\.0\\.1:${echoB.port}\\s+│ live\\s+│ 3/3\\s+│`));
+    const get = await runCli(['get', String(port)], { CONDUCTOR_URL: a.url });
+    expect(get.stdout).toMatch(/^host host-0: {5}live\nhost host-1: {5}live\nhost host-2: {5}live$/m);
     const status = await runCli(['status'], { CONDUCTOR_URL: b.url });
     expect(status.stdout).toMatch(new RegExp(`^store: {6}etcd http://${fleet.etcd.endpoints} connected since .*prefix ${fleet.prefix}, this host host-1$`, 'm'));
     for (const i of [0, 1, 2]) expect(status.stdout).toMatch(new RegExp(`^host: {7}host-${i} http://127\\.0\\.0\\.1:${fleet.base + RANGE + i} .*: [0-9]+ live, 0 failed, 0 pending$`, 'm'));
@@ -193,6 +195,75 @@ describe('a fleet of three hosts on one etcd', () => {
     expect((await b.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
   });
 
+  it('never shows the other hosts a change the host that takes it refuses, not even for a moment', async () => {
+    const [a, b] = fleet.hosts as [Daemon, Daemon];
+    const port = fleet.base + 7;
+    // Another process holds the port on the first host's address only.
+    const { holdPort } = await import('../helpers/ports.js');
+    const held = await holdPort(port, fleet.addresses[0]);
+    let openedElsewhere = 0;
+    let watching = true;
+    const watch = (async () => {
+      while (watching) {
+        for (const address of [fleet.addresses[1], fleet.addresses[2]]) {
+          if ((await connectOutcome(port, address as string)) === 'open') openedElsewhere += 1;
+        }
+      }
+    })();
+    try {
+      for (let i = 0; i < 5; i += 1) {
+        const refused = await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` });
+        expect(refused.status).toBe(409);
+        expect((refused.json as { error: { code: string } }).error.code).toBe('PORT_IN_USE');
+      }
+      await sleep(300);
+    } finally {
+      watching = false;
+      await watch;
+      await held.close();
+    }
+    expect(openedElsewhere).toBe(0);
+    expect(await streamOf(b, port)).toBeUndefined();
+  });
+
+  it('converges every host to one answer when two hosts replace a stream at once', async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const port = fleet.base + 8;
+    expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
+    for (let round = 0; round < 6; round += 1) {
+      const answers = await Promise.all([
+        a.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${echoA.port}`, idleTimeout: `${round + 10}s` }),
+        b.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${echoB.port}`, idleTimeout: `${round + 10}s` }),
+      ]);
+      for (const answer of answers) expect([200, 201, 409]).toContain(answer.status);
+      // Whatever won, every host ends up forwarding to the same backend, the one the fleet holds.
+      const settled = await eventually(() => reach(fleet, port), (seen) => new Set(seen).size === 1 && seen[0] !== 'refused');
+      const held = (await streamOf(c, port))?.backends[0]?.address;
+      expect(held).toBe(`127.0.0.1:${settled[0] === 'a' ? echoA.port : echoB.port}`);
+    }
+    expect((await c.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
+  });
+
+  it('leaves no lease behind when an expiring stream is renewed, and survives keys it cannot read', async () => {
+    const [a, b] = fleet.hosts as [Daemon, Daemon];
+    const port = fleet.base + 9;
+    const leases = await fleet.etcd.leaseCount();
+    expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}`, ttl: '1h' })).status).toBe(201);
+    for (let i = 0; i < 3; i += 1) expect((await b.request('POST', `/v1/streams/${port}/renew`, { ttl: `${2 + i}h` })).status).toBe(200);
+    expect(await eventually(() => fleet.etcd.leaseCount(), (count) => count === leases + 1)).toBe(leases + 1);
+    expect((await a.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
+    expect(await eventually(() => fleet.etcd.leaseCount(), (count) => count === leases)).toBe(leases);
+
+    // Keys another program wrote wrong are skipped, not fatal.
+    await fleet.etcd.put(`${fleet.prefix}applied/ghost/${port}`, '{"state":"live"}');
+    await fleet.etcd.put(`${fleet.prefix}streams/${port + 1}`, '{"record":{"port":1}}');
+    await fleet.etcd.put(`${fleet.prefix}streams/0x10`, '{}');
+    await fleet.etcd.put(`${fleet.prefix}hosts/ghost`, 'not json');
+    await sleep(300);
+    for (const path of ['/v1/streams', '/v1/status', `/v1/streams/${port + 1}`]) expect([path, (await b.get(path)).status]).toEqual([path, path.endsWith(String(port + 1)) ? 404 : 200]);
+    await fleet.etcd.call('/v3/kv/deleterange', { key: Buffer.from(`${fleet.prefix}streams/${port + 1}`).toString('base64') });
+  });
+
   it('has etcd remove an expiring stream on time, with the host that created it gone', async () => {
     const c = fleet.hosts[2] as Daemon;
     const port = fleet.base + 2;
@@ -240,11 +311,32 @@ describe('a fleet of three hosts on one etcd', () => {
     expect(cli.stderr).toMatch(/^conductor: the fleet's store \(etcd\) (is not reachable|did not take the change): /);
     expect((await runCli(['status'], { CONDUCTOR_URL: a.url })).stdout).toMatch(/^store: {6}etcd .* unreachable since /m);
 
+    const withTtl = await a.request('POST', '/v1/streams', { port: fleet.base + 6, backend: `127.0.0.1:${echoA.port}`, ttl: '1h' });
+    expect(withTtl.status).toBe(503);
+
     await fleet.etcd.restart(member);
     await eventually(async () => (await b.get('/v1/status')).json as DaemonStatus, (s) => s.store?.state === 'connected', 15_000);
     expect((await b.request('POST', '/v1/streams', { port: fleet.base + 6, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
     expect(await eventually(() => reach(fleet, fleet.base + 6), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
   });
+});
+
+describe('a fleet host whose etcd stops answering', () => {
+  it('still stops at once on SIGTERM', async () => {
+    const fleet = await startFleet(1, 1);
+    const member = fleet.etcd.members[0];
+    try {
+      if (!member) throw new Error('no member');
+      fleet.etcd.pause(member);
+      const host = fleet.hosts[0] as Daemon;
+      const started = Date.now();
+      expect(await host.stop('SIGTERM')).toBe(0);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      if (member) fleet.etcd.resume(member);
+      await stopFleet(fleet);
+    }
+  }, 60_000);
 });
 
 describe('a fleet on a three-member etcd cluster', () => {

@@ -116,6 +116,35 @@ export class EtcdCluster {
     await exited;
   }
 
+  /** Freezes a member (SIGSTOP): it holds its connections and answers nothing. */
+  pause(member: Member): void {
+    member.child?.kill('SIGSTOP');
+  }
+
+  resume(member: Member): void {
+    member.child?.kill('SIGCONT');
+  }
+
+  /** etcd's JSON gateway of a running member: `call('/v3/kv/put', {...})`. */
+  async call(path: string, body: unknown): Promise<Record<string, unknown>> {
+    for (const member of this.members) {
+      if (!member.child || member.child.exitCode !== null || member.child.signalCode !== null) continue;
+      const answer = await fetch(`http://127.0.0.1:${member.client}${path}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(3000) });
+      return (await answer.json()) as Record<string, unknown>;
+    }
+    throw new Error('no etcd member runs');
+  }
+
+  /** Writes a raw key (as another program would). */
+  async put(key: string, value: string): Promise<void> {
+    await this.call('/v3/kv/put', { key: Buffer.from(key).toString('base64'), value: Buffer.from(value).toString('base64') });
+  }
+
+  async leaseCount(): Promise<number> {
+    const answer = await this.call('/v3/lease/leases', {});
+    return ((answer.leases as unknown[] | undefined) ?? []).length;
+  }
+
   /** Starts a stopped member again on its data. */
   async restart(member: Member): Promise<void> {
     this.spawn(member, 'existing');

@@ -224,8 +224,19 @@ export class Conductor implements StreamService {
     return record.expiresAt !== undefined && Date.parse(record.expiresAt) <= this.now().getTime();
   }
 
+  /**
+   * Whether this host removes expired streams itself. A fleet's etcd removes them (their leases
+   * end) while it answers; the host does it only when cut off from it.
+   */
+  private expiresLocally: () => boolean = () => true;
+
+  setExpiryGate(gate: () => boolean): void {
+    this.expiresLocally = gate;
+  }
+
   /** Removes the streams whose time is up, each through the verified pipeline. */
   private expire(): void {
+    if (!this.expiresLocally()) return;
     for (const entry of this.entries()) {
       const { record } = entry;
       if (!this.isExpired(record) || this.expiring.has(record.port)) continue;

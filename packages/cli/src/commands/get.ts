@@ -30,5 +30,9 @@ export function printStream(stream: StreamView, output: Output): void {
   if (stream.description !== undefined) rows.push(['description', stream.description]);
   rows.push(['expires', stream.expiresAt ?? 'never'], ['created', stream.createdAt]);
   if (stream.updatedAt !== undefined) rows.push(['updated', stream.updatedAt]);
+  for (const host of stream.hosts ?? []) {
+    const state = host.state === 'live' ? color.green('live') : host.state === 'failed' ? `${color.red('failed')}: ${host.reason ?? ''}` : color.yellow('pending');
+    rows.push([`host ${host.host}`, state]);
+  }
   output.out(rows.map(([key, value]) => `${`${key}:`.padEnd(17)}${value}`).join('\n'));
 }

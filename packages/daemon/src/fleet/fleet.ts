@@ -2,23 +2,28 @@
  * Fleet mode: several edge hosts, one desired set of streams in etcd.
  *
  * Keys under the fleet's prefix:
- *   streams/<port>          the desired stream ({record, by, op}); a stream with an expiry is
- *                           attached to an etcd lease of that length, so that etcd itself removes
- *                           it on time, whichever daemon created it and whether it still runs
+ *   streams/<port>          the desired stream ({record, by, op[, pending]}); a stream with an
+ *                           expiry is attached to an etcd lease of that length, so that etcd
+ *                           itself removes it on time, whichever daemon created it
  *   hosts/<id>              each running host ({id, api, version, startedAt}), on its own lease,
  *                           kept alive while the daemon runs
  *   applied/<id>/<port>     what that host made of the stream ({state, reason, revision}), on the
  *                           host's lease
  *
- * A change through any host's API is written to etcd first, in a transaction that holds only if
- * the port's key is as the host last saw it (one stream per port across the fleet, allocation
- * atomic across hosts), then applied on this host through the same verified pipeline as ever
- * (the Conductor, with its local file as a cache to serve from without etcd). When this host
- * cannot apply it, the etcd write is undone and the error answered. Every host watches the prefix
- * and converges its own nginx to it, and reports what it applied.
+ * A change through any host's API goes in three steps, so that a change the host refuses is never
+ * seen by the others and a change it acknowledges is in etcd:
+ *   1. a transaction writes it as pending, guarded by the port's key as the host last read it
+ *      (one stream per port across the fleet; allocation atomic across hosts). A pending value
+ *      carries the state before it: the other hosts keep serving that state meanwhile;
+ *   2. the host applies it to its own nginx through the verified pipeline (the Conductor, whose
+ *      local file keeps what this host applied, to serve from without etcd);
+ *   3. a second transaction commits it (or, when the host refused it, puts the state before back)
+ *      if nobody changed the key since; then the others converge to it.
+ * A writer that dies between 1 and 3 leaves a pending value that means the state before it.
  *
- * Without etcd a host keeps serving what it has, refuses changes (503), says so in its status, and
- * converges to the full desired set once etcd answers again.
+ * Every host watches the prefix, converges its nginx to it (one port at a time, in order), and
+ * reports what it applied. Without etcd a host keeps serving what it has, refuses changes (503),
+ * says so in its status, expires streams itself, and converges to the full set once etcd answers.
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -60,18 +65,28 @@ export interface FleetOptions {
   probePort(port: number, protocols: Array<'tcp' | 'udp'>, listenAddress: string | undefined): Promise<PortProbe>;
   defaultListenAddress?: string | undefined;
   log: Logger;
-  /** How often streams this host could not apply are tried again. */
+  /** How often streams this host could not apply (or report) are tried again. */
   retryIntervalMs: number;
   now?: () => Date;
 }
 
-/** A desired stream as etcd holds it. */
+/** A change being written: the stream it makes (null: removed) and the state before it. */
+interface Pending {
+  previous: StreamRecord | null;
+  remove: boolean;
+  at: string;
+}
+
+/** A port's key as etcd holds it. */
 interface Desired {
   record: StreamRecord;
   modRevision: string;
-  /** The host and the operation that wrote it: a retried transaction recognizes its own write. */
+  /** The lease the key is attached to ('0': none). */
+  lease: string;
+  /** The host and operation that wrote it: a retried transaction recognizes its own write. */
   by: string;
   op: string;
+  pending?: Pending;
 }
 
 interface AppliedReport {
@@ -92,6 +107,8 @@ interface HostRecord {
 const CALL_TIMEOUT_MS = 5000;
 const HOST_TTL_S = 10;
 const SUPERVISE_MS = 1000;
+/** A pending value older than this, or whose writer is gone, may be written over by a create. */
+const PENDING_STALE_MS = 30_000;
 
 const specOf = (record: StreamRecord): StreamSpec => {
   const { createdAt: _created, updatedAt: _updated, ...spec } = record;
@@ -106,6 +123,52 @@ function message(error: unknown): string {
   return text.split('\n')[0] ?? text;
 }
 
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const newer = (a: string, b: string): boolean => BigInt(a) > BigInt(b);
+
+function parseDesired(kv: IKeyValue, port: number): Desired {
+  const value = JSON.parse(kv.value.toString('utf8')) as { record?: unknown; by?: unknown; op?: unknown; pending?: unknown };
+  const record = recordFromJson(value.record);
+  if (record.port !== port) throw new Error(`the record of port ${port} names port ${record.port}`);
+  const desired: Desired = {
+    record,
+    modRevision: kv.mod_revision,
+    lease: kv.lease,
+    by: typeof value.by === 'string' ? value.by : '',
+    op: typeof value.op === 'string' ? value.op : '',
+  };
+  if (value.pending !== undefined && value.pending !== null) {
+    const pending = value.pending as { previous?: unknown; remove?: unknown; at?: unknown };
+    desired.pending = {
+      previous: pending.previous === null || pending.previous === undefined ? null : recordFromJson(pending.previous),
+      remove: pending.remove === true,
+      at: typeof pending.at === 'string' ? pending.at : new Date(0).toISOString(),
+    };
+  }
+  return desired;
+}
+
+function parseReport(text: string): AppliedReport {
+  const value = JSON.parse(text) as Partial<AppliedReport>;
+  if ((value.state !== 'live' && value.state !== 'failed') || typeof value.revision !== 'string' || !/^[0-9]+$/.test(value.revision)) {
+    throw new Error('not a report');
+  }
+  return { state: value.state, revision: value.revision, ...(typeof value.reason === 'string' ? { reason: value.reason } : {}) };
+}
+
+function parseHost(text: string, id: string): HostRecord {
+  const value = JSON.parse(text) as Partial<HostRecord>;
+  if (value.id !== id || typeof value.api !== 'string' || typeof value.version !== 'string' || typeof value.startedAt !== 'string') throw new Error('not a host');
+  return { id, api: value.api, version: value.version, startedAt: value.startedAt };
+}
+
 export class FleetConductor implements StreamService {
   private readonly client: Etcd3;
   private readonly prefix: string;
@@ -114,16 +177,23 @@ export class FleetConductor implements StreamService {
   private readonly startedAt: string;
 
   private readonly desired = new Map<number, Desired>();
+  /** Revision at which a port's key was seen deleted: an older value must not come back. */
+  private readonly deletedAt = new Map<number, string>();
   private readonly hosts = new Map<string, HostRecord>();
   private readonly applied = new Map<string, Map<number, AppliedReport>>();
   /** What this host reported last, per port: a report is written only when it changes. */
   private readonly reported = new Map<number, string>();
-  /** Desired streams this host could not apply, with the reason; tried again on a timer. */
+  /** Ports whose report could not be written: tried again with the failures. */
+  private readonly unreported = new Set<number>();
+  /** Desired streams this host could not apply (or remove), with the reason; tried again. */
   private readonly failures = new Map<number, string>();
+  /** This host's own changes in flight: the state it is applying, before the fleet sees it. */
+  private readonly inflight = new Map<number, StreamRecord | null>();
   /** One convergence at a time per port, in order. */
   private readonly chains = new Map<number, Promise<unknown>>();
   /** Ports an automatic allocation is trying right now. */
   private readonly reserved = new Set<number>();
+  private readonly problems: string[] = [];
 
   private connected = false;
   private since: string;
@@ -131,6 +201,8 @@ export class FleetConductor implements StreamService {
   private watcher: Watcher | undefined;
   private lease: Lease | undefined;
   private syncing: Promise<void> | undefined;
+  /** Bumped by every sync: the results of an abandoned one are dropped. */
+  private generation = 0;
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -165,13 +237,60 @@ export class FleetConductor implements StreamService {
         : {}),
       ...(config.auth ? { auth: { username: config.auth.user, password: config.auth.password } } : {}),
     });
+    // While etcd answers, its leases remove expired streams; cut off from it, this host does.
+    options.local.setExpiryGate(() => !this.connected);
   }
 
   private key = {
     stream: (port: number): string => `${this.prefix}streams/${port}`,
+    streams: (): string => `${this.prefix}streams/`,
     host: (id: string): string => `${this.prefix}hosts/${id}`,
     applied: (id: string, port: number): string => `${this.prefix}applied/${id}/${port}`,
   };
+
+  // ---- the cache of the desired set, by revision ---------------------------------------------
+
+  /** Takes a port's value if it is newer than what is known (a value or a deletion). */
+  private remember(port: number, desired: Desired): void {
+    const known = this.desired.get(port);
+    const deleted = this.deletedAt.get(port);
+    if (known && !newer(desired.modRevision, known.modRevision) && desired.modRevision !== known.modRevision) return;
+    if (deleted !== undefined && !newer(desired.modRevision, deleted)) return;
+    this.desired.set(port, desired);
+    this.deletedAt.delete(port);
+  }
+
+  /** Forgets a port's value as of `revision`, unless a newer value is known. */
+  private forget(port: number, revision: string): void {
+    const known = this.desired.get(port);
+    if (known && newer(known.modRevision, revision)) return;
+    this.desired.delete(port);
+    const deleted = this.deletedAt.get(port);
+    if (deleted === undefined || newer(revision, deleted)) this.deletedAt.set(port, revision);
+  }
+
+  /** Takes a whole read of the streams at `revision`: every port it does not hold is gone. */
+  private rememberAll(kvs: IKeyValue[], revision: string): void {
+    const seen = new Set<number>();
+    for (const kv of kvs) {
+      const port = this.portOfStreamKey(kv.key.toString('utf8'));
+      if (port === undefined) continue;
+      try {
+        this.remember(port, parseDesired(kv, port));
+        seen.add(port);
+      } catch (error) {
+        this.options.log.warn('skipped a stream of the fleet store that is not valid', { port, reason: message(error) });
+      }
+    }
+    for (const port of [...this.desired.keys()]) if (!seen.has(port)) this.forget(port, revision);
+  }
+
+  private portOfStreamKey(key: string): number | undefined {
+    const match = new RegExp(`^${this.key.streams().replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}([1-9][0-9]{0,4})$`).exec(key);
+    if (!match) return undefined;
+    const port = Number(match[1]);
+    return port <= 65535 ? port : undefined;
+  }
 
   // ---- start, supervision, sync --------------------------------------------------------------
 
@@ -181,7 +300,7 @@ export class FleetConductor implements StreamService {
     await this.sync().catch((error: unknown) => this.lost(error));
     this.timer = setInterval(() => void this.supervise(), SUPERVISE_MS);
     this.timer.unref();
-    this.retryTimer = setInterval(() => this.retryFailures(), this.options.retryIntervalMs);
+    this.retryTimer = setInterval(() => this.retry(), this.options.retryIntervalMs);
     this.retryTimer.unref();
   }
 
@@ -207,86 +326,140 @@ export class FleetConductor implements StreamService {
     }
     this.connected = false;
     this.lastError = reason;
-    void this.watcher?.cancel().catch(() => undefined);
+    const watcher = this.watcher;
     this.watcher = undefined;
+    if (watcher) void withTimeout(watcher.cancel(), 2000, 'cancel the watch').catch(() => undefined);
   }
 
   /**
    * Joins the fleet: registers this host, reads the whole prefix, converges this host to it, and
-   * watches every change after that revision.
+   * watches every change after that revision. Bounded: a sync etcd stops answering in the middle
+   * of is abandoned, and the next look starts over.
    */
   private sync(): Promise<void> {
-    this.syncing ??= (async () => {
-      try {
-        if (!this.lease || this.lease.revoked()) {
-          const lease = this.client.lease(HOST_TTL_S);
-          lease.on('lost', (error) => {
-            if (this.lease === lease) this.lease = undefined;
-            if (!this.closed) this.lost(error);
-          });
-          await lease.grant();
-          this.lease = lease;
-          this.reported.clear();
-        }
-        const host: HostRecord = { id: this.hostId, api: this.options.config.advertiseUrl, version: this.options.version, startedAt: this.startedAt };
-        await this.lease.put(this.key.host(this.hostId)).value(JSON.stringify(host));
-        const all = await this.client.getAll().prefix(this.prefix).exec();
-        this.desired.clear();
-        this.hosts.clear();
-        this.applied.clear();
-        for (const kv of all.kvs) this.take('put', kv);
-        const watcher = await this.client
-          .watch()
-          .prefix(this.prefix)
-          .startRevision(String(BigInt(all.header.revision) + 1n))
-          .create();
-        watcher.on('put', (kv) => this.take('put', kv, true));
-        watcher.on('delete', (kv) => this.take('delete', kv, true));
-        // A dropped watch stream is reopened by the client on another member, from the last revision
-        // it saw; an error it cannot recover from ends the watch: resync.
-        watcher.on('disconnected', (error) => this.options.log.debug('the watch of the fleet store reconnects', { reason: message(error) }));
-        watcher.on('error', (error) => this.lost(error));
-        this.watcher = watcher;
-        if (!this.connected) this.options.log.info('joined the fleet', { host: this.hostId, streams: this.desired.size, hosts: this.hosts.size });
-        this.connected = true;
-        this.since = this.now().toISOString();
-        this.lastError = '';
-        // Converge every port either side knows of: what the fleet wants, and what this host has.
-        const ports = new Set([...this.desired.keys(), ...this.options.local.list().map((stream) => stream.port)]);
-        await Promise.all([...ports].map((port) => this.converge(port).catch(() => undefined)));
-      } finally {
-        this.syncing = undefined;
-      }
-    })();
+    if (this.syncing) return this.syncing;
+    const generation = ++this.generation;
+    const work = this.syncOnce(generation);
+    this.syncing = withTimeout(work, 15_000, 'joining the fleet').finally(() => {
+      this.syncing = undefined;
+    });
     return this.syncing;
   }
 
-  /** One key of the prefix seen (in the initial read or from the watch). */
-  private take(kind: 'put' | 'delete', kv: IKeyValue, live = false): void {
-    const key = kv.key.toString('utf8').slice(this.prefix.length);
+  private async syncOnce(generation: number): Promise<void> {
+    const current = (): boolean => generation === this.generation && !this.closed;
+    if (!this.lease || this.lease.revoked()) {
+      const lease = this.client.lease(HOST_TTL_S);
+      lease.on('lost', (error) => {
+        if (this.lease === lease) this.lease = undefined;
+        if (!this.closed) this.lost(error);
+      });
+      await lease.grant();
+      if (!current()) return;
+      this.lease = lease;
+      this.reported.clear();
+    }
+    const mine = (await this.client.get(this.key.host(this.hostId)).exec()).kvs[0];
+    if (mine && mine.lease !== (await this.lease.grant())) {
+      const other = JSON.parse(mine.value.toString('utf8')) as Partial<HostRecord>;
+      if (other.api !== this.options.config.advertiseUrl) {
+        const problem = `another daemon (${String(other.api)}) is registered as host ${this.hostId}: give each host its own CONDUCTOR_HOST_ID`;
+        if (!this.problems.includes(problem)) this.problems.push(problem);
+        this.options.log.error('another daemon uses this host id', { host: this.hostId, api: other.api });
+      }
+    }
+    const host: HostRecord = { id: this.hostId, api: this.options.config.advertiseUrl, version: this.options.version, startedAt: this.startedAt };
+    await this.lease.put(this.key.host(this.hostId)).value(JSON.stringify(host));
+    const all = await this.client.getAll().prefix(this.prefix).exec();
+    if (!current()) return;
+    this.takeAll(all.kvs, all.header.revision);
+    const watcher = await withTimeout(
+      this.client
+        .watch()
+        .prefix(this.prefix)
+        .startRevision(String(BigInt(all.header.revision) + 1n))
+        .create(),
+      CALL_TIMEOUT_MS,
+      'watch the fleet store',
+    );
+    if (!current()) {
+      void withTimeout(watcher.cancel(), 2000, 'cancel the watch').catch(() => undefined);
+      return;
+    }
+    let dropped = false;
+    watcher.on('put', (kv) => this.take('put', kv));
+    watcher.on('delete', (kv) => this.take('delete', kv));
+    // A dropped watch stream is reopened by the client on another member; the events between may
+    // not all come back, so the whole prefix is read again once it is.
+    watcher.on('disconnected', (error) => {
+      dropped = true;
+      this.options.log.debug('the watch of the fleet store reconnects', { reason: message(error) });
+    });
+    watcher.on('connected', () => {
+      if (!dropped) return;
+      dropped = false;
+      void this.reread().catch((error: unknown) => this.options.log.warn('could not read the fleet store again', { reason: message(error) }));
+    });
+    watcher.on('error', (error) => this.lost(error));
+    this.watcher = watcher;
+    if (!this.connected) this.options.log.info('joined the fleet', { host: this.hostId, streams: this.desired.size, hosts: this.hosts.size });
+    this.connected = true;
+    this.since = this.now().toISOString();
+    this.lastError = '';
+    // Converge every port either side knows of: what the fleet wants, and what this host has.
+    const localOnly = this.options.local.list().filter((stream) => !this.desired.has(stream.port)).map((stream) => stream.port);
+    if (localOnly.length > 0) this.options.log.warn('removing streams the fleet does not have', { ports: localOnly });
+    const ports = new Set([...this.desired.keys(), ...localOnly]);
+    await Promise.all([...ports].map((port) => this.converge(port).catch(() => undefined)));
+  }
+
+  /** Reads the whole prefix again (after the watch had to reconnect) and converges what changed. */
+  private async reread(): Promise<void> {
+    const all = await this.client.getAll().prefix(this.prefix).exec();
+    const before = new Map([...this.desired].map(([port, desired]) => [port, desired.modRevision]));
+    this.takeAll(all.kvs, all.header.revision);
+    const changed = new Set<number>();
+    for (const [port, revision] of before) if (this.desired.get(port)?.modRevision !== revision) changed.add(port);
+    for (const port of this.desired.keys()) if (!before.has(port)) changed.add(port);
+    await Promise.all([...changed].map((port) => this.converge(port).catch(() => undefined)));
+  }
+
+  /** A whole read of the prefix at `revision`. */
+  private takeAll(kvs: IKeyValue[], revision: string): void {
+    this.hosts.clear();
+    this.applied.clear();
+    this.rememberAll(
+      kvs.filter((kv) => kv.key.toString('utf8').startsWith(this.key.streams())),
+      revision,
+    );
+    for (const kv of kvs) if (!kv.key.toString('utf8').startsWith(this.key.streams())) this.take('put', kv, false);
+  }
+
+  /** One key of the prefix seen (in a read or from the watch, `live`). */
+  private take(kind: 'put' | 'delete', kv: IKeyValue, live = true): void {
+    const full = kv.key.toString('utf8');
+    const key = full.slice(this.prefix.length);
     const parts = key.split('/');
     try {
-      if (parts[0] === 'streams' && parts.length === 2) {
-        const port = Number(parts[1]);
-        if (!Number.isInteger(port)) return;
-        if (kind === 'delete') this.desired.delete(port);
-        else {
-          const value = JSON.parse(kv.value.toString('utf8')) as { record: unknown; by?: string; op?: string };
-          this.desired.set(port, { record: recordFromJson(value.record), modRevision: kv.mod_revision, by: value.by ?? '', op: value.op ?? '' });
-        }
+      if (parts[0] === 'streams') {
+        const port = this.portOfStreamKey(full);
+        if (port === undefined) return;
+        if (kind === 'delete') this.forget(port, kv.mod_revision);
+        else this.remember(port, parseDesired(kv, port));
         if (live) void this.converge(port).catch(() => undefined);
-      } else if (parts[0] === 'hosts' && parts.length === 2 && parts[1] !== undefined) {
+      } else if (parts[0] === 'hosts' && parts.length === 2 && parts[1] !== undefined && parts[1] !== '') {
+        const id = parts[1];
         if (kind === 'delete') {
-          this.hosts.delete(parts[1]);
-          this.applied.delete(parts[1]);
-          // This host's own registration gone (its lease expired): register again.
-          if (live && parts[1] === this.hostId && !this.closed) this.lost(new Error('this host\'s registration expired'));
-        } else this.hosts.set(parts[1], JSON.parse(kv.value.toString('utf8')) as HostRecord);
-      } else if (parts[0] === 'applied' && parts.length === 3 && parts[1] !== undefined) {
+          this.hosts.delete(id);
+          this.applied.delete(id);
+          // This host's own registration gone (its lease ended): register again.
+          if (live && id === this.hostId && !this.closed) this.lost(new Error("this host's registration expired"));
+        } else this.hosts.set(id, parseHost(kv.value.toString('utf8'), id));
+      } else if (parts[0] === 'applied' && parts.length === 3 && parts[1] !== undefined && /^[0-9]+$/.test(parts[2] ?? '')) {
         const port = Number(parts[2]);
         const reports = this.applied.get(parts[1]) ?? new Map<number, AppliedReport>();
         if (kind === 'delete') reports.delete(port);
-        else reports.set(port, JSON.parse(kv.value.toString('utf8')) as AppliedReport);
+        else reports.set(port, parseReport(kv.value.toString('utf8')));
         this.applied.set(parts[1], reports);
       }
     } catch (error) {
@@ -300,13 +473,24 @@ export class FleetConductor implements StreamService {
     return record.expiresAt !== undefined && Date.parse(record.expiresAt) <= this.now().getTime();
   }
 
-  /** The desired stream of a port, unless it has expired (etcd's lease removes it any moment). */
-  private wanted(port: number): Desired | undefined {
+  /**
+   * What a port should run, as the fleet sees it: a pending value counts as the state before it,
+   * and an expired stream as none (etcd's lease removes it any moment).
+   */
+  private effective(port: number): StreamRecord | undefined {
     const desired = this.desired.get(port);
-    return desired && !this.isExpired(desired.record) ? desired : undefined;
+    if (!desired) return undefined;
+    const record = desired.pending ? desired.pending.previous : desired.record;
+    return record && !this.isExpired(record) ? record : undefined;
   }
 
-  /** Brings this host's stream on `port` in line with the fleet's; rejects with the local error. */
+  /** What this host should run on a port: its own change in flight, or the fleet's state. */
+  private target(port: number): StreamRecord | undefined {
+    if (this.inflight.has(port)) return this.inflight.get(port) ?? undefined;
+    return this.effective(port);
+  }
+
+  /** Brings this host's stream on `port` in line; rejects with the local error. */
   private converge(port: number, options: { killSessions?: boolean } = {}): Promise<string[]> {
     const previous = this.chains.get(port) ?? Promise.resolve();
     const run = previous.catch(() => undefined).then(() => this.convergeNow(port, options));
@@ -318,53 +502,69 @@ export class FleetConductor implements StreamService {
   }
 
   private async convergeNow(port: number, options: { killSessions?: boolean }): Promise<string[]> {
-    const desired = this.wanted(port);
+    const target = this.target(port);
+    const revision = this.desired.get(port)?.modRevision ?? '0';
     const local = this.options.local.get(port);
-    if (!desired) {
+    if (!target) {
+      if (local) {
+        try {
+          await this.options.local.remove(port, options);
+        } catch (error) {
+          if (!(error instanceof ConductorError && error.code === ErrorCode.NotFound)) {
+            this.failures.set(port, `could not remove it: ${message(error)}`);
+            this.options.log.warn('could not remove a stream the fleet dropped; trying again', { port, reason: message(error) });
+            throw error;
+          }
+        }
+      }
       this.failures.delete(port);
-      if (local) await this.options.local.remove(port, options).catch((error: unknown) => {
-        if (!(error instanceof ConductorError && error.code === ErrorCode.NotFound)) throw error;
-      });
       await this.report(port, undefined);
       return [];
     }
     if (!isPortInRange(port, this.options.portRange)) {
       const reason = `port ${port} is outside this host's PORT_RANGE`;
       this.failures.set(port, reason);
-      await this.report(port, { state: 'failed', reason, revision: desired.modRevision });
+      await this.report(port, { state: 'failed', reason, revision });
       throw new ConductorError(ErrorCode.PortOutOfRange, reason);
     }
     let warnings: string[] = [];
-    if (!local || local.state !== 'live' || !sameSpec(local, desired.record)) {
+    if (!local || local.state !== 'live' || !sameSpec(local, target)) {
       try {
-        warnings = (await this.options.local.put(specOf(desired.record))).warnings;
+        warnings = (await this.options.local.put(specOf(target))).warnings;
       } catch (error) {
         this.failures.set(port, message(error));
-        await this.report(port, { state: 'failed', reason: message(error), revision: desired.modRevision });
+        await this.report(port, { state: 'failed', reason: message(error), revision });
         throw error;
       }
     }
     this.failures.delete(port);
-    await this.report(port, { state: 'live', revision: desired.modRevision });
+    await this.report(port, { state: 'live', revision });
     return warnings;
   }
 
   /** Tells the fleet what this host made of a port (nothing when etcd is away: a resync does). */
   private async report(port: number, report: AppliedReport | undefined): Promise<void> {
+    // Reports are about the fleet's state, not about this host's own change in flight.
+    if (this.inflight.has(port)) return;
     const text = report === undefined ? '' : JSON.stringify(report);
     if (this.reported.get(port) === text || !this.connected || !this.lease) return;
     try {
       if (report === undefined) await this.client.delete().key(this.key.applied(this.hostId, port));
       else await this.lease.put(this.key.applied(this.hostId, port)).value(text);
       this.reported.set(port, text);
+      this.unreported.delete(port);
     } catch (error) {
-      this.options.log.warn('could not report to the fleet store', { port, reason: message(error) });
+      this.reported.delete(port);
+      this.unreported.add(port);
+      this.options.log.warn('could not report to the fleet store; trying again', { port, reason: message(error) });
     }
   }
 
-  private retryFailures(): void {
+  private retry(): void {
     if (!this.connected) return;
-    for (const port of this.failures.keys()) void this.converge(port).catch(() => undefined);
+    for (const port of new Set([...this.failures.keys(), ...this.unreported])) {
+      if (!this.chains.has(port)) void this.converge(port).catch(() => undefined);
+    }
   }
 
   // ---- writes --------------------------------------------------------------------------------
@@ -374,20 +574,6 @@ export class FleetConductor implements StreamService {
     throw new ConductorError(ErrorCode.StoreUnavailable, `the fleet's store (etcd) is not reachable: ${this.lastError}`, {
       hint: 'this host keeps serving its streams; changes are taken again once etcd answers',
     });
-  }
-
-  private async value(record: StreamRecord, op: string): Promise<{ text: string; lease?: string }> {
-    const text = JSON.stringify({ record, by: this.hostId, op });
-    if (record.expiresAt === undefined) return { text };
-    // etcd removes the stream when its lease ends: whole seconds, rounded up.
-    const seconds = Math.max(1, Math.ceil((Date.parse(record.expiresAt) - this.now().getTime()) / 1000));
-    const lease = this.client.lease(seconds, { autoKeepAlive: false });
-    return { text, lease: await lease.grant() };
-  }
-
-  private putOp(port: number, value: { text: string; lease?: string }) {
-    const builder = this.client.put(this.key.stream(port)).value(value.text);
-    return value.lease === undefined ? builder : builder.lease(value.lease);
   }
 
   /** etcd's failure, as the API answers it. */
@@ -406,61 +592,152 @@ export class FleetConductor implements StreamService {
     });
   }
 
-  /**
-   * Runs a transaction, etcd's failures made API errors. (The client retries a call whose answer
-   * was lost; a retried transaction may then find its own first write, which is why every value
-   * carries the operation that wrote it, and callers check for it.)
-   */
-  private async txn(build: () => Promise<{ succeeded: boolean; revision: string }>): Promise<{ succeeded: boolean; revision: string }> {
+  private async etcd<T>(call: () => Promise<T>): Promise<T> {
     try {
-      return await build();
+      return await call();
     } catch (error) {
       throw this.storeError(error);
     }
+  }
+
+  /** A lease for a stream that expires (etcd removes the key at its end), or none. */
+  private async leaseFor(record: StreamRecord | null): Promise<string> {
+    if (!record || record.expiresAt === undefined) return '0';
+    const seconds = Math.max(1, Math.ceil((Date.parse(record.expiresAt) - this.now().getTime()) / 1000));
+    return this.etcd(() => this.client.lease(seconds, { autoKeepAlive: false }).grant());
+  }
+
+  private revoke(lease: string): void {
+    if (lease === '0' || lease === '') return;
+    void this.client.leaseClient.leaseRevoke({ ID: lease }).catch(() => undefined);
+  }
+
+  private putOp(port: number, value: unknown, lease: string) {
+    const builder = this.client.put(this.key.stream(port)).value(JSON.stringify(value));
+    return lease === '0' ? builder : builder.lease(lease);
   }
 
   /** Reads a port's key now (not from the watch's copy, which may lag behind). */
   private async read(port: number): Promise<Desired | undefined> {
-    let kv: IKeyValue | undefined;
-    try {
-      kv = (await this.client.get(this.key.stream(port)).exec()).kvs[0];
-    } catch (error) {
-      throw this.storeError(error);
+    const response = await this.etcd(() => this.client.get(this.key.stream(port)).exec());
+    const kv = response.kvs[0];
+    if (!kv) {
+      this.forget(port, response.header.revision);
+      return undefined;
     }
-    if (!kv) return undefined;
-    const value = JSON.parse(kv.value.toString('utf8')) as { record: unknown; by?: string; op?: string };
-    return { record: recordFromJson(value.record), modRevision: kv.mod_revision, by: value.by ?? '', op: value.op ?? '' };
+    let desired: Desired;
+    try {
+      desired = parseDesired(kv, port);
+    } catch (error) {
+      throw new ConductorError(ErrorCode.StoreUnavailable, `the fleet store holds a value for port ${port} that is not valid: ${message(error)}`, {
+        hint: 'remove the key (etcdctl del) or replace the stream',
+      });
+    }
+    this.remember(port, desired);
+    return desired;
+  }
+
+  /** The stream a key stands for now, for a write to compare with: a stale pending or expired one is none. */
+  private standing(current: Desired | undefined): StreamRecord | null {
+    if (!current) return null;
+    if (current.pending) {
+      const stale = Date.now() - Date.parse(current.pending.at) > PENDING_STALE_MS || !this.hosts.has(current.by);
+      if (!stale && current.by !== this.hostId) return current.pending.previous ?? current.record;
+      const previous = current.pending.previous;
+      return previous && !this.isExpired(previous) ? previous : null;
+    }
+    return this.isExpired(current.record) ? null : current.record;
   }
 
   /**
-   * Puts a port's key back as `previous`, if nobody changed it since this host's write (`revision`
-   * its mod revision, or undefined when that write deleted it).
+   * Writes `next` (null: removal) for `port` in the three steps (see the top of the file), given
+   * the key as read (`current`). Resolves with the local warnings once the change is live here
+   * and committed; rejects with this host's refusal (the fleet unchanged), a conflict, or 503.
    */
-  private async restore(port: number, revision: string | undefined, previous: Desired | undefined): Promise<void> {
+  private async change(port: number, current: Desired | undefined, next: StreamRecord | null, options: { killSessions?: boolean } = {}): Promise<string[]> {
+    const before = this.standing(current);
+    const op = randomUUID();
+    const lease = await this.leaseFor(next);
+    const pending: Pending = { previous: before, remove: next === null, at: this.now().toISOString() };
+    const key = this.key.stream(port);
+    const guard = () => (current ? this.client.if(key, 'Mod', '==', current.modRevision) : this.client.if(key, 'Create', '==', 0));
+    // Step 1: pending, as long as the key is as read.
+    const pendingLease = next === null ? (current?.lease ?? '0') : lease;
+    let written: string;
     try {
-      const cmp =
-        revision === undefined ? this.client.if(this.key.stream(port), 'Create', '==', 0) : this.client.if(this.key.stream(port), 'Mod', '==', revision);
-      if (previous === undefined) await cmp.then(this.client.delete().key(this.key.stream(port))).commit();
-      else await cmp.then(this.putOp(port, await this.value(previous.record, previous.op))).commit();
+      const response = await this.etcd(() => guard().then(this.putOp(port, { record: next ?? before ?? current?.record, by: this.hostId, op, pending }, pendingLease)).commit());
+      if (!response.succeeded) {
+        const found = await this.read(port);
+        if (!found || found.op !== op) {
+          this.revoke(lease);
+          throw new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host meanwhile`, { hint: 'look at it again (conductor get) and retry' });
+        }
+        written = found.modRevision; // our own write, retried by the client
+      } else written = response.header.revision;
     } catch (error) {
-      this.options.log.error('could not undo a fleet change this host refused', { port, reason: message(error) });
-    }
-  }
-
-  /** After an etcd write: apply it here; when this host refuses it, undo the write and answer why. */
-  private async applyHere(port: number, written: Desired, previous: Desired | undefined): Promise<string[]> {
-    // The watch may not have delivered this write yet; it may have delivered a later one.
-    const cached = this.desired.get(port);
-    if (!cached || BigInt(cached.modRevision) < BigInt(written.modRevision)) this.desired.set(port, written);
-    try {
-      return await this.converge(port);
-    } catch (error) {
-      await this.restore(port, written.modRevision, previous);
-      if (previous) this.desired.set(port, previous);
-      else this.desired.delete(port);
-      await this.converge(port).catch(() => undefined);
+      this.revoke(lease);
       throw error;
     }
+    // Step 2: live here (or refused here).
+    this.inflight.set(port, next);
+    let warnings: string[];
+    try {
+      warnings = await this.converge(port, options);
+    } catch (error) {
+      // Step 3, refused: the state before goes back, if nobody changed the key since.
+      const restored = await this.settle(port, written, before, before ? (current?.lease ?? '0') : '0', 'restore');
+      this.revoke(lease);
+      this.inflight.delete(port);
+      await this.converge(port).catch(() => undefined);
+      if (!restored) {
+        throw new ConductorError(ErrorCode.StoreUnavailable, `this host refused the change (${message(error)}), and the fleet store did not take it back`, {
+          hint: 'the other hosts keep the state before; look at `conductor get` and retry',
+        });
+      }
+      throw error;
+    }
+    // Step 3, taken: commit, if nobody changed the key since.
+    const committed = await this.settle(port, written, next, lease, 'commit');
+    this.inflight.delete(port);
+    if (!committed) {
+      await this.converge(port).catch(() => undefined);
+      throw new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host while this one applied it`, {
+        hint: 'look at it again (conductor get) and retry',
+      });
+    }
+    if (current && current.lease !== lease && current.lease !== pendingLease) this.revoke(current.lease);
+    if (next === null && current) this.revoke(current.lease);
+    await this.converge(port).catch(() => undefined);
+    return warnings;
+  }
+
+  /**
+   * Replaces this host's pending write (mod revision `written`) with `record` (null: no key), if
+   * the key is still that write. Answers whether it did.
+   */
+  private async settle(port: number, written: string, record: StreamRecord | null, lease: string, what: string): Promise<boolean> {
+    const key = this.key.stream(port);
+    const op = randomUUID();
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      try {
+        const step = record === null ? this.client.delete().key(key) : this.putOp(port, { record, by: this.hostId, op }, lease);
+        const response = await this.client.if(key, 'Mod', '==', written).then(step).commit();
+        if (response.succeeded) {
+          if (record === null) this.forget(port, response.header.revision);
+          else this.remember(port, { record, modRevision: response.header.revision, lease, by: this.hostId, op });
+          return true;
+        }
+        // Not ours any more, or ours already settled by a retried call.
+        const found = await this.read(port).catch(() => undefined);
+        if (record === null) return found === undefined;
+        return found?.op === op;
+      } catch (error) {
+        this.options.log.warn(`could not ${what} a change in the fleet store`, { port, attempt, reason: message(error) });
+        // A lease that ended meanwhile: the state goes back without it (it has expired anyway).
+        if (/lease not found/i.test(message(error))) lease = '0';
+      }
+    }
+    return false;
   }
 
   private answer(port: number, warnings: string[], change: CreateResult['change']): CreateResult {
@@ -473,69 +750,37 @@ export class FleetConductor implements StreamService {
     if (spec.port === 0) return this.createOnFreePort(spec);
     assertPortInRange(spec.port, this.options.portRange);
     this.requireConnected();
-    const claimed = await this.claim(spec);
-    if (!claimed.ok) {
-      throw new ConductorError(ErrorCode.StreamExists, `port ${spec.port} already has a stream (to ${describeBackends(claimed.existing.backends)})`, {
+    const current = await this.read(spec.port);
+    const standing = this.standing(current);
+    if (standing) {
+      throw new ConductorError(ErrorCode.StreamExists, `port ${spec.port} already has a stream (to ${describeBackends(standing.backends)})`, {
         hint: 'remove it first, pick another port, or replace it (PUT /v1/streams/{port})',
       });
     }
-    const warnings = await this.applyHere(spec.port, claimed.written, undefined);
+    const warnings = await this.change(spec.port, current, { ...spec, createdAt: this.now().toISOString() });
     return this.answer(spec.port, warnings, 'created');
-  }
-
-  /** Writes a new stream if the port has none in the fleet; answers the one there otherwise. */
-  private async claim(spec: StreamSpec): Promise<{ ok: true; written: Desired } | { ok: false; existing: StreamRecord }> {
-    const record: StreamRecord = { ...spec, createdAt: this.now().toISOString() };
-    const op = randomUUID();
-    const value = await this.value(record, op);
-    const key = this.key.stream(spec.port);
-    const result = await this.txn(async () => {
-      const response = await this.client.if(key, 'Create', '==', 0).then(this.putOp(spec.port, value)).commit();
-      return { succeeded: response.succeeded, revision: response.header.revision };
-    });
-    if (result.succeeded) return { ok: true, written: { record, modRevision: result.revision, by: this.hostId, op } };
-    const existing = await this.read(spec.port);
-    if (existing && existing.op === op) return { ok: true, written: existing }; // our own, retried
-    if (!existing) return this.claim(spec); // removed meanwhile
-    return { ok: false, existing: existing.record };
   }
 
   async put(spec: StreamSpec): Promise<CreateResult> {
     assertPortInRange(spec.port, this.options.portRange);
     this.requireConnected();
-    const previous = await this.read(spec.port);
-    if (previous && sameSpec(previous.record, spec) && !this.isExpired(previous.record)) {
-      this.desired.set(spec.port, previous);
+    const current = await this.read(spec.port);
+    const standing = this.standing(current);
+    if (standing && !current?.pending && sameSpec(standing, spec)) {
       const warnings = await this.converge(spec.port);
       return this.answer(spec.port, warnings, 'unchanged');
     }
     const now = this.now().toISOString();
-    const record: StreamRecord = previous ? { ...spec, createdAt: previous.record.createdAt, updatedAt: now } : { ...spec, createdAt: now };
-    const op = randomUUID();
-    const value = await this.value(record, op);
-    const key = this.key.stream(spec.port);
-    const result = await this.txn(async () => {
-      const guard = previous ? this.client.if(key, 'Mod', '==', previous.modRevision) : this.client.if(key, 'Create', '==', 0);
-      const response = await guard.then(this.putOp(spec.port, value)).commit();
-      return { succeeded: response.succeeded, revision: response.header.revision };
-    });
-    let written: Desired = { record, modRevision: result.revision, by: this.hostId, op };
-    if (!result.succeeded) {
-      const found = await this.read(spec.port);
-      if (!found || found.op !== op) {
-        throw new ConductorError(ErrorCode.Conflict, `port ${spec.port} was changed by another host meanwhile`, { hint: 'look at it again (conductor get) and retry' });
-      }
-      written = found;
-    }
-    const warnings = await this.applyHere(spec.port, written, previous);
-    return this.answer(spec.port, warnings, previous ? 'replaced' : 'created');
+    const record: StreamRecord = standing ? { ...spec, createdAt: standing.createdAt, updatedAt: now } : { ...spec, createdAt: now };
+    const warnings = await this.change(spec.port, current, record);
+    return this.answer(spec.port, warnings, standing ? 'replaced' : 'created');
   }
 
   async renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
     this.requireConnected();
-    const current = await this.read(port);
-    if (!current || this.isExpired(current.record)) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-    const spec = specOf(current.record);
+    const standing = this.standing(await this.read(port));
+    if (!standing) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    const spec = specOf(standing);
     if (expiresAt === undefined) delete spec.expiresAt;
     else spec.expiresAt = expiresAt;
     return this.put(spec);
@@ -544,20 +789,12 @@ export class FleetConductor implements StreamService {
   async remove(portText: string | number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
     const port = parsePort(portText);
     this.requireConnected();
-    const previous = await this.read(port);
-    if (!previous) {
+    const current = await this.read(port);
+    if (!this.standing(current)) {
       if (this.options.local.get(port)) return { warnings: await this.converge(port, options) };
       throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     }
-    const result = await this.txn(async () => {
-      const response = await this.client.if(this.key.stream(port), 'Mod', '==', previous.modRevision).then(this.client.delete().key(this.key.stream(port))).commit();
-      return { succeeded: response.succeeded, revision: response.header.revision };
-    });
-    if (!result.succeeded && (await this.read(port)) !== undefined) {
-      throw new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host meanwhile`, { hint: 'look at it again (conductor get) and retry' });
-    }
-    this.desired.delete(port);
-    return { warnings: await this.converge(port, options) };
+    return { warnings: await this.change(port, current, null, options) };
   }
 
   private async createOnFreePort(spec: StreamSpec): Promise<CreateResult> {
@@ -569,15 +806,14 @@ export class FleetConductor implements StreamService {
       if (this.reserved.has(port) || this.desired.has(port)) continue;
       this.reserved.add(port);
       try {
-        const claimed = await this.claim({ ...spec, port });
-        if (!claimed.ok) continue; // another host took it first
-        try {
-          const warnings = await this.applyHere(port, claimed.written, undefined);
-          return this.answer(port, warnings, 'created');
-        } catch (error) {
-          if (error instanceof ConductorError && (error.code === ErrorCode.StreamExists || error.code === ErrorCode.PortInUse)) continue;
-          throw error;
-        }
+        const current = await this.read(port);
+        if (current) continue; // another host has it, or is taking it
+        const warnings = await this.change(port, undefined, { ...spec, port, createdAt: this.now().toISOString() });
+        return this.answer(port, warnings, 'created');
+      } catch (error) {
+        // Another host took it first (conflict), or this host cannot bind it after all.
+        if (error instanceof ConductorError && (error.code === ErrorCode.Conflict || error.code === ErrorCode.StreamExists || error.code === ErrorCode.PortInUse)) continue;
+        throw error;
       } finally {
         this.reserved.delete(port);
       }
@@ -590,21 +826,21 @@ export class FleetConductor implements StreamService {
     const wanted = new Set<number>();
     for (const spec of specs) {
       wanted.add(spec.port);
-      const current = this.wanted(spec.port);
+      const current = this.effective(spec.port);
       const local = this.options.local.get(spec.port);
       if (!current) plan.create.push(spec.port);
-      else if (!sameSpec(current.record, spec) || !local || local.state !== 'live') plan.update.push(spec.port);
+      else if (!sameSpec(current, spec) || !local || local.state !== 'live') plan.update.push(spec.port);
       else plan.unchanged.push(spec.port);
     }
-    if (prune) for (const port of this.desired.keys()) if (!wanted.has(port) && this.wanted(port)) plan.delete.push(port);
+    if (prune) for (const port of this.desired.keys()) if (!wanted.has(port) && this.effective(port)) plan.delete.push(port);
     for (const list of [plan.create, plan.update, plan.delete, plan.unchanged]) list.sort((a, b) => a - b);
     return plan;
   }
 
   /**
-   * A declarative apply across the fleet: one etcd transaction for the whole plan (it holds only
-   * if no port of it changed meanwhile), then one all-or-nothing apply on this host; when this host
-   * refuses, the transaction is undone.
+   * A declarative apply across the fleet, in the same three steps as one change: one transaction
+   * writes the whole plan as pending (it holds only if no port of it changed since the read), one
+   * all-or-nothing apply on this host, one transaction commits it all (or puts it all back).
    */
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
     const seen = new Set<number>();
@@ -615,66 +851,119 @@ export class FleetConductor implements StreamService {
     }
     this.requireConnected();
     // Plan against the store as it is now, not the watch's copy.
-    const all = await this.client.getAll().prefix(`${this.prefix}streams/`).exec().catch((error: unknown) => {
-      throw this.storeError(error);
-    });
-    for (const kv of all.kvs) this.take('put', kv);
+    const all = await this.etcd(() => this.client.getAll().prefix(this.key.streams()).exec());
+    this.rememberAll(all.kvs, all.header.revision);
     const plan = this.plan(specs, options.prune);
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
+    const ports = [...plan.create, ...plan.update, ...plan.delete];
+    if (ports.length === 0) return { dryRun: false, applied: true, plan, warnings: [] };
+
     const bySpec = new Map(specs.map((spec) => [spec.port, spec]));
-    const changed = [...plan.create, ...plan.update];
-    const previous = new Map<number, Desired | undefined>([...changed, ...plan.delete].map((port) => [port, this.wanted(port)]));
-    if (changed.length + plan.delete.length === 0) return { dryRun: false, applied: true, plan, warnings: [] };
     const now = this.now().toISOString();
     const op = randomUUID();
-    const result = await this.txn(async () => {
-      const compares = [...changed, ...plan.delete].map((port) => {
-        const before = this.desired.get(port);
-        return before ? { port, column: 'Mod' as const, value: before.modRevision } : { port, column: 'Create' as const, value: '0' };
-      });
-      const first = compares[0];
-      if (!first) throw new Error('empty plan');
-      let builder = this.client.if(this.key.stream(first.port), first.column, '==', first.value);
-      for (const compare of compares.slice(1)) builder = builder.and(this.key.stream(compare.port), compare.column, '==', compare.value);
-      const puts = [];
-      for (const port of changed) {
-        const spec = bySpec.get(port) as StreamSpec;
-        const before = previous.get(port);
-        const record: StreamRecord = before ? { ...spec, createdAt: before.record.createdAt, updatedAt: now } : { ...spec, createdAt: now };
-        puts.push(this.putOp(port, await this.value(record, op)));
-      }
-      const deletes = plan.delete.map((port) => this.client.delete().key(this.key.stream(port)));
-      const response = await builder.then(...puts, ...deletes).commit();
-      return { succeeded: response.succeeded, revision: response.header.revision };
-    });
-    if (!result.succeeded) {
-      const probe = changed[0] === undefined ? undefined : await this.read(changed[0]);
-      if (!probe || probe.op !== op) {
-        throw new ConductorError(ErrorCode.Conflict, 'streams of the set were changed by another host meanwhile; nothing was applied', {
-          hint: 'run the apply again: it plans against the current state',
-        });
-      }
+    const read = new Map(ports.map((port) => [port, this.desired.get(port)]));
+    const next = new Map<number, StreamRecord | null>();
+    for (const port of ports) {
+      const spec = bySpec.get(port);
+      const before = this.standing(read.get(port));
+      next.set(port, spec ? (before ? { ...spec, createdAt: before.createdAt, updatedAt: now } : { ...spec, createdAt: now }) : null);
     }
-    // Apply here, all or nothing; undo the transaction when this host refuses.
-    const fresh = await this.client.getAll().prefix(`${this.prefix}streams/`).exec().catch(() => undefined);
-    for (const kv of fresh?.kvs ?? []) this.take('put', kv);
-    for (const port of plan.delete) this.desired.delete(port);
+    const leases = new Map<number, string>();
     try {
-      const warnings = await this.options.local.applyChanges(
-        changed.map((port) => specOf(this.desired.get(port)?.record ?? ({ ...(bySpec.get(port) as StreamSpec), createdAt: now } as StreamRecord))),
-        plan.delete,
-      );
-      await Promise.all([...changed, ...plan.delete].map((port) => this.converge(port).catch(() => undefined)));
-      return { dryRun: false, applied: true, plan, warnings };
+      for (const port of ports) leases.set(port, await this.leaseFor(next.get(port) ?? null));
     } catch (error) {
-      for (const [port, before] of previous) {
-        await this.restore(port, this.desired.get(port)?.modRevision, before);
-        if (before) this.desired.set(port, before);
-        else this.desired.delete(port);
-      }
-      await Promise.all([...previous.keys()].map((port) => this.converge(port).catch(() => undefined)));
+      for (const lease of leases.values()) this.revoke(lease);
       throw error;
     }
+    const compare = (builder: ReturnType<Etcd3['if']> | undefined, port: number, current: Desired | undefined) => {
+      const key = this.key.stream(port);
+      const column = current ? ('Mod' as const) : ('Create' as const);
+      const value = current ? current.modRevision : 0;
+      return builder ? builder.and(key, column, '==', value) : this.client.if(key, column, '==', value);
+    };
+    // Step 1: the whole plan pending.
+    let guard: ReturnType<Etcd3['if']> | undefined;
+    for (const port of ports) guard = compare(guard, port, read.get(port));
+    const pendingPuts = ports.map((port) => {
+      const before = this.standing(read.get(port));
+      const record = next.get(port) ?? before ?? read.get(port)?.record;
+      const lease = next.get(port) === null ? (read.get(port)?.lease ?? '0') : (leases.get(port) ?? '0');
+      return this.putOp(port, { record, by: this.hostId, op, pending: { previous: before, remove: next.get(port) === null, at: now } }, lease);
+    });
+    const response = await this.etcd(() => (guard as ReturnType<Etcd3['if']>).then(...pendingPuts).commit());
+    const written = new Map<number, string>();
+    if (response.succeeded) for (const port of ports) written.set(port, response.header.revision);
+    else {
+      for (const port of ports) {
+        const found = await this.read(port);
+        if (!found || found.op !== op) {
+          for (const lease of leases.values()) this.revoke(lease);
+          throw new ConductorError(ErrorCode.Conflict, 'streams of the set were changed by another host meanwhile; nothing was applied', {
+            hint: 'run the apply again: it plans against the current state',
+          });
+        }
+        written.set(port, found.modRevision);
+      }
+    }
+    // Step 2: all or nothing here.
+    for (const port of ports) this.inflight.set(port, next.get(port) ?? null);
+    const settleAll = async (records: Map<number, StreamRecord | null>, leaseOf: (port: number) => string): Promise<boolean> => {
+      let builder: ReturnType<Etcd3['if']> | undefined;
+      for (const port of ports) {
+        const key = this.key.stream(port);
+        builder = builder ? builder.and(key, 'Mod', '==', written.get(port) ?? '0') : this.client.if(key, 'Mod', '==', written.get(port) ?? '0');
+      }
+      const settleOp = randomUUID();
+      const steps = ports.map((port) => {
+        const record = records.get(port) ?? null;
+        return record === null ? this.client.delete().key(this.key.stream(port)) : this.putOp(port, { record, by: this.hostId, op: settleOp }, leaseOf(port));
+      });
+      try {
+        const settled = await (builder as ReturnType<Etcd3['if']>).then(...steps).commit();
+        return settled.succeeded;
+      } catch (error) {
+        this.options.log.warn('could not settle a fleet apply', { reason: message(error) });
+        return false;
+      }
+    };
+    let warnings: string[];
+    try {
+      warnings = await this.options.local.applyChanges(
+        ports.flatMap((port) => {
+          const record = next.get(port);
+          return record ? [specOf(record)] : [];
+        }),
+        ports.filter((port) => next.get(port) === null),
+      );
+    } catch (error) {
+      const before = new Map(ports.map((port) => [port, this.standing(read.get(port))]));
+      const restored = await settleAll(before, (port) => read.get(port)?.lease ?? '0');
+      for (const lease of leases.values()) this.revoke(lease);
+      for (const port of ports) this.inflight.delete(port);
+      await this.reread().catch(() => undefined);
+      await Promise.all(ports.map((port) => this.converge(port).catch(() => undefined)));
+      if (!restored) {
+        throw new ConductorError(ErrorCode.StoreUnavailable, `this host refused the apply (${message(error)}), and the fleet store did not take it back`, {
+          hint: 'look at `conductor ls` and apply again',
+        });
+      }
+      throw error;
+    }
+    // Step 3: commit it all.
+    const committed = await settleAll(next, (port) => leases.get(port) ?? '0');
+    for (const port of ports) this.inflight.delete(port);
+    await this.reread().catch(() => undefined);
+    await Promise.all(ports.map((port) => this.converge(port).catch(() => undefined)));
+    if (!committed) {
+      throw new ConductorError(ErrorCode.Conflict, 'streams of the set were changed by another host while this one applied them', {
+        hint: 'look at `conductor ls` and apply again',
+      });
+    }
+    for (const port of ports) {
+      const old = read.get(port)?.lease ?? '0';
+      if (old !== (leases.get(port) ?? '0')) this.revoke(old);
+    }
+    return { dryRun: false, applied: true, plan, warnings };
   }
 
   async freePort(): Promise<number | undefined> {
@@ -688,40 +977,41 @@ export class FleetConductor implements StreamService {
 
   // ---- reads ---------------------------------------------------------------------------------
 
-  /** How each running host reports a stream of the desired revision. */
-  private hostStates(port: number, desired: Desired): HostStreamState[] {
+  /** How each running host reports a port's stream as of the key's revision. */
+  private hostStates(port: number, target: StreamRecord, revision: string): HostStreamState[] {
     const states: HostStreamState[] = [];
     for (const id of [...this.hosts.keys()].sort()) {
       if (id === this.hostId) {
         const local = this.options.local.get(port);
         const failure = this.failures.get(port);
-        if (local?.state === 'live' && sameSpec(local, desired.record)) states.push({ host: id, state: 'live' });
+        if (local?.state === 'live' && sameSpec(local, target)) states.push({ host: id, state: 'live' });
         else if (failure !== undefined) states.push({ host: id, state: 'failed', reason: failure });
         else states.push({ host: id, state: 'pending' });
         continue;
       }
       const report = this.applied.get(id)?.get(port);
-      if (!report || BigInt(report.revision) < BigInt(desired.modRevision)) states.push({ host: id, state: 'pending' });
+      if (!report || newer(revision, report.revision)) states.push({ host: id, state: 'pending' });
       else states.push({ host: id, state: report.state, ...(report.reason !== undefined ? { reason: report.reason } : {}) });
     }
     return states;
   }
 
   private viewOf(port: number): StreamView | undefined {
-    const desired = this.wanted(port);
+    const target = this.effective(port);
     const local = this.options.local.get(port);
-    if (!desired) {
+    if (!target) {
       if (!local) return undefined;
-      return { ...local, reason: local.reason ?? 'not in the fleet\'s set: being removed', hosts: [] };
+      return { ...local, reason: local.reason ?? "not in the fleet's set: being removed", hosts: [] };
     }
     let view: StreamView;
-    if (local && sameSpec(local, desired.record)) {
-      view = { ...local, createdAt: desired.record.createdAt };
-      if (desired.record.updatedAt !== undefined) view.updatedAt = desired.record.updatedAt;
+    if (local && sameSpec(local, target)) {
+      view = { ...local, createdAt: target.createdAt };
+      if (target.updatedAt !== undefined) view.updatedAt = target.updatedAt;
+      else delete view.updatedAt;
     } else {
-      view = { ...desired.record, state: 'failed', reason: this.failures.get(port) ?? 'not applied on this host yet' };
+      view = { ...target, state: 'failed', reason: this.failures.get(port) ?? 'not applied on this host yet' };
     }
-    view.hosts = this.hostStates(port, desired);
+    view.hosts = this.hostStates(port, target, this.desired.get(port)?.modRevision ?? '0');
     return view;
   }
 
@@ -740,7 +1030,7 @@ export class FleetConductor implements StreamService {
   }
 
   async checkHealth(port: number): Promise<StreamView> {
-    await this.options.local.checkHealth(port);
+    if (this.options.local.get(port)) await this.options.local.checkHealth(port);
     const stream = this.get(port);
     if (!stream) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     return stream;
@@ -765,6 +1055,7 @@ export class FleetConductor implements StreamService {
       ...local,
       streams: { total: streams.length, live: streams.length - failed.length, failed: failed.length },
       failed: failed.map((stream) => ({ port: stream.port, backends: describeBackends(stream.backends), reason: stream.reason ?? 'unknown' })),
+      problems: [...local.problems, ...this.problems],
       store: {
         kind: 'etcd',
         state: this.connected ? 'connected' : 'unreachable',
@@ -782,9 +1073,12 @@ export class FleetConductor implements StreamService {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     if (this.retryTimer) clearInterval(this.retryTimer);
-    await this.watcher?.cancel().catch(() => undefined);
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    // Bounded: a store that stopped answering does not hold up the daemon's exit.
+    if (watcher) await withTimeout(watcher.cancel(), 2000, 'cancel the watch').catch(() => undefined);
     // Leaving the fleet: this host and its reports disappear at once rather than at the lease's end.
-    if (this.connected) await this.lease?.revoke().catch(() => undefined);
+    if (this.connected && this.lease) await withTimeout(this.lease.revoke(), 2000, 'leave the fleet').catch(() => undefined);
     this.client.close();
     await this.options.local.close();
   }
