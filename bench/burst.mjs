@@ -5,12 +5,15 @@
  */
 import { call, echoBackend, firstByte, now, startDaemon } from './lib.mjs';
 
-/** @param {{ count?: number, clients?: number, env?: Record<string, string>, label?: string }} [options] */
+/**
+ * The two phases against a managed daemon (with `env`), or against the daemon `start` gives.
+ * @param {{ count?: number, clients?: number, env?: Record<string, string>, start?: (count: number) => Promise<{ url: string, base: number, stop(): Promise<void> }> }} [options]
+ */
 export async function phases(options = {}) {
   const count = options.count ?? 1000;
   const clients = options.clients ?? 32;
   const backend = await echoBackend();
-  const daemon = await startDaemon({ rangeSize: count, env: options.env });
+  const daemon = options.start ? await options.start(count) : await startDaemon({ rangeSize: count, env: options.env });
   try {
     const ports = Array.from({ length: count }, (_, i) => daemon.base + i);
     /** @param {(port: number) => Promise<boolean>} work */
@@ -44,7 +47,8 @@ export async function phases(options = {}) {
 export async function run() {
   const managed = await phases();
   const more = await phases({ env: { CONDUCTOR_NGINX_INSTANCES: '16' } });
-  const external = await import('./external.mjs').then((module) => module.externalPhases());
+  const { startExternal } = await import('./external.mjs');
+  const external = await phases({ start: startExternal });
   const holds = managed.created.seconds < 1.5 && managed.removed.seconds < 1.5 && managed.created.errors === 0 && managed.removed.errors === 0 && managed.left === 0 && managed.listed === managed.count;
   const row = (/** @type {string} */ name, /** @type {typeof managed} */ result) => [
     name,

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, call, echoBackend, freeBlock, now, sleep } from './lib.mjs';
+import { ROOT, call, freeBlock, sleep } from './lib.mjs';
 
 /** @param {number} rangeSize */
 export async function startExternal(rangeSize) {
@@ -46,35 +46,4 @@ export async function startExternal(rangeSize) {
       await rm(dir, { recursive: true, force: true });
     },
   };
-}
-
-export async function externalPhases(count = 1000, clients = 32) {
-  const backend = await echoBackend();
-  const daemon = await startExternal(count);
-  try {
-    const ports = Array.from({ length: count }, (_, i) => daemon.base + i);
-    /** @param {(port: number) => Promise<boolean>} work */
-    const phase = async (work) => {
-      let next = 0;
-      let errors = 0;
-      const started = now();
-      await Promise.all(
-        Array.from({ length: clients }, async () => {
-          while (next < ports.length) {
-            const port = /** @type {number} */ (ports[next++]);
-            if (!(await work(port))) errors += 1;
-          }
-        }),
-      );
-      return { seconds: (now() - started) / 1000, errors };
-    };
-    const created = await phase(async (port) => (await call('GET', `${daemon.url}/createstream/${port}/127.0.0.1:${backend.port}`)).json?.result === 'ok');
-    const listed = (await call('GET', `${daemon.url}/getstreams`)).json.length;
-    const removed = await phase(async (port) => (await call('GET', `${daemon.url}/removestream/${port}`)).json?.result === 'ok');
-    const left = (await call('GET', `${daemon.url}/getstreams`)).json.length;
-    return { created, removed, listed, left, count };
-  } finally {
-    await daemon.stop();
-    await backend.close();
-  }
 }

@@ -10,7 +10,7 @@ import { type Socket, connect } from 'node:net';
 import { dirname } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
-import { EchoBackend, HeaderRecordingBackend, UdpEchoBackend, connectOutcome, roundTrip, udpRoundTrip } from '../helpers/net.js';
+import { EchoBackend, HeaderRecordingBackend, UdpEchoBackend, connectOutcome, roundTrip, startTcpUdpPair, udpRoundTrip } from '../helpers/net.js';
 import { snapshot } from '../helpers/state.js';
 import { eventually, sleep } from '../helpers/wait.js';
 
@@ -73,9 +73,8 @@ describe.each<Via>(['api', 'cli'])('through the %s', (via) => {
   });
 
   it('forwards TCP and UDP on the same port', async () => {
-    const udp = await UdpEchoBackend.start('udp', '127.0.0.1');
     // One backend port for both protocols: a TCP echo and a UDP echo side by side.
-    const tcp = await EchoBackend.start('tcp', udp.port);
+    const { tcp, udp } = await startTcpUdpPair();
     try {
       const at = port();
       await create(via, at, { protocol: 'tcp+udp', backend: `127.0.0.1:${udp.port}` }, [`127.0.0.1:${udp.port}`, '--tcp-udp']);

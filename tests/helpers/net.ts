@@ -138,6 +138,24 @@ export class UdpEchoBackend {
   }
 }
 
+/**
+ * A TCP echo and a UDP echo on one port number. The UDP side takes an ephemeral port; the
+ * same number on TCP can be busy (another test's outgoing connection may use it as its source
+ * port), so a clash is retried with a fresh number.
+ */
+export async function startTcpUdpPair(host = '127.0.0.1'): Promise<{ tcp: EchoBackend; udp: UdpEchoBackend; port: number }> {
+  for (let attempt = 0; ; attempt += 1) {
+    const udp = await UdpEchoBackend.start('udp', host);
+    try {
+      const tcp = await EchoBackend.start('tcp', udp.port, host);
+      return { tcp, udp, port: udp.port };
+    } catch (error) {
+      await udp.close();
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt === 9) throw error;
+    }
+  }
+}
+
 /** Sends one datagram to `port` and resolves with the first answer. */
 export function udpRoundTrip(port: number, payload: string, host = '127.0.0.1', timeoutMs = 3000): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -77,6 +77,40 @@ export interface ListFilter {
   labels?: Array<[string, string]>;
 }
 
+/** Refuses a set of streams that names a port twice, or a port `check` refuses. */
+export function checkStreamSet(specs: StreamSpec[], check: (port: number) => void): void {
+  const seen = new Set<number>();
+  for (const spec of specs) {
+    if (seen.has(spec.port)) throw new ConductorError(ErrorCode.InvalidInput, `port ${spec.port} appears twice in the set`);
+    seen.add(spec.port);
+    check(spec.port);
+  }
+}
+
+/**
+ * What applying `specs` changes: `current(port)` is the stream that stands on a port and whether
+ * it runs as it should; `existing` is every port with a stream (deleted when `prune`).
+ */
+export function planApply(
+  specs: StreamSpec[],
+  prune: boolean,
+  current: (port: number) => { record: StreamSpec; live: boolean } | undefined,
+  existing: Iterable<number>,
+): ApplyPlan {
+  const plan: ApplyPlan = { create: [], update: [], delete: [], unchanged: [] };
+  const wanted = new Set<number>();
+  for (const spec of specs) {
+    wanted.add(spec.port);
+    const now = current(spec.port);
+    if (!now) plan.create.push(spec.port);
+    else if (!now.live || !sameSpec(now.record, spec)) plan.update.push(spec.port);
+    else plan.unchanged.push(spec.port);
+  }
+  if (prune) for (const port of existing) if (!wanted.has(port)) plan.delete.push(port);
+  for (const list of [plan.create, plan.update, plan.delete, plan.unchanged]) list.sort((a, b) => a - b);
+  return plan;
+}
+
 /** The status of several masters as one: the worst state, the sums, the newest events. */
 export function aggregateNginx(statuses: NginxStatus[]): NginxStatus {
   const first = statuses[0];
@@ -376,20 +410,16 @@ export class Conductor implements StreamService {
 
   /** What applying `specs` would change (see apply). */
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan {
-    const plan: ApplyPlan = { create: [], update: [], delete: [], unchanged: [] };
-    const wanted = new Set<number>();
-    for (const spec of specs) {
-      wanted.add(spec.port);
-      const current = this.entry(spec.port);
-      if (!current) plan.create.push(spec.port);
-      else if (current.state !== 'live' || !sameSpec(current.record, spec)) plan.update.push(spec.port);
-      else plan.unchanged.push(spec.port);
-    }
-    if (prune) {
-      for (const entry of this.entries()) if (!wanted.has(entry.record.port) && !this.parked.has(entry.record.port)) plan.delete.push(entry.record.port);
-    }
-    for (const list of [plan.create, plan.update, plan.delete, plan.unchanged]) list.sort((a, b) => a - b);
-    return plan;
+    const live = this.entries().filter((entry) => !this.parked.has(entry.record.port));
+    return planApply(
+      specs,
+      prune,
+      (port) => {
+        const entry = this.entry(port);
+        return entry ? { record: entry.record, live: entry.state === 'live' } : undefined;
+      },
+      live.map((entry) => entry.record.port),
+    );
   }
 
   /**
@@ -398,12 +428,7 @@ export class Conductor implements StreamService {
    * the parts already applied are put back and the whole apply is refused.
    */
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
-    const seen = new Set<number>();
-    for (const spec of specs) {
-      if (seen.has(spec.port)) throw new ConductorError(ErrorCode.InvalidInput, `port ${spec.port} appears twice in the set`);
-      seen.add(spec.port);
-      this.checkPort(spec.port);
-    }
+    checkStreamSet(specs, (port) => this.checkPort(port));
     const plan = this.plan(specs, options.prune);
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
     const changed = new Set([...plan.create, ...plan.update]);

@@ -50,7 +50,7 @@ import {
   sameSpec,
 } from '@stream-conductor/shared';
 import type { StoreConfig } from '../config.js';
-import type { Conductor, ListFilter, StreamService } from '../conductor.js';
+import { type Conductor, type ListFilter, type StreamService, checkStreamSet, planApply } from '../conductor.js';
 import type { Logger } from '../log.js';
 import { recordFromJson } from '../streams/record.js';
 import type { PortProbe } from '../sys/ports.js';
@@ -822,19 +822,17 @@ export class FleetConductor implements StreamService {
   }
 
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan {
-    const plan: ApplyPlan = { create: [], update: [], delete: [], unchanged: [] };
-    const wanted = new Set<number>();
-    for (const spec of specs) {
-      wanted.add(spec.port);
-      const current = this.effective(spec.port);
-      const local = this.options.local.get(spec.port);
-      if (!current) plan.create.push(spec.port);
-      else if (!sameSpec(current, spec) || !local || local.state !== 'live') plan.update.push(spec.port);
-      else plan.unchanged.push(spec.port);
-    }
-    if (prune) for (const port of this.desired.keys()) if (!wanted.has(port) && this.effective(port)) plan.delete.push(port);
-    for (const list of [plan.create, plan.update, plan.delete, plan.unchanged]) list.sort((a, b) => a - b);
-    return plan;
+    return planApply(
+      specs,
+      prune,
+      (port) => {
+        const record = this.effective(port);
+        if (!record) return undefined;
+        const local = this.options.local.get(port);
+        return { record, live: local?.state === 'live' && sameSpec(local, record) };
+      },
+      [...this.desired.keys()].filter((port) => this.effective(port) !== undefined),
+    );
   }
 
   /**
@@ -843,12 +841,7 @@ export class FleetConductor implements StreamService {
    * all-or-nothing apply on this host, one transaction commits it all (or puts it all back).
    */
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
-    const seen = new Set<number>();
-    for (const spec of specs) {
-      if (seen.has(spec.port)) throw new ConductorError(ErrorCode.InvalidInput, `port ${spec.port} appears twice in the set`);
-      seen.add(spec.port);
-      assertPortInRange(spec.port, this.options.portRange);
-    }
+    checkStreamSet(specs, (port) => assertPortInRange(port, this.options.portRange));
     this.requireConnected();
     // Plan against the store as it is now, not the watch's copy.
     const all = await this.etcd(() => this.client.getAll().prefix(this.key.streams()).exec());
