@@ -264,6 +264,29 @@ describe('a fleet of three hosts on one etcd', () => {
     await fleet.etcd.call('/v3/kv/deleterange', { key: Buffer.from(`${fleet.prefix}streams/${port + 1}`).toString('base64') });
   });
 
+  it("never lets one port's key change another port's stream, and shows other hosts' text escaped", async () => {
+    const [a, b] = fleet.hosts as [Daemon, Daemon];
+    const port = fleet.base + 20;
+    expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
+    await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'));
+    const range = await fleet.etcd.call('/v3/kv/range', { key: Buffer.from(`${fleet.prefix}streams/${port}`).toString('base64') });
+    const stored = JSON.parse(Buffer.from((range.kvs as Array<{ value: string }>)[0]?.value ?? '', 'base64').toString('utf8')) as { record: Record<string, unknown> };
+    // Another port's key whose pending change says that, before it, port `port` went to b.
+    const elsewhere = { ...stored.record, port: port + 1 };
+    const before = { ...stored.record, backends: [{ address: `127.0.0.1:${echoB.port}` }] };
+    await fleet.etcd.put(`${fleet.prefix}streams/${port + 1}`, JSON.stringify({ record: elsewhere, pending: { previous: before, remove: false, at: new Date().toISOString() }, by: 'x', op: 'y' }));
+    // A host record with terminal escapes in it.
+    await fleet.etcd.put(`${fleet.prefix}hosts/evil`, JSON.stringify({ id: 'evil', api: 'http://x\u001b]0;owned\u0007\u001b[2J', version: '1\u009b31m', startedAt: new Date().toISOString() }));
+    await sleep(500);
+    expect(await reach(fleet, port)).toEqual(everywhere(fleet, 'a'));
+    expect((await b.get(`/v1/streams/${port + 1}`)).status).toBe(404);
+    const status = await runCli(['status'], { CONDUCTOR_URL: b.url });
+    expect(status.stdout).toContain('host:       evil http://x\\u001b]0;owned\\u0007\\u001b[2J (version 1\\u009b31m');
+    expect(status.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    for (const key of [`streams/${port + 1}`, 'hosts/evil']) await fleet.etcd.call('/v3/kv/deleterange', { key: Buffer.from(`${fleet.prefix}${key}`).toString('base64') });
+    expect((await a.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
+  });
+
   it('has etcd remove an expiring stream on time, with the host that created it gone', async () => {
     const c = fleet.hosts[2] as Daemon;
     const port = fleet.base + 2;
@@ -285,6 +308,8 @@ describe('a fleet of three hosts on one etcd', () => {
     for (const port of [kept, dropped]) expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
     await eventually(() => reach(fleet, dropped), (seen) => seen.every((name) => name === 'a'));
     await b.stop();
+    // Whatever another program left under its key, a host that starts takes its place.
+    await fleet.etcd.put(`${fleet.prefix}hosts/host-1`, 'not json');
     expect((await a.request('DELETE', `/v1/streams/${dropped}`)).status).toBe(200);
     expect((await a.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${echoB.port}` })).status).toBe(201);
     fleet.hosts[1] = await startHost(fleet, 1, b.home);

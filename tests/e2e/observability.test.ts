@@ -278,6 +278,23 @@ describe('the audit log', () => {
     expect((JSON.parse(json.stdout) as AuditEvent[]).map((event) => event.actor)).toEqual(['bob']);
   });
 
+  it('records what hostile input asked for quoted, and prints nothing a terminal would act on', async () => {
+    const at = port();
+    // A forged second event and terminal escapes (ESC, and the one-byte CSI of C1) in a backend.
+    const hostile = `x:1 ok\n2026-01-01T00:00:00.000Z alice@10.0.0.1 remove 9000 \u001b[31mFAKE\u009b2J`;
+    const answer = await daemon.request('GET', `/createstream/${at}/${encodeURIComponent(hostile)}`, undefined, as(BOB));
+    expect((answer.json as { result: string }).result).not.toBe('ok');
+    const events = ((await daemon.request('GET', `/v1/events?port=${at}`, undefined, as(ALICE))).json as { events: AuditEvent[] }).events;
+    expect(events).toHaveLength(1);
+    expect(events[0]?.result).toBe('refused');
+    expect(events[0]?.detail?.startsWith('"x:1 ok\\n2026-01-01')).toBe(true);
+    const run = await cli(['events', '--port', String(at)]);
+    expect(run.code).toBe(0);
+    expect(run.stdout.trim().split('\n')).toHaveLength(1);
+    expect(run.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(run.stdout).toContain('\\u001b[31mFAKE\\u009b2J');
+  });
+
   it('follows new events as they happen', async () => {
     const at = port();
     const child = spawn(process.execPath, [CLI, 'events', '--follow', '--json', '--port', String(at)], {

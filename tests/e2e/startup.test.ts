@@ -5,7 +5,7 @@
  * the daemon: tests/faults/start-failures.test.ts.)
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { readdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { daemonEnv, removeDir, runDaemonExpectingExit, startDaemon, tempDir } from '../helpers/daemon.js';
 import { connectOutcome } from '../helpers/net.js';
@@ -98,6 +98,72 @@ describe('authentication at start-up', () => {
     expect((await withFile.get('/getstreams')).status).toBe(401);
     expect((await withFile.get('/getstreams', { authorization: 'Bearer file-token-0123456789abcdef' })).status).toBe(200);
     await withFile.stop();
+  });
+});
+
+describe("folders only the daemon's user can change", () => {
+  // nginx, as root, writes its logs and reads its configuration in these folders: a user who
+  // could plant a link there could make root write anywhere.
+  const refusal = (variable: string, path: string, reason: string): string =>
+    `conductor-daemon: ${variable} ${path}: ${reason}; the daemon's folders must be writable by its own user (and root) alone`;
+
+  it('refuses a home that others can write, and makes nothing in it', async () => {
+    const home = join(dir, 'open-home');
+    await mkdir(home);
+    await chmod(home, 0o777);
+    const run = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10));
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', home, `${home} can be written by other users (mode 0777)`));
+    expect(await readdir(home)).toEqual([]);
+    expect(await connectOutcome(base + 10)).toBe('refused');
+  });
+
+  it('refuses a home to be made in a folder others can write (without the sticky bit), and makes nothing', async () => {
+    const open = join(dir, 'open-parent');
+    await mkdir(open);
+    await chmod(open, 0o777);
+    const home = join(open, 'home');
+    const run = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10));
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', home, `${open} can be written by other users (mode 0777)`));
+    expect(await readdir(open)).toEqual([]);
+  });
+
+  it('refuses a stream folder others can write', async () => {
+    const streams = join(dir, 'open-streams');
+    await mkdir(streams);
+    await chmod(streams, 0o757);
+    const home = join(dir, 'home-with-open-streams');
+    const run = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10, { STREAM_CONFIG_PATH: streams }));
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim().split('\n').pop()).toBe(refusal('STREAM_CONFIG_PATH', streams, `${streams} can be written by other users (mode 0757)`));
+    expect(await readdir(streams)).toEqual([]);
+  });
+
+  const asRoot = process.getuid?.() === 0 ? it : it.skip;
+  asRoot("refuses a home that belongs to another user, and one in another user's folder", async () => {
+    const theirs = join(dir, 'theirs');
+    await mkdir(theirs, { mode: 0o755 });
+    await chown(theirs, 65534, 65534);
+    const run = await runDaemonExpectingExit(daemonEnv(theirs, base, 10, base + 10));
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', theirs, `${theirs} belongs to another user (uid 65534)`));
+    const inside = join(theirs, 'home');
+    const nested = await runDaemonExpectingExit(daemonEnv(inside, base, 10, base + 10));
+    expect(nested.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', inside, `${theirs} belongs to another user (uid 65534)`));
+    expect(await readdir(theirs)).toEqual([]);
+  });
+
+  it('starts in a folder open to all with the sticky bit (such as /tmp), where nobody can swap its home', async () => {
+    const sticky = join(dir, 'sticky');
+    await mkdir(sticky);
+    await chmod(sticky, 0o1777);
+    const daemon = await startDaemon({ home: join(sticky, 'home'), rangeStart: base, rangeSize: 10, apiPort: base + 10 });
+    try {
+      expect((await daemon.get('/status')).status).toBe(200);
+    } finally {
+      await daemon.stop();
+    }
   });
 });
 

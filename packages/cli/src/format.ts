@@ -1,4 +1,18 @@
 /** Small text formats for people: sizes, durations, ages. */
+import { printable } from '@stream-conductor/shared';
+
+/**
+ * A copy of an answer with every string in it safe to print on a terminal (control characters
+ * escaped): what a person reads may carry text from other hosts of a fleet or from the audit log.
+ */
+export function safeForTerminal<T>(value: T): T {
+  if (typeof value === 'string') return printable(value, Number.MAX_SAFE_INTEGER) as T;
+  if (Array.isArray(value)) return value.map((item: unknown) => safeForTerminal(item)) as T;
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [printable(key, Number.MAX_SAFE_INTEGER), safeForTerminal(item)])) as T;
+  }
+  return value;
+}
 
 export function bytes(value: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

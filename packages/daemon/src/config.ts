@@ -84,6 +84,9 @@ export interface NamedToken {
   token: string;
 }
 
+/** A fleet host's name: it is part of etcd keys and shown in every host's status. */
+export const HOST_ID = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
@@ -393,6 +396,8 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   const store = checked('store', (): StoreConfig => {
     const text = raw('store') ?? 'file';
     if (text === 'file') return { kind: 'file' };
+    // A password in the address would be echoed in the error below, and in logs: never taken.
+    if (/^etcds?:\/\/[^/?#]*@/.test(text)) throw new Error('credentials do not go in the address: use CONDUCTOR_ETCD_USER and CONDUCTOR_ETCD_PASSWORD_FILE');
     const match = /^(etcds?):\/\/([^/?#]+)\/?$/.exec(text);
     if (!match) throw new Error(`expected file or etcd://host:port[,host:port...], got ${JSON.stringify(text)}`);
     const scheme = match[1] === 'etcds' ? 'https' : 'http';
@@ -412,7 +417,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     }
     const prefix = prefixText.endsWith('/') ? prefixText : `${prefixText}/`;
     const hostText = raw('hostId') ?? hostname().toLowerCase();
-    if (!/^[a-z0-9][a-z0-9_.-]{0,62}$/.test(hostText)) {
+    if (!HOST_ID.test(hostText)) {
       fail('hostId', `expected a name of lowercase letters, digits, _ . - (at most 63), got ${JSON.stringify(hostText)}`);
     }
     const ca = path('etcdCa');

@@ -14,6 +14,7 @@ import { createLogger } from './log.js';
 import { FileStore, StoreCorruptError } from './streams/file-store.js';
 import { type Lock, LockError, acquireLock } from './sys/lock.js';
 import { ephemeralPortRange, probePort } from './sys/ports.js';
+import { untrustedBecause } from './sys/trust.js';
 import { buildInstances, layoutOf } from './layout.js';
 import type { PipelineObserver } from './observe/metrics.js';
 import { Observatory } from './observe/observatory.js';
@@ -62,8 +63,15 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     });
   }
 
+  // nginx reads and writes in these folders as the daemon's user (root, as a rule): nobody else
+  // may be able to plant a file or a link there. Checked before anything is made in them.
+  const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  for (const [variable, path] of [['CONDUCTOR_HOME', config.home], ['STREAM_CONFIG_PATH', config.streamConfigPath]] as const) {
+    const reason = await untrustedBecause(path, me);
+    if (reason !== undefined) throw new StartupError(`${variable} ${path}: ${reason}; the daemon's folders must be writable by its own user (and root) alone`);
+  }
   await mkdir(config.home, { recursive: true, mode: 0o700 });
-  await mkdir(config.streamConfigPath, { recursive: true });
+  await mkdir(config.streamConfigPath, { recursive: true, mode: 0o755 });
   const locks: Lock[] = [await acquireLock(config.home, 'daemon.pid', 'CONDUCTOR_HOME')];
   if (config.mode === 'external') locks.push(await acquireLock(config.streamConfigPath, '.conductor-daemon.pid', 'STREAM_CONFIG_PATH'));
   const releaseLocks = async (): Promise<void> => {

@@ -5,7 +5,7 @@
  * tests/e2e/observability.test.ts.
  */
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { type Server, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -186,6 +186,20 @@ describe('the audit log', () => {
     expect(audit.query({ limit: 1000 })).toHaveLength(10);
   });
 
+  it('never writes or reads through a symbolic link put in its place', () => {
+    const elsewhere = join(dir, 'elsewhere');
+    writeFileSync(elsewhere, 'not the audit log\n');
+    const path = join(dir, 'audit.log');
+    symlinkSync(elsewhere, path);
+    const errors: string[] = [];
+    const log = { ...silentLogger, error: (message: string) => errors.push(message) };
+    const audit = new AuditLog(path, { maxBytes: 1 << 20, keep: 10, log });
+    audit.record(event('2026-11-25T10:00:00.000Z', [9000]));
+    expect(readFileSync(elsewhere, 'utf8')).toBe('not the audit log\n');
+    expect(errors).toEqual(['could not write the audit log']);
+    expect(audit.query()).toHaveLength(1);
+  });
+
   it('keeps answering when the file cannot be written', () => {
     const audit = new AuditLog(join(dir, 'no-such-folder', 'audit.log'), { maxBytes: 1000, keep: 10, log: silentLogger });
     audit.record(event('2026-11-25T10:00:00.000Z', [9000]));
@@ -245,6 +259,22 @@ describe('backend probes', () => {
     expect(up?.latencyMs).toBeGreaterThanOrEqual(0);
     expect(down).toMatchObject({ backend: '127.0.0.1:1', state: 'down', error: 'ECONNREFUSED' });
     expect(checker.of(targets[1]!)).toEqual([{ backend: '127.0.0.1:53', state: 'unknown' }]);
+  });
+
+  it('runs one probe of a stream at a time however often it is asked, and forgets backends no stream names', async () => {
+    let accepted = 0;
+    server.on('connection', () => {
+      accepted += 1;
+    });
+    const targets = [{ port: 9000, protocol: 'tcp' as const, backends: [`127.0.0.1:${port}`, '127.0.0.1:1'] }];
+    const checker = new HealthChecker(() => targets, { intervalMs: 0, timeoutMs: 2000 });
+    await Promise.all(Array.from({ length: 20 }, () => checker.check(9000)));
+    expect(accepted).toBe(1);
+    expect(checker.known).toBe(2);
+    targets[0] = { port: 9000, protocol: 'tcp' as const, backends: [`127.0.0.1:${port}`] };
+    await checker.check();
+    expect(checker.known).toBe(1);
+    expect(accepted).toBe(2);
   });
 });
 

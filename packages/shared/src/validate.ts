@@ -29,11 +29,28 @@ export interface Backend {
 const MAX_QUOTED = 80;
 const MAX_BACKEND_LENGTH = 261; // a 253-character name, a colon and a 5-digit port, with room
 
-/** Quotes user input for an error message: JSON-escaped, cut to a readable length. */
+// What JSON leaves as it is but a terminal acts on: DEL, the C1 controls (U+009B starts an escape
+// sequence in some terminals), line and paragraph separators, and bidirectional overrides.
+const UNPRINTABLE_BEYOND_JSON = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+// The same, and the C0 controls.
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+const escapeCodePoint = (char: string): string => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
+/** Quotes user input for an error message: JSON-escaped, cut to a readable length, safe to print. */
 export function quote(value: unknown): string {
   const text = typeof value === 'string' ? value : String(value);
   const cut = text.length > MAX_QUOTED ? `${text.slice(0, MAX_QUOTED)}...` : text;
-  return JSON.stringify(cut);
+  return JSON.stringify(cut).replace(UNPRINTABLE_BEYOND_JSON, escapeCodePoint);
+}
+
+/**
+ * Text from elsewhere (another host, a log, an answer) made safe to print on a terminal or in one
+ * log line: every control character escaped as \uXXXX, cut to `max` characters.
+ */
+export function printable(text: string, max = 1024): string {
+  const cut = text.length > max ? `${text.slice(0, max)}...` : text;
+  return cut.replace(UNPRINTABLE, escapeCodePoint);
 }
 
 function invalid(message: string, hint?: string): ConductorError {

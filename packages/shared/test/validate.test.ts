@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { ConductorError, ErrorCode, assertPortInRange, isIPv4, parseBackend, parsePort, parsePortRange, quote } from '../src/index.js';
+import { ConductorError, ErrorCode, assertPortInRange, isIPv4, parseBackend, parsePort, parsePortRange, printable, quote } from '../src/index.js';
 
 function refusal(fn: () => unknown): ConductorError {
   try {
@@ -148,5 +148,13 @@ describe('helpers', () => {
   it('quote escapes control characters and cuts long input', () => {
     expect(quote('a\u0007b')).toBe('"a\\u0007b"');
     expect(quote('x'.repeat(200))).toBe(`"${'x'.repeat(80)}..."`);
+    // What JSON leaves raw but a terminal acts on: DEL, C1 (CSI), separators, bidi overrides.
+    expect(quote('a\u007fb\u009b31mc\u2028d\u202ee')).toBe('"a\\u007fb\\u009b31mc\\u2028d\\u202ee"');
+  });
+
+  it('printable escapes every control character and keeps the rest as it is', () => {
+    expect(printable('ok\n2026-01-01 alice remove\u001b[31m\u009bx\u2066')).toBe('ok\\u000a2026-01-01 alice remove\\u001b[31m\\u009bx\\u2066');
+    expect(printable('café → ü "quoted"')).toBe('café → ü "quoted"');
+    expect(printable('y'.repeat(20), 8)).toBe(`${'y'.repeat(8)}...`);
   });
 });

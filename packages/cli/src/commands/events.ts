@@ -1,5 +1,6 @@
 import type { AuditEvent } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
+import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 
 export interface EventsQuery {
@@ -16,7 +17,8 @@ export async function listEvents(client: ApiClient, query: EventsQuery): Promise
 }
 
 /** One line an event: time, who (from where), what, on which ports, and how it ended. */
-export function formatEvent(event: AuditEvent, output: Output): string {
+export function formatEvent(answer: AuditEvent, output: Output): string {
+  const event = safeForTerminal(answer);
   const { color } = output;
   const result = event.result === 'ok' ? color.green('ok') : `${color.red('refused')} ${event.code ?? ''}: ${event.message ?? ''}`;
   const who = event.remote === '' ? event.actor : `${event.actor}@${event.remote}`;

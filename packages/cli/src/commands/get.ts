@@ -1,16 +1,18 @@
 import { type StreamView, describeBackends, formatDuration } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
+import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 
 export async function getStream(client: ApiClient, port: number): Promise<StreamView> {
   return (await client.call<{ stream: StreamView }>('GET', `/v1/streams/${port}`)).stream;
 }
 
-export function printStream(stream: StreamView, output: Output): void {
+export function printStream(answer: StreamView, output: Output): void {
   if (output.json) {
-    output.out(JSON.stringify(stream, null, 2));
+    output.out(JSON.stringify(answer, null, 2));
     return;
   }
+  const stream = safeForTerminal(answer);
   const { color } = output;
   const rows: Array<[string, string]> = [
     ['port', String(stream.port)],

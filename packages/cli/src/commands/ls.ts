@@ -1,6 +1,6 @@
 import { type StreamStats, type StreamView, describeBackends } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
-import { ago, bytes } from '../format.js';
+import { ago, bytes, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 
 export async function listStreams(client: ApiClient, labels: string[], stats = false): Promise<StreamView[]> {
@@ -44,11 +44,12 @@ export async function newTable(head: string[], color: Color): Promise<{ push(row
   });
 }
 
-export async function printStreams(streams: StreamView[], output: Output, options: { stats?: boolean; now?: Date } = {}): Promise<void> {
+export async function printStreams(answer: StreamView[], output: Output, options: { stats?: boolean; now?: Date } = {}): Promise<void> {
   if (output.json) {
-    output.out(JSON.stringify(streams, null, 2));
+    output.out(JSON.stringify(answer, null, 2));
     return;
   }
+  const streams = safeForTerminal(answer);
   if (streams.length === 0) {
     output.err('no streams');
     return;

@@ -1,17 +1,18 @@
 import type { DaemonStatus } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
-import { ago, duration } from '../format.js';
+import { ago, duration, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 
 export function collectStatus(client: ApiClient): Promise<DaemonStatus> {
   return client.call<DaemonStatus>('GET', '/v1/status');
 }
 
-export function printStatus(status: DaemonStatus, output: Output, url: string, now = new Date()): void {
+export function printStatus(answer: DaemonStatus, output: Output, url: string, now = new Date()): void {
   if (output.json) {
-    output.out(JSON.stringify(status, null, 2));
+    output.out(JSON.stringify(answer, null, 2));
     return;
   }
+  const status = safeForTerminal(answer);
   const { color } = output;
   const nginx = status.nginx;
   const nginxState = nginx.state === 'running' ? color.green(nginx.state) : color.red(nginx.state);

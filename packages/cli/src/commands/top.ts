@@ -8,7 +8,7 @@
  */
 import { type StreamView, describeBackends } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
-import { bytes, rate } from '../format.js';
+import { bytes, rate, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 import { healthSummary, listStreams, newTable } from './ls.js';
 
@@ -78,10 +78,11 @@ export interface Frame {
 /** One screen: a summary line, then the table, cut to `rows` lines when given. */
 export async function renderFrame(frame: Frame, output: Output, options: { url: string; sort: SortKey; intervalMs: number; rows?: number; live: boolean }): Promise<string> {
   const { color } = output;
+  const streams = safeForTerminal(frame.streams);
   let totalIn = 0;
   let totalOut = 0;
   let active = 0;
-  for (const stream of frame.streams) {
+  for (const stream of streams) {
     totalIn += frame.rates.get(stream.port)?.inPerSecond ?? 0;
     totalOut += frame.rates.get(stream.port)?.outPerSecond ?? 0;
     active += stream.stats?.activeConnections ?? 0;
@@ -90,11 +91,11 @@ export async function renderFrame(frame: Frame, output: Output, options: { url: 
   const keys = options.live ? '; q quits, s sorts' : '';
   const lines = [
     `${color.bold('conductor top')}  ${options.url}  ${time} UTC  every ${options.intervalMs / 1000}s, sorted by ${options.sort}${keys}`,
-    `${frame.streams.length} stream${frame.streams.length === 1 ? '' : 's'}, ${active} open connection${active === 1 ? '' : 's'}, in ${rate(totalIn)}, out ${rate(totalOut)}`,
+    `${streams.length} stream${streams.length === 1 ? '' : 's'}, ${active} open connection${active === 1 ? '' : 's'}, in ${rate(totalIn)}, out ${rate(totalOut)}`,
   ];
   if (frame.error !== undefined) lines.push(color.red(`daemon not answering: ${frame.error} (showing the last figures)`));
   const table = await newTable(['PORT', 'PROTO', 'BACKENDS', 'ACTIVE', 'IN/s', 'OUT/s', 'SESSIONS', 'FAILED', 'IN', 'OUT', 'HEALTH'], color);
-  const shown = sorted(frame.streams, frame.rates, options.sort);
+  const shown = sorted(streams, frame.rates, options.sort);
   // Two summary lines, the table's top border, head and bottom border.
   const room = options.rows === undefined ? shown.length : Math.max(1, options.rows - lines.length - 5);
   for (const stream of shown.slice(0, room)) {
@@ -114,7 +115,7 @@ export async function renderFrame(frame: Frame, output: Output, options: { url: 
       healthSummary(stats, color),
     ]);
   }
-  lines.push(frame.streams.length === 0 ? color.dim('no streams') : table.toString());
+  lines.push(streams.length === 0 ? color.dim('no streams') : table.toString());
   if (shown.length > room) lines.push(color.dim(`... and ${shown.length - room} more (a taller terminal, or --label, shows them)`));
   return lines.join('\n');
 }

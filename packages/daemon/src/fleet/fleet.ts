@@ -46,10 +46,11 @@ import {
   describeBackends,
   isPortInRange,
   parsePort,
+  printable,
   protocolsOf,
   sameSpec,
 } from '@stream-conductor/shared';
-import type { StoreConfig } from '../config.js';
+import { HOST_ID, type StoreConfig } from '../config.js';
 import { type Conductor, type ListFilter, type StreamService, checkStreamSet, planApply } from '../conductor.js';
 import type { Logger } from '../log.js';
 import { recordFromJson } from '../streams/record.js';
@@ -146,8 +147,10 @@ function parseDesired(kv: IKeyValue, port: number): Desired {
   };
   if (value.pending !== undefined && value.pending !== null) {
     const pending = value.pending as { previous?: unknown; remove?: unknown; at?: unknown };
+    const previous = pending.previous === null || pending.previous === undefined ? null : recordFromJson(pending.previous);
+    if (previous !== null && previous.port !== port) throw new Error(`the state before a pending change of port ${port} names port ${previous.port}`);
     desired.pending = {
-      previous: pending.previous === null || pending.previous === undefined ? null : recordFromJson(pending.previous),
+      previous,
       remove: pending.remove === true,
       at: typeof pending.at === 'string' ? pending.at : new Date(0).toISOString(),
     };
@@ -155,18 +158,25 @@ function parseDesired(kv: IKeyValue, port: number): Desired {
   return desired;
 }
 
+// What other hosts wrote is shown to people and written to logs: bounded, printable text only.
+const MAX_REASON = 1024;
+const MAX_FIELD = 256;
+
 function parseReport(text: string): AppliedReport {
   const value = JSON.parse(text) as Partial<AppliedReport>;
   if ((value.state !== 'live' && value.state !== 'failed') || typeof value.revision !== 'string' || !/^[0-9]+$/.test(value.revision)) {
     throw new Error('not a report');
   }
-  return { state: value.state, revision: value.revision, ...(typeof value.reason === 'string' ? { reason: value.reason } : {}) };
+  return { state: value.state, revision: value.revision, ...(typeof value.reason === 'string' ? { reason: printable(value.reason, MAX_REASON) } : {}) };
 }
 
 function parseHost(text: string, id: string): HostRecord {
-  const value = JSON.parse(text) as Partial<HostRecord>;
-  if (value.id !== id || typeof value.api !== 'string' || typeof value.version !== 'string' || typeof value.startedAt !== 'string') throw new Error('not a host');
-  return { id, api: value.api, version: value.version, startedAt: value.startedAt };
+  const value = JSON.parse(text) as Partial<HostRecord> | null;
+  if (value === null || typeof value !== 'object' || value.id !== id || typeof value.api !== 'string' || typeof value.version !== 'string' || typeof value.startedAt !== 'string') {
+    throw new Error('not a host');
+  }
+  const startedAt = Number.isNaN(Date.parse(value.startedAt)) ? new Date(0).toISOString() : new Date(value.startedAt).toISOString();
+  return { id, api: printable(value.api, MAX_FIELD), version: printable(value.version, MAX_FIELD), startedAt };
 }
 
 export class FleetConductor implements StreamService {
@@ -361,9 +371,16 @@ export class FleetConductor implements StreamService {
     }
     const mine = (await this.client.get(this.key.host(this.hostId)).exec()).kvs[0];
     if (mine && mine.lease !== (await this.lease.grant())) {
-      const other = JSON.parse(mine.value.toString('utf8')) as Partial<HostRecord>;
-      if (other.api !== this.options.config.advertiseUrl) {
-        const problem = `another daemon (${String(other.api)}) is registered as host ${this.hostId}: give each host its own CONDUCTOR_HOST_ID`;
+      // What stands under this host's key is overwritten below; it is only looked at to tell a
+      // second daemon with this id from a leftover (whatever it holds, even if it is not JSON).
+      let other: HostRecord | undefined;
+      try {
+        other = parseHost(mine.value.toString('utf8'), this.hostId);
+      } catch {
+        other = undefined;
+      }
+      if (other !== undefined && other.api !== this.options.config.advertiseUrl) {
+        const problem = `another daemon (${other.api}) is registered as host ${this.hostId}: give each host its own CONDUCTOR_HOST_ID`;
         if (!this.problems.includes(problem)) this.problems.push(problem);
         this.options.log.error('another daemon uses this host id', { host: this.hostId, api: other.api });
       }
@@ -440,6 +457,7 @@ export class FleetConductor implements StreamService {
     const full = kv.key.toString('utf8');
     const key = full.slice(this.prefix.length);
     const parts = key.split('/');
+    const [, id = '', last = ''] = parts;
     try {
       if (parts[0] === 'streams') {
         const port = this.portOfStreamKey(full);
@@ -447,20 +465,19 @@ export class FleetConductor implements StreamService {
         if (kind === 'delete') this.forget(port, kv.mod_revision);
         else this.remember(port, parseDesired(kv, port));
         if (live) void this.converge(port).catch(() => undefined);
-      } else if (parts[0] === 'hosts' && parts.length === 2 && parts[1] !== undefined && parts[1] !== '') {
-        const id = parts[1];
+      } else if (parts[0] === 'hosts' && parts.length === 2 && HOST_ID.test(id)) {
         if (kind === 'delete') {
           this.hosts.delete(id);
           this.applied.delete(id);
           // This host's own registration gone (its lease ended): register again.
           if (live && id === this.hostId && !this.closed) this.lost(new Error("this host's registration expired"));
         } else this.hosts.set(id, parseHost(kv.value.toString('utf8'), id));
-      } else if (parts[0] === 'applied' && parts.length === 3 && parts[1] !== undefined && /^[0-9]+$/.test(parts[2] ?? '')) {
-        const port = Number(parts[2]);
-        const reports = this.applied.get(parts[1]) ?? new Map<number, AppliedReport>();
+      } else if (parts[0] === 'applied' && parts.length === 3 && HOST_ID.test(id) && /^[0-9]+$/.test(last)) {
+        const port = Number(last);
+        const reports = this.applied.get(id) ?? new Map<number, AppliedReport>();
         if (kind === 'delete') reports.delete(port);
         else reports.set(port, parseReport(kv.value.toString('utf8')));
-        this.applied.set(parts[1], reports);
+        this.applied.set(id, reports);
       }
     } catch (error) {
       this.options.log.warn('skipped a key of the fleet store that is not valid', { key, reason: message(error) });
@@ -503,6 +520,8 @@ export class FleetConductor implements StreamService {
 
   private async convergeNow(port: number, options: { killSessions?: boolean }): Promise<string[]> {
     const target = this.target(port);
+    // parseDesired holds every record to its key's port; a stream is only ever put on its own.
+    if (target && target.port !== port) throw new Error(`the fleet's record for port ${port} names port ${target.port}`);
     const revision = this.desired.get(port)?.modRevision ?? '0';
     const local = this.options.local.get(port);
     if (!target) {

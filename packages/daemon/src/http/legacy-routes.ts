@@ -8,7 +8,7 @@ import { Router, type Request, type Response } from 'express';
 import { ConductorError, ErrorCode, parsePort, simpleSpec } from '@stream-conductor/shared';
 import type { StreamService } from '../conductor.js';
 import type { Logger } from '../log.js';
-import type { Audited } from './audit.js';
+import { type Audited, backendDetail } from './audit.js';
 import { pythonJson } from './python-json.js';
 
 export function sendLegacy(res: Response, status: number, body: unknown): void {
@@ -65,7 +65,7 @@ export function legacyRouter(conductor: StreamService, log: Logger, audited: Aud
       return;
     }
     try {
-      const { warnings } = await audited(req, res, { action: 'create', ports: [Number(port)], detail: backend }, () =>
+      const { warnings } = await audited(req, res, { action: 'create', ports: [Number(port)], detail: backendDetail(backend) }, () =>
         conductor.create(simpleSpec(parsePort(port), backend)),
       );
       sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });

@@ -3,7 +3,7 @@
  * $CONDUCTOR_HOME/audit.log, rotated to audit.log.1 past a size, and the latest events kept in
  * memory for the API.
  */
-import { appendFileSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import type { AuditEvent } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 
@@ -23,9 +23,17 @@ export class AuditLog {
     private readonly options: { maxBytes: number; keep: number; log: Logger },
   ) {
     try {
-      this.size = statSync(path).size;
+      // Never through a link, as for writing (see record).
+      const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      let text: string;
+      try {
+        this.size = fstatSync(fd).size;
+        text = readFileSync(fd, 'utf8');
+      } finally {
+        closeSync(fd);
+      }
       // The latest events of earlier runs stay visible through the API.
-      const lines = readFileSync(path, 'utf8').split('\n').slice(-options.keep - 1);
+      const lines = text.split('\n').slice(-options.keep - 1);
       for (const line of lines) {
         try {
           if (line !== '') this.recent.push(JSON.parse(line) as AuditEvent);
@@ -51,7 +59,13 @@ export class AuditLog {
         renameSync(this.path, `${this.path}.1`);
         this.size = 0;
       }
-      appendFileSync(this.path, line, { mode: 0o600 });
+      // Never through a link: the line goes into this file or nowhere.
+      const fd = openSync(this.path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+      try {
+        writeSync(fd, line);
+      } finally {
+        closeSync(fd);
+      }
       this.size += Buffer.byteLength(line);
     } catch (error) {
       this.options.log.error('could not write the audit log', { error });

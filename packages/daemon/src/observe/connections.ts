@@ -61,7 +61,10 @@ export function parseSs(text: string, ports: Set<number>): Map<number, OpenTraff
 export async function openConnections(ports: Iterable<number>): Promise<Map<number, OpenTraffic>> {
   const wanted = new Set(ports);
   if (wanted.size === 0) return new Map();
-  const ss = await execa('ss', ['-tinH', 'state', 'established'], { reject: false, timeout: 5000 });
+  // Only the sockets of these ports' span: the host may hold many others.
+  const sorted = [...wanted].sort((a, b) => a - b);
+  const span = `( sport >= :${sorted[0] ?? 1} and sport <= :${sorted[sorted.length - 1] ?? 65535} )`;
+  const ss = await execa('ss', ['-tinH', 'state', 'established', span], { reject: false, timeout: 5000 });
   if (ss.exitCode === 0) return parseSs(ss.stdout, wanted);
   const counts = new Map<number, OpenTraffic>();
   countFromProc('/proc/net/tcp', wanted, counts);

@@ -40,6 +40,8 @@ export class HealthChecker {
   private readonly byBackend = new Map<string, BackendHealth>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  /** Rounds on demand for one stream, by port: a second ask while one runs waits for it. */
+  private readonly runningFor = new Map<number, Promise<void>>();
 
   constructor(
     private readonly targets: () => ProbeTarget[],
@@ -60,6 +62,8 @@ export class HealthChecker {
   /** Probes now (the backends of `port`, or all); resolves when the round is done. */
   async check(port?: number): Promise<void> {
     if (port === undefined && this.running) return this.running;
+    const same = port === undefined ? undefined : this.runningFor.get(port);
+    if (same) return same;
     const addresses = new Set<string>();
     for (const target of this.targets()) {
       if (port !== undefined && target.port !== port) continue;
@@ -80,6 +84,8 @@ export class HealthChecker {
         }
       });
       await Promise.all(workers);
+      // Backends no stream names any more are forgotten: the map holds current ones only.
+      if (port === undefined) for (const address of this.byBackend.keys()) if (!addresses.has(address)) this.byBackend.delete(address);
     })();
     if (port === undefined) {
       this.running = round.finally(() => {
@@ -87,7 +93,14 @@ export class HealthChecker {
       });
       return this.running;
     }
-    return round;
+    const mine = round.finally(() => this.runningFor.delete(port));
+    this.runningFor.set(port, mine);
+    return mine;
+  }
+
+  /** How many backends have a known health (for tests: it holds current backends only). */
+  get known(): number {
+    return this.byBackend.size;
   }
 
   /** The last known health of each backend of a stream. */

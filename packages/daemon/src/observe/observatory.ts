@@ -39,6 +39,8 @@ export class Observatory {
   private daemon: ObservedDaemon | undefined;
   /** The byte totals last shown per port, for the stream created at `createdAt`. */
   private readonly shown = new Map<number, { createdAt: string; bytesIn: number; bytesOut: number }>();
+  /** The last read of the kernel's socket table asked for: the next waits for it. */
+  private socketsRead: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: ObservatoryOptions) {
     this.audit = new AuditLog(options.auditPath, { maxBytes: options.auditMaxBytes, keep: 1000, log: options.log });
@@ -94,9 +96,18 @@ export class Observatory {
    * session shows while it runs.
    */
   async withStats(streams: StreamView[]): Promise<StreamView[]> {
-    const open = await openConnections(streams.filter((stream) => protocolsOf(stream).includes('tcp')).map((stream) => stream.port));
+    // One `ss` at a time, however many scrapes and lists come at once. The finished sessions are
+    // taken before the kernel is asked: a session that ends in between is then in neither source
+    // for this once (the totals hold, below), where the other order would count it twice.
+    const read = this.socketsRead.then(async () => {
+      const finished = new Map(streams.map((stream) => [stream.port, this.traffic.get(stream.port)]));
+      const open = await openConnections(streams.filter((stream) => protocolsOf(stream).includes('tcp')).map((stream) => stream.port));
+      return { finished, open };
+    });
+    this.socketsRead = read.catch(() => undefined);
+    const { finished: done, open } = await read;
     return streams.map((stream) => {
-      const finished = this.traffic.get(stream.port);
+      const finished = done.get(stream.port) ?? this.traffic.get(stream.port);
       const now = open.get(stream.port);
       // Between a session's end and the look that reads its log line, its bytes are in neither
       // source: the totals hold at their last value instead of dipping (they are counters).
