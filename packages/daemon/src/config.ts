@@ -3,7 +3,7 @@
  * wins over its variable). Every setting is validated here; a bad value throws a ConfigError whose
  * message is the one line main() prints before it exits.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
@@ -32,6 +32,8 @@ export interface Config {
   bindPort: number;
   /** API tokens, each with the name the audit log records; empty: no authentication. */
   tokens: NamedToken[];
+  /** Files of secrets (tokens, etcd's password) that users other than their owner can read. */
+  exposedSecretFiles: string[];
   /** The operator's explicit consent to serve the API on a non-loopback address without a token. */
   allowNoAuth: boolean;
   /** Address every stream listens on; undefined means all IPv4 addresses (`listen <port>`). */
@@ -311,6 +313,10 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   }
 
   const token = raw('token');
+  const exposedSecretFiles: string[] = [];
+  const noteExposed = (file: string): void => {
+    if ((statSync(file).mode & 0o077) !== 0) exposedSecretFiles.push(file);
+  };
   const tokenFile = path('tokenFile');
   if (token !== undefined && tokenFile !== undefined) {
     fail('tokenFile', 'set either CONDUCTOR_TOKEN or CONDUCTOR_TOKEN_FILE, not both');
@@ -321,6 +327,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     let text = '';
     try {
       text = readFileSync(tokenFile, 'utf8');
+      noteExposed(tokenFile);
     } catch (error) {
       fail('tokenFile', `cannot read ${tokenFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }
@@ -442,6 +449,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
       let password = '';
       try {
         password = readFileSync(passwordFile, 'utf8').trim();
+        noteExposed(passwordFile);
       } catch (error) {
         fail('etcdPasswordFile', `cannot read ${passwordFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
       }
@@ -481,6 +489,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     bindAddress,
     bindPort,
     tokens,
+    exposedSecretFiles,
     allowNoAuth,
     listenAddress,
     nginxConf: path('nginxConf'),

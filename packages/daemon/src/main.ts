@@ -56,6 +56,9 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     store: config.store.kind === 'etcd' ? { etcd: config.store.endpoints, prefix: config.store.prefix, host: config.store.hostId } : 'file',
   });
 
+  for (const file of config.exposedSecretFiles) {
+    log.warn('a file of secrets can be read by other users; make it mode 0600', { file });
+  }
   const ephemeral = await ephemeralPortRange();
   if (ephemeral && config.portRange.start <= ephemeral.end && config.portRange.end >= ephemeral.start) {
     log.warn('PORT_RANGE overlaps the kernel range for outgoing connections; those ports can be taken at any moment', {

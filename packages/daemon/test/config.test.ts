@@ -28,6 +28,7 @@ const managedDefaults: Config = {
   bindAddress: '127.0.0.1',
   bindPort: 5000,
   tokens: [],
+  exposedSecretFiles: [],
   allowNoAuth: false,
   listenAddress: undefined,
   nginxConf: undefined,
@@ -165,6 +166,7 @@ describe('readConfig values', () => {
       bindAddress: '10.0.0.1',
       bindPort: 8080,
       tokens: [{ name: 'token', token: TOKEN }],
+      exposedSecretFiles: [],
       allowNoAuth: false,
       listenAddress: '192.0.2.10',
       nginxConf: '/etc/nginx/nginx.conf',
@@ -288,6 +290,17 @@ describe('readConfig token file', () => {
     const file = join(folder, 'token');
     await writeFile(file, `  ${TOKEN}-from-file\n\n`, { mode: 0o600 });
     expect(readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD).tokens).toEqual([{ name: 'token', token: `${TOKEN}-from-file` }]);
+  });
+
+  it('names a file of secrets that others can read, so that start-up can warn of it', async () => {
+    const open = join(folder, 'open-tokens');
+    await writeFile(open, TOKEN);
+    await chmod(open, 0o644);
+    const closed = join(folder, 'closed-tokens');
+    await writeFile(closed, TOKEN);
+    await chmod(closed, 0o600);
+    expect(readConfig({ CONDUCTOR_TOKEN_FILE: open }, {}, CWD).exposedSecretFiles).toEqual([open]);
+    expect(readConfig({ CONDUCTOR_TOKEN_FILE: closed }, {}, CWD).exposedSecretFiles).toEqual([]);
   });
 
   it('resolves a relative token file against cwd', async () => {
