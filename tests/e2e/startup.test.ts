@@ -129,6 +129,15 @@ describe("folders only the daemon's user can change", () => {
     expect(await readdir(open)).toEqual([]);
   });
 
+  it('refuses a home under a file, in one line', async () => {
+    const file = join(dir, 'a-file');
+    await writeFile(file, '');
+    const home = join(file, 'home');
+    const run = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10));
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim().split('\n').pop()).toBe(`conductor-daemon: CONDUCTOR_HOME ${home}: cannot use it as a folder (ENOTDIR)`);
+  });
+
   it('refuses a stream folder others can write', async () => {
     const streams = join(dir, 'open-streams');
     await mkdir(streams);

@@ -70,7 +70,9 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   // may be able to plant a file or a link there. Checked before anything is made in them.
   const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
   for (const [variable, path] of [['CONDUCTOR_HOME', config.home], ['STREAM_CONFIG_PATH', config.streamConfigPath]] as const) {
-    const reason = await untrustedBecause(path, me);
+    const reason = await untrustedBecause(path, me).catch((error: NodeJS.ErrnoException) => {
+      throw new StartupError(`${variable} ${path}: cannot use it as a folder (${error.code ?? error.message})`);
+    });
     if (reason !== undefined) throw new StartupError(`${variable} ${path}: ${reason}; the daemon's folders must be writable by its own user (and root) alone`);
   }
   await mkdir(config.home, { recursive: true, mode: 0o700 });
