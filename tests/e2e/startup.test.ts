@@ -5,7 +5,7 @@
  * the daemon: tests/faults/start-failures.test.ts.)
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { chmod, chown, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { daemonEnv, removeDir, runDaemonExpectingExit, startDaemon, tempDir } from '../helpers/daemon.js';
 import { connectOutcome } from '../helpers/net.js';
@@ -170,6 +170,26 @@ describe("folders only the daemon's user can change", () => {
     const daemon = await startDaemon({ home: join(sticky, 'home'), rangeStart: base, rangeSize: 10, apiPort: base + 10 });
     try {
       expect((await daemon.get('/status')).status).toBe(200);
+    } finally {
+      await daemon.stop();
+    }
+  });
+});
+
+describe('the token', () => {
+  it('is not handed down to the nginx the daemon starts', async () => {
+    const token = 'env-token-0123456789abcdef';
+    // nginx writes its process title over its environment, so a wrapper records what it gets.
+    const seen = join(dir, 'nginx-env');
+    const wrapper = join(dir, 'nginx-wrapper');
+    await writeFile(wrapper, `#!/bin/sh\nenv >> '${seen}'\nexec /usr/sbin/nginx "$@"\n`);
+    await chmod(wrapper, 0o755);
+    const daemon = await startDaemon({ home: join(dir, 'token-home'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_TOKEN: token, NGINX_BIN: wrapper } });
+    try {
+      expect((await daemon.get('/getstreams', { authorization: `Bearer ${token}` })).status).toBe(200);
+      const environ = await readFile(seen, 'utf8');
+      expect(environ).toContain('PORT_RANGE=');
+      expect(environ).not.toContain(token);
     } finally {
       await daemon.stop();
     }

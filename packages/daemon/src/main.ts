@@ -44,6 +44,8 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     return;
   }
   const config = readConfig(env, args.values);
+  // Read once; the processes the daemon starts (nginx, ss) have no use for the token.
+  delete env.CONDUCTOR_TOKEN;
   const log = createLogger({ level: config.logLevel });
   log.info('starting', {
     version,
