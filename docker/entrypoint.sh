@@ -29,7 +29,8 @@ range_size=$(( BASH_REMATCH[2] - BASH_REMATCH[1] + 1 ))
 worker_connections=$(( range_size + 4096 + 16 ))
 
 load_module=""
-if "$NGINX_BIN" -V 2>&1 | grep -q -- '--with-stream=dynamic'; then
+# nginx has no use for the API token: it never sees it.
+if env -u CONDUCTOR_TOKEN "$NGINX_BIN" -V 2>&1 | grep -q -- '--with-stream=dynamic'; then
   load_module="load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
 fi
 
@@ -60,7 +61,7 @@ held="$CONDUCTOR_RUN_DIR/held"
 mkdir -p "$held"
 find "$STREAM_CONFIG_PATH" -maxdepth 1 -name "$prefix*.conf" -exec mv -t "$held" {} +
 
-"$NGINX_BIN" -c "$CONDUCTOR_NGINX_CONF" -e "$CONDUCTOR_NGINX_ERROR_LOG" &
+env -u CONDUCTOR_TOKEN "$NGINX_BIN" -c "$CONDUCTOR_NGINX_CONF" -e "$CONDUCTOR_NGINX_ERROR_LOG" &
 nginx_pid=$!
 for _ in $(seq 1 100); do
   [ -s "$CONDUCTOR_NGINX_PID_FILE" ] && break

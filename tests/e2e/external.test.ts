@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { appendFile, readFile, readdir, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ROOT, removeDir, tempDir, withLocalResolver } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
@@ -38,7 +38,7 @@ interface Container {
   paths: { streams: string; home: string; run: string };
 }
 
-async function startEntrypoint(name: string, base?: number): Promise<Container> {
+async function startEntrypoint(name: string, base?: number, extra: Record<string, string> = {}): Promise<Container> {
   const rangeStart = base ?? (await freePortBlock(11));
   const paths = { streams: join(dir, name, 'stream.d'), home: join(dir, name, 'home'), run: join(dir, name, 'run') };
   const [command, args] = withLocalResolver('bash', [ENTRYPOINT]);
@@ -52,6 +52,7 @@ async function startEntrypoint(name: string, base?: number): Promise<Container> 
       BIND_ADDRESS: '127.0.0.1',
       BIND_PORT: String(rangeStart + 10),
       CONDUCTOR_LISTEN_ADDRESS: '127.0.0.1',
+      ...extra,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -138,6 +139,32 @@ describe('the container entrypoint (external mode)', () => {
     } finally {
       again.child.kill('SIGTERM');
       await again.exited;
+    }
+  });
+
+  it('keeps the API token away from every nginx it runs, its own and the daemon\'s', async () => {
+    const token = 'container-token-0123456789';
+    // nginx writes its process title over its environment: a wrapper records what each run got.
+    const seen = join(dir, 'nginx-env');
+    const wrapper = join(dir, 'nginx-wrapper');
+    await writeFile(wrapper, `#!/bin/sh\necho "run: $*" >> '${seen}'\nenv >> '${seen}'\nexec /usr/sbin/nginx "$@"\n`);
+    await chmod(wrapper, 0o755);
+    const container = await startEntrypoint('d', undefined, { CONDUCTOR_TOKEN: token, NGINX_BIN: wrapper });
+    try {
+      const port = container.base;
+      const answer = await fetch(`${container.api}/createstream/${port}/127.0.0.1:${backend.port}`, { headers: { authorization: `Bearer ${token}` } });
+      expect(await answer.json()).toEqual({ result: 'ok', errors: '' });
+      expect(await roundTrip(port, 'tok')).toBe('ext:tok');
+      const runs = await readFile(seen, 'utf8');
+      // The entrypoint's look at the build, its start of nginx, and the daemon's reload.
+      expect(runs).toMatch(/^run: -V$/m);
+      expect(runs).toMatch(/^run: -c \S+ -e \S+$/m);
+      expect(runs).toMatch(/^run: .*-s reload$/m);
+      expect(runs).toContain('PORT_RANGE=');
+      expect(runs).not.toContain(token);
+    } finally {
+      container.child.kill('SIGTERM');
+      await container.exited;
     }
   });
 

@@ -277,10 +277,11 @@ describe('a fleet of three hosts on one etcd', () => {
     await fleet.etcd.put(`${fleet.prefix}streams/${port + 1}`, JSON.stringify({ record: elsewhere, pending: { previous: before, remove: false, at: new Date().toISOString() }, by: 'x', op: 'y' }));
     // A host record with terminal escapes in it.
     await fleet.etcd.put(`${fleet.prefix}hosts/evil`, JSON.stringify({ id: 'evil', api: 'http://x\u001b]0;owned\u0007\u001b[2J', version: '1\u009b31m', startedAt: new Date().toISOString() }));
-    await sleep(500);
+    // Every host has read the key, and refused it.
+    await eventually(async () => fleet.hosts.every((host) => host.logs.includes(`"key":"streams/${port + 1}"`)), (all) => all);
     expect(await reach(fleet, port)).toEqual(everywhere(fleet, 'a'));
     expect((await b.get(`/v1/streams/${port + 1}`)).status).toBe(404);
-    const status = await runCli(['status'], { CONDUCTOR_URL: b.url });
+    const status = await eventually(() => runCli(['status'], { CONDUCTOR_URL: b.url }), (run) => run.stdout.includes('host:       evil'));
     expect(status.stdout).toContain('host:       evil http://x\\u001b]0;owned\\u0007\\u001b[2J (version 1\\u009b31m');
     expect(status.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
     for (const key of [`streams/${port + 1}`, 'hosts/evil']) await fleet.etcd.call('/v3/kv/deleterange', { key: Buffer.from(`${fleet.prefix}${key}`).toString('base64') });

@@ -5,7 +5,7 @@
  * the daemon: tests/faults/start-failures.test.ts.)
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { chmod, chown, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { daemonEnv, removeDir, runDaemonExpectingExit, startDaemon, tempDir } from '../helpers/daemon.js';
 import { connectOutcome } from '../helpers/net.js';
@@ -105,7 +105,7 @@ describe("folders only the daemon's user can change", () => {
   // nginx, as root, writes its logs and reads its configuration in these folders: a user who
   // could plant a link there could make root write anywhere.
   const refusal = (variable: string, path: string, reason: string): string =>
-    `conductor-daemon: ${variable} ${path}: ${reason}; the daemon's folders must be writable by its own user (and root) alone`;
+    `conductor-daemon: ${variable} ${path}: ${reason}; the daemon's folders must be writable by its own user (and root) alone (CONDUCTOR_ALLOW_SHARED_FOLDERS=1 accepts them anyway)`;
 
   it('refuses a home that others can write, and makes nothing in it', async () => {
     const home = join(dir, 'open-home');
@@ -127,6 +127,52 @@ describe("folders only the daemon's user can change", () => {
     expect(run.code).toBe(1);
     expect(run.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', home, `${open} can be written by other users (mode 0777)`));
     expect(await readdir(open)).toEqual([]);
+  });
+
+  it('refuses a link on the way that another user could point elsewhere', async () => {
+    const safe = join(dir, 'safe-target');
+    await mkdir(safe, { mode: 0o700 });
+    // A link in a folder open to all: anyone can replace it.
+    const open = join(dir, 'open-links');
+    await mkdir(open);
+    await chmod(open, 0o777);
+    await symlink(safe, join(open, 'home'));
+    const viaOpen = await runDaemonExpectingExit(daemonEnv(join(open, 'home'), base, 10, base + 10));
+    expect(viaOpen.code).toBe(1);
+    expect(viaOpen.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', join(open, 'home'), `${open} can be written by other users (mode 0777)`));
+    // A link in a sticky folder that another user owns: its owner can still replace it.
+    const sticky = join(dir, 'sticky-links');
+    await mkdir(sticky);
+    await chmod(sticky, 0o1777);
+    const theirs = join(sticky, 'home');
+    await symlink(safe, theirs);
+    if (process.getuid?.() === 0) {
+      await lchown(theirs, 65534, 65534);
+      const viaTheirs = await runDaemonExpectingExit(daemonEnv(theirs, base, 10, base + 10));
+      expect(viaTheirs.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', theirs, `${theirs} is a link that belongs to another user (uid 65534)`));
+    }
+    expect(await readdir(safe)).toEqual([]);
+  });
+
+  it('starts anyway with the explicit opt-in, and says so', async () => {
+    const home = join(dir, 'shared-by-choice');
+    await mkdir(home);
+    await chmod(home, 0o777);
+    const daemon = await startDaemon({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_ALLOW_SHARED_FOLDERS: '1' } });
+    try {
+      expect((await daemon.get('/status')).status).toBe(200);
+      expect(daemon.logs).toContain('"msg":"a folder of the daemon can be changed by other users"');
+    } finally {
+      await daemon.stop();
+    }
+  });
+
+  it('refuses a home that is a file, in one line', async () => {
+    const file = join(dir, 'plain-file');
+    await writeFile(file, '');
+    const atFile = await runDaemonExpectingExit(daemonEnv(file, base, 10, base + 10));
+    expect(atFile.code).toBe(1);
+    expect(atFile.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', file, `${file} is not a folder`));
   });
 
   it('refuses a home under a file, in one line', async () => {

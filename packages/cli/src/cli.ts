@@ -5,7 +5,7 @@
  * Exit codes: 0 done, 1 refused by the daemon (or failed), 2 usage error, 3 daemon unreachable.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { ConductorError, ErrorCode, type StreamInput, parseBackend, parseDuration, parseLabelSelector, parsePort, parseStreamInput } from '@stream-conductor/shared';
+import { ConductorError, ErrorCode, type StreamInput, parseBackend, parseDuration, parseLabelSelector, parsePort, parseStreamInput, printable } from '@stream-conductor/shared';
 import type { ApiClient } from './client.js';
 import type { Output } from './output.js';
 
@@ -393,8 +393,9 @@ Examples:
       return asked ? EXIT.ok : EXIT.usage;
     }
     if (error instanceof ConductorError) {
-      process.stderr.write(`conductor: ${error.message}\n`);
-      if (error.hint !== undefined) process.stderr.write(`hint: ${error.hint}\n`);
+      // Messages can carry text from the daemon: printed with control characters escaped.
+      process.stderr.write(`conductor: ${printable(error.message)}\n`);
+      if (error.hint !== undefined) process.stderr.write(`hint: ${printable(error.hint)}\n`);
       return exitCodeFor(error);
     }
     process.stderr.write(`conductor: unexpected error\n${(error as Error).stack ?? String(error)}\n`);

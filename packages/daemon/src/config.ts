@@ -32,10 +32,12 @@ export interface Config {
   bindPort: number;
   /** API tokens, each with the name the audit log records; empty: no authentication. */
   tokens: NamedToken[];
-  /** Files of secrets (tokens, etcd's password) that users other than their owner can read. */
+  /** Files of secrets (tokens, etcd's password) that anyone, not only their owner and group, can read. */
   exposedSecretFiles: string[];
   /** The operator's explicit consent to serve the API on a non-loopback address without a token. */
   allowNoAuth: boolean;
+  /** The operator's explicit consent to folders other users can change (see sys/trust.ts). */
+  allowSharedFolders: boolean;
   /** Address every stream listens on; undefined means all IPv4 addresses (`listen <port>`). */
   listenAddress: string | undefined;
   /** External mode: the main nginx configuration file (`-c`); undefined means nginx's default. */
@@ -128,6 +130,12 @@ export const settings = {
     env: 'CONDUCTOR_ALLOW_NO_AUTH',
     flag: 'allow-no-auth',
     help: 'serve the API on a non-loopback address without a token (1/true)',
+    boolean: true,
+  },
+  allowSharedFolders: {
+    env: 'CONDUCTOR_ALLOW_SHARED_FOLDERS',
+    flag: 'allow-shared-folders',
+    help: 'start even when other users can change the home or stream folder (1/true; a warning instead)',
     boolean: true,
   },
   listenAddress: {
@@ -315,7 +323,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   const token = raw('token');
   const exposedSecretFiles: string[] = [];
   const noteExposed = (file: string): void => {
-    if ((statSync(file).mode & 0o077) !== 0) exposedSecretFiles.push(file);
+    if ((statSync(file).mode & 0o007) !== 0) exposedSecretFiles.push(file);
   };
   const tokenFile = path('tokenFile');
   if (token !== undefined && tokenFile !== undefined) {
@@ -491,6 +499,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     tokens,
     exposedSecretFiles,
     allowNoAuth,
+    allowSharedFolders: bool('allowSharedFolders'),
     listenAddress,
     nginxConf: path('nginxConf'),
     nginxPidFile: path('nginxPidFile'),

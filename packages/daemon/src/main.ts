@@ -69,16 +69,28 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   }
 
   // nginx reads and writes in these folders as the daemon's user (root, as a rule): nobody else
-  // may be able to plant a file or a link there. Checked before anything is made in them.
-  const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
-  for (const [variable, path] of [['CONDUCTOR_HOME', config.home], ['STREAM_CONFIG_PATH', config.streamConfigPath]] as const) {
-    const reason = await untrustedBecause(path, me).catch((error: NodeJS.ErrnoException) => {
-      throw new StartupError(`${variable} ${path}: cannot use it as a folder (${error.code ?? error.message})`);
-    });
-    if (reason !== undefined) throw new StartupError(`${variable} ${path}: ${reason}; the daemon's folders must be writable by its own user (and root) alone`);
-  }
-  await mkdir(config.home, { recursive: true, mode: 0o700 });
-  await mkdir(config.streamConfigPath, { recursive: true, mode: 0o755 });
+  // may be able to plant a file or a link there. Checked before anything is made in them, and
+  // again after, in case another user put something in their place meanwhile.
+  const me = { uid: process.getuid?.() ?? 0, gids: [process.getgid?.() ?? 0, ...(process.getgroups?.() ?? [])] };
+  const folders = [
+    { variable: 'CONDUCTOR_HOME', path: config.home, mode: 0o700 },
+    { variable: 'STREAM_CONFIG_PATH', path: config.streamConfigPath, mode: 0o755 },
+  ];
+  const checkFolders = async (again: boolean): Promise<void> => {
+    for (const { variable, path } of folders) {
+      const reason = await untrustedBecause(path, me).catch((error: NodeJS.ErrnoException) => {
+        throw new StartupError(`${variable} ${path}: cannot use it as a folder (${error.code ?? error.message})`);
+      });
+      if (reason === undefined) continue;
+      if (!config.allowSharedFolders) {
+        throw new StartupError(`${variable} ${path}: ${reason}; the daemon's folders must be writable by its own user (and root) alone (CONDUCTOR_ALLOW_SHARED_FOLDERS=1 accepts them anyway)`);
+      }
+      if (!again) log.warn('a folder of the daemon can be changed by other users', { variable, path, reason });
+    }
+  };
+  await checkFolders(false);
+  for (const { path, mode } of folders) await mkdir(path, { recursive: true, mode });
+  await checkFolders(true);
   const locks: Lock[] = [await acquireLock(config.home, 'daemon.pid', 'CONDUCTOR_HOME')];
   if (config.mode === 'external') locks.push(await acquireLock(config.streamConfigPath, '.conductor-daemon.pid', 'STREAM_CONFIG_PATH'));
   const releaseLocks = async (): Promise<void> => {

@@ -30,6 +30,7 @@ const managedDefaults: Config = {
   tokens: [],
   exposedSecretFiles: [],
   allowNoAuth: false,
+  allowSharedFolders: false,
   listenAddress: undefined,
   nginxConf: undefined,
   nginxPidFile: undefined,
@@ -168,6 +169,7 @@ describe('readConfig values', () => {
       tokens: [{ name: 'token', token: TOKEN }],
       exposedSecretFiles: [],
       allowNoAuth: false,
+      allowSharedFolders: false,
       listenAddress: '192.0.2.10',
       nginxConf: '/etc/nginx/nginx.conf',
       nginxPidFile: '/run/nginx.pid',
@@ -296,11 +298,14 @@ describe('readConfig token file', () => {
     const open = join(folder, 'open-tokens');
     await writeFile(open, TOKEN);
     await chmod(open, 0o644);
-    const closed = join(folder, 'closed-tokens');
-    await writeFile(closed, TOKEN);
-    await chmod(closed, 0o600);
     expect(readConfig({ CONDUCTOR_TOKEN_FILE: open }, {}, CWD).exposedSecretFiles).toEqual([open]);
-    expect(readConfig({ CONDUCTOR_TOKEN_FILE: closed }, {}, CWD).exposedSecretFiles).toEqual([]);
+    // Its owner, or its owner and a group of its own choosing: not a warning.
+    for (const mode of [0o600, 0o640]) {
+      const closed = join(folder, `closed-tokens-${mode.toString(8)}`);
+      await writeFile(closed, TOKEN);
+      await chmod(closed, mode);
+      expect(readConfig({ CONDUCTOR_TOKEN_FILE: closed }, {}, CWD).exposedSecretFiles).toEqual([]);
+    }
   });
 
   it('resolves a relative token file against cwd', async () => {

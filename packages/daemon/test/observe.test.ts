@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import type { AuditEvent, StreamView } from '@stream-conductor/shared';
 import { silentLogger } from '../src/log.js';
 import { AuditLog } from '../src/observe/audit.js';
-import { parseSs } from '../src/observe/connections.js';
+import { type OpenTraffic, parseSs } from '../src/observe/connections.js';
+import { Observatory } from '../src/observe/observatory.js';
 import { HealthChecker, probe } from '../src/observe/health.js';
 import { Metrics } from '../src/observe/metrics.js';
 import { AccessLogTail, TrafficCounter } from '../src/observe/traffic.js';
@@ -188,14 +189,16 @@ describe('the audit log', () => {
 
   it('never writes or reads through a symbolic link put in its place', () => {
     const elsewhere = join(dir, 'elsewhere');
-    writeFileSync(elsewhere, 'not the audit log\n');
+    const planted = `${JSON.stringify(event('2026-11-25T09:00:00.000Z', [9999]))}\n`;
+    writeFileSync(elsewhere, planted);
     const path = join(dir, 'audit.log');
     symlinkSync(elsewhere, path);
     const errors: string[] = [];
     const log = { ...silentLogger, error: (message: string) => errors.push(message) };
     const audit = new AuditLog(path, { maxBytes: 1 << 20, keep: 10, log });
+    expect(audit.query()).toEqual([]);
     audit.record(event('2026-11-25T10:00:00.000Z', [9000]));
-    expect(readFileSync(elsewhere, 'utf8')).toBe('not the audit log\n');
+    expect(readFileSync(elsewhere, 'utf8')).toBe(planted);
     expect(errors).toEqual(['could not write the audit log']);
     expect(audit.query()).toHaveLength(1);
   });
@@ -275,6 +278,84 @@ describe('backend probes', () => {
     await checker.check();
     expect(checker.known).toBe(1);
     expect(accepted).toBe(2);
+  });
+
+  it('probes the new backends of a stream replaced while a probe of its old ones runs', async () => {
+    const old = { port: 9000, protocol: 'tcp' as const, backends: ['127.0.0.1:1'] };
+    const replaced = { port: 9000, protocol: 'tcp' as const, backends: [`127.0.0.1:${port}`] };
+    let targets = [old];
+    const checker = new HealthChecker(() => targets, { intervalMs: 0, timeoutMs: 2000 });
+    const first = checker.check(9000);
+    targets = [replaced];
+    await Promise.all([first, checker.check(9000)]);
+    expect(checker.of(replaced)).toEqual([expect.objectContaining({ state: 'up' })]);
+  });
+
+  it('keeps the health of a backend that a stream created during a full round named', async () => {
+    // A long round: many backends, one probe at a time.
+    const many = Array.from({ length: 200 }, (_, i) => `127.0.0.1:${i + 1}`);
+    const added = { port: 9001, protocol: 'tcp' as const, backends: [`127.0.0.1:${port}`] };
+    let calls = 0;
+    const checker = new HealthChecker(
+      () => {
+        calls += 1;
+        return calls === 1 ? [{ port: 9000, protocol: 'tcp' as const, backends: many }] : [{ port: 9000, protocol: 'tcp' as const, backends: many }, added];
+      },
+      { intervalMs: 0, timeoutMs: 2000, concurrency: 1 },
+    );
+    const round = checker.check();
+    await checker.check(9001);
+    await round;
+    expect(checker.of(added)).toEqual([expect.objectContaining({ state: 'up' })]);
+  });
+});
+
+describe('the stats of a list', () => {
+  const until = async (done: () => boolean): Promise<void> => {
+    for (let i = 0; i < 200 && !done(); i += 1) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(done()).toBe(true);
+  };
+  const stream = (port: number): StreamView =>
+    ({ port, protocol: 'tcp', state: 'live', backends: [{ address: '127.0.0.1:22' }], createdAt: '2026-11-25T10:00:00.000Z' }) as unknown as StreamView; // the fields the stats read
+  const observatory = (readSockets: (ports: Set<number>) => Promise<Map<number, OpenTraffic>>): Observatory =>
+    new Observatory({ accessLogs: [], accessLogMaxBytes: 1 << 20, auditPath: join(dir, 'audit.log'), auditMaxBytes: 1 << 20, healthIntervalMs: 0, healthTimeoutMs: 1000, log: silentLogger, readSockets });
+
+  it('asks the kernel once at a time, and the asks that come meanwhile share the next read', async () => {
+    const reads: number[][] = [];
+    let running = 0;
+    let most = 0;
+    const release: Array<() => void> = [];
+    const watched = observatory(async (ports) => {
+      reads.push([...ports].sort((a, b) => a - b));
+      running += 1;
+      most = Math.max(most, running);
+      await new Promise<void>((resolve) => release.push(resolve));
+      running -= 1;
+      return new Map();
+    });
+    const first = watched.withStats([stream(9000)]);
+    await until(() => reads.length === 1);
+    const more = [watched.withStats([stream(9001)]), watched.withStats([stream(9002)]), watched.withStats([stream(9001), stream(9003)])];
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(reads).toHaveLength(1);
+    release.shift()?.();
+    await first;
+    await until(() => reads.length === 2);
+    release.shift()?.();
+    await Promise.all(more);
+    expect(reads).toEqual([[9000], [9001, 9002, 9003]]);
+    expect(most).toBe(1);
+  });
+
+  it('counts a session that ends just after the kernel was asked once, not twice', async () => {
+    const watched: Observatory = observatory(async () => {
+      const open = new Map([[9000, { active: 1, bytesIn: 100, bytesOut: 50 }]]);
+      // The session ends, and its line is read from the access log, right after ss saw it open.
+      watched.traffic.add({ t: new Date().toISOString(), port: 9000, status: 200, in: 100, out: 50 });
+      return open;
+    });
+    const [during] = await watched.withStats([stream(9000)]);
+    expect(during?.stats).toMatchObject({ sessions: 0, activeConnections: 1, bytesIn: 100, bytesOut: 50 });
   });
 });
 

@@ -1,6 +1,6 @@
 /** `conductor apply -f streams.yaml`: a declarative file, kept in git, made true on the daemon. */
 import { readFile } from 'node:fs/promises';
-import { type ApplyResult, ConductorError, ErrorCode } from '@stream-conductor/shared';
+import { type ApplyResult, ConductorError, ErrorCode, printable } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
 
@@ -56,5 +56,5 @@ export function printApplied(result: ApplyResult, output: Output): void {
   if (lines.length > 0) output.out(lines.join('\n'));
   const changes = result.plan.create.length + result.plan.update.length + result.plan.delete.length;
   output.err(result.dryRun ? `dry run: ${changes} change(s) planned, nothing applied` : `applied ${changes} change(s)`);
-  for (const warning of result.warnings) output.err(`${output.errColor.yellow('warning:')} ${warning}`);
+  for (const warning of result.warnings) output.err(`${output.errColor.yellow('warning:')} ${printable(warning)}`);
 }

@@ -1,4 +1,5 @@
-import { type CreateResult, type StreamInput, describeBackends } from '@stream-conductor/shared';
+import { type CreateResult, type StreamInput, describeBackends, printable } from '@stream-conductor/shared';
+import { safeForTerminal } from '../format.js';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
 
@@ -24,8 +25,9 @@ export function describeStream(result: CreateResult, output: Output): string {
  * `auto`: the port alone on stdout, so that PORT=$(conductor create auto ...) works; the rest on
  * stderr. Otherwise one line describing the stream.
  */
-export function printCreated(result: CreateResult, output: Output, auto: boolean): void {
-  if (output.json) output.out(JSON.stringify(result, null, 2));
+export function printCreated(answer: CreateResult, output: Output, auto: boolean): void {
+  const result = output.json ? answer : safeForTerminal(answer);
+  if (output.json) output.out(JSON.stringify(answer, null, 2));
   else if (auto) {
     output.out(String(result.stream.port));
     output.err(describeStream(result, output));
@@ -33,5 +35,5 @@ export function printCreated(result: CreateResult, output: Output, auto: boolean
     const note = result.change === 'unchanged' ? ' (unchanged)' : result.change === 'replaced' ? ' (replaced)' : '';
     output.out(`${describeStream(result, output)}${note}`);
   }
-  for (const warning of result.warnings) output.err(`${output.errColor.yellow('warning:')} ${warning}`);
+  for (const warning of result.warnings) output.err(`${output.errColor.yellow('warning:')} ${printable(warning)}`);
 }

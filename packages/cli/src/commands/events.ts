@@ -1,4 +1,4 @@
-import type { AuditEvent } from '@stream-conductor/shared';
+import { type AuditEvent, printable } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
@@ -56,7 +56,7 @@ export async function followEvents(client: ApiClient, output: Output, query: Eve
         unreachable = false;
       } catch (error) {
         if (first) throw error;
-        if (!unreachable) output.err(`conductor: ${(error as Error).message}; still trying`);
+        if (!unreachable) output.err(`conductor: ${printable((error as Error).message)}; still trying`);
         unreachable = true;
         events = [];
       }

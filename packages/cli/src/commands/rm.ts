@@ -1,3 +1,4 @@
+import { printable } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
 
@@ -13,5 +14,5 @@ export function removeStream(client: ApiClient, port: number, killSessions: bool
 export function printRemoved(result: RemoveResult, output: Output): void {
   if (output.json) output.out(JSON.stringify(result, null, 2));
   else output.out(`${output.color.bold(String(result.port))} removed`);
-  for (const warning of result.warnings) output.err(`${output.errColor.yellow('warning:')} ${warning}`);
+  for (const warning of result.warnings) output.err(`${output.errColor.yellow('warning:')} ${printable(warning)}`);
 }

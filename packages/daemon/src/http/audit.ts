@@ -10,7 +10,8 @@ export type Audited = <T>(
   change: () => Promise<T>,
 ) => Promise<T>;
 
-const MAX_DETAIL = 512;
+// Room for the longest valid detail (32 backends); only text that never passed validation is cut.
+const MAX_DETAIL = 16_384;
 
 /** A backend as the audit log shows it: its canonical form, or the text sent, quoted, when invalid. */
 export function backendDetail(text: string): string {

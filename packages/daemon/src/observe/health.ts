@@ -40,8 +40,8 @@ export class HealthChecker {
   private readonly byBackend = new Map<string, BackendHealth>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
-  /** Rounds on demand for one stream, by port: a second ask while one runs waits for it. */
-  private readonly runningFor = new Map<number, Promise<void>>();
+  /** Rounds on demand for one stream, by port and backends: a second ask while one runs waits for it. */
+  private readonly runningFor = new Map<string, Promise<void>>();
 
   constructor(
     private readonly targets: () => ProbeTarget[],
@@ -62,14 +62,15 @@ export class HealthChecker {
   /** Probes now (the backends of `port`, or all); resolves when the round is done. */
   async check(port?: number): Promise<void> {
     if (port === undefined && this.running) return this.running;
-    const same = port === undefined ? undefined : this.runningFor.get(port);
-    if (same) return same;
     const addresses = new Set<string>();
     for (const target of this.targets()) {
       if (port !== undefined && target.port !== port) continue;
       if (target.protocol === 'udp') continue;
       for (const backend of target.backends) addresses.add(backend);
     }
+    const key = port === undefined ? '' : `${port} ${[...addresses].join(',')}`;
+    const same = port === undefined ? undefined : this.runningFor.get(key);
+    if (same) return same;
     const queue = [...addresses];
     const round = (async () => {
       const workers = Array.from({ length: Math.min(this.options.concurrency ?? 16, queue.length) }, async () => {
@@ -84,8 +85,11 @@ export class HealthChecker {
         }
       });
       await Promise.all(workers);
-      // Backends no stream names any more are forgotten: the map holds current ones only.
-      if (port === undefined) for (const address of this.byBackend.keys()) if (!addresses.has(address)) this.byBackend.delete(address);
+      // Backends no stream names any more (now, at the end of the round) are forgotten.
+      if (port === undefined) {
+        const named = new Set(this.targets().flatMap((target) => target.backends));
+        for (const address of this.byBackend.keys()) if (!named.has(address)) this.byBackend.delete(address);
+      }
     })();
     if (port === undefined) {
       this.running = round.finally(() => {
@@ -93,8 +97,8 @@ export class HealthChecker {
       });
       return this.running;
     }
-    const mine = round.finally(() => this.runningFor.delete(port));
-    this.runningFor.set(port, mine);
+    const mine = round.finally(() => this.runningFor.delete(key));
+    this.runningFor.set(key, mine);
     return mine;
   }
 

@@ -2,11 +2,11 @@
  * Everything the daemon watches: traffic from nginx's access logs, open connections from the
  * kernel, backend health from TCP probes, the audit log of changes, and the metrics built on them.
  */
-import type { AuditEvent, NginxStatus, StreamView } from '@stream-conductor/shared';
+import type { AuditEvent, NginxStatus, StreamView, TrafficStats } from '@stream-conductor/shared';
 import { protocolsOf } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import { AuditLog } from './audit.js';
-import { openConnections } from './connections.js';
+import { type OpenTraffic, openConnections } from './connections.js';
 import { HealthChecker, type ProbeTarget } from './health.js';
 import { Metrics } from './metrics.js';
 import { type LogWriter, releaseLog, writtenBy } from './release.js';
@@ -21,6 +21,14 @@ export interface ObservatoryOptions {
   healthIntervalMs: number;
   healthTimeoutMs: number;
   log: Logger;
+  /** The open connections of some ports, from the kernel (`ss`); replaced in unit tests. */
+  readSockets?: (ports: Set<number>) => Promise<Map<number, OpenTraffic>>;
+}
+
+/** Finished sessions and open connections, read together (see Observatory.snapshot). */
+interface Snapshot {
+  finished: Map<number, TrafficStats>;
+  open: Map<number, OpenTraffic>;
 }
 
 /** What the observatory needs to know of the daemon's streams and nginx. */
@@ -39,8 +47,10 @@ export class Observatory {
   private daemon: ObservedDaemon | undefined;
   /** The byte totals last shown per port, for the stream created at `createdAt`. */
   private readonly shown = new Map<number, { createdAt: string; bytesIn: number; bytesOut: number }>();
-  /** The last read of the kernel's socket table asked for: the next waits for it. */
-  private socketsRead: Promise<unknown> = Promise.resolve();
+  /** The read of the socket table under way (the next one starts when it ends). */
+  private reading: Promise<unknown> = Promise.resolve();
+  /** The read that waits for it, which every ask that comes meanwhile joins with its ports. */
+  private waiting: { ports: Set<number>; tcp: Set<number>; result: Promise<Snapshot> } | undefined;
 
   constructor(private readonly options: ObservatoryOptions) {
     this.audit = new AuditLog(options.auditPath, { maxBytes: options.auditMaxBytes, keep: 1000, log: options.log });
@@ -96,18 +106,12 @@ export class Observatory {
    * session shows while it runs.
    */
   async withStats(streams: StreamView[]): Promise<StreamView[]> {
-    // One `ss` at a time, however many scrapes and lists come at once. The finished sessions are
-    // taken before the kernel is asked: a session that ends in between is then in neither source
-    // for this once (the totals hold, below), where the other order would count it twice.
-    const read = this.socketsRead.then(async () => {
-      const finished = new Map(streams.map((stream) => [stream.port, this.traffic.get(stream.port)]));
-      const open = await openConnections(streams.filter((stream) => protocolsOf(stream).includes('tcp')).map((stream) => stream.port));
-      return { finished, open };
-    });
-    this.socketsRead = read.catch(() => undefined);
-    const { finished: done, open } = await read;
+    const { finished: done, open } = await this.snapshot(
+      streams.map((stream) => stream.port),
+      streams.filter((stream) => protocolsOf(stream).includes('tcp')).map((stream) => stream.port),
+    );
     return streams.map((stream) => {
-      const finished = done.get(stream.port) ?? this.traffic.get(stream.port);
+      const finished = done.get(stream.port) ?? this.traffic.get(stream.port); // always there: asked for
       const now = open.get(stream.port);
       // Between a session's end and the look that reads its log line, its bytes are in neither
       // source: the totals hold at their last value instead of dipping (they are counters).
@@ -127,6 +131,32 @@ export class Observatory {
         },
       };
     });
+  }
+
+  /**
+   * The finished sessions and the open connections of `ports`. One `ss` runs at a time, and the
+   * asks that come while it runs share the one after it, however many scrapes and lists come at
+   * once. The finished sessions are taken just before the kernel is asked: a session that ends in
+   * between is then in neither source this once (the totals hold, see withStats), where the other
+   * order would count it twice.
+   */
+  private snapshot(ports: number[], tcp: number[]): Promise<Snapshot> {
+    if (this.waiting) {
+      for (const port of ports) this.waiting.ports.add(port);
+      for (const port of tcp) this.waiting.tcp.add(port);
+      return this.waiting.result;
+    }
+    const read = this.options.readSockets ?? openConnections;
+    const waiting = { ports: new Set(ports), tcp: new Set(tcp), result: Promise.resolve<Snapshot>({ finished: new Map(), open: new Map() }) };
+    waiting.result = this.reading.then(async () => {
+      if (this.waiting === waiting) this.waiting = undefined;
+      const finished = new Map([...waiting.ports].map((port) => [port, this.traffic.get(port)]));
+      const open = waiting.tcp.size === 0 ? new Map<number, OpenTraffic>() : await read(waiting.tcp);
+      return { finished, open };
+    });
+    this.waiting = waiting;
+    this.reading = waiting.result.catch(() => undefined);
+    return waiting.result;
   }
 
   record(event: Omit<AuditEvent, 'at'>): void {
