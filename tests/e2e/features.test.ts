@@ -10,6 +10,7 @@ import { type Socket, connect } from 'node:net';
 import { dirname } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import type { StreamView } from '@stream-conductor/shared';
 import { EchoBackend, HeaderRecordingBackend, UdpEchoBackend, connectOutcome, roundTrip, startTcpUdpPair, udpRoundTrip } from '../helpers/net.js';
 import { snapshot } from '../helpers/state.js';
 import { eventually, sleep } from '../helpers/wait.js';
@@ -40,14 +41,18 @@ const port = (): number => daemon.rangeStart + next++;
 type Via = 'api' | 'cli';
 
 /** Creates a stream through the API (a v1 body) or the CLI (arguments after `create <port>`). */
-async function create(via: Via, at: number, body: Record<string, unknown>, args: string[]): Promise<Record<string, unknown>> {
+async function create(via: Via, at: number, body: Record<string, unknown>, args: string[], warning?: RegExp): Promise<Record<string, unknown>> {
   if (via === 'api') {
     const answer = await daemon.request('POST', '/v1/streams', { port: at, ...body });
     expect(answer.status).toBe(201);
+    const { warnings } = answer.json as { warnings: string[] };
+    if (warning) expect(warnings.join('\n')).toMatch(warning);
+    else expect(warnings).toEqual([]);
     return (answer.json as { stream: Record<string, unknown> }).stream;
   }
   const run = await runCli(['--json', 'create', String(at), ...args], env);
-  expect(run.stderr).toBe('');
+  if (warning) expect(run.stderr).toMatch(warning);
+  else expect(run.stderr).toBe('');
   expect(run.code).toBe(0);
   return (JSON.parse(run.stdout) as { stream: Record<string, unknown> }).stream;
 }
@@ -187,7 +192,9 @@ describe.each<Via>(['api', 'cli'])('through the %s', (via) => {
       }
       await sleep(200);
       const at = port();
-      await create(via, at, { backend: `127.0.0.1:${stuckPort}`, connectTimeout: '500ms' }, [`127.0.0.1:${stuckPort}`, '--connect-timeout', '500ms']);
+      // The create says the backend does not answer now, and goes through.
+      const silent = new RegExp(`backend 127\\.0\\.0\\.1:${stuckPort} does not accept connections now \\(no answer within 1000 ms\\)`);
+      await create(via, at, { backend: `127.0.0.1:${stuckPort}`, connectTimeout: '500ms' }, [`127.0.0.1:${stuckPort}`, '--connect-timeout', '500ms'], silent);
       const client = connect({ port: at, host: '127.0.0.1' });
       client.on('error', () => undefined);
       const started = Date.now();
@@ -368,5 +375,38 @@ describe('create auto and PUT', () => {
       expect((answer.json as { error: { code: string; message: string } }).error).toMatchObject({ code: 'INVALID_INPUT', message });
     }
     expect(await snapshot(daemon)).toEqual(before);
+  });
+});
+
+describe('a backend that does not accept connections', () => {
+  it('is no reason to refuse the stream, and every answer says so (v1, legacy, CLI)', async () => {
+    const gone = await EchoBackend.start('gone');
+    const deadPort = gone.port;
+    await gone.close();
+    const backend = `127.0.0.1:${deadPort}`;
+    const said = `backend ${backend} does not accept connections now (ECONNREFUSED): the stream forwards to it once it does`;
+
+    const v1 = port();
+    const answer = await daemon.request('POST', '/v1/streams', { port: v1, backend });
+    expect(answer.status).toBe(201);
+    expect((answer.json as { warnings: string[] }).warnings).toEqual([said]);
+    // Live all the same: nginx listens, and the backend shows down at once.
+    expect(await connectOutcome(v1)).toBe('open');
+    const listed = await daemon.get(`/v1/streams/${v1}?stats=1`);
+    expect((listed.json as { stream: StreamView }).stream.stats?.backends).toEqual([expect.objectContaining({ backend, state: 'down', error: 'ECONNREFUSED' })]);
+
+    const legacy = port();
+    expect((await daemon.get(`/createstream/${legacy}/${backend}`)).json).toEqual({ result: 'ok', errors: said });
+
+    const cli = port();
+    const run = await runCli(['create', String(cli), backend], env);
+    expect([run.code, run.stdout.trim()]).toEqual([0, `${cli} -> ${backend} live`]);
+    expect(run.stderr).toBe(`warning: ${said}\n`);
+
+    // A backend that answers: no word of it.
+    const fine = port();
+    const ok = await daemon.request('POST', '/v1/streams', { port: fine, backend: `127.0.0.1:${one.port}` });
+    expect((ok.json as { warnings: string[] }).warnings).toEqual([]);
+    for (const at of [v1, legacy, cli, fine]) await remove(at);
   });
 });

@@ -161,7 +161,7 @@ Examples:
 
   program
     .command('create')
-    .description('forward a port of this host to one or more backends; answers once traffic flows')
+    .description('forward a port of this host to one or more backends; answers once the port is live')
     .argument('<port>', "port to open, inside the daemon's PORT_RANGE, or auto for a free one")
     .argument('<backends...>', 'where to forward: host:port, IPv4:port or [IPv6]:port; add ,weight=N or ,backup')
     .option('--udp', 'forward UDP instead of TCP')

@@ -27,7 +27,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, type Lease, type Watcher, isRecoverableError } from 'etcd3';
 import {
   type ApplyPlan,
@@ -106,6 +106,8 @@ interface HostRecord {
 
 /** etcd's calls are bounded: an unreachable cluster is a refusal within seconds, not a hang. */
 const CALL_TIMEOUT_MS = 5000;
+/** How long a member that failed three calls in a row is skipped. */
+const HALF_OPEN_MS = 1000;
 const HOST_TTL_S = 10;
 const SUPERVISE_MS = 1000;
 /** A pending value older than this, or whose writer is gone, may be written over by a create. */
@@ -231,7 +233,7 @@ export class FleetConductor implements StreamService {
       // member that failed three times in a row is skipped for a second. The daemon's own
       // supervision resyncs when etcd answers again.
       faultHandling: {
-        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) }),
+        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: HALF_OPEN_MS, breaker: new ConsecutiveBreaker(3) }),
         global: retry(handleWhen(isRecoverableError), { maxAttempts: Math.max(2, config.endpoints.length) }),
       },
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
@@ -612,6 +614,15 @@ export class FleetConductor implements StreamService {
   }
 
   private async etcd<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      // A member that failed just before (as calls do for a moment after etcd comes back) is
+      // skipped for a second, and the call never left: while this host is connected, it is
+      // tried once more after that second rather than refused.
+      if (!this.connected || !(isBrokenCircuitError(error) || /circuit breaker is open/i.test(String((error as Error)?.message)))) throw this.storeError(error);
+    }
+    await new Promise((resolve) => setTimeout(resolve, HALF_OPEN_MS + 100));
     try {
       return await call();
     } catch (error) {

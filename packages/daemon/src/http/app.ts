@@ -74,7 +74,7 @@ export function createApp(deps: AppDeps): express.Express {
 
   const audited = auditor(deps.observatory);
   app.use('/v1', v1Router(conductor, deps.now ?? (() => new Date()), audited, deps.observatory));
-  app.use(legacyRouter(conductor, log, audited));
+  app.use(legacyRouter(conductor, log, audited, deps.observatory));
 
   app.get('/metrics', async (_req, res) => {
     if (!deps.observatory) throw new ConductorError(ErrorCode.NoRoute, 'metrics are not enabled');

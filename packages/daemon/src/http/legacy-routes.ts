@@ -8,6 +8,7 @@ import { Router, type Request, type Response } from 'express';
 import { ConductorError, ErrorCode, parsePort, simpleSpec } from '@stream-conductor/shared';
 import type { StreamService } from '../conductor.js';
 import type { Logger } from '../log.js';
+import { type Observatory, withBackendCheck } from '../observe/observatory.js';
 import { type Audited, backendDetail } from './audit.js';
 import { pythonJson } from './python-json.js';
 
@@ -29,7 +30,7 @@ export function pythonRange(start: number, end: number): string {
   return `range(${start}, ${end + 1})`;
 }
 
-export function legacyRouter(conductor: StreamService, log: Logger, audited: Audited): Router {
+export function legacyRouter(conductor: StreamService, log: Logger, audited: Audited, observatory: Observatory | undefined): Router {
   const router = Router();
 
   const notWholeNumber = (res: Response, value: string): void => {
@@ -65,9 +66,10 @@ export function legacyRouter(conductor: StreamService, log: Logger, audited: Aud
       return;
     }
     try {
-      const { warnings } = await audited(req, res, { action: 'create', ports: [Number(port)], detail: backendDetail(backend) }, () =>
-        conductor.create(simpleSpec(parsePort(port), backend)),
-      );
+      const { warnings } = await audited(req, res, { action: 'create', ports: [Number(port)], detail: backendDetail(backend) }, () => {
+        const spec = simpleSpec(parsePort(port), backend);
+        return withBackendCheck(observatory, spec, () => conductor.create(spec));
+      });
       sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
     } catch (error) {
       failure(res, error);

@@ -15,7 +15,7 @@ import {
   parseStreamInput,
 } from '@stream-conductor/shared';
 import type { StreamService } from '../conductor.js';
-import type { Observatory } from '../observe/observatory.js';
+import { type Observatory, withBackendCheck } from '../observe/observatory.js';
 import type { Audited } from './audit.js';
 import { openApiDocument } from './openapi.js';
 
@@ -100,14 +100,18 @@ export function v1Router(conductor: StreamService, now: () => Date, audited: Aud
   // Create: with a port, that port (409 when it has a stream); without, a free one.
   router.post('/streams', async (req, res) => {
     const spec = parseStreamInput(object(req.body), { portOptional: true, now: now() });
-    const result = await audited(req, res, { action: 'create', ports: spec.port === 0 ? [] : [spec.port], detail: describe(spec) }, () => conductor.create(spec));
+    const result = await audited(req, res, { action: 'create', ports: spec.port === 0 ? [] : [spec.port], detail: describe(spec) }, () =>
+      withBackendCheck(observatory, spec, () => conductor.create(spec)),
+    );
     res.status(201).json(result);
   });
 
   // Create or replace, idempotent: the same body twice changes nothing the second time.
   router.put('/streams/:port', async (req: Request<{ port: string }>, res) => {
     const spec = parseStreamInput(object(req.body), { port: portParam(req), now: now() });
-    const result = await audited(req, res, { action: 'replace', ports: [spec.port], detail: describe(spec) }, () => conductor.put(spec));
+    const result = await audited(req, res, { action: 'replace', ports: [spec.port], detail: describe(spec) }, () =>
+      withBackendCheck(observatory, spec, () => conductor.put(spec)),
+    );
     res.status(result.change === 'created' ? 201 : 200).json(result);
   });
 

@@ -74,15 +74,7 @@ export class HealthChecker {
     const queue = [...addresses];
     const round = (async () => {
       const workers = Array.from({ length: Math.min(this.options.concurrency ?? 16, queue.length) }, async () => {
-        for (let address = queue.shift(); address !== undefined; address = queue.shift()) {
-          const checkedAt = new Date().toISOString();
-          try {
-            const latency = await probe(address, this.options.timeoutMs);
-            this.byBackend.set(address, { state: 'up', latencyMs: Math.round(latency * 100) / 100, checkedAt });
-          } catch (error) {
-            this.byBackend.set(address, { state: 'down', checkedAt, error: (error as Error).message });
-          }
-        }
+        for (let address = queue.shift(); address !== undefined; address = queue.shift()) await this.probeOne(address, this.options.timeoutMs);
       });
       await Promise.all(workers);
       // Backends no stream names any more (now, at the end of the round) are forgotten.
@@ -105,6 +97,20 @@ export class HealthChecker {
   /** How many backends have a known health (for tests: it holds current backends only). */
   get known(): number {
     return this.byBackend.size;
+  }
+
+  /** Probes one backend and records what it found. */
+  async probeOne(address: string, timeoutMs: number): Promise<BackendHealth> {
+    const checkedAt = new Date().toISOString();
+    let health: BackendHealth;
+    try {
+      const latency = await probe(address, timeoutMs);
+      health = { state: 'up', latencyMs: Math.round(latency * 100) / 100, checkedAt };
+    } catch (error) {
+      health = { state: 'down', checkedAt, error: (error as Error).message };
+    }
+    this.byBackend.set(address, health);
+    return health;
   }
 
   /** The last known health of each backend of a stream. */

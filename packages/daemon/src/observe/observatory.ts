@@ -2,7 +2,7 @@
  * Everything the daemon watches: traffic from nginx's access logs, open connections from the
  * kernel, backend health from TCP probes, the audit log of changes, and the metrics built on them.
  */
-import type { AuditEvent, NginxStatus, StreamView, TrafficStats } from '@stream-conductor/shared';
+import type { AuditEvent, NginxStatus, StreamSpec, StreamView, TrafficStats } from '@stream-conductor/shared';
 import { protocolsOf } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import { AuditLog } from './audit.js';
@@ -159,7 +159,26 @@ export class Observatory {
     return waiting.result;
   }
 
+  /**
+   * Runs a create or replace of `spec` and, meanwhile, connects once to each of its TCP backends:
+   * a backend that does not accept connections does not stop the change (it may come up later),
+   * but the answer says so. Waits at most a second for a backend beyond the change itself.
+   */
+  async withBackendCheck<T extends { warnings: string[] }>(spec: StreamSpec, change: () => Promise<T>): Promise<T> {
+    const backends = protocolsOf(spec).includes('tcp') ? [...new Set(spec.backends.map((backend) => backend.address))] : [];
+    const checks = Promise.all(backends.map(async (address) => ({ address, health: await this.health.probeOne(address, Math.min(this.options.healthTimeoutMs, 1000)) })));
+    const result = await change();
+    const down = (await checks).filter(({ health }) => health.state === 'down');
+    const warnings = down.map(({ address, health }) => `backend ${address} does not accept connections now (${health.error ?? 'down'}): the stream forwards to it once it does`);
+    return warnings.length === 0 ? result : { ...result, warnings: [...result.warnings, ...warnings] };
+  }
+
   record(event: Omit<AuditEvent, 'at'>): void {
     this.audit.record({ at: new Date().toISOString(), ...event });
   }
+}
+
+/** A create or replace with the observatory's backend check, or as it is without an observatory. */
+export function withBackendCheck<T extends { warnings: string[] }>(observatory: Observatory | undefined, spec: StreamSpec, change: () => Promise<T>): Promise<T> {
+  return observatory ? observatory.withBackendCheck(spec, change) : change();
 }
