@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePortBlock } from './ports.js';
 
@@ -179,7 +179,8 @@ export async function runDaemonExpectingExit(env: Record<string, string>, args: 
 
 /** How many nginx masters a managed daemon runs: CONDUCTOR_NGINX_INSTANCES (default 8), at most one per port. */
 export function instanceCount(daemon: Daemon): number {
-  const wanted = Number(daemon.env.CONDUCTOR_NGINX_INSTANCES ?? '8');
+  const handoff = !/^(0|false|no|off)$/i.test(daemon.env.CONDUCTOR_NGINX_HANDOFF ?? 'true');
+  const wanted = Number(daemon.env.CONDUCTOR_NGINX_INSTANCES ?? (handoff ? Math.min(32, Math.max(2, availableParallelism())) : 8));
   return Math.min(wanted, daemon.rangeEnd - daemon.rangeStart + 1);
 }
 

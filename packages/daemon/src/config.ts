@@ -5,7 +5,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
@@ -54,6 +54,8 @@ export interface Config {
   nginxInstances: number;
   /** Run `nginx -t` before every reload also in managed mode. */
   testBeforeReload: boolean;
+  /** Managed mode: hand changes to a new nginx master (no pause) rather than reload one. */
+  nginxHandoff: boolean;
   /** Managed mode: worker processes per nginx master. */
   nginxWorkers: number | 'auto';
   /** Backend probes every this many ms; 0: only on demand. */
@@ -154,7 +156,7 @@ export const settings = {
   nginxInstances: {
     env: 'CONDUCTOR_NGINX_INSTANCES',
     flag: 'nginx-instances',
-    help: 'managed: nginx masters that share the port range, 1-32 (default 8)',
+    help: 'managed: nginx masters that share the port range, 1-32 (default: one per processor, at least 2; 8 without handoffs)',
   },
   nginxWorkers: {
     env: 'CONDUCTOR_NGINX_WORKERS',
@@ -166,6 +168,11 @@ export const settings = {
     flag: 'test-before-reload',
     help: 'managed: also run nginx -t before each reload (1/true; external mode always does)',
     boolean: true,
+  },
+  nginxHandoff: {
+    env: 'CONDUCTOR_NGINX_HANDOFF',
+    flag: 'nginx-handoff',
+    help: 'managed: hand each change to a new nginx master, no reload pause (true, the default; false: reload with SIGHUP)',
   },
   healthInterval: {
     env: 'CONDUCTOR_HEALTH_INTERVAL',
@@ -266,9 +273,9 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
       return fail(name, (error as Error).message);
     }
   };
-  const bool = (name: SettingName): boolean => {
+  const bool = (name: SettingName, fallback = false): boolean => {
     const value = raw(name);
-    if (value === undefined) return false;
+    if (value === undefined) return fallback;
     if (/^(1|true|yes|on)$/i.test(value)) return true;
     if (/^(0|false|no|off)$/i.test(value)) return false;
     return fail(name, `expected true or false, got ${JSON.stringify(value)}`);
@@ -381,8 +388,11 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   const reloadSeconds = seconds('reloadTimeout', '15', 1, 600);
   const retrySeconds = seconds('retryInterval', '30', 0.1, 3600);
 
+  const nginxHandoff = bool('nginxHandoff', true);
   const nginxInstances = checked('nginxInstances', () => {
-    const text = raw('nginxInstances') ?? '8';
+    // Handoffs cost CPU while bursts of changes run: one master per processor does best. Masters
+    // that reload wait out nginx's pause after each reload; more of them overlap their pauses.
+    const text = raw('nginxInstances') ?? String(nginxHandoff ? Math.min(32, Math.max(2, availableParallelism())) : 8);
     if (!/^[0-9]{1,2}$/.test(text) || Number(text) < 1 || Number(text) > 32) throw new Error(`expected a whole number from 1 to 32, got ${JSON.stringify(text)}`);
     return Number(text);
   });
@@ -508,6 +518,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     retryIntervalMs: Math.round(retrySeconds * 1000),
     nginxInstances,
     testBeforeReload: bool('testBeforeReload'),
+    nginxHandoff,
     nginxWorkers,
     healthIntervalMs: Math.round(healthSeconds * 1000),
     logMaxBytes,

@@ -123,6 +123,7 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
             ...sizeConnections(sliceSize, hardLimit),
           }),
         reloadTimeoutMs: config.reloadTimeoutMs,
+        handoff: config.nginxHandoff,
         log: log.child({ instance: id }),
       });
     instances.push(

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Config, ConfigError, type RawArgs, parseCommandLine, readConfig } from '../src/config.js';
 
@@ -37,8 +37,9 @@ const managedDefaults: Config = {
   nginxErrorLog: undefined,
   reloadTimeoutMs: 15000,
   retryIntervalMs: 30000,
-  nginxInstances: 8,
+  nginxInstances: Math.min(32, Math.max(2, availableParallelism())),
   testBeforeReload: false,
+  nginxHandoff: true,
   nginxWorkers: 1,
   healthIntervalMs: 10000,
   logMaxBytes: 16777216,
@@ -155,6 +156,7 @@ describe('readConfig values', () => {
       CONDUCTOR_NGINX_PID_FILE: '/run/nginx.pid',
       CONDUCTOR_NGINX_ERROR_LOG: '/var/log/nginx/error.log',
       CONDUCTOR_RELOAD_TIMEOUT: '2.5',
+      CONDUCTOR_NGINX_HANDOFF: 'false',
       CONDUCTOR_LOG_LEVEL: 'debug',
     };
     expect(readConfig(env, {}, CWD)).toEqual({
@@ -178,6 +180,7 @@ describe('readConfig values', () => {
       retryIntervalMs: 30000,
       nginxInstances: 8,
       testBeforeReload: false,
+      nginxHandoff: false,
       nginxWorkers: 1,
       healthIntervalMs: 10000,
       logMaxBytes: 16777216,
@@ -196,6 +199,7 @@ describe('readConfig values', () => {
     ['a bad env value hidden by a good flag', { portRange: '7000-7009' }, { PORT_RANGE: 'garbage' }, { portRange: { start: 7000, end: 7009 } }],
     ['allow-no-auth', { allowNoAuth: 'true' }, { CONDUCTOR_ALLOW_NO_AUTH: 'false' }, { allowNoAuth: true }],
     ['retry interval', { retryInterval: '0.5' }, { CONDUCTOR_RETRY_INTERVAL: '60' }, { retryIntervalMs: 500 }],
+    ['nginx handoff', { nginxHandoff: 'false' }, { CONDUCTOR_NGINX_HANDOFF: 'true' }, { nginxHandoff: false, nginxInstances: 8 }],
   ])('a flag wins over its variable: %s', (_what, args, env, expected) => {
     expect(readConfig(env, args, CWD)).toMatchObject(expected);
   });
@@ -464,6 +468,8 @@ describe('readConfig errors', () => {
     [{ CONDUCTOR_TOKEN: 'tab\tinside-the-token' }, 'CONDUCTOR_TOKEN (--token): the token may hold only printable ASCII without spaces'],
     [{ CONDUCTOR_TOKEN: 'non-ascii-tökén-1234' }, 'CONDUCTOR_TOKEN (--token): the token may hold only printable ASCII without spaces'],
     [{ CONDUCTOR_ALLOW_NO_AUTH: 'maybe' }, 'CONDUCTOR_ALLOW_NO_AUTH (--allow-no-auth): expected true or false, got "maybe"'],
+    [{ CONDUCTOR_NGINX_HANDOFF: 'sometimes' }, 'CONDUCTOR_NGINX_HANDOFF (--nginx-handoff): expected true or false, got "sometimes"'],
+    [{ CONDUCTOR_NGINX_INSTANCES: '0' }, 'CONDUCTOR_NGINX_INSTANCES (--nginx-instances): expected a whole number from 1 to 32, got "0"'],
     [{ CONDUCTOR_LISTEN_ADDRESS: 'eth0' }, 'CONDUCTOR_LISTEN_ADDRESS (--listen-address): expected an IPv4 or IPv6 address, got "eth0"'],
     [{ CONDUCTOR_RELOAD_TIMEOUT: '0' }, 'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "0"'],
     [{ CONDUCTOR_RELOAD_TIMEOUT: '0.5' }, 'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "0.5"'],

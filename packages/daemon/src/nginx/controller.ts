@@ -21,6 +21,11 @@ export interface ReloadOutcome {
   message: string;
   /** nginx's error lines seen during the attempt. */
   lines: NginxLogLine[];
+  /**
+   * Whether the master that runs now pauses before it takes the next reload: nginx's master sleeps
+   * about 100 ms after a reload; a master that took over by a handoff has no such pause.
+   */
+  pauses?: boolean;
 }
 
 export interface NginxController {
@@ -62,7 +67,7 @@ export async function errorLogCursor(path: string | undefined): Promise<ErrorLog
 }
 
 /** What nginx logged since the cursor (synchronous: it is polled while a reload runs). */
-function readFrom(cursor: ErrorLogCursor): string {
+export function readFrom(cursor: ErrorLogCursor): string {
   let size: number;
   try {
     size = statSync(cursor.path).size;

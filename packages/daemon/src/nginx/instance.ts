@@ -109,6 +109,8 @@ const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(do
 
 /** After each reload an nginx master sleeps this long before it handles the next signal. */
 export const RELOAD_PAUSE_MS = 100;
+/** About how long a batch takes when the master does not pause (a handoff). */
+const BATCH_MS = 15;
 /** A batch is formed this long before the master's pause ends: time to write the files. */
 const GATHER_LEAD_MS = 3;
 
@@ -159,6 +161,8 @@ export class NginxInstance {
   private reviveTimer: NodeJS.Timeout | undefined;
   /** Until when nginx's master pauses after our last reload (see RELOAD_PAUSE_MS). */
   private pausedUntil = 0;
+  /** Whether this master pauses after a reload (SIGHUP) or not (handoffs); see expectedWaitMs. */
+  private pauses = true;
   /** idle: nothing queued; gathering: waiting out the master's pause, taking more changes; applying: a batch is in flight. */
   private phase: 'idle' | 'gathering' | 'applying' = 'idle';
   readonly log: Logger;
@@ -203,14 +207,17 @@ export class NginxInstance {
    */
   expectedWaitMs(now = Date.now()): number {
     const paused = Math.max(0, this.pausedUntil - now);
-    return this.phase === 'applying' ? paused + RELOAD_PAUSE_MS : paused;
+    return this.phase === 'applying' ? paused + (this.pauses ? RELOAD_PAUSE_MS : BATCH_MS) : paused;
   }
 
-  /** Reloads, and remembers that the master now pauses. */
+  /** Reloads, and remembers whether the master now pauses (a handoff leaves no pause behind). */
   private async reload(): Promise<ReloadOutcome> {
     const started = performance.now();
     const outcome = await this.options.controller.reload();
-    if (outcome.ok) this.pausedUntil = Date.now() + RELOAD_PAUSE_MS;
+    if (outcome.ok) {
+      this.pauses = outcome.pauses !== false;
+      this.pausedUntil = this.pauses ? Date.now() + RELOAD_PAUSE_MS : 0;
+    }
     this.options.observer?.reload(this.options.id, outcome.ok, (performance.now() - started) / 1000);
     return outcome;
   }

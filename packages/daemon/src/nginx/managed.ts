@@ -4,17 +4,42 @@
  * read or written. If the daemon itself was killed, the master it left running is adopted at the
  * next start rather than killed, so streams keep flowing across a daemon restart. A watchdog
  * notices a master that died or was stopped (SIGSTOP) and has it brought back.
+ *
+ * A change is handed to a new master rather than reloaded when it can be. nginx's master sleeps
+ * about 100 ms after each reload, with its signals blocked, so one master takes at most about ten
+ * reloads a second. Its binary-upgrade signal (SIGUSR2) has the master start a new master that
+ * inherits every listening socket and reads the configuration on disk; once the new master's
+ * workers run, the old master is killed and its workers are told to quit: they close their
+ * listeners at once and finish their sessions. No socket is ever closed in between, and the new
+ * master has no pause behind it. nginx ignores SIGUSR2 in a master whose parent is the process
+ * that started it, so the master is started daemonized under a small reaper (perl, which every
+ * Debian system has) that makes itself the subreaper of what it starts: the master's parent is
+ * then the reaper, and the processes a handoff orphans (the killed master, its workers once their
+ * sessions end) are reaped by it. The reaper exits by itself once no nginx process is left below
+ * it. Without perl, or where the kernel refuses a subreaper, the daemon reloads with SIGHUP.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { NginxStatus } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import { removeTemporaries, writeFileAtomic } from '../sys/files.js';
-import { childPids, commandLine, isAlive, nginxWorkers, processStartedAt, processState, strayWorkers } from '../sys/processes.js';
-import { type NginxBuild, NginxBinaryError, type TestResult, probeNginx, testConfiguration, withoutPaths } from './binary.js';
-import { type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, reloadRecord } from './controller.js';
+import {
+  NGINX_REAPER_TITLE,
+  childPids,
+  commandLine,
+  isAlive,
+  isReaper,
+  nginxMasters,
+  nginxWorkers,
+  parentPid,
+  processStartedAt,
+  processState,
+  strayWorkers,
+} from '../sys/processes.js';
+import { type NginxBuild, NginxBinaryError, type NginxLogLine, type TestResult, parseNginxLines, probeNginx, testConfiguration, withoutPaths } from './binary.js';
+import { type ErrorLogCursor, type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, readFrom, reloadRecord, reloadVerdict } from './controller.js';
 
 export interface ManagedNginxOptions {
   nginxBin: string;
@@ -28,7 +53,39 @@ export interface ManagedNginxOptions {
   watchIntervalMs?: number;
   /** Reads the nginx build; probeNginx by default. */
   probe?: (bin: string) => Promise<NginxBuild>;
+  /** Hand changes to a new master (SIGUSR2) rather than reload (SIGHUP) where it can; true by default. */
+  handoff?: boolean;
+  /** The perl interpreter that runs the reaper; `perl` from PATH by default. */
+  perl?: string;
 }
+
+/** prctl(2)'s system call number, by Node's name for the processor. */
+const PRCTL: Partial<Record<string, number>> = { x64: 157, arm64: 167, riscv64: 167, arm: 172, ia32: 172, ppc64: 171, s390x: 172 };
+
+/**
+ * The reaper: PR_SET_CHILD_SUBREAPER (36), then it starts nginx and reaps every process that ends
+ * below it until none is left. Exit codes 70-72: it could not set itself up.
+ */
+const REAPER = [
+  'my $prctl = shift @ARGV;',
+  `$0 = '${NGINX_REAPER_TITLE}';`,
+  'if (syscall($prctl + 0, 36, 1, 0, 0, 0) != 0) { print STDERR "reaper: prctl: $!\n"; exit 70; }',
+  'my $child = fork();',
+  'if (!defined $child) { print STDERR "reaper: fork: $!\n"; exit 71; }',
+  'if ($child == 0) { exec { $ARGV[0] } @ARGV; print STDERR "reaper: exec $ARGV[0]: $!\n"; exit 72; }',
+  '1 while waitpid(-1, 0) > 0;',
+  'exit 0;',
+].join(' ');
+
+/**
+ * A master that took a change less than this long ago is busy: the next change is handed off
+ * rather than reloaded (a reload would pause it again). More than nginx's 100 ms pause, so that a
+ * change that waited out the pause finds the master busy.
+ */
+const BUSY_MS = 150;
+
+/** nginx's message when a master will not start a new one (its parent started it). */
+const HANDOFF_IGNORED = /changing binary signal is ignored/;
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 const MAX_INCIDENTS = 20;
@@ -55,6 +112,12 @@ export class ManagedNginx implements NginxController {
   /** Watchdog rounds the master has been seen stopped in a row. */
   private stoppedRounds = 0;
   private readonly listeners: Array<(message: string) => void> = [];
+  /** Whether the master is the daemon's own child (started directly): its exit is an event. */
+  private masterIsChild = false;
+  /** When the last reload or handoff took (ms since the epoch). */
+  private lastChangeAt = 0;
+  /** Why masters are not started under the reaper, once that was found not to work here. */
+  private noReaper: string | undefined;
 
   constructor(private readonly options: ManagedNginxOptions) {
     this.confPath = join(options.dir, 'nginx.conf');
@@ -64,6 +127,10 @@ export class ManagedNginx implements NginxController {
 
   private args(): string[] {
     return ['-c', this.confPath, '-p', `${this.options.dir}/`];
+  }
+
+  private get oldPidPath(): string {
+    return `${this.pidPath}.oldbin`;
   }
 
   onUnexpectedExit(listener: (message: string) => void): void {
@@ -118,18 +185,31 @@ export class ManagedNginx implements NginxController {
     return testConfiguration(this.options.nginxBin, [...this.args(), '-e', 'stderr']);
   }
 
-  /** A master left running by an earlier daemon on the same home, if there is one. */
+  /**
+   * A master left running by an earlier daemon on the same home, if there is one. A daemon killed
+   * during a handoff can leave two: the old master and the new one it started. The new one is kept
+   * once its workers run (the old one goes as after any handoff); otherwise the old one is.
+   */
   private async orphan(): Promise<number | undefined> {
-    let text: string;
-    try {
-      text = await readFile(this.pidPath, 'utf8');
-    } catch {
-      return undefined;
+    const masters = await nginxMasters(this.confPath);
+    if (masters.length <= 1) return masters[0]?.pid;
+    const ids = new Set(masters.map((master) => master.pid));
+    const fresh = masters.find((master) => master.parent !== undefined && ids.has(master.parent));
+    if (fresh?.parent === undefined) {
+      this.options.log.warn('several nginx masters run this configuration; adopting the first', { pids: [...ids] });
+      return masters[0]?.pid;
     }
-    const pid = Number(text.trim());
-    if (!Number.isInteger(pid) || pid <= 1 || !isAlive(pid)) return undefined;
-    const command = await commandLine(pid);
-    return command?.includes('nginx: master process') && command.includes(this.confPath) ? pid : undefined;
+    const old = fresh.parent;
+    const deadline = Date.now() + this.options.reloadTimeoutMs;
+    while (isAlive(fresh.pid) && (await childPids(fresh.pid)).length === 0 && Date.now() < deadline) await sleep(5);
+    if (isAlive(fresh.pid) && (await childPids(fresh.pid)).length > 0) {
+      this.options.log.warn('finishing a handoff between nginx masters that an earlier daemon left half done', { old, new: fresh.pid });
+      await this.retire(old, fresh.pid, (await childPids(old)).filter((pid) => pid !== fresh.pid));
+      return fresh.pid;
+    }
+    this.options.log.warn('dropping the new nginx master of a handoff an earlier daemon left half done', { old, new: fresh.pid });
+    await this.discard(fresh.pid);
+    return old;
   }
 
   async isRunning(): Promise<boolean> {
@@ -169,42 +249,18 @@ export class ManagedNginx implements NginxController {
       this.options.log.info('adopting the nginx master left running by an earlier daemon', { pid: orphan });
       this.pid = orphan;
       this.child = undefined;
+      this.masterIsChild = false;
       this.state = 'running';
+      // Workers whose master is gone (a handoff cut short) would go on taking connections.
+      for (const pid of await strayWorkers(this.errorLogPath, orphan)) signal(pid, 'SIGQUIT');
       this.startWatch();
       return this.reload();
     }
     this.state = 'starting';
     await this.clearLeftovers();
     const cursor = await errorLogCursor(this.errorLogPath);
-    const child = spawn(this.options.nginxBin, [...this.args(), '-e', this.errorLogPath], {
-      // Its own process group: a Ctrl-C meant for the daemon must not reach nginx directly;
-      // the daemon stops it in order.
-      detached: true,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    const spawnError = await new Promise<Error | undefined>((done) => {
-      child.once('spawn', () => done(undefined));
-      child.once('error', (error) => done(error));
-    });
-    if (spawnError) {
-      this.state = 'down';
-      this.message = `cannot run ${this.options.nginxBin}: ${(spawnError as NodeJS.ErrnoException).code ?? spawnError.message}`;
-      return { ok: false, code: 'NGINX_UNAVAILABLE', message: this.message, lines: [] };
-    }
-    if (this.spawned) this.restarts += 1;
-    this.spawned = true;
-    this.child = child;
-    this.pid = child.pid;
-    if (child.stderr) {
-      createInterface({ input: child.stderr }).on('line', (line) => this.options.log.warn('nginx stderr', { line }));
-    }
-    child.once('exit', (code, signal) => this.exited(child, code, signal));
-    const outcome = await awaitNewGeneration({
-      masterPid: child.pid ?? 0,
-      before: new Set(),
-      errorLog: cursor,
-      timeoutMs: this.options.reloadTimeoutMs,
-    });
+    let outcome = this.reaperWanted() ? await this.launchUnderReaper(cursor) : 'unavailable';
+    if (outcome === 'unavailable') outcome = await this.launchDirectly(cursor);
     this.lastReload = reloadRecord(outcome);
     if (outcome.ok) {
       this.state = 'running';
@@ -218,8 +274,116 @@ export class ManagedNginx implements NginxController {
     return outcome;
   }
 
+  private reaperWanted(): boolean {
+    if (this.options.handoff === false || this.noReaper !== undefined) return false;
+    if (PRCTL[process.arch] === undefined) {
+      this.reaperUnavailable(`no subreaper on this processor (${process.arch})`);
+      return false;
+    }
+    return true;
+  }
+
+  private reaperUnavailable(reason: string): void {
+    this.noReaper = reason;
+    this.options.log.warn('nginx is reloaded with SIGHUP, which pauses each master about 100 ms', { reason });
+  }
+
+  private watchStderr(child: ChildProcess): void {
+    if (child.stderr) {
+      createInterface({ input: child.stderr }).on('line', (line) => this.options.log.warn('nginx stderr', { line }));
+    }
+  }
+
+  /** nginx in the foreground as the daemon's child: reloads with SIGHUP. */
+  private async launchDirectly(cursor: ErrorLogCursor | undefined): Promise<ReloadOutcome> {
+    const child = spawn(this.options.nginxBin, [...this.args(), '-e', this.errorLogPath, '-g', 'daemon off;'], {
+      // Its own process group: a Ctrl-C meant for the daemon must not reach nginx directly;
+      // the daemon stops it in order.
+      detached: true,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const spawnError = await whenSpawned(child);
+    if (spawnError) {
+      this.state = 'down';
+      const message = `cannot run ${this.options.nginxBin}: ${(spawnError as NodeJS.ErrnoException).code ?? spawnError.message}`;
+      return { ok: false, code: 'NGINX_UNAVAILABLE', message, lines: [] };
+    }
+    if (this.spawned) this.restarts += 1;
+    this.spawned = true;
+    this.child = child;
+    this.pid = child.pid;
+    this.masterIsChild = true;
+    this.watchStderr(child);
+    child.once('exit', (code, signal) => this.exited(child, code, signal));
+    return awaitNewGeneration({ masterPid: child.pid ?? 0, before: new Set(), errorLog: cursor, timeoutMs: this.options.reloadTimeoutMs });
+  }
+
+  /** nginx daemonized below the reaper: changes are handed to new masters. */
+  private async launchUnderReaper(cursor: ErrorLogCursor | undefined): Promise<ReloadOutcome | 'unavailable'> {
+    const perl = this.options.perl ?? 'perl';
+    const args = ['-e', REAPER, String(PRCTL[process.arch]), this.options.nginxBin, ...this.args(), '-e', this.errorLogPath, '-g', 'daemon on;'];
+    const reaper = spawn(perl, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    const spawnError = await whenSpawned(reaper);
+    if (spawnError) {
+      this.reaperUnavailable(`cannot run ${perl}: ${(spawnError as NodeJS.ErrnoException).code ?? spawnError.message}`);
+      return 'unavailable';
+    }
+    let setup = '';
+    if (reaper.stderr) {
+      createInterface({ input: reaper.stderr }).on('line', (line) => {
+        if (line.startsWith('reaper: ')) setup = line;
+        else this.options.log.warn('nginx stderr', { line });
+      });
+    }
+    const exit = new Promise<number | null>((done) => reaper.once('exit', (code) => done(code)));
+    let exitCode: number | null | undefined;
+    void exit.then((code) => {
+      exitCode = code;
+    });
+    const deadline = Date.now() + this.options.reloadTimeoutMs;
+    for (let round = 0; ; round += 1) {
+      if (exitCode !== undefined) {
+        if (exitCode !== null && exitCode >= 70 && exitCode <= 72) {
+          await sleep(20); // the reason line may still be on its way
+          this.reaperUnavailable(setup.replace(/^reaper: /, '') || `the reaper exited with code ${exitCode}`);
+          return 'unavailable';
+        }
+        const lines = cursor ? parseNginxLines(readFrom(cursor)) : [];
+        const verdict = reloadVerdict(lines) ?? lines.find((line) => line.level === 'emerg');
+        return { ok: false, code: 'NGINX_UNAVAILABLE', message: verdict ? verdict.text : 'nginx exited at start', lines };
+      }
+      const master = await masterBelow(reaper.pid ?? 0);
+      if (master !== undefined) {
+        if (this.spawned) this.restarts += 1;
+        this.spawned = true;
+        this.child = reaper;
+        this.pid = master;
+        this.masterIsChild = false;
+        reaper.once('exit', () => this.reaperExited(reaper));
+        const outcome = await awaitNewGeneration({ masterPid: master, before: new Set(), errorLog: cursor, timeoutMs: Math.max(0, deadline - Date.now()) });
+        return { ...outcome, pauses: false };
+      }
+      if (Date.now() > deadline) {
+        signal(reaper.pid, 'SIGKILL');
+        return { ok: false, code: 'RELOAD_FAILED', message: `nginx did not start within ${Math.round(this.options.reloadTimeoutMs / 1000)} s`, lines: [] };
+      }
+      await sleep(round < 50 ? 2 : 10);
+    }
+  }
+
+  /** The reaper is gone: all of nginx is, unless someone killed the reaper alone. */
+  private reaperExited(reaper: ChildProcess): void {
+    if (this.child !== reaper) return;
+    this.child = undefined;
+    if (this.stopping || this.state !== 'running') return;
+    if (this.pid !== undefined && isAlive(this.pid)) return; // a master without its reaper: reloads with SIGHUP from now on
+    this.pid = undefined;
+    this.state = 'down';
+    this.lost('nginx exited unexpectedly');
+  }
+
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
-    if (this.child !== child) return;
+    if (this.child !== child || !this.masterIsChild) return;
     this.child = undefined;
     this.pid = undefined;
     this.state = 'down';
@@ -243,7 +407,8 @@ export class ManagedNginx implements NginxController {
   private startWatch(): void {
     this.stopWatch();
     this.stoppedRounds = 0;
-    this.watch = setInterval(() => void this.inspect(), this.options.watchIntervalMs ?? 1000);
+    // A master that is not the daemon's child is seen to die only here: look more often.
+    this.watch = setInterval(() => void this.inspect(), this.options.watchIntervalMs ?? (this.masterIsChild ? 1000 : 250));
     this.watch.unref();
   }
 
@@ -251,10 +416,10 @@ export class ManagedNginx implements NginxController {
     const pid = this.pid;
     if (pid === undefined || this.stopping) return;
     if (!isAlive(pid)) {
-      if (this.child !== undefined) return; // the exit event reports it
+      if (this.masterIsChild) return; // the exit event reports it
       this.pid = undefined;
       this.state = 'down';
-      this.lost('the adopted nginx master is gone');
+      this.lost(this.child === undefined ? 'the adopted nginx master is gone' : `nginx exited unexpectedly (master ${pid} is gone)`);
       return;
     }
     const state = await processState(pid);
@@ -275,10 +440,10 @@ export class ManagedNginx implements NginxController {
     this.incident(`nginx master ${pid} stayed stopped; killed it to start a new one`);
     this.stopWatch();
     process.kill(pid, 'SIGKILL');
-    if (this.child === undefined) {
+    if (!this.masterIsChild) {
       this.pid = undefined;
       this.state = 'down';
-      this.lost('the adopted nginx master was stopped and had to be killed');
+      this.lost('the nginx master was stopped and had to be killed');
     }
   }
 
@@ -292,24 +457,111 @@ export class ManagedNginx implements NginxController {
     if (pid === undefined || !isAlive(pid)) {
       return { ok: false, code: 'NGINX_UNAVAILABLE', message: this.message ?? 'nginx is not running', lines: [] };
     }
+    // An idle master reloads: that is the quicker of the two, and nothing waits behind its pause.
+    // Changes that come while it is busy are handed to new masters, which have no pause.
+    const busy = Date.now() - this.lastChangeAt < BUSY_MS;
+    if (busy && this.options.handoff !== false) {
+      const parent = await parentPid(pid);
+      if (parent !== undefined && isReaper(parent)) {
+        const outcome = await this.handoff(pid);
+        // A new master can fail where a reload would not (it writes its pid file, on a full disk
+        // say): then the running master reloads. A fault in the configuration fails both alike.
+        if (outcome !== 'ignored' && (outcome.ok || failsReloadToo(outcome))) {
+          this.lastReload = reloadRecord(outcome);
+          if (outcome.ok) this.lastChangeAt = Date.now();
+          return outcome;
+        }
+      }
+    }
     const before = new Set(await childPids(pid));
     const cursor = await errorLogCursor(this.errorLogPath);
     process.kill(pid, 'SIGHUP');
     const outcome = await awaitNewGeneration({ masterPid: pid, before, errorLog: cursor, timeoutMs: this.options.reloadTimeoutMs });
     this.lastReload = reloadRecord(outcome);
-    return outcome;
+    if (outcome.ok) this.lastChangeAt = Date.now();
+    return { ...outcome, pauses: true };
+  }
+
+  /**
+   * Hands the configuration on disk to a new master: SIGUSR2 has `pid` start one that inherits
+   * its listening sockets; once the new master's workers run, `pid` is killed and its workers quit
+   * (they stop accepting at once and finish their sessions). When the new master fails, `pid` runs
+   * on untouched.
+   */
+  private async handoff(pid: number): Promise<ReloadOutcome | 'ignored'> {
+    const before = new Set(await childPids(pid));
+    const cursor = await errorLogCursor(this.errorLogPath);
+    process.kill(pid, 'SIGUSR2');
+    const started = Date.now();
+    let fresh: number | undefined;
+    let lines: NginxLogLine[] = [];
+    for (let round = 0; ; round += 1) {
+      if (fresh === undefined) {
+        for (const child of await childPids(pid)) {
+          if (before.has(child)) continue;
+          const command = await commandLine(child);
+          if (command !== undefined && !command.startsWith('nginx: worker') && !command.startsWith('nginx: cache')) fresh = child;
+        }
+      }
+      if (fresh !== undefined && (await childPids(fresh)).length > 0) break;
+      if (round % 4 === 3 && cursor) {
+        lines = parseNginxLines(readFrom(cursor));
+        if (lines.some((line) => HANDOFF_IGNORED.test(line.text))) {
+          this.options.log.warn('nginx ignored the handoff; reloading instead', { pid });
+          return 'ignored';
+        }
+        const verdict = reloadVerdict(lines);
+        if (verdict) {
+          if (fresh !== undefined) await this.discard(fresh);
+          return { ok: false, code: 'RELOAD_FAILED', message: verdict.text, lines };
+        }
+      }
+      if (round % 8 === 7 && !isAlive(pid)) {
+        return { ok: false, code: 'NGINX_UNAVAILABLE', message: 'the nginx master exited during the reload', lines };
+      }
+      const elapsed = Date.now() - started;
+      if (elapsed > this.options.reloadTimeoutMs) {
+        if (fresh !== undefined) await this.discard(fresh);
+        return { ok: false, code: 'RELOAD_FAILED', message: `nginx did not start its new master within ${Math.round(this.options.reloadTimeoutMs / 1000)} s`, lines };
+      }
+      await sleep(elapsed < 100 ? 1 : elapsed < 500 ? 5 : 20);
+    }
+    await this.retire(pid, fresh, [...before]);
+    return { ok: true, message: '', lines, previousWorkers: [...before], pauses: false };
+  }
+
+  /** The end of a handoff: the old master goes, its workers quit, the new master is the master. */
+  private async retire(old: number, fresh: number, oldWorkers: number[]): Promise<void> {
+    signal(old, 'SIGKILL');
+    // The new master takes the next handoff only once its parent is no longer the old master.
+    for (let waited = 0; waited < 2000 && (await parentPid(fresh)) === old; waited += 1) await sleep(1);
+    for (const worker of oldWorkers) signal(worker, 'SIGQUIT');
+    this.pid = fresh;
+    await rm(this.oldPidPath, { force: true }).catch(() => undefined);
+  }
+
+  /** Stops a new master that did not take over, with its workers; the old one runs on. */
+  private async discard(fresh: number): Promise<void> {
+    const workers = await childPids(fresh);
+    signal(fresh, 'SIGKILL');
+    for (const worker of workers) signal(worker, 'SIGKILL');
+    for (let waited = 0; waited < 2000 && isAlive(fresh); waited += 5) await sleep(5);
   }
 
   private async kill(): Promise<void> {
     const pid = this.pid;
     if (pid === undefined) return;
     this.stopping = true;
+    const parent = await parentPid(pid);
+    // Old workers of earlier handoffs, still finishing sessions, are the reaper's.
+    const orphans = parent !== undefined && isReaper(parent) ? (await childPids(parent)).filter((child) => child !== pid) : [];
     try {
       process.kill(pid, 'SIGCONT'); // a stopped master would not act on SIGTERM
       process.kill(pid, 'SIGTERM'); // fast shutdown: sessions are cut, listeners closed at once
     } catch {
       return; // already gone
     }
+    for (const orphan of orphans) signal(orphan, 'SIGTERM');
     for (let waited = 0; waited < 5000 && isAlive(pid); waited += 20) await sleep(20);
     if (isAlive(pid)) process.kill(pid, 'SIGKILL');
     for (let waited = 0; waited < 2000 && isAlive(pid); waited += 20) await sleep(20);
@@ -345,4 +597,36 @@ export class ManagedNginx implements NginxController {
     }
     return status;
   }
+}
+
+/**
+ * Whether a reload would fail the same way: nginx gave up on a line of the configuration (its
+ * message ends "in FILE:LINE") or could not bind a listening socket.
+ */
+function failsReloadToo(outcome: ReloadOutcome): boolean {
+  return / in \S+:[0-9]+$/.test(outcome.message) || /bind\(\) to /.test(outcome.message);
+}
+
+function signal(pid: number | undefined, name: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, name);
+  } catch {
+    // gone already
+  }
+}
+
+function whenSpawned(child: ChildProcess): Promise<Error | undefined> {
+  return new Promise((done) => {
+    child.once('spawn', () => done(undefined));
+    child.once('error', (error) => done(error));
+  });
+}
+
+/** The nginx master the reaper `reaper` started, once it runs (daemonized, the reaper's child). */
+async function masterBelow(reaper: number): Promise<number | undefined> {
+  for (const child of await childPids(reaper)) {
+    if ((await commandLine(child))?.startsWith('nginx: master process')) return child;
+  }
+  return undefined;
 }

@@ -124,15 +124,8 @@ export function processStartedAt(pid: number): Date | undefined {
 
 /** The worker processes of an nginx master, each marked when it is an old one draining sessions. */
 export function nginxChildren(master: number): Array<{ pid: number; draining: boolean }> {
-  let children: number[];
-  try {
-    const text = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim();
-    children = text === '' ? [] : text.split(/\s+/).map(Number);
-  } catch {
-    return [];
-  }
   const found: Array<{ pid: number; draining: boolean }> = [];
-  for (const pid of children) {
+  for (const pid of childrenOf(master)) {
     let command: string;
     try {
       command = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
@@ -142,7 +135,51 @@ export function nginxChildren(master: number): Array<{ pid: number; draining: bo
     if (command.includes('is shutting down')) found.push({ pid, draining: true });
     else if (command.startsWith('nginx: worker process')) found.push({ pid, draining: false });
   }
+  // After a handoff the old master is gone and its workers, draining their sessions, are the
+  // reaper's children: they are still this nginx's.
+  const reaper = parentOf(master);
+  if (reaper !== undefined && isReaper(reaper)) {
+    for (const pid of childrenOf(reaper)) {
+      if (pid === master) continue;
+      try {
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('nginx: worker process')) found.push({ pid, draining: true });
+      } catch {
+        // gone
+      }
+    }
+  }
   return found;
+}
+
+/** The title the process that starts a managed nginx and reaps its processes gives itself. */
+export const NGINX_REAPER_TITLE = 'conductor: nginx reaper';
+
+/** Whether `pid` is the reaper of a managed nginx (see ManagedNginx). */
+export function isReaper(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith(NGINX_REAPER_TITLE);
+  } catch {
+    return false;
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    const text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+    return text === '' ? [] : text.split(/\s+/).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(parent) && parent > 1 ? parent : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The children of an nginx master, told apart: workers taking connections, old ones draining. */
@@ -150,4 +187,18 @@ export function nginxWorkers(master: number): { workers: number; draining: numbe
   const children = nginxChildren(master);
   const draining = children.filter((child) => child.draining).length;
   return { workers: children.length - draining, draining };
+}
+
+/** The nginx masters running the configuration file `conf`, each with its parent. */
+export async function nginxMasters(conf: string): Promise<Array<{ pid: number; parent: number | undefined }>> {
+  const masters: Array<{ pid: number; parent: number | undefined }> = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const command = await commandLine(pid);
+    if (command === undefined || !command.startsWith('nginx: master process') || !command.split(' ').includes(conf)) continue;
+    if ((await processState(pid)) === 'Z') continue;
+    masters.push({ pid, parent: await parentPid(pid) });
+  }
+  return masters;
 }
