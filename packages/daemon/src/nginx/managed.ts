@@ -19,7 +19,7 @@
  * it. Without perl, or where the kernel refuses a subreaper, the daemon reloads with SIGHUP.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { NginxStatus } from '@stream-conductor/shared';
@@ -73,8 +73,9 @@ const REAPER = [
   'my $child = fork();',
   'if (!defined $child) { print STDERR "reaper: fork: $!\n"; exit 71; }',
   'if ($child == 0) { exec { $ARGV[0] } @ARGV; print STDERR "reaper: exec $ARGV[0]: $!\n"; exit 72; }',
-  '1 while waitpid(-1, 0) > 0;',
-  'exit 0;',
+  'my $code = 0;',
+  'while ((my $pid = waitpid(-1, 0)) > 0) { $code = 72 if $pid == $child && ($? >> 8) == 72; }',
+  'exit $code;',
 ].join(' ');
 
 /**
@@ -114,6 +115,8 @@ export class ManagedNginx implements NginxController {
   private readonly listeners: Array<(message: string) => void> = [];
   /** Whether the master is the daemon's own child (started directly): its exit is an event. */
   private masterIsChild = false;
+  /** The reaper the master runs under, when it does. */
+  private reaperPid: number | undefined;
   /** When the last reload or handoff took (ms since the epoch). */
   private lastChangeAt = 0;
   /** Why masters are not started under the reaper, once that was found not to work here. */
@@ -214,7 +217,7 @@ export class ManagedNginx implements NginxController {
 
   async isRunning(): Promise<boolean> {
     if (this.pid !== undefined && isAlive(this.pid)) return true;
-    return (await this.orphan()) !== undefined;
+    return (await nginxMasters(this.confPath)).length > 0;
   }
 
   /** Workers of a master that died still hold the listening sockets: they must go first. */
@@ -243,13 +246,19 @@ export class ManagedNginx implements NginxController {
       this.message = error.message;
       return { ok: false, code: 'NGINX_UNAVAILABLE', message: error.message, lines: [] };
     }
-    if (this.pid !== undefined && isAlive(this.pid)) return this.reload();
+    if (this.pid !== undefined && isAlive(this.pid)) {
+      this.state = 'running';
+      if (this.watch === undefined) this.startWatch();
+      return this.reload();
+    }
     const orphan = await this.orphan();
     if (orphan !== undefined) {
       this.options.log.info('adopting the nginx master left running by an earlier daemon', { pid: orphan });
       this.pid = orphan;
       this.child = undefined;
       this.masterIsChild = false;
+      const parent = await parentPid(orphan);
+      this.reaperPid = parent !== undefined && isReaper(parent) ? parent : undefined;
       this.state = 'running';
       // Workers whose master is gone (a handoff cut short) would go on taking connections.
       for (const pid of await strayWorkers(this.errorLogPath, orphan)) signal(pid, 'SIGQUIT');
@@ -276,6 +285,11 @@ export class ManagedNginx implements NginxController {
 
   private reaperWanted(): boolean {
     if (this.options.handoff === false || this.noReaper !== undefined) return false;
+    if (!this.options.nginxBin.startsWith('/')) {
+      // nginx starts its new master from the path it was started with, without a PATH search.
+      this.reaperUnavailable(`NGINX_BIN ${this.options.nginxBin} is not an absolute path`);
+      return false;
+    }
     if (PRCTL[process.arch] === undefined) {
       this.reaperUnavailable(`no subreaper on this processor (${process.arch})`);
       return false;
@@ -312,6 +326,7 @@ export class ManagedNginx implements NginxController {
     this.spawned = true;
     this.child = child;
     this.pid = child.pid;
+    this.reaperPid = undefined;
     this.masterIsChild = true;
     this.watchStderr(child);
     child.once('exit', (code, signal) => this.exited(child, code, signal));
@@ -332,7 +347,7 @@ export class ManagedNginx implements NginxController {
     if (reaper.stderr) {
       createInterface({ input: reaper.stderr }).on('line', (line) => {
         if (line.startsWith('reaper: ')) setup = line;
-        else this.options.log.warn('nginx stderr', { line });
+        this.options.log.warn('nginx stderr', { line });
       });
     }
     const exit = new Promise<number | null>((done) => reaper.once('exit', (code) => done(code)));
@@ -343,10 +358,13 @@ export class ManagedNginx implements NginxController {
     const deadline = Date.now() + this.options.reloadTimeoutMs;
     for (let round = 0; ; round += 1) {
       if (exitCode !== undefined) {
-        if (exitCode !== null && exitCode >= 70 && exitCode <= 72) {
-          await sleep(20); // the reason line may still be on its way
-          this.reaperUnavailable(setup.replace(/^reaper: /, '') || `the reaper exited with code ${exitCode}`);
+        await sleep(20); // a reason line may still be on its way
+        if (exitCode === 70) {
+          this.reaperUnavailable(setup.replace(/^reaper: /, '') || 'the kernel refused a subreaper');
           return 'unavailable';
+        }
+        if (exitCode === 71 || exitCode === 72) {
+          return { ok: false, code: 'NGINX_UNAVAILABLE', message: setup.replace(/^reaper: /, '') || `cannot run ${this.options.nginxBin}`, lines: [] };
         }
         const lines = cursor ? parseNginxLines(readFrom(cursor)) : [];
         const verdict = reloadVerdict(lines) ?? lines.find((line) => line.level === 'emerg');
@@ -358,13 +376,17 @@ export class ManagedNginx implements NginxController {
         this.spawned = true;
         this.child = reaper;
         this.pid = master;
+        this.reaperPid = reaper.pid;
         this.masterIsChild = false;
         reaper.once('exit', () => this.reaperExited(reaper));
         const outcome = await awaitNewGeneration({ masterPid: master, before: new Set(), errorLog: cursor, timeoutMs: Math.max(0, deadline - Date.now()) });
         return { ...outcome, pauses: false };
       }
       if (Date.now() > deadline) {
-        signal(reaper.pid, 'SIGKILL');
+        // The reaper and nginx before it daemonized share a process group; a master that has
+        // daemonized since has a session of its own.
+        signal(reaper.pid === undefined ? undefined : -reaper.pid, 'SIGKILL');
+        for (const { pid } of await nginxMasters(this.confPath)) await this.discard(pid);
         return { ok: false, code: 'RELOAD_FAILED', message: `nginx did not start within ${Math.round(this.options.reloadTimeoutMs / 1000)} s`, lines: [] };
       }
       await sleep(round < 50 ? 2 : 10);
@@ -466,7 +488,7 @@ export class ManagedNginx implements NginxController {
         const outcome = await this.handoff(pid);
         // A new master can fail where a reload would not (it writes its pid file, on a full disk
         // say): then the running master reloads. A fault in the configuration fails both alike.
-        if (outcome !== 'ignored' && (outcome.ok || failsReloadToo(outcome))) {
+        if (outcome !== 'ignored' && (outcome.ok || outcome.code === 'NGINX_UNAVAILABLE' || failsReloadToo(outcome))) {
           this.lastReload = reloadRecord(outcome);
           if (outcome.ok) this.lastChangeAt = Date.now();
           return outcome;
@@ -475,7 +497,11 @@ export class ManagedNginx implements NginxController {
     }
     const before = new Set(await childPids(pid));
     const cursor = await errorLogCursor(this.errorLogPath);
-    process.kill(pid, 'SIGHUP');
+    try {
+      process.kill(pid, 'SIGHUP');
+    } catch {
+      return { ok: false, code: 'NGINX_UNAVAILABLE', message: 'nginx is not running', lines: [] };
+    }
     const outcome = await awaitNewGeneration({ masterPid: pid, before, errorLog: cursor, timeoutMs: this.options.reloadTimeoutMs });
     this.lastReload = reloadRecord(outcome);
     if (outcome.ok) this.lastChangeAt = Date.now();
@@ -491,28 +517,33 @@ export class ManagedNginx implements NginxController {
   private async handoff(pid: number): Promise<ReloadOutcome | 'ignored'> {
     const before = new Set(await childPids(pid));
     const cursor = await errorLogCursor(this.errorLogPath);
-    process.kill(pid, 'SIGUSR2');
+    try {
+      process.kill(pid, 'SIGUSR2');
+    } catch {
+      return { ok: false, code: 'NGINX_UNAVAILABLE', message: 'nginx is not running', lines: [] };
+    }
     const started = Date.now();
-    let fresh: number | undefined;
     let lines: NginxLogLine[] = [];
     for (let round = 0; ; round += 1) {
-      if (fresh === undefined) {
-        for (const child of await childPids(pid)) {
-          if (before.has(child)) continue;
-          const command = await commandLine(child);
-          if (command !== undefined && !command.startsWith('nginx: worker') && !command.startsWith('nginx: cache')) fresh = child;
-        }
+      // The new master is the child with children of its own (a worker the old master respawned
+      // meanwhile has none, though it too is titled "master process" until it renames itself).
+      const fresh = await this.newMaster(pid, before, true);
+      if (fresh !== undefined) {
+        await this.retire(pid, fresh, [...before]);
+        return { ok: true, message: '', lines, previousWorkers: [...before], pauses: false };
       }
-      if (fresh !== undefined && (await childPids(fresh)).length > 0) break;
       if (round % 4 === 3 && cursor) {
         lines = parseNginxLines(readFrom(cursor));
         if (lines.some((line) => HANDOFF_IGNORED.test(line.text))) {
           this.options.log.warn('nginx ignored the handoff; reloading instead', { pid });
+          // While a new master it started earlier runs, nginx's reload restarts the workers
+          // without reading the configuration: that master goes first.
+          await this.discardNew(pid, before);
           return 'ignored';
         }
         const verdict = reloadVerdict(lines);
         if (verdict) {
-          if (fresh !== undefined) await this.discard(fresh);
+          await this.discardNew(pid, before);
           return { ok: false, code: 'RELOAD_FAILED', message: verdict.text, lines };
         }
       }
@@ -521,27 +552,58 @@ export class ManagedNginx implements NginxController {
       }
       const elapsed = Date.now() - started;
       if (elapsed > this.options.reloadTimeoutMs) {
-        if (fresh !== undefined) await this.discard(fresh);
+        await this.discardNew(pid, before);
         return { ok: false, code: 'RELOAD_FAILED', message: `nginx did not start its new master within ${Math.round(this.options.reloadTimeoutMs / 1000)} s`, lines };
       }
       await sleep(elapsed < 100 ? 1 : elapsed < 500 ? 5 : 20);
     }
-    await this.retire(pid, fresh, [...before]);
-    return { ok: true, message: '', lines, previousWorkers: [...before], pauses: false };
   }
 
-  /** The end of a handoff: the old master goes, its workers quit, the new master is the master. */
+  /** A master `pid` started (a child not in `before`); with `running`, only once it has workers. */
+  private async newMaster(pid: number, before: Set<number>, running: boolean): Promise<number | undefined> {
+    for (const child of await childPids(pid)) {
+      if (before.has(child)) continue;
+      if (!(await commandLine(child))?.startsWith('nginx: master process')) continue;
+      if (!running || (await childPids(child)).length > 0) return child;
+    }
+    return undefined;
+  }
+
+  /**
+   * The end of a handoff: the new master is the master; the old one goes, and every worker left
+   * without a master quits (it stops accepting at once and finishes its sessions).
+   */
   private async retire(old: number, fresh: number, oldWorkers: number[]): Promise<void> {
+    this.pid = fresh;
     signal(old, 'SIGKILL');
     // The new master takes the next handoff only once its parent is no longer the old master.
-    for (let waited = 0; waited < 2000 && (await parentPid(fresh)) === old; waited += 1) await sleep(1);
-    for (const worker of oldWorkers) signal(worker, 'SIGQUIT');
-    this.pid = fresh;
+    let parent = await parentPid(fresh);
+    for (let waited = 0; waited < 2000 && parent === old; waited += 1) {
+      await sleep(1);
+      parent = await parentPid(fresh);
+    }
+    const orphans = parent !== undefined && isReaper(parent) ? await childPids(parent) : oldWorkers;
+    for (const worker of orphans) {
+      if (worker === fresh) continue;
+      const command = await commandLine(worker);
+      if (command?.startsWith('nginx: worker process') && !command.includes('is shutting down')) signal(worker, 'SIGQUIT');
+    }
     await rm(this.oldPidPath, { force: true }).catch(() => undefined);
   }
 
-  /** Stops a new master that did not take over, with its workers; the old one runs on. */
+  /** Stops what a handoff from `pid` started, if anything; `pid` runs on. */
+  private async discardNew(pid: number, before: Set<number>): Promise<void> {
+    const fresh = await this.newMaster(pid, before, false);
+    if (fresh === undefined) return;
+    await this.discard(fresh);
+    // `pid` reaps it, logs how it ended and takes its pid file back before it handles another
+    // signal: wait for that, so that the line is not read as the verdict on the next reload.
+    for (let waited = 0; waited < 1000 && (await readFile(this.pidPath, 'utf8').catch(() => '')).trim() !== String(pid); waited += 5) await sleep(5);
+  }
+
+  /** Stops a new master that did not take over, with its workers. */
   private async discard(fresh: number): Promise<void> {
+    signal(fresh, 'SIGSTOP'); // it forks no more workers
     const workers = await childPids(fresh);
     signal(fresh, 'SIGKILL');
     for (const worker of workers) signal(worker, 'SIGKILL');
@@ -550,22 +612,29 @@ export class ManagedNginx implements NginxController {
 
   private async kill(): Promise<void> {
     const pid = this.pid;
-    if (pid === undefined) return;
+    const reaper = this.reaperPid;
     this.stopping = true;
-    const parent = await parentPid(pid);
-    // Old workers of earlier handoffs, still finishing sessions, are the reaper's.
-    const orphans = parent !== undefined && isReaper(parent) ? (await childPids(parent)).filter((child) => child !== pid) : [];
-    try {
-      process.kill(pid, 'SIGCONT'); // a stopped master would not act on SIGTERM
-      process.kill(pid, 'SIGTERM'); // fast shutdown: sessions are cut, listeners closed at once
-    } catch {
-      return; // already gone
+    if (pid !== undefined && isAlive(pid)) {
+      signal(pid, 'SIGCONT'); // a stopped master would not act on SIGTERM
+      signal(pid, 'SIGTERM'); // fast shutdown: sessions are cut, listeners closed at once
     }
-    for (const orphan of orphans) signal(orphan, 'SIGTERM');
-    for (let waited = 0; waited < 5000 && isAlive(pid); waited += 20) await sleep(20);
-    if (isAlive(pid)) process.kill(pid, 'SIGKILL');
-    for (let waited = 0; waited < 2000 && isAlive(pid); waited += 20) await sleep(20);
+    // Old workers of earlier handoffs, still finishing sessions, are the reaper's children.
+    const below = async (): Promise<number[]> => (reaper !== undefined && isReaper(reaper) ? (await childPids(reaper)).filter((child) => child !== pid) : []);
+    for (const orphan of await below()) signal(orphan, 'SIGTERM');
+    if (pid !== undefined) {
+      for (let waited = 0; waited < 5000 && isAlive(pid); waited += 20) await sleep(20);
+      if (isAlive(pid)) signal(pid, 'SIGKILL');
+      for (let waited = 0; waited < 2000 && isAlive(pid); waited += 20) await sleep(20);
+    }
+    // The reaper leaves once nothing is left below it.
+    if (reaper !== undefined) {
+      for (let waited = 0; waited < 3000 && isAlive(reaper) && isReaper(reaper); waited += 20) {
+        if (waited >= 1000) for (const rest of await below()) signal(rest, 'SIGKILL');
+        await sleep(20);
+      }
+    }
     this.pid = undefined;
+    this.reaperPid = undefined;
     this.child = undefined;
   }
 

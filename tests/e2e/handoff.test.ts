@@ -1,0 +1,253 @@
+/**
+ * Handoffs: a busy managed nginx master hands each change to a new master (SIGUSR2) instead of
+ * reloading, so that no change waits out nginx's post-reload pause. What an operator relies on:
+ * streams that are kept never refuse a connection and keep their open sessions, a refused change
+ * leaves the running master as it was, a daemon killed halfway through a handoff is followed by
+ * one that finishes it, and nothing is left running or unreaped.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, readdir, symlink } from 'node:fs/promises';
+import { type Socket, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { alive, eventually, sleep } from '../helpers/wait.js';
+
+let backend: EchoBackend;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  backend = await EchoBackend.start('b');
+});
+
+afterAll(async () => {
+  await backend?.close();
+  for (const dir of dirs) await removeDir(dir);
+});
+
+async function fresh(env: Record<string, string> = {}, rangeSize = 40): Promise<Daemon> {
+  const daemon = await startDaemon({ rangeSize, env: { CONDUCTOR_NGINX_INSTANCES: '1', ...env } });
+  dirs.push(dirname(daemon.home));
+  return daemon;
+}
+
+async function stat(pid: number): Promise<{ parent: number; state: string } | undefined> {
+  try {
+    const text = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0] ?? '', parent: Number(fields[1]) };
+  } catch {
+    return undefined;
+  }
+}
+
+async function commandOf(pid: number): Promise<string> {
+  return (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).replace(/\0+$/, '').replace(/\0/g, ' ');
+}
+
+async function childrenOf(pid: number): Promise<number[]> {
+  const text = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim();
+  return text === '' ? [] : text.split(/\s+/).map(Number);
+}
+
+/** The nginx masters that run this daemon's configuration (found in /proc, not in pid files). */
+async function masters(daemon: Daemon): Promise<number[]> {
+  const conf = join(daemon.home, 'nginx', '0', 'nginx.conf');
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    const command = await commandOf(Number(entry));
+    if (command.startsWith('nginx: master process') && command.split(' ').includes(conf) && (await alive(Number(entry)))) found.push(Number(entry));
+  }
+  return found;
+}
+
+const pidFile = (daemon: Daemon): string => join(daemon.home, 'nginx', '0', 'nginx.pid');
+const masterPid = async (daemon: Daemon): Promise<number> => Number((await readFile(pidFile(daemon), 'utf8')).trim());
+
+/** A session that stays open: each `say` is answered by the echo backend. */
+async function openSession(port: number): Promise<{ say(text: string): Promise<string>; close(): void }> {
+  const socket: Socket = await new Promise((resolve, reject) => {
+    const s = connect({ port, host: '127.0.0.1' }, () => resolve(s));
+    s.once('error', reject);
+  });
+  return {
+    say: (text) =>
+      new Promise((resolve, reject) => {
+        let answer = '';
+        const timer = setTimeout(() => reject(new Error(`no answer on the open session (got ${JSON.stringify(answer)})`)), 3000);
+        const onData = (chunk: Buffer): void => {
+          answer += chunk.toString('utf8');
+          if (answer.length >= text.length + 2) {
+            clearTimeout(timer);
+            socket.off('data', onData);
+            resolve(answer);
+          }
+        };
+        socket.on('data', onData);
+        socket.once('error', reject);
+        socket.write(text);
+      }),
+    close: () => socket.destroy(),
+  };
+}
+
+describe('handoffs between nginx masters', () => {
+  it('keep every kept stream accepting and its open session flowing, and leave nothing behind', async () => {
+    const daemon = await fresh();
+    const kept = daemon.rangeStart;
+    await daemon.get(`/createstream/${kept}/127.0.0.1:${backend.port}`);
+    const session = await openSession(kept);
+    expect(await session.say('one')).toBe('b:one');
+    const firstMaster = await masterPid(daemon);
+    const reaper = (await stat(firstMaster))?.parent ?? 0;
+    expect(await commandOf(reaper)).toBe('conductor: nginx reaper');
+
+    // While the changes run, a client keeps connecting to the kept stream.
+    let stop = false;
+    let accepted = 0;
+    const refusals: string[] = [];
+    const hammer = (async () => {
+      while (!stop) {
+        const outcome = await connectOutcome(kept);
+        if (outcome === 'open') accepted += 1;
+        else refusals.push(outcome);
+      }
+    })();
+    const seen = new Set<number>([firstMaster]);
+    const watcher = (async () => {
+      while (!stop) {
+        seen.add(await masterPid(daemon).catch(() => firstMaster));
+        await sleep(2);
+      }
+    })();
+    const added = Array.from({ length: 30 }, (_, i) => kept + 1 + i);
+    const answers = await Promise.all(added.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)));
+    const removed = added.slice(0, 15);
+    const removals = await Promise.all(removed.map((port) => daemon.get(`/removestream/${port}`)));
+    stop = true;
+    await Promise.all([hammer, watcher]);
+
+    for (const answer of [...answers, ...removals]) expect(answer.json).toEqual({ result: 'ok', errors: '' });
+    // The changes were handed to new masters, several times.
+    expect(seen.size).toBeGreaterThan(2);
+    expect(await alive(firstMaster)).toBe(false);
+    expect(refusals).toEqual([]);
+    expect(accepted).toBeGreaterThan(20);
+    // The session opened before the first handoff still flows, through its old worker.
+    expect(await session.say('two')).toBe('b:two');
+    for (const port of removed) expect(await connectOutcome(port)).toBe('refused');
+    for (const port of added.slice(15)) expect(await roundTrip(port, 'new')).toBe('b:new');
+
+    // One master runs, below the same reaper; the old workers that remain are draining sessions.
+    const master = await masterPid(daemon);
+    expect(await masters(daemon)).toEqual([master]);
+    expect((await stat(master))?.parent).toBe(reaper);
+    const status = (await daemon.get('/v1/status')).json as { nginx: { workers: number; drainingWorkers: number; restarts: number } };
+    expect(status.nginx).toMatchObject({ workers: 1, restarts: 0 });
+    expect(status.nginx.drainingWorkers).toBeGreaterThanOrEqual(1);
+    // Every process a handoff left behind was reaped: none is a zombie.
+    const below = await childrenOf(reaper);
+    for (const pid of below) expect((await stat(pid))?.state).not.toBe('Z');
+    session.close();
+    await eventually(async () => ((await daemon.get('/v1/status')).json as typeof status).nginx.drainingWorkers, (n) => n === 0);
+
+    const everything = [reaper, master, ...(await childrenOf(master)), ...(await childrenOf(reaper))];
+    expect(await daemon.stop()).toBe(0);
+    for (const pid of everything) await eventually(() => alive(pid), (running) => !running, 5000);
+    expect(await connectOutcome(kept)).toBe('refused');
+  });
+
+  it('leave the running master untouched when the new one refuses the change', async () => {
+    const daemon = await fresh();
+    const port = daemon.rangeStart;
+    // Two changes in a row: the second finds the master busy and is handed off.
+    await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+    const before = await masterPid(daemon);
+    const refused = await daemon.get(`/createstream/${port + 1}/no-such-host.invalid:22`);
+    expect(refused.json).toMatchObject({ result: 'error' });
+    expect((refused.json as { errors: string }).errors).toContain('host not found');
+    expect(await masterPid(daemon)).toBe(before);
+    expect(await masters(daemon)).toEqual([before]);
+    expect(await roundTrip(port, 'kept')).toBe('b:kept');
+    expect(await connectOutcome(port + 1)).toBe('refused');
+    // The next change goes through.
+    expect((await daemon.get(`/createstream/${port + 2}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+    expect(await roundTrip(port + 2, 'next')).toBe('b:next');
+    await daemon.stop();
+  });
+
+  it('left half done by a killed daemon are finished by the next one', async () => {
+    const first = await fresh();
+    const port = first.rangeStart;
+    await first.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+    await first.stop('SIGKILL');
+    // The daemon died just after it sent SIGUSR2: two masters run, the new one the old one's child.
+    const old = await masterPid(first);
+    const oldWorkers = await childrenOf(old);
+    process.kill(old, 'SIGUSR2');
+    const fresher = await eventually(
+      async () => {
+        for (const child of await childrenOf(old)) {
+          if ((await commandOf(child)).startsWith('nginx: master process') && (await childrenOf(child)).length > 0) return child;
+        }
+        return 0;
+      },
+      (pid) => pid > 0,
+    );
+    expect((await masters(first)).sort()).toEqual([old, fresher].sort());
+
+    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env });
+    try {
+      expect(second.logs).toContain('finishing a handoff between nginx masters that an earlier daemon left half done');
+      expect(await alive(old)).toBe(false);
+      for (const worker of oldWorkers) await eventually(() => alive(worker), (running) => !running, 5000);
+      const [only] = await masters(second);
+      expect(await masters(second)).toHaveLength(1);
+      expect(await roundTrip(port, 'adopted')).toBe('b:adopted');
+      expect((await second.get(`/createstream/${port + 1}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+      expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
+      expect(await connectOutcome(port)).toBe('refused');
+      expect(await roundTrip(port + 1, 'after')).toBe('b:after');
+      expect(only).toBeGreaterThan(0);
+    } finally {
+      await second.stop();
+    }
+  });
+});
+
+describe('reloads instead of handoffs', () => {
+  it('with CONDUCTOR_NGINX_HANDOFF=false: the daemon is the master’s parent and reloads it', async () => {
+    const daemon = await fresh({ CONDUCTOR_NGINX_HANDOFF: 'false' });
+    const master = await masterPid(daemon);
+    expect((await stat(master))?.parent).toBe(daemon.child.pid);
+    const ports = Array.from({ length: 6 }, (_, i) => daemon.rangeStart + i);
+    const answers = await Promise.all(ports.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)));
+    for (const answer of answers) expect(answer.json).toEqual({ result: 'ok', errors: '' });
+    for (const port of ports) expect(await roundTrip(port, 'r')).toBe('b:r');
+    expect(await masterPid(daemon)).toBe(master);
+    await daemon.stop();
+    expect(await alive(master)).toBe(false);
+  });
+
+  it('without perl: the daemon says why and reloads', async () => {
+    // A PATH with what the daemon runs (unshare, sh and mount for the tests' resolver; ss) but no perl.
+    const bin = await mkdtemp(join(tmpdir(), 'sc-test-path-'));
+    dirs.push(bin);
+    for (const tool of ['unshare', 'sh', 'mount', 'ss']) {
+      await symlink(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim(), join(bin, tool));
+    }
+    const daemon = await fresh({ PATH: bin });
+    const master = await masterPid(daemon);
+    expect((await stat(master))?.parent).toBe(daemon.child.pid);
+    expect(daemon.logs).toContain('nginx is reloaded with SIGHUP, which pauses each master about 100 ms');
+    expect(daemon.logs).toContain('cannot run perl: ENOENT');
+    await daemon.get(`/createstream/${daemon.rangeStart}/127.0.0.1:${backend.port}`);
+    await daemon.get(`/createstream/${daemon.rangeStart + 1}/127.0.0.1:${backend.port}`);
+    expect(await roundTrip(daemon.rangeStart + 1, 'p')).toBe('b:p');
+    expect(await masterPid(daemon)).toBe(master);
+    await daemon.stop();
+  });
+});
