@@ -5,7 +5,7 @@
  * external mode (one nginx) reported beside it.
  */
 import { startExternal } from './external.mjs';
-import { call, echoBackend, median, ms, now, percentile, startDaemon } from './lib.mjs';
+import { call, defaultMasters, echoBackend, median, ms, now, percentile, startDaemon } from './lib.mjs';
 
 /** @param {{ url: string, base: number }} daemon @param {number} count @param {number} backendPort */
 async function sequence(daemon, count, backendPort) {
@@ -43,7 +43,7 @@ export async function run(count = 200) {
     holds: median(managedTimes) < 30,
     columns: ['mode', 'median', 'p90', 'p99', 'total'],
     rows: [
-      ['managed (8 masters)', ms(median(managedTimes)), ms(percentile(managedTimes, 90)), ms(percentile(managedTimes, 99)), total(managedTimes)],
+      [`managed (${defaultMasters()} masters)`, ms(median(managedTimes)), ms(percentile(managedTimes, 90)), ms(percentile(managedTimes, 99)), total(managedTimes)],
       ['external (one nginx, nginx -t first)', ms(median(externalTimes)), ms(percentile(externalTimes, 90)), ms(percentile(externalTimes, 99)), total(externalTimes)],
     ],
     summary: 'each create answered once live',

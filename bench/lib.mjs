@@ -8,7 +8,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import { createServer, connect } from 'node:net';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -151,6 +151,11 @@ export async function startDaemon(options) {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** How many nginx masters a managed daemon runs by default here: one per processor, at least 2. */
+export function defaultMasters() {
+  return Math.min(32, Math.max(2, availableParallelism()));
 }
 
 /** Resident memory of a process and its descendants, in MiB. @param {number} pid */

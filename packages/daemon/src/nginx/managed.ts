@@ -658,7 +658,8 @@ export class ManagedNginx implements NginxController {
     if (this.message) status.message = withoutPaths(this.message);
     if (this.incidents.length > 0) status.incidents = this.incidents.map((incident) => ({ ...incident, message: withoutPaths(incident.message) }));
     if (this.pid !== undefined && this.state === 'running') {
-      const started = processStartedAt(this.pid);
+      // Up since the reaper started it: a handoff changes the master, not how long nginx has run.
+      const started = processStartedAt(this.reaperPid !== undefined && isAlive(this.reaperPid) ? this.reaperPid : this.pid);
       if (started) status.startedAt = started.toISOString();
       const { workers, draining } = nginxWorkers(this.pid);
       status.workers = workers;
