@@ -3,7 +3,7 @@
  * Benchmark 2: 1,000 creates from 32 concurrent clients through the legacy API, then 1,000
  * removes; every answer verified. Target: each phase under 1.5 s, no error, nothing left over.
  */
-import { call, defaultMasters, echoBackend, firstByte, now, startDaemon } from './lib.mjs';
+import { call, defaultMasters, echoBackend, firstByte, median, now, startDaemon } from './lib.mjs';
 
 /**
  * The two phases against a managed daemon (with `env`), or against the daemon `start` gives.
@@ -67,5 +67,38 @@ export async function run() {
       row('external (one nginx)', external),
     ],
     summary: 'the older service took about 11.5 s and 37 s, with failed and leftover removes',
+    notes: await repeats(Number(process.env.BENCH_BURST_ROUNDS ?? 0)),
   };
+}
+
+/**
+ * With BENCH_BURST_ROUNDS=n: n more rounds of the two managed modes, interleaved, so that their
+ * spread on a noisy machine can be told from their difference.
+ * @param {number} rounds
+ */
+async function repeats(rounds) {
+  if (!(rounds > 0)) return [];
+  const modes = [
+    { name: `handoffs (${defaultMasters()} masters)`, env: {} },
+    { name: 'reloads only (8 masters)', env: { CONDUCTOR_NGINX_HANDOFF: 'false' } },
+  ];
+  /** @type {Record<string, { created: number[], removed: number[], errors: number }>} */
+  const seen = {};
+  for (let round = 0; round < rounds; round += 1) {
+    for (const mode of modes) {
+      const result = await phases({ env: mode.env });
+      const entry = (seen[mode.name] ??= { created: [], removed: [], errors: 0 });
+      entry.created.push(result.created.seconds);
+      entry.removed.push(result.removed.seconds);
+      entry.errors += result.created.errors + result.removed.errors + result.left + (result.count - result.listed);
+    }
+  }
+  const list = (/** @type {number[]} */ values) => values.map((value) => value.toFixed(2)).join(', ');
+  const mid = (/** @type {number[]} */ values) => median(values).toFixed(2);
+  const table = [
+    '| mode | creates (s) | median | removes (s) | median | errors and leftovers |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...Object.entries(seen).map(([name, entry]) => `| ${name} | ${list(entry.created)} | ${mid(entry.created)} | ${list(entry.removed)} | ${mid(entry.removed)} | ${entry.errors} |`),
+  ];
+  return [`${rounds} more rounds, interleaved:`, table.join('\n')];
 }
