@@ -399,9 +399,10 @@ export class ManagedNginx implements NginxController {
     this.child = undefined;
     if (this.stopping || this.state !== 'running') return;
     if (this.pid !== undefined && isAlive(this.pid)) return; // a master without its reaper: reloads with SIGHUP from now on
+    const pid = this.pid;
     this.pid = undefined;
     this.state = 'down';
-    this.lost('nginx exited unexpectedly');
+    this.lost(`nginx exited unexpectedly (master ${pid ?? 'unknown'} is gone)`);
   }
 
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
