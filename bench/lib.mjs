@@ -8,7 +8,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import { createServer, connect } from 'node:net';
-import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { defaultNginxInstances } from '../packages/daemon/dist/config.js';
 import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -153,9 +154,9 @@ export async function startDaemon(options) {
   };
 }
 
-/** How many nginx masters a managed daemon runs by default here: one per processor, at least 2. */
+/** How many nginx masters a managed daemon runs by default here (with handoffs). */
 export function defaultMasters() {
-  return Math.min(32, Math.max(2, availableParallelism()));
+  return defaultNginxInstances(true);
 }
 
 /** Resident memory of a process and its descendants, in MiB. @param {number} pid */

@@ -5,9 +5,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePortBlock } from './ports.js';
+import { defaultNginxInstances } from '../../packages/daemon/src/config.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const DAEMON = join(ROOT, 'packages/daemon/bin/conductor-daemon.js');
@@ -177,10 +178,10 @@ export async function runDaemonExpectingExit(env: Record<string, string>, args: 
   return { code, stderr, stdout };
 }
 
-/** How many nginx masters a managed daemon runs: CONDUCTOR_NGINX_INSTANCES (default 8), at most one per port. */
+/** How many nginx masters a managed daemon runs: CONDUCTOR_NGINX_INSTANCES (or its default), at most one per port. */
 export function instanceCount(daemon: Daemon): number {
   const handoff = !/^(0|false|no|off)$/i.test(daemon.env.CONDUCTOR_NGINX_HANDOFF ?? 'true');
-  const wanted = Number(daemon.env.CONDUCTOR_NGINX_INSTANCES ?? (handoff ? Math.min(32, Math.max(2, availableParallelism())) : 8));
+  const wanted = Number(daemon.env.CONDUCTOR_NGINX_INSTANCES ?? defaultNginxInstances(handoff));
   return Math.min(wanted, daemon.rangeEnd - daemon.rangeStart + 1);
 }
 

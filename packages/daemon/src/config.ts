@@ -217,6 +217,15 @@ export const usage = (): string => {
   return lines.join('\n');
 };
 
+/**
+ * How many nginx masters managed mode runs unless told. Handoffs cost CPU while bursts of changes
+ * run: one master per processor does best. Masters that are only reloaded wait out nginx's pause
+ * after each reload; more of them overlap their pauses.
+ */
+export function defaultNginxInstances(handoff: boolean): number {
+  return handoff ? Math.min(32, Math.max(2, availableParallelism())) : 8;
+}
+
 export interface RawArgs {
   help: boolean;
   version: boolean;
@@ -390,9 +399,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
 
   const nginxHandoff = bool('nginxHandoff', true);
   const nginxInstances = checked('nginxInstances', () => {
-    // Handoffs cost CPU while bursts of changes run: one master per processor does best. Masters
-    // that reload wait out nginx's pause after each reload; more of them overlap their pauses.
-    const text = raw('nginxInstances') ?? String(nginxHandoff ? Math.min(32, Math.max(2, availableParallelism())) : 8);
+    const text = raw('nginxInstances') ?? String(defaultNginxInstances(nginxHandoff));
     if (!/^[0-9]{1,2}$/.test(text) || Number(text) < 1 || Number(text) > 32) throw new Error(`expected a whole number from 1 to 32, got ${JSON.stringify(text)}`);
     return Number(text);
   });

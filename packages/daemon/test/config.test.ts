@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Config, ConfigError, type RawArgs, parseCommandLine, readConfig } from '../src/config.js';
+import { type Config, ConfigError, type RawArgs, defaultNginxInstances, parseCommandLine, readConfig } from '../src/config.js';
 
 const CWD = '/srv/app';
 const TOKEN = 'abcdefghijklmnop'; // 16 characters, the shortest accepted
@@ -37,7 +37,7 @@ const managedDefaults: Config = {
   nginxErrorLog: undefined,
   reloadTimeoutMs: 15000,
   retryIntervalMs: 30000,
-  nginxInstances: Math.min(32, Math.max(2, availableParallelism())),
+  nginxInstances: defaultNginxInstances(true),
   testBeforeReload: false,
   nginxHandoff: true,
   nginxWorkers: 1,

@@ -55,8 +55,6 @@ export interface ManagedNginxOptions {
   probe?: (bin: string) => Promise<NginxBuild>;
   /** Hand changes to a new master (SIGUSR2) rather than reload (SIGHUP) where it can; true by default. */
   handoff?: boolean;
-  /** The perl interpreter that runs the reaper; `perl` from PATH by default. */
-  perl?: string;
 }
 
 /** prctl(2)'s system call number, by Node's name for the processor. */
@@ -335,7 +333,7 @@ export class ManagedNginx implements NginxController {
 
   /** nginx daemonized below the reaper: changes are handed to new masters. */
   private async launchUnderReaper(cursor: ErrorLogCursor | undefined): Promise<ReloadOutcome | 'unavailable'> {
-    const perl = this.options.perl ?? 'perl';
+    const perl = 'perl'; // from PATH: perl-base is essential on Debian
     const args = ['-e', REAPER, String(PRCTL[process.arch]), this.options.nginxBin, ...this.args(), '-e', this.errorLogPath, '-g', 'daemon on;'];
     const reaper = spawn(perl, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
     const spawnError = await whenSpawned(reaper);

@@ -53,12 +53,7 @@ export async function commandLine(pid: number): Promise<string | undefined> {
 
 /** The parent pid of a process; undefined when it is gone. */
 export async function parentPid(pid: number): Promise<number | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return undefined;
-  }
+  return parentOf(pid);
 }
 
 /** Whether `pid` has `path` open (one of its /proc/<pid>/fd links points at it). */
@@ -172,11 +167,11 @@ function childrenOf(pid: number): number[] {
   }
 }
 
+/** The parent pid of a process, read synchronously (it is polled during a handoff); undefined when it is gone. */
 function parentOf(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    return Number.isInteger(parent) && parent > 1 ? parent : undefined;
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
   } catch {
     return undefined;
   }
