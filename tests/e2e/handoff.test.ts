@@ -220,6 +220,38 @@ describe('handoffs between nginx masters', () => {
   });
 });
 
+describe("nginx's error log", () => {
+  it('stays under CONDUCTOR_LOG_MAX_BYTES through handoffs, and still tells why a change is refused', async () => {
+    const daemon = await fresh({ CONDUCTOR_LOG_MAX_BYTES: '2048' });
+    try {
+      const log = join(daemon.home, 'nginx', '0', 'error.log');
+      const kept = Array.from({ length: 20 }, (_, i) => daemon.rangeStart + i);
+      for (const answer of await Promise.all(kept.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)))) {
+        expect(answer.json).toEqual({ result: 'ok', errors: '' });
+      }
+      // Every new master logs the sockets it inherits: churn hands off again and again.
+      const churn = Array.from({ length: 5 }, (_, i) => daemon.rangeStart + 20 + i);
+      let sizes: number[] = [];
+      for (let round = 0; round < 40 && !(await readFile(`${log}.1`).then(() => true, () => false)); round += 1) {
+        for (const answer of await Promise.all(churn.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)))) {
+          expect(answer.json).toEqual({ result: 'ok', errors: '' });
+        }
+        for (const answer of await Promise.all(churn.map((port) => daemon.get(`/removestream/${port}`)))) expect(answer.json).toEqual({ result: 'ok', errors: '' });
+        sizes.push((await readFile(log)).length);
+      }
+      expect((await readFile(`${log}.1`, 'utf8')).length).toBeGreaterThan(2048);
+      // Emptied when it passed the limit, before the next change: never far past it.
+      sizes = [...sizes, (await readFile(log)).length];
+      expect(Math.max(...sizes)).toBeLessThan(2048 + 2048);
+      const refused = await daemon.get(`/createstream/${daemon.rangeStart + 35}/no-such-host.invalid:22`);
+      expect((refused.json as { errors: string }).errors).toContain('host not found');
+      for (const port of kept) expect(await roundTrip(port, 'still')).toBe('b:still');
+    } finally {
+      await daemon.stop();
+    }
+  });
+});
+
 describe('reloads instead of handoffs', () => {
   it('with CONDUCTOR_NGINX_HANDOFF=false: the daemon is the master’s parent and reloads it', async () => {
     const daemon = await fresh({ CONDUCTOR_NGINX_HANDOFF: 'false' });

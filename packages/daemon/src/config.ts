@@ -182,7 +182,7 @@ export const settings = {
   logMaxBytes: {
     env: 'CONDUCTOR_LOG_MAX_BYTES',
     flag: 'log-max-bytes',
-    help: 'size past which each access log and the audit log is rotated (default 16777216)',
+    help: 'size past which each access log, the audit log and each nginx error log is rotated (default 16777216)',
   },
   retryInterval: {
     env: 'CONDUCTOR_RETRY_INTERVAL',

@@ -124,6 +124,7 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
           }),
         reloadTimeoutMs: config.reloadTimeoutMs,
         handoff: config.nginxHandoff,
+        errorLogMaxBytes: config.logMaxBytes,
         log: log.child({ instance: id }),
       });
     instances.push(

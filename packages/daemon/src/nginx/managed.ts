@@ -19,7 +19,7 @@
  * it. Without perl, or where the kernel refuses a subreaper, the daemon reloads with SIGHUP.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { NginxStatus } from '@stream-conductor/shared';
@@ -55,6 +55,8 @@ export interface ManagedNginxOptions {
   probe?: (bin: string) => Promise<NginxBuild>;
   /** Hand changes to a new master (SIGUSR2) rather than reload (SIGHUP) where it can; true by default. */
   handoff?: boolean;
+  /** nginx's error log is kept under this size (the rest in error.log.1); unbounded by default. */
+  errorLogMaxBytes?: number;
 }
 
 /** prctl(2)'s system call number, by Node's name for the processor. */
@@ -478,6 +480,7 @@ export class ManagedNginx implements NginxController {
     if (pid === undefined || !isAlive(pid)) {
       return { ok: false, code: 'NGINX_UNAVAILABLE', message: this.message ?? 'nginx is not running', lines: [] };
     }
+    await this.trimErrorLog();
     // An idle master reloads: that is the quicker of the two, and nothing waits behind its pause.
     // Changes that come while it is busy are handed to new masters, which have no pause.
     const busy = Date.now() - this.lastChangeAt < BUSY_MS;
@@ -505,6 +508,24 @@ export class ManagedNginx implements NginxController {
     this.lastReload = reloadRecord(outcome);
     if (outcome.ok) this.lastChangeAt = Date.now();
     return { ...outcome, pauses: true };
+  }
+
+  /**
+   * Keeps the error log under errorLogMaxBytes. Every new master writes a line there as it starts
+   * (the sockets it inherits, before its configuration sets the level), so handoffs make it grow.
+   * It is copied to error.log.1 and emptied in place rather than renamed: every nginx process keeps
+   * writing to it (opened for appending), the failures of the next reload included.
+   */
+  private async trimErrorLog(): Promise<void> {
+    const max = this.options.errorLogMaxBytes;
+    if (max === undefined) return;
+    try {
+      if ((await stat(this.errorLogPath)).size <= max) return;
+      await copyFile(this.errorLogPath, `${this.errorLogPath}.1`);
+      await truncate(this.errorLogPath, 0);
+    } catch (error) {
+      this.options.log.warn('could not trim the nginx error log', { error });
+    }
   }
 
   /**
