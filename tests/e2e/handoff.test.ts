@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, readdir, symlink } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, readdir, symlink } from 'node:fs/promises';
 import { type Socket, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -168,7 +168,11 @@ describe('handoffs between nginx masters', () => {
     // Two changes in a row: the second finds the master busy and is handed off.
     await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
     const before = await masterPid(daemon);
+    const log = join(daemon.home, 'nginx', '0', 'error.log');
+    const offset = (await readFile(log)).length;
     const refused = await daemon.get(`/createstream/${port + 1}/no-such-host.invalid:22`);
+    // A new master was started (it logs the sockets it inherits) and gave up.
+    expect((await readFile(log)).subarray(offset).toString('utf8')).toMatch(/using inherited sockets from/);
     expect(refused.json).toMatchObject({ result: 'error' });
     expect((refused.json as { errors: string }).errors).toContain('host not found');
     expect(await masterPid(daemon)).toBe(before);
@@ -243,8 +247,14 @@ describe("nginx's error log", () => {
       // Emptied when it passed the limit, before the next change: never far past it.
       sizes = [...sizes, (await readFile(log)).length];
       expect(Math.max(...sizes)).toBeLessThan(2048 + 2048);
+      // A log past the limit is emptied before the next change, whose refusal nginx then explains
+      // in the emptied log: the daemon still reads it.
+      const filler = `${'# filler line\n'.repeat(200)}`;
+      await appendFile(log, filler);
       const refused = await daemon.get(`/createstream/${daemon.rangeStart + 35}/no-such-host.invalid:22`);
       expect((refused.json as { errors: string }).errors).toContain('host not found');
+      expect(await readFile(`${log}.1`, 'utf8')).toContain(filler);
+      expect(await readFile(log, 'utf8')).not.toContain('# filler line');
       for (const port of kept) expect(await roundTrip(port, 'still')).toBe('b:still');
     } finally {
       await daemon.stop();

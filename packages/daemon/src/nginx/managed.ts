@@ -55,7 +55,7 @@ export interface ManagedNginxOptions {
   probe?: (bin: string) => Promise<NginxBuild>;
   /** Hand changes to a new master (SIGUSR2) rather than reload (SIGHUP) where it can; true by default. */
   handoff?: boolean;
-  /** nginx's error log is kept under this size (the rest in error.log.1); unbounded by default. */
+  /** Before each change, an error log past this size is copied to error.log.1 and emptied; never by default. */
   errorLogMaxBytes?: number;
 }
 
@@ -299,7 +299,10 @@ export class ManagedNginx implements NginxController {
 
   private reaperUnavailable(reason: string): void {
     this.noReaper = reason;
-    this.options.log.warn('nginx is reloaded with SIGHUP, which pauses each master about 100 ms', { reason });
+    this.options.log.warn('nginx is reloaded with SIGHUP, which pauses each master about 100 ms', {
+      reason,
+      hint: 'with reloads only, more masters overlap their pauses: CONDUCTOR_NGINX_INSTANCES=8 does best on 2 cores',
+    });
   }
 
   private watchStderr(child: ChildProcess): void {
@@ -519,11 +522,14 @@ export class ManagedNginx implements NginxController {
   private async trimErrorLog(): Promise<void> {
     const max = this.options.errorLogMaxBytes;
     if (max === undefined) return;
+    const older = `${this.errorLogPath}.1`;
     try {
       if ((await stat(this.errorLogPath)).size <= max) return;
-      await copyFile(this.errorLogPath, `${this.errorLogPath}.1`);
+      // A line nginx writes between the copy and the emptying is lost; no reload runs meanwhile.
+      await copyFile(this.errorLogPath, older);
       await truncate(this.errorLogPath, 0);
     } catch (error) {
+      await rm(older, { force: true }).catch(() => undefined); // not half a copy (a full disk, say)
       this.options.log.warn('could not trim the nginx error log', { error });
     }
   }
@@ -679,7 +685,7 @@ export class ManagedNginx implements NginxController {
     if (this.incidents.length > 0) status.incidents = this.incidents.map((incident) => ({ ...incident, message: withoutPaths(incident.message) }));
     if (this.pid !== undefined && this.state === 'running') {
       // Up since the reaper started it: a handoff changes the master, not how long nginx has run.
-      const started = processStartedAt(this.reaperPid !== undefined && isAlive(this.reaperPid) ? this.reaperPid : this.pid);
+      const started = processStartedAt(this.reaperPid !== undefined && isReaper(this.reaperPid) ? this.reaperPid : this.pid);
       if (started) status.startedAt = started.toISOString();
       const { workers, draining } = nginxWorkers(this.pid);
       status.workers = workers;
