@@ -110,10 +110,9 @@ describe('a managed nginx that dies', () => {
       } catch (error) {
         throw new Error(`${String(error)}\ndaemon log:\n${daemon.logs}`);
       }
-      const status = (await daemon.get('/v1/status')).json as {
-        nginx: { restarts: number; state: string; incidents: Array<{ message: string }> };
-        streams: { live: number };
-      };
+      type Status = { nginx: { restarts: number; state: string; incidents: Array<{ message: string }> }; streams: { live: number } };
+      // The streams flow as soon as the new workers run, a moment before the daemon marks it running.
+      const status = await eventually(async () => (await daemon.get('/v1/status')).json as Status, (value) => value.nginx.state === 'running', 5000);
       expect(status.nginx.state).toBe('running');
       expect(status.nginx.restarts).toBe(1);
       // The master is the reaper's child, not the daemon's: the daemon sees it gone, not how it died.
