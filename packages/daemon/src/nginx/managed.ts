@@ -502,11 +502,7 @@ export class ManagedNginx implements NginxController {
     }
     const before = new Set(await childPids(pid));
     const cursor = await errorLogCursor(this.errorLogPath);
-    try {
-      process.kill(pid, 'SIGHUP');
-    } catch {
-      return { ok: false, code: 'NGINX_UNAVAILABLE', message: 'nginx is not running', lines: [] };
-    }
+    if (!signal(pid, 'SIGHUP')) return notRunning();
     const outcome = await awaitNewGeneration({ masterPid: pid, before, errorLog: cursor, timeoutMs: this.options.reloadTimeoutMs });
     this.lastReload = reloadRecord(outcome);
     if (outcome.ok) this.lastChangeAt = Date.now();
@@ -543,11 +539,7 @@ export class ManagedNginx implements NginxController {
   private async handoff(pid: number): Promise<ReloadOutcome | 'ignored'> {
     const before = new Set(await childPids(pid));
     const cursor = await errorLogCursor(this.errorLogPath);
-    try {
-      process.kill(pid, 'SIGUSR2');
-    } catch {
-      return { ok: false, code: 'NGINX_UNAVAILABLE', message: 'nginx is not running', lines: [] };
-    }
+    if (!signal(pid, 'SIGUSR2')) return notRunning();
     const started = Date.now();
     let lines: NginxLogLine[] = [];
     for (let round = 0; ; round += 1) {
@@ -703,14 +695,18 @@ function failsReloadToo(outcome: ReloadOutcome): boolean {
   return / in \S+:[0-9]+$/.test(outcome.message) || /bind\(\) to /.test(outcome.message);
 }
 
-function signal(pid: number | undefined, name: NodeJS.Signals): void {
-  if (pid === undefined) return;
+/** Sends `name` to `pid`; false when there is no such process (gone already). */
+function signal(pid: number | undefined, name: NodeJS.Signals): boolean {
+  if (pid === undefined) return false;
   try {
     process.kill(pid, name);
+    return true;
   } catch {
-    // gone already
+    return false;
   }
 }
+
+const notRunning = (): ReloadOutcome => ({ ok: false, code: 'NGINX_UNAVAILABLE', message: 'nginx is not running', lines: [] });
 
 function whenSpawned(child: ChildProcess): Promise<Error | undefined> {
   return new Promise((done) => {
