@@ -305,9 +305,13 @@ export class ManagedNginx implements NginxController {
     });
   }
 
-  private watchStderr(child: ChildProcess): void {
+  /** Logs what `child` writes on stderr, each line also handed to `onLine`. */
+  private watchStderr(child: ChildProcess, onLine?: (line: string) => void): void {
     if (child.stderr) {
-      createInterface({ input: child.stderr }).on('line', (line) => this.options.log.warn('nginx stderr', { line }));
+      createInterface({ input: child.stderr }).on('line', (line) => {
+        onLine?.(line);
+        this.options.log.warn('nginx stderr', { line });
+      });
     }
   }
 
@@ -347,12 +351,9 @@ export class ManagedNginx implements NginxController {
       return 'unavailable';
     }
     let setup = '';
-    if (reaper.stderr) {
-      createInterface({ input: reaper.stderr }).on('line', (line) => {
-        if (line.startsWith('reaper: ')) setup = line;
-        this.options.log.warn('nginx stderr', { line });
-      });
-    }
+    this.watchStderr(reaper, (line) => {
+      if (line.startsWith('reaper: ')) setup = line;
+    });
     const exit = new Promise<number | null>((done) => reaper.once('exit', (code) => done(code)));
     let exitCode: number | null | undefined;
     void exit.then((code) => {

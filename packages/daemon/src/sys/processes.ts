@@ -21,8 +21,7 @@ export function isAlive(pid: number): boolean {
 export async function childPids(pid: number): Promise<number[]> {
   try {
     // Polled every few milliseconds while a reload runs: a synchronous read of /proc is cheap.
-    const text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8');
-    return text.trim() === '' ? [] : text.trim().split(/\s+/).map(Number);
+    return listedChildren(pid);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
@@ -158,10 +157,16 @@ export function isReaper(pid: number): boolean {
   }
 }
 
+/** `pid`'s children as the kernel lists them; throws when it cannot (the process is gone, or no CONFIG_PROC_CHILDREN). */
+function listedChildren(pid: number): number[] {
+  const text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+  return text === '' ? [] : text.split(/\s+/).map(Number);
+}
+
+/** `pid`'s children as the kernel lists them; none when it cannot say. */
 function childrenOf(pid: number): number[] {
   try {
-    const text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
-    return text === '' ? [] : text.split(/\s+/).map(Number);
+    return listedChildren(pid);
   } catch {
     return [];
   }
