@@ -3,12 +3,13 @@
  * from the service this one replaces.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Daemon, instanceCount, masterPids, nginxDirFor, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { alive, eventually, sleep } from '../helpers/wait.js';
+import { renderedPorts, renderedStreams } from '../helpers/state.js';
 
 let backend: EchoBackend;
 const dirs: string[] = [];
@@ -65,6 +66,33 @@ describe('restarts', () => {
       await second.stop();
     }
     for (const master of mastersBefore) expect(await alive(master)).toBe(false);
+  });
+
+  it('takes over a home in the per-stream layout of earlier versions, its nginx still running', async () => {
+    const first = await fresh();
+    const ports = [first.rangeStart + 2, first.rangeStart + 3];
+    for (const port of ports) expect((await first.get(`/createstream/${port}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+    await first.stop('SIGKILL');
+    // What an earlier version left: a file per stream in each master's folder, no bundle.
+    const streams = join(first.home, 'stream.d');
+    for (let id = 0; id < instanceCount(first); id += 1) {
+      const bundle = join(streams, String(id), '_conductor_streams.conf');
+      for (const [port, { text }] of renderedStreams({ [bundle]: await readFile(bundle, 'utf8') })) await writeFile(join(streams, String(id), `_conductor_${port}.conf`), text);
+      await rm(bundle);
+    }
+    expect(await renderedPorts(streams)).toEqual(ports);
+    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort });
+    try {
+      for (const port of ports) expect(await roundTrip(port, 'kept')).toBe('b:kept');
+      // A change has every master read its configuration again: each stream is there once.
+      const added = first.rangeStart + 4;
+      expect((await second.get(`/createstream/${added}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+      for (const port of [...ports, added]) expect(await roundTrip(port, 'after')).toBe('b:after');
+      for (let id = 0; id < instanceCount(second); id += 1) expect(await readdir(join(streams, String(id)))).toEqual(['_conductor_streams.conf']);
+      expect(await renderedPorts(streams)).toEqual([...ports, added]);
+    } finally {
+      await second.stop();
+    }
   });
 
   it('stops its nginx on SIGTERM and on SIGINT', async () => {
@@ -143,9 +171,10 @@ describe('old-format files', () => {
     try {
       expect((await daemon.get('/getstreams')).json).toEqual([{ listen: base, proxy_pass: `127.0.0.1:${backend.port}` }]);
       expect(await roundTrip(base, 'legacy')).toBe('b:legacy');
-      // Our own files go to the folder of the master that serves the port.
+      // Each master has its stream file in its own folder; the adopted stream is in one of them.
       const rendered = await Promise.all(Array.from({ length: instanceCount(daemon) }, (_, id) => readdir(join(streams, String(id)))));
-      expect(rendered.flat()).toEqual([`_conductor_${base}.conf`]);
+      expect(rendered).toEqual(Array.from({ length: instanceCount(daemon) }, () => ['_conductor_streams.conf']));
+      expect(await renderedPorts(streams)).toEqual([base]);
       expect((await readdir(streams)).sort()).toEqual(
         [
           `_conductor_${base}-127.0.0.1:${backend.port}.conf.adopted`,

@@ -186,18 +186,14 @@ export function instanceCount(daemon: Daemon): number {
 }
 
 /**
- * The folder of the managed nginx master that serves `port`: the one whose per-stream folder
- * holds the port's file (the daemon places a new stream on the master that can take it soonest).
+ * The folder of the managed nginx master that serves `port`: the one whose stream file holds the
+ * port (the daemon places a new stream on the master that can take it soonest).
  */
 export async function nginxDirFor(daemon: Daemon, port: number): Promise<string> {
-  const { access } = await import('node:fs/promises');
+  const { readFile } = await import('node:fs/promises');
   for (let id = 0; id < instanceCount(daemon); id += 1) {
-    try {
-      await access(join(daemon.home, 'stream.d', String(id), `_conductor_${port}.conf`));
-      return join(daemon.home, 'nginx', String(id));
-    } catch {
-      // not this one
-    }
+    const bundle = await readFile(join(daemon.home, 'stream.d', String(id), '_conductor_streams.conf'), 'utf8').catch(() => '');
+    if (bundle.includes(`\n# stream-conductor: port ${port} `)) return join(daemon.home, 'nginx', String(id));
   }
   throw new Error(`no nginx master serves port ${port}`);
 }

@@ -25,14 +25,30 @@ export async function folderContents(folder: string): Promise<Record<string, str
   return files;
 }
 
-/** The ports of the per-stream files under `folder` (`_conductor_<port>.conf`, any sub-folder). */
+/**
+ * The text of each stream rendered under `folder` (any sub-folder), by port: a per-stream file
+ * (`_conductor_<port>.conf`, an external nginx) or a stream's part of a master's bundle
+ * (`_conductor_streams.conf`, a managed nginx; each part starts with `# stream-conductor: port N`).
+ */
+export function renderedStreams(files: Record<string, string>): Map<number, { file: string; text: string }> {
+  const streams = new Map<number, { file: string; text: string }>();
+  const add = (port: number, file: string, text: string): void => {
+    if (streams.has(port)) throw new Error(`port ${port} is rendered twice: in ${streams.get(port)?.file} and in ${file}`);
+    streams.set(port, { file, text });
+  };
+  for (const [path, content] of Object.entries(files)) {
+    const own = /(?:^|\/)_conductor_([0-9]+)\.conf$/.exec(path);
+    if (own) add(Number(own[1]), path, content);
+    if (!/(?:^|\/)_conductor_streams\.conf$/.test(path)) continue;
+    const parts = content.split(/^(?=# stream-conductor: port )/m).slice(1);
+    for (const part of parts) add(Number(/^# stream-conductor: port ([0-9]+) /.exec(part)?.[1]), path, part);
+  }
+  return streams;
+}
+
+/** The ports rendered under `folder`, in order. */
 export async function renderedPorts(folder: string): Promise<number[]> {
-  return Object.keys(await folderContents(folder))
-    .flatMap((path) => {
-      const match = /(?:^|\/)_conductor_([0-9]+)\.conf$/.exec(path);
-      return match ? [Number(match[1])] : [];
-    })
-    .sort((a, b) => a - b);
+  return [...renderedStreams(await folderContents(folder)).keys()].sort((a, b) => a - b);
 }
 
 /** The per-stream files, the store, the legacy listing and the range's listening ports. */

@@ -18,7 +18,7 @@ import { NginxInstance } from './nginx/instance.js';
 import { ManagedNginx } from './nginx/managed.js';
 import { logFormatFileName, nginxPath, portOfStreamFileName, renderLogFormatFile, renderMainConf, sizeConnections } from './nginx/render.js';
 import { writeFileAtomic } from './sys/files.js';
-import { StreamFiles } from './nginx/stream-files.js';
+import { BundleFiles, StreamFiles } from './nginx/stream-files.js';
 import type { PipelineObserver } from './observe/metrics.js';
 import type { StreamStore } from './streams/store.js';
 import { hardOpenFileLimit } from './sys/limits.js';
@@ -131,7 +131,7 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
       new NginxInstance({
         id,
         controller,
-        files: new StreamFiles(layout.streamDir, config.streamPrefix, { listenAddress: config.listenAddress, accessLog: layout.accessLog }),
+        files: new (external ? StreamFiles : BundleFiles)(layout.streamDir, config.streamPrefix, { listenAddress: config.listenAddress, accessLog: layout.accessLog }),
         store,
         probePort,
         listeningPorts,

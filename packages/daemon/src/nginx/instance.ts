@@ -23,11 +23,11 @@ import {
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import type { PipelineObserver } from '../observe/metrics.js';
-import type { StreamStore } from '../streams/store.js';
+import type { StoreChange, StreamStore } from '../streams/store.js';
 import type { ListeningPorts, PortProbe } from '../sys/ports.js';
 import { type NginxLogLine, withoutPaths } from './binary.js';
 import { type NginxController, type ReloadOutcome, quietOldWorkers } from './controller.js';
-import type { FileSnapshot, StreamFiles } from './stream-files.js';
+import type { FileSnapshot, StreamFileSet } from './stream-files.js';
 
 /** One port's change: the record it gets, or undefined to remove its stream. */
 export interface PortChange {
@@ -84,7 +84,7 @@ type Ports = Record<'tcp' | 'udp', number[]>;
 export interface InstanceOptions {
   id: number;
   controller: NginxController;
-  files: StreamFiles;
+  files: StreamFileSet;
   store: StreamStore;
   /** Asks the kernel whether a port could be bound now for these protocols (see sys/ports.ts). */
   probePort(port: number, protocols: Array<'tcp' | 'udp'>, listenAddress: string | undefined): Promise<PortProbe>;
@@ -139,11 +139,11 @@ function internal(error: unknown): ConductorError {
   return error instanceof ConductorError ? error : new ConductorError(ErrorCode.Internal, 'internal error', { cause: error });
 }
 
-/** The port an nginx message blames: a per-stream file it names, or a listen it could not bind. */
-export function portBlamed(line: NginxLogLine, files: StreamFiles): number | undefined {
-  const file = / in (\/\S+):[0-9]+$/.exec(line.text);
+/** The port an nginx message blames: the stream at the file and line it names, or a listen it could not bind. */
+export function portBlamed(line: NginxLogLine, files: StreamFileSet): number | undefined {
+  const file = / in (\/\S+):([0-9]+)$/.exec(line.text);
   if (file?.[1] !== undefined) {
-    const port = files.portOfPath(file[1]);
+    const port = files.portAt(file[1], Number(file[2]));
     if (port !== undefined) return port;
   }
   const bind = /bind\(\) to (?:\S+:)?([0-9]+)(?: udp)? failed/.exec(line.text);
@@ -183,7 +183,7 @@ export class NginxInstance {
     return this.options.controller;
   }
 
-  get files(): StreamFiles {
+  get files(): StreamFileSet {
     return this.options.files;
   }
 
@@ -579,62 +579,86 @@ export class NginxInstance {
       return { kind: 'all', error: storageError(error) };
     }
     phase('files');
-    const warnings: string[] = [];
-    if (nginxChanges) {
-      // A managed nginx parses the whole configuration on reload and keeps the running one when it
-      // fails, with the reason in its error log: the reload is the test. An external nginx is
-      // tested first, since its error log may be out of reach.
-      if (this.options.testBeforeReload ?? this.options.controller.mode === 'external') {
-        const test = await this.options.controller.test();
-        phase('test');
-        if (!test.ok) {
-          await undo();
-          return this.blame(test.lines, test.message, accepted, ErrorCode.NginxRejected);
-        }
-      }
-      const reload = await this.reload();
-      phase('reload');
-      if (!reload.ok) {
-        await undo();
-        await this.resync(reload);
-        const code = reload.code === 'NGINX_UNAVAILABLE' ? ErrorCode.NginxUnavailable : reload.lines.some((line) => /bind\(\)/.test(line.text)) ? ErrorCode.ReloadFailed : ErrorCode.NginxRejected;
-        return this.blame(reload.lines, reload.message, accepted, code);
-      }
-      // New workers prove the master parsed everything and bound every listening socket of its
-      // configuration. Only an external nginx might not include our folder at all: ask the kernel.
-      if (this.options.controller.mode === 'external') {
-        const sockets = await this.verifySockets(opened, { tcp: [], udp: [] });
-        phase('verify');
-        if (sockets.missing.length > 0) {
-          await this.revert(snapshot);
-          return {
-            kind: 'all',
-            error: new ConductorError(ErrorCode.ReloadFailed, `nginx reloaded but nothing listens on port ${sockets.missing.join(', ')}`, {
-              hint: "is STREAM_CONFIG_PATH included inside nginx's stream {} block?",
-            }),
-          };
-        }
-      }
-      // Removed ports close, and changed ones stop reaching the old backend, once the old workers
-      // have stopped accepting.
-      const closing = closed.tcp.length + closed.udp.length > 0;
-      if ((closing || changedInPlace) && !(await quietOldWorkers(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
-        warnings.push('old nginx workers were slow to stop: a removed or changed stream may take connections a moment longer');
-      }
-      phase('drain');
-    }
-    try {
-      await this.options.store.commit({
-        put: touched.flatMap((port) => {
-          const entry = target.get(port);
-          return entry ? [entry.record] : [];
-        }),
-        remove: touched.filter((port) => !target.has(port)),
+    // The store is written while nginx takes the change: its flush to disk takes as long as a
+    // handoff's better part, and the answer waits for both. A change nginx refuses is taken out of
+    // the store again before the refusal is answered (see unstore). Listings read the instance,
+    // never the store, so nothing shows the change before it is live.
+    /** What the store holds for the touched ports when `entries` is the state. */
+    const storeChange = (entries: Map<number, Entry>): StoreChange => ({
+      put: touched.flatMap((port) => {
+        const entry = entries.get(port);
+        return entry ? [entry.record] : [];
+      }),
+      remove: touched.filter((port) => !entries.has(port)),
+    });
+    const stored = this.options.store.commit(storeChange(target)).then(
+      () => undefined,
+      (error: unknown) => error ?? new Error('the store write failed'),
+    );
+    const unstore = async (): Promise<void> => {
+      if ((await stored) !== undefined) return; // never written
+      await this.options.store.commit(storeChange(this.entries)).catch((error: unknown) => {
+        this.log.error('could not take a refused change out of the store; the next start applies it', { error, ports: touched });
       });
+    };
+    const warnings: string[] = [];
+    try {
+      if (nginxChanges) {
+        // A managed nginx parses the whole configuration on reload and keeps the running one when
+        // it fails, with the reason in its error log: the reload is the test. An external nginx
+        // is tested first, since its error log may be out of reach.
+        if (this.options.testBeforeReload ?? this.options.controller.mode === 'external') {
+          const test = await this.options.controller.test();
+          phase('test');
+          if (!test.ok) {
+            await undo();
+            await unstore();
+            return this.blame(test.lines, test.message, accepted, ErrorCode.NginxRejected);
+          }
+        }
+        const reload = await this.reload();
+        phase('reload');
+        if (!reload.ok) {
+          await undo();
+          await unstore();
+          await this.resync(reload);
+          const code = reload.code === 'NGINX_UNAVAILABLE' ? ErrorCode.NginxUnavailable : reload.lines.some((line) => /bind\(\)/.test(line.text)) ? ErrorCode.ReloadFailed : ErrorCode.NginxRejected;
+          return this.blame(reload.lines, reload.message, accepted, code);
+        }
+        // New workers prove the master parsed everything and bound every listening socket of its
+        // configuration. Only an external nginx might not include our folder at all: ask the
+        // kernel.
+        if (this.options.controller.mode === 'external') {
+          const sockets = await this.verifySockets(opened, { tcp: [], udp: [] });
+          phase('verify');
+          if (sockets.missing.length > 0) {
+            await this.revert(snapshot);
+            await unstore();
+            return {
+              kind: 'all',
+              error: new ConductorError(ErrorCode.ReloadFailed, `nginx reloaded but nothing listens on port ${sockets.missing.join(', ')}`, {
+                hint: "is STREAM_CONFIG_PATH included inside nginx's stream {} block?",
+              }),
+            };
+          }
+        }
+        // Removed ports close, and changed ones stop reaching the old backend, once the old
+        // workers have stopped accepting.
+        const closing = closed.tcp.length + closed.udp.length > 0;
+        if ((closing || changedInPlace) && !(await quietOldWorkers(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
+          warnings.push('old nginx workers were slow to stop: a removed or changed stream may take connections a moment longer');
+        }
+        phase('drain');
+      }
     } catch (error) {
+      await unstore(); // not answered as done, so not kept
+      throw error;
+    }
+    const storeError = await stored;
+    if (storeError !== undefined) {
       if (nginxChanges) await this.revert(snapshot);
       else await undo();
-      return { kind: 'all', error: storageError(error) };
+      return { kind: 'all', error: storageError(storeError) };
     }
     phase('store');
     this.entries = target;
