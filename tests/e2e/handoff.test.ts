@@ -162,6 +162,28 @@ describe('handoffs between nginx masters', () => {
     expect(await connectOutcome(kept)).toBe('refused');
   });
 
+  it('close a removed port before its remove is answered, handoff after handoff', async () => {
+    const daemon = await fresh();
+    try {
+      const port = daemon.rangeStart;
+      const seen = new Set<number>();
+      for (let round = 0; round < 25; round += 1) {
+        expect((await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+        expect(await roundTrip(port, 'up')).toBe('b:up');
+        expect((await daemon.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
+        // Not one connection is taken after the answer: not by an old worker, nor queued on a
+        // socket the old master still held (which would also leave the next create's
+        // connections to be reset).
+        expect(await connectOutcome(port)).toBe('refused');
+        seen.add(await masterPid(daemon));
+      }
+      // The changes were handoffs: masters came and went.
+      expect(seen.size).toBeGreaterThan(10);
+    } finally {
+      await daemon.stop();
+    }
+  });
+
   it('leave the running master untouched when the new one refuses the change', async () => {
     const daemon = await fresh();
     const port = daemon.rangeStart;

@@ -26,6 +26,11 @@ export interface ReloadOutcome {
    * about 100 ms after a reload; a master that took over by a handoff has no such pause.
    */
   pauses?: boolean;
+  /**
+   * After a handoff: settles once the old master is gone. Until then it still holds every
+   * listening socket it had, and the kernel queues connections on a removed port.
+   */
+  oldMasterGone?: Promise<void>;
 }
 
 export interface NginxController {

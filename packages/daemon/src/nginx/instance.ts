@@ -648,6 +648,7 @@ export class NginxInstance {
         if ((closing || changedInPlace) && !(await quietOldWorkers(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
           warnings.push('old nginx workers were slow to stop: a removed or changed stream may take connections a moment longer');
         }
+        if (closing) await reload.oldMasterGone;
         phase('drain');
       }
     } catch (error) {

@@ -91,6 +91,15 @@ const HANDOFF_IGNORED = /changing binary signal is ignored/;
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 const MAX_INCIDENTS = 20;
 
+/** Tells each of `pids` that is an nginx worker still taking connections to quit (not `except`). */
+async function quitWorkers(pids: number[], except: number): Promise<void> {
+  for (const pid of pids) {
+    if (pid === except) continue;
+    const command = await commandLine(pid);
+    if (command?.startsWith('nginx: worker process') && !command.includes('is shutting down')) signal(pid, 'SIGQUIT');
+  }
+}
+
 /** nginx cannot be set up at all: the binary cannot run, or it has no stream module. */
 class SetupError extends Error {}
 
@@ -119,6 +128,8 @@ export class ManagedNginx implements NginxController {
   private reaperPid: number | undefined;
   /** When the last reload or handoff took (ms since the epoch). */
   private lastChangeAt = 0;
+  /** Settles once the master the last handoff started is below the reaper (see retire). */
+  private reparenting: Promise<void> | undefined;
   /** Why masters are not started under the reaper, once that was found not to work here. */
   private noReaper: string | undefined;
 
@@ -489,6 +500,7 @@ export class ManagedNginx implements NginxController {
     // Changes that come while it is busy are handed to new masters, which have no pause.
     const busy = Date.now() - this.lastChangeAt < BUSY_MS;
     if (busy && this.options.handoff !== false) {
+      await this.reparenting;
       const parent = await parentPid(pid);
       if (parent !== undefined && isReaper(parent)) {
         const outcome = await this.handoff(pid);
@@ -549,7 +561,7 @@ export class ManagedNginx implements NginxController {
       const fresh = await this.newMaster(pid, before, true);
       if (fresh !== undefined) {
         await this.retire(pid, fresh, [...before]);
-        return { ok: true, message: '', lines, previousWorkers: [...before], pauses: false };
+        return { ok: true, message: '', lines, previousWorkers: [...before], pauses: false, oldMasterGone: this.reparenting };
       }
       if (round % 4 === 3 && cursor) {
         lines = parseNginxLines(readFrom(cursor));
@@ -594,20 +606,23 @@ export class ManagedNginx implements NginxController {
    */
   private async retire(old: number, fresh: number, oldWorkers: number[]): Promise<void> {
     this.pid = fresh;
-    signal(old, 'SIGKILL');
-    // The new master takes the next handoff only once its parent is no longer the old master.
+    signal(old, 'SIGKILL'); // it runs no more code: it respawns no worker
+    await quitWorkers(oldWorkers, fresh);
+    await rm(this.oldPidPath, { force: true }).catch(() => undefined);
+    // The new master takes the next handoff only once its parent is no longer the old master,
+    // which takes the old one's exit (and with it, its listening sockets): waited for before the
+    // next handoff, and before the answer only when a port closes (see oldMasterGone).
+    this.reparenting = this.reparented(fresh, old).catch((error: unknown) => this.options.log.warn('could not follow the new nginx master to the reaper', { error }));
+  }
+
+  /** Once `fresh` is below the reaper: quits any other worker left there without a master. */
+  private async reparented(fresh: number, old: number): Promise<void> {
     let parent = await parentPid(fresh);
     for (let waited = 0; waited < 2000 && parent === old; waited += 1) {
       await sleep(1);
       parent = await parentPid(fresh);
     }
-    const orphans = parent !== undefined && isReaper(parent) ? await childPids(parent) : oldWorkers;
-    for (const worker of orphans) {
-      if (worker === fresh) continue;
-      const command = await commandLine(worker);
-      if (command?.startsWith('nginx: worker process') && !command.includes('is shutting down')) signal(worker, 'SIGQUIT');
-    }
-    await rm(this.oldPidPath, { force: true }).catch(() => undefined);
+    if (parent !== undefined && isReaper(parent)) await quitWorkers(await childPids(parent), fresh);
   }
 
   /** Stops what a handoff from `pid` started, if anything; `pid` runs on. */

@@ -24,6 +24,8 @@ interface PendingCommit {
 
 export class FileStore implements StreamStore {
   private records = new Map<number, StreamRecord>();
+  /** The text of each record in the file as last written (see serialize). */
+  private texts = new Map<StreamRecord, string>();
   private readonly pending: PendingCommit[] = [];
   private writing = false;
 
@@ -108,7 +110,25 @@ export class FileStore implements StreamStore {
     }
     const streams = [...next.values()].sort((a, b) => a.port - b.port);
     await mkdir(dirname(this.path), { recursive: true });
-    await writeFileAtomic(this.path, `${JSON.stringify({ format: FORMAT, streams }, null, 1)}\n`, { durable: true, mode: 0o600 });
+    await writeFileAtomic(this.path, this.serialize(streams), { durable: true, mode: 0o600 });
     this.records = next;
+  }
+
+  /**
+   * `JSON.stringify({ format, streams }, null, 1)` and a newline, byte for byte, from the text of
+   * each record kept between writes: a burst writes the whole file once per group, and most of
+   * its records did not change.
+   */
+  private serialize(streams: StreamRecord[]): string {
+    if (streams.length === 0) return `{\n "format": ${FORMAT},\n "streams": []\n}\n`;
+    const texts = new Map<StreamRecord, string>();
+    const parts = streams.map((record) => {
+      // A JSON text holds no raw newline: each of its line breaks is the layout's.
+      const text = this.texts.get(record) ?? `  ${JSON.stringify(record, null, 1).replaceAll('\n', '\n  ')}`;
+      texts.set(record, text);
+      return text;
+    });
+    this.texts = texts;
+    return `{\n "format": ${FORMAT},\n "streams": [\n${parts.join(',\n')}\n ]\n}\n`;
   }
 }
