@@ -11,6 +11,7 @@ import { recordFromJson } from './record.js';
 import type { StoreChange, StoreLoad, StreamStore } from './store.js';
 
 const FORMAT = 1;
+const SEPARATOR = Buffer.from(',\n');
 
 export class StoreCorruptError extends Error {
   override readonly name = 'StoreCorruptError';
@@ -25,7 +26,7 @@ interface PendingCommit {
 export class FileStore implements StreamStore {
   private records = new Map<number, StreamRecord>();
   /** The text of each record in the file as last written (see serialize). */
-  private texts = new Map<StreamRecord, string>();
+  private texts = new Map<StreamRecord, Buffer>();
   private readonly pending: PendingCommit[] = [];
   private writing = false;
 
@@ -115,20 +116,23 @@ export class FileStore implements StreamStore {
   }
 
   /**
-   * `JSON.stringify({ format, streams }, null, 1)` and a newline, byte for byte, from the text of
-   * each record kept between writes: a burst writes the whole file once per group, and most of
-   * its records did not change.
+   * `JSON.stringify({ format, streams }, null, 1)` and a newline, byte for byte, in pieces: the
+   * bytes of each record are kept between writes (a burst writes the whole file once per group,
+   * and most of its records did not change), and no copy of the whole file is made.
    */
-  private serialize(streams: StreamRecord[]): string {
-    if (streams.length === 0) return `{\n "format": ${FORMAT},\n "streams": []\n}\n`;
-    const texts = new Map<StreamRecord, string>();
-    const parts = streams.map((record) => {
+  private serialize(streams: StreamRecord[]): Buffer[] {
+    if (streams.length === 0) return [Buffer.from(`{\n "format": ${FORMAT},\n "streams": []\n}\n`)];
+    const texts = new Map<StreamRecord, Buffer>();
+    const parts: Buffer[] = [Buffer.from(`{\n "format": ${FORMAT},\n "streams": [\n`)];
+    streams.forEach((record, index) => {
       // A JSON text holds no raw newline: each of its line breaks is the layout's.
-      const text = this.texts.get(record) ?? `  ${JSON.stringify(record, null, 1).replaceAll('\n', '\n  ')}`;
+      const text = this.texts.get(record) ?? Buffer.from(`  ${JSON.stringify(record, null, 1).replaceAll('\n', '\n  ')}`);
       texts.set(record, text);
-      return text;
+      if (index > 0) parts.push(SEPARATOR);
+      parts.push(text);
     });
     this.texts = texts;
-    return `{\n "format": ${FORMAT},\n "streams": [\n${parts.join(',\n')}\n ]\n}\n`;
+    parts.push(Buffer.from('\n ]\n}\n'));
+    return parts;
   }
 }

@@ -7,8 +7,8 @@
  * the flush to disk (fsync), which can take milliseconds, stays asynchronous.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { open, readdir, unlink } from 'node:fs/promises';
+import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writevSync } from 'node:fs';
+import { type FileHandle, open, readdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Temporary files start with this, so that no `*.conf` glob ever matches them. */
@@ -19,10 +19,43 @@ export function tempPathFor(path: string): string {
 }
 
 /**
+ * What a file is written from: a string, or its bytes in pieces (a file assembled from parts kept
+ * between writes, with no copy of the whole).
+ */
+export type FileContent = string | readonly Buffer[];
+
+/** The kernel takes at most this many pieces in one writev. */
+const MAX_PIECES = 1024;
+
+function piecesOf(content: FileContent): Buffer[] {
+  return typeof content === 'string' ? [Buffer.from(content, 'utf8')] : content.filter((piece) => piece.length > 0);
+}
+
+/** Where writing `pieces` resumes once `written` more bytes from piece `at` are written. */
+function advance(pieces: Buffer[], at: number, written: number): number {
+  let next = at;
+  let left = written;
+  while (next < pieces.length && left >= (pieces[next] as Buffer).length) left -= (pieces[next++] as Buffer).length;
+  if (left > 0) pieces[next] = (pieces[next] as Buffer).subarray(left);
+  return next;
+}
+
+/** Writes every byte of `content` to `fd`, however many calls that takes. */
+function writeAllSync(fd: number, content: FileContent): void {
+  const pieces = piecesOf(content);
+  for (let at = 0; at < pieces.length; ) at = advance(pieces, at, writevSync(fd, pieces.slice(at, at + MAX_PIECES)));
+}
+
+async function writeAll(handle: FileHandle, content: FileContent): Promise<void> {
+  const pieces = piecesOf(content);
+  for (let at = 0; at < pieces.length; ) at = advance(pieces, at, (await handle.writev(pieces.slice(at, at + MAX_PIECES))).bytesWritten);
+}
+
+/**
  * Replaces `path` with `content` atomically. With `durable`, the data and the folder entry are
  * flushed to disk before it returns, so the new content survives a power cut.
  */
-export async function writeFileAtomic(path: string, content: string, options: { durable?: boolean; mode?: number } = {}): Promise<void> {
+export async function writeFileAtomic(path: string, content: FileContent, options: { durable?: boolean; mode?: number } = {}): Promise<void> {
   const temp = tempPathFor(path);
   if (!options.durable) {
     writeSmallFileAtomic(path, temp, content, options.mode);
@@ -31,7 +64,7 @@ export async function writeFileAtomic(path: string, content: string, options: { 
   const handle = await open(temp, 'wx', options.mode ?? 0o644);
   try {
     try {
-      await handle.writeFile(content);
+      await writeAll(handle, content);
       await handle.sync();
     } finally {
       await handle.close();
@@ -44,12 +77,11 @@ export async function writeFileAtomic(path: string, content: string, options: { 
   await syncFolder(dirname(path));
 }
 
-function writeSmallFileAtomic(path: string, temp: string, content: string, mode: number | undefined): void {
+function writeSmallFileAtomic(path: string, temp: string, content: FileContent, mode: number | undefined): void {
   const fd = openSync(temp, 'wx', mode ?? 0o644);
   try {
     try {
-      const data = Buffer.from(content, 'utf8');
-      for (let written = 0; written < data.length; ) written += writeSync(fd, data, written, data.length - written);
+      writeAllSync(fd, content);
     } finally {
       closeSync(fd);
     }
