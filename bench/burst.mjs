@@ -46,8 +46,10 @@ export async function phases(options = {}) {
 
 export async function run() {
   const managed = await phases();
-  // The same with nginx reloads (SIGHUP, each followed by nginx's pause) on 8 masters.
+  // The same with nginx reloads only (SIGHUP, each followed by nginx's pause).
   const reloads = await phases({ env: { CONDUCTOR_NGINX_HANDOFF: 'false' } });
+  // The default policy on 2 masters: fewer, larger masters.
+  const two = await phases({ env: { CONDUCTOR_NGINX_INSTANCES: '2' } });
   const { startExternal } = await import('./external.mjs');
   const external = await phases({ start: startExternal });
   const holds = managed.created.seconds < 1.5 && managed.removed.seconds < 1.5 && managed.created.errors === 0 && managed.removed.errors === 0 && managed.left === 0 && managed.listed === managed.count;
@@ -62,8 +64,9 @@ export async function run() {
     holds,
     columns: ['mode', 'creates', 'removes'],
     rows: [
-      row(`managed, ${defaultMasters()} masters, handoffs (default)`, managed),
-      row('managed, 8 masters, reloads only (CONDUCTOR_NGINX_HANDOFF=false)', reloads),
+      row(`managed, ${defaultMasters()} masters (default: new streams reloaded, removes handed off)`, managed),
+      row(`managed, ${defaultMasters()} masters, reloads only (CONDUCTOR_NGINX_HANDOFF=false)`, reloads),
+      row('managed, 2 masters (CONDUCTOR_NGINX_INSTANCES=2)', two),
       row('external (one nginx)', external),
     ],
     summary: 'the older service took about 11.5 s and 37 s, with failed and leftover removes',
@@ -72,15 +75,16 @@ export async function run() {
 }
 
 /**
- * With BENCH_BURST_ROUNDS=n: n more rounds of the two managed modes, interleaved, so that their
+ * With BENCH_BURST_ROUNDS=n: n more rounds of the three managed setups, interleaved, so that their
  * spread on a noisy machine can be told from their difference.
  * @param {number} rounds
  */
 async function repeats(rounds) {
   if (!(rounds > 0)) return [];
   const modes = [
-    { name: `handoffs (${defaultMasters()} masters)`, env: {} },
-    { name: 'reloads only (8 masters)', env: { CONDUCTOR_NGINX_HANDOFF: 'false' } },
+    { name: `default (${defaultMasters()} masters)`, env: {} },
+    { name: `reloads only (${defaultMasters()} masters)`, env: { CONDUCTOR_NGINX_HANDOFF: 'false' } },
+    { name: 'default policy, 2 masters', env: { CONDUCTOR_NGINX_INSTANCES: '2' } },
   ];
   /** @type {Record<string, { created: number[], removed: number[], errors: number }>} */
   const seen = {};

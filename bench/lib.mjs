@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import { createServer, connect } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { defaultNginxInstances } from '../packages/daemon/dist/config.js';
+import { DEFAULT_NGINX_INSTANCES } from '../packages/daemon/dist/config.js';
 import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -154,9 +154,9 @@ export async function startDaemon(options) {
   };
 }
 
-/** How many nginx masters a managed daemon runs by default here (with handoffs). */
+/** How many nginx masters a managed daemon runs by default. */
 export function defaultMasters() {
-  return defaultNginxInstances(true);
+  return DEFAULT_NGINX_INSTANCES;
 }
 
 /** Resident memory of a process and its descendants, in MiB. @param {number} pid */

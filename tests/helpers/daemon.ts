@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePortBlock } from './ports.js';
-import { defaultNginxInstances } from '../../packages/daemon/src/config.js';
+import { DEFAULT_NGINX_INSTANCES } from '../../packages/daemon/src/config.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const DAEMON = join(ROOT, 'packages/daemon/bin/conductor-daemon.js');
@@ -180,8 +180,7 @@ export async function runDaemonExpectingExit(env: Record<string, string>, args: 
 
 /** How many nginx masters a managed daemon runs: CONDUCTOR_NGINX_INSTANCES (or its default), at most one per port. */
 export function instanceCount(daemon: Daemon): number {
-  const handoff = !/^(0|false|no|off)$/i.test(daemon.env.CONDUCTOR_NGINX_HANDOFF ?? 'true');
-  const wanted = Number(daemon.env.CONDUCTOR_NGINX_INSTANCES ?? defaultNginxInstances(handoff));
+  const wanted = Number(daemon.env.CONDUCTOR_NGINX_INSTANCES ?? DEFAULT_NGINX_INSTANCES);
   return Math.min(wanted, daemon.rangeEnd - daemon.rangeStart + 1);
 }
 

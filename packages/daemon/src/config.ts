@@ -5,7 +5,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { availableParallelism, hostname } from 'node:os';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
@@ -156,7 +156,7 @@ export const settings = {
   nginxInstances: {
     env: 'CONDUCTOR_NGINX_INSTANCES',
     flag: 'nginx-instances',
-    help: 'managed: nginx masters that share the port range, 1-32 (default: one per processor, at least 2; 8 without handoffs)',
+    help: 'managed: nginx masters that share the port range, 1-32 (default 8)',
   },
   nginxWorkers: {
     env: 'CONDUCTOR_NGINX_WORKERS',
@@ -218,13 +218,11 @@ export const usage = (): string => {
 };
 
 /**
- * How many nginx masters managed mode runs unless told. Handoffs cost CPU while bursts of changes
- * run: one master per processor does best. Masters that are only reloaded wait out nginx's pause
- * after each reload; more of them overlap their pauses.
+ * How many nginx masters managed mode runs unless told. Each master pauses after a reload; new
+ * streams go to a master out of its pause, so more masters overlap their pauses (see
+ * ManagedNginx.reload).
  */
-export function defaultNginxInstances(handoff: boolean): number {
-  return handoff ? Math.min(32, Math.max(2, availableParallelism())) : 8;
-}
+export const DEFAULT_NGINX_INSTANCES = 8;
 
 export interface RawArgs {
   help: boolean;
@@ -399,7 +397,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
 
   const nginxHandoff = bool('nginxHandoff', true);
   const nginxInstances = checked('nginxInstances', () => {
-    const text = raw('nginxInstances') ?? String(defaultNginxInstances(nginxHandoff));
+    const text = raw('nginxInstances') ?? String(DEFAULT_NGINX_INSTANCES);
     if (!/^[0-9]{1,2}$/.test(text) || Number(text) < 1 || Number(text) > 32) throw new Error(`expected a whole number from 1 to 32, got ${JSON.stringify(text)}`);
     return Number(text);
   });

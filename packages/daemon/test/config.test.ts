@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Config, ConfigError, type RawArgs, defaultNginxInstances, parseCommandLine, readConfig } from '../src/config.js';
+import { type Config, ConfigError, type RawArgs, DEFAULT_NGINX_INSTANCES, parseCommandLine, readConfig } from '../src/config.js';
 
 const CWD = '/srv/app';
 const TOKEN = 'abcdefghijklmnop'; // 16 characters, the shortest accepted
@@ -37,7 +37,7 @@ const managedDefaults: Config = {
   nginxErrorLog: undefined,
   reloadTimeoutMs: 15000,
   retryIntervalMs: 30000,
-  nginxInstances: defaultNginxInstances(true),
+  nginxInstances: DEFAULT_NGINX_INSTANCES,
   testBeforeReload: false,
   nginxHandoff: true,
   nginxWorkers: 1,

@@ -46,8 +46,11 @@ export interface NginxController {
   start(): Promise<ReloadOutcome>;
   /** `nginx -t` on the complete configuration as it is on disk now. */
   test(): Promise<TestResult>;
-  /** Reloads and waits until the new configuration runs or nginx gave it up. */
-  reload(): Promise<ReloadOutcome>;
+  /**
+   * Reloads and waits until the new configuration runs or nginx gave it up. `urgent`: the change
+   * closes ports or changes streams in place (see ManagedNginx.reload); true when not said.
+   */
+  reload(options?: { urgent?: boolean }): Promise<ReloadOutcome>;
   stop(): Promise<void>;
   /** Makes nginx reopen its log files. */
   reopenLogs(): Promise<void>;

@@ -211,9 +211,9 @@ export class NginxInstance {
   }
 
   /** Reloads, and remembers whether the master now pauses (a handoff leaves no pause behind). */
-  private async reload(): Promise<ReloadOutcome> {
+  private async reload(options?: { urgent?: boolean }): Promise<ReloadOutcome> {
     const started = performance.now();
-    const outcome = await this.options.controller.reload();
+    const outcome = await this.options.controller.reload(options);
     if (outcome.ok) {
       this.pauses = outcome.pauses !== false;
       this.pausedUntil = this.pauses ? Date.now() + RELOAD_PAUSE_MS : 0;
@@ -616,7 +616,8 @@ export class NginxInstance {
             return this.blame(test.lines, test.message, accepted, ErrorCode.NginxRejected);
           }
         }
-        const reload = await this.reload();
+        const closing = closed.tcp.length + closed.udp.length > 0;
+        const reload = await this.reload({ urgent: closing || changedInPlace });
         phase('reload');
         if (!reload.ok) {
           await undo();
@@ -644,7 +645,6 @@ export class NginxInstance {
         }
         // Removed ports close, and changed ones stop reaching the old backend, once the old
         // workers have stopped accepting.
-        const closing = closed.tcp.length + closed.udp.length > 0;
         if ((closing || changedInPlace) && !(await quietOldWorkers(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
           warnings.push('old nginx workers were slow to stop: a removed or changed stream may take connections a moment longer');
         }

@@ -79,9 +79,9 @@ const REAPER = [
 ].join(' ');
 
 /**
- * A master that took a change less than this long ago is busy: the next change is handed off
- * rather than reloaded (a reload would pause it again). More than nginx's 100 ms pause, so that a
- * change that waited out the pause finds the master busy.
+ * A master that took a change less than this long ago is busy: the next urgent change is handed
+ * off rather than reloaded (a reload would pause it again). More than nginx's 100 ms pause, so
+ * that a change that waited out the pause finds the master busy.
  */
 const BUSY_MS = 150;
 
@@ -490,16 +490,22 @@ export class ManagedNginx implements NginxController {
     this.watch = undefined;
   }
 
-  async reload(): Promise<ReloadOutcome> {
+  /**
+   * A reload (SIGHUP) costs about half the processor time of a handoff, but leaves the master
+   * paused for about 100 ms. An idle master reloads: nothing waits behind its pause. A busy one
+   * reloads too when the change only opens ports: a new stream may go to any master, and goes to
+   * one that is not paused (NginxInstance.expectedWaitMs), so the pauses of several masters
+   * overlap. An urgent change (a remove, or a stream changed in place) must go to the master
+   * that holds the stream: a busy master hands it to a new master, which has no pause.
+   */
+  async reload(options: { urgent?: boolean } = {}): Promise<ReloadOutcome> {
     const pid = this.pid;
     if (pid === undefined || !isAlive(pid)) {
       return { ok: false, code: 'NGINX_UNAVAILABLE', message: this.message ?? 'nginx is not running', lines: [] };
     }
     await this.trimErrorLog();
-    // An idle master reloads: that is the quicker of the two, and nothing waits behind its pause.
-    // Changes that come while it is busy are handed to new masters, which have no pause.
     const busy = Date.now() - this.lastChangeAt < BUSY_MS;
-    if (busy && this.options.handoff !== false) {
+    if (busy && options.urgent !== false && this.options.handoff !== false) {
       await this.reparenting;
       const parent = await parentPid(pid);
       if (parent !== undefined && isReaper(parent)) {
