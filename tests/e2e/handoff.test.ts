@@ -252,6 +252,53 @@ describe('handoffs between nginx masters', () => {
   });
 });
 
+describe('workers a killed daemon left without a master', () => {
+  it('are told to quit by the next daemon, so that a removed port closes', async () => {
+    const first = await fresh();
+    const port = first.rangeStart;
+    await first.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
+    await first.get(`/createstream/${port + 1}/127.0.0.1:${backend.port}`);
+    await first.stop('SIGKILL');
+    // The daemon died after it killed the old master of a handoff, before it told that master's
+    // workers to quit: they run on below the reaper, still accepting.
+    const old = await masterPid(first);
+    // Its one worker that takes connections, once the worker of the reload before has left.
+    const oldWorkers = await eventually(
+      async () => {
+        const children = await childrenOf(old);
+        const accepting = [];
+        for (const child of children) if ((await commandOf(child)).trim() === 'nginx: worker process') accepting.push(child);
+        return accepting.length === children.length ? accepting : [];
+      },
+      (accepting) => accepting.length === 1,
+    );
+    process.kill(old, 'SIGUSR2');
+    const fresher = await eventually(
+      async () => {
+        for (const child of await childrenOf(old)) {
+          if ((await commandOf(child)).startsWith('nginx: master process') && (await childrenOf(child)).length > 0) return child;
+        }
+        return 0;
+      },
+      (pid) => pid > 0,
+    );
+    process.kill(old, 'SIGKILL');
+    await eventually(() => alive(old), (running) => !running, 5000);
+    for (const worker of oldWorkers) expect((await commandOf(worker)).trim()).toBe('nginx: worker process');
+
+    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env });
+    try {
+      expect(await masters(second)).toEqual([fresher]);
+      for (const worker of oldWorkers) await eventually(async () => (await commandOf(worker)).trim() === 'nginx: worker process', (accepting) => !accepting, 5000);
+      expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
+      expect(await connectOutcome(port)).toBe('refused');
+      expect(await roundTrip(port + 1, 'kept')).toBe('b:kept');
+    } finally {
+      await second.stop();
+    }
+  });
+});
+
 describe("nginx's error log", () => {
   it('stays under CONDUCTOR_LOG_MAX_BYTES through handoffs, and still tells why a change is refused', async () => {
     const daemon = await fresh({ CONDUCTOR_LOG_MAX_BYTES: '2048' });

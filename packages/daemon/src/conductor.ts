@@ -250,6 +250,7 @@ export class Conductor implements StreamService {
     }
     for (const instance of instances) instance.load(byInstance.get(instance) ?? []);
     await Promise.all(instances.map((instance) => instance.start()));
+    if (instances.length > 1) await Promise.all(instances.map((instance) => instance.reviveHeldPorts(3000)));
     this.expiryTimer = setInterval(() => this.expire(), this.options.expiryIntervalMs ?? 1000);
     this.expiryTimer.unref();
   }

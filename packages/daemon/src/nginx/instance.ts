@@ -515,6 +515,29 @@ export class NginxInstance {
     if (accepted.length > 0) await this.applyAccepted(accepted);
   }
 
+  /**
+   * At start-up, after every master is in line: a stream set aside because its port could not be
+   * bound may have been held by another of our masters that has let it go since (a remove or a
+   * move cut short when the earlier daemon died). Waits up to `timeoutMs` for such ports to be
+   * free, then tries them again, instead of at the next retry.
+   */
+  reviveHeldPorts(timeoutMs: number): Promise<void> {
+    return this.exclusive(async () => {
+      const held = (): Entry[] => [...this.entries.values()].filter((entry) => entry.state === 'failed' && /bind\(\)/.test(entry.reason ?? ''));
+      if (held().length === 0) return;
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        let free = true;
+        for (const entry of held()) {
+          if ((await this.options.probePort(entry.record.port, protocolsOf(entry.record), this.listenAddressOf(entry.record))) !== 'free') free = false;
+        }
+        if (free || Date.now() > deadline) break;
+        await sleep(50);
+      }
+      await this.reviveNow();
+    });
+  }
+
   private scheduleRevival(): void {
     if (this.closing || this.reviveTimer) return;
     if (![...this.entries.values()].some((entry) => entry.state === 'failed')) return;

@@ -91,6 +91,18 @@ const HANDOFF_IGNORED = /changing binary signal is ignored/;
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 const MAX_INCIDENTS = 20;
 
+/** The children of `masters` that are nginx starting up: executed, not yet titled "nginx: ...". */
+async function startingMasters(masters: number[]): Promise<number[]> {
+  const starting: number[] = [];
+  for (const master of masters) {
+    for (const child of await childPids(master)) {
+      const command = await commandLine(child);
+      if (command !== undefined && !command.startsWith('nginx: ') && (await processState(child)) !== 'Z') starting.push(child);
+    }
+  }
+  return starting;
+}
+
 /** Tells each of `pids` that is an nginx worker still taking connections to quit (not `except`). */
 async function quitWorkers(pids: number[], except: number): Promise<void> {
   for (const pid of pids) {
@@ -205,7 +217,15 @@ export class ManagedNginx implements NginxController {
    * once its workers run (the old one goes as after any handoff); otherwise the old one is.
    */
   private async orphan(): Promise<number | undefined> {
-    const masters = await nginxMasters(this.confPath);
+    // The new master of a handoff the earlier daemon started may still be reading its
+    // configuration: until it titles itself it does not look like a master, yet it holds the
+    // sockets it opened. Wait until it does (or gives up), so that it is counted.
+    const deadline = Date.now() + this.options.reloadTimeoutMs;
+    let masters = await nginxMasters(this.confPath);
+    while (Date.now() < deadline && (await startingMasters(masters.map((master) => master.pid))).length > 0) {
+      await sleep(5);
+      masters = await nginxMasters(this.confPath);
+    }
     if (masters.length <= 1) return masters[0]?.pid;
     const ids = new Set(masters.map((master) => master.pid));
     const fresh = masters.find((master) => master.parent !== undefined && ids.has(master.parent));
@@ -214,7 +234,6 @@ export class ManagedNginx implements NginxController {
       return masters[0]?.pid;
     }
     const old = fresh.parent;
-    const deadline = Date.now() + this.options.reloadTimeoutMs;
     while (isAlive(fresh.pid) && (await childPids(fresh.pid)).length === 0 && Date.now() < deadline) await sleep(5);
     if (isAlive(fresh.pid) && (await childPids(fresh.pid)).length > 0) {
       this.options.log.warn('finishing a handoff between nginx masters that an earlier daemon left half done', { old, new: fresh.pid });
