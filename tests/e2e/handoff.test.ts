@@ -47,6 +47,19 @@ async function commandOf(pid: number): Promise<string> {
   return (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).replace(/\0+$/, '').replace(/\0/g, ' ');
 }
 
+/** The new master `old` started on SIGUSR2, once its workers run. */
+function runningNewMaster(old: number): Promise<number> {
+  return eventually(
+    async () => {
+      for (const child of await childrenOf(old)) {
+        if ((await commandOf(child)).startsWith('nginx: master process') && (await childrenOf(child)).length > 0) return child;
+      }
+      return 0;
+    },
+    (pid) => pid > 0,
+  );
+}
+
 async function childrenOf(pid: number): Promise<number[]> {
   const text = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim();
   return text === '' ? [] : text.split(/\s+/).map(Number);
@@ -222,15 +235,7 @@ describe('handoffs between nginx masters', () => {
     const old = await masterPid(first);
     const oldWorkers = await childrenOf(old);
     process.kill(old, 'SIGUSR2');
-    const fresher = await eventually(
-      async () => {
-        for (const child of await childrenOf(old)) {
-          if ((await commandOf(child)).startsWith('nginx: master process') && (await childrenOf(child)).length > 0) return child;
-        }
-        return 0;
-      },
-      (pid) => pid > 0,
-    );
+    const fresher = await runningNewMaster(old);
     expect((await masters(first)).sort()).toEqual([old, fresher].sort());
 
     const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env });
@@ -273,15 +278,7 @@ describe('workers a killed daemon left without a master', () => {
       (accepting) => accepting.length === 1,
     );
     process.kill(old, 'SIGUSR2');
-    const fresher = await eventually(
-      async () => {
-        for (const child of await childrenOf(old)) {
-          if ((await commandOf(child)).startsWith('nginx: master process') && (await childrenOf(child)).length > 0) return child;
-        }
-        return 0;
-      },
-      (pid) => pid > 0,
-    );
+    const fresher = await runningNewMaster(old);
     process.kill(old, 'SIGKILL');
     await eventually(() => alive(old), (running) => !running, 5000);
     for (const worker of oldWorkers) expect((await commandOf(worker)).trim()).toBe('nginx: worker process');
