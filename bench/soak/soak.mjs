@@ -402,7 +402,7 @@ async function perMasterFolders(dir) {
 }
 
 /**
- * What a per-stream file tells nginx, read from its text whatever its layout (comments, an
+ * What one stream's text tells nginx, read whatever its layout (comments, an
  * upstream block, buffer and access_log lines): how many `server {}` blocks it has, the listen
  * directives of the first one, where it proxies to (the address of `proxy_pass`, or the `server`
  * addresses of the upstream block it names, joined with ", "), and its access log.
@@ -441,7 +441,7 @@ function parseStreamFile(text) {
 function expectedInHome(where, name) {
   if (where === 'home') return ['daemon.log', 'daemon.pid', 'streams.json', 'audit.log', 'audit.log.1', 'nginx', 'stream.d'].includes(name);
   if (where === 'nginx/<n>') return ['nginx.conf', 'nginx.pid', 'error.log', 'access.log'].includes(name) || /^access\.log\.[0-9]+$/.test(name);
-  return new RegExp(`^${PREFIX}[0-9]+\\.conf$`).test(name);
+  return name === `${PREFIX}streams.conf`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1478,9 +1478,9 @@ class Soak {
     }
     note('/getstreams == expected', this.compare(phase, '/getstreams', listed, expected));
 
-    // The per-stream files: each master n includes its own folder stream.d/<n>/. A port's file
-    // must be in exactly one of them, listen on 127.0.0.1:<port> only, proxy to the right backend
-    // and log to the access log of its own master.
+    // The stream files: each master n includes its own folder stream.d/<n>/, whose one file holds
+    // its streams. A port's text must be in exactly one of them, listen on 127.0.0.1:<port> only,
+    // proxy to the right backend and log to the access log of its own master.
     const streamRoot = join(daemon.home, 'stream.d');
     const nginxRoot = join(daemon.home, 'nginx');
     const streamFolders = await perMasterFolders(streamRoot);
@@ -1491,15 +1491,14 @@ class Soak {
     const folderOf = new Map();
     /** @type {string[]} */
     const fileProblems = [];
-    const fileName = new RegExp(`^${PREFIX}([0-9]+)\\.conf$`);
+    // Each master's streams are in one file, each stream's text starting with its marker line.
+    const bundleName = `${PREFIX}streams.conf`;
     for (const id of streamFolders.ids) {
       const folder = join(streamRoot, String(id));
-      for (const name of await readdir(folder).catch(() => /** @type {string[]} */ ([]))) {
-        const match = fileName.exec(name);
-        if (!match) continue; // strays and temporaries are checked below
-        const port = Number(match[1]);
-        const where = `stream.d/${id}/${name}`;
-        const text = await readFile(join(folder, name), 'utf8').catch(() => '');
+      const bundle = await readFile(join(folder, bundleName), 'utf8').catch(() => '');
+      for (const text of bundle.split(/^(?=# stream-conductor: port )/m).slice(1)) {
+        const port = Number(/^# stream-conductor: port ([0-9]+) /.exec(text)?.[1]);
+        const where = `stream.d/${id}/${bundleName}, port ${port}`;
         const parsed = parseStreamFile(text);
         if (parsed.servers !== 1 || parsed.listens.length !== 1 || parsed.listens[0] !== `127.0.0.1:${port}`) {
           fileProblems.push(`${where} does not listen on 127.0.0.1:${port} alone (${parsed.servers} server blocks, listen ${parsed.listens.join(' / ') || 'none'}): ${JSON.stringify(text.slice(0, 400))}`);
@@ -1507,13 +1506,13 @@ class Soak {
         const accessLog = join(nginxRoot, String(id), 'access.log');
         if (parsed.accessLog !== undefined && parsed.accessLog !== accessLog) fileProblems.push(`${where} logs to ${parsed.accessLog}, not to its master's ${accessLog}`);
         const other = folderOf.get(port);
-        if (other !== undefined) fileProblems.push(`port ${port} has a file in stream.d/${other}/ and in stream.d/${id}/`);
+        if (other !== undefined) fileProblems.push(`port ${port} is in the file of stream.d/${other}/ and of stream.d/${id}/`);
         folderOf.set(port, id);
         files.set(port, parsed.backend ?? '(no proxy_pass)');
       }
     }
     for (const problem of fileProblems.slice(0, 20)) this.fail(phase, 'stream.d', problem);
-    if (fileProblems.length > 20) this.fail(phase, 'stream.d', `... and ${fileProblems.length - 20} more problems with the per-stream files`);
+    if (fileProblems.length > 20) this.fail(phase, 'stream.d', `... and ${fileProblems.length - 20} more problems with the stream files`);
     note('stream.d/<n>/ files == expected', this.compare(phase, 'stream.d', files, expected) && fileProblems.length === 0);
 
     const storeText = await readFile(join(daemon.home, 'streams.json'), 'utf8').catch(() => '');
@@ -1550,7 +1549,7 @@ class Soak {
     note('LISTEN sockets == expected', this.compare(phase, 'LISTEN sockets', sockets, expected));
 
     // Nothing half-written, nothing unexpected: the home holds the store, the audit log, the lock,
-    // stream.d/<n>/ with the per-stream files and nginx/<n>/ with each master's own files.
+    // stream.d/<n>/ with each master's stream file and nginx/<n>/ with each master's own files.
     const temporaries = [];
     const strays = [];
     /** @type {Array<[string, string]>} folder, and what it may hold */
