@@ -99,4 +99,15 @@ describe('BundleFiles', () => {
     expect(await readdir(folder)).toEqual(['_conductor_streams.conf']);
     expect((await fresh.scan()).ours).toEqual([9000]);
   });
+
+  it('puts a stream of the earlier layout back, into the bundle, when a change to it is refused', async () => {
+    await new StreamFiles(folder, '_conductor_', OPTIONS).apply([record(9001)], []);
+    const fresh = new BundleFiles(folder, '_conductor_', OPTIONS);
+    await fresh.scan();
+    const snapshot = await fresh.snapshot([9001]);
+    await fresh.apply([record(9001, '127.0.0.1:7999')], []);
+    await fresh.restore(snapshot);
+    expect(await readdir(folder)).toEqual(['_conductor_streams.conf']);
+    expect((await fresh.snapshot([9001])).get(9001)).toBe(renderStreamFile(record(9001), OPTIONS));
+  });
 });

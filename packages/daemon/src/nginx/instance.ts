@@ -522,8 +522,8 @@ export class NginxInstance {
    * free, then tries them again, instead of at the next retry.
    */
   reviveHeldPorts(timeoutMs: number): Promise<void> {
-    return this.exclusive(async () => {
-      const held = (): Entry[] => [...this.entries.values()].filter((entry) => entry.state === 'failed' && /bind\(\)/.test(entry.reason ?? ''));
+    const retry = this.exclusive(async () => {
+      const held = (): Entry[] => [...this.entries.values()].filter((entry) => entry.state === 'failed' && /bind\(\).*Address already in use/.test(entry.reason ?? ''));
       if (held().length === 0) return;
       const deadline = Date.now() + timeoutMs;
       for (;;) {
@@ -536,6 +536,8 @@ export class NginxInstance {
       }
       await this.reviveNow();
     });
+    // Start-up goes on whatever happens here: the streams stay set aside, tried again later.
+    return retry.catch((error: unknown) => this.log.error('trying set-aside streams again failed', { error }));
   }
 
   private scheduleRevival(): void {
@@ -614,12 +616,17 @@ export class NginxInstance {
       }),
       remove: touched.filter((port) => !entries.has(port)),
     });
-    const stored = this.options.store.commit(storeChange(target)).then(
-      () => undefined,
-      (error: unknown) => error ?? new Error('the store write failed'),
-    );
+    // A stream changed in place is stored only once nginx took it: a daemon killed meanwhile must
+    // not come back with a definition nginx may refuse in place of one that served.
+    let stored: Promise<unknown> | undefined;
+    const store = (): Promise<unknown> =>
+      (stored ??= this.options.store.commit(storeChange(target)).then(
+        () => undefined,
+        (error: unknown) => error ?? new Error('the store write failed'),
+      ));
+    if (!changedInPlace) void store();
     const unstore = async (): Promise<void> => {
-      if ((await stored) !== undefined) return; // never written
+      if (stored === undefined || (await stored) !== undefined) return; // never written
       await this.options.store.commit(storeChange(this.entries)).catch((error: unknown) => {
         this.log.error('could not take a refused change out of the store; the next start applies it', { error, ports: touched });
       });
@@ -678,7 +685,7 @@ export class NginxInstance {
       await unstore(); // not answered as done, so not kept
       throw error;
     }
-    const storeError = await stored;
+    const storeError = await store();
     if (storeError !== undefined) {
       if (nginxChanges) await this.revert(snapshot);
       else await undo();

@@ -169,7 +169,11 @@ export class BundleFiles implements StreamFileSet {
   async snapshot(ports: Iterable<number>): Promise<FileSnapshot> {
     await this.load();
     const snapshot: FileSnapshot = new Map();
-    for (const port of ports) snapshot.set(port, this.blocks.get(port)?.bytes.toString('utf8'));
+    for (const port of ports) {
+      // A stream still in its file of the earlier layout is put back into the bundle on restore.
+      const earlier = this.earlierLayout.has(port) ? (await this.perStream.snapshot([port])).get(port) : undefined;
+      snapshot.set(port, this.blocks.get(port)?.bytes.toString('utf8') ?? earlier);
+    }
     return snapshot;
   }
 
