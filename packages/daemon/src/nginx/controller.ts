@@ -153,7 +153,7 @@ export async function awaitNewGeneration(wait: GenerationWait): Promise<ReloadOu
 }
 
 /** The pids among `pids` that are nginx workers still taking connections. */
-async function acceptingWorkers(pids: number[]): Promise<number[]> {
+export async function acceptingWorkers(pids: number[]): Promise<number[]> {
   const busy: number[] = [];
   for (const pid of pids) {
     const command = await commandLine(pid);

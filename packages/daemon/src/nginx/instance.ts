@@ -604,10 +604,6 @@ export class NginxInstance {
       return { kind: 'all', error: storageError(error) };
     }
     phase('files');
-    // The store is written while nginx takes the change: its flush to disk takes as long as a
-    // handoff's better part, and the answer waits for both. A change nginx refuses is taken out of
-    // the store again before the refusal is answered (see unstore). Listings read the instance,
-    // never the store, so nothing shows the change before it is live.
     /** What the store holds for the touched ports when `entries` is the state. */
     const storeChange = (entries: Map<number, Entry>): StoreChange => ({
       put: touched.flatMap((port) => {
@@ -616,8 +612,12 @@ export class NginxInstance {
       }),
       remove: touched.filter((port) => !entries.has(port)),
     });
-    // A stream changed in place is stored only once nginx took it: a daemon killed meanwhile must
-    // not come back with a definition nginx may refuse in place of one that served.
+    // Created and removed streams are stored while nginx takes the change: the flush to disk takes
+    // as long as a handoff's better part, and the answer waits for both. A change nginx refuses is
+    // taken out of the store again before the refusal is answered (see unstore); listings read
+    // the instance, never the store. A stream changed in place is stored only once nginx took it:
+    // a daemon killed meanwhile must not come back with a definition nginx may refuse in place of
+    // one that served.
     let stored: Promise<unknown> | undefined;
     const store = (): Promise<unknown> =>
       (stored ??= this.options.store.commit(storeChange(target)).then(

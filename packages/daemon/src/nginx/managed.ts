@@ -39,7 +39,7 @@ import {
   strayWorkers,
 } from '../sys/processes.js';
 import { type NginxBuild, NginxBinaryError, type NginxLogLine, type TestResult, parseNginxLines, probeNginx, testConfiguration, withoutPaths } from './binary.js';
-import { type ErrorLogCursor, type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, readFrom, reloadRecord, reloadVerdict } from './controller.js';
+import { type ErrorLogCursor, type NginxController, type ReloadOutcome, acceptingWorkers, awaitNewGeneration, errorLogCursor, readFrom, reloadRecord, reloadVerdict } from './controller.js';
 
 export interface ManagedNginxOptions {
   nginxBin: string;
@@ -105,11 +105,7 @@ async function startingMasters(masters: number[]): Promise<number[]> {
 
 /** Tells each of `pids` that is an nginx worker still taking connections to quit (not `except`). */
 async function quitWorkers(pids: number[], except: number): Promise<void> {
-  for (const pid of pids) {
-    if (pid === except) continue;
-    const command = await commandLine(pid);
-    if (command?.startsWith('nginx: worker process') && !command.includes('is shutting down')) signal(pid, 'SIGQUIT');
-  }
+  for (const pid of await acceptingWorkers(pids.filter((pid) => pid !== except))) signal(pid, 'SIGQUIT');
 }
 
 /** nginx cannot be set up at all: the binary cannot run, or it has no stream module. */
