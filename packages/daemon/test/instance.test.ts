@@ -93,6 +93,9 @@ class ScriptedNginx implements NginxController {
   async stop(): Promise<void> {}
 
   async reopenLogs(): Promise<void> {}
+  async oldProcesses(previous: number[]): Promise<number[]> {
+    return previous;
+  }
 
   status(): NginxStatus {
     return { state: 'running', restarts: 0 };

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import { readFile } from 'node:fs/promises';
 import { type AddressInfo, type Server, createServer } from 'node:net';
 import { type ListeningSocket, parseProcNetTcp, probeTcpPort } from '../src/sys/ports.js';
+import { canonicalAddress, socketInodesOf } from '../src/sys/sockets.js';
 
 const TCP_HEADER =
   '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode                                                     ';
@@ -15,12 +16,12 @@ const row = (slot: number, local: string, remote: string, state: string): string
 describe('parseProcNetTcp, IPv4', () => {
   // The address is one 32-bit word in host (little-endian) order: 127.0.0.1 is 0100007F.
   it.each<[string, string, ListeningSocket]>([
-    ['loopback', '0100007F:2328', { address: '127.0.0.1', port: 9000 }],
-    ['wildcard', '00000000:0016', { address: '0.0.0.0', port: 22 }],
-    ['private', '0500000A:1388', { address: '10.0.0.5', port: 5000 }],
-    ['high octets', '1401A8C0:01BB', { address: '192.168.1.20', port: 443 }],
-    ['broadcast and the last port', 'FFFFFFFF:FFFF', { address: '255.255.255.255', port: 65535 }],
-    ['lowercase hex', '0102a8c0:00ff', { address: '192.168.2.1', port: 255 }],
+    ['loopback', '0100007F:2328', { address: '127.0.0.1', port: 9000, inode: 55143 }],
+    ['wildcard', '00000000:0016', { address: '0.0.0.0', port: 22, inode: 55143 }],
+    ['private', '0500000A:1388', { address: '10.0.0.5', port: 5000, inode: 55143 }],
+    ['high octets', '1401A8C0:01BB', { address: '192.168.1.20', port: 443, inode: 55143 }],
+    ['broadcast and the last port', 'FFFFFFFF:FFFF', { address: '255.255.255.255', port: 65535, inode: 55143 }],
+    ['lowercase hex', '0102a8c0:00ff', { address: '192.168.2.1', port: 255, inode: 55143 }],
   ])('decodes a listening socket: %s', (_what, local, expected) => {
     const text = [TCP_HEADER, row(0, local, '00000000:0000', '0A'), ''].join('\n');
     expect(parseProcNetTcp(text, 4)).toEqual([expected]);
@@ -51,9 +52,9 @@ describe('parseProcNetTcp, IPv4', () => {
       '',
     ].join('\n');
     expect(parseProcNetTcp(text, 4)).toEqual([
-      { address: '127.0.0.1', port: 5000 },
-      { address: '0.0.0.0', port: 9000 },
-      { address: '10.0.0.5', port: 22 },
+      { address: '127.0.0.1', port: 5000, inode: 55143 },
+      { address: '0.0.0.0', port: 9000, inode: 55144 },
+      { address: '10.0.0.5', port: 22, inode: 55148 },
     ]);
   });
 
@@ -102,8 +103,8 @@ describe('parseProcNetTcp, IPv6', () => {
       '',
     ].join('\n');
     expect(parseProcNetTcp(text, 6)).toEqual([
-      { address: '::1', port: 5000 },
-      { address: '::', port: 80 },
+      { address: '::1', port: 5000, inode: 55143 },
+      { address: '::', port: 80, inode: 55144 },
     ]);
   });
 });
@@ -121,7 +122,10 @@ describe('parseProcNetTcp on this host', () => {
     await new Promise<void>((done) => held.listen(0, '127.0.0.1', done));
     const { port } = held.address() as AddressInfo;
     const sockets = parseProcNetTcp(await readFile('/proc/net/tcp', 'utf8'), 4);
-    expect(sockets).toContainEqual({ address: '127.0.0.1', port });
+    expect(sockets).toContainEqual({ address: '127.0.0.1', port, inode: expect.any(Number) });
+    // The inode is the one this process holds open.
+    const mine = sockets.find((socket) => socket.address === '127.0.0.1' && socket.port === port);
+    expect(socketInodesOf(process.pid)).toContain(mine?.inode);
   });
 });
 
@@ -180,5 +184,19 @@ describe('probeTcpPort', () => {
 
   it('rejects an address the host does not have', async () => {
     await expect(probeTcpPort(await releasedPort(), '192.0.2.123')).rejects.toMatchObject({ code: 'EADDRNOTAVAIL' });
+  });
+});
+
+describe('canonicalAddress', () => {
+  it.each<[string, string]>([
+    ['127.0.0.1', '127.0.0.1'],
+    ['::', '::'],
+    ['::1', '::1'],
+    ['2001:DB8:0:0:0:0:0:1', '2001:db8::1'],
+    ['2001:db8:0:1:1:1:1:1', '2001:db8:0:1:1:1:1:1'],
+    ['fe80:0000::0001:0002', 'fe80::1:2'],
+    ['1:0:0:2:0:0:0:3', '1:0:0:2::3'],
+  ])('%s is written %s, as /proc/net shows it', (address, expected) => {
+    expect(canonicalAddress(address)).toBe(expected);
   });
 });

@@ -54,6 +54,11 @@ export interface NginxController {
   stop(): Promise<void>;
   /** Makes nginx reopen its log files. */
   reopenLogs(): Promise<void>;
+  /**
+   * The processes of earlier generations that may still hold listening sockets after a change:
+   * `previous` (the workers before it) and, after a handoff, what is left of the old master.
+   */
+  oldProcesses(previous: number[]): Promise<number[]>;
   status(): NginxStatus;
   /** Called when the master dies without being asked to (managed mode). */
   onUnexpectedExit(listener: (message: string) => void): void;
@@ -174,18 +179,23 @@ export async function acceptingWorkers(pids: number[]): Promise<number[]> {
  * sessions; the master still reaps it.
  */
 export async function quietOldWorkers(pids: number[], timeoutMs: number): Promise<boolean> {
+  await quitOldWorkers(pids);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if ((await acceptingWorkers(pids)).length === 0) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(2);
+  }
+}
+
+/** Sends SIGQUIT to each of `pids` that is an nginx worker still taking connections (see quietOldWorkers). */
+export async function quitOldWorkers(pids: number[]): Promise<void> {
   for (const pid of await acceptingWorkers(pids)) {
     try {
       process.kill(pid, 'SIGQUIT');
     } catch {
       // gone already
     }
-  }
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if ((await acceptingWorkers(pids)).length === 0) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(2);
   }
 }
 

@@ -91,6 +91,10 @@ export class ExternalNginx implements NginxController {
   }
 
   /** `nginx -s reopen`: nginx reopens its log files (after the daemon rotated one). */
+  async oldProcesses(previous: number[]): Promise<number[]> {
+    return previous;
+  }
+
   async reopenLogs(): Promise<void> {
     await execa(this.options.nginxBin, [...this.confArgs(), '-s', 'reopen'], { reject: false, timeout: 10_000 });
   }

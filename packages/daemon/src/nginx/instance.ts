@@ -26,7 +26,9 @@ import type { PipelineObserver } from '../observe/metrics.js';
 import type { StoreChange, StreamStore } from '../streams/store.js';
 import type { ListeningPorts, PortProbe } from '../sys/ports.js';
 import { type NginxLogLine, withoutPaths } from './binary.js';
-import { type NginxController, type ReloadOutcome, quietOldWorkers } from './controller.js';
+import { type KernelSocket, canonicalAddress, kernelSockets } from '../sys/sockets.js';
+import { type NginxController, type ReloadOutcome, quietOldWorkers, quitOldWorkers } from './controller.js';
+import { settleSockets } from './settle.js';
 import type { FileSnapshot, StreamFileSet } from './stream-files.js';
 
 /** One port's change: the record it gets, or undefined to remove its stream. */
@@ -568,6 +570,7 @@ export class NginxInstance {
     let nginxChanges = false;
     /** Ports that keep listening with a new configuration (their sockets pass to the new workers). */
     let changedInPlace = false;
+    const inPlace: Ports = { tcp: [], udp: [] };
     for (const port of touched) {
       const before = this.entries.get(port);
       const after = target.get(port);
@@ -578,7 +581,10 @@ export class NginxInstance {
       if (after?.state === 'live') {
         write.push(after.record);
         if (before?.state !== 'live' || !sameTraffic(before.record, after.record)) nginxChanges = true;
-        if (before?.state === 'live' && !sameTraffic(before.record, after.record)) changedInPlace = true;
+        if (before?.state === 'live' && !sameTraffic(before.record, after.record)) {
+          changedInPlace = true;
+          for (const protocol of will) if (was.includes(protocol)) inPlace[protocol].push(port);
+        }
       } else if (before?.state === 'live') {
         remove.push(port);
         nginxChanges = true;
@@ -647,6 +653,10 @@ export class NginxInstance {
           }
         }
         const closing = closed.tcp.length + closed.udp.length > 0;
+        // The kernel's sockets for what closes or changes, taken before nginx lets go of them:
+        // the answer waits until the kernel shows them closed, or held by new workers only.
+        const closingSockets = closing ? this.socketsOf(closed, this.entries) : [];
+        const changedSockets = changedInPlace ? this.socketsOf(inPlace, this.entries) : [];
         const reload = await this.reload({ urgent: closing || changedInPlace });
         phase('reload');
         if (!reload.ok) {
@@ -673,12 +683,23 @@ export class NginxInstance {
             };
           }
         }
-        // Removed ports close, and changed ones stop reaching the old backend, once the old
-        // workers have stopped accepting.
-        if ((closing || changedInPlace) && !(await quietOldWorkers(reload.previousWorkers ?? [], this.options.verifyTimeoutMs ?? 3000))) {
-          warnings.push('old nginx workers were slow to stop: a removed or changed stream may take connections a moment longer');
+        // Removed ports close, and changed ones stop reaching the old backend, once no process of
+        // an earlier generation holds their sockets: proven from the kernel, not from signals.
+        if (closing || changedInPlace) {
+          const previous = reload.previousWorkers ?? [];
+          await quitOldWorkers(previous);
+          const lingering = await settleSockets({
+            closing: closingSockets,
+            changed: changedSockets,
+            old: () => this.options.controller.oldProcesses(previous),
+            timeoutMs: this.options.verifyTimeoutMs ?? 3000,
+            log: this.log,
+          });
+          if (lingering.length > 0) {
+            this.log.error('a port still served by an old nginx process after the change', { ports: lingering });
+            warnings.push(`port ${lingering.join(', ')} may still take connections: an old nginx process did not let go of it (the audit keeps trying)`);
+          }
         }
-        if (closing) await reload.oldMasterGone;
         phase('drain');
       }
     } catch (error) {
@@ -740,6 +761,19 @@ export class NginxInstance {
     if (culprits.size > 0) return { kind: 'culprits', culprits };
     const prefix = code === ErrorCode.NginxUnavailable ? 'nginx is not available' : 'nginx refused the change';
     return { kind: 'all', error: new ConductorError(code, `${prefix}: ${withoutPaths(message)}`) };
+  }
+
+  /** The kernel's sockets our nginx holds now for `ports`, as `entries` defines them (port, protocol, address). */
+  private socketsOf(ports: Ports, entries: Map<number, Entry>): KernelSocket[] {
+    const wanted = new Map<string, string>();
+    for (const protocol of ['tcp', 'udp'] as const) {
+      for (const port of ports[protocol]) {
+        const entry = entries.get(port);
+        if (entry) wanted.set(`${protocol}:${port}`, canonicalAddress(this.listenAddressOf(entry.record) ?? '0.0.0.0'));
+      }
+    }
+    if (wanted.size === 0) return [];
+    return kernelSockets().filter((socket) => wanted.get(`${socket.protocol}:${socket.port}`) === socket.address);
   }
 
   /** Waits until the kernel shows the new ports listening and the removed ones closed. */

@@ -693,6 +693,16 @@ export class ManagedNginx implements NginxController {
     this.child = undefined;
   }
 
+  /**
+   * `previous`, and below the reaper every process but the master: an old master a handoff killed
+   * (until it exits) and its workers, which the reaper inherits.
+   */
+  async oldProcesses(previous: number[]): Promise<number[]> {
+    const reaper = this.reaperPid;
+    const below = reaper !== undefined && isReaper(reaper) ? (await childPids(reaper)).filter((pid) => pid !== this.pid) : [];
+    return [...new Set([...previous, ...below])];
+  }
+
   /** Makes nginx reopen its log files (after the daemon rotated one). */
   async reopenLogs(): Promise<void> {
     if (this.pid !== undefined && isAlive(this.pid)) process.kill(this.pid, 'SIGUSR1');

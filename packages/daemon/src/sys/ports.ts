@@ -56,6 +56,8 @@ export interface ListeningSocket {
   /** Local address as text: an IPv4 dotted quad or an IPv6 address without brackets. */
   address: string;
   port: number;
+  /** The socket's inode: what /proc/<pid>/fd links name as socket:[inode]. */
+  inode: number;
 }
 
 function decodeIPv4(hex: string): string {
@@ -94,6 +96,7 @@ export function parseProcNetTcp(text: string, family: 4 | 6, state = TCP_LISTEN)
     sockets.push({
       address: family === 4 ? decodeIPv4(addressHex) : decodeIPv6(addressHex),
       port: Number.parseInt(portHex, 16),
+      inode: Number(fields[9]),
     });
   }
   return sockets;
