@@ -125,7 +125,10 @@ export async function startDaemon(options) {
   const extra = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
   const child = extra.length > 0 ? spawn(process.execPath, [...extra, DAEMON], { env, stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(DAEMON, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
-  child.stderr.on('data', (chunk) => (log += chunk.toString()));
+  child.stderr.on('data', (chunk) => {
+    log += chunk.toString();
+    if (process.env.BENCH_DAEMON_LOG) process.stderr.write(chunk); // the daemon's log lines, to look into a run
+  });
   const url = `http://127.0.0.1:${apiPort}`;
   for (let i = 0; ; i += 1) {
     if (child.exitCode !== null) throw new Error(`daemon exited: ${log}`);

@@ -29,6 +29,57 @@ afterAll(async () => {
 
 const legacy = async (path: string): Promise<Record<string, unknown>> => (await daemon.get(path)).json as Record<string, unknown>;
 
+/**
+ * A backend that answers only once the client has finished sending (it read EOF), the way a
+ * request piped through `printf ... | nc` or `nc -q` is answered; resolves to what the client got.
+ */
+async function halfClosedExchange(port: number, payload: string): Promise<string> {
+  const { connect } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no end of the reply within 5 s (got ${JSON.stringify(Buffer.concat(chunks).toString())})`));
+    }, 5000);
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('end', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(Buffer.concat(chunks).toString());
+    });
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.end(payload); // sends, then shuts down the sending side only
+  });
+}
+
+describe('half-closed sessions', () => {
+  it('carry the reply to a client that shut down its sending side, as a direct connection does', async () => {
+    const { createServer } = await import('node:net');
+    // Reads the whole request (until EOF), then answers and closes.
+    const server = createServer({ allowHalfOpen: true }, (socket) => {
+      const got: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => got.push(chunk));
+      socket.on('end', () => socket.end(`reply to ${Buffer.concat(got).toString()}`));
+      socket.on('error', () => socket.destroy());
+    });
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    const backendPort = (server.address() as { port: number }).port;
+    const port = daemon.rangeStart + 8;
+    try {
+      expect(await halfClosedExchange(backendPort, 'direct')).toBe('reply to direct');
+      expect(await legacy(`/createstream/${port}/127.0.0.1:${backendPort}`)).toEqual({ result: 'ok', errors: '' });
+      expect(await halfClosedExchange(port, 'through the stream')).toBe('reply to through the stream');
+    } finally {
+      await legacy(`/removestream/${port}`);
+      await new Promise<void>((done) => server.close(() => done()));
+    }
+  });
+});
+
 describe('create and remove', () => {
   it('forwards bytes the moment create answers, and refuses connections the moment rm answers', async () => {
     const port = daemon.rangeStart;

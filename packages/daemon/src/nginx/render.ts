@@ -93,7 +93,12 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
   if (record.connectTimeoutMs !== undefined) lines.push(`    proxy_connect_timeout ${formatDuration(integer(record.connectTimeoutMs, 1, LIMITS.durationMs))};`);
   if (record.idleTimeoutMs !== undefined) lines.push(`    proxy_timeout ${formatDuration(integer(record.idleTimeoutMs, 1, LIMITS.durationMs))};`);
   if (record.proxyProtocol) lines.push('    proxy_protocol on;');
-  if (record.protocol !== 'udp') lines.push(`    proxy_buffer_size ${PROFILE_BUFFER[record.profile ?? 'default']};`);
+  if (record.protocol !== 'udp') {
+    lines.push(`    proxy_buffer_size ${PROFILE_BUFFER[record.profile ?? 'default']};`);
+    // A client that shuts down its sending side (nc -q, `printf ... | nc`) still gets the reply,
+    // as it would on a direct connection: nginx passes the half-close on instead of closing both.
+    lines.push('    proxy_half_close on;');
+  }
   if (options.accessLog !== undefined) lines.push(`    access_log ${nginxPath(options.accessLog)} ${ACCESS_LOG_FORMAT_NAME};`);
   lines.push(`    proxy_pass ${needsUpstream(record) ? upstreamName(port) : (backends[0] as BackendSpec).address};`);
   lines.push('}', '');

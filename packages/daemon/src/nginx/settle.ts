@@ -40,12 +40,16 @@ export async function settleSockets(options: SettleOptions): Promise<number[]> {
   const changedInodes = new Set(options.changed.map((socket) => socket.inode));
   let deadline = Date.now() + options.timeoutMs;
   let killed = false;
+  const started = Date.now();
   for (let round = 0; ; round += 1) {
     const alive = new Set(kernelSockets().map((socket) => socket.inode));
     const lingering = options.closing.filter((socket) => alive.has(socket.inode));
     const old = await options.old();
     const stillOld = socketHolders(old, new Set([...changedInodes].filter((inode) => alive.has(inode))));
-    if (lingering.length === 0 && stillOld.size === 0) return [];
+    if (lingering.length === 0 && stillOld.size === 0) {
+      options.log.debug('sockets settled', { ms: Date.now() - started, rounds: round });
+      return [];
+    }
     if (Date.now() > deadline) {
       const watched = new Set([...lingering.map((socket) => socket.inode), ...changedInodes]);
       const holders = socketHolders(old, watched);
