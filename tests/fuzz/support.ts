@@ -448,6 +448,7 @@ const ALLOWED_LINES = [
   /^ {4}allow [0-9a-f.:]+(?:\/[0-9]+)?;$/,
   /^ {4}proxy_(?:connect_)?timeout [0-9]+(?:ms|s|m|h|d)?;$/,
   /^ {4}proxy_buffer_size (?:256k|1m);$/,
+  /^ {4}proxy_half_close on;$/,
   /^ {4}access_log \/[A-Za-z0-9_.\/-]+\/access\.log conductor_v1;$/,
 ];
 

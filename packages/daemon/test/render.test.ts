@@ -128,6 +128,7 @@ describe('renderStreamFile', () => {
         'server {',
         '    listen 9000;',
         '    proxy_buffer_size 256k;',
+        '    proxy_half_close on;',
         '    proxy_pass 10.0.0.5:5432;',
         '}',
         '',
@@ -146,6 +147,7 @@ describe('renderStreamFile', () => {
         'server {\n' +
         `    listen ${listen};\n` +
         '    proxy_buffer_size 256k;\n' +
+        '    proxy_half_close on;\n' +
         `    proxy_pass ${backend};\n` +
         '}\n',
     );
@@ -154,7 +156,7 @@ describe('renderStreamFile', () => {
   it('renders the canonical form of the backend', () => {
     const text = renderStreamFile(rec(9002, 'DB.Example.COM:22', '2026-01-02T03:04:05Z'), { listenAddress: undefined });
     expect(text.split('\n')[0]).toBe('# stream-conductor: port 9002 -> db.example.com:22 (created 2026-01-02T03:04:05Z)');
-    expect(text.split('\n')[5]).toBe('    proxy_pass db.example.com:22;');
+    expect(text.split('\n')[6]).toBe('    proxy_pass db.example.com:22;');
   });
 
   it.each<string>([
@@ -173,6 +175,7 @@ describe('renderStreamFile', () => {
         'server {',
         '    listen 9000;',
         '    proxy_buffer_size 256k;',
+        '    proxy_half_close on;',
         '    proxy_pass 10.0.0.5:5432;',
         '}',
         '',
@@ -233,6 +236,7 @@ describe('renderStreamFile with features', () => {
         'server {',
         '    listen 9100;',
         '    proxy_buffer_size 256k;',
+        '    proxy_half_close on;',
         '    proxy_pass conductor_9100;',
         '}',
         '',
@@ -258,6 +262,7 @@ describe('renderStreamFile with features', () => {
     const text = renderStreamFile(full({ protocol, listenAddress: '127.0.0.2' }), { listenAddress: '127.0.0.1' });
     expect(text.split('\n').filter((line) => line.includes('listen'))).toEqual(listens);
     expect(text.includes('proxy_buffer_size')).toBe(protocol !== 'udp');
+    expect(text.includes('proxy_half_close on;')).toBe(protocol !== 'udp');
   });
 
   it('renders the allow-list, the timeouts, the PROXY protocol and the throughput profile', () => {
@@ -265,7 +270,7 @@ describe('renderStreamFile with features', () => {
       full({ allow: ['10.0.0.0/8', '2001:db8::/32'], connectTimeoutMs: 500, idleTimeoutMs: 1_800_000, proxyProtocol: true, profile: 'throughput' }),
       { listenAddress: undefined },
     );
-    expect(text.split('\n').slice(2, 12)).toEqual([
+    expect(text.split('\n').slice(2, 13)).toEqual([
       'server {',
       '    listen 9100;',
       '    allow 10.0.0.0/8;',
@@ -275,6 +280,7 @@ describe('renderStreamFile with features', () => {
       '    proxy_timeout 30m;',
       '    proxy_protocol on;',
       '    proxy_buffer_size 1m;',
+      '    proxy_half_close on;',
       '    proxy_pass a.example:80;',
     ]);
   });
