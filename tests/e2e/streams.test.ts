@@ -80,6 +80,34 @@ describe('half-closed sessions', () => {
   });
 });
 
+describe('listen addresses that pass validation but cannot be bound', () => {
+  it.each<[string, RegExp]>([
+    ['192.0.2.99', /listen address 192\.0\.2\.99 cannot be bound on this host: it is not one of its addresses/],
+    ['::ffff:127.0.0.1', /listen address ::ffff:7f00:1 cannot be bound on this host.*write the IPv4 address itself/],
+    ['2001:db8::99', /listen address 2001:db8::99 cannot be bound on this host/],
+  ])('%s is refused at once with a 400 that says why, and a create beside it goes through', async (address, reason) => {
+    const [bad, good] = [daemon.rangeStart + 6, daemon.rangeStart + 7];
+    const before = await snapshot(daemon);
+    const started = Date.now();
+    try {
+      const [refused, created] = await Promise.all([
+        daemon.request('POST', '/v1/streams', { port: bad, backend: `127.0.0.1:${alpha.port}`, listenAddress: address }),
+        daemon.request('POST', '/v1/streams', { port: good, backend: `127.0.0.1:${alpha.port}` }),
+      ]);
+      expect(refused.status).toBe(400);
+      expect(JSON.stringify(refused.json)).toMatch(reason);
+      expect(created.status).toBe(201);
+      // Well before nginx's bind retries (5 x 500 ms) or the reload timeout could have run out.
+      expect(Date.now() - started).toBeLessThan(2500);
+      expect(await roundTrip(good, 'beside')).toBe('alpha:beside');
+      expect(await connectOutcome(bad)).toBe('refused');
+    } finally {
+      await daemon.request('DELETE', `/v1/streams/${good}`);
+    }
+    expect(await snapshot(daemon)).toEqual(before);
+  });
+});
+
 describe('create and remove', () => {
   it('forwards bytes the moment create answers, and refuses connections the moment rm answers', async () => {
     const port = daemon.rangeStart;

@@ -24,7 +24,7 @@ import {
 import type { Logger } from '../log.js';
 import type { PipelineObserver } from '../observe/metrics.js';
 import type { StoreChange, StreamStore } from '../streams/store.js';
-import type { ListeningPorts, PortProbe } from '../sys/ports.js';
+import { type ListeningPorts, type PortProbe, isIPv4Mapped, probeReason } from '../sys/ports.js';
 import { type NginxLogLine, withoutPaths } from './binary.js';
 import { type KernelSocket, canonicalAddress, kernelSockets } from '../sys/sockets.js';
 import { type NginxController, type ReloadOutcome, quietOldWorkers, quitOldWorkers } from './controller.js';
@@ -306,6 +306,12 @@ export class NginxInstance {
         hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE',
       });
     }
+    if (probe === 'unavailable') {
+      const address = this.listenAddressOf(next) ?? '0.0.0.0';
+      throw new ConductorError(ErrorCode.InvalidInput, `listen address ${address} cannot be bound on this host: it is not one of its addresses`, {
+        hint: isIPv4Mapped(address) ? 'an IPv4-mapped IPv6 address is never bound by nginx: write the IPv4 address itself (127.0.0.1, not ::ffff:127.0.0.1)' : 'pick an address this host has (ip -brief address), or leave the listen address out',
+      });
+    }
   }
 
   /** Checks one port's change against the state the earlier changes leave in `working`. */
@@ -502,7 +508,7 @@ export class NginxInstance {
       const { port } = entry.record;
       const probe = await this.options.probePort(port, protocolsOf(entry.record), this.listenAddressOf(entry.record));
       if (probe !== 'free') {
-        entry.reason = probe === 'in-use' ? 'the port is held by another process' : 'permission denied on the port';
+        entry.reason = probeReason(probe);
         continue;
       }
       const item: Pending = {
@@ -840,7 +846,7 @@ export class NginxInstance {
       for (const entry of this.entries.values()) {
         const probe = await this.options.probePort(entry.record.port, protocolsOf(entry.record), this.listenAddressOf(entry.record));
         if (probe !== 'free') {
-          await setAside(entry.record.port, probe === 'in-use' ? 'the port is held by another process' : 'permission denied on the port');
+          await setAside(entry.record.port, probeReason(probe));
         }
       }
     }

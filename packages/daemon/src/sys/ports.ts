@@ -7,7 +7,23 @@ import { createSocket } from 'node:dgram';
 import { readFile } from 'node:fs/promises';
 import { createServer, isIPv6 } from 'node:net';
 
-export type PortProbe = 'free' | 'in-use' | 'denied';
+/** unavailable: the address is not one of this host's (EADDRNOTAVAIL), or an IPv4-mapped IPv6 address. */
+export type PortProbe = 'free' | 'in-use' | 'denied' | 'unavailable';
+
+/** What a probe that did not find the port free says, for a stream set aside because of it. */
+export function probeReason(probe: Exclude<PortProbe, 'free'>): string {
+  if (probe === 'in-use') return 'the port is held by another process';
+  if (probe === 'denied') return 'permission denied on the port';
+  return 'the listen address is not an address of this host';
+}
+
+/**
+ * An IPv4 address written as IPv6 (::ffff:a.b.c.d): nginx listens on IPv6 sockets with
+ * IPV6_V6ONLY, where such an address can never be bound; the IPv4 form is what is meant.
+ */
+export function isIPv4Mapped(address: string): boolean {
+  return /^(?:(?:0{1,4}:){5}|::(?:0{1,4}:)?)ffff:/i.test(address) && isIPv6(address);
+}
 
 /**
  * Tries to bind `host:port` (TCP) and closes the socket at once. `host` undefined means the IPv4
@@ -19,6 +35,7 @@ export function probeTcpPort(port: number, host: string | undefined): Promise<Po
     server.once('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'EADDRINUSE') resolvePromise('in-use');
       else if (error.code === 'EACCES' || error.code === 'EPERM') resolvePromise('denied');
+      else if (error.code === 'EADDRNOTAVAIL') resolvePromise('unavailable');
       else reject(error);
     });
     server.listen({ port, host: host ?? '0.0.0.0', exclusive: true, backlog: 1 }, () => {
@@ -35,6 +52,7 @@ export function probeUdpPort(port: number, host: string | undefined): Promise<Po
       socket.close();
       if (error.code === 'EADDRINUSE') resolvePromise('in-use');
       else if (error.code === 'EACCES' || error.code === 'EPERM') resolvePromise('denied');
+      else if (error.code === 'EADDRNOTAVAIL') resolvePromise('unavailable');
       else reject(error);
     });
     socket.bind({ port, address: host ?? '0.0.0.0', exclusive: true }, () => {
@@ -45,6 +63,7 @@ export function probeUdpPort(port: number, host: string | undefined): Promise<Po
 
 /** Whether `port` can be bound for every protocol in `protocols`; the first problem found wins. */
 export async function probePort(port: number, protocols: Array<'tcp' | 'udp'>, host: string | undefined): Promise<PortProbe> {
+  if (host !== undefined && isIPv4Mapped(host)) return 'unavailable';
   for (const protocol of protocols) {
     const probe = protocol === 'tcp' ? await probeTcpPort(port, host) : await probeUdpPort(port, host);
     if (probe !== 'free') return probe;
