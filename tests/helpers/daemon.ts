@@ -32,6 +32,8 @@ export interface DaemonOptions {
   apiPort?: number;
   env?: Record<string, string>;
   args?: string[];
+  /** A hosts file of the test's that the daemon and its nginx see as /etc/hosts (edit it in place). */
+  hostsFile?: string;
 }
 
 export interface ApiAnswer {
@@ -137,15 +139,19 @@ export function daemonEnv(home: string, rangeStart: number, rangeSize: number, a
  * mount namespace whose /etc/resolv.conf names 127.0.0.1, where nothing answers: every lookup
  * that /etc/hosts cannot answer fails at once, on loopback. The rest of the host is unchanged.
  */
-export function withLocalResolver(command: string, args: string[]): [string, string[]] {
-  if (process.getuid?.() !== 0 || !existsSync('/usr/bin/unshare')) return [command, args];
+export function withLocalResolver(command: string, args: string[], hostsFile?: string): [string, string[]] {
+  if (process.getuid?.() !== 0 || !existsSync('/usr/bin/unshare')) {
+    if (hostsFile !== undefined) throw new Error('a hosts file of its own needs root and unshare');
+    return [command, args];
+  }
   const resolv = join(tmpdir(), `sc-test-resolv-${process.pid}.conf`);
   if (!existsSync(resolv)) writeFileSync(resolv, 'nameserver 127.0.0.1\noptions attempts:1 timeout:1\n');
-  return ['unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv, command, ...args]];
+  const hosts = hostsFile === undefined ? '' : ' && mount --bind "$1" /etc/hosts';
+  return ['unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount --bind "$0" /etc/resolv.conf${hosts} && shift && exec "$@"`, resolv, hostsFile ?? '-', command, ...args]];
 }
 
-export function spawnDaemon(env: Record<string, string>, args: string[] = []): ChildProcess {
-  const [command, argv] = withLocalResolver(process.execPath, [DAEMON, ...args]);
+export function spawnDaemon(env: Record<string, string>, args: string[] = [], hostsFile?: string): ChildProcess {
+  const [command, argv] = withLocalResolver(process.execPath, [DAEMON, ...args], hostsFile);
   return spawn(command, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
@@ -156,7 +162,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const apiPort = options.apiPort ?? base + rangeSize;
   const home = options.home ?? join(await tempDir(), 'home');
   const env = daemonEnv(home, base, rangeSize, apiPort, options.env);
-  const daemon = new Daemon(spawnDaemon(env, options.args), home, base, base + rangeSize - 1, apiPort, env);
+  const daemon = new Daemon(spawnDaemon(env, options.args, options.hostsFile), home, base, base + rangeSize - 1, apiPort, env);
   await waitReady(daemon, 30_000);
   return daemon;
 }

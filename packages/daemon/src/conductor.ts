@@ -327,7 +327,8 @@ export class Conductor implements StreamService {
 
   private answer(port: number, result: MutationResult): CreateResult {
     if (result.change === 'created') this.options.observatory?.traffic.reset(port);
-    const stream = this.get(port);
+    // What this change made live, even if a later change to the port was applied since.
+    const stream = result.entry ? view(result.entry) : this.get(port);
     if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
     const change = result.change === 'created' || result.change === 'replaced' || result.change === 'unchanged' ? result.change : 'replaced';
     return { stream, warnings: result.warnings, change };

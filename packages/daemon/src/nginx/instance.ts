@@ -50,6 +50,11 @@ export type Mutation =
 export interface MutationResult {
   warnings: string[];
   change: 'created' | 'replaced' | 'unchanged' | 'removed' | 'applied';
+  /**
+   * What this change made of its port (created, replaced, unchanged): the answer describes it
+   * even when a later change to the same port has already been applied.
+   */
+  entry?: Entry;
 }
 
 export interface Entry {
@@ -78,7 +83,11 @@ interface Accepted {
 
 type Attempt =
   | { kind: 'ok'; warnings: string[] }
-  | { kind: 'culprits'; culprits: Map<number, ConductorError> }
+  /**
+   * nginx named the streams it refused: `culprits` among the changes, `bystanders` among the live
+   * streams the batch did not touch (a backend name that stopped resolving since, say).
+   */
+  | { kind: 'culprits'; culprits: Map<number, ConductorError>; bystanders: Map<number, string> }
   | { kind: 'all'; error: ConductorError };
 
 type Ports = Record<'tcp' | 'udp', number[]>;
@@ -105,6 +114,8 @@ export interface InstanceOptions {
   testBeforeReload?: boolean;
   /** Told of every batch and every reload (metrics). */
   observer?: PipelineObserver;
+  /** Told when a live stream is set aside at runtime (the audit log). */
+  onSetAside?(port: number, reason: string): void;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
@@ -360,7 +371,7 @@ export class NginxInstance {
           accepted.push(await this.admitOne(item, mutation.port, undefined, false, working));
         } else {
           const one = await this.admitOne(item, mutation.record.port, mutation.record, mutation.kind === 'create', working);
-          if (one.change === 'unchanged') item.resolve({ warnings: [], change: 'unchanged' });
+          if (one.change === 'unchanged') item.resolve({ warnings: [], change: 'unchanged', ...(one.next ? { entry: { ...one.next } } : {}) });
           else accepted.push(one);
         }
       } catch (error) {
@@ -419,12 +430,22 @@ export class NginxInstance {
   /** A group: one attempt; any refusal refuses it whole, with nginx's reason. */
   private async applyGroup(item: Pending, accepted: Accepted[]): Promise<{ applied: number; attempts: number }> {
     if (accepted.length === 0) return { applied: 0, attempts: 0 }; // refused at admission
-    const attempt = await this.attempt(accepted);
+    let attempt = await this.attempt(accepted);
+    if (attempt.kind === 'culprits' && attempt.culprits.size === 0) {
+      // Only streams outside the group were refused: they are set aside, the group goes on.
+      for (const [port, reason] of attempt.bystanders) await this.setAside(port, reason);
+      attempt = await this.attempt(accepted);
+      if (attempt.kind === 'ok') {
+        item.resolve({ warnings: attempt.warnings, change: 'applied' });
+        return { applied: 1, attempts: 2 };
+      }
+    }
     if (attempt.kind === 'ok') {
       item.resolve({ warnings: attempt.warnings, change: 'applied' });
       return { applied: 1, attempts: 1 };
     }
-    item.reject(attempt.kind === 'all' ? attempt.error : (attempt.culprits.values().next().value as ConductorError));
+    const refusal = attempt.kind === 'all' ? attempt.error : attempt.culprits.values().next().value;
+    item.reject(refusal ?? new ConductorError(ErrorCode.NginxRejected, 'nginx refused the change'));
     return { applied: 0, attempts: 1 };
   }
 
@@ -440,7 +461,7 @@ export class NginxInstance {
       for (const one of done) {
         const { mutation } = one.item;
         if (mutation.kind === 'remove' && mutation.killSessions) await this.cutSessions(one.port, warnings);
-        one.item.resolve({ warnings, change: one.change });
+        one.item.resolve({ warnings, change: one.change, ...(one.next ? { entry: { ...one.next } } : {}) });
       }
     };
     while (accepted.length > 0) {
@@ -452,6 +473,9 @@ export class NginxInstance {
         break;
       }
       if (attempt.kind === 'culprits') {
+        // A live stream nginx no longer takes is set aside, as at start-up, so that it does not
+        // block every other change of this master; the retry brings it back once it can serve.
+        for (const [port, reason] of attempt.bystanders) await this.setAside(port, reason);
         accepted = this.consistent(
           accepted.filter(({ item, port, next }) => {
             const error = next ? attempt.culprits.get(port) : undefined;
@@ -480,6 +504,20 @@ export class NginxInstance {
       break;
     }
     return { applied, attempts };
+  }
+
+  /**
+   * Takes a live stream out of nginx's files (the next reload drops it) and marks it failed with
+   * nginx's reason; its definition stays, and the retry tries it again.
+   */
+  private async setAside(port: number, reason: string): Promise<void> {
+    const entry = this.entries.get(port);
+    if (!entry || entry.state !== 'live') return;
+    await this.options.files.apply([], [port]);
+    this.entries.set(port, { record: entry.record, state: 'failed', reason });
+    this.log.warn('stream set aside: nginx no longer takes it', { port, backends: describeBackends(entry.record.backends), reason });
+    this.options.onSetAside?.(port, reason);
+    this.scheduleRevival();
   }
 
   /** Cuts the sessions nginx keeps alive on its old workers after a remove. */
@@ -752,9 +790,15 @@ export class NginxInstance {
 
   private blame(lines: NginxLogLine[], message: string, accepted: Accepted[], code: ErrorCode): Attempt {
     const creating = new Set(accepted.filter((one) => one.next).map((one) => one.port));
+    const touched = new Set(accepted.map((one) => one.port));
     const culprits = new Map<number, ConductorError>();
+    const bystanders = new Map<number, string>();
     for (const line of lines) {
       const port = portBlamed(line, this.options.files);
+      if (port !== undefined && !touched.has(port) && this.entries.get(port)?.state === 'live' && !bystanders.has(port)) {
+        bystanders.set(port, `nginx: ${withoutPaths(line.text)}`);
+        continue;
+      }
       if (port === undefined || !creating.has(port) || culprits.has(port)) continue;
       const inUse = /Address already in use/.test(line.text);
       culprits.set(
@@ -764,7 +808,7 @@ export class NginxInstance {
         }),
       );
     }
-    if (culprits.size > 0) return { kind: 'culprits', culprits };
+    if (culprits.size > 0 || bystanders.size > 0) return { kind: 'culprits', culprits, bystanders };
     const prefix = code === ErrorCode.NginxUnavailable ? 'nginx is not available' : 'nginx refused the change';
     return { kind: 'all', error: new ConductorError(code, `${prefix}: ${withoutPaths(message)}`) };
   }
