@@ -7,8 +7,9 @@
  *   answer new connections must reach the new backend, after each remove answer they must be
  *   refused by the kernel (ECONNREFUSED; accepted-then-reset is a violation); a create that
  *   follows a remove must not be refused (PORT_IN_USE). Alone, then beside churning clients.
- * - puts: PUT /v1/streams/{port} alternating two named backends (beside churn); every new
- *   connection after the answer must reach the new backend.
+ * - puts: PUT /v1/streams/{port} alternating two named backends (beside churn, with open
+ *   sessions, every fourth PUT right after a DELETE); every new connection after the answer
+ *   must reach the new backend.
  * - chaos: many clients, random legacy creates/removes and v1 POST/PUT/DELETE on a few ports,
  *   for a bounded time and count; no answer may be 5xx, INTERNAL or PORT_IN_USE; afterwards each
  *   port is exactly what GET /v1/streams lists (listed: reaches its backend; unlisted: refused,
@@ -85,6 +86,27 @@ function probe(port, timeoutMs = 3000) {
     });
     socket.on('end', () => settle('reset (accepted, then closed)'));
     socket.on('close', () => settle(`reset (${connected ? 'accepted, then ' : ''}closed)`));
+  });
+}
+
+/** A connection through `port` that has carried bytes and stays open; undefined when it did not get through. @param {number} port @returns {Promise<import('node:net').Socket | undefined>} */
+function openSession(port) {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(undefined);
+    }, 3000);
+    socket.on('connect', () => socket.write('hold\n'));
+    socket.once('data', () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.on('error', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(undefined);
+    });
   });
 }
 
@@ -277,6 +299,8 @@ export async function run() {
     finished = false;
     const putChurners = Array.from({ length: Math.min(2, churnClients) }, (_, k) => cycles(client, daemon.base + 2 + k, backends, putCount * 4, putChurn, () => finished, k));
     let putsDone = 0;
+    /** @type {import('node:net').Socket[]} */
+    const sessions = [];
     try {
       const first = await client.replace(putPort, /** @type {Backend} */ (backends[0]));
       if (!first.ok) throw new Error(`first PUT: ${said(first)}`);
@@ -284,14 +308,23 @@ export async function run() {
       for (let i = 0; i < putCount; i += 1) {
         const next = 1 - current;
         const backend = /** @type {Backend} */ (backends[next]);
+        // Every fourth PUT follows a DELETE at once, and so creates the stream anew (201).
+        const fresh = i % 4 === 3;
+        if (fresh) {
+          const removed = await client.remove('v1', putPort);
+          if (!removed.ok) {
+            puts.violations.add(`DELETE before PUT failed ${removed.code}`);
+            if (puts.examples.length < 10) puts.examples.push(`DELETE before PUT ${i}: answered ${said(removed)}`);
+          }
+        }
         const answer = await client.replace(putPort, backend);
         putsDone += 1;
-        puts.answers.add(`${answer.status} ${answer.code}`);
-        if (!answer.ok) {
-          puts.violations.add(`PUT refused ${answer.code}`);
-          if (puts.examples.length < 10) puts.examples.push(`PUT ${i}: answered ${said(answer)}`);
-          continue;
+        puts.answers.add(`${fresh ? 'after DELETE' : 'replace'} ${answer.status} ${answer.code}`);
+        if (answer.status !== (fresh ? 201 : 200)) {
+          puts.violations.add(`PUT answered ${answer.status} ${answer.code}`);
+          if (puts.examples.length < 10) puts.examples.push(`PUT ${i}: answered ${said(answer)}, not ${fresh ? 201 : 200}`);
         }
+        if (!answer.ok) continue;
         current = next;
         for (const outcome of await probeAfter(putPort, 60)) {
           const good = outcome === `backend ${backend.name}`;
@@ -301,13 +334,18 @@ export async function run() {
             if (puts.examples.length < 10) puts.examples.push(`PUT ${i} (-> ${backend.name}) answered ${answer.status}, a new connection got ${outcome}`);
           }
         }
+        // A session left open through this generation of workers (the last two are kept).
+        const session = await openSession(putPort);
+        if (session) sessions.push(session);
+        while (sessions.length > 2) sessions.shift()?.destroy();
       }
     } finally {
       finished = true;
+      for (const session of sessions) session.destroy();
     }
     await Promise.all(putChurners);
     await client.remove('v1', putPort);
-    rows.push([`PUT replace cycles beside ${Math.min(2, churnClients)} churning clients`, `${putsDone} PUTs`, `answers: ${puts.answers}`, `after PUT: ${puts.after}`, '-', String(total(puts.violations) + total(putChurn.violations)), [puts.violations.toString(), putChurn.violations.toString()].filter(Boolean).join('; ') || '-']);
+    rows.push([`PUT replace cycles (every fourth after a DELETE, open sessions) beside ${Math.min(2, churnClients)} churning clients`, `${putsDone} PUTs`, `answers: ${puts.answers}`, `after PUT: ${puts.after}`, '-', String(total(puts.violations) + total(putChurn.violations)), [puts.violations.toString(), putChurn.violations.toString()].filter(Boolean).join('; ') || '-']);
     violations += total(puts.violations) + total(putChurn.violations);
     notes.push(...puts.examples.map((line) => `puts: ${line}`));
 
