@@ -128,6 +128,17 @@ export function aggregateNginx(statuses: NginxStatus[]): NginxStatus {
     .sort((a, b) => a.at.localeCompare(b.at))
     .slice(-20);
   if (incidents.length > 0) result.incidents = incidents;
+  const audits = statuses.flatMap((status) => (status.audit ? [status.audit] : []));
+  if (audits.length > 0) {
+    result.audit = {
+      at: audits.map((audit) => audit.at).sort()[0] ?? '',
+      inLine: audits.every((audit) => audit.inLine),
+      missing: audits.flatMap((audit) => audit.missing).sort((a, b) => a - b),
+      extra: audits.flatMap((audit) => audit.extra).sort((a, b) => a - b),
+      strays: audits.reduce((sum, audit) => sum + audit.strays, 0),
+      straysEnded: audits.reduce((sum, audit) => sum + audit.straysEnded, 0),
+    };
+  }
   return result;
 }
 
@@ -513,7 +524,7 @@ export class Conductor implements StreamService {
   status(): DaemonStatus {
     const streams = this.list();
     const failed = streams.filter((stream) => stream.state === 'failed');
-    const instances = this.options.instances.map((instance) => ({ ...instance.controller.status(), id: instance.id, streams: instance.list().length }));
+    const instances = this.options.instances.map((instance) => ({ ...instance.status(), id: instance.id, streams: instance.list().length }));
     return {
       version: this.options.version,
       mode: this.options.mode,

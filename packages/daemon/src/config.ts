@@ -50,6 +50,8 @@ export interface Config {
   reloadTimeoutMs: number;
   /** How often set-aside streams are tried again. */
   retryIntervalMs: number;
+  /** How often each master is audited against the kernel (see nginx/audit.ts); 0: never. */
+  auditIntervalMs: number;
   /** Managed mode: how many nginx masters share the port range. */
   nginxInstances: number;
   /** Run `nginx -t` before every reload also in managed mode. */
@@ -188,6 +190,11 @@ export const settings = {
     env: 'CONDUCTOR_RETRY_INTERVAL',
     flag: 'retry-interval',
     help: 'seconds between tries of streams nginx could not take (default 30)',
+  },
+  auditInterval: {
+    env: 'CONDUCTOR_AUDIT_INTERVAL',
+    flag: 'audit-interval',
+    help: "seconds between audits of each nginx master's sockets and processes against the streams; 0 turns it off (default 5)",
   },
   logLevel: { env: 'CONDUCTOR_LOG_LEVEL', flag: 'log-level', help: 'debug, info, warn or error (default info)' },
   store: {
@@ -394,6 +401,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     });
   const reloadSeconds = seconds('reloadTimeout', '15', 1, 600);
   const retrySeconds = seconds('retryInterval', '30', 0.1, 3600);
+  const auditSeconds = seconds('auditInterval', '5', 0, 3600);
 
   const nginxHandoff = bool('nginxHandoff', true);
   const nginxInstances = checked('nginxInstances', () => {
@@ -521,6 +529,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     nginxErrorLog: path('nginxErrorLog'),
     reloadTimeoutMs: Math.round(reloadSeconds * 1000),
     retryIntervalMs: Math.round(retrySeconds * 1000),
+    auditIntervalMs: Math.round(auditSeconds * 1000),
     nginxInstances,
     testBeforeReload: bool('testBeforeReload'),
     nginxHandoff,

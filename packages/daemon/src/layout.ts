@@ -139,6 +139,7 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
         defaultListenAddress: config.listenAddress,
         log,
         retryIntervalMs: config.retryIntervalMs,
+        auditIntervalMs: config.auditIntervalMs,
         testBeforeReload: config.mode === 'external' || config.testBeforeReload,
         observer,
       }),

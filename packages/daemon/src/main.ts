@@ -119,6 +119,8 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     const observer: PipelineObserver = {
       apply: (...args) => observatory?.metrics.apply(...args),
       reload: (...args) => observatory?.metrics.reload(...args),
+      finding: (instance, action, ports, detail) =>
+        observatory?.record({ actor: 'daemon', remote: '', action, ports, detail: `nginx ${instance}: ${detail}`, result: 'ok' }),
     };
     const instances = await buildInstances(config, store, log, observer);
     observatory = new Observatory({

@@ -37,6 +37,7 @@ const managedDefaults: Config = {
   nginxErrorLog: undefined,
   reloadTimeoutMs: 15000,
   retryIntervalMs: 30000,
+  auditIntervalMs: 5000,
   nginxInstances: DEFAULT_NGINX_INSTANCES,
   testBeforeReload: false,
   nginxHandoff: true,
@@ -178,6 +179,7 @@ describe('readConfig values', () => {
       nginxErrorLog: '/var/log/nginx/error.log',
       reloadTimeoutMs: 2500,
       retryIntervalMs: 30000,
+      auditIntervalMs: 5000,
       nginxInstances: 8,
       testBeforeReload: false,
       nginxHandoff: false,
@@ -199,6 +201,7 @@ describe('readConfig values', () => {
     ['a bad env value hidden by a good flag', { portRange: '7000-7009' }, { PORT_RANGE: 'garbage' }, { portRange: { start: 7000, end: 7009 } }],
     ['allow-no-auth', { allowNoAuth: 'true' }, { CONDUCTOR_ALLOW_NO_AUTH: 'false' }, { allowNoAuth: true }],
     ['retry interval', { retryInterval: '0.5' }, { CONDUCTOR_RETRY_INTERVAL: '60' }, { retryIntervalMs: 500 }],
+    ['audit interval', { auditInterval: '0' }, { CONDUCTOR_AUDIT_INTERVAL: '2' }, { auditIntervalMs: 0 }],
     ['nginx handoff', { nginxHandoff: 'false' }, { CONDUCTOR_NGINX_HANDOFF: 'true' }, { nginxHandoff: false, nginxInstances: 8 }],
   ])('a flag wins over its variable: %s', (_what, args, env, expected) => {
     expect(readConfig(env, args, CWD)).toMatchObject(expected);

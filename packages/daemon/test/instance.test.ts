@@ -96,6 +96,9 @@ class ScriptedNginx implements NginxController {
   async oldProcesses(previous: number[]): Promise<number[]> {
     return previous;
   }
+  async auditProcesses(): Promise<undefined> {
+    return undefined;
+  }
 
   status(): NginxStatus {
     return { state: 'running', restarts: 0 };

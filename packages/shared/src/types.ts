@@ -98,7 +98,8 @@ export interface AuditEvent {
   actor: string;
   /** The client's address; empty for the daemon's own doing. */
   remote: string;
-  action: 'create' | 'replace' | 'remove' | 'renew' | 'apply' | 'expire';
+  /** set-aside: nginx stopped taking a live stream; audit: the audit found nginx out of line or ended a stray. */
+  action: 'create' | 'replace' | 'remove' | 'renew' | 'apply' | 'expire' | 'set-aside' | 'audit';
   ports: number[];
   /** What was asked, in short (the backends, the plan...). */
   detail?: string;
@@ -108,6 +109,21 @@ export interface AuditEvent {
 }
 
 export type NginxMode = 'managed' | 'external';
+
+/** What the last audit of a master found: the kernel's sockets and their owners against the definitions. */
+export interface NginxAudit {
+  at: string;
+  /** True when the master serves exactly the live streams and no stray process holds a port. */
+  inLine: boolean;
+  /** Ports of live streams that the master does not hold a socket for. */
+  missing: number[];
+  /** Ports the master holds a socket for that no live stream has. */
+  extra: number[];
+  /** Processes of ours outside the master's generation found holding listening sockets. */
+  strays: number;
+  /** Strays told to go since the daemon started. */
+  straysEnded: number;
+}
 
 export interface NginxStatus {
   /** running: a master answers; down: none; starting: being (re)started. */
@@ -125,6 +141,8 @@ export interface NginxStatus {
   workers?: number;
   /** Old workers still serving the sessions of an earlier configuration. */
   drainingWorkers?: number;
+  /** The last audit (managed mode). */
+  audit?: NginxAudit;
 }
 
 export interface DaemonStatus {

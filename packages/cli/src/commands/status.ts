@@ -34,6 +34,17 @@ export function printStatus(answer: DaemonStatus, output: Output, url: string, n
     lines.push(`last apply: ${nginx.lastReload.at} (${ago(nginx.lastReload.at, now)}) ${result}`);
   }
   if (nginx.message) lines.push(`nginx says: ${nginx.message}`);
+  const audit = nginx.audit;
+  if (audit) {
+    const problems = [
+      audit.missing.length > 0 ? `not serving ${audit.missing.join(', ')}` : '',
+      audit.extra.length > 0 ? `serving ${audit.extra.join(', ')} that no stream has` : '',
+      audit.strays > 0 ? `${audit.strays} stray process${audit.strays === 1 ? '' : 'es'} holding ports (being ended)` : '',
+    ].filter((problem) => problem !== '');
+    const verdict = audit.inLine ? color.green('kernel sockets match the streams') : color.red(`OUT OF LINE: ${problems.join('; ')}`);
+    const ended = audit.straysEnded > 0 ? `, ${audit.straysEnded} stray${audit.straysEnded === 1 ? '' : 's'} ended since start` : '';
+    lines.push(`audit:      ${verdict} (checked ${ago(audit.at, now)}${ended})`);
+  }
   for (const incident of nginx.incidents ?? []) lines.push(`incident:   ${incident.at} ${incident.message}`);
   lines.push(
     `ports:      ${status.portRange.start}-${status.portRange.end} (${size} ports, ${status.streams.total} used, ${size - status.streams.total} free)`,

@@ -59,6 +59,12 @@ export interface NginxController {
    * `previous` (the workers before it) and, after a handoff, what is left of the old master.
    */
   oldProcesses(previous: number[]): Promise<number[]>;
+  /**
+   * For the audit: the master that serves now, and every other process of ours (its old
+   * workers, what a handoff or a dead daemon left, a second master of the same configuration);
+   * undefined when no master runs or when the processes are not ours to judge (external mode).
+   */
+  auditProcesses(): Promise<{ master: number; others: number[] } | undefined>;
   status(): NginxStatus;
   /** Called when the master dies without being asked to (managed mode). */
   onUnexpectedExit(listener: (message: string) => void): void;

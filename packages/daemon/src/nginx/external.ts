@@ -95,6 +95,11 @@ export class ExternalNginx implements NginxController {
     return previous;
   }
 
+  /** The operator's nginx is not the daemon's to judge or to signal beyond its reloads. */
+  async auditProcesses(): Promise<undefined> {
+    return undefined;
+  }
+
   async reopenLogs(): Promise<void> {
     await execa(this.options.nginxBin, [...this.confArgs(), '-s', 'reopen'], { reject: false, timeout: 10_000 });
   }

@@ -14,6 +14,8 @@ import { performance } from 'node:perf_hooks';
 import {
   ConductorError,
   ErrorCode,
+  type NginxAudit,
+  type NginxStatus,
   type StreamRecord,
   type StreamState,
   describeBackends,
@@ -28,6 +30,7 @@ import { type ListeningPorts, type PortProbe, isIPv4Mapped, probeReason } from '
 import { type NginxLogLine, withoutPaths } from './binary.js';
 import { type KernelSocket, canonicalAddress, kernelSockets } from '../sys/sockets.js';
 import { type NginxController, type ReloadOutcome, quietOldWorkers, quitOldWorkers } from './controller.js';
+import { NginxAuditor } from './audit.js';
 import { settleSockets } from './settle.js';
 import type { FileSnapshot, StreamFileSet } from './stream-files.js';
 
@@ -114,8 +117,8 @@ export interface InstanceOptions {
   testBeforeReload?: boolean;
   /** Told of every batch and every reload (metrics). */
   observer?: PipelineObserver;
-  /** Told when a live stream is set aside at runtime (the audit log). */
-  onSetAside?(port: number, reason: string): void;
+  /** How often the audit compares the kernel's sockets and processes with the definitions; 5 s by default, 0: never. */
+  auditIntervalMs?: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
@@ -179,9 +182,24 @@ export class NginxInstance {
   /** idle: nothing queued; gathering: waiting out the master's pause, taking more changes; applying: a batch is in flight. */
   private phase: 'idle' | 'gathering' | 'applying' = 'idle';
   readonly log: Logger;
+  private readonly auditor: NginxAuditor;
+  private auditTimer: NodeJS.Timeout | undefined;
+  private lastAudit: NginxAudit | undefined;
+  /** Audits in a row that found the master serving something other than the definitions. */
+  private outOfLine = 0;
 
   constructor(private readonly options: InstanceOptions) {
     this.log = options.log.child({ instance: options.id });
+    this.auditor = new NginxAuditor({
+      processes: () => options.controller.auditProcesses(),
+      expected: () => {
+        const expected = new Set<string>();
+        for (const entry of this.entries.values()) {
+          if (entry.state === 'live') for (const protocol of protocolsOf(entry.record)) expected.add(`${protocol}:${entry.record.port}`);
+        }
+        return expected;
+      },
+    });
     options.controller.onUnexpectedExit((message) => {
       this.log.error('nginx died; restarting it', { reason: message });
       this.scheduleRecovery(0);
@@ -516,7 +534,7 @@ export class NginxInstance {
     await this.options.files.apply([], [port]);
     this.entries.set(port, { record: entry.record, state: 'failed', reason });
     this.log.warn('stream set aside: nginx no longer takes it', { port, backends: describeBackends(entry.record.backends), reason });
-    this.options.onSetAside?.(port, reason);
+    this.options.observer?.finding?.(this.options.id, 'set-aside', [port], reason);
     this.scheduleRevival();
   }
 
@@ -926,6 +944,7 @@ export class NginxInstance {
     for (const port of sockets.lingering) this.log.warn('port still listening after its stream was dropped', { port });
     this.recoverDelayMs = 500;
     this.scheduleRevival();
+    this.scheduleAudit();
     const live = [...this.entries.values()].filter((entry) => entry.state === 'live').length;
     this.log.info('nginx in line with the definitions', { live, failed: this.entries.size - live });
   }
@@ -942,9 +961,61 @@ export class NginxInstance {
     }, delayMs);
   }
 
+  /** nginx's status with what the last audit found. */
+  status(): NginxStatus {
+    const status = this.options.controller.status();
+    return this.lastAudit ? { ...status, audit: this.lastAudit } : status;
+  }
+
+  /**
+   * One audit, between changes (a change in flight legitimately has two generations). Strays are
+   * told to go; a master found serving other ports than the definitions twice in a row is brought
+   * back in line by a reconcile, as after a crash.
+   */
+  audit(): Promise<NginxAudit | undefined> {
+    return this.exclusive(async () => {
+      const findings = await this.auditor.run();
+      if (!findings) return undefined;
+      const { audit, signalled } = findings;
+      this.lastAudit = audit;
+      const observer = this.options.observer;
+      for (const stray of signalled) {
+        this.log.warn('a stray nginx process of ours held ports; ending it', { pid: stray.pid, signal: stray.signal, ports: stray.ports });
+        observer?.finding?.(this.options.id, 'audit', stray.ports, `stray nginx process ${stray.pid} held ports; sent ${stray.signal}`);
+      }
+      const differs = audit.missing.length > 0 || audit.extra.length > 0;
+      this.outOfLine = differs ? this.outOfLine + 1 : 0;
+      if (differs) {
+        this.log.error('nginx serves other ports than the definitions', { missing: audit.missing, extra: audit.extra, rounds: this.outOfLine });
+        if (this.outOfLine === 1) observer?.finding?.(this.options.id, 'audit', [...audit.missing, ...audit.extra], `out of line: missing ${audit.missing.join(',') || '-'}, extra ${audit.extra.join(',') || '-'}`);
+      }
+      return audit;
+    }).then((audit) => {
+      if (this.outOfLine >= 2) {
+        this.outOfLine = 0;
+        this.log.error('bringing nginx back in line with the definitions');
+        this.scheduleRecovery(0);
+      }
+      return audit;
+    });
+  }
+
+  private scheduleAudit(): void {
+    const interval = this.options.auditIntervalMs ?? 5000;
+    if (this.closing || this.auditTimer || interval <= 0) return;
+    this.auditTimer = setTimeout(() => {
+      this.auditTimer = undefined;
+      this.audit()
+        .catch((error: unknown) => this.log.error('the audit failed', { error }))
+        .finally(() => this.scheduleAudit());
+    }, interval);
+    this.auditTimer.unref();
+  }
+
   /** Refuses new changes, lets the running batch finish, and stops nginx (managed mode). */
   async close(): Promise<void> {
     this.closing = true;
+    if (this.auditTimer) clearTimeout(this.auditTimer);
     if (this.recoverTimer) clearTimeout(this.recoverTimer);
     if (this.reviveTimer) clearTimeout(this.reviveTimer);
     for (const item of this.queue.splice(0)) {

@@ -31,6 +31,7 @@ import {
   commandLine,
   isAlive,
   isReaper,
+  nginxChildren,
   nginxMasters,
   nginxWorkers,
   parentPid,
@@ -283,6 +284,8 @@ export class ManagedNginx implements NginxController {
       this.pid = orphan;
       this.child = undefined;
       this.masterIsChild = false;
+      // A master started in its place, should this one die, counts as a restart.
+      this.spawned = true;
       const parent = await parentPid(orphan);
       this.reaperPid = parent !== undefined && isReaper(parent) ? parent : undefined;
       this.state = 'running';
@@ -701,6 +704,20 @@ export class ManagedNginx implements NginxController {
     const reaper = this.reaperPid;
     const below = reaper !== undefined && isReaper(reaper) ? (await childPids(reaper)).filter((pid) => pid !== this.pid) : [];
     return [...new Set([...previous, ...below])];
+  }
+
+  async auditProcesses(): Promise<{ master: number; others: number[] } | undefined> {
+    const master = this.pid;
+    if (master === undefined || this.state !== 'running' || !isAlive(master)) return undefined;
+    const others = new Set<number>();
+    const reaper = this.reaperPid;
+    if (reaper !== undefined && isReaper(reaper)) for (const pid of await childPids(reaper)) others.add(pid);
+    for (const pid of await strayWorkers(this.errorLogPath, master)) others.add(pid);
+    for (const { pid } of await nginxMasters(this.confPath)) others.add(pid);
+    // Old workers of this master, told to quit: they must have closed their listeners.
+    for (const child of nginxChildren(master)) if (child.draining) others.add(child.pid);
+    others.delete(master);
+    return { master, others: [...others] };
   }
 
   /** Makes nginx reopen its log files (after the daemon rotated one). */

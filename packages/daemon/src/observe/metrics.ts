@@ -16,6 +16,8 @@ export interface MetricsSource {
 export interface PipelineObserver {
   apply(instance: number, seconds: number, applied: number, refused: number): void;
   reload(instance: number, ok: boolean, seconds: number): void;
+  /** Something the daemon did by itself that an operator should find in the audit log. */
+  finding?(instance: number, action: 'set-aside' | 'audit', ports: number[], detail: string): void;
 }
 
 export class Metrics implements PipelineObserver {
@@ -137,6 +139,26 @@ export class Metrics implements PipelineObserver {
       collect() {
         this.reset();
         for (const status of nginx.current) this.inc({ instance: String(status.id) }, status.restarts);
+      },
+    });
+    new Gauge({
+      name: 'conductor_nginx_in_line',
+      help: '1 when the last audit found the kernel sockets of the master and its processes exactly as the definitions say',
+      labelNames: ['instance'],
+      registers,
+      collect() {
+        this.reset();
+        for (const status of nginx.current) if (status.audit) this.set({ instance: String(status.id) }, status.audit.inLine ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'conductor_nginx_strays_ended_total',
+      help: 'nginx processes of ours outside the serving generation found holding ports, and ended',
+      labelNames: ['instance'],
+      registers,
+      collect() {
+        this.reset();
+        for (const status of nginx.current) if (status.audit) this.inc({ instance: String(status.id) }, status.audit.straysEnded);
       },
     });
     new Gauge({
