@@ -40,7 +40,7 @@ import {
   strayWorkers,
 } from '../sys/processes.js';
 import { type NginxBuild, NginxBinaryError, type NginxLogLine, type TestResult, parseNginxLines, probeNginx, testConfiguration, withoutPaths } from './binary.js';
-import { type ErrorLogCursor, type NginxController, type ReloadOutcome, acceptingWorkers, awaitNewGeneration, errorLogCursor, readFrom, reloadRecord, reloadVerdict } from './controller.js';
+import { type ErrorLogCursor, type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, readFrom, reloadRecord, reloadVerdict } from './controller.js';
 
 export interface ManagedNginxOptions {
   nginxBin: string;
@@ -104,9 +104,18 @@ async function startingMasters(masters: number[]): Promise<number[]> {
   return starting;
 }
 
-/** Tells each of `pids` that is an nginx worker still taking connections to quit (not `except`). */
+/**
+ * Tells each of `pids` (not `except`) that is an nginx process not yet shutting down to quit.
+ * Whatever its title: a worker forked a moment ago still carries its master's title until it
+ * renames itself, and one skipped here would keep every listening socket it inherited, with no
+ * master to ever tell it to go. It has signals blocked until then, and takes the SIGQUIT after.
+ */
 async function quitWorkers(pids: number[], except: number): Promise<void> {
-  for (const pid of await acceptingWorkers(pids.filter((pid) => pid !== except))) signal(pid, 'SIGQUIT');
+  for (const pid of pids) {
+    if (pid === except) continue;
+    const command = await commandLine(pid);
+    if (command !== undefined && command.startsWith('nginx: ') && !command.includes('is shutting down')) signal(pid, 'SIGQUIT');
+  }
 }
 
 /** nginx cannot be set up at all: the binary cannot run, or it has no stream module. */
