@@ -8,6 +8,7 @@
  * change.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
 import { dirname } from 'node:path';
 import type { DaemonStatus, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
@@ -21,6 +22,7 @@ import { eventually, sleep } from '../helpers/wait.js';
 const RANGE = 40;
 
 interface Fleet {
+  range: number;
   etcd: EtcdCluster;
   hosts: Daemon[];
   addresses: string[];
@@ -43,11 +45,11 @@ afterAll(async () => {
 });
 
 /** Starts host `i` of a fleet (again, on its home, when `home` is given). */
-function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix'>, i: number, home?: string): Promise<Daemon> {
+function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix' | 'range'>, i: number, home?: string): Promise<Daemon> {
   return startDaemon({
     rangeStart: fleet.base,
-    rangeSize: RANGE,
-    apiPort: fleet.base + RANGE + i,
+    rangeSize: fleet.range,
+    apiPort: fleet.base + fleet.range + i,
     ...(home ? { home } : {}),
     env: {
       CONDUCTOR_STORE: `etcd://${fleet.etcd.endpoints}`,
@@ -60,11 +62,11 @@ function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix'>, i: number, ho
   });
 }
 
-async function startFleet(members: number, hostCount: number): Promise<Fleet> {
+async function startFleet(members: number, hostCount: number, range = RANGE): Promise<Fleet> {
   const dir = await tempDir();
   const etcd = await EtcdCluster.start(dir, members);
-  const base = await freePortBlock(RANGE + hostCount);
-  const partial = { etcd, base, prefix: `/sc-${base}/` };
+  const base = await freePortBlock(range + hostCount);
+  const partial = { etcd, base, range, prefix: `/sc-${base}/` };
   const hosts: Daemon[] = [];
   for (let i = 0; i < hostCount; i += 1) hosts.push(await startHost(partial, i));
   return { ...partial, hosts, addresses: hosts.map((_, i) => `127.0.0.${i + 2}`), dir };
@@ -96,6 +98,19 @@ async function reach(fleet: Fleet, port: number, hosts = fleet.hosts.map((_, i) 
       }
     }),
   );
+}
+
+/** The processes that listen on `ports` (`ss`, then `ps`): the pipeline's nginx, or a process left over. */
+function listeners(ports: number[]): string {
+  const lines = execFileSync('ss', ['-Hltnp']).toString().split('\n').filter((line) => ports.some((port) => line.includes(`:${port} `)));
+  const pids = [...new Set(lines.flatMap((line) => [...line.matchAll(/pid=([0-9]+)/g)].map((match) => match[1] as string)))];
+  let processes = '';
+  try {
+    if (pids.length > 0) processes = execFileSync('ps', ['-o', 'pid,ppid,lstart,args', '-p', pids.join(',')]).toString();
+  } catch {
+    processes = '(gone)'; // ps answers 1 when none of them runs any more
+  }
+  return `${lines.join('\n')}\n${processes}`;
 }
 
 const everywhere = (fleet: Fleet, what: string, hosts = fleet.hosts.length): string[] => Array.from({ length: hosts }, () => what);
@@ -406,3 +421,45 @@ describe('a fleet on a three-member etcd cluster', () => {
     expect(await eventually(() => reach(fleet, fleet.base + 30), (seen) => seen.every((name) => name === 'b'))).toEqual(everywhere(fleet, 'b'));
   });
 });
+
+describe('a fleet of three hosts on a three-member etcd, under concurrent churn', () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await startFleet(3, 3, 48);
+  }, 120_000);
+  afterAll(async () => {
+    await stopFleet(fleet);
+  });
+
+  it('stops a stream removed through any host on every host within about a second', async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const body = { backend: `127.0.0.1:${echoA.port}` };
+    const slowest: number[] = [];
+    for (let round = 0; round < 3; round += 1) {
+      // 40 streams, allocated by two hosts at once.
+      const created = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).request('POST', '/v1/streams', body)));
+      expect(created.map((answer) => answer.status)).toEqual(Array.from({ length: 40 }, () => 201));
+      const ports = created.map((answer) => (answer.json as { stream: StreamView }).stream.port);
+      expect(new Set(ports).size).toBe(40);
+      // Removed through the third host, 8 at a time; each batch refuses on every host soon after.
+      for (let at = 0; at < ports.length; at += 8) {
+        const batch = ports.slice(at, at + 8);
+        const removed = await Promise.all(batch.map((port) => c.request('DELETE', `/v1/streams/${port}`)));
+        expect(removed.map((answer) => answer.status)).toEqual(batch.map(() => 200));
+        const answered = Date.now();
+        const seen = await eventually(
+          () => Promise.all(batch.map((port) => reach(fleet, port))),
+          (all) => all.every((hosts) => hosts.every((name) => name === 'refused')),
+          2000,
+        ).catch((error: unknown) => {
+          throw new Error(`round ${round}, ports ${batch.join(',')}: ${String(error)}\nstill listening:\n${listeners(batch)}`);
+        });
+        expect(seen.flat().every((name) => name === 'refused')).toBe(true);
+        slowest.push(Date.now() - answered);
+      }
+    }
+    process.stderr.write(`removal convergence (ms after the DELETEs answered): max ${Math.max(...slowest)}, ${JSON.stringify(slowest)}\n`);
+  }, 240_000);
+
+});
+
