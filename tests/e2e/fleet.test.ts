@@ -9,7 +9,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { dirname } from 'node:path';
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import type { DaemonStatus, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
@@ -58,9 +60,13 @@ function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix' | 'range'>, i: 
       CONDUCTOR_LISTEN_ADDRESS: `127.0.0.${i + 2}`,
       CONDUCTOR_NGINX_INSTANCES: '2',
       CONDUCTOR_RETRY_INTERVAL: '1',
+      // Test hook: while this file exists, the host drops the stream events of its watch.
+      CONDUCTOR_TEST_FLEET_DEAF: deafFile(fleet, i),
     },
   });
 }
+
+const deafFile = (fleet: Pick<Fleet, 'prefix'>, i: number): string => join(tmpdir(), `sc-deaf-${fleet.prefix.replace(/\//g, '')}-host-${i}`);
 
 async function startFleet(members: number, hostCount: number, range = RANGE): Promise<Fleet> {
   const dir = await tempDir();
@@ -75,6 +81,7 @@ async function startFleet(members: number, hostCount: number, range = RANGE): Pr
 async function stopFleet(fleet: Fleet | undefined): Promise<void> {
   if (!fleet) return;
   for (const host of fleet.hosts) await host.stop();
+  for (const i of fleet.hosts.keys()) await rm(deafFile(fleet, i), { force: true });
   await fleet.etcd.stop();
   for (const host of fleet.hosts) await removeDir(dirname(host.home));
   await removeDir(fleet.dir);
@@ -463,3 +470,39 @@ describe('a fleet of three hosts on a three-member etcd, under concurrent churn'
 
 });
 
+describe('a fleet host that misses events of its watch', () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await startFleet(1, 3);
+  }, 120_000);
+  afterAll(async () => {
+    await stopFleet(fleet);
+  });
+
+  it('finds out by itself, converges to etcd and reports what it serves', async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const [removed, replaced, kept] = [fleet.base, fleet.base + 1, fleet.base + 2];
+    for (const port of [removed, replaced, kept]) expect((await b.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
+    for (const port of [removed, replaced, kept]) await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'));
+    // The first host stops hearing of changes to streams; the others go on.
+    await writeFile(deafFile(fleet, 0), '');
+    try {
+      const started = Date.now();
+      expect((await c.request('DELETE', `/v1/streams/${removed}`)).status).toBe(200);
+      expect((await b.request('PUT', `/v1/streams/${replaced}`, { backend: `127.0.0.1:${echoB.port}` })).status).toBe(200);
+      // Its self-check (every second) finds etcd ahead of it and reads it again.
+      expect(await eventually(() => reach(fleet, removed, [0]), (seen) => seen[0] === 'refused', 5000)).toEqual(['refused']);
+      expect(await eventually(() => reach(fleet, replaced, [0]), (seen) => seen[0] === 'b', 5000)).toEqual(['b']);
+      process.stderr.write(`a host deaf to its watch converged ${Date.now() - started} ms after the changes\n`);
+      expect(a.logs).toContain('the watch of the fleet store missed changes');
+      expect(await reach(fleet, kept)).toEqual(everywhere(fleet, 'a'));
+      // What it reports to the others is what it serves.
+      const seenByC = await eventually(() => streamOf(c, replaced), (stream) => stream?.hosts?.find((host) => host.host === 'host-0')?.state === 'live', 5000);
+      expect(seenByC?.backends).toEqual([{ address: `127.0.0.1:${echoB.port}` }]);
+      const report = await fleet.etcd.call('/v3/kv/range', { key: Buffer.from(`${fleet.prefix}applied/host-0/${removed}`).toString('base64') });
+      expect(report.kvs).toBeUndefined();
+    } finally {
+      await rm(deafFile(fleet, 0), { force: true });
+    }
+  });
+});

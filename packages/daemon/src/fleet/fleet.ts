@@ -26,7 +26,7 @@
  * says so in its status, expires streams itself, and converges to the full set once etcd answers.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, type Lease, type Watcher, isRecoverableError } from 'etcd3';
 import {
@@ -109,6 +109,11 @@ const CALL_TIMEOUT_MS = 5000;
 /** How long a member that failed three calls in a row is skipped. */
 const HALF_OPEN_MS = 1000;
 const HOST_TTL_S = 10;
+/**
+ * How often a connected host checks itself against etcd: one read of the streams' keys and mod
+ * revisions (no values) with its own registration, compared with what the watch has shown; and
+ * every port's local state compared with what it should run.
+ */
 const SUPERVISE_MS = 1000;
 /** A pending value older than this, or whose writer is gone, may be written over by a create. */
 const PENDING_STALE_MS = 30_000;
@@ -135,6 +140,18 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 }
 
 const newer = (a: string, b: string): boolean => BigInt(a) > BigInt(b);
+
+/** The end of etcd's range of every key that starts with `prefix`. */
+function prefixEnd(prefix: string): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i -= 1) {
+    if ((end[i] as number) < 0xff) {
+      end[i] = (end[i] as number) + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
 
 function parseDesired(kv: IKeyValue, port: number): Desired {
   const value = JSON.parse(kv.value.toString('utf8')) as { record?: unknown; by?: unknown; op?: unknown; pending?: unknown };
@@ -206,6 +223,17 @@ export class FleetConductor implements StreamService {
   /** Ports an automatic allocation is trying right now. */
   private readonly reserved = new Set<number>();
   private readonly problems: string[] = [];
+  /** Stream keys that could not be read, by mod revision: the self-check does not count them as missed. */
+  private readonly invalid = new Map<number, string>();
+  /** The highest revision the watch (or a whole read) has shown this host. */
+  private seenRevision = '0';
+  /** Ports on which the last self-check found etcd and this host's copy apart (etcd's mod revision, or 'none'). */
+  private suspects = new Map<number, string>();
+  /**
+   * Test hook (CONDUCTOR_TEST_FLEET_DEAF names a file): while that file exists, this host drops
+   * the stream events its watch delivers, as a host whose watch lost them would.
+   */
+  private readonly deafFile = process.env.CONDUCTOR_TEST_FLEET_DEAF;
 
   private connected = false;
   private since: string;
@@ -289,12 +317,21 @@ export class FleetConductor implements StreamService {
       if (port === undefined) continue;
       try {
         this.remember(port, parseDesired(kv, port));
+        this.invalid.delete(port);
         seen.add(port);
       } catch (error) {
+        this.invalid.set(port, kv.mod_revision);
         this.options.log.warn('skipped a stream of the fleet store that is not valid', { port, reason: message(error) });
       }
     }
     for (const port of [...this.desired.keys()]) if (!seen.has(port)) this.forget(port, revision);
+    for (const port of [...this.invalid.keys()]) if (!kvs.some((kv) => this.portOfStreamKey(kv.key.toString('utf8')) === port)) this.invalid.delete(port);
+    this.saw(revision);
+  }
+
+  /** The watch (or a whole read) has shown everything up to `revision`. */
+  private saw(revision: string): void {
+    if (newer(revision, this.seenRevision)) this.seenRevision = revision;
   }
 
   private portOfStreamKey(key: string): number | undefined {
@@ -322,11 +359,91 @@ export class FleetConductor implements StreamService {
       await this.sync().catch((error: unknown) => this.lost(error));
       return;
     }
+    let missed: number[];
     try {
-      await this.client.get(this.key.host(this.hostId)).exec();
+      missed = await this.selfCheck();
     } catch (error) {
       this.lost(error);
+      return;
     }
+    if (this.closed || !this.connected || this.syncing) return;
+    if (missed.length > 0) {
+      this.options.log.warn('the watch of the fleet store missed changes; reading it again', { ports: missed.slice(0, 20), seenRevision: this.seenRevision });
+      await this.resync();
+      return;
+    }
+    this.checkLocal();
+  }
+
+  /**
+   * Compares this host's copy of the desired set with etcd's: one read of the streams' keys and
+   * mod revisions (no values), in the same transaction as this host's registration (which also
+   * tells that etcd answers). A port whose key differs, while the watch has shown everything up to
+   * the read's revision or the same difference was there one check before, was missed. Answers
+   * those ports.
+   */
+  private async selfCheck(): Promise<number[]> {
+    const streams = this.key.streams();
+    const response = await withTimeout(
+      this.client.kv.txn({
+        success: [
+          { request_range: { key: Buffer.from(streams), range_end: prefixEnd(streams), keys_only: true } },
+          { request_range: { key: Buffer.from(this.key.host(this.hostId)), keys_only: true } },
+        ],
+      }),
+      CALL_TIMEOUT_MS,
+      'check the fleet store',
+    );
+    const revision = response.header?.revision ?? '0';
+    const kvs = response.responses?.[0]?.response_range?.kvs ?? [];
+    const stored = new Map<number, string>();
+    for (const kv of kvs) {
+      const port = this.portOfStreamKey(Buffer.from(kv.key).toString('utf8'));
+      if (port !== undefined) stored.set(port, kv.mod_revision);
+    }
+    const apart = new Map<number, string>();
+    for (const [port, modRevision] of stored) {
+      if (this.invalid.get(port) === modRevision) continue;
+      const known = this.desired.get(port);
+      if (known?.modRevision === modRevision) continue;
+      // This host knows of something newer than the read (its own write, or the watch was quicker).
+      if ((known && newer(known.modRevision, revision)) || newer(this.deletedAt.get(port) ?? '0', revision)) continue;
+      apart.set(port, modRevision);
+    }
+    for (const [port, known] of this.desired) {
+      if (stored.has(port) || newer(known.modRevision, revision)) continue;
+      apart.set(port, 'none');
+    }
+    const caughtUp = !newer(revision, this.seenRevision);
+    const missed = [...apart].filter(([port, what]) => caughtUp || this.suspects.get(port) === what).map(([port]) => port);
+    this.suspects = apart;
+    return missed;
+  }
+
+  /**
+   * Brings every port whose local state is not what it should be (or whose report says otherwise)
+   * in line, unless a change or retry of it runs. Catches a convergence that did not happen.
+   */
+  private checkLocal(): void {
+    const ports = new Set([...this.desired.keys(), ...this.options.local.list().map((stream) => stream.port)]);
+    for (const port of ports) {
+      if (this.chains.has(port) || this.inflight.has(port) || this.reserved.has(port) || this.failures.has(port)) continue;
+      const target = this.effective(port);
+      const local = this.options.local.get(port);
+      const inLine = target ? local?.state === 'live' && sameSpec(local, target) : local === undefined;
+      const expected = target ? JSON.stringify({ state: 'live', revision: this.desired.get(port)?.modRevision ?? '0' }) : '';
+      if (inLine && (this.reported.get(port) ?? '') === expected) continue;
+      if (!inLine) this.options.log.warn('a stream of this host is not what the fleet wants; converging it', { port, wanted: target ? 'live' : 'none', here: local?.state ?? 'none' });
+      void this.converge(port).catch(() => undefined);
+    }
+  }
+
+  /** Drops the watch and joins the fleet again: a whole read, a new watch, every port converged. */
+  private async resync(): Promise<void> {
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    if (watcher) void withTimeout(watcher.cancel(), 2000, 'cancel the watch').catch(() => undefined);
+    await this.sync().catch((error: unknown) => this.lost(error));
   }
 
   /** etcd stopped answering: keep serving, refuse changes, resync when it is back. */
@@ -392,6 +509,7 @@ export class FleetConductor implements StreamService {
     const all = await this.client.getAll().prefix(this.prefix).exec();
     if (!current()) return;
     this.takeAll(all.kvs, all.header.revision);
+    this.suspects.clear();
     const watcher = await withTimeout(
       this.client
         .watch()
@@ -408,6 +526,10 @@ export class FleetConductor implements StreamService {
     let dropped = false;
     watcher.on('put', (kv) => this.take('put', kv));
     watcher.on('delete', (kv) => this.take('delete', kv));
+    // After its events: everything up to this revision has been shown.
+    watcher.on('data', (response: { header?: { revision?: string } }) => {
+      if (this.watcher === watcher && response.header?.revision) this.saw(response.header.revision);
+    });
     // A dropped watch stream is reopened by the client on another member; the events between may
     // not all come back, so the whole prefix is read again once it is.
     watcher.on('disconnected', (error) => {
@@ -419,7 +541,13 @@ export class FleetConductor implements StreamService {
       dropped = false;
       void this.reread().catch((error: unknown) => this.options.log.warn('could not read the fleet store again', { reason: message(error) }));
     });
-    watcher.on('error', (error) => this.lost(error));
+    // A watch etcd cancelled (its start revision compacted, say) is lost: join again at once, with
+    // a whole read; only when that fails is the store lost.
+    watcher.on('error', (error) => {
+      if (this.watcher !== watcher || this.closed) return;
+      this.options.log.warn('the watch of the fleet store ended; reading it again', { reason: message(error) });
+      void this.resync();
+    });
     this.watcher = watcher;
     if (!this.connected) this.options.log.info('joined the fleet', { host: this.hostId, streams: this.desired.size, hosts: this.hosts.size });
     this.connected = true;
@@ -464,8 +592,22 @@ export class FleetConductor implements StreamService {
       if (parts[0] === 'streams') {
         const port = this.portOfStreamKey(full);
         if (port === undefined) return;
-        if (kind === 'delete') this.forget(port, kv.mod_revision);
-        else this.remember(port, parseDesired(kv, port));
+        if (live && this.deafFile !== undefined && existsSync(this.deafFile)) {
+          this.options.log.debug('test hook: dropped an event of the watch', { port, kind });
+          return;
+        }
+        if (kind === 'delete') {
+          this.forget(port, kv.mod_revision);
+          this.invalid.delete(port);
+        } else {
+          try {
+            this.remember(port, parseDesired(kv, port));
+            this.invalid.delete(port);
+          } catch (error) {
+            this.invalid.set(port, kv.mod_revision);
+            throw error;
+          }
+        }
         if (live) void this.converge(port).catch(() => undefined);
       } else if (parts[0] === 'hosts' && parts.length === 2 && HOST_ID.test(id)) {
         if (kind === 'delete') {
