@@ -680,6 +680,15 @@ export class FleetConductor implements StreamService {
           }
         }
       }
+      // What this host really serves: a stream its pipeline still holds is not gone.
+      const still = this.options.local.get(port);
+      if (still) {
+        const reason = `could not remove it: ${still.reason ?? 'this host still has it'}`;
+        this.failures.set(port, reason);
+        // Tried again with the failures.
+        await this.report(port, { state: 'failed', reason, revision });
+        return [];
+      }
       this.failures.delete(port);
       await this.report(port, undefined);
       return [];
@@ -699,6 +708,15 @@ export class FleetConductor implements StreamService {
         await this.report(port, { state: 'failed', reason: message(error), revision });
         throw error;
       }
+    }
+    // Reported as this host's pipeline holds it now, not as asked.
+    const now = this.options.local.get(port);
+    if (!now || now.state !== 'live' || !sameSpec(now, target)) {
+      const reason = now?.reason ?? (now ? 'this host serves another definition' : 'this host does not serve it');
+      this.failures.set(port, reason);
+      // Tried again with the failures.
+      await this.report(port, { state: 'failed', reason, revision });
+      return warnings;
     }
     this.failures.delete(port);
     await this.report(port, { state: 'live', revision });
