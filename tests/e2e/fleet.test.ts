@@ -468,6 +468,37 @@ describe('a fleet of three hosts on a three-member etcd, under concurrent churn'
     process.stderr.write(`removal convergence (ms after the DELETEs answered): max ${Math.max(...slowest)}, ${JSON.stringify(slowest)}\n`);
   }, 240_000);
 
+  it('answers what a change did when another change to the same port comes right after it, never 5xx', async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const port = fleet.base + 47;
+    const statuses: number[] = [];
+    for (let round = 0; round < 12; round += 1) {
+      const create = await a.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${echoA.port}` });
+      expect([200, 201]).toContain(create.status);
+      // A replace through one host while another removes the port again and again, until the
+      // replace answers: some removal lands right after the replace is stored.
+      let replacing = true;
+      const removals = (async () => {
+        const seen = [];
+        while (replacing) seen.push(await c.request('DELETE', `/v1/streams/${port}`));
+        return seen;
+      })();
+      const replace = await b.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${echoB.port}`, idleTimeout: `${round + 10}s` });
+      replacing = false;
+      const answers = [replace, ...(await removals)];
+      for (const answer of answers) {
+        statuses.push(answer.status);
+        if (answer.status >= 500) throw new Error(`round ${round}: ${answer.status} ${answer.text}`);
+        expect([200, 201, 404, 409]).toContain(answer.status);
+      }
+      // Whatever won, every host ends up with the same answer.
+      await eventually(() => reach(fleet, port), (seen) => new Set(seen).size === 1 && seen[0] !== 'broken', 5000).catch((error: unknown) => {
+        throw new Error(`round ${round}: ${String(error)}\nlistening:\n${listeners([port])}`);
+      });
+    }
+    process.stderr.write(`answers to concurrent changes of one port: ${JSON.stringify(statuses)}\n`);
+    await c.request('DELETE', `/v1/streams/${port}`);
+  }, 120_000);
 });
 
 describe('a fleet host that misses events of its watch', () => {

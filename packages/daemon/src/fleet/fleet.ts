@@ -879,7 +879,8 @@ export class FleetConductor implements StreamService {
       this.revoke(lease);
       this.inflight.delete(port);
       await this.converge(port).catch(() => undefined);
-      if (!restored) {
+      // Another client's change came after this one's pending write: nothing of this one is left to take back.
+      if (restored === 'failed') {
         throw new ConductorError(ErrorCode.StoreUnavailable, `this host refused the change (${message(error)}), and the fleet store did not take it back`, {
           hint: 'the other hosts keep the state before; look at `conductor get` and retry',
         });
@@ -889,8 +890,13 @@ export class FleetConductor implements StreamService {
     // Step 3, taken: commit, if nobody changed the key since.
     const committed = await this.settle(port, written, next, lease, 'commit');
     this.inflight.delete(port);
-    if (!committed) {
+    if (committed !== 'settled') {
       await this.converge(port).catch(() => undefined);
+      if (committed === 'failed') {
+        throw new ConductorError(ErrorCode.StoreUnavailable, `the fleet store (etcd) did not take the change of port ${port}; this host went back to the state before`, {
+          hint: 'look at it again (conductor get) and retry',
+        });
+      }
       throw new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host while this one applied it`, {
         hint: 'look at it again (conductor get) and retry',
       });
@@ -903,9 +909,10 @@ export class FleetConductor implements StreamService {
 
   /**
    * Replaces this host's pending write (mod revision `written`) with `record` (null: no key), if
-   * the key is still that write. Answers whether it did.
+   * the key is still that write. Answers whether it did, or another client's change had replaced
+   * that write already, or etcd did not answer.
    */
-  private async settle(port: number, written: string, record: StreamRecord | null, lease: string, what: string): Promise<boolean> {
+  private async settle(port: number, written: string, record: StreamRecord | null, lease: string, what: string): Promise<'settled' | 'superseded' | 'failed'> {
     const key = this.key.stream(port);
     const op = randomUUID();
     for (let attempt = 0; attempt < 3; attempt += 1) {
@@ -915,25 +922,36 @@ export class FleetConductor implements StreamService {
         if (response.succeeded) {
           if (record === null) this.forget(port, response.header.revision);
           else this.remember(port, { record, modRevision: response.header.revision, lease, by: this.hostId, op });
-          return true;
+          return 'settled';
         }
         // Not ours any more, or ours already settled by a retried call.
-        const found = await this.read(port).catch(() => undefined);
-        if (record === null) return found === undefined;
-        return found?.op === op;
+        const found = await this.read(port);
+        if (record === null ? found === undefined : found?.op === op) return 'settled';
+        return 'superseded';
       } catch (error) {
         this.options.log.warn(`could not ${what} a change in the fleet store`, { port, attempt, reason: message(error) });
         // A lease that ended meanwhile: the state goes back without it (it has expired anyway).
         if (/lease not found/i.test(message(error))) lease = '0';
       }
     }
-    return false;
+    return 'failed';
   }
 
-  private answer(port: number, warnings: string[], change: CreateResult['change']): CreateResult {
+  /**
+   * The answer to a change that was applied and stored as `applied`. When another client's change
+   * to the port came right after it (a remove or replace that won next), the answer still says
+   * what this change did, and warns that it is no longer what the port holds.
+   */
+  private answer(port: number, warnings: string[], change: CreateResult['change'], applied: StreamRecord): CreateResult {
     const stream = this.get(port);
-    if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
-    return { stream, warnings, change };
+    if (stream && sameSpec(stream, applied)) return { stream, warnings, change };
+    const now = this.effective(port);
+    const after = now ? `replaced it (to ${describeBackends(now.backends)})` : 'removed it';
+    return {
+      stream: { ...applied, state: 'live', hosts: [] },
+      warnings: [...warnings, `this change was applied, then another client's change to port ${port} ${after}`],
+      change,
+    };
   }
 
   async create(spec: StreamSpec): Promise<CreateResult> {
@@ -947,8 +965,9 @@ export class FleetConductor implements StreamService {
         hint: 'remove it first, pick another port, or replace it (PUT /v1/streams/{port})',
       });
     }
-    const warnings = await this.change(spec.port, current, { ...spec, createdAt: this.now().toISOString() });
-    return this.answer(spec.port, warnings, 'created');
+    const record: StreamRecord = { ...spec, createdAt: this.now().toISOString() };
+    const warnings = await this.change(spec.port, current, record);
+    return this.answer(spec.port, warnings, 'created', record);
   }
 
   async put(spec: StreamSpec): Promise<CreateResult> {
@@ -958,12 +977,12 @@ export class FleetConductor implements StreamService {
     const standing = this.standing(current);
     if (standing && !current?.pending && sameSpec(standing, spec)) {
       const warnings = await this.converge(spec.port);
-      return this.answer(spec.port, warnings, 'unchanged');
+      return this.answer(spec.port, warnings, 'unchanged', standing);
     }
     const now = this.now().toISOString();
     const record: StreamRecord = standing ? { ...spec, createdAt: standing.createdAt, updatedAt: now } : { ...spec, createdAt: now };
     const warnings = await this.change(spec.port, current, record);
-    return this.answer(spec.port, warnings, standing ? 'replaced' : 'created');
+    return this.answer(spec.port, warnings, standing ? 'replaced' : 'created', record);
   }
 
   async renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
@@ -998,8 +1017,9 @@ export class FleetConductor implements StreamService {
       try {
         const current = await this.read(port);
         if (current) continue; // another host has it, or is taking it
-        const warnings = await this.change(port, undefined, { ...spec, port, createdAt: this.now().toISOString() });
-        return this.answer(port, warnings, 'created');
+        const record: StreamRecord = { ...spec, port, createdAt: this.now().toISOString() };
+        const warnings = await this.change(port, undefined, record);
+        return this.answer(port, warnings, 'created', record);
       } catch (error) {
         // Another host took it first (conflict), or this host cannot bind it after all.
         if (error instanceof ConductorError && (error.code === ErrorCode.Conflict || error.code === ErrorCode.StreamExists || error.code === ErrorCode.PortInUse)) continue;
