@@ -113,7 +113,9 @@ function listeners(ports: number[]): string {
   const pids = [...new Set(lines.flatMap((line) => [...line.matchAll(/pid=([0-9]+)/g)].map((match) => match[1] as string)))];
   let processes = '';
   try {
-    if (pids.length > 0) processes = execFileSync('ps', ['-o', 'pid,ppid,lstart,args', '-p', pids.join(',')]).toString();
+    // The processes and their parents (a worker's master, or the reaper when its master is gone).
+    const parents = pids.length > 0 ? execFileSync('ps', ['-o', 'ppid=', '-p', pids.join(',')]).toString().split(/\s+/).filter(Boolean) : [];
+    if (pids.length > 0) processes = execFileSync('ps', ['-o', 'pid,ppid,lstart,args', '-p', [...pids, ...parents].join(',')]).toString();
   } catch {
     processes = '(gone)'; // ps answers 1 when none of them runs any more
   }
