@@ -477,15 +477,17 @@ describe('a fleet of three hosts on a three-member etcd, under concurrent churn'
     for (let round = 0; round < 12; round += 1) {
       const create = await a.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${echoA.port}` });
       expect([200, 201]).toContain(create.status);
-      // A replace through one host while another removes the port again and again, until the
-      // replace answers: some removal lands right after the replace is stored.
+      // A replace through one host while another, again and again until the replace answers,
+      // removes the port and at the same time puts it as it is: some removal lands right after
+      // the replace is stored, or right after the unchanged put took the stream as it stood.
+      const spec = { backend: `127.0.0.1:${echoB.port}`, idleTimeout: `${round + 10}s` };
       let replacing = true;
       const removals = (async () => {
         const seen = [];
-        while (replacing) seen.push(await c.request('DELETE', `/v1/streams/${port}`));
+        while (replacing) seen.push(...(await Promise.all([c.request('DELETE', `/v1/streams/${port}`), c.request('PUT', `/v1/streams/${port}`, spec)])));
         return seen;
       })();
-      const replace = await b.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${echoB.port}`, idleTimeout: `${round + 10}s` });
+      const replace = await b.request('PUT', `/v1/streams/${port}`, spec);
       replacing = false;
       const answers = [replace, ...(await removals)];
       for (const answer of answers) {
