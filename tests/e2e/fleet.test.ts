@@ -8,7 +8,10 @@
  * change.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { dirname } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import type { DaemonStatus, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
@@ -21,6 +24,7 @@ import { eventually, sleep } from '../helpers/wait.js';
 const RANGE = 40;
 
 interface Fleet {
+  range: number;
   etcd: EtcdCluster;
   hosts: Daemon[];
   addresses: string[];
@@ -43,11 +47,11 @@ afterAll(async () => {
 });
 
 /** Starts host `i` of a fleet (again, on its home, when `home` is given). */
-function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix'>, i: number, home?: string): Promise<Daemon> {
+function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix' | 'range'>, i: number, home?: string): Promise<Daemon> {
   return startDaemon({
     rangeStart: fleet.base,
-    rangeSize: RANGE,
-    apiPort: fleet.base + RANGE + i,
+    rangeSize: fleet.range,
+    apiPort: fleet.base + fleet.range + i,
     ...(home ? { home } : {}),
     env: {
       CONDUCTOR_STORE: `etcd://${fleet.etcd.endpoints}`,
@@ -56,15 +60,19 @@ function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix'>, i: number, ho
       CONDUCTOR_LISTEN_ADDRESS: `127.0.0.${i + 2}`,
       CONDUCTOR_NGINX_INSTANCES: '2',
       CONDUCTOR_RETRY_INTERVAL: '1',
+      // Test hook: while this file exists, the host drops the stream events of its watch.
+      CONDUCTOR_TEST_FLEET_DEAF: deafFile(fleet, i),
     },
   });
 }
 
-async function startFleet(members: number, hostCount: number): Promise<Fleet> {
+const deafFile = (fleet: Pick<Fleet, 'prefix'>, i: number): string => join(tmpdir(), `sc-deaf-${fleet.prefix.replace(/\//g, '')}-host-${i}`);
+
+async function startFleet(members: number, hostCount: number, range = RANGE): Promise<Fleet> {
   const dir = await tempDir();
   const etcd = await EtcdCluster.start(dir, members);
-  const base = await freePortBlock(RANGE + hostCount);
-  const partial = { etcd, base, prefix: `/sc-${base}/` };
+  const base = await freePortBlock(range + hostCount);
+  const partial = { etcd, base, range, prefix: `/sc-${base}/` };
   const hosts: Daemon[] = [];
   for (let i = 0; i < hostCount; i += 1) hosts.push(await startHost(partial, i));
   return { ...partial, hosts, addresses: hosts.map((_, i) => `127.0.0.${i + 2}`), dir };
@@ -73,6 +81,7 @@ async function startFleet(members: number, hostCount: number): Promise<Fleet> {
 async function stopFleet(fleet: Fleet | undefined): Promise<void> {
   if (!fleet) return;
   for (const host of fleet.hosts) await host.stop();
+  for (const i of fleet.hosts.keys()) await rm(deafFile(fleet, i), { force: true });
   await fleet.etcd.stop();
   for (const host of fleet.hosts) await removeDir(dirname(host.home));
   await removeDir(fleet.dir);
@@ -96,6 +105,21 @@ async function reach(fleet: Fleet, port: number, hosts = fleet.hosts.map((_, i) 
       }
     }),
   );
+}
+
+/** The processes that listen on `ports` (`ss`, then `ps`): the pipeline's nginx, or a process left over. */
+function listeners(ports: number[]): string {
+  const lines = execFileSync('ss', ['-Hltnp']).toString().split('\n').filter((line) => ports.some((port) => line.includes(`:${port} `)));
+  const pids = [...new Set(lines.flatMap((line) => [...line.matchAll(/pid=([0-9]+)/g)].map((match) => match[1] as string)))];
+  let processes = '';
+  try {
+    // The processes and their parents (a worker's master, or the reaper when its master is gone).
+    const parents = pids.length > 0 ? execFileSync('ps', ['-o', 'ppid=', '-p', pids.join(',')]).toString().split(/\s+/).filter(Boolean) : [];
+    if (pids.length > 0) processes = execFileSync('ps', ['-o', 'pid,ppid,lstart,args', '-p', [...pids, ...parents].join(',')]).toString();
+  } catch {
+    processes = '(gone)'; // ps answers 1 when none of them runs any more
+  }
+  return `${lines.join('\n')}\n${processes}`;
 }
 
 const everywhere = (fleet: Fleet, what: string, hosts = fleet.hosts.length): string[] => Array.from({ length: hosts }, () => what);
@@ -404,5 +428,116 @@ describe('a fleet on a three-member etcd cluster', () => {
     // The cluster keeps taking changes with one member down.
     expect((await fleet.hosts[1]?.request('POST', '/v1/streams', { port: fleet.base + 30, backend: `127.0.0.1:${echoB.port}` }))?.status).toBe(201);
     expect(await eventually(() => reach(fleet, fleet.base + 30), (seen) => seen.every((name) => name === 'b'))).toEqual(everywhere(fleet, 'b'));
+  });
+});
+
+describe('a fleet of three hosts on a three-member etcd, under concurrent churn', () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await startFleet(3, 3, 48);
+  }, 120_000);
+  afterAll(async () => {
+    await stopFleet(fleet);
+  });
+
+  it('stops a stream removed through any host on every host within about a second', async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const body = { backend: `127.0.0.1:${echoA.port}` };
+    const slowest: number[] = [];
+    for (let round = 0; round < 3; round += 1) {
+      // 40 streams, allocated by two hosts at once.
+      const created = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).request('POST', '/v1/streams', body)));
+      expect(created.map((answer) => answer.status)).toEqual(Array.from({ length: 40 }, () => 201));
+      const ports = created.map((answer) => (answer.json as { stream: StreamView }).stream.port);
+      expect(new Set(ports).size).toBe(40);
+      // Removed through the third host, 8 at a time; each batch refuses on every host soon after.
+      for (let at = 0; at < ports.length; at += 8) {
+        const batch = ports.slice(at, at + 8);
+        const removed = await Promise.all(batch.map((port) => c.request('DELETE', `/v1/streams/${port}`)));
+        expect(removed.map((answer) => answer.status)).toEqual(batch.map(() => 200));
+        const answered = Date.now();
+        const seen = await eventually(
+          () => Promise.all(batch.map((port) => reach(fleet, port))),
+          (all) => all.every((hosts) => hosts.every((name) => name === 'refused')),
+          2000,
+        ).catch((error: unknown) => {
+          throw new Error(`round ${round}, ports ${batch.join(',')}: ${String(error)}\nstill listening:\n${listeners(batch)}`);
+        });
+        expect(seen.flat().every((name) => name === 'refused')).toBe(true);
+        slowest.push(Date.now() - answered);
+      }
+    }
+    process.stderr.write(`removal convergence (ms after the DELETEs answered): max ${Math.max(...slowest)}, ${JSON.stringify(slowest)}\n`);
+  }, 240_000);
+
+  it('answers what a change did when another change to the same port comes right after it, never 5xx', async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const port = fleet.base + 47;
+    const statuses: number[] = [];
+    for (let round = 0; round < 12; round += 1) {
+      const create = await a.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${echoA.port}` });
+      expect([200, 201]).toContain(create.status);
+      // A replace through one host while another, again and again until the replace answers,
+      // removes the port and at the same time puts it as it is: some removal lands right after
+      // the replace is stored, or right after the unchanged put took the stream as it stood.
+      const spec = { backend: `127.0.0.1:${echoB.port}`, idleTimeout: `${round + 10}s` };
+      let replacing = true;
+      const removals = (async () => {
+        const seen = [];
+        while (replacing) seen.push(...(await Promise.all([c.request('DELETE', `/v1/streams/${port}`), c.request('PUT', `/v1/streams/${port}`, spec)])));
+        return seen;
+      })();
+      const replace = await b.request('PUT', `/v1/streams/${port}`, spec);
+      replacing = false;
+      const answers = [replace, ...(await removals)];
+      for (const answer of answers) {
+        statuses.push(answer.status);
+        if (answer.status >= 500) throw new Error(`round ${round}: ${answer.status} ${answer.text}`);
+        expect([200, 201, 404, 409]).toContain(answer.status);
+      }
+      // Whatever won, every host ends up with the same answer.
+      await eventually(() => reach(fleet, port), (seen) => new Set(seen).size === 1 && seen[0] !== 'broken', 5000).catch((error: unknown) => {
+        throw new Error(`round ${round}: ${String(error)}\nlistening:\n${listeners([port])}`);
+      });
+    }
+    process.stderr.write(`answers to concurrent changes of one port: ${JSON.stringify(statuses)}\n`);
+    await c.request('DELETE', `/v1/streams/${port}`);
+  }, 120_000);
+});
+
+describe('a fleet host that misses events of its watch', () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await startFleet(1, 3);
+  }, 120_000);
+  afterAll(async () => {
+    await stopFleet(fleet);
+  });
+
+  it('finds out by itself, converges to etcd and reports what it serves', async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const [removed, replaced, kept] = [fleet.base, fleet.base + 1, fleet.base + 2];
+    for (const port of [removed, replaced, kept]) expect((await b.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
+    for (const port of [removed, replaced, kept]) await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'));
+    // The first host stops hearing of changes to streams; the others go on.
+    await writeFile(deafFile(fleet, 0), '');
+    try {
+      const started = Date.now();
+      expect((await c.request('DELETE', `/v1/streams/${removed}`)).status).toBe(200);
+      expect((await b.request('PUT', `/v1/streams/${replaced}`, { backend: `127.0.0.1:${echoB.port}` })).status).toBe(200);
+      // Its self-check (every second) finds etcd ahead of it and reads it again.
+      expect(await eventually(() => reach(fleet, removed, [0]), (seen) => seen[0] === 'refused', 5000)).toEqual(['refused']);
+      expect(await eventually(() => reach(fleet, replaced, [0]), (seen) => seen[0] === 'b', 5000)).toEqual(['b']);
+      process.stderr.write(`a host deaf to its watch converged ${Date.now() - started} ms after the changes\n`);
+      expect(a.logs).toContain('the watch of the fleet store missed changes');
+      expect(await reach(fleet, kept)).toEqual(everywhere(fleet, 'a'));
+      // What it reports to the others is what it serves.
+      const seenByC = await eventually(() => streamOf(c, replaced), (stream) => stream?.hosts?.find((host) => host.host === 'host-0')?.state === 'live', 5000);
+      expect(seenByC?.backends).toEqual([{ address: `127.0.0.1:${echoB.port}` }]);
+      const report = await fleet.etcd.call('/v3/kv/range', { key: Buffer.from(`${fleet.prefix}applied/host-0/${removed}`).toString('base64') });
+      expect(report.kvs).toBeUndefined();
+    } finally {
+      await rm(deafFile(fleet, 0), { force: true });
+    }
   });
 });

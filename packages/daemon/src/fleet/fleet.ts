@@ -26,7 +26,7 @@
  * says so in its status, expires streams itself, and converges to the full set once etcd answers.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, type Lease, type Watcher, isRecoverableError } from 'etcd3';
 import {
@@ -109,6 +109,11 @@ const CALL_TIMEOUT_MS = 5000;
 /** How long a member that failed three calls in a row is skipped. */
 const HALF_OPEN_MS = 1000;
 const HOST_TTL_S = 10;
+/**
+ * How often a connected host checks itself against etcd: one read of the streams' keys and mod
+ * revisions (no values) with its own registration, compared with what the watch has shown; and
+ * every port's local state compared with what it should run.
+ */
 const SUPERVISE_MS = 1000;
 /** A pending value older than this, or whose writer is gone, may be written over by a create. */
 const PENDING_STALE_MS = 30_000;
@@ -135,6 +140,18 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 }
 
 const newer = (a: string, b: string): boolean => BigInt(a) > BigInt(b);
+
+/** The end of etcd's range of every key that starts with `prefix`. */
+function prefixEnd(prefix: string): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i -= 1) {
+    if ((end[i] as number) < 0xff) {
+      end[i] = (end[i] as number) + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
 
 function parseDesired(kv: IKeyValue, port: number): Desired {
   const value = JSON.parse(kv.value.toString('utf8')) as { record?: unknown; by?: unknown; op?: unknown; pending?: unknown };
@@ -206,6 +223,17 @@ export class FleetConductor implements StreamService {
   /** Ports an automatic allocation is trying right now. */
   private readonly reserved = new Set<number>();
   private readonly problems: string[] = [];
+  /** Stream keys that could not be read, by mod revision: the self-check does not count them as missed. */
+  private readonly invalid = new Map<number, string>();
+  /** The highest revision the watch (or a whole read) has shown this host. */
+  private seenRevision = '0';
+  /** Ports on which the last self-check found etcd and this host's copy apart (etcd's mod revision, or 'none'). */
+  private suspects = new Map<number, string>();
+  /**
+   * Test hook (CONDUCTOR_TEST_FLEET_DEAF names a file): while that file exists, this host drops
+   * the stream events its watch delivers, as a host whose watch lost them would.
+   */
+  private readonly deafFile = process.env.CONDUCTOR_TEST_FLEET_DEAF;
 
   private connected = false;
   private since: string;
@@ -289,12 +317,21 @@ export class FleetConductor implements StreamService {
       if (port === undefined) continue;
       try {
         this.remember(port, parseDesired(kv, port));
+        this.invalid.delete(port);
         seen.add(port);
       } catch (error) {
+        this.invalid.set(port, kv.mod_revision);
         this.options.log.warn('skipped a stream of the fleet store that is not valid', { port, reason: message(error) });
       }
     }
     for (const port of [...this.desired.keys()]) if (!seen.has(port)) this.forget(port, revision);
+    for (const port of [...this.invalid.keys()]) if (!kvs.some((kv) => this.portOfStreamKey(kv.key.toString('utf8')) === port)) this.invalid.delete(port);
+    this.saw(revision);
+  }
+
+  /** The watch (or a whole read) has shown everything up to `revision`. */
+  private saw(revision: string): void {
+    if (newer(revision, this.seenRevision)) this.seenRevision = revision;
   }
 
   private portOfStreamKey(key: string): number | undefined {
@@ -322,11 +359,91 @@ export class FleetConductor implements StreamService {
       await this.sync().catch((error: unknown) => this.lost(error));
       return;
     }
+    let missed: number[];
     try {
-      await this.client.get(this.key.host(this.hostId)).exec();
+      missed = await this.selfCheck();
     } catch (error) {
       this.lost(error);
+      return;
     }
+    if (this.closed || !this.connected || this.syncing) return;
+    if (missed.length > 0) {
+      this.options.log.warn('the watch of the fleet store missed changes; reading it again', { ports: missed.slice(0, 20), seenRevision: this.seenRevision });
+      await this.resync();
+      return;
+    }
+    this.checkLocal();
+  }
+
+  /**
+   * Compares this host's copy of the desired set with etcd's: one read of the streams' keys and
+   * mod revisions (no values), in the same transaction as this host's registration (which also
+   * tells that etcd answers). A port whose key differs, while the watch has shown everything up to
+   * the read's revision or the same difference was there one check before, was missed. Answers
+   * those ports.
+   */
+  private async selfCheck(): Promise<number[]> {
+    const streams = this.key.streams();
+    const response = await withTimeout(
+      this.client.kv.txn({
+        success: [
+          { request_range: { key: Buffer.from(streams), range_end: prefixEnd(streams), keys_only: true } },
+          { request_range: { key: Buffer.from(this.key.host(this.hostId)), keys_only: true } },
+        ],
+      }),
+      CALL_TIMEOUT_MS,
+      'check the fleet store',
+    );
+    const revision = response.header?.revision ?? '0';
+    const kvs = response.responses?.[0]?.response_range?.kvs ?? [];
+    const stored = new Map<number, string>();
+    for (const kv of kvs) {
+      const port = this.portOfStreamKey(Buffer.from(kv.key).toString('utf8'));
+      if (port !== undefined) stored.set(port, kv.mod_revision);
+    }
+    const apart = new Map<number, string>();
+    for (const [port, modRevision] of stored) {
+      if (this.invalid.get(port) === modRevision) continue;
+      const known = this.desired.get(port);
+      if (known?.modRevision === modRevision) continue;
+      // This host knows of something newer than the read (its own write, or the watch was quicker).
+      if ((known && newer(known.modRevision, revision)) || newer(this.deletedAt.get(port) ?? '0', revision)) continue;
+      apart.set(port, modRevision);
+    }
+    for (const [port, known] of this.desired) {
+      if (stored.has(port) || newer(known.modRevision, revision)) continue;
+      apart.set(port, 'none');
+    }
+    const caughtUp = !newer(revision, this.seenRevision);
+    const missed = [...apart].filter(([port, what]) => caughtUp || this.suspects.get(port) === what).map(([port]) => port);
+    this.suspects = apart;
+    return missed;
+  }
+
+  /**
+   * Brings every port whose local state is not what it should be (or whose report says otherwise)
+   * in line, unless a change or retry of it runs. Catches a convergence that did not happen.
+   */
+  private checkLocal(): void {
+    const ports = new Set([...this.desired.keys(), ...this.options.local.list().map((stream) => stream.port)]);
+    for (const port of ports) {
+      if (this.chains.has(port) || this.inflight.has(port) || this.reserved.has(port) || this.failures.has(port)) continue;
+      const target = this.effective(port);
+      const local = this.options.local.get(port);
+      const inLine = target ? local?.state === 'live' && sameSpec(local, target) : local === undefined;
+      const expected = target ? JSON.stringify({ state: 'live', revision: this.desired.get(port)?.modRevision ?? '0' }) : '';
+      if (inLine && (this.reported.get(port) ?? '') === expected) continue;
+      if (!inLine) this.options.log.warn('a stream of this host is not what the fleet wants; converging it', { port, wanted: target ? 'live' : 'none', here: local?.state ?? 'none' });
+      void this.converge(port).catch(() => undefined);
+    }
+  }
+
+  /** Drops the watch and joins the fleet again: a whole read, a new watch, every port converged. */
+  private async resync(): Promise<void> {
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    if (watcher) void withTimeout(watcher.cancel(), 2000, 'cancel the watch').catch(() => undefined);
+    await this.sync().catch((error: unknown) => this.lost(error));
   }
 
   /** etcd stopped answering: keep serving, refuse changes, resync when it is back. */
@@ -392,6 +509,7 @@ export class FleetConductor implements StreamService {
     const all = await this.client.getAll().prefix(this.prefix).exec();
     if (!current()) return;
     this.takeAll(all.kvs, all.header.revision);
+    this.suspects.clear();
     const watcher = await withTimeout(
       this.client
         .watch()
@@ -408,6 +526,10 @@ export class FleetConductor implements StreamService {
     let dropped = false;
     watcher.on('put', (kv) => this.take('put', kv));
     watcher.on('delete', (kv) => this.take('delete', kv));
+    // After its events: everything up to this revision has been shown.
+    watcher.on('data', (response: { header?: { revision?: string } }) => {
+      if (this.watcher === watcher && response.header?.revision) this.saw(response.header.revision);
+    });
     // A dropped watch stream is reopened by the client on another member; the events between may
     // not all come back, so the whole prefix is read again once it is.
     watcher.on('disconnected', (error) => {
@@ -419,7 +541,13 @@ export class FleetConductor implements StreamService {
       dropped = false;
       void this.reread().catch((error: unknown) => this.options.log.warn('could not read the fleet store again', { reason: message(error) }));
     });
-    watcher.on('error', (error) => this.lost(error));
+    // A watch etcd cancelled (its start revision compacted, say) is lost: join again at once, with
+    // a whole read; only when that fails is the store lost.
+    watcher.on('error', (error) => {
+      if (this.watcher !== watcher || this.closed) return;
+      this.options.log.warn('the watch of the fleet store ended; reading it again', { reason: message(error) });
+      void this.resync();
+    });
     this.watcher = watcher;
     if (!this.connected) this.options.log.info('joined the fleet', { host: this.hostId, streams: this.desired.size, hosts: this.hosts.size });
     this.connected = true;
@@ -464,8 +592,22 @@ export class FleetConductor implements StreamService {
       if (parts[0] === 'streams') {
         const port = this.portOfStreamKey(full);
         if (port === undefined) return;
-        if (kind === 'delete') this.forget(port, kv.mod_revision);
-        else this.remember(port, parseDesired(kv, port));
+        if (live && this.deafFile !== undefined && existsSync(this.deafFile)) {
+          this.options.log.debug('test hook: dropped an event of the watch', { port, kind });
+          return;
+        }
+        if (kind === 'delete') {
+          this.forget(port, kv.mod_revision);
+          this.invalid.delete(port);
+        } else {
+          try {
+            this.remember(port, parseDesired(kv, port));
+            this.invalid.delete(port);
+          } catch (error) {
+            this.invalid.set(port, kv.mod_revision);
+            throw error;
+          }
+        }
         if (live) void this.converge(port).catch(() => undefined);
       } else if (parts[0] === 'hosts' && parts.length === 2 && HOST_ID.test(id)) {
         if (kind === 'delete') {
@@ -538,6 +680,15 @@ export class FleetConductor implements StreamService {
           }
         }
       }
+      // What this host really serves: a stream its pipeline still holds is not gone.
+      const still = this.options.local.get(port);
+      if (still) {
+        const reason = `could not remove it: ${still.reason ?? 'this host still has it'}`;
+        this.failures.set(port, reason);
+        // Tried again with the failures.
+        await this.report(port, { state: 'failed', reason, revision });
+        return [];
+      }
       this.failures.delete(port);
       await this.report(port, undefined);
       return [];
@@ -557,6 +708,15 @@ export class FleetConductor implements StreamService {
         await this.report(port, { state: 'failed', reason: message(error), revision });
         throw error;
       }
+    }
+    // Reported as this host's pipeline holds it now, not as asked.
+    const now = this.options.local.get(port);
+    if (!now || now.state !== 'live' || !sameSpec(now, target)) {
+      const reason = now?.reason ?? (now ? 'this host serves another definition' : 'this host does not serve it');
+      this.failures.set(port, reason);
+      // Tried again with the failures.
+      await this.report(port, { state: 'failed', reason, revision });
+      return warnings;
     }
     this.failures.delete(port);
     await this.report(port, { state: 'live', revision });
@@ -719,7 +879,8 @@ export class FleetConductor implements StreamService {
       this.revoke(lease);
       this.inflight.delete(port);
       await this.converge(port).catch(() => undefined);
-      if (!restored) {
+      // Another client's change came after this one's pending write: nothing of this one is left to take back.
+      if (restored === 'failed') {
         throw new ConductorError(ErrorCode.StoreUnavailable, `this host refused the change (${message(error)}), and the fleet store did not take it back`, {
           hint: 'the other hosts keep the state before; look at `conductor get` and retry',
         });
@@ -729,8 +890,13 @@ export class FleetConductor implements StreamService {
     // Step 3, taken: commit, if nobody changed the key since.
     const committed = await this.settle(port, written, next, lease, 'commit');
     this.inflight.delete(port);
-    if (!committed) {
+    if (committed !== 'settled') {
       await this.converge(port).catch(() => undefined);
+      if (committed === 'failed') {
+        throw new ConductorError(ErrorCode.StoreUnavailable, `the fleet store (etcd) did not take the change of port ${port}; this host went back to the state before`, {
+          hint: 'look at it again (conductor get) and retry',
+        });
+      }
       throw new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host while this one applied it`, {
         hint: 'look at it again (conductor get) and retry',
       });
@@ -743,9 +909,10 @@ export class FleetConductor implements StreamService {
 
   /**
    * Replaces this host's pending write (mod revision `written`) with `record` (null: no key), if
-   * the key is still that write. Answers whether it did.
+   * the key is still that write. Answers whether it did, or another client's change had replaced
+   * that write already, or etcd did not answer.
    */
-  private async settle(port: number, written: string, record: StreamRecord | null, lease: string, what: string): Promise<boolean> {
+  private async settle(port: number, written: string, record: StreamRecord | null, lease: string, what: string): Promise<'settled' | 'superseded' | 'failed'> {
     const key = this.key.stream(port);
     const op = randomUUID();
     for (let attempt = 0; attempt < 3; attempt += 1) {
@@ -755,25 +922,36 @@ export class FleetConductor implements StreamService {
         if (response.succeeded) {
           if (record === null) this.forget(port, response.header.revision);
           else this.remember(port, { record, modRevision: response.header.revision, lease, by: this.hostId, op });
-          return true;
+          return 'settled';
         }
         // Not ours any more, or ours already settled by a retried call.
-        const found = await this.read(port).catch(() => undefined);
-        if (record === null) return found === undefined;
-        return found?.op === op;
+        const found = await this.read(port);
+        if (record === null ? found === undefined : found?.op === op) return 'settled';
+        return 'superseded';
       } catch (error) {
         this.options.log.warn(`could not ${what} a change in the fleet store`, { port, attempt, reason: message(error) });
         // A lease that ended meanwhile: the state goes back without it (it has expired anyway).
         if (/lease not found/i.test(message(error))) lease = '0';
       }
     }
-    return false;
+    return 'failed';
   }
 
-  private answer(port: number, warnings: string[], change: CreateResult['change']): CreateResult {
+  /**
+   * The answer to a change that was applied and stored as `applied`. When another client's change
+   * to the port came right after it (a remove or replace that won next), the answer still says
+   * what this change did, and warns that it is no longer what the port holds.
+   */
+  private answer(port: number, warnings: string[], change: CreateResult['change'], applied: StreamRecord): CreateResult {
     const stream = this.get(port);
-    if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
-    return { stream, warnings, change };
+    if (stream && sameSpec(stream, applied)) return { stream, warnings, change };
+    const now = this.effective(port);
+    const after = now ? `replaced it (to ${describeBackends(now.backends)})` : 'removed it';
+    return {
+      stream: { ...applied, state: 'live', hosts: [] },
+      warnings: [...warnings, `this change was applied, then another client's change to port ${port} ${after}`],
+      change,
+    };
   }
 
   async create(spec: StreamSpec): Promise<CreateResult> {
@@ -787,8 +965,9 @@ export class FleetConductor implements StreamService {
         hint: 'remove it first, pick another port, or replace it (PUT /v1/streams/{port})',
       });
     }
-    const warnings = await this.change(spec.port, current, { ...spec, createdAt: this.now().toISOString() });
-    return this.answer(spec.port, warnings, 'created');
+    const record: StreamRecord = { ...spec, createdAt: this.now().toISOString() };
+    const warnings = await this.change(spec.port, current, record);
+    return this.answer(spec.port, warnings, 'created', record);
   }
 
   async put(spec: StreamSpec): Promise<CreateResult> {
@@ -798,12 +977,12 @@ export class FleetConductor implements StreamService {
     const standing = this.standing(current);
     if (standing && !current?.pending && sameSpec(standing, spec)) {
       const warnings = await this.converge(spec.port);
-      return this.answer(spec.port, warnings, 'unchanged');
+      return this.answer(spec.port, warnings, 'unchanged', standing);
     }
     const now = this.now().toISOString();
     const record: StreamRecord = standing ? { ...spec, createdAt: standing.createdAt, updatedAt: now } : { ...spec, createdAt: now };
     const warnings = await this.change(spec.port, current, record);
-    return this.answer(spec.port, warnings, standing ? 'replaced' : 'created');
+    return this.answer(spec.port, warnings, standing ? 'replaced' : 'created', record);
   }
 
   async renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
@@ -838,8 +1017,9 @@ export class FleetConductor implements StreamService {
       try {
         const current = await this.read(port);
         if (current) continue; // another host has it, or is taking it
-        const warnings = await this.change(port, undefined, { ...spec, port, createdAt: this.now().toISOString() });
-        return this.answer(port, warnings, 'created');
+        const record: StreamRecord = { ...spec, port, createdAt: this.now().toISOString() };
+        const warnings = await this.change(port, undefined, record);
+        return this.answer(port, warnings, 'created', record);
       } catch (error) {
         // Another host took it first (conflict), or this host cannot bind it after all.
         if (error instanceof ConductorError && (error.code === ErrorCode.Conflict || error.code === ErrorCode.StreamExists || error.code === ErrorCode.PortInUse)) continue;
