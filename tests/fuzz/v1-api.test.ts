@@ -451,6 +451,30 @@ describe('the v1 API under hostile input', () => {
     expect(fx.alive()).toBe(true);
   }, 60_000);
 
+  /** Regression: 1.8151e4 and 18151.0 were taken as port 18151, while the CLI refuses all but digits. */
+  it('takes a port in a JSON body only as decimal digits, refusing the others naming the value', async () => {
+    const port = fx.range.start + 2;
+    const before = await fx.state();
+    const written = [`${port / 10}e1`, `${port}.0`, `${port}e0`, `${port * 10}E-1`];
+    for (const text of written) {
+      const stream = `{"port": ${text}, "backend": "127.0.0.1:1"}`;
+      for (const [method, path, body, prefix] of [
+        ['POST', '/v1/streams', stream, ''],
+        ['PUT', `/v1/streams/${port}`, stream, ''],
+        ['POST', '/v1/apply', `{"streams": [${stream}]}`, 'streams[0]: '],
+      ] as const) {
+        const answer = await fx.send({ method, path, headers: { ...fx.authorization, 'content-type': 'application/json' }, body: Buffer.from(body) });
+        expect([method, path, answer.status, answer.json]).toEqual([method, path, 400, {
+          error: { code: 'INVALID_INPUT', message: `${prefix}port must be a whole number from 1 to 65535, got ${JSON.stringify(text)}` },
+        }]);
+      }
+    }
+    expect(await fx.state()).toEqual(before);
+    // In decimal digits the same port is taken (a dry run changes nothing).
+    const dry = await fx.send({ method: 'POST', path: '/v1/apply', headers: { ...fx.authorization, 'content-type': 'application/json' }, body: Buffer.from(`{"streams": [{"port": ${port}, "backend": "127.0.0.1:1", "labels": {"port": "1e4"}}], "dryRun": true}`) });
+    expect(dry.status).toBe(200);
+  });
+
   it('never writes the API token to the log', async () => {
     expect((await fx.send({ method: 'GET', path: '/v1/streams', headers: fx.authorization })).status).toBe(200);
     expect(fx.daemon.logs).toContain('"path":"/v1/streams"');
