@@ -197,7 +197,8 @@ describe('the HTTP server limits', () => {
     expect(outcome.answer).toMatch(/^HTTP\/1\.1 401 /);
     expect(outcome.answer).toMatch(/\r\nConnection: close\r\n/i);
     expect(outcome).toMatchObject({ ended: true, serverClosed: true });
-    expect(outcome.closedAfterMs).toBeLessThan(400);
+    // Closed by the 401, not by the request timeout (800 ms) that would cut off the missing body.
+    expect(outcome.closedAfterMs).toBeLessThan(800);
     expect(await openConnections()).toBe(0);
   }, 10_000);
 
@@ -216,9 +217,9 @@ describe('the HTTP server limits', () => {
       const check = (): void => void openConnections().then((count) => (count === MAX_CONNECTIONS ? resolve() : setImmediate(check)));
       check();
     });
+    // Accepted, it would have been answered 408 once the headers timeout passed; it gets nothing.
     const extra = await halfOpenClient('GET /echo HTTP/1.1\r\n');
-    expect(extra.answer).toBe('');
-    expect(extra.closedAfterMs).toBeLessThan(300);
+    expect(extra).toMatchObject({ answer: '', ended: true });
     await Promise.all(held);
     const after = await fetch(`http://127.0.0.1:${port}/echo`, { headers: auth });
     expect(after.status).toBe(200);
