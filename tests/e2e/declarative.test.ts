@@ -160,6 +160,46 @@ describe('conductor apply -f', () => {
     expect(await runCli(['apply'], env)).toMatchObject({ code: 2 });
     expect(await snapshot(daemon)).toEqual(before);
   });
+
+  it('takes a port only as decimal digits, as the CLI does elsewhere: 0o43330, 018150, 1.8151e4 are refused naming the value', async () => {
+    const before = await snapshot(daemon);
+    const port = daemon.rangeStart + 3;
+    const file = join(dir, 'ports.yaml');
+    for (const written of ['0o43330', '018150', '1.8151e4', `+${port}`, `${port}.0`, '0x46E6']) {
+      await writeFile(file, `streams:\n  - port: ${written}\n    backend: 127.0.0.1:${backend.port}\n`);
+      const run = await runCli(['apply', '-f', file], env);
+      expect(run).toEqual({ code: 2, stdout: '', stderr: `conductor: ${file}: streams[0].port: port must be a whole number from 1 to 65535, got ${JSON.stringify(written)}\n` });
+    }
+    // Through an alias, and in a JSON file (JSON is read as YAML).
+    await writeFile(file, `- &p {port: 0o43330, backend: 127.0.0.1:${backend.port}}\n- *p\n`);
+    expect((await runCli(['apply', '-f', file], env)).stderr).toBe(`conductor: ${file}: streams[0].port: port must be a whole number from 1 to 65535, got "0o43330"\n`);
+    const json = join(dir, 'ports.json');
+    await writeFile(json, `{"streams": [{"port": 1.8151e4, "backend": "127.0.0.1:${backend.port}"}]}`);
+    expect(await runCli(['apply', '-f', json], env)).toEqual({ code: 2, stdout: '', stderr: `conductor: ${json}: streams[0].port: port must be a whole number from 1 to 65535, got "1.8151e4"\n` });
+    expect(await snapshot(daemon)).toEqual(before);
+    // The same port in decimal digits is taken.
+    await writeFile(file, `streams:\n  - port: ${port}\n    backend: 127.0.0.1:${backend.port}\n`);
+    expect(await runCli(['apply', '-f', file, '--dry-run'], env)).toMatchObject({ code: 0, stdout: `create    ${port}\n` });
+  });
+
+  it('refuses a billion-laughs file with one line and exit 2, no stack trace', async () => {
+    const before = await snapshot(daemon);
+    const file = join(dir, 'laughs.yaml');
+    const levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'];
+    for (const [index, name] of [...'bcdefghi'].entries()) {
+      const previous = 'abcdefghi'[index] ?? 'a';
+      levels.push(`${name}: &${name} [${Array.from({ length: 9 }, () => `*${previous}`).join(',')}]`);
+    }
+    await writeFile(file, `${levels.join('\n')}\nstreams: *i\n`);
+    const run = await runCli(['apply', '-f', file], env);
+    expect(run).toEqual({ code: 2, stdout: '', stderr: `conductor: ${file} is not valid YAML: its aliases expand to too much (more than 100 expansions)\n` });
+    // Deep nesting is one line too.
+    await writeFile(file, `streams: ${'['.repeat(20_000)}${']'.repeat(20_000)}\n`);
+    const deep = await runCli(['apply', '-f', file], env);
+    expect(deep.code).toBe(2);
+    expect(deep.stderr).toMatch(/^conductor: [^\n]* is not valid YAML: [^\n]*\n$/);
+    expect(await snapshot(daemon)).toEqual(before);
+  });
 });
 
 describe('expiry across restarts', () => {

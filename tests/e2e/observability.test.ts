@@ -315,6 +315,23 @@ describe('the audit log', () => {
     expect(await exited).toBe(0);
   });
 
+  it('answers only events after `since`: none for a time past the last event, however far', async () => {
+    const at = port();
+    await create(at, { backend: `127.0.0.1:${echo.port}` }, ALICE);
+    expect((await daemon.request('DELETE', `/v1/streams/${at}`, undefined, as(ALICE))).status).toBe(200);
+    const all = (await daemon.request('GET', '/v1/events?limit=1000', undefined, as(ALICE))).json as { events: AuditEvent[] };
+    const last = all.events[all.events.length - 1];
+    expect(last?.ports).toEqual([at]);
+    const after = (since: string) => daemon.request('GET', `/v1/events?limit=1000&since=${encodeURIComponent(since)}`, undefined, as(ALICE));
+    // "20000" is read as the year 20000 (as Date.parse does): after every event.
+    for (const since of ['20000', '+020000-01-01T00:00:00Z', '9999-12-31T23:59:59Z', last?.at ?? '']) {
+      const answer = await after(since);
+      expect([since, answer.status, answer.json]).toEqual([since, 200, { events: [] }]);
+    }
+    const before = await after(new Date(Date.parse(last?.at ?? '') - 1).toISOString());
+    expect((before.json as { events: AuditEvent[] }).events.at(-1)).toEqual(last);
+  });
+
   it('refuses bad queries with a clear error', async () => {
     for (const query of ['limit=0', 'limit=1001', 'limit=x', 'port=0', 'port=70000', 'port=abc', 'since=yesterday']) {
       const answer = await daemon.request('GET', `/v1/events?${query}`, undefined, as(ALICE));

@@ -413,6 +413,68 @@ describe('the v1 API under hostile input', () => {
     fx.expectNoLeak(status.text);
   });
 
+  /**
+   * Regression: a value nested about 5,000 levels deep in protocol, balance, profile or allow was
+   * answered 500 (String() of the list ran out of stack while building the message).
+   */
+  it('refuses a value nested thousands of levels deep in any body field with a 4xx naming the field', async () => {
+    // Built as text: JSON.stringify of such a value runs out of stack in the test's own process.
+    const DEEP = '__deep__';
+    const deepTexts = ['['.repeat(5000) + '"x"' + ']'.repeat(5000), '{"a":'.repeat(5000) + '"x"' + '}'.repeat(5000)];
+    const fields = ['port', 'protocol', 'backend', 'backends', 'balance', 'allow', 'connectTimeout', 'idleTimeout', 'proxyProtocol', 'profile', 'listenAddress', 'labels', 'description', 'ttl', 'expiresAt'];
+    const port = fx.range.start + 2;
+    const cases: Array<{ path: string; method: string; body: unknown; field: string }> = [];
+    for (const field of fields) {
+      const stream = { port, backend: '127.0.0.1:1', ...(field === 'backends' ? { backend: undefined } : {}), [field]: DEEP };
+      cases.push({ method: 'POST', path: '/v1/streams', body: stream, field });
+      cases.push({ method: 'PUT', path: `/v1/streams/${port}`, body: stream, field });
+      cases.push({ method: 'POST', path: '/v1/apply', body: { streams: [stream], dryRun: false }, field: `streams[0].${field}` });
+    }
+    cases.push({ method: 'POST', path: '/v1/apply', body: { streams: DEEP }, field: 'streams' });
+    cases.push({ method: 'POST', path: '/v1/apply', body: { streams: [DEEP] }, field: 'streams[0]' });
+    cases.push({ method: 'POST', path: '/v1/apply', body: { streams: [], prune: DEEP }, field: 'prune' });
+    cases.push({ method: 'POST', path: '/v1/apply', body: { streams: [], dryRun: DEEP }, field: 'dryRun' });
+    cases.push({ method: 'POST', path: `/v1/streams/${fx.baseline.port}/renew`, body: { ttl: DEEP }, field: 'ttl' });
+    cases.push({ method: 'POST', path: `/v1/streams/${fx.baseline.port}/renew`, body: { expiresAt: DEEP }, field: 'expiresAt' });
+    const before = await fx.state();
+    for (const [{ method, path, body, field }, deepText] of cases.flatMap((entry) => deepTexts.map((text) => [entry, text] as const))) {
+      const text = JSON.stringify(body).replace(`"${DEEP}"`, deepText);
+      const answer = await fx.send({ method, path, headers: { ...fx.authorization, 'content-type': 'application/json' }, body: Buffer.from(text) });
+      const seen = { method, path, field, deep: deepText.slice(0, 2), status: answer.status, text: answer.text.slice(0, 200) };
+      expect(seen).toEqual({ ...seen, status: 400 });
+      expectErrorBody(answer);
+      const message = isRecord(answer.json) && isRecord(answer.json.error) ? String(answer.json.error.message) : '';
+      expect({ field, message }).toEqual({ field, message: expect.stringContaining(field) });
+    }
+    expect(await fx.state()).toEqual(before);
+    expect(fx.daemon.logs).not.toContain('unexpected error');
+    expect(fx.alive()).toBe(true);
+  }, 60_000);
+
+  /** Regression: 1.8151e4 and 18151.0 were taken as port 18151, while the CLI refuses all but digits. */
+  it('takes a port in a JSON body only as decimal digits, refusing the others naming the value', async () => {
+    const port = fx.range.start + 2;
+    const before = await fx.state();
+    const written = [`${port / 10}e1`, `${port}.0`, `${port}e0`, `${port * 10}E-1`];
+    for (const text of written) {
+      const stream = `{"port": ${text}, "backend": "127.0.0.1:1"}`;
+      for (const [method, path, body, prefix] of [
+        ['POST', '/v1/streams', stream, ''],
+        ['PUT', `/v1/streams/${port}`, stream, ''],
+        ['POST', '/v1/apply', `{"streams": [${stream}]}`, 'streams[0]: '],
+      ] as const) {
+        const answer = await fx.send({ method, path, headers: { ...fx.authorization, 'content-type': 'application/json' }, body: Buffer.from(body) });
+        expect([method, path, answer.status, answer.json]).toEqual([method, path, 400, {
+          error: { code: 'INVALID_INPUT', message: `${prefix}port must be a whole number from 1 to 65535, got ${JSON.stringify(text)}` },
+        }]);
+      }
+    }
+    expect(await fx.state()).toEqual(before);
+    // In decimal digits the same port is taken (a dry run changes nothing).
+    const dry = await fx.send({ method: 'POST', path: '/v1/apply', headers: { ...fx.authorization, 'content-type': 'application/json' }, body: Buffer.from(`{"streams": [{"port": ${port}, "backend": "127.0.0.1:1", "labels": {"port": "1e4"}}], "dryRun": true}`) });
+    expect(dry.status).toBe(200);
+  });
+
   it('never writes the API token to the log', async () => {
     expect((await fx.send({ method: 'GET', path: '/v1/streams', headers: fx.authorization })).status).toBe(200);
     expect(fx.daemon.logs).toContain('"path":"/v1/streams"');

@@ -64,6 +64,8 @@ export interface Config {
   healthIntervalMs: number;
   /** Each access log (and the audit log) is rotated past this many bytes. */
   logMaxBytes: number;
+  /** Most API connections open at once. */
+  apiMaxConnections: number;
   logLevel: LogLevel;
   /** Where the definitions live: this host's file, or a fleet's etcd. */
   store: StoreConfig;
@@ -195,6 +197,11 @@ export const settings = {
     env: 'CONDUCTOR_AUDIT_INTERVAL',
     flag: 'audit-interval',
     help: "seconds between audits of each nginx master's sockets and processes against the streams; 0 turns it off (default 5)",
+  },
+  apiMaxConnections: {
+    env: 'CONDUCTOR_API_MAX_CONNECTIONS',
+    flag: 'api-max-connections',
+    help: 'most connections to the API open at once, 16-65536; more are closed as they arrive (default 512)',
   },
   logLevel: { env: 'CONDUCTOR_LOG_LEVEL', flag: 'log-level', help: 'debug, info, warn or error (default info)' },
   store: {
@@ -430,6 +437,13 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     if (!/^[0-9]{1,12}$/.test(text) || Number(text) < 1024) throw new Error(`expected a number of bytes, at least 1024, got ${JSON.stringify(text)}`);
     return Number(text);
   });
+  const apiMaxConnections = checked('apiMaxConnections', () => {
+    const text = raw('apiMaxConnections') ?? '512';
+    if (!/^[0-9]{1,5}$/.test(text) || Number(text) < 16 || Number(text) > 65536) {
+      throw new Error(`expected a whole number from 16 to 65536, got ${JSON.stringify(text)}`);
+    }
+    return Number(text);
+  });
 
   const store = checked('store', (): StoreConfig => {
     const text = raw('store') ?? 'file';
@@ -536,6 +550,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
     nginxWorkers,
     healthIntervalMs: Math.round(healthSeconds * 1000),
     logMaxBytes,
+    apiMaxConnections,
     store,
     logLevel: logLevel as LogLevel,
   };

@@ -173,7 +173,7 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     observatory.start({ list: () => local.list(), nginx: () => local.status().nginxInstances });
     if (stopSignal !== undefined) throw new Interrupted();
 
-    const server = createHttpServer(createApp({ conductor: service, tokens: config.tokens, log, observatory }));
+    const server = createHttpServer(createApp({ conductor: service, tokens: config.tokens, log, observatory }), { maxConnections: config.apiMaxConnections });
     try {
       await listen(server, config.bindPort, config.bindAddress);
     } catch (error) {

@@ -44,6 +44,7 @@ const managedDefaults: Config = {
   nginxWorkers: 1,
   healthIntervalMs: 10000,
   logMaxBytes: 16777216,
+  apiMaxConnections: 512,
   logLevel: 'info',
   store: { kind: 'file' },
 };
@@ -95,6 +96,14 @@ describe('readConfig defaults', () => {
       bindAddress: '0.0.0.0',
       allowNoAuth: true,
     });
+  });
+
+  it('reads CONDUCTOR_API_MAX_CONNECTIONS (--api-max-connections) and refuses what is not 16-65536', () => {
+    expect(readConfig({ CONDUCTOR_API_MAX_CONNECTIONS: '2000' }, {}, CWD).apiMaxConnections).toBe(2000);
+    expect(readConfig({ CONDUCTOR_API_MAX_CONNECTIONS: '2000' }, { apiMaxConnections: '64' }, CWD).apiMaxConnections).toBe(64);
+    for (const value of ['15', '65537', '1e3', '-5', 'many', '0x100']) {
+      expect(() => readConfig({ CONDUCTOR_API_MAX_CONNECTIONS: value }, {}, CWD)).toThrow(`CONDUCTOR_API_MAX_CONNECTIONS (--api-max-connections): expected a whole number from 16 to 65536, got ${JSON.stringify(value)}`);
+    }
   });
 
   it.each<[string, string]>([
@@ -186,6 +195,7 @@ describe('readConfig values', () => {
       nginxWorkers: 1,
       healthIntervalMs: 10000,
       logMaxBytes: 16777216,
+      apiMaxConnections: 512,
       logLevel: 'debug',
       store: { kind: 'file' },
     } satisfies Config);

@@ -172,6 +172,9 @@ describe('the audit log', () => {
 
     expect(audit.query({ port: 9000 }).map((entry) => entry.at)).toEqual(['2026-11-25T10:00:00.000Z', '2026-11-25T10:00:02.000Z']);
     expect(audit.query({ since: '2026-11-25T10:00:00.000Z' })).toHaveLength(2);
+    // A time past the last event, also one past the year 9999 (which sorts first as text): none.
+    expect(audit.query({ since: '2026-11-25T10:00:02.000Z' })).toEqual([]);
+    expect(audit.query({ since: new Date(Date.parse('20000')).toISOString() })).toEqual([]);
     expect(audit.query({ limit: 1 })[0]?.at).toBe('2026-11-25T10:00:02.000Z');
 
     const again = new AuditLog(path, { maxBytes: 1 << 20, keep: 2, log: silentLogger });

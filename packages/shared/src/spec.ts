@@ -5,7 +5,7 @@
  */
 import { isIPv6 } from 'node:net';
 import { ConductorError, ErrorCode } from './errors.js';
-import { isIPv4, parseBackend, parsePort, quote } from './validate.js';
+import { isIPv4, parseBackend, parsePort, quote, shown } from './validate.js';
 
 export const PROTOCOLS = ['tcp', 'udp', 'tcp+udp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
@@ -164,7 +164,7 @@ function bigIntToIPv6(value: bigint): string {
  * network in canonical form (host bits cleared), e.g. 10.1.2.3/8 becomes 10.0.0.0/8.
  */
 export function parseCidr(value: unknown, field = 'allow'): string {
-  if (typeof value !== 'string' || value.length > 64) throw invalid(field, `must be an IPv4 or IPv6 network such as 10.0.0.0/8, got ${quote(String(value))}`);
+  if (typeof value !== 'string' || value.length > 64) throw invalid(field, `must be an IPv4 or IPv6 network such as 10.0.0.0/8, got ${shown(value)}`);
   const [address = '', prefixText, extra] = value.split('/');
   if (extra !== undefined) throw invalid(field, `${quote(value)} is not a network`);
   if (prefixText !== undefined && !/^(0|[1-9][0-9]{0,2})$/.test(prefixText)) throw invalid(field, `${quote(value)} has an invalid prefix length`);
@@ -257,7 +257,7 @@ function checkedBackend(text: string, field: string): string {
 
 function choice<T extends string>(value: unknown, allowed: readonly T[], field: string): T {
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
-    throw invalid(field, `must be one of ${allowed.join(', ')}, got ${quote(String(value))}`);
+    throw invalid(field, `must be one of ${allowed.join(', ')}, got ${shown(value)}`);
   }
   return value as T;
 }

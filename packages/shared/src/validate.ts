@@ -37,9 +37,20 @@ const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-
 
 const escapeCodePoint = (char: string): string => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
+/**
+ * Names a value that is not text for a message without converting it: String() of a list nested
+ * thousands of levels deep recurses until the stack runs out.
+ */
+function kindOf(value: unknown): string {
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object' && value !== null) return 'an object';
+  if (typeof value === 'function' || typeof value === 'symbol') return typeof value;
+  return String(value);
+}
+
 /** Quotes user input for an error message: JSON-escaped, cut to a readable length, safe to print. */
 export function quote(value: unknown): string {
-  const text = typeof value === 'string' ? value : String(value);
+  const text = typeof value === 'string' ? value : kindOf(value);
   const cut = text.length > MAX_QUOTED ? `${text.slice(0, MAX_QUOTED)}...` : text;
   return JSON.stringify(cut).replace(UNPRINTABLE_BEYOND_JSON, escapeCodePoint);
 }
@@ -51,6 +62,14 @@ export function quote(value: unknown): string {
 export function printable(text: string, max = 1024): string {
   const cut = text.length > max ? `${text.slice(0, max)}...` : text;
   return cut.replace(UNPRINTABLE, escapeCodePoint);
+}
+
+/**
+ * Shows any value a client sent in a message: text quoted (as quote does), a number, boolean or
+ * null as written, a list or an object only as "a list" or "an object", however deep it is.
+ */
+export function shown(value: unknown): string {
+  return typeof value === 'string' ? quote(value) : kindOf(value);
 }
 
 function invalid(message: string, hint?: string): ConductorError {

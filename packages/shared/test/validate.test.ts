@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { ConductorError, ErrorCode, assertPortInRange, isIPv4, parseBackend, parsePort, parsePortRange, printable, quote } from '../src/index.js';
+import { ConductorError, ErrorCode, assertPortInRange, isIPv4, parseBackend, parsePort, parsePortRange, parseStreamInput, printable, quote, shown } from '../src/index.js';
 
 function refusal(fn: () => unknown): ConductorError {
   try {
@@ -156,5 +156,28 @@ describe('helpers', () => {
     expect(printable('ok\n2026-01-01 alice remove\u001b[31m\u009bx\u2066')).toBe('ok\\u000a2026-01-01 alice remove\\u001b[31m\\u009bx\\u2066');
     expect(printable('café → ü "quoted"')).toBe('café → ü "quoted"');
     expect(printable('y'.repeat(20), 8)).toBe(`${'y'.repeat(8)}...`);
+  });
+});
+
+describe('values nested thousands of levels deep', () => {
+  const deepList = (depth: number): unknown => {
+    let value: unknown = 'x';
+    for (let i = 0; i < depth; i += 1) value = [value];
+    return value;
+  };
+
+  it('are shown as "a list" or "an object", never converted', () => {
+    expect(shown(deepList(100_000))).toBe('a list');
+    expect(shown({ a: 1 })).toBe('an object');
+    expect(shown(null)).toBe('null');
+    expect(shown(18151)).toBe('18151');
+    expect(shown('a"b')).toBe('"a\\"b"');
+    expect(quote(deepList(100_000))).toBe('"a list"');
+  });
+
+  it.each(['protocol', 'balance', 'profile', 'allow'])('in %s are refused with a message naming the field', (field) => {
+    const error = refusal(() => parseStreamInput({ port: 9000, backend: 'a:1', [field]: field === 'allow' ? [deepList(5000)] : deepList(5000) }, { now: new Date() }));
+    expect(error.code).toBe(ErrorCode.InvalidInput);
+    expect(error.message).toMatch(new RegExp(`^${field}(\\[0\\])?: .*got a list$`));
   });
 });

@@ -1,6 +1,6 @@
 /** `conductor apply -f streams.yaml`: a declarative file, kept in git, made true on the daemon. */
 import { readFile } from 'node:fs/promises';
-import { type ApplyResult, ConductorError, ErrorCode, printable } from '@stream-conductor/shared';
+import { type ApplyResult, ConductorError, ErrorCode, parsePort, printable } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
 
@@ -12,16 +12,7 @@ export async function readStreamsFile(path: string): Promise<unknown[]> {
   } catch (error) {
     throw new ConductorError(ErrorCode.Usage, `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
-  const yaml = await import('yaml');
-  // Bundled, the CommonJS package may arrive as the default export of its namespace.
-  const { parse, YAMLError } = typeof yaml.parse === 'function' ? yaml : (yaml as unknown as { default: typeof yaml }).default;
-  let data: unknown;
-  try {
-    data = parse(text, { maxAliasCount: 100 });
-  } catch (error) {
-    if (!(error instanceof YAMLError)) throw error;
-    throw new ConductorError(ErrorCode.Usage, `${path} is not valid YAML: ${error.message.split('\n')[0] ?? ''}`);
-  }
+  const data = parseStreamsText(text, path, await loadYaml());
   if (Array.isArray(data)) return data;
   if (typeof data === 'object' && data !== null && Array.isArray((data as { streams?: unknown }).streams)) {
     const extra = Object.keys(data).filter((key) => key !== 'streams');
@@ -30,6 +21,62 @@ export async function readStreamsFile(path: string): Promise<unknown[]> {
   }
   if (data === null || data === undefined) return [];
   throw new ConductorError(ErrorCode.Usage, `${path} must hold a list of streams, or streams: followed by one`);
+}
+
+type Yaml = typeof import('yaml');
+
+async function loadYaml(): Promise<Yaml> {
+  const yaml = await import('yaml');
+  // Bundled, the CommonJS package may arrive as the default export of its namespace.
+  return typeof yaml.parseDocument === 'function' ? yaml : (yaml as unknown as { default: Yaml }).default;
+}
+
+/** Most alias expansions a file may make: far more than a hand-written file needs, and no bomb. */
+const MAX_ALIAS_COUNT = 100;
+
+const usage = (message: string): ConductorError => new ConductorError(ErrorCode.Usage, message);
+
+/**
+ * Parses the file's text as YAML (JSON is YAML too). Every problem is a one-line usage error:
+ * syntax, an alias bomb ("billion laughs"), nesting too deep to build, and a stream port written
+ * any other way than in decimal digits (YAML reads 0o43330, 018150 and 1.8151e4 as numbers; the
+ * CLI and the API take a port only as a plain decimal number).
+ */
+export function parseStreamsText(text: string, path: string, yaml: Yaml): unknown {
+  const { parseDocument, isAlias, isMap, isScalar, isSeq } = yaml;
+  try {
+    const doc = parseDocument(text);
+    const [problem] = doc.errors;
+    if (problem !== undefined) throw usage(`${path} is not valid YAML: ${printable(problem.message.split('\n')[0] ?? '')}`);
+    const resolve = (node: unknown): unknown => (isAlias(node) ? node.resolve(doc) : node);
+    const root = resolve(doc.contents);
+    const list = isSeq(root) ? root : isMap(root) ? resolve(root.get('streams', true)) : undefined;
+    if (isSeq(list)) {
+      list.items.forEach((item, index) => {
+        const stream = resolve(item);
+        const port = isMap(stream) ? resolve(stream.get('port', true)) : undefined;
+        // A number as written in the file: its digits must be what the CLI takes for a port.
+        if (isScalar(port) && typeof port.value === 'number') {
+          try {
+            parsePort(port.source ?? String(port.value));
+          } catch (error) {
+            throw usage(`${path}: streams[${index}].port: ${(error as Error).message}`);
+          }
+        }
+      });
+    }
+    return doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) as unknown;
+  } catch (error) {
+    if (error instanceof ConductorError) throw error;
+    // The yaml library throws a ReferenceError past maxAliasCount; a RangeError when the nesting
+    // is deeper than the stack.
+    if (error instanceof ReferenceError && /alias/i.test(error.message)) {
+      throw usage(`${path} is not valid YAML: its aliases expand to too much (more than ${MAX_ALIAS_COUNT} expansions)`);
+    }
+    if (error instanceof RangeError) throw usage(`${path} is not valid YAML: it is nested too deeply`);
+    if (error instanceof yaml.YAMLError) throw usage(`${path} is not valid YAML: ${printable(error.message.split('\n')[0] ?? '')}`);
+    throw error;
+  }
 }
 
 async function readStdin(): Promise<string> {

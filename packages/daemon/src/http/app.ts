@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import type { Observatory } from '../observe/observatory.js';
 import { auditor } from './audit.js';
 import { requireToken } from './auth.js';
+import { refuseNonDecimalPorts } from './json-ports.js';
 import { isLegacyPath, legacyRouter, sendLegacy } from './legacy-routes.js';
 import { v1Router } from './v1-routes.js';
 
@@ -68,9 +69,12 @@ export function createApp(deps: AppDeps): express.Express {
   });
 
   app.use(requireToken(deps.tokens, sendError));
-  // A declarative apply carries the whole set of streams; everything else is small.
-  app.use('/v1/apply', express.json({ limit: '16mb', strict: true }));
-  app.use(express.json({ limit: '64kb', strict: true }));
+  // A declarative apply carries the whole set of streams; everything else is small. A port must be
+  // written in decimal digits, which only the body's text shows (see json-ports.ts). Read as
+  // latin1: UTF-8's multi-byte characters hold no ASCII byte, so JSON's structure reads the same.
+  const verify = (_req: unknown, _res: unknown, body: Buffer): void => refuseNonDecimalPorts(body.toString('latin1'));
+  app.use('/v1/apply', express.json({ limit: '16mb', strict: true, verify }));
+  app.use(express.json({ limit: '64kb', strict: true, verify }));
 
   const audited = auditor(deps.observatory);
   app.use('/v1', v1Router(conductor, deps.now ?? (() => new Date()), audited, deps.observatory));

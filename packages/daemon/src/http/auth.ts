@@ -46,6 +46,8 @@ export function requireToken(
       return;
     }
     res.set('WWW-Authenticate', 'Bearer realm="stream-conductor"');
+    // A client without the token keeps no connection: this one closes once the 401 has left.
+    res.set('Connection', 'close');
     refuse(
       req,
       res,

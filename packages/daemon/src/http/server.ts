@@ -1,9 +1,16 @@
 /**
  * The HTTP server around the express app, with the limits a long-running daemon on an edge host
  * needs: a client that sends its headers or body too slowly is cut off, headers are bounded, idle
- * keep-alive connections are closed.
+ * keep-alive connections are closed, the number of open connections is bounded, and a connection
+ * answered with an error by the server itself (400, 408, 431) is closed for good.
+ *
+ * Before the token is checked a client can hold a connection only for the headers timeout (or the
+ * keep-alive timeout between requests); a request without the right token is answered 401 with
+ * `Connection: close` (see auth.ts). The request timeout bounds only how long the request takes to
+ * arrive, not the answer: a change that waits for nginx is not cut off by it.
  */
 import { type RequestListener, type Server, createServer } from 'node:http';
+import type { Duplex } from 'node:stream';
 
 export interface ServerLimits {
   /** Time allowed to receive the request headers. */
@@ -14,30 +21,58 @@ export interface ServerLimits {
   keepAliveTimeoutMs: number;
   /** Largest request head (request line and headers), in bytes. */
   maxHeaderSize: number;
+  /** Most connections open at once; a connection beyond them is closed as it arrives. */
+  maxConnections: number;
 }
 
 export const defaultLimits: ServerLimits = {
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 30_000,
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 20_000,
   keepAliveTimeoutMs: 5_000,
   maxHeaderSize: 16 * 1024,
+  maxConnections: 512,
 };
 
-export function createHttpServer(app: RequestListener, limits: ServerLimits = defaultLimits): Server {
+/** How long an error answer may take to leave before its connection is destroyed anyway. */
+const FLUSH_MS = 1000;
+
+/**
+ * Sends `answer` and destroys the socket once it has left. end() alone only half-closes it: the
+ * server allows half-open connections, so a client that never closes its side would keep the
+ * socket (and its file descriptor) for good.
+ */
+function answerAndDestroy(socket: Duplex, answer: string): void {
+  const timer = setTimeout(() => socket.destroy(), FLUSH_MS);
+  timer.unref();
+  socket.once('finish', () => {
+    clearTimeout(timer);
+    socket.destroy();
+  });
+  socket.once('close', () => clearTimeout(timer));
+  socket.end(answer);
+}
+
+export function createHttpServer(app: RequestListener, limits: Partial<ServerLimits> = {}): Server {
+  const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, maxHeaderSize, maxConnections } = { ...defaultLimits, ...limits };
   const server = createServer(
     {
-      maxHeaderSize: limits.maxHeaderSize,
-      requestTimeout: limits.requestTimeoutMs,
-      headersTimeout: limits.headersTimeoutMs,
-      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      maxHeaderSize,
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: headersTimeoutMs,
+      keepAliveTimeout: keepAliveTimeoutMs,
       // Node checks the two timeouts above on this interval; keep it below the shortest one.
-      connectionsCheckingInterval: Math.min(1000, Math.ceil(limits.headersTimeoutMs / 4)),
+      connectionsCheckingInterval: Math.min(1000, Math.ceil(headersTimeoutMs / 4)),
     },
     app,
   );
-  // Requests node's parser refuses (bad bytes, heads over the limit) are answered as JSON too.
-  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable || (error.code === 'ECONNRESET' && socket.destroyed)) {
+  server.maxConnections = maxConnections;
+  // Requests node's parser refuses (bad bytes, heads over the limit, too slow) are answered as
+  // JSON too, and their connection destroyed.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    // An answer already under way on this connection cannot be followed by another one. (Node's own
+    // handler makes the same check; _httpMessage is the response being written, if any.)
+    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+    if (!socket.writable || current?.headersSent === true || (error.code === 'ECONNRESET' && socket.destroyed)) {
       socket.destroy();
       return;
     }
@@ -49,7 +84,7 @@ export function createHttpServer(app: RequestListener, limits: ServerLimits = de
         ? [408, 'Request Timeout', 'INVALID_INPUT', 'the request took too long to arrive']
         : [400, 'Bad Request', 'INVALID_INPUT', 'the request is malformed'];
     const body = JSON.stringify({ error: { code, message } });
-    socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    answerAndDestroy(socket, `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   });
   return server;
 }

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 export interface AuditQuery {
   limit?: number;
   port?: number;
-  /** Only events after this ISO time. */
+  /** Only events after this time (ISO 8601; compared as a time, not as text). */
   since?: string;
 }
 
@@ -73,9 +73,10 @@ export class AuditLog {
   }
 
   query(query: AuditQuery = {}): AuditEvent[] {
-    const since = query.since;
+    // As times: as text, a year past 9999 ("+020000-01-01T...") sorts before every event.
+    const since = query.since === undefined ? undefined : Date.parse(query.since);
     const events = this.recent.filter(
-      (event) => (query.port === undefined || event.ports.includes(query.port)) && (since === undefined || event.at > since),
+      (event) => (query.port === undefined || event.ports.includes(query.port)) && (since === undefined || Date.parse(event.at) > since),
     );
     return events.slice(-(query.limit ?? 100));
   }
