@@ -36,6 +36,24 @@ afterAll(async () => {
 const ports = async (): Promise<number[]> => ((await daemon.get('/v1/streams')).json as { streams: Array<{ port: number }> }).streams.map((s) => s.port);
 
 describe('declarative apply through the API', () => {
+  it('refuses in the dry run what the real apply refuses: a live stream moved to another listen address', async () => {
+    const port = daemon.rangeStart + 15;
+    expect((await daemon.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    const moved = { streams: [{ port, backend: `127.0.0.1:${backend.port}`, listenAddress: '127.0.0.2' }] };
+    const before = await snapshot(daemon);
+    const dry = await daemon.request('POST', '/v1/apply', { ...moved, dryRun: true });
+    const real = await daemon.request('POST', '/v1/apply', moved);
+    for (const answer of [dry, real]) {
+      expect(answer.status).toBe(409);
+      expect(JSON.stringify(answer.json)).toContain(`port ${port}: a live stream cannot move to another listen address in place`);
+    }
+    expect(await snapshot(daemon)).toEqual(before);
+    // The address the daemon listens on by default, written out, is no move.
+    const same = await daemon.request('POST', '/v1/apply', { streams: [{ port, backend: `127.0.0.1:${backend.port}`, listenAddress: '127.0.0.1' }], dryRun: true });
+    expect(same.status).toBe(200);
+    expect((await daemon.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
+  });
+
   it('plans with dryRun, applies in one go, finds nothing to do the second time, and prunes', async () => {
     const [a, b, c] = [daemon.rangeStart, daemon.rangeStart + 1, daemon.rangeStart + 2];
     await daemon.request('POST', '/v1/streams', { port: c, backend: `127.0.0.1:${backend.port}` });

@@ -96,12 +96,19 @@ export function planApply(
   prune: boolean,
   current: (port: number) => { record: StreamSpec; live: boolean } | undefined,
   existing: Iterable<number>,
+  defaultListenAddress?: string,
 ): ApplyPlan {
   const plan: ApplyPlan = { create: [], update: [], delete: [], unchanged: [] };
   const wanted = new Set<number>();
   for (const spec of specs) {
     wanted.add(spec.port);
     const now = current(spec.port);
+    // As the apply itself refuses it (a live stream keeps its listening socket through a change).
+    if (now?.live && (now.record.listenAddress ?? defaultListenAddress) !== (spec.listenAddress ?? defaultListenAddress)) {
+      throw new ConductorError(ErrorCode.Conflict, `port ${spec.port}: a live stream cannot move to another listen address in place`, {
+        hint: 'remove the stream, then create it with the new address',
+      });
+    }
     if (!now) plan.create.push(spec.port);
     else if (!now.live || !sameSpec(now.record, spec)) plan.update.push(spec.port);
     else plan.unchanged.push(spec.port);
@@ -432,6 +439,7 @@ export class Conductor implements StreamService {
         return entry ? { record: entry.record, live: entry.state === 'live' } : undefined;
       },
       live.map((entry) => entry.record.port),
+      this.options.defaultListenAddress,
     );
   }
 

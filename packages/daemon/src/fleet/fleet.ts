@@ -1042,6 +1042,7 @@ export class FleetConductor implements StreamService {
         return { record, live: local?.state === 'live' && sameSpec(local, record) };
       },
       [...this.desired.keys()].filter((port) => this.effective(port) !== undefined),
+      this.options.defaultListenAddress,
     );
   }
 

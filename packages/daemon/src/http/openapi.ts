@@ -58,6 +58,20 @@ const nginxStatus = {
           startedAt: { type: 'string', format: 'date-time' },
           workers: { type: 'integer', description: 'workers taking connections' },
           drainingWorkers: { type: 'integer', description: 'old workers still serving sessions of an earlier configuration' },
+          audit: {
+            type: 'object',
+            description: "the last audit of the kernel's listening sockets and their owners against the streams (managed mode)",
+            additionalProperties: false,
+            required: ['at', 'inLine', 'missing', 'extra', 'strays', 'straysEnded'],
+            properties: {
+              at: { type: 'string', format: 'date-time' },
+              inLine: { type: 'boolean', description: 'the master serves exactly the live streams and no stray process of ours holds a port' },
+              missing: { type: 'array', items: { type: 'integer' }, description: 'ports of live streams the master holds no socket for' },
+              extra: { type: 'array', items: { type: 'integer' }, description: 'ports the master serves that no live stream has' },
+              strays: { type: 'integer', description: 'processes of ours outside the serving generation found holding ports' },
+              straysEnded: { type: 'integer', description: 'strays told to go since the daemon started' },
+            },
+          },
           incidents: {
             type: 'array',
             items: {
