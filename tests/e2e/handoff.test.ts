@@ -28,7 +28,7 @@ afterAll(async () => {
 });
 
 async function fresh(env: Record<string, string> = {}, rangeSize = 40): Promise<Daemon> {
-  const daemon = await startDaemon({ rangeSize, env: { CONDUCTOR_NGINX_INSTANCES: '1', ...env } });
+  const daemon = await startDaemon({ rangeSize, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_NGINX_HANDOFF: 'true', ...env } });
   dirs.push(dirname(daemon.home));
   return daemon;
 }

@@ -160,7 +160,7 @@ export const settings = {
   nginxInstances: {
     env: 'CONDUCTOR_NGINX_INSTANCES',
     flag: 'nginx-instances',
-    help: 'managed: nginx masters that share the port range, 1-32 (default 8)',
+    help: 'managed: nginx masters that share the port range, 1-32 (default 2)',
   },
   nginxWorkers: {
     env: 'CONDUCTOR_NGINX_WORKERS',
@@ -176,7 +176,7 @@ export const settings = {
   nginxHandoff: {
     env: 'CONDUCTOR_NGINX_HANDOFF',
     flag: 'nginx-handoff',
-    help: 'managed: hand each change to a new nginx master, no reload pause (true, the default; false: reload with SIGHUP)',
+    help: 'managed: hand removes and in-place changes for a busy master to a new master (SIGUSR2 under a reaper) instead of reloading it (default false: reloads with SIGHUP)',
   },
   healthInterval: {
     env: 'CONDUCTOR_HEALTH_INTERVAL',
@@ -236,7 +236,7 @@ export const usage = (): string => {
  * streams go to a master out of its pause, so more masters overlap their pauses (see
  * ManagedNginx.reload).
  */
-export const DEFAULT_NGINX_INSTANCES = 8;
+export const DEFAULT_NGINX_INSTANCES = 2;
 
 export interface RawArgs {
   help: boolean;
@@ -410,7 +410,7 @@ export function readConfig(env: NodeJS.ProcessEnv, args: RawArgs['values'] = {},
   const retrySeconds = seconds('retryInterval', '30', 0.1, 3600);
   const auditSeconds = seconds('auditInterval', '5', 0, 3600);
 
-  const nginxHandoff = bool('nginxHandoff', true);
+  const nginxHandoff = bool('nginxHandoff', false);
   const nginxInstances = checked('nginxInstances', () => {
     const text = raw('nginxInstances') ?? String(DEFAULT_NGINX_INSTANCES);
     if (!/^[0-9]{1,2}$/.test(text) || Number(text) < 1 || Number(text) > 32) throw new Error(`expected a whole number from 1 to 32, got ${JSON.stringify(text)}`);

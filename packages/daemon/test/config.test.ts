@@ -40,7 +40,7 @@ const managedDefaults: Config = {
   auditIntervalMs: 5000,
   nginxInstances: DEFAULT_NGINX_INSTANCES,
   testBeforeReload: false,
-  nginxHandoff: true,
+  nginxHandoff: false,
   nginxWorkers: 1,
   healthIntervalMs: 10000,
   logMaxBytes: 16777216,
@@ -189,7 +189,7 @@ describe('readConfig values', () => {
       reloadTimeoutMs: 2500,
       retryIntervalMs: 30000,
       auditIntervalMs: 5000,
-      nginxInstances: 8,
+      nginxInstances: DEFAULT_NGINX_INSTANCES,
       testBeforeReload: false,
       nginxHandoff: false,
       nginxWorkers: 1,
@@ -212,7 +212,7 @@ describe('readConfig values', () => {
     ['allow-no-auth', { allowNoAuth: 'true' }, { CONDUCTOR_ALLOW_NO_AUTH: 'false' }, { allowNoAuth: true }],
     ['retry interval', { retryInterval: '0.5' }, { CONDUCTOR_RETRY_INTERVAL: '60' }, { retryIntervalMs: 500 }],
     ['audit interval', { auditInterval: '0' }, { CONDUCTOR_AUDIT_INTERVAL: '2' }, { auditIntervalMs: 0 }],
-    ['nginx handoff', { nginxHandoff: 'false' }, { CONDUCTOR_NGINX_HANDOFF: 'true' }, { nginxHandoff: false, nginxInstances: 8 }],
+    ['nginx handoff', { nginxHandoff: 'true' }, { CONDUCTOR_NGINX_HANDOFF: 'false' }, { nginxHandoff: true, nginxInstances: DEFAULT_NGINX_INSTANCES }],
   ])('a flag wins over its variable: %s', (_what, args, env, expected) => {
     expect(readConfig(env, args, CWD)).toMatchObject(expected);
   });
