@@ -44,14 +44,20 @@ export async function phases(options = {}) {
   }
 }
 
+/** The managed setups compared, the default first; every answer is checked against the kernel. */
+const SETUPS = [
+  { name: `default: ${defaultMasters()} masters, reloads only`, env: {} },
+  { name: `${defaultMasters()} masters with handoffs (CONDUCTOR_NGINX_HANDOFF=true)`, env: { CONDUCTOR_NGINX_HANDOFF: 'true' } },
+  { name: '1 master (CONDUCTOR_NGINX_INSTANCES=1)', env: { CONDUCTOR_NGINX_INSTANCES: '1' } },
+  { name: '8 masters (CONDUCTOR_NGINX_INSTANCES=8)', env: { CONDUCTOR_NGINX_INSTANCES: '8' } },
+];
+
 export async function run() {
-  const managed = await phases();
-  // The same with nginx reloads only (SIGHUP, each followed by nginx's pause).
-  const reloads = await phases({ env: { CONDUCTOR_NGINX_HANDOFF: 'false' } });
-  // The default policy on 2 masters: fewer, larger masters.
-  const two = await phases({ env: { CONDUCTOR_NGINX_INSTANCES: '2' } });
+  const results = [];
+  for (const setup of SETUPS) results.push(await phases({ env: setup.env }));
   const { startExternal } = await import('./external.mjs');
   const external = await phases({ start: startExternal });
+  const managed = /** @type {Awaited<ReturnType<typeof phases>>} */ (results[0]);
   const holds = managed.created.seconds < 1.5 && managed.removed.seconds < 1.5 && managed.created.errors === 0 && managed.removed.errors === 0 && managed.left === 0 && managed.listed === managed.count;
   const row = (/** @type {string} */ name, /** @type {typeof managed} */ result) => [
     name,
@@ -63,29 +69,20 @@ export async function run() {
     target: 'each phase under 1.5 s, no error, nothing left over (managed mode, default settings)',
     holds,
     columns: ['mode', 'creates', 'removes'],
-    rows: [
-      row(`managed, ${defaultMasters()} masters (default: new streams reloaded, removes handed off)`, managed),
-      row(`managed, ${defaultMasters()} masters, reloads only (CONDUCTOR_NGINX_HANDOFF=false)`, reloads),
-      row('managed, 2 masters (CONDUCTOR_NGINX_INSTANCES=2)', two),
-      row('external (one nginx)', external),
-    ],
+    rows: [...SETUPS.map((setup, i) => row(setup.name, /** @type {typeof managed} */ (results[i]))), row('external (one nginx)', external)],
     summary: 'the older service took about 11.5 s and 37 s, with failed and leftover removes',
     notes: await repeats(Number(process.env.BENCH_BURST_ROUNDS ?? 0)),
   };
 }
 
 /**
- * With BENCH_BURST_ROUNDS=n: n more rounds of the three managed setups, interleaved, so that their
+ * With BENCH_BURST_ROUNDS=n: n more rounds of the managed setups, interleaved, so that their
  * spread on a noisy machine can be told from their difference.
  * @param {number} rounds
  */
 async function repeats(rounds) {
   if (!(rounds > 0)) return [];
-  const modes = [
-    { name: `default (${defaultMasters()} masters)`, env: {} },
-    { name: `reloads only (${defaultMasters()} masters)`, env: { CONDUCTOR_NGINX_HANDOFF: 'false' } },
-    { name: 'default policy, 2 masters', env: { CONDUCTOR_NGINX_INSTANCES: '2' } },
-  ];
+  const modes = SETUPS;
   /** @type {Record<string, { created: number[], removed: number[], errors: number }>} */
   const seen = {};
   for (let round = 0; round < rounds; round += 1) {

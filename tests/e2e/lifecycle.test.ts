@@ -143,8 +143,8 @@ describe('a managed nginx that dies', () => {
       const status = await eventually(async () => (await daemon.get('/v1/status')).json as Status, (value) => value.nginx.state === 'running', 5000);
       expect(status.nginx.state).toBe('running');
       expect(status.nginx.restarts).toBe(1);
-      // The master is the reaper's child, not the daemon's: the daemon sees it gone, not how it died.
-      expect(status.nginx.incidents.map((incident) => incident.message)).toEqual([`nginx ${id}: nginx exited unexpectedly (master ${master} is gone)`]);
+      // By default the master is the daemon's own child: its exit names the signal.
+      expect(status.nginx.incidents.map((incident) => incident.message)).toEqual([`nginx ${id}: nginx exited unexpectedly (signal SIGKILL)`]);
       expect(status.streams.live).toBe(ports.length);
       // The other masters did not notice.
       expect((await masterPids(daemon)).filter((_, i) => i !== id)).toEqual(others);
