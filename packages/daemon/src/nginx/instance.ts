@@ -906,7 +906,14 @@ export class NginxInstance {
     if (!(await controller.isRunning())) {
       // Nothing of ours listens yet, so a port that cannot be bound is held by someone else.
       for (const entry of this.entries.values()) {
-        const probe = await this.options.probePort(entry.record.port, protocolsOf(entry.record), this.listenAddressOf(entry.record));
+        const probeNow = (): Promise<PortProbe> => this.options.probePort(entry.record.port, protocolsOf(entry.record), this.listenAddressOf(entry.record));
+        let probe = await probeNow();
+        if (probe === 'in-use') {
+          // A worker the dead master forked just before it died still had its master's title at
+          // the first look (so it passed for a master): it is ours, and goes now.
+          await controller.clearLeftovers();
+          probe = await probeNow();
+        }
         if (probe !== 'free') {
           await setAside(entry.record.port, probeReason(probe));
         }
