@@ -54,7 +54,7 @@ export interface ManagedNginxOptions {
   watchIntervalMs?: number;
   /** Reads the nginx build; probeNginx by default. */
   probe?: (bin: string) => Promise<NginxBuild>;
-  /** Hand changes to a new master (SIGUSR2) rather than reload (SIGHUP) where it can; true by default. */
+  /** Hand removes and in-place changes to a new master (SIGUSR2 under a reaper) rather than reload (SIGHUP); false by default. */
   handoff?: boolean;
   /** Before each change, an error log past this size is copied to error.log.1 and emptied; never by default. */
   errorLogMaxBytes?: number;
@@ -79,12 +79,6 @@ const REAPER = [
   'exit $code;',
 ].join(' ');
 
-/**
- * A master that took a change less than this long ago is busy: the next urgent change is handed
- * off rather than reloaded (a reload would pause it again). More than nginx's 100 ms pause, so
- * that a change that waited out the pause finds the master busy.
- */
-const BUSY_MS = 150;
 
 /** nginx's message when a master will not start a new one (its parent started it). */
 const HANDOFF_IGNORED = /changing binary signal is ignored/;
@@ -145,7 +139,6 @@ export class ManagedNginx implements NginxController {
   /** The reaper the master runs under, when it does. */
   private reaperPid: number | undefined;
   /** When the last reload or handoff took (ms since the epoch). */
-  private lastChangeAt = 0;
   /** Settles once the master the last handoff started is below the reaper (see retire). */
   private reparenting: Promise<void> | undefined;
   /** Why masters are not started under the reaper, once that was found not to work here. */
@@ -322,7 +315,7 @@ export class ManagedNginx implements NginxController {
   }
 
   private reaperWanted(): boolean {
-    if (this.options.handoff === false || this.noReaper !== undefined) return false;
+    if (this.options.handoff !== true || this.noReaper !== undefined) return false;
     if (!this.options.nginxBin.startsWith('/')) {
       // nginx starts its new master from the path it was started with, without a PATH search.
       this.reaperUnavailable(`NGINX_BIN ${this.options.nginxBin} is not an absolute path`);
@@ -519,11 +512,12 @@ export class ManagedNginx implements NginxController {
 
   /**
    * A reload (SIGHUP) costs about half the processor time of a handoff, but leaves the master
-   * paused for about 100 ms. An idle master reloads: nothing waits behind its pause. A busy one
-   * reloads too when the change only opens ports: a new stream may go to any master, and goes to
-   * one that is not paused (NginxInstance.expectedWaitMs), so the pauses of several masters
-   * overlap. An urgent change (a remove, or a stream changed in place) must go to the master
-   * that holds the stream: a busy master hands it to a new master, which has no pause.
+   * paused for about 100 ms, and a removed port closes only once that pause is over. A change
+   * that only opens ports reloads: a new stream may go to any master, and goes to one that is not
+   * paused (NginxInstance.expectedWaitMs), so the pauses of several masters overlap. With
+   * handoffs on, an urgent change (a remove, or a stream changed in place), which must go to the
+   * master that holds the stream, is handed to a new master: its ports close as soon as the old
+   * master exits, with no pause. Other reloads (start-up, a rollback) are reloads.
    */
   async reload(options: { urgent?: boolean } = {}): Promise<ReloadOutcome> {
     const pid = this.pid;
@@ -531,8 +525,7 @@ export class ManagedNginx implements NginxController {
       return { ok: false, code: 'NGINX_UNAVAILABLE', message: this.message ?? 'nginx is not running', lines: [] };
     }
     await this.trimErrorLog();
-    const busy = Date.now() - this.lastChangeAt < BUSY_MS;
-    if (busy && options.urgent !== false && this.options.handoff !== false) {
+    if (options.urgent === true && this.options.handoff === true) {
       await this.reparenting;
       const parent = await parentPid(pid);
       if (parent !== undefined && isReaper(parent)) {
@@ -541,7 +534,6 @@ export class ManagedNginx implements NginxController {
         // say): then the running master reloads. A fault in the configuration fails both alike.
         if (outcome !== 'ignored' && (outcome.ok || outcome.code === 'NGINX_UNAVAILABLE' || failsReloadToo(outcome))) {
           this.lastReload = reloadRecord(outcome);
-          if (outcome.ok) this.lastChangeAt = Date.now();
           return outcome;
         }
       }
@@ -551,7 +543,6 @@ export class ManagedNginx implements NginxController {
     if (!signal(pid, 'SIGHUP')) return notRunning();
     const outcome = await awaitNewGeneration({ masterPid: pid, before, errorLog: cursor, timeoutMs: this.options.reloadTimeoutMs });
     this.lastReload = reloadRecord(outcome);
-    if (outcome.ok) this.lastChangeAt = Date.now();
     return { ...outcome, pauses: true };
   }
 
