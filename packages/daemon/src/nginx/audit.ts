@@ -47,7 +47,10 @@ export class NginxAuditor {
     if (processes === undefined) return undefined;
     const sockets = kernelSockets();
     const byInode = new Map(sockets.map((socket) => [socket.inode, socket]));
-    const served = new Set(socketInodesOf(processes.master).flatMap((inode) => {
+    const held = socketInodesOf(processes.master);
+    // A master whose descriptors may not be read cannot be audited: say nothing rather than guess.
+    if (held === undefined) return undefined;
+    const served = new Set(held.flatMap((inode) => {
       const socket = byInode.get(inode);
       return socket ? [key(socket)] : [];
     }));

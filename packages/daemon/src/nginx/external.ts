@@ -90,7 +90,6 @@ export class ExternalNginx implements NginxController {
     return outcome;
   }
 
-  /** `nginx -s reopen`: nginx reopens its log files (after the daemon rotated one). */
   async oldProcesses(previous: number[]): Promise<number[]> {
     return previous;
   }
@@ -100,6 +99,7 @@ export class ExternalNginx implements NginxController {
     return undefined;
   }
 
+  /** `nginx -s reopen`: nginx reopens its log files (after the daemon rotated one). */
   async reopenLogs(): Promise<void> {
     await execa(this.options.nginxBin, [...this.confArgs(), '-s', 'reopen'], { reject: false, timeout: 10_000 });
   }

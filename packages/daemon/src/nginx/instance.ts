@@ -82,6 +82,8 @@ interface Accepted {
   revive?: boolean;
   /** What the answer says this change did. */
   change: MutationResult['change'];
+  /** Unchanged only from what an earlier request of the same batch asks (see admitOne). */
+  afterEarlier?: boolean;
 }
 
 type Attempt =
@@ -352,7 +354,9 @@ export class NginxInstance {
       return { item, port, next: undefined, change: 'removed' };
     }
     if (existing && !createOnly && existing.state === 'live' && sameSpec(existing.record, record)) {
-      return { item, port, next: existing, change: 'unchanged' };
+      // Unchanged from what runs: answered at once. Unchanged from what an earlier request of this
+      // batch asks: answered with that request's outcome (nginx may still refuse it).
+      return { item, port, next: existing, change: 'unchanged', ...(existing === this.entries.get(port) ? {} : { afterEarlier: true }) };
     }
     if (existing && createOnly) {
       throw new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream (${describe(existing)})`, {
@@ -389,7 +393,7 @@ export class NginxInstance {
           accepted.push(await this.admitOne(item, mutation.port, undefined, false, working));
         } else {
           const one = await this.admitOne(item, mutation.record.port, mutation.record, mutation.kind === 'create', working);
-          if (one.change === 'unchanged') item.resolve({ warnings: [], change: 'unchanged', ...(one.next ? { entry: { ...one.next } } : {}) });
+          if (one.change === 'unchanged' && !one.afterEarlier) item.resolve({ warnings: [], change: 'unchanged', ...(one.next ? { entry: { ...one.next } } : {}) });
           else accepted.push(one);
         }
       } catch (error) {
@@ -457,6 +461,7 @@ export class NginxInstance {
         item.resolve({ warnings: attempt.warnings, change: 'applied' });
         return { applied: 1, attempts: 2 };
       }
+      await this.reloadSetAside(); // the group is refused; nginx still drops what was set aside
     }
     if (attempt.kind === 'ok') {
       item.resolve({ warnings: attempt.warnings, change: 'applied' });
@@ -475,6 +480,8 @@ export class NginxInstance {
     let accepted = initial;
     let attempts = 0;
     let applied = 0;
+    /** Streams were set aside and no reload has taken their files' new state since. */
+    let setAsideSince = false;
     const settle = async (done: Accepted[], warnings: string[]): Promise<void> => {
       for (const one of done) {
         const { mutation } = one.item;
@@ -488,12 +495,14 @@ export class NginxInstance {
       if (attempt.kind === 'ok') {
         await settle(accepted, attempt.warnings);
         applied += accepted.length;
+        if (accepted.length > 0) setAsideSince = false;
         break;
       }
       if (attempt.kind === 'culprits') {
         // A live stream nginx no longer takes is set aside, as at start-up, so that it does not
         // block every other change of this master; the retry brings it back once it can serve.
         for (const [port, reason] of attempt.bystanders) await this.setAside(port, reason);
+        if (attempt.bystanders.size > 0) setAsideSince = true;
         accepted = this.consistent(
           accepted.filter(({ item, port, next }) => {
             const error = next ? attempt.culprits.get(port) : undefined;
@@ -521,7 +530,20 @@ export class NginxInstance {
       }
       break;
     }
+    // Every change of the batch was refused, but streams were set aside: nginx must drop them too,
+    // or it would go on serving what the listing calls failed.
+    if (setAsideSince) await this.reloadSetAside();
     return { applied, attempts };
+  }
+
+  /** A reload that only drops set-aside streams (their files are gone already). */
+  private async reloadSetAside(): Promise<void> {
+    const outcome = await this.reload();
+    if (!outcome.ok) {
+      this.log.error('nginx did not take the configuration without the set-aside streams', { reason: outcome.message });
+      return;
+    }
+    await quitOldWorkers(outcome.previousWorkers ?? []);
   }
 
   /**
@@ -717,8 +739,18 @@ export class NginxInstance {
         const closing = closed.tcp.length + closed.udp.length > 0;
         // The kernel's sockets for what closes or changes, taken before nginx lets go of them:
         // the answer waits until the kernel shows them closed, or held by new workers only.
-        const closingSockets = closing ? this.socketsOf(closed, this.entries) : [];
-        const changedSockets = changedInPlace ? this.socketsOf(inPlace, this.entries) : [];
+        let closingSockets: KernelSocket[] = [];
+        let changedSockets: KernelSocket[] = [];
+        try {
+          closingSockets = closing ? this.socketsOf(closed, this.entries) : [];
+          changedSockets = changedInPlace ? this.socketsOf(inPlace, this.entries) : [];
+        } catch (error) {
+          // Without them the answer could not be proven: refused, with the files as they were.
+          await undo();
+          await unstore();
+          this.log.error("could not read the kernel's sockets before a change", { error });
+          return { kind: 'all', error: new ConductorError(ErrorCode.Internal, "the kernel's sockets could not be read; nothing was changed", { cause: error }) };
+        }
         const reload = await this.reload({ urgent: closing || changedInPlace });
         phase('reload');
         if (!reload.ok) {
@@ -750,12 +782,16 @@ export class NginxInstance {
         if (closing || changedInPlace) {
           const previous = reload.previousWorkers ?? [];
           await quitOldWorkers(previous);
+          // nginx has taken the change: a failure to check it is said in the answer, not thrown.
           const lingering = await settleSockets({
             closing: closingSockets,
             changed: changedSockets,
             old: () => this.options.controller.oldProcesses(previous),
             timeoutMs: this.options.verifyTimeoutMs ?? 3000,
             log: this.log,
+          }).catch((error: unknown) => {
+            this.log.error("could not check the kernel's sockets after a change", { error });
+            return [...closed.tcp, ...closed.udp, ...inPlace.tcp, ...inPlace.udp];
           });
           if (lingering.length > 0) {
             this.log.error('a port still served by an old nginx process after the change', { ports: lingering });
@@ -813,7 +849,8 @@ export class NginxInstance {
     const bystanders = new Map<number, string>();
     for (const line of lines) {
       const port = portBlamed(line, this.options.files);
-      if (port !== undefined && !touched.has(port) && this.entries.get(port)?.state === 'live' && !bystanders.has(port)) {
+      const fatal = line.level === 'emerg' || line.level === 'alert';
+      if (fatal && port !== undefined && !touched.has(port) && this.entries.get(port)?.state === 'live' && !bystanders.has(port)) {
         bystanders.set(port, `nginx: ${withoutPaths(line.text)}`);
         continue;
       }
@@ -982,7 +1019,10 @@ export class NginxInstance {
   audit(): Promise<NginxAudit | undefined> {
     return this.exclusive(async () => {
       const findings = await this.auditor.run();
-      if (!findings) return undefined;
+      if (!findings) {
+        this.lastAudit = undefined; // no master, or none that may be read: no verdict to show
+        return undefined;
+      }
       const { audit, signalled } = findings;
       this.lastAudit = audit;
       const observer = this.options.observer;

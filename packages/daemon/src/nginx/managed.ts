@@ -330,10 +330,7 @@ export class ManagedNginx implements NginxController {
 
   private reaperUnavailable(reason: string): void {
     this.noReaper = reason;
-    this.options.log.warn('nginx is reloaded with SIGHUP, which pauses each master about 100 ms', {
-      reason,
-      hint: 'with reloads only, more masters overlap their pauses: CONDUCTOR_NGINX_INSTANCES=8 does best on 2 cores',
-    });
+    this.options.log.warn('handoffs are not available; nginx is reloaded with SIGHUP, which pauses each master about 100 ms', { reason });
   }
 
   /** Logs what `child` writes on stderr, each line also handed to `onLine`. */
@@ -714,7 +711,9 @@ export class ManagedNginx implements NginxController {
     if (reaper !== undefined && isReaper(reaper)) for (const pid of await childPids(reaper)) others.add(pid);
     for (const pid of await strayWorkers(this.errorLogPath, master)) others.add(pid);
     for (const { pid } of await nginxMasters(this.confPath)) others.add(pid);
-    // Old workers of this master, told to quit: they must have closed their listeners.
+    // The master's own children are its workers, even one just forked that still has the master's
+    // title; only the old ones, told to quit, must have closed their listeners.
+    for (const pid of await childPids(master)) others.delete(pid);
     for (const child of nginxChildren(master)) if (child.draining) others.add(child.pid);
     others.delete(master);
     return { master, others: [...others] };

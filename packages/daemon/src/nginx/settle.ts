@@ -9,6 +9,7 @@
  */
 import type { Logger } from '../log.js';
 import { type KernelSocket, kernelSockets, socketHolders } from '../sys/sockets.js';
+import { acceptingWorkers } from './controller.js';
 
 export interface SettleOptions {
   /** Sockets of ports that close with this change: they must be gone from the kernel. */
@@ -46,7 +47,10 @@ export async function settleSockets(options: SettleOptions): Promise<number[]> {
     const lingering = options.closing.filter((socket) => alive.has(socket.inode));
     const old = await options.old();
     const stillOld = socketHolders(old, new Set([...changedInodes].filter((inode) => alive.has(inode))));
-    if (lingering.length === 0 && stillOld.size === 0) {
+    // Workers whose descriptors may not be read (no CAP_SYS_PTRACE over them): the next best
+    // proof is that they have retitled themselves as shutting down.
+    const unknown = stillOld.unreadable.length > 0 ? await acceptingWorkers(stillOld.unreadable) : [];
+    if (lingering.length === 0 && stillOld.size === 0 && unknown.length === 0) {
       options.log.debug('sockets settled', { ms: Date.now() - started, rounds: round });
       return [];
     }

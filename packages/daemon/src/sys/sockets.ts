@@ -61,31 +61,43 @@ export function canonicalAddress(address: string): string {
   return `${full.slice(0, match.index)}::${full.slice((match.index ?? 0) + match[0].length)}`;
 }
 
-/** The socket inodes each of `pids` holds among `inodes`; a pid that holds none is left out. */
-export function socketHolders(pids: Iterable<number>, inodes: ReadonlySet<number>): Map<number, number[]> {
-  const holders = new Map<number, number[]>();
+/**
+ * The socket inodes each of `pids` holds among `inodes`; a pid that holds none is left out. A pid
+ * whose descriptors this process may not read (no CAP_SYS_PTRACE over it, as in a container's
+ * default capabilities) is listed in `unreadable`: nothing can be said of it.
+ */
+export function socketHolders(pids: Iterable<number>, inodes: ReadonlySet<number>): Map<number, number[]> & { unreadable: number[] } {
+  const holders = Object.assign(new Map<number, number[]>(), { unreadable: [] as number[] });
   if (inodes.size === 0) return holders;
   for (const pid of pids) {
-    const held = socketInodesOf(pid).filter((inode) => inodes.has(inode));
+    const all = socketInodesOf(pid);
+    if (all === undefined) {
+      holders.unreadable.push(pid);
+      continue;
+    }
+    const held = all.filter((inode) => inodes.has(inode));
     if (held.length > 0) holders.set(pid, held);
   }
   return holders;
 }
 
-/** The inodes of every socket `pid` holds open; none when it is gone. */
-export function socketInodesOf(pid: number): number[] {
+/** The inodes of every socket `pid` holds open; none when it is gone, undefined when its descriptors may not be read. */
+export function socketInodesOf(pid: number): number[] | undefined {
   let fds: string[];
   try {
     fds = readdirSync(`/proc/${pid}/fd`);
-  } catch {
-    return []; // gone, or not ours to read
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return code === 'EACCES' || code === 'EPERM' ? undefined : []; // not ours to read, or gone
   }
   const inodes: number[] = [];
   for (const fd of fds) {
     let target: string;
     try {
       target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM') return undefined;
       continue; // closed while we looked
     }
     if (target.startsWith('socket:[')) inodes.push(Number(target.slice(8, -1)));
