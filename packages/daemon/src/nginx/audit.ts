@@ -8,6 +8,7 @@
  * are still there at the next audit. What it finds goes to status, metrics and the audit log.
  */
 import type { NginxAudit } from '@stream-conductor/shared';
+import { signal } from '../sys/processes.js';
 import { type KernelSocket, kernelSockets, socketHolders, socketInodesOf } from '../sys/sockets.js';
 
 export interface AuditSubject {
@@ -23,13 +24,6 @@ export interface AuditFindings {
   signalled: Array<{ pid: number; signal: 'SIGQUIT' | 'SIGKILL'; ports: number[] }>;
 }
 
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name);
-  } catch {
-    // gone already
-  }
-}
 
 const key = (socket: KernelSocket): string => `${socket.protocol}:${socket.port}`;
 const portOf = (keyText: string): number => Number(keyText.slice(keyText.indexOf(':') + 1));

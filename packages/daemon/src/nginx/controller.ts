@@ -9,7 +9,7 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { NginxMode, NginxStatus } from '@stream-conductor/shared';
-import { childPids, commandLine, isAlive } from '../sys/processes.js';
+import { childPids, commandLine, isAlive, signal } from '../sys/processes.js';
 import { type NginxLogLine, type TestResult, parseNginxLines, withoutPaths } from './binary.js';
 
 export interface ReloadOutcome {
@@ -196,13 +196,7 @@ export async function quietOldWorkers(pids: number[], timeoutMs: number): Promis
 
 /** Sends SIGQUIT to each of `pids` that is an nginx worker still taking connections (see quietOldWorkers). */
 export async function quitOldWorkers(pids: number[]): Promise<void> {
-  for (const pid of await acceptingWorkers(pids)) {
-    try {
-      process.kill(pid, 'SIGQUIT');
-    } catch {
-      // gone already
-    }
-  }
+  for (const pid of await acceptingWorkers(pids)) signal(pid, 'SIGQUIT');
 }
 
 /** Records the outcome of the last reload for status. */

@@ -453,23 +453,21 @@ export class NginxInstance {
   private async applyGroup(item: Pending, accepted: Accepted[]): Promise<{ applied: number; attempts: number }> {
     if (accepted.length === 0) return { applied: 0, attempts: 0 }; // refused at admission
     let attempt = await this.attempt(accepted);
+    let attempts = 1;
     if (attempt.kind === 'culprits' && attempt.culprits.size === 0) {
       // Only streams outside the group were refused: they are set aside, the group goes on.
       for (const [port, reason] of attempt.bystanders) await this.setAside(port, reason);
       attempt = await this.attempt(accepted);
-      if (attempt.kind === 'ok') {
-        item.resolve({ warnings: attempt.warnings, change: 'applied' });
-        return { applied: 1, attempts: 2 };
-      }
-      await this.reloadSetAside(); // the group is refused; nginx still drops what was set aside
+      attempts = 2;
+      if (attempt.kind !== 'ok') await this.reloadSetAside(); // nginx still drops what was set aside
     }
     if (attempt.kind === 'ok') {
       item.resolve({ warnings: attempt.warnings, change: 'applied' });
-      return { applied: 1, attempts: 1 };
+      return { applied: 1, attempts };
     }
     const refusal = attempt.kind === 'all' ? attempt.error : attempt.culprits.values().next().value;
     item.reject(refusal ?? new ConductorError(ErrorCode.NginxRejected, 'nginx refused the change'));
-    return { applied: 0, attempts: 1 };
+    return { applied: 0, attempts };
   }
 
   /**
@@ -878,7 +876,14 @@ export class NginxInstance {
       }
     }
     if (wanted.size === 0) return [];
-    return kernelSockets().filter((socket) => wanted.get(`${socket.protocol}:${socket.port}`) === socket.address);
+    const sockets = kernelSockets();
+    const found = sockets.filter((socket) => wanted.get(`${socket.protocol}:${socket.port}`) === socket.address);
+    // A live port whose socket no address matched (an address written another way): its port and
+    // protocol alone, rather than no proof at all.
+    const matched = new Set(found.map((socket) => `${socket.protocol}:${socket.port}`));
+    const unmatched = [...wanted.keys()].filter((key) => !matched.has(key));
+    if (unmatched.length > 0) this.log.warn('no kernel socket matched the listen address of a live stream; matching its port alone', { ports: unmatched });
+    return [...found, ...sockets.filter((socket) => unmatched.includes(`${socket.protocol}:${socket.port}`))];
   }
 
   /** Waits until the kernel shows the new ports listening and the removed ones closed. */

@@ -37,6 +37,7 @@ import {
   parentPid,
   processStartedAt,
   processState,
+  signal,
   strayWorkers,
 } from '../sys/processes.js';
 import { type NginxBuild, NginxBinaryError, type NginxLogLine, type TestResult, parseNginxLines, probeNginx, testConfiguration, withoutPaths } from './binary.js';
@@ -758,16 +759,6 @@ function failsReloadToo(outcome: ReloadOutcome): boolean {
   return / in \S+:[0-9]+$/.test(outcome.message) || /bind\(\) to /.test(outcome.message);
 }
 
-/** Sends `name` to `pid`; false when there is no such process (gone already). */
-function signal(pid: number | undefined, name: NodeJS.Signals): boolean {
-  if (pid === undefined) return false;
-  try {
-    process.kill(pid, name);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const notRunning = (): ReloadOutcome => ({ ok: false, code: 'NGINX_UNAVAILABLE', message: 'nginx is not running', lines: [] });
 

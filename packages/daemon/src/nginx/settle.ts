@@ -8,6 +8,7 @@
  * the deadline is killed, since a worker that ignores SIGQUIT that long is stopped or stuck.
  */
 import type { Logger } from '../log.js';
+import { signal } from '../sys/processes.js';
 import { type KernelSocket, kernelSockets, socketHolders } from '../sys/sockets.js';
 import { acceptingWorkers } from './controller.js';
 
@@ -24,14 +25,6 @@ export interface SettleOptions {
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name);
-  } catch {
-    // gone already
-  }
-}
-
 /**
  * Waits until the kernel shows every closing socket gone and no old process holding a changed
  * one; returns the ports for which that could not be made true (normally none).
@@ -39,11 +32,13 @@ function signal(pid: number, name: NodeJS.Signals): void {
 export async function settleSockets(options: SettleOptions): Promise<number[]> {
   if (options.closing.length === 0 && options.changed.length === 0) return [];
   const changedInodes = new Set(options.changed.map((socket) => socket.inode));
+  // Only the tables that can hold them: each round reads them whole, sessions included.
+  const protocols = new Set([...options.closing, ...options.changed].map((socket) => socket.protocol));
   let deadline = Date.now() + options.timeoutMs;
   let killed = false;
   const started = Date.now();
   for (let round = 0; ; round += 1) {
-    const alive = new Set(kernelSockets().map((socket) => socket.inode));
+    const alive = new Set(kernelSockets(protocols).map((socket) => socket.inode));
     const lingering = options.closing.filter((socket) => alive.has(socket.inode));
     const old = await options.old();
     const stillOld = socketHolders(old, new Set([...changedInodes].filter((inode) => alive.has(inode))));

@@ -92,8 +92,12 @@ function decodeIPv6(hex: string): string {
     const bytes = [chunk.slice(6, 8), chunk.slice(4, 6), chunk.slice(2, 4), chunk.slice(0, 2)].join('');
     groups.push(bytes.slice(0, 4), bytes.slice(4, 8));
   }
-  const full = groups.map((group) => group.replace(/^0+(?=.)/, '')).join(':');
-  // Compress the longest run of zero groups, as inet_ntop does.
+  return joinIPv6Groups(groups);
+}
+
+/** Eight IPv6 groups as text: leading zeros dropped, the longest run of zero groups written `::`. */
+export function joinIPv6Groups(groups: string[]): string {
+  const full = groups.map((group) => group.toLowerCase().replace(/^0+(?=.)/, '')).join(':');
   const match = [...full.matchAll(/(?:^|:)0(?::0)+(?::|$)/g)].sort((a, b) => b[0].length - a[0].length)[0];
   if (!match) return full;
   return `${full.slice(0, match.index)}::${full.slice((match.index ?? 0) + match[0].length)}`;

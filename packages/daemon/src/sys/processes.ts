@@ -2,6 +2,17 @@
 import { readFileSync } from 'node:fs';
 import { readFile, readdir, readlink } from 'node:fs/promises';
 
+/** Sends `name` to `pid`; false when there is no such process (gone already) or no pid. */
+export function signal(pid: number | undefined, name: NodeJS.Signals): boolean {
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Whether a process exists and is not a zombie waiting to be reaped. */
 export function isAlive(pid: number): boolean {
   try {

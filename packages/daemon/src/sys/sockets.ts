@@ -7,7 +7,7 @@
  */
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
-import { parseProcNetTcp } from './ports.js';
+import { joinIPv6Groups, parseProcNetTcp } from './ports.js';
 
 export type Protocol = 'tcp' | 'udp';
 
@@ -28,12 +28,14 @@ const SOURCES: Array<{ file: string; protocol: Protocol; family: 4 | 6; state: s
 ];
 
 /**
- * Every listening TCP socket and bound, unconnected UDP socket in this network namespace. Read
- * synchronously: it is polled for a few milliseconds while a change settles.
+ * Every listening TCP socket and bound, unconnected UDP socket in this network namespace (of
+ * `protocols`, both by default). Read synchronously: it is polled for a few milliseconds while a
+ * change settles.
  */
-export function kernelSockets(): KernelSocket[] {
+export function kernelSockets(protocols: ReadonlySet<Protocol> = new Set(['tcp', 'udp'])): KernelSocket[] {
   const sockets: KernelSocket[] = [];
   for (const source of SOURCES) {
+    if (!protocols.has(source.protocol)) continue;
     let text: string;
     try {
       text = readFileSync(source.file, 'utf8');
@@ -55,10 +57,7 @@ export function canonicalAddress(address: string): string {
   const left = head === '' ? [] : head.split(':');
   const right = tail === undefined || tail === '' ? [] : tail.split(':');
   const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
-  const full = groups.map((group) => group.replace(/^0+(?=.)/, '')).join(':');
-  const match = [...full.matchAll(/(?:^|:)0(?::0)+(?::|$)/g)].sort((a, b) => b[0].length - a[0].length)[0];
-  if (!match) return full;
-  return `${full.slice(0, match.index)}::${full.slice((match.index ?? 0) + match[0].length)}`;
+  return joinIPv6Groups(groups);
 }
 
 /**
