@@ -1,12 +1,14 @@
 /**
- * A limit hit in the middle of a change: the nginx master runs out of file descriptors while it
- * loads a change (its RLIMIT_NOFILE lowered under it with prlimit, as a host-wide shortage would).
- * The change is refused with nginx's reason and everything else stays as it was: files, store,
- * listing, listening sockets, and the streams that flowed. Once the limit is back, changes work.
+ * A limit hit in the middle of a change: the nginx master, or the daemon itself, runs out of file
+ * descriptors while it takes a change (the RLIMIT_NOFILE of the running process lowered with
+ * prlimit, as a host-wide shortage would). The change is refused with the reason and everything
+ * else stays as it was: files, store, listing, listening sockets, and the streams that flowed.
+ * Once the limit is back, changes work.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
+import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { type Daemon, masterPidFor, removeDir, startDaemon } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
@@ -57,6 +59,74 @@ describe('nginx out of file descriptors during a change', () => {
     expect(await roundTrip(added, 'added')).toBe('b:added');
     expect((await daemon.request('DELETE', `/v1/streams/${removed}`)).status).toBe(200);
     expect(await connectOutcome(removed)).toBe('refused');
+    expect(await roundTrip(kept, 'kept')).toBe('b:kept');
+  });
+});
+
+/** One HTTP/1.1 connection kept open, so that requests on it need no new descriptor in the daemon. */
+async function keptConnection(port: number): Promise<{ send(method: string, path: string, body?: unknown): Promise<{ status: number; body: string }>; close(): void }> {
+  const socket = connect({ port, host: '127.0.0.1' });
+  await new Promise<void>((done, fail) => {
+    socket.once('connect', () => done());
+    socket.once('error', fail);
+  });
+  let buffer = '';
+  let waiting: ((text: string) => void) | undefined;
+  socket.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString('utf8');
+    const head = buffer.indexOf('\r\n\r\n');
+    if (head < 0) return;
+    const length = Number(/content-length: *([0-9]+)/i.exec(buffer.slice(0, head))?.[1] ?? 0);
+    if (buffer.length < head + 4 + length) return;
+    const answer = buffer.slice(0, head + 4 + length);
+    buffer = buffer.slice(head + 4 + length);
+    waiting?.(answer);
+  });
+  return {
+    send: (method, path, body) =>
+      new Promise((resolve) => {
+        waiting = (text) => resolve({ status: Number(text.split(' ')[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) });
+        const payload = body === undefined ? '' : JSON.stringify(body);
+        socket.write(`${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`);
+      }),
+    close: () => socket.destroy(),
+  };
+}
+
+describe('the daemon out of file descriptors during a change', () => {
+  it('refuses each change with the reason, keeps serving, and changes work once the limit is back', async () => {
+    const [kept, removed, added] = [daemon.rangeStart + 3, daemon.rangeStart + 4, daemon.rangeStart + 5];
+    expect((await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect((await daemon.request('POST', '/v1/streams', { port: removed, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    const pid = daemon.child.pid as number;
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain('conductor-daemon');
+    const connection = await keptConnection(daemon.apiPort);
+    expect((await connection.send('GET', '/v1/status')).status).toBe(200);
+    const before = await snapshot(daemon);
+    const [soft, hard] = nofile(pid).split(/\s+/);
+    execFileSync('prlimit', ['--pid', String(pid), `--nofile=3:${hard}`]);
+    let answers: Array<{ status: number; body: string }> = [];
+    try {
+      answers = [
+        await connection.send('DELETE', `/v1/streams/${removed}`),
+        await connection.send('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` }),
+      ];
+    } finally {
+      execFileSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:${hard}`]);
+      connection.close();
+    }
+    for (const answer of answers) {
+      expect(answer.status).toBeGreaterThanOrEqual(500);
+      expect(answer.body).toMatch(/too many open files/i);
+    }
+    expect(await snapshot(daemon)).toEqual(before);
+    expect(await roundTrip(removed, 'still')).toBe('b:still');
+    expect(await connectOutcome(added)).toBe('refused');
+    // The limit is back: the same changes go through.
+    expect((await daemon.request('DELETE', `/v1/streams/${removed}`)).status).toBe(200);
+    expect(await connectOutcome(removed)).toBe('refused');
+    expect((await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect(await roundTrip(added, 'added')).toBe('b:added');
     expect(await roundTrip(kept, 'kept')).toBe('b:kept');
   });
 });

@@ -137,7 +137,19 @@ function describe(entry: Entry): string {
   return entry.state === 'failed' ? `${to}, set aside: ${entry.reason ?? 'unknown'}` : to;
 }
 
+/** The daemon out of descriptors (its own or the system's), as a refusal that says so; undefined for other errors. */
+function exhaustionError(error: unknown): ConductorError | undefined {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== 'EMFILE' && code !== 'ENFILE') return undefined;
+  return new ConductorError(ErrorCode.StorageFailed, `the daemon is out of file descriptors (too many open files, ${code}): nothing was changed`, {
+    hint: "raise the daemon's descriptor limit (ulimit -n, systemd's LimitNOFILE=) or close connections, and try again",
+    cause: error,
+  });
+}
+
 function storageError(error: unknown): ConductorError {
+  const exhausted = exhaustionError(error);
+  if (exhausted) return exhausted;
   const code = (error as NodeJS.ErrnoException).code;
   const reason =
     code === 'ENOSPC'
@@ -326,7 +338,9 @@ export class NginxInstance {
     const held = current?.state === 'live' ? protocolsOf(current.record) : [];
     const needed = protocolsOf(next).filter((protocol) => !held.includes(protocol));
     if (needed.length === 0) return;
-    const probe = await this.options.probePort(next.port, needed, this.listenAddressOf(next));
+    const probe = await this.options.probePort(next.port, needed, this.listenAddressOf(next)).catch((error: unknown) => {
+      throw exhaustionError(error) ?? error;
+    });
     if (probe === 'in-use') {
       throw new ConductorError(ErrorCode.PortInUse, `port ${next.port}${needed.includes('tcp') ? '' : '/udp'} is held by another process on this host`, {
         hint: 'free the port or pick another one (conductor free-port finds one)',
