@@ -7,19 +7,20 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { type Daemon, masterPidFor, removeDir, startDaemon } from '../helpers/daemon.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { snapshot } from '../helpers/state.js';
+import { eventually } from '../helpers/wait.js';
 
 let backend: EchoBackend;
 let daemon: Daemon;
 
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  daemon = await startDaemon({ rangeSize: 6, env: { CONDUCTOR_NGINX_INSTANCES: '1' } });
+  daemon = await startDaemon({ rangeSize: 8, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_AUDIT_INTERVAL: '0.5' } });
 });
 
 afterAll(async () => {
@@ -128,5 +129,43 @@ describe('the daemon out of file descriptors during a change', () => {
     expect((await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
     expect(await roundTrip(added, 'added')).toBe('b:added');
     expect(await roundTrip(kept, 'kept')).toBe('b:kept');
+  });
+});
+
+describe('nginx unable to fork its workers during a change (a process limit)', () => {
+  it('refuses the change, says nothing accepts while the limit holds, and serves again by itself once it lifts', async () => {
+    const [kept, added] = [daemon.rangeStart + 6, daemon.rangeStart + 7];
+    expect((await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    const master = await masterPidFor(daemon, kept);
+    // The cgroup (v1) pids controller: at most one task, the master itself, so it cannot fork.
+    const group = `/sys/fs/cgroup/pids/sc-test-${process.pid}`;
+    mkdirSync(group);
+    const lift = (): void => {
+      writeFileSync(`${group}/pids.max`, 'max');
+      writeFileSync('/sys/fs/cgroup/pids/cgroup.procs', String(master));
+    };
+    try {
+      writeFileSync(`${group}/cgroup.procs`, String(master));
+      writeFileSync(`${group}/pids.max`, '1');
+      const refused = await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` });
+      expect(refused.status).toBeGreaterThanOrEqual(400);
+      expect(JSON.stringify(refused.json)).toMatch(/fork\(\) failed/);
+      expect(await connectOutcome(added)).toBe('refused');
+      // nginx told the old workers to quit and has no new ones: status says so, never healthy.
+      type Audit = { inLine: boolean; workers: number };
+      const audit = await eventually(
+        async () => ((await daemon.request('GET', '/v1/status')).json as { nginx: { audit?: Audit } }).nginx.audit,
+        (found) => found?.inLine === false && found.workers === 0,
+      );
+      expect(audit).toMatchObject({ inLine: false, workers: 0 });
+      lift();
+      // No change sent: the daemon gets workers started again by itself, and the stream flows.
+      expect(await eventually(() => roundTrip(kept, 'back').catch((error: Error) => error.message), (answer) => answer === 'b:back', 30_000)).toBe('b:back');
+    } finally {
+      lift();
+      rmdirSync(group);
+    }
+    expect((await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect(await roundTrip(added, 'added')).toBe('b:added');
   });
 });

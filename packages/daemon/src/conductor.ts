@@ -142,6 +142,7 @@ export function aggregateNginx(statuses: NginxStatus[]): NginxStatus {
       inLine: audits.every((audit) => audit.inLine),
       missing: audits.flatMap((audit) => audit.missing).sort((a, b) => a - b),
       extra: audits.flatMap((audit) => audit.extra).sort((a, b) => a - b),
+      workers: audits.reduce((sum, audit) => sum + audit.workers, 0),
       strays: audits.reduce((sum, audit) => sum + audit.strays, 0),
       straysEnded: audits.reduce((sum, audit) => sum + audit.straysEnded, 0),
     };

@@ -38,7 +38,7 @@ describe('NginxAuditor', () => {
   it('finds the master in line when it holds exactly the listed ports', async () => {
     const master = await listener(2);
     const auditor = new NginxAuditor({
-      processes: async () => ({ master: master.pid, others: [] }),
+      processes: async () => ({ master: master.pid, workers: 1, others: [] }),
       expected: () => new Set(master.ports.map((port) => `tcp:${port}`)),
     });
     const found = await auditor.run();
@@ -50,7 +50,7 @@ describe('NginxAuditor', () => {
     const [served, unlisted] = master.ports as [number, number];
     const lacking = 9; // a port nothing of the master holds
     const auditor = new NginxAuditor({
-      processes: async () => ({ master: master.pid, others: [] }),
+      processes: async () => ({ master: master.pid, workers: 1, others: [] }),
       expected: () => new Set([`tcp:${served}`, `tcp:${lacking}`]),
     });
     const found = await auditor.run();
@@ -61,7 +61,7 @@ describe('NginxAuditor', () => {
     const master = await listener(1);
     const stray = await listener(1, true); // ignores SIGQUIT, as a stopped or stuck worker would
     const auditor = new NginxAuditor({
-      processes: async () => ({ master: master.pid, others: [stray.pid] }),
+      processes: async () => ({ master: master.pid, workers: 1, others: [stray.pid] }),
       expected: () => new Set(master.ports.map((port) => `tcp:${port}`)),
     });
     const first = await auditor.run();
@@ -73,6 +73,16 @@ describe('NginxAuditor', () => {
     expect(signal).toBe('SIGKILL');
     const third = await auditor.run();
     expect(third?.audit).toMatchObject({ inLine: true, strays: 0, straysEnded: 1 });
+  });
+
+  it('finds a master without workers out of line while it has streams to serve, and in line without any', async () => {
+    const master = await listener(1);
+    let expected = new Set(master.ports.map((port) => `tcp:${port}`));
+    const auditor = new NginxAuditor({ processes: async () => ({ master: master.pid, workers: 0, others: [] }), expected: () => expected });
+    expect((await auditor.run())?.audit).toMatchObject({ inLine: false, workers: 0, missing: [], extra: [], strays: 0 });
+    expected = new Set();
+    const idle = new NginxAuditor({ processes: async () => ({ master: process.pid, workers: 0, others: [] }), expected: () => expected });
+    expect((await idle.run())?.audit).toMatchObject({ workers: 0, missing: [] });
   });
 
   it('says nothing when no master runs', async () => {

@@ -113,12 +113,14 @@ export type NginxMode = 'managed' | 'external';
 /** What the last audit of a master found: the kernel's sockets and their owners against the definitions. */
 export interface NginxAudit {
   at: string;
-  /** True when the master serves exactly the live streams and no stray process holds a port. */
+  /** True when the master serves exactly the live streams with workers to take them, and no stray process holds a port. */
   inLine: boolean;
   /** Ports of live streams that the master does not hold a socket for. */
   missing: number[];
   /** Ports the master holds a socket for that no live stream has. */
   extra: number[];
+  /** Workers of the master taking connections: none means nothing accepts on its ports (nginx could not fork them). */
+  workers: number;
   /** Processes of ours outside the master's generation found holding listening sockets. */
   strays: number;
   /** Strays told to go since the daemon started. */

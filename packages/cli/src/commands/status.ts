@@ -40,6 +40,7 @@ export function printStatus(answer: DaemonStatus, output: Output, url: string, n
       audit.missing.length > 0 ? `not serving ${audit.missing.join(', ')}` : '',
       audit.extra.length > 0 ? `serving ${audit.extra.join(', ')} that no stream has` : '',
       audit.strays > 0 ? `${audit.strays} stray process${audit.strays === 1 ? '' : 'es'} holding ports (being ended)` : '',
+      audit.workers === 0 && status.streams.live > 0 ? 'no nginx worker takes connections (being restarted)' : '',
     ].filter((problem) => problem !== '');
     const verdict = audit.inLine ? color.green('kernel sockets match the streams') : color.red(`OUT OF LINE: ${problems.join('; ')}`);
     const ended = audit.straysEnded > 0 ? `, ${audit.straysEnded} stray${audit.straysEnded === 1 ? '' : 's'} ended since start` : '';

@@ -12,8 +12,11 @@ import { signal } from '../sys/processes.js';
 import { type KernelSocket, kernelSockets, socketHolders, socketInodesOf } from '../sys/sockets.js';
 
 export interface AuditSubject {
-  /** The master that serves now, and its processes of ours outside its generation; undefined when no master runs. */
-  processes(): Promise<{ master: number; others: number[] } | undefined>;
+  /**
+   * The master that serves now, how many workers it has taking connections, and its processes of
+   * ours outside its generation; undefined when no master runs.
+   */
+  processes(): Promise<{ master: number; workers: number; others: number[] } | undefined>;
   /** `protocol:port` of every stream the daemon lists as live on this master. */
   expected(): Set<string>;
 }
@@ -64,9 +67,10 @@ export class NginxAuditor {
     const ports = (list: string[]): number[] => [...new Set(list.map(portOf))].sort((a, b) => a - b);
     const audit: NginxAudit = {
       at: new Date().toISOString(),
-      inLine: missing.length === 0 && extra.length === 0 && strays.size === 0,
+      inLine: missing.length === 0 && extra.length === 0 && strays.size === 0 && (processes.workers > 0 || expected.size === 0),
       missing: ports(missing),
       extra: ports(extra),
+      workers: processes.workers,
       strays: strays.size,
       straysEnded: this.straysEnded,
     };

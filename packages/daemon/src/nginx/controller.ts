@@ -64,7 +64,7 @@ export interface NginxController {
    * workers, what a handoff or a dead daemon left, a second master of the same configuration);
    * undefined when no master runs or when the processes are not ours to judge (external mode).
    */
-  auditProcesses(): Promise<{ master: number; others: number[] } | undefined>;
+  auditProcesses(): Promise<{ master: number; workers: number; others: number[] } | undefined>;
   status(): NginxStatus;
   /** Called when the master dies without being asked to (managed mode). */
   onUnexpectedExit(listener: (message: string) => void): void;

@@ -1049,11 +1049,15 @@ export class NginxInstance {
         this.log.warn('a stray nginx process of ours held ports; ending it', { pid: stray.pid, signal: stray.signal, ports: stray.ports });
         observer?.finding?.(this.options.id, 'audit', stray.ports, `stray nginx process ${stray.pid} held ports; sent ${stray.signal}`);
       }
-      const differs = audit.missing.length > 0 || audit.extra.length > 0;
+      // No worker: nginx could not fork the new generation (a process limit, say) and told the old
+      // one to quit: nothing accepts on any port until a reload gets workers started again.
+      const workerless = audit.workers === 0 && !audit.inLine && audit.strays === 0;
+      const differs = audit.missing.length > 0 || audit.extra.length > 0 || workerless;
       this.outOfLine = differs ? this.outOfLine + 1 : 0;
       if (differs) {
-        this.log.error('nginx serves other ports than the definitions', { missing: audit.missing, extra: audit.extra, rounds: this.outOfLine });
-        if (this.outOfLine === 1) observer?.finding?.(this.options.id, 'audit', [...audit.missing, ...audit.extra], `out of line: missing ${audit.missing.join(',') || '-'}, extra ${audit.extra.join(',') || '-'}`);
+        this.log.error('nginx serves other ports than the definitions', { missing: audit.missing, extra: audit.extra, workers: audit.workers, rounds: this.outOfLine });
+        const what = workerless ? 'no worker takes connections' : `missing ${audit.missing.join(',') || '-'}, extra ${audit.extra.join(',') || '-'}`;
+        if (this.outOfLine === 1) observer?.finding?.(this.options.id, 'audit', [...audit.missing, ...audit.extra], `out of line: ${what}`);
       }
       return audit;
     }).then((audit) => {

@@ -704,7 +704,7 @@ export class ManagedNginx implements NginxController {
     return [...new Set([...previous, ...below])];
   }
 
-  async auditProcesses(): Promise<{ master: number; others: number[] } | undefined> {
+  async auditProcesses(): Promise<{ master: number; workers: number; others: number[] } | undefined> {
     const master = this.pid;
     if (master === undefined || this.state !== 'running' || !isAlive(master)) return undefined;
     const others = new Set<number>();
@@ -714,10 +714,13 @@ export class ManagedNginx implements NginxController {
     for (const { pid } of await nginxMasters(this.confPath)) others.add(pid);
     // The master's own children are its workers, even one just forked that still has the master's
     // title; only the old ones, told to quit, must have closed their listeners.
-    for (const pid of await childPids(master)) others.delete(pid);
-    for (const child of nginxChildren(master)) if (child.draining) others.add(child.pid);
+    const children = await childPids(master);
+    for (const pid of children) others.delete(pid);
+    const draining = nginxChildren(master).filter((child) => child.draining).map((child) => child.pid);
+    for (const pid of draining) others.add(pid);
     others.delete(master);
-    return { master, others: [...others] };
+    const workers = children.filter((pid) => !draining.includes(pid)).length;
+    return { master, workers, others: [...others] };
   }
 
   /** Makes nginx reopen its log files (after the daemon rotated one). */
