@@ -166,6 +166,8 @@ async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
             defaultListenAddress: config.listenAddress,
             log: log.child({ component: 'fleet' }),
             retryIntervalMs: config.retryIntervalMs,
+            // Test hook, read with the rest of the environment: see FleetOptions.deafFile.
+            deafFile: env.CONDUCTOR_TEST_FLEET_DEAF,
           })
         : local;
     running = service;

@@ -78,6 +78,11 @@ function invalid(message: string, hint?: string): ConductorError {
 
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
 
+/** Whether `text` is a whole number written in decimal digits, the only way a port is taken. */
+export function isDecimalText(text: string): boolean {
+  return DECIMAL.test(text);
+}
+
 /**
  * Parses a TCP/UDP port: decimal digits only (no sign, no spaces, no leading zeros, no
  * exponent), 1-65535. `what` names the value in the message ("port", "backend port"...).

@@ -69,6 +69,11 @@ export interface FleetOptions {
   /** How often streams this host could not apply (or report) are tried again. */
   retryIntervalMs: number;
   now?: () => Date;
+  /**
+   * Test hook (CONDUCTOR_TEST_FLEET_DEAF names a file): while that file exists, this host drops
+   * the stream events its watch delivers, as a host whose watch lost them would.
+   */
+  deafFile?: string | undefined;
 }
 
 /** A change being written: the stream it makes (null: removed) and the state before it. */
@@ -229,11 +234,6 @@ export class FleetConductor implements StreamService {
   private seenRevision = '0';
   /** Ports on which the last self-check found etcd and this host's copy apart (etcd's mod revision, or 'none'). */
   private suspects = new Map<number, string>();
-  /**
-   * Test hook (CONDUCTOR_TEST_FLEET_DEAF names a file): while that file exists, this host drops
-   * the stream events its watch delivers, as a host whose watch lost them would.
-   */
-  private readonly deafFile = process.env.CONDUCTOR_TEST_FLEET_DEAF;
 
   private connected = false;
   private since: string;
@@ -592,7 +592,7 @@ export class FleetConductor implements StreamService {
       if (parts[0] === 'streams') {
         const port = this.portOfStreamKey(full);
         if (port === undefined) return;
-        if (live && this.deafFile !== undefined && existsSync(this.deafFile)) {
+        if (live && this.options.deafFile !== undefined && existsSync(this.options.deafFile)) {
           this.options.log.debug('test hook: dropped an event of the watch', { port, kind });
           return;
         }

@@ -4,7 +4,7 @@
  * text is read here first (body-parser's verify hook). Only the ports of streams are checked: a
  * body's own `port` (POST and PUT /v1/streams) and `streams[i].port` (POST /v1/apply).
  */
-import { ConductorError, parsePort } from '@stream-conductor/shared';
+import { ConductorError, isDecimalText, parsePort } from '@stream-conductor/shared';
 
 export interface WrittenNumber {
   /** Keys and list indexes from the top of the body down to the number. */
@@ -16,7 +16,6 @@ export interface WrittenNumber {
 type Level = { kind: 'object'; key: string | undefined; keyNext: boolean } | { kind: 'array'; index: number };
 
 const NUMBER = /-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
-const DECIMAL = /^(0|[1-9][0-9]*)$/;
 
 /**
  * The numbers of `text` written under a key `port` in any other way than decimal digits. One pass
@@ -61,7 +60,7 @@ export function nonDecimalPortNumbers(text: string): WrittenNumber[] {
     } else if (char === '-' || (char !== undefined && char >= '0' && char <= '9')) {
       NUMBER.lastIndex = i;
       const written = NUMBER.exec(text)?.[0] ?? char;
-      if (top?.kind === 'object' && top.key === 'port' && !DECIMAL.test(written)) {
+      if (top?.kind === 'object' && top.key === 'port' && !isDecimalText(written)) {
         found.push({ path: levels.map((level) => (level.kind === 'object' ? (level.key ?? '') : level.index)), text: written });
       }
       i += written.length;
