@@ -476,7 +476,9 @@ describe('conductor status', () => {
     const single = await startDaemon({ rangeSize: 5, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_NGINX_WORKERS: '2' } });
     try {
       const status = async (): Promise<DaemonStatus> => (await single.get('/v1/status')).json as DaemonStatus;
-      expect((await status()).nginxInstances[0]).toMatchObject({ workers: 2, drainingWorkers: 0 });
+      // Right after start a worker may not have retitled itself yet: wait for both to run.
+      const started = await eventually(status, (value) => value.nginxInstances[0]?.workers === 2);
+      expect(started.nginxInstances[0]).toMatchObject({ workers: 2, drainingWorkers: 0 });
       expect((await single.request('POST', '/v1/streams', { port: single.rangeStart, backend: `127.0.0.1:${echo.port}` })).status).toBe(201);
       const socket = connect({ port: single.rangeStart, host: '127.0.0.1' });
       let answer = '';
