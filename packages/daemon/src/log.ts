@@ -60,3 +60,29 @@ export const silentLogger: Logger = {
   error: () => undefined,
   child: () => silentLogger,
 };
+
+/**
+ * Waits for work whose failure must not stop the caller (clean-up on an error path, a
+ * shutdown step, a background refresh that the next round repeats) and logs what was dropped
+ * instead of swallowing it. Returns undefined when the work failed.
+ */
+export async function bestEffort<T>(log: Logger, what: string, work: Promise<T> | (() => Promise<T>)): Promise<T | undefined> {
+  try {
+    return await (typeof work === 'function' ? work() : work);
+  } catch (error) {
+    log.debug('best-effort step failed', { what, error });
+    return undefined;
+  }
+}
+
+/**
+ * The tail of a promise chain (a queue that runs one step after another): it settles when the
+ * step does, whatever the outcome. The step's own promise, with its error, went to its caller;
+ * the chain only needs to know it ended.
+ */
+export function settled(work: Promise<unknown>): Promise<void> {
+  return work.then(
+    () => undefined,
+    () => undefined,
+  );
+}
