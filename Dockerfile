@@ -7,7 +7,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends nginx-light libnginx-mod-stream iproute2 \
  && rm -rf /var/lib/apt/lists/* \
  && rm -f /etc/nginx/sites-enabled/default \
- && npm install -g pnpm@10
+ && npm install -g pnpm@10.34.9
 
 WORKDIR /app
 COPY package.json pnpm-lock.yaml pnpm-workspace.yaml tsconfig.base.json ./

@@ -40,11 +40,11 @@ fi
 # pnpm: from npm (corepack's download is not used).
 if command -v pnpm >/dev/null 2>&1; then
   PNPM=(pnpm)
-elif [ "$(id -u)" -eq 0 ] && npm install -g --silent pnpm@10 >/dev/null 2>&1; then
+elif [ "$(id -u)" -eq 0 ] && npm install -g --silent pnpm@10.34.9 >/dev/null 2>&1; then
   say "installed pnpm $(pnpm --version)"
   PNPM=(pnpm)
 else
-  PNPM=(npx --yes pnpm@10)
+  PNPM=(npx --yes pnpm@10.34.9)
 fi
 
 # Dependencies exactly as locked; quick when node_modules is already current.
