@@ -5,7 +5,18 @@
  * Exit codes: 0 done, 1 refused by the daemon (or failed), 2 usage error, 3 daemon unreachable.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { ConductorError, ErrorCode, type StreamInput, parseBackend, parseDuration, parseLabelSelector, parsePort, parseStreamInput, printable } from '@stream-conductor/shared';
+import {
+  ConductorError,
+  ErrorCode,
+  type StreamInput,
+  isTokenText,
+  parseBackend,
+  parseDuration,
+  parseLabelSelector,
+  parsePort,
+  parseStreamInput,
+  printable,
+} from '@stream-conductor/shared';
 import type { ApiClient } from './client.js';
 import type { Output } from './output.js';
 
@@ -122,7 +133,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
     const [{ ApiClient }, { createOutput }] = await Promise.all([import('./client.js'), import('./output.js')]);
     const token = options.token === undefined || options.token === '' ? undefined : options.token;
-    if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
+    if (token !== undefined && !isTokenText(token)) {
       throw new ConductorError(ErrorCode.Usage, 'the token may hold only printable ASCII characters without spaces', {
         hint: 'tokens are set with CONDUCTOR_TOKEN on the daemon; copy it exactly',
       });

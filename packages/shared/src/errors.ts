@@ -40,8 +40,12 @@ export const ErrorCode = {
   DaemonUnreachable: 'DAEMON_UNREACHABLE',
   /** The CLI was called wrongly. */
   Usage: 'USAGE',
-  /** A start-up setting is invalid. */
+  /** A start-up setting is invalid: the daemon does not start. */
   BadConfig: 'BAD_CONFIG',
+  /** The daemon's store file cannot be read as a store: the daemon does not start. */
+  StoreCorrupt: 'STORE_CORRUPT',
+  /** Another daemon already uses the same home or stream folder: this one does not start. */
+  AlreadyRunning: 'ALREADY_RUNNING',
   /** Anything unexpected: a bug. */
   Internal: 'INTERNAL',
 } as const;
@@ -68,6 +72,8 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   DAEMON_UNREACHABLE: 503,
   USAGE: 400,
   BAD_CONFIG: 500,
+  STORE_CORRUPT: 500,
+  ALREADY_RUNNING: 500,
   INTERNAL: 500,
 };
 
@@ -95,7 +101,8 @@ export interface ConductorErrorOptions {
 }
 
 export class ConductorError extends Error {
-  override readonly name = 'ConductorError';
+  // Typed string, not the literal, so that a subclass can name itself.
+  override readonly name: string = 'ConductorError';
   readonly code: ErrorCode;
   readonly hint: string | undefined;
 
@@ -119,5 +126,28 @@ export class ConductorError extends Error {
     const { code, message, hint } = error as Record<string, unknown>;
     if (!isErrorCode(code) || typeof message !== 'string') return undefined;
     return new ConductorError(code, message, { hint: typeof hint === 'string' ? hint : undefined });
+  }
+}
+
+export interface StartupErrorOptions extends ConductorErrorOptions {
+  /** BadConfig unless told. */
+  code?: ErrorCode;
+}
+
+/**
+ * A reason the daemon cannot start: a bad setting, an unreadable store, another daemon on the same
+ * folders. The daemon's entry point prints every one as the one line `line()` and exits; any other
+ * error at start-up is a bug and prints its stack.
+ */
+export class StartupError extends ConductorError {
+  override readonly name: string = 'StartupError';
+
+  constructor(message: string, options: StartupErrorOptions = {}) {
+    super(options.code ?? ErrorCode.BadConfig, message, options);
+  }
+
+  /** The message and its hint as one line: `<message>; <hint>`. */
+  line(): string {
+    return this.hint === undefined ? this.message : `${this.message}; ${this.hint}`;
   }
 }

@@ -72,6 +72,15 @@ export function shown(value: unknown): string {
   return typeof value === 'string' ? quote(value) : kindOf(value);
 }
 
+/**
+ * Whether `token` may be an API token: printable ASCII without spaces, the characters an
+ * Authorization header carries as they are. The daemon checks its tokens with this at start-up
+ * and the CLI the one it is given, so that a mistyped token is named before any request.
+ */
+export function isTokenText(token: string): boolean {
+  return /^[\x21-\x7e]+$/.test(token);
+}
+
 function invalid(message: string, hint?: string): ConductorError {
   return new ConductorError(ErrorCode.InvalidInput, message, { hint });
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { ConductorError, ErrorCode, httpStatusFor } from '../src/index.js';
+import { ConductorError, ErrorCode, StartupError, httpStatusFor } from '../src/index.js';
 
 describe('ConductorError', () => {
   it('round-trips through its JSON body', () => {
@@ -31,5 +31,27 @@ describe('ConductorError', () => {
     expect(httpStatusFor(ErrorCode.PortInUse)).toBe(409);
     expect(httpStatusFor(ErrorCode.NginxRejected)).toBe(422);
     expect(httpStatusFor(ErrorCode.NginxUnavailable)).toBe(503);
+  });
+});
+
+describe('StartupError', () => {
+  it('is a ConductorError, BadConfig unless told', () => {
+    const error = new StartupError('BIND_PORT (--bind-port): no');
+    expect(error).toBeInstanceOf(ConductorError);
+    expect(error.code).toBe(ErrorCode.BadConfig);
+    expect(new StartupError('x', { code: ErrorCode.AlreadyRunning }).code).toBe('ALREADY_RUNNING');
+  });
+
+  it('prints as one line: the message, then the hint', () => {
+    expect(new StartupError('refused').line()).toBe('refused');
+    expect(new StartupError('refused', { hint: 'do this' }).line()).toBe('refused; do this');
+  });
+
+  it('lets a subclass name itself', () => {
+    class LockError extends StartupError {
+      override readonly name = 'LockError';
+    }
+    expect(new LockError('held').name).toBe('LockError');
+    expect(new LockError('held')).toBeInstanceOf(StartupError);
   });
 });

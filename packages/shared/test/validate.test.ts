@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { ConductorError, ErrorCode, assertPortInRange, isIPv4, parseBackend, parsePort, parsePortRange, parseStreamInput, printable, quote, shown } from '../src/index.js';
+import { ConductorError, ErrorCode, assertPortInRange, isIPv4, isTokenText, parseBackend, parsePort, parsePortRange, parseStreamInput, printable, quote, shown } from '../src/index.js';
 
 function refusal(fn: () => unknown): ConductorError {
   try {
@@ -179,5 +179,15 @@ describe('values nested thousands of levels deep', () => {
     const error = refusal(() => parseStreamInput({ port: 9000, backend: 'a:1', [field]: field === 'allow' ? [deepList(5000)] : deepList(5000) }, { now: new Date() }));
     expect(error.code).toBe(ErrorCode.InvalidInput);
     expect(error.message).toMatch(new RegExp(`^${field}(\\[0\\])?: .*got a list$`));
+  });
+});
+
+describe('isTokenText', () => {
+  it.each(['abcdefghijklmnop', 'A!~{}[]"\'\\#$%&*+,-./:;<=>?@^_`|'])('takes %j', (token) => {
+    expect(isTokenText(token)).toBe(true);
+  });
+
+  it.each(['', 'with space', 'tab\there', 'line\nbreak', 'caf\u00e9', '\u007f'])('refuses %j', (token) => {
+    expect(isTokenText(token)).toBe(false);
   });
 });
