@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import { createServer, connect } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { DEFAULT_NGINX_INSTANCES } from '../packages/daemon/dist/config.js';
+import { DEFAULT_NGINX_INSTANCES } from '../packages/daemon/dist/config/settings.js';
 import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '..');

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePortBlock } from './ports.js';
-import { DEFAULT_NGINX_INSTANCES } from '../../packages/daemon/src/config.js';
+import { DEFAULT_NGINX_INSTANCES } from '../../packages/daemon/src/config/settings.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const DAEMON = join(ROOT, 'packages/daemon/bin/conductor-daemon.js');

@@ -9,7 +9,7 @@
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { portRangeSize } from '@stream-conductor/shared';
-import type { Config } from './config.js';
+import type { Config } from './config/read.js';
 import type { Logger } from './log.js';
 import { NginxBinaryError, probeNginx } from './nginx/binary.js';
 import type { NginxController } from './nginx/controller.js';

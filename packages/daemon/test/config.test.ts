@@ -2,20 +2,26 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Config, ConfigError, type RawArgs, DEFAULT_NGINX_INSTANCES, parseCommandLine, readConfig } from '../src/config.js';
+import { ErrorCode, StartupError } from '@stream-conductor/shared';
+import { type Config, type RawArgs, parseCommandLine, readConfig } from '../src/config/read.js';
+import { DEFAULT_NGINX_INSTANCES } from '../src/config/settings.js';
 
 const CWD = '/srv/app';
 const TOKEN = 'abcdefghijklmnop'; // 16 characters, the shortest accepted
 
-/** The message of the ConfigError `run` throws; fails the test when it throws nothing or something else. */
+/**
+ * The line the daemon prints for the StartupError (BadConfig) `run` throws; fails the test when it
+ * throws nothing or something else.
+ */
 function configErrorOf(run: () => unknown): string {
   try {
     run();
   } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).message;
+    expect(error).toBeInstanceOf(StartupError);
+    expect((error as StartupError).code).toBe(ErrorCode.BadConfig);
+    return (error as StartupError).line();
   }
-  throw new Error('expected a ConfigError, but nothing was thrown');
+  throw new Error('expected a StartupError, but nothing was thrown');
 }
 
 const managedDefaults: Config = {
@@ -566,7 +572,7 @@ describe('parseCommandLine', () => {
     [['--home'], '--home'],
     [['--allow-no-auth=yes'], '--allow-no-auth'],
     [['--help=1'], '--help'],
-  ])('refuses %j with a ConfigError', (argv, mentioned) => {
+  ])('refuses %j with a StartupError', (argv, mentioned) => {
     const message = configErrorOf(() => parseCommandLine(argv));
     expect(message).toContain(mentioned);
     expect(message.endsWith(' (see --help)')).toBe(true);

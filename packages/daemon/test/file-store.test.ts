@@ -48,7 +48,16 @@ describe('FileStore load', () => {
   it('names the file and says what to do when it is not JSON', async () => {
     const path = join(folder, 'streams.json');
     await writeFile(path, 'garbage');
-    await expect(new FileStore(path).load()).rejects.toThrow(new RegExp(`^${path.replace(/[.]/g, '\\.')} is not valid JSON \\(.*\\); move it aside to start empty$`));
+    const error = await new FileStore(path).load().then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    expect(error).toBeInstanceOf(StoreCorruptError);
+    // The line the daemon prints: the message, then the hint.
+    expect((error as StoreCorruptError).line()).toMatch(
+      new RegExp(`^${path.replace(/[.]/g, '\\.')} is not valid JSON \\(.*\\); move it aside to start empty$`),
+    );
+    expect((error as StoreCorruptError).code).toBe('STORE_CORRUPT');
   });
 
   it('names the file and the format it expects', async () => {

@@ -50,7 +50,7 @@ import {
   protocolsOf,
   sameSpec,
 } from '@stream-conductor/shared';
-import { HOST_ID, type StoreConfig } from '../config.js';
+import { HOST_ID, type StoreConfig } from '../config/etcd.js';
 import { type Conductor, type ListFilter, type StreamService, checkStreamSet, planApply } from '../conductor.js';
 import type { Logger } from '../log.js';
 import { recordFromJson } from '../streams/record.js';

@@ -5,7 +5,7 @@
  */
 import { mkdir, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { StreamRecord } from '@stream-conductor/shared';
+import { ErrorCode, StartupError, type StreamRecord } from '@stream-conductor/shared';
 import { TEMP_PREFIX, readIfExists, removeIfExists, writeFileAtomic } from '../sys/files.js';
 import { recordFromJson } from './record.js';
 import type { StoreChange, StoreLoad, StreamStore } from './store.js';
@@ -13,8 +13,13 @@ import type { StoreChange, StoreLoad, StreamStore } from './store.js';
 const FORMAT = 1;
 const SEPARATOR = Buffer.from(',\n');
 
-export class StoreCorruptError extends Error {
+/** The store file is not a store this daemon can read: it does not start, and the file is left as it is. */
+export class StoreCorruptError extends StartupError {
   override readonly name = 'StoreCorruptError';
+
+  constructor(message: string, hint?: string) {
+    super(message, { code: ErrorCode.StoreCorrupt, hint });
+  }
 }
 
 interface PendingCommit {
@@ -42,7 +47,7 @@ export class FileStore implements StreamStore {
     try {
       data = JSON.parse(text);
     } catch (error) {
-      throw new StoreCorruptError(`${this.path} is not valid JSON (${(error as Error).message}); move it aside to start empty`);
+      throw new StoreCorruptError(`${this.path} is not valid JSON (${(error as Error).message})`, 'move it aside to start empty');
     }
     const streams = typeof data === 'object' && data !== null ? (data as { streams?: unknown }).streams : undefined;
     if ((data as { format?: unknown } | null)?.format !== FORMAT || !Array.isArray(streams)) {
