@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writevSync } from 'node:fs';
-import { type FileHandle, open, readdir, unlink } from 'node:fs/promises';
+import { type FileHandle, open, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Temporary files start with this, so that no `*.conf` glob ever matches them. */
@@ -71,7 +71,7 @@ export async function writeFileAtomic(path: string, content: FileContent, option
     }
     renameSync(temp, path);
   } catch (error) {
-    await unlink(temp).catch(() => undefined); // best effort: the original error is the one to report
+    discardTemporary(temp);
     throw error;
   }
   await syncFolder(dirname(path));
@@ -87,12 +87,21 @@ function writeSmallFileAtomic(path: string, temp: string, content: FileContent, 
     }
     renameSync(temp, path);
   } catch (error) {
-    try {
-      unlinkSync(temp);
-    } catch {
-      // best effort: the original error is the one to report
-    }
+    discardTemporary(temp);
     throw error;
+  }
+}
+
+/**
+ * Removes the temporary file of a write that failed. Its own failure is dropped on purpose: the
+ * write's error is the one to report, and a leftover harms nothing (its name starts with
+ * TEMP_PREFIX, which no `*.conf` glob matches; removeTemporaries clears them at start-up).
+ */
+function discardTemporary(temp: string): void {
+  try {
+    unlinkSync(temp);
+  } catch {
+    // See above: the write's error is the one that matters.
   }
 }
 
