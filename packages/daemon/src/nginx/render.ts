@@ -5,7 +5,6 @@
  * a port is an integer, a backend is re-parsed, an address is an IP literal.
  */
 import { isIP } from 'node:net';
-import { ACCESS_LOG_FORMAT, ACCESS_LOG_FORMAT_NAME } from '../observe/traffic.js';
 import {
   type BackendSpec,
   LIMITS,
@@ -18,6 +17,7 @@ import {
   protocolsOf,
   simpleSpec,
 } from '@stream-conductor/shared';
+import { ACCESS_LOG_FORMAT, ACCESS_LOG_FORMAT_NAME } from './access-log.js';
 
 export interface StreamRenderOptions {
   /** Address to listen on; undefined listens on every IPv4 address. */
