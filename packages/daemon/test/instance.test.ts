@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { ConductorError, ErrorCode, type NginxStatus, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import { silentLogger } from '../src/log.js';
 import type { TestResult } from '../src/nginx/binary.js';
-import type { NginxController, ReloadOutcome } from '../src/nginx/controller.js';
+import type { NginxController, ReloadOutcome } from '../src/nginx/process/controller.js';
 import { NginxInstance, type Mutation } from '../src/nginx/instance.js';
 import { StreamFiles } from '../src/nginx/stream-files.js';
 import type { StoreChange, StoreLoad, StreamStore } from '../src/streams/store.js';

@@ -9,8 +9,8 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { NginxMode, NginxStatus } from '@stream-conductor/shared';
-import { childPids, commandLine, isAlive, signal } from '../sys/processes.js';
-import { type NginxLogLine, type TestResult, parseNginxLines, withoutPaths } from './binary.js';
+import { childPids, commandLine, isAlive, signal } from '../../sys/processes.js';
+import { type NginxLogLine, type TestResult, parseNginxLines, withoutPaths } from '../binary.js';
 
 export interface ReloadOutcome {
   ok: boolean;

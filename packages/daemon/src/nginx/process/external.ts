@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { NginxStatus } from '@stream-conductor/shared';
 import { execa } from 'execa';
-import { childPids, isAlive, nginxWorkers, processStartedAt } from '../sys/processes.js';
-import { type TestResult, parseNginxLines, testConfiguration } from './binary.js';
+import { childPids, isAlive, nginxWorkers, processStartedAt } from '../../sys/processes.js';
+import { type TestResult, parseNginxLines, testConfiguration } from '../binary.js';
 import { type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, reloadRecord } from './controller.js';
 
 export interface ExternalNginxOptions {

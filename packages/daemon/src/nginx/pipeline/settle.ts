@@ -7,10 +7,10 @@
  * Old workers are told to quit (they close their listeners at once); one that has not let go by
  * the deadline is killed, since a worker that ignores SIGQUIT that long is stopped or stuck.
  */
-import type { Logger } from '../log.js';
-import { signal } from '../sys/processes.js';
-import { type KernelSocket, kernelSockets, socketHolders } from '../sys/sockets.js';
-import { acceptingWorkers } from './controller.js';
+import type { Logger } from '../../log.js';
+import { signal } from '../../sys/processes.js';
+import { type KernelSocket, kernelSockets, socketHolders } from '../../sys/sockets.js';
+import { acceptingWorkers } from '../process/controller.js';
 
 export interface SettleOptions {
   /** Sockets of ports that close with this change: they must be gone from the kernel. */

@@ -8,8 +8,8 @@
  * are still there at the next audit. What it finds goes to status, metrics and the audit log.
  */
 import type { NginxAudit } from '@stream-conductor/shared';
-import { signal } from '../sys/processes.js';
-import { type KernelSocket, kernelSockets, socketHolders, socketInodesOf } from '../sys/sockets.js';
+import { signal } from '../../sys/processes.js';
+import { type KernelSocket, kernelSockets, socketHolders, socketInodesOf } from '../../sys/sockets.js';
 
 export interface AuditSubject {
   /**
