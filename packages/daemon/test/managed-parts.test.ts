@@ -1,9 +1,10 @@
 /** The small parts of the managed supervisor: when the reaper may be used, error-log trimming, the watchdog. */
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { silentLogger } from '../src/log.js';
 import { trimErrorLog } from '../src/nginx/process/error-log.js';
 import { failsReloadToo } from '../src/nginx/process/handoff.js';

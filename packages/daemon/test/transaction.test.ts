@@ -3,19 +3,23 @@
  * each rollback (files back, store back, nginx back) for each step that can refuse.
  */
 import { beforeEach, describe, expect, it } from '@jest/globals';
-import { ErrorCode, type NginxStatus, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
+import { ErrorCode, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import { silentLogger } from '../src/log.js';
 import type { TestResult } from '../src/nginx/binary.js';
 import { InstanceState } from '../src/nginx/pipeline/state.js';
 import { ChangeTransaction, planChange } from '../src/nginx/pipeline/transaction.js';
 import type { Accepted, Entry } from '../src/nginx/pipeline/types.js';
-import type { NginxController, ReloadOutcome } from '../src/nginx/process/controller.js';
+import type { ReloadOutcome } from '../src/nginx/process/controller.js';
 import type { FileSnapshot, FolderScan, StreamFileSet } from '../src/nginx/stream-files.js';
 import type { StoreChange, StoreLoad, StreamStore } from '../src/streams/store.js';
+import { QuietNginx } from './fake-nginx.js';
 
 let journal: string[];
 
-const record = (port: number, backend = `127.0.0.1:${port + 1000}`): StreamRecord => ({ ...simpleSpec(port, backend), createdAt: '2026-01-01T00:00:00.000Z' });
+const record = (port: number, backend = `127.0.0.1:${port + 1000}`): StreamRecord => ({
+  ...simpleSpec(port, backend),
+  createdAt: '2026-01-01T00:00:00.000Z',
+});
 const live = (port: number, backend?: string): Entry => ({ record: record(port, backend), state: 'live' });
 const change = (port: number, next: Entry | undefined): Accepted => ({
   item: { mutation: { kind: 'put', record: record(port) }, resolve: () => undefined, reject: () => undefined },
@@ -71,7 +75,7 @@ class JournalStore implements StreamStore {
 }
 
 /** An nginx that answers what it is told to: each reload takes the next of `reloads` (ok when none is left). */
-class FakeNginx implements NginxController {
+class FakeNginx extends QuietNginx {
   readonly mode = 'managed' as const;
   reloads: ReloadOutcome[] = [];
   testAnswer: TestResult = { ok: true, lines: [], message: '' };
@@ -84,25 +88,6 @@ class FakeNginx implements NginxController {
     journal.push(`nginx.reload${options?.urgent ? ' urgent' : ''}`);
     return this.reloads.shift() ?? { ok: true, message: '', lines: [], previousWorkers: [] };
   }
-  async isRunning(): Promise<boolean> {
-    return true;
-  }
-  async clearLeftovers(): Promise<void> {}
-  start(): Promise<ReloadOutcome> {
-    return this.reload();
-  }
-  async stop(): Promise<void> {}
-  async reopenLogs(): Promise<void> {}
-  async oldProcesses(previous: number[]): Promise<number[]> {
-    return previous;
-  }
-  async auditProcesses(): Promise<undefined> {
-    return undefined;
-  }
-  status(): NginxStatus {
-    return { state: 'running', restarts: 0 };
-  }
-  onUnexpectedExit(): void {}
 }
 
 let files: MemoryFiles;
@@ -138,7 +123,12 @@ describe('planChange', () => {
       [9003, { record: record(9003), state: 'failed', reason: 'x' }],
     ]);
     const labelled: Entry = { record: { ...record(9002), labels: { team: 'a' } }, state: 'live' };
-    const plan = planChange(entries, [change(9000, undefined), change(9001, live(9001, '127.0.0.1:1')), change(9002, labelled), change(9004, live(9004))]);
+    const plan = planChange(entries, [
+      change(9000, undefined),
+      change(9001, live(9001, '127.0.0.1:1')),
+      change(9002, labelled),
+      change(9004, live(9004)),
+    ]);
     expect(plan.touched).toEqual([9000, 9001, 9002, 9004]);
     expect(plan.opened).toEqual({ tcp: [9004], udp: [] });
     expect(plan.closed).toEqual({ tcp: [9000], udp: [] });
@@ -151,7 +141,10 @@ describe('planChange', () => {
 
   it('needs no reload for a change of labels alone', () => {
     const labelled: Entry = { record: { ...record(9000), labels: { team: 'a' } }, state: 'live' };
-    expect(planChange(new Map([[9000, live(9000)]]), [change(9000, labelled)])).toMatchObject({ nginxChanges: false, changedInPlace: false });
+    expect(planChange(new Map([[9000, live(9000)]]), [change(9000, labelled)])).toMatchObject({
+      nginxChanges: false,
+      changedInPlace: false,
+    });
   });
 });
 
@@ -184,16 +177,36 @@ describe('ChangeTransaction', () => {
     nginx.testAnswer = { ok: false, message: text, lines: [{ level: 'emerg', text }] };
     const result = await run(change(9001, live(9001)));
     expect(result.kind === 'culprits' && [...result.culprits.keys()]).toEqual([9001]);
-    expect(journal).toEqual(['files.apply 9001 -', 'store.commit 9001 -', 'nginx.test', 'files.restore', 'store.commit  -9001']);
+    expect(journal).toEqual([
+      'files.apply 9001 -',
+      'store.commit 9001 -',
+      'nginx.test',
+      'files.restore',
+      'store.commit  -9001',
+    ]);
     expect(files.texts.has(9001)).toBe(false);
     expect([...state.entries.keys()]).toEqual([9000]);
   });
 
   it('reloads once more after a reload whose outcome is unknown (a timeout), to match the files put back', async () => {
-    nginx.reloads = [{ ok: false, code: 'RELOAD_FAILED', message: 'nginx did not start new workers within 3 s of the reload', lines: [] }];
+    nginx.reloads = [
+      {
+        ok: false,
+        code: 'RELOAD_FAILED',
+        message: 'nginx did not start new workers within 3 s of the reload',
+        lines: [],
+      },
+    ];
     const result = await run(change(9001, live(9001)));
     expect(result.kind === 'all' && result.error.code).toBe(ErrorCode.NginxRejected);
-    expect(journal).toEqual(['files.apply 9001 -', 'store.commit 9001 -', 'nginx.reload', 'files.restore', 'store.commit  -9001', 'nginx.reload']);
+    expect(journal).toEqual([
+      'files.apply 9001 -',
+      'store.commit 9001 -',
+      'nginx.reload',
+      'files.restore',
+      'store.commit  -9001',
+      'nginx.reload',
+    ]);
   });
 
   it('does not reload again when nginx said why it gave up', async () => {
@@ -208,7 +221,13 @@ describe('ChangeTransaction', () => {
     store.failNext = true;
     const result = await run(change(9001, live(9001)));
     expect(result.kind === 'all' && result.error.code).toBe(ErrorCode.StorageFailed);
-    expect(journal).toEqual(['files.apply 9001 -', 'store.commit 9001 -', 'nginx.reload', 'files.restore', 'nginx.reload']);
+    expect(journal).toEqual([
+      'files.apply 9001 -',
+      'store.commit 9001 -',
+      'nginx.reload',
+      'files.restore',
+      'nginx.reload',
+    ]);
     expect([...files.texts.keys()]).toEqual([9000]);
     expect([...state.entries.keys()]).toEqual([9000]);
   });

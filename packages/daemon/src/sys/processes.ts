@@ -134,7 +134,8 @@ export function nginxChildren(master: number): Array<{ pid: number; draining: bo
     for (const pid of childrenOf(reaper)) {
       if (pid === master) continue;
       try {
-        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('nginx: worker process')) found.push({ pid, draining: true });
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('nginx: worker process'))
+          found.push({ pid, draining: true });
       } catch {
         // gone
       }
@@ -189,7 +190,8 @@ export async function nginxMasters(conf: string): Promise<Array<{ pid: number; p
     if (!/^[0-9]+$/.test(entry)) continue;
     const pid = Number(entry);
     const command = await commandLine(pid);
-    if (command === undefined || !command.startsWith('nginx: master process') || !command.split(' ').includes(conf)) continue;
+    if (command === undefined || !command.startsWith('nginx: master process') || !command.split(' ').includes(conf))
+      continue;
     if ((await processState(pid)) === 'Z') continue;
     masters.push({ pid, parent: await parentPid(pid) });
   }

@@ -3,7 +3,14 @@
  * ones leave (one stream per port, the port not held by another process, no move of a live
  * stream's address) before anything is written.
  */
-import { ConductorError, ErrorCode, type StreamRecord, describeBackends, protocolsOf, sameSpec } from '@stream-conductor/shared';
+import {
+  ConductorError,
+  describeBackends,
+  ErrorCode,
+  protocolsOf,
+  type StreamRecord,
+  sameSpec,
+} from '@stream-conductor/shared';
 import { isIPv4Mapped } from '../../sys/ports.js';
 import { exhaustionError, internal } from './errors.js';
 import type { InstanceState } from './state.js';
@@ -19,13 +26,19 @@ async function checkPortFree(state: InstanceState, next: StreamRecord, current: 
   const held = current?.state === 'live' ? protocolsOf(current.record) : [];
   const needed = protocolsOf(next).filter((protocol) => !held.includes(protocol));
   if (needed.length === 0) return;
-  const probe = await state.options.probePort(next.port, needed, state.listenAddressOf(next)).catch((error: unknown) => {
-    throw exhaustionError(error) ?? error;
-  });
-  if (probe === 'in-use') {
-    throw new ConductorError(ErrorCode.PortInUse, `port ${next.port}${needed.includes('tcp') ? '' : '/udp'} is held by another process on this host`, {
-      hint: 'free the port or pick another one (conductor free-port finds one)',
+  const probe = await state.options
+    .probePort(next.port, needed, state.listenAddressOf(next))
+    .catch((error: unknown) => {
+      throw exhaustionError(error) ?? error;
     });
+  if (probe === 'in-use') {
+    throw new ConductorError(
+      ErrorCode.PortInUse,
+      `port ${next.port}${needed.includes('tcp') ? '' : '/udp'} is held by another process on this host`,
+      {
+        hint: 'free the port or pick another one (conductor free-port finds one)',
+      },
+    );
   }
   if (probe === 'denied') {
     throw new ConductorError(ErrorCode.PortInUse, `port ${next.port} cannot be bound on this host: permission denied`, {
@@ -34,11 +47,15 @@ async function checkPortFree(state: InstanceState, next: StreamRecord, current: 
   }
   if (probe === 'unavailable') {
     const address = state.listenAddressOf(next) ?? '0.0.0.0';
-    throw new ConductorError(ErrorCode.InvalidInput, `listen address ${address} cannot be bound on this host: it is not one of its addresses`, {
-      hint: isIPv4Mapped(address)
-        ? 'an IPv4-mapped IPv6 address is never bound by nginx: write the IPv4 address itself (127.0.0.1, not ::ffff:127.0.0.1)'
-        : 'pick an address this host has (ip -brief address), or leave the listen address out',
-    });
+    throw new ConductorError(
+      ErrorCode.InvalidInput,
+      `listen address ${address} cannot be bound on this host: it is not one of its addresses`,
+      {
+        hint: isIPv4Mapped(address)
+          ? 'an IPv4-mapped IPv6 address is never bound by nginx: write the IPv4 address itself (127.0.0.1, not ::ffff:127.0.0.1)'
+          : 'pick an address this host has (ip -brief address), or leave the listen address out',
+      },
+    );
   }
 }
 
@@ -59,7 +76,13 @@ async function admitOne(
   if (existing && !createOnly && existing.state === 'live' && sameSpec(existing.record, record)) {
     // Unchanged from what runs: answered at once. Unchanged from what an earlier request of this
     // batch asks: answered with that request's outcome (nginx may still refuse it).
-    return { item, port, next: existing, change: 'unchanged', ...(existing === state.entries.get(port) ? {} : { afterEarlier: true }) };
+    return {
+      item,
+      port,
+      next: existing,
+      change: 'unchanged',
+      ...(existing === state.entries.get(port) ? {} : { afterEarlier: true }),
+    };
   }
   if (existing && createOnly) {
     throw new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream (${describe(existing)})`, {
@@ -68,10 +91,18 @@ async function admitOne(
   }
   // What our nginx listens on right now, on this port, is ours to reuse.
   const current = state.entries.get(port);
-  if (existing && current?.state === 'live' && state.listenAddressOf(current.record) !== state.listenAddressOf(record)) {
-    throw new ConductorError(ErrorCode.Conflict, `port ${port}: a live stream cannot move to another listen address in place`, {
-      hint: 'remove the stream, then create it with the new address',
-    });
+  if (
+    existing &&
+    current?.state === 'live' &&
+    state.listenAddressOf(current.record) !== state.listenAddressOf(record)
+  ) {
+    throw new ConductorError(
+      ErrorCode.Conflict,
+      `port ${port}: a live stream cannot move to another listen address in place`,
+      {
+        hint: 'remove the stream, then create it with the new address',
+      },
+    );
   }
   await checkPortFree(state, record, current);
   const next: Entry = { record, state: 'live' };
@@ -92,14 +123,23 @@ export async function admit(state: InstanceState, batch: Pending[]): Promise<Acc
       if (mutation.kind === 'group') {
         // All or nothing: one refused change refuses the group.
         const group: Accepted[] = [];
-        for (const change of mutation.changes) group.push(await admitOne(state, item, { ...change, createOnly: false }, working));
+        for (const change of mutation.changes)
+          group.push(await admitOne(state, item, { ...change, createOnly: false }, working));
         accepted.push(...group.filter((one) => one.change !== 'unchanged'));
         if (group.every((one) => one.change === 'unchanged')) item.resolve({ warnings: [], change: 'unchanged' });
       } else if (mutation.kind === 'remove') {
-        accepted.push(await admitOne(state, item, { port: mutation.port, record: undefined, createOnly: false }, working));
+        accepted.push(
+          await admitOne(state, item, { port: mutation.port, record: undefined, createOnly: false }, working),
+        );
       } else {
-        const one = await admitOne(state, item, { port: mutation.record.port, record: mutation.record, createOnly: mutation.kind === 'create' }, working);
-        if (one.change === 'unchanged' && !one.afterEarlier) item.resolve({ warnings: [], change: 'unchanged', ...(one.next ? { entry: { ...one.next } } : {}) });
+        const one = await admitOne(
+          state,
+          item,
+          { port: mutation.record.port, record: mutation.record, createOnly: mutation.kind === 'create' },
+          working,
+        );
+        if (one.change === 'unchanged' && !one.afterEarlier)
+          item.resolve({ warnings: [], change: 'unchanged', ...(one.next ? { entry: { ...one.next } } : {}) });
         else accepted.push(one);
       }
     } catch (error) {

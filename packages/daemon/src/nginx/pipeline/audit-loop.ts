@@ -26,7 +26,8 @@ export class AuditLoop {
       expected: () => {
         const expected = new Set<string>();
         for (const entry of state.entries.values()) {
-          if (entry.state === 'live') for (const protocol of protocolsOf(entry.record)) expected.add(`${protocol}:${entry.record.port}`);
+          if (entry.state === 'live')
+            for (const protocol of protocolsOf(entry.record)) expected.add(`${protocol}:${entry.record.port}`);
         }
         return expected;
       },
@@ -83,8 +84,17 @@ export class AuditLoop {
     const { log, options } = this.state;
     const observer = options.observer;
     for (const stray of signalled) {
-      log.warn('a stray nginx process of ours held ports; ending it', { pid: stray.pid, signal: stray.signal, ports: stray.ports });
-      observer?.finding?.(options.id, 'audit', stray.ports, `stray nginx process ${stray.pid} held ports; sent ${stray.signal}`);
+      log.warn('a stray nginx process of ours held ports; ending it', {
+        pid: stray.pid,
+        signal: stray.signal,
+        ports: stray.ports,
+      });
+      observer?.finding?.(
+        options.id,
+        'audit',
+        stray.ports,
+        `stray nginx process ${stray.pid} held ports; sent ${stray.signal}`,
+      );
     }
     // No worker: nginx could not fork the new generation (a process limit, say) and told the old
     // one to quit: nothing accepts on any port until a reload gets workers started again.
@@ -92,9 +102,17 @@ export class AuditLoop {
     const differs = audit.missing.length > 0 || audit.extra.length > 0 || workerless;
     this.outOfLine = differs ? this.outOfLine + 1 : 0;
     if (differs) {
-      log.error('nginx serves other ports than the definitions', { missing: audit.missing, extra: audit.extra, workers: audit.workers, rounds: this.outOfLine });
-      const what = workerless ? 'no worker takes connections' : `missing ${audit.missing.join(',') || '-'}, extra ${audit.extra.join(',') || '-'}`;
-      if (this.outOfLine === 1) observer?.finding?.(options.id, 'audit', [...audit.missing, ...audit.extra], `out of line: ${what}`);
+      log.error('nginx serves other ports than the definitions', {
+        missing: audit.missing,
+        extra: audit.extra,
+        workers: audit.workers,
+        rounds: this.outOfLine,
+      });
+      const what = workerless
+        ? 'no worker takes connections'
+        : `missing ${audit.missing.join(',') || '-'}, extra ${audit.extra.join(',') || '-'}`;
+      if (this.outOfLine === 1)
+        observer?.finding?.(options.id, 'audit', [...audit.missing, ...audit.extra], `out of line: ${what}`);
     }
   }
 }

@@ -5,7 +5,7 @@
  * nginx no longer takes is set aside so that it does not block every other change of its master.
  */
 import { performance } from 'node:perf_hooks';
-import { ConductorError, ErrorCode, describeBackends } from '@stream-conductor/shared';
+import { ConductorError, describeBackends, ErrorCode } from '@stream-conductor/shared';
 import { withoutPaths } from '../binary.js';
 import { quitOldWorkers } from '../process/controller.js';
 import { admit, consistent } from './admission.js';
@@ -28,9 +28,13 @@ export class BatchApplier {
     let outcome = { applied: 0, attempts: 0 };
     if (accepted.length > 0 && !(await options.controller.isRunning())) {
       const reason = options.controller.status().message;
-      const error = new ConductorError(ErrorCode.NginxUnavailable, `nginx is not running${reason ? `: ${withoutPaths(reason)}` : ''}`, {
-        hint: 'the daemon keeps trying to start it; `conductor status` shows why it is down',
-      });
+      const error = new ConductorError(
+        ErrorCode.NginxUnavailable,
+        `nginx is not running${reason ? `: ${withoutPaths(reason)}` : ''}`,
+        {
+          hint: 'the daemon keeps trying to start it; `conductor status` shows why it is down',
+        },
+      );
       for (const { item } of accepted) item.reject(error);
     } else if (batch[0]?.mutation.kind === 'group') {
       outcome = await this.applyGroup(batch[0], accepted);
@@ -121,7 +125,10 @@ export class BatchApplier {
   }
 
   /** Each change alone, to find the one nginx refused (it named none). */
-  private async oneByOne(accepted: Accepted[], refusal: ConductorError): Promise<{ applied: number; attempts: number }> {
+  private async oneByOne(
+    accepted: Accepted[],
+    refusal: ConductorError,
+  ): Promise<{ applied: number; attempts: number }> {
     let applied = 0;
     let attempts = 0;
     for (const one of accepted) {
@@ -150,7 +157,9 @@ export class BatchApplier {
   private async reloadSetAside(): Promise<void> {
     const outcome = await this.state.reload();
     if (!outcome.ok) {
-      this.state.log.error('nginx did not take the configuration without the set-aside streams', { reason: outcome.message });
+      this.state.log.error('nginx did not take the configuration without the set-aside streams', {
+        reason: outcome.message,
+      });
       return;
     }
     await quitOldWorkers(outcome.previousWorkers ?? []);
@@ -166,7 +175,11 @@ export class BatchApplier {
     if (!entry || entry.state !== 'live') return;
     await state.options.files.apply([], [port]);
     state.entries.set(port, { record: entry.record, state: 'failed', reason });
-    state.log.warn('stream set aside: nginx no longer takes it', { port, backends: describeBackends(entry.record.backends), reason });
+    state.log.warn('stream set aside: nginx no longer takes it', {
+      port,
+      backends: describeBackends(entry.record.backends),
+      reason,
+    });
     state.options.observer?.finding?.(state.id, 'set-aside', [port], reason);
     this.onSetAside();
   }

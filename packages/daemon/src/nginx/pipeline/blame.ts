@@ -37,7 +37,12 @@ export interface Refusal {
  * culprits; a live stream outside the change that it names fatally is a bystander (to be set
  * aside); when it names none, the whole change is refused with its message.
  */
-export function blame(refusal: Refusal, accepted: Accepted[], entries: ReadonlyMap<number, Entry>, files: PortLocator): Attempt {
+export function blame(
+  refusal: Refusal,
+  accepted: Accepted[],
+  entries: ReadonlyMap<number, Entry>,
+  files: PortLocator,
+): Attempt {
   const { lines, message, code } = refusal;
   const creating = new Set(accepted.filter((one) => one.next).map((one) => one.port));
   const touched = new Set(accepted.map((one) => one.port));
@@ -46,7 +51,13 @@ export function blame(refusal: Refusal, accepted: Accepted[], entries: ReadonlyM
   for (const line of lines) {
     const port = portBlamed(line, files);
     const fatal = line.level === 'emerg' || line.level === 'alert';
-    if (fatal && port !== undefined && !touched.has(port) && entries.get(port)?.state === 'live' && !bystanders.has(port)) {
+    if (
+      fatal &&
+      port !== undefined &&
+      !touched.has(port) &&
+      entries.get(port)?.state === 'live' &&
+      !bystanders.has(port)
+    ) {
       bystanders.set(port, `nginx: ${withoutPaths(line.text)}`);
       continue;
     }
@@ -54,9 +65,13 @@ export function blame(refusal: Refusal, accepted: Accepted[], entries: ReadonlyM
     const inUse = /Address already in use/.test(line.text);
     culprits.set(
       port,
-      new ConductorError(inUse ? ErrorCode.PortInUse : code, `nginx refused the stream on port ${port}: ${withoutPaths(line.text)}`, {
-        hint: inUse ? 'another process took the port' : undefined,
-      }),
+      new ConductorError(
+        inUse ? ErrorCode.PortInUse : code,
+        `nginx refused the stream on port ${port}: ${withoutPaths(line.text)}`,
+        {
+          hint: inUse ? 'another process took the port' : undefined,
+        },
+      ),
     );
   }
   if (culprits.size > 0 || bystanders.size > 0) return { kind: 'culprits', culprits, bystanders };
@@ -65,11 +80,16 @@ export function blame(refusal: Refusal, accepted: Accepted[], entries: ReadonlyM
 }
 
 /** At start-up: the live streams nginx's lines name, each with nginx's reason (without paths). */
-export function blamedAtStart(lines: NginxLogLine[], entries: ReadonlyMap<number, Entry>, files: PortLocator): Map<number, string> {
+export function blamedAtStart(
+  lines: NginxLogLine[],
+  entries: ReadonlyMap<number, Entry>,
+  files: PortLocator,
+): Map<number, string> {
   const blamed = new Map<number, string>();
   for (const line of lines) {
     const port = portBlamed(line, files);
-    if (port !== undefined && entries.get(port)?.state === 'live' && !blamed.has(port)) blamed.set(port, withoutPaths(line.text));
+    if (port !== undefined && entries.get(port)?.state === 'live' && !blamed.has(port))
+      blamed.set(port, withoutPaths(line.text));
   }
   return blamed;
 }

@@ -5,10 +5,14 @@ import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 export function exhaustionError(error: unknown): ConductorError | undefined {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code !== 'EMFILE' && code !== 'ENFILE') return undefined;
-  return new ConductorError(ErrorCode.StorageFailed, `the daemon is out of file descriptors (too many open files, ${code}): nothing was changed`, {
-    hint: "raise the daemon's descriptor limit (ulimit -n, systemd's LimitNOFILE=) or close connections, and try again",
-    cause: error,
-  });
+  return new ConductorError(
+    ErrorCode.StorageFailed,
+    `the daemon is out of file descriptors (too many open files, ${code}): nothing was changed`,
+    {
+      hint: "raise the daemon's descriptor limit (ulimit -n, systemd's LimitNOFILE=) or close connections, and try again",
+      cause: error,
+    },
+  );
 }
 
 /** A write of the stream files or the store that failed, as the refusal the client gets. */
@@ -32,5 +36,7 @@ export function storageError(error: unknown): ConductorError {
 
 /** Any error as a ConductorError: the ones the pipeline raised as they are, the rest as internal. */
 export function internal(error: unknown): ConductorError {
-  return error instanceof ConductorError ? error : new ConductorError(ErrorCode.Internal, 'internal error', { cause: error });
+  return error instanceof ConductorError
+    ? error
+    : new ConductorError(ErrorCode.Internal, 'internal error', { cause: error });
 }

@@ -5,7 +5,7 @@
  */
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 import { settled } from '../../log.js';
-import { RELOAD_PAUSE_MS, type InstanceState } from './state.js';
+import { type InstanceState, RELOAD_PAUSE_MS } from './state.js';
 import type { Mutation, MutationResult, Pending } from './types.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
@@ -15,7 +15,8 @@ const BATCH_MS = 15;
 /** A batch is formed this long before the master's pause ends: time to write the files. */
 const GATHER_LEAD_MS = 3;
 
-export const shuttingDown = (): ConductorError => new ConductorError(ErrorCode.ShuttingDown, 'the daemon is shutting down and takes no more changes');
+export const shuttingDown = (): ConductorError =>
+  new ConductorError(ErrorCode.ShuttingDown, 'the daemon is shutting down and takes no more changes');
 
 export class BatchQueue {
   private queue: Pending[] = [];
@@ -87,7 +88,9 @@ export class BatchQueue {
         const batch = this.nextBatch();
         await this.exclusive(() => this.applyBatch(batch)).catch((error: unknown) => {
           this.state.log.error('apply failed unexpectedly', { error });
-          const failure = new ConductorError(ErrorCode.Internal, 'internal error while applying the change', { cause: error });
+          const failure = new ConductorError(ErrorCode.Internal, 'internal error while applying the change', {
+            cause: error,
+          });
           for (const item of batch) item.reject(failure);
         });
       }

@@ -3,7 +3,7 @@
  * Every definition is tried, also those set aside before; what nginx cannot take is set aside
  * again with the reason, and the rest is served.
  */
-import { ConductorError, ErrorCode, describeBackends, protocolsOf } from '@stream-conductor/shared';
+import { ConductorError, describeBackends, ErrorCode, protocolsOf } from '@stream-conductor/shared';
 import { type PortProbe, probeReason } from '../../sys/ports.js';
 import { withoutPaths } from '../binary.js';
 import type { ReloadOutcome } from '../process/controller.js';
@@ -26,7 +26,8 @@ async function setAside(state: InstanceState, port: number, reason: string): Pro
 async function setAsideHeldPorts(state: InstanceState): Promise<void> {
   const { controller, probePort } = state.options;
   for (const entry of state.entries.values()) {
-    const probeNow = (): Promise<PortProbe> => probePort(entry.record.port, protocolsOf(entry.record), state.listenAddressOf(entry.record));
+    const probeNow = (): Promise<PortProbe> =>
+      probePort(entry.record.port, protocolsOf(entry.record), state.listenAddressOf(entry.record));
     let probe = await probeNow();
     if (probe === 'in-use') {
       // A worker the dead master forked just before it died still had its master's title at
@@ -74,8 +75,14 @@ export async function reconcile(state: InstanceState): Promise<void> {
   }
   // Files of ours that no definition claims go; every live definition is (re)written.
   const wanted = new Set(state.entries.keys());
-  await files.apply([], scan.ours.filter((port) => !wanted.has(port)));
-  await files.apply([...state.entries.values()].map((entry) => entry.record), []);
+  await files.apply(
+    [],
+    scan.ours.filter((port) => !wanted.has(port)),
+  );
+  await files.apply(
+    [...state.entries.values()].map((entry) => entry.record),
+    [],
+  );
   await controller.clearLeftovers();
   if (!(await controller.isRunning())) await setAsideHeldPorts(state);
   await startSettingAside(state);

@@ -88,13 +88,21 @@ export class Recovery {
   reviveHeldPorts(timeoutMs: number): Promise<void> {
     const { state } = this;
     const retry = this.queue.exclusive(async () => {
-      const held = (): Entry[] => state.failed().filter((entry) => /bind\(\).*Address already in use/.test(entry.reason ?? ''));
+      const held = (): Entry[] =>
+        state.failed().filter((entry) => /bind\(\).*Address already in use/.test(entry.reason ?? ''));
       if (held().length === 0) return;
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         let free = true;
         for (const entry of held()) {
-          if ((await state.options.probePort(entry.record.port, protocolsOf(entry.record), state.listenAddressOf(entry.record))) !== 'free') free = false;
+          if (
+            (await state.options.probePort(
+              entry.record.port,
+              protocolsOf(entry.record),
+              state.listenAddressOf(entry.record),
+            )) !== 'free'
+          )
+            free = false;
         }
         if (free || Date.now() > deadline) break;
         await sleep(50);
@@ -126,7 +134,8 @@ export class Recovery {
       }
       const item: Pending = {
         mutation: { kind: 'put', record: entry.record },
-        resolve: () => state.log.info('set-aside stream is live again', { port, backends: describeBackends(entry.record.backends) }),
+        resolve: () =>
+          state.log.info('set-aside stream is live again', { port, backends: describeBackends(entry.record.backends) }),
         reject: (error) => {
           entry.reason = error.message.replace(/^nginx refused the stream on port [0-9]+: /, 'nginx: ');
         },

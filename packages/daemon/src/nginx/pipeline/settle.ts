@@ -54,11 +54,16 @@ export async function settleSockets(options: SettleOptions): Promise<number[]> {
       const holders = socketHolders(old, watched);
       if (killed || holders.size === 0) {
         const held = new Set([...holders.values()].flat());
-        const ports = [...lingering, ...options.changed.filter((socket) => held.has(socket.inode))].map((socket) => socket.port);
+        const ports = [...lingering, ...options.changed.filter((socket) => held.has(socket.inode))].map(
+          (socket) => socket.port,
+        );
         return [...new Set(ports)].sort((a, b) => a - b);
       }
       for (const pid of holders.keys()) {
-        options.log.warn('an old nginx worker still holds a changed or removed port; killing it', { pid, timeoutMs: options.timeoutMs });
+        options.log.warn('an old nginx worker still holds a changed or removed port; killing it', {
+          pid,
+          timeoutMs: options.timeoutMs,
+        });
         signal(pid, 'SIGKILL');
       }
       killed = true;

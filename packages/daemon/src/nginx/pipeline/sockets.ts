@@ -1,5 +1,5 @@
 /** The kernel's view of a change: the sockets it closes or changes, and whether its ports listen as they should. */
-import { type KernelSocket, canonicalAddress, kernelSockets } from '../../sys/sockets.js';
+import { canonicalAddress, type KernelSocket, kernelSockets } from '../../sys/sockets.js';
 import type { InstanceState } from './state.js';
 import type { Entry, Ports } from './types.js';
 
@@ -21,19 +21,32 @@ export function socketsOf(state: InstanceState, ports: Ports, entries: Map<numbe
   // protocol alone, rather than no proof at all.
   const matched = new Set(found.map((socket) => `${socket.protocol}:${socket.port}`));
   const unmatched = [...wanted.keys()].filter((key) => !matched.has(key));
-  if (unmatched.length > 0) state.log.warn('no kernel socket matched the listen address of a live stream; matching its port alone', { ports: unmatched });
+  if (unmatched.length > 0)
+    state.log.warn('no kernel socket matched the listen address of a live stream; matching its port alone', {
+      ports: unmatched,
+    });
   return [...found, ...sockets.filter((socket) => unmatched.includes(`${socket.protocol}:${socket.port}`))];
 }
 
 /** Waits until the kernel shows the new ports listening and the removed ones closed. */
-export async function verifySockets(state: InstanceState, opened: Ports, closed: Ports): Promise<{ missing: number[]; lingering: number[] }> {
+export async function verifySockets(
+  state: InstanceState,
+  opened: Ports,
+  closed: Ports,
+): Promise<{ missing: number[]; lingering: number[] }> {
   const count = opened.tcp.length + opened.udp.length + closed.tcp.length + closed.udp.length;
   if (count === 0) return { missing: [], lingering: [] };
   const deadline = Date.now() + (state.options.verifyTimeoutMs ?? 3000);
   for (let round = 0; ; round += 1) {
     const listening = await state.options.listeningPorts();
-    const missing = [...opened.tcp.filter((port) => !listening.tcp.has(port)), ...opened.udp.filter((port) => !listening.udp.has(port))];
-    const lingering = [...closed.tcp.filter((port) => listening.tcp.has(port)), ...closed.udp.filter((port) => listening.udp.has(port))];
+    const missing = [
+      ...opened.tcp.filter((port) => !listening.tcp.has(port)),
+      ...opened.udp.filter((port) => !listening.udp.has(port)),
+    ];
+    const lingering = [
+      ...closed.tcp.filter((port) => listening.tcp.has(port)),
+      ...closed.udp.filter((port) => listening.udp.has(port)),
+    ];
     if ((missing.length === 0 && lingering.length === 0) || Date.now() > deadline) {
       return { missing: [...new Set(missing)], lingering: [...new Set(lingering)] };
     }

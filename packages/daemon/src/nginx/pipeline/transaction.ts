@@ -8,10 +8,10 @@
  * reloaded back when it had already taken it.
  */
 import { performance } from 'node:perf_hooks';
-import { ConductorError, ErrorCode, type StreamRecord, protocolsOf, sameTraffic } from '@stream-conductor/shared';
+import { ConductorError, ErrorCode, protocolsOf, type StreamRecord, sameTraffic } from '@stream-conductor/shared';
 import type { StoreChange } from '../../streams/store.js';
 import type { KernelSocket } from '../../sys/sockets.js';
-import { type ReloadOutcome, quietOldWorkers, quitOldWorkers } from '../process/controller.js';
+import { quietOldWorkers, quitOldWorkers, type ReloadOutcome } from '../process/controller.js';
 import type { FileSnapshot } from '../stream-files.js';
 import { blame } from './blame.js';
 import { storageError } from './errors.js';
@@ -174,7 +174,9 @@ export class ChangeTransaction {
    * answer waits until the kernel shows them closed, or held by new workers only. Without them
    * the answer could not be proven: refused, with the files as they were.
    */
-  private async socketsBefore(closing: boolean): Promise<{ closing: KernelSocket[]; changed: KernelSocket[] } | { refused: Attempt }> {
+  private async socketsBefore(
+    closing: boolean,
+  ): Promise<{ closing: KernelSocket[]; changed: KernelSocket[] } | { refused: Attempt }> {
     try {
       return {
         closing: closing ? socketsOf(this.state, this.plan.closed, this.state.entries) : [],
@@ -184,7 +186,11 @@ export class ChangeTransaction {
       await this.restoreFiles();
       await this.unstore();
       this.state.log.error("could not read the kernel's sockets before a change", { error });
-      const refusal = new ConductorError(ErrorCode.Internal, "the kernel's sockets could not be read; nothing was changed", { cause: error });
+      const refusal = new ConductorError(
+        ErrorCode.Internal,
+        "the kernel's sockets could not be read; nothing was changed",
+        { cause: error },
+      );
       return { refused: { kind: 'all', error: refusal } };
     }
   }
@@ -212,14 +218,22 @@ export class ChangeTransaction {
     await this.unstore();
     return {
       kind: 'all',
-      error: new ConductorError(ErrorCode.ReloadFailed, `nginx reloaded but nothing listens on port ${sockets.missing.join(', ')}`, {
-        hint: "is STREAM_CONFIG_PATH included inside nginx's stream {} block?",
-      }),
+      error: new ConductorError(
+        ErrorCode.ReloadFailed,
+        `nginx reloaded but nothing listens on port ${sockets.missing.join(', ')}`,
+        {
+          hint: "is STREAM_CONFIG_PATH included inside nginx's stream {} block?",
+        },
+      ),
     };
   }
 
   /** Tells the old workers to quit and waits until the kernel agrees; what it cannot prove goes into the warnings. */
-  private async settleOld(reload: ReloadOutcome, closingSockets: KernelSocket[], changedSockets: KernelSocket[]): Promise<void> {
+  private async settleOld(
+    reload: ReloadOutcome,
+    closingSockets: KernelSocket[],
+    changedSockets: KernelSocket[],
+  ): Promise<void> {
     const { options, log } = this.state;
     const { closed, inPlace } = this.plan;
     const previous = reload.previousWorkers ?? [];
@@ -237,7 +251,9 @@ export class ChangeTransaction {
     });
     if (lingering.length > 0) {
       log.error('a port still served by an old nginx process after the change', { ports: lingering });
-      this.warnings.push(`port ${lingering.join(', ')} may still take connections: an old nginx process did not let go of it (the audit keeps trying)`);
+      this.warnings.push(
+        `port ${lingering.join(', ')} may still take connections: an old nginx process did not let go of it (the audit keeps trying)`,
+      );
     }
   }
 
@@ -286,7 +302,10 @@ export class ChangeTransaction {
     try {
       await this.state.options.store.commit(this.storeChange(this.state.entries));
     } catch (error) {
-      this.state.log.error('could not take a refused change out of the store; the next start applies it', { error, ports: this.plan.touched });
+      this.state.log.error('could not take a refused change out of the store; the next start applies it', {
+        error,
+        ports: this.plan.touched,
+      });
     }
   }
 
@@ -324,7 +343,8 @@ export class ChangeTransaction {
   private async resync(outcome: ReloadOutcome): Promise<void> {
     if (outcome.code !== 'RELOAD_FAILED' || outcome.lines.some((line) => line.level === 'emerg')) return;
     const again = await this.state.reload();
-    if (!again.ok) this.state.log.error('nginx did not take the previous configuration back', { reason: again.message });
+    if (!again.ok)
+      this.state.log.error('nginx did not take the previous configuration back', { reason: again.message });
   }
 }
 

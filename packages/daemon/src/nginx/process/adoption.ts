@@ -4,7 +4,7 @@
  */
 import type { Logger } from '../../log.js';
 import { childPids, commandLine, isAlive, nginxMasters, processState } from '../../sys/processes.js';
-import { type Handoffs, discardMaster } from './handoff.js';
+import { discardMaster, type Handoffs } from './handoff.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
@@ -14,7 +14,8 @@ async function startingMasters(masters: number[]): Promise<number[]> {
   for (const master of masters) {
     for (const child of await childPids(master)) {
       const command = await commandLine(child);
-      if (command !== undefined && !command.startsWith('nginx: ') && (await processState(child)) !== 'Z') starting.push(child);
+      if (command !== undefined && !command.startsWith('nginx: ') && (await processState(child)) !== 'Z')
+        starting.push(child);
     }
   }
   return starting;
@@ -55,8 +56,15 @@ export async function findOrphan({ confPath, timeoutMs, log, handoffs }: OrphanS
   const old = fresh.parent;
   while (isAlive(fresh.pid) && (await childPids(fresh.pid)).length === 0 && Date.now() < deadline) await sleep(5);
   if (isAlive(fresh.pid) && (await childPids(fresh.pid)).length > 0) {
-    log.warn('finishing a handoff between nginx masters that an earlier daemon left half done', { old, new: fresh.pid });
-    await handoffs.retire(old, fresh.pid, (await childPids(old)).filter((pid) => pid !== fresh.pid));
+    log.warn('finishing a handoff between nginx masters that an earlier daemon left half done', {
+      old,
+      new: fresh.pid,
+    });
+    await handoffs.retire(
+      old,
+      fresh.pid,
+      (await childPids(old)).filter((pid) => pid !== fresh.pid),
+    );
     return fresh.pid;
   }
   log.warn('dropping the new nginx master of a handoff an earlier daemon left half done', { old, new: fresh.pid });

@@ -1,6 +1,6 @@
 /** Keeps a managed nginx's error log bounded: copied aside and emptied in place past a size. */
 import { copyFile, rm, stat, truncate } from 'node:fs/promises';
-import { type Logger, bestEffort } from '../../log.js';
+import { bestEffort, type Logger } from '../../log.js';
 
 /**
  * Keeps the error log at `path` under `maxBytes`. Every new master writes a line there as it

@@ -6,17 +6,22 @@
  * master has no pause behind it. Also the clean-up of a new master that did not take over.
  */
 import { readFile, rm } from 'node:fs/promises';
-import { type Logger, bestEffort } from '../../log.js';
+import { bestEffort, type Logger } from '../../log.js';
 import { childPids, commandLine, isAlive, isReaper, parentPid, signal } from '../../sys/processes.js';
 import { type NginxLogLine, parseNginxLines } from '../binary.js';
-import { type ReloadOutcome, errorLogCursor, readFrom, reloadVerdict } from './controller.js';
+import { errorLogCursor, type ReloadOutcome, readFrom, reloadVerdict } from './controller.js';
 
 /** nginx's message when a master will not start a new one (its parent started it). */
 const HANDOFF_IGNORED = /changing binary signal is ignored/;
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
-export const notRunning = (): ReloadOutcome => ({ ok: false, code: 'NGINX_UNAVAILABLE', message: 'nginx is not running', lines: [] });
+export const notRunning = (): ReloadOutcome => ({
+  ok: false,
+  code: 'NGINX_UNAVAILABLE',
+  message: 'nginx is not running',
+  lines: [],
+});
 
 /**
  * Whether a reload would fail the same way as a handoff did: nginx gave up on a line of the
@@ -36,7 +41,8 @@ async function quitWorkers(pids: number[], except: number): Promise<void> {
   for (const pid of pids) {
     if (pid === except) continue;
     const command = await commandLine(pid);
-    if (command !== undefined && command.startsWith('nginx: ') && !command.includes('is shutting down')) signal(pid, 'SIGQUIT');
+    if (command !== undefined && command.startsWith('nginx: ') && !command.includes('is shutting down'))
+      signal(pid, 'SIGQUIT');
   }
 }
 
@@ -89,7 +95,14 @@ export class Handoffs {
       const fresh = await this.newMaster(pid, before, true);
       if (fresh !== undefined) {
         await this.retire(pid, fresh, [...before]);
-        return { ok: true, message: '', lines, previousWorkers: [...before], pauses: false, oldMasterGone: this.reparenting };
+        return {
+          ok: true,
+          message: '',
+          lines,
+          previousWorkers: [...before],
+          pauses: false,
+          oldMasterGone: this.reparenting,
+        };
       }
       if (round % 4 === 3 && cursor) {
         lines = parseNginxLines(readFrom(cursor));
@@ -112,7 +125,12 @@ export class Handoffs {
       const elapsed = Date.now() - started;
       if (elapsed > timeoutMs) {
         await this.discardNew(pid, before);
-        return { ok: false, code: 'RELOAD_FAILED', message: `nginx did not start its new master within ${Math.round(timeoutMs / 1000)} s`, lines };
+        return {
+          ok: false,
+          code: 'RELOAD_FAILED',
+          message: `nginx did not start its new master within ${Math.round(timeoutMs / 1000)} s`,
+          lines,
+        };
       }
       await sleep(elapsed < 100 ? 1 : elapsed < 500 ? 5 : 20);
     }
@@ -126,7 +144,11 @@ export class Handoffs {
     this.options.takeOver(fresh);
     signal(old, 'SIGKILL'); // it runs no more code: it respawns no worker
     await quitWorkers(oldWorkers, fresh);
-    await bestEffort(this.options.log, 'remove the old pid file', rm(`${this.options.pidPath}.oldbin`, { force: true }));
+    await bestEffort(
+      this.options.log,
+      'remove the old pid file',
+      rm(`${this.options.pidPath}.oldbin`, { force: true }),
+    );
     // The new master takes the next handoff only once its parent is no longer the old master,
     // which takes the old one's exit (and with it, its listening sockets): waited for before the
     // next handoff, and before the answer only when a port closes (see oldMasterGone).

@@ -8,9 +8,9 @@ import { createInterface } from 'node:readline';
 import type { Logger } from '../../log.js';
 import { nginxMasters, signal } from '../../sys/processes.js';
 import { parseNginxLines } from '../binary.js';
-import { type ErrorLogCursor, type ReloadOutcome, awaitNewGeneration, readFrom, reloadVerdict } from './controller.js';
+import { awaitNewGeneration, type ErrorLogCursor, type ReloadOutcome, readFrom, reloadVerdict } from './controller.js';
 import { discardMaster } from './handoff.js';
-import { REAPER_FAILED, REAPER_REFUSED, masterBelow, reaperCommand } from './reaper.js';
+import { masterBelow, REAPER_FAILED, REAPER_REFUSED, reaperCommand } from './reaper.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
@@ -58,7 +58,10 @@ function watchStderr(child: ChildProcess, log: Logger, onLine?: (line: string) =
 const spawnFailure = (error: Error): string => (error as NodeJS.ErrnoException).code ?? error.message;
 
 /** nginx in the foreground as the daemon's child: reloads with SIGHUP. */
-export async function launchDirectly(options: LaunchOptions, cursor: ErrorLogCursor | undefined): Promise<ReloadOutcome> {
+export async function launchDirectly(
+  options: LaunchOptions,
+  cursor: ErrorLogCursor | undefined,
+): Promise<ReloadOutcome> {
   const child = spawn(options.nginxBin, [...options.args, '-e', options.errorLogPath, '-g', 'daemon off;'], {
     // Its own process group: a Ctrl-C meant for the daemon must not reach nginx directly;
     // the daemon stops it in order.
@@ -67,12 +70,22 @@ export async function launchDirectly(options: LaunchOptions, cursor: ErrorLogCur
   });
   const spawnError = await whenSpawned(child);
   if (spawnError) {
-    return { ok: false, code: 'NGINX_UNAVAILABLE', message: `cannot run ${options.nginxBin}: ${spawnFailure(spawnError)}`, lines: [] };
+    return {
+      ok: false,
+      code: 'NGINX_UNAVAILABLE',
+      message: `cannot run ${options.nginxBin}: ${spawnFailure(spawnError)}`,
+      lines: [],
+    };
   }
   options.running({ child, pid: child.pid ?? 0, reaperPid: undefined, masterIsChild: true });
   watchStderr(child, options.log);
   child.once('exit', (code, signalName) => options.exited(child, code, signalName));
-  return awaitNewGeneration({ masterPid: child.pid ?? 0, before: new Set(), errorLog: cursor, timeoutMs: options.reloadTimeoutMs });
+  return awaitNewGeneration({
+    masterPid: child.pid ?? 0,
+    before: new Set(),
+    errorLog: cursor,
+    timeoutMs: options.reloadTimeoutMs,
+  });
 }
 
 /**
@@ -102,7 +115,12 @@ export async function launchUnderReaper(
     if (master !== undefined) {
       options.running({ child: reaper, pid: master, reaperPid: reaper.pid, masterIsChild: false });
       reaper.once('exit', (code, signalName) => options.exited(reaper, code, signalName));
-      const outcome = await awaitNewGeneration({ masterPid: master, before: new Set(), errorLog: cursor, timeoutMs: Math.max(0, deadline - Date.now()) });
+      const outcome = await awaitNewGeneration({
+        masterPid: master,
+        before: new Set(),
+        errorLog: cursor,
+        timeoutMs: Math.max(0, deadline - Date.now()),
+      });
       return { ...outcome, pauses: false };
     }
     if (Date.now() > deadline) {
@@ -110,7 +128,12 @@ export async function launchUnderReaper(
       // daemonized since has a session of its own.
       signal(reaper.pid === undefined ? undefined : -reaper.pid, 'SIGKILL');
       for (const { pid } of await nginxMasters(options.confPath)) await discardMaster(pid);
-      return { ok: false, code: 'RELOAD_FAILED', message: `nginx did not start within ${Math.round(options.reloadTimeoutMs / 1000)} s`, lines: [] };
+      return {
+        ok: false,
+        code: 'RELOAD_FAILED',
+        message: `nginx did not start within ${Math.round(options.reloadTimeoutMs / 1000)} s`,
+        lines: [],
+      };
     }
     await sleep(round < 50 ? 2 : 10);
   }

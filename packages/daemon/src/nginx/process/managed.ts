@@ -30,10 +30,16 @@ import {
 } from '../../sys/processes.js';
 import { type NginxBuild, type TestResult, testConfiguration, withoutPaths } from '../binary.js';
 import { findOrphan } from './adoption.js';
-import { type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, reloadRecord } from './controller.js';
+import {
+  awaitNewGeneration,
+  errorLogCursor,
+  type NginxController,
+  type ReloadOutcome,
+  reloadRecord,
+} from './controller.js';
 import { trimErrorLog } from './error-log.js';
-import { Handoffs, failsReloadToo, notRunning } from './handoff.js';
-import { type LaunchOptions, type Launched, launchDirectly, launchUnderReaper } from './launch.js';
+import { failsReloadToo, Handoffs, notRunning } from './handoff.js';
+import { type Launched, type LaunchOptions, launchDirectly, launchUnderReaper } from './launch.js';
 import { reaperUnsupported } from './reaper.js';
 import { SetupError, setUpNginx } from './setup.js';
 import { Watchdog } from './watchdog.js';
@@ -178,7 +184,12 @@ export class ManagedNginx implements NginxController {
       if (!this.watchdog.running) this.startWatch();
       return this.reload();
     }
-    const orphan = await findOrphan({ confPath: this.confPath, timeoutMs: this.options.reloadTimeoutMs, log: this.options.log, handoffs: this.handoffs });
+    const orphan = await findOrphan({
+      confPath: this.confPath,
+      timeoutMs: this.options.reloadTimeoutMs,
+      log: this.options.log,
+      handoffs: this.handoffs,
+    });
     if (orphan !== undefined) return this.adopt(orphan);
     this.state = 'starting';
     await this.clearLeftovers();
@@ -253,7 +264,10 @@ export class ManagedNginx implements NginxController {
 
   private reaperUnavailable(reason: string): void {
     this.noReaper = reason;
-    this.options.log.warn('handoffs are not available; nginx is reloaded with SIGHUP, which pauses each master about 100 ms', { reason });
+    this.options.log.warn(
+      'handoffs are not available; nginx is reloaded with SIGHUP, which pauses each master about 100 ms',
+      { reason },
+    );
   }
 
   /** The daemon's child exited: the master itself (started directly), or the reaper above it. */
@@ -324,7 +338,12 @@ export class ManagedNginx implements NginxController {
     const before = new Set(await childPids(pid));
     const cursor = await errorLogCursor(this.errorLogPath);
     if (!signal(pid, 'SIGHUP')) return notRunning();
-    const outcome = await awaitNewGeneration({ masterPid: pid, before, errorLog: cursor, timeoutMs: this.options.reloadTimeoutMs });
+    const outcome = await awaitNewGeneration({
+      masterPid: pid,
+      before,
+      errorLog: cursor,
+      timeoutMs: this.options.reloadTimeoutMs,
+    });
     this.lastReload = reloadRecord(outcome);
     return { ...outcome, pauses: true };
   }
@@ -382,7 +401,9 @@ export class ManagedNginx implements NginxController {
     // title; only the old ones, told to quit, must have closed their listeners.
     const children = await childPids(master);
     for (const pid of children) others.delete(pid);
-    const draining = nginxChildren(master).filter((child) => child.draining).map((child) => child.pid);
+    const draining = nginxChildren(master)
+      .filter((child) => child.draining)
+      .map((child) => child.pid);
     for (const pid of draining) others.add(pid);
     others.delete(master);
     const workers = children.filter((pid) => !draining.includes(pid)).length;
@@ -407,10 +428,13 @@ export class ManagedNginx implements NginxController {
     if (this.pid !== undefined) status.pid = this.pid;
     if (this.lastReload) status.lastReload = this.lastReload;
     if (this.message) status.message = withoutPaths(this.message);
-    if (this.incidents.length > 0) status.incidents = this.incidents.map((incident) => ({ ...incident, message: withoutPaths(incident.message) }));
+    if (this.incidents.length > 0)
+      status.incidents = this.incidents.map((incident) => ({ ...incident, message: withoutPaths(incident.message) }));
     if (this.pid !== undefined && this.state === 'running') {
       // Up since the reaper started it: a handoff changes the master, not how long nginx has run.
-      const started = processStartedAt(this.reaperPid !== undefined && isReaper(this.reaperPid) ? this.reaperPid : this.pid);
+      const started = processStartedAt(
+        this.reaperPid !== undefined && isReaper(this.reaperPid) ? this.reaperPid : this.pid,
+      );
       if (started) status.startedAt = started.toISOString();
       const { workers, draining } = nginxWorkers(this.pid);
       status.workers = workers;

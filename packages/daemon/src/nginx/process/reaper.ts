@@ -6,10 +6,18 @@
  * handoff orphans (the killed master, its workers once their sessions end) are reaped by it. The
  * reaper exits by itself once no nginx process is left below it.
  */
-import { NGINX_REAPER_TITLE, childPids, commandLine } from '../../sys/processes.js';
+import { childPids, commandLine, NGINX_REAPER_TITLE } from '../../sys/processes.js';
 
 /** prctl(2)'s system call number, by Node's name for the processor. */
-const PRCTL: Partial<Record<string, number>> = { x64: 157, arm64: 167, riscv64: 167, arm: 172, ia32: 172, ppc64: 171, s390x: 172 };
+const PRCTL: Partial<Record<string, number>> = {
+  x64: 157,
+  arm64: 167,
+  riscv64: 167,
+  arm: 172,
+  ia32: 172,
+  ppc64: 171,
+  s390x: 172,
+};
 
 /**
  * The reaper: PR_SET_CHILD_SUBREAPER (36), then it starts nginx and reaps every process that ends

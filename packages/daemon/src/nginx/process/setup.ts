@@ -2,7 +2,7 @@
 import { mkdir } from 'node:fs/promises';
 import type { Logger } from '../../log.js';
 import { removeTemporaries, writeFileAtomic } from '../../sys/files.js';
-import { type NginxBuild, NginxBinaryError, probeNginx } from '../binary.js';
+import { NginxBinaryError, type NginxBuild, probeNginx } from '../binary.js';
 
 /** nginx cannot be set up at all: the binary cannot run, or it has no stream module. */
 export class SetupError extends Error {}

@@ -56,7 +56,9 @@ export class Watchdog {
     if (pid === undefined || master.stopping()) return;
     if (!isAlive(pid)) {
       if (master.isChild()) return; // the exit event reports it
-      master.lost(master.hasChild() ? `nginx exited unexpectedly (master ${pid} is gone)` : 'the adopted nginx master is gone');
+      master.lost(
+        master.hasChild() ? `nginx exited unexpectedly (master ${pid} is gone)` : 'the adopted nginx master is gone',
+      );
       return;
     }
     const state = await processState(pid);
