@@ -20,7 +20,6 @@ import {
   childPids,
   isAlive,
   isReaper,
-  nginxChildren,
   nginxMasters,
   nginxWorkers,
   parentPid,
@@ -30,6 +29,7 @@ import {
 } from '../../sys/processes.js';
 import { type NginxBuild, type TestResult, testConfiguration, withoutPaths } from '../binary.js';
 import { findOrphan } from './adoption.js';
+import { belowReaper, processesOf } from './census.js';
 import {
   awaitNewGeneration,
   errorLogCursor,
@@ -348,11 +348,6 @@ export class ManagedNginx implements NginxController {
     return { ...outcome, pauses: true };
   }
 
-  /** The processes below the reaper other than the master (old masters and workers of handoffs). */
-  private async belowReaper(reaper: number | undefined, master: number | undefined): Promise<number[]> {
-    return reaper !== undefined && isReaper(reaper) ? (await childPids(reaper)).filter((pid) => pid !== master) : [];
-  }
-
   private async kill(): Promise<void> {
     const pid = this.pid;
     const reaper = this.reaperPid;
@@ -362,7 +357,7 @@ export class ManagedNginx implements NginxController {
       signal(pid, 'SIGTERM'); // fast shutdown: sessions are cut, listeners closed at once
     }
     // Old workers of earlier handoffs, still finishing sessions, are the reaper's children.
-    for (const orphan of await this.belowReaper(reaper, pid)) signal(orphan, 'SIGTERM');
+    for (const orphan of await belowReaper(reaper, pid)) signal(orphan, 'SIGTERM');
     if (pid !== undefined) {
       for (let waited = 0; waited < 5000 && isAlive(pid); waited += 20) await sleep(20);
       if (isAlive(pid)) signal(pid, 'SIGKILL');
@@ -371,7 +366,7 @@ export class ManagedNginx implements NginxController {
     // The reaper leaves once nothing is left below it.
     if (reaper !== undefined) {
       for (let waited = 0; waited < 3000 && isAlive(reaper) && isReaper(reaper); waited += 20) {
-        if (waited >= 1000) for (const rest of await this.belowReaper(reaper, pid)) signal(rest, 'SIGKILL');
+        if (waited >= 1000) for (const rest of await belowReaper(reaper, pid)) signal(rest, 'SIGKILL');
         await sleep(20);
       }
     }
@@ -385,29 +380,14 @@ export class ManagedNginx implements NginxController {
    * (until it exits) and its workers, which the reaper inherits.
    */
   async oldProcesses(previous: number[]): Promise<number[]> {
-    const below = await this.belowReaper(this.reaperPid, this.pid);
+    const below = await belowReaper(this.reaperPid, this.pid);
     return [...new Set([...previous, ...below])];
   }
 
   async auditProcesses(): Promise<{ master: number; workers: number; others: number[] } | undefined> {
     const master = this.pid;
     if (master === undefined || this.state !== 'running' || !isAlive(master)) return undefined;
-    const others = new Set<number>();
-    const reaper = this.reaperPid;
-    if (reaper !== undefined && isReaper(reaper)) for (const pid of await childPids(reaper)) others.add(pid);
-    for (const pid of await strayWorkers(this.errorLogPath, master)) others.add(pid);
-    for (const { pid } of await nginxMasters(this.confPath)) others.add(pid);
-    // The master's own children are its workers, even one just forked that still has the master's
-    // title; only the old ones, told to quit, must have closed their listeners.
-    const children = await childPids(master);
-    for (const pid of children) others.delete(pid);
-    const draining = nginxChildren(master)
-      .filter((child) => child.draining)
-      .map((child) => child.pid);
-    for (const pid of draining) others.add(pid);
-    others.delete(master);
-    const workers = children.filter((pid) => !draining.includes(pid)).length;
-    return { master, workers, others: [...others] };
+    return processesOf({ master, reaper: this.reaperPid, errorLogPath: this.errorLogPath, confPath: this.confPath });
   }
 
   /** Makes nginx reopen its log files (after the daemon rotated one). */
