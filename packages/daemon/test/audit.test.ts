@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { NginxAuditor } from '../src/nginx/audit.js';
+import { NginxAuditor } from '../src/nginx/pipeline/audit.js';
 
 const children: ChildProcess[] = [];
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import type { NginxLogLine } from '../src/nginx/binary.js';
 import { parseNginxLines } from '../src/nginx/binary.js';
-import { reloadVerdict } from '../src/nginx/controller.js';
+import { reloadVerdict } from '../src/nginx/process/controller.js';
 
 const bind = (port: number): NginxLogLine => ({ level: 'emerg', text: `bind() to 0.0.0.0:${port} failed (98: Address already in use)` });
 const retry: NginxLogLine = { level: 'notice', text: 'try again to bind() after 500ms' };

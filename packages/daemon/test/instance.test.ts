@@ -7,17 +7,18 @@ import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConductorError, ErrorCode, type NginxStatus, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
+import { ConductorError, ErrorCode, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import { silentLogger } from '../src/log.js';
 import type { TestResult } from '../src/nginx/binary.js';
-import type { NginxController, ReloadOutcome } from '../src/nginx/controller.js';
+import type { ReloadOutcome } from '../src/nginx/process/controller.js';
 import { NginxInstance, type Mutation } from '../src/nginx/instance.js';
 import { StreamFiles } from '../src/nginx/stream-files.js';
+import { QuietNginx } from './fake-nginx.js';
 import type { StoreChange, StoreLoad, StreamStore } from '../src/streams/store.js';
 import type { PortProbe } from '../src/sys/ports.js';
 
 /** An nginx that reads the real files: a name ending in .invalid fails the test, a held port fails the reload. */
-class ScriptedNginx implements NginxController {
+class ScriptedNginx extends QuietNginx {
   tests = 0;
   reloads = 0;
   /** Ports nginx listens on after its last good reload. */
@@ -34,7 +35,9 @@ class ScriptedNginx implements NginxController {
   constructor(
     private readonly folder: string,
     readonly mode: 'managed' | 'external' = 'managed',
-  ) {}
+  ) {
+    super();
+  }
 
   private async files(): Promise<Array<{ port: number; text: string; path: string }>> {
     const files = [];
@@ -79,32 +82,6 @@ class ScriptedNginx implements NginxController {
     this.listening = new Set(files.map((file) => file.port));
     return { ok: true, message: '', lines: [] };
   }
-
-  async isRunning(): Promise<boolean> {
-    return true;
-  }
-
-  async clearLeftovers(): Promise<void> {}
-
-  start(): Promise<ReloadOutcome> {
-    return this.reload();
-  }
-
-  async stop(): Promise<void> {}
-
-  async reopenLogs(): Promise<void> {}
-  async oldProcesses(previous: number[]): Promise<number[]> {
-    return previous;
-  }
-  async auditProcesses(): Promise<undefined> {
-    return undefined;
-  }
-
-  status(): NginxStatus {
-    return { state: 'running', restarts: 0 };
-  }
-
-  onUnexpectedExit(): void {}
 }
 
 class MemoryStore implements StreamStore {

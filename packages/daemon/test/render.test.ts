@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { ConductorError, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
-import { ACCESS_LOG_FORMAT } from '../src/observe/traffic.js';
+import { ACCESS_LOG_FORMAT } from '../src/nginx/access-log.js';
 import {
   type LegacyParse,
   type MainConfOptions,

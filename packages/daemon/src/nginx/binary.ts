@@ -45,7 +45,10 @@ export async function probeNginx(bin: string): Promise<NginxBuild> {
   let streamModule: string | undefined;
   if (parsed.stream === 'dynamic') {
     // Debian packs it as libnginx-mod-stream; other builds keep it in --modules-path.
-    for (const candidate of [join(parsed.modulesPath, 'ngx_stream_module.so'), '/usr/lib/nginx/modules/ngx_stream_module.so']) {
+    for (const candidate of [
+      join(parsed.modulesPath, 'ngx_stream_module.so'),
+      '/usr/lib/nginx/modules/ngx_stream_module.so',
+    ]) {
       try {
         await access(candidate);
         streamModule = candidate;
@@ -55,7 +58,13 @@ export async function probeNginx(bin: string): Promise<NginxBuild> {
       }
     }
   }
-  return { version: parsed.version, stream: parsed.stream, streamModule, pidPath: parsed.pidPath, prefix: parsed.prefix };
+  return {
+    version: parsed.version,
+    stream: parsed.stream,
+    streamModule,
+    pidPath: parsed.pidPath,
+    prefix: parsed.prefix,
+  };
 }
 
 /** One `[level]` line of nginx's output or error log, stripped of time and pid. */
@@ -68,7 +77,8 @@ export interface NginxLogLine {
 export function parseNginxLines(output: string): NginxLogLine[] {
   const lines: NginxLogLine[] = [];
   for (const raw of output.split('\n')) {
-    const match = /\[(emerg|alert|crit|error|warn|notice|info|debug)\]\s+(?:[0-9]+#[0-9]+:\s+(?:\*[0-9]+\s+)?)?(.*)$/.exec(raw);
+    const match =
+      /\[(emerg|alert|crit|error|warn|notice|info|debug)\]\s+(?:[0-9]+#[0-9]+:\s+(?:\*[0-9]+\s+)?)?(.*)$/.exec(raw);
     if (match) lines.push({ level: match[1] ?? 'error', text: (match[2] ?? '').trim() });
   }
   return lines;
@@ -94,7 +104,12 @@ export async function testConfiguration(bin: string, args: string[]): Promise<Te
   if (result.exitCode === undefined && result.code !== undefined) {
     return { ok: false, lines: [], message: `cannot run ${bin}: ${result.code}` };
   }
-  const lines = parseNginxLines(result.all ?? '').filter((line) => line.level === 'emerg' || line.level === 'alert' || line.level === 'crit');
-  const message = lines[0]?.text ?? (result.all || result.shortMessage || 'nginx -t failed').trim().split('\n')[0] ?? 'nginx -t failed';
+  const lines = parseNginxLines(result.all ?? '').filter(
+    (line) => line.level === 'emerg' || line.level === 'alert' || line.level === 'crit',
+  );
+  const message =
+    lines[0]?.text ??
+    (result.all || result.shortMessage || 'nginx -t failed').trim().split('\n')[0] ??
+    'nginx -t failed';
   return { ok: false, lines, message };
 }

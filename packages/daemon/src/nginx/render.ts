@@ -5,19 +5,19 @@
  * a port is an integer, a backend is re-parsed, an address is an IP literal.
  */
 import { isIP } from 'node:net';
-import { ACCESS_LOG_FORMAT, ACCESS_LOG_FORMAT_NAME } from '../observe/traffic.js';
 import {
   type BackendSpec,
+  formatDuration,
   LIMITS,
   PROFILE_BUFFER,
-  type StreamRecord,
-  type StreamSpec,
-  formatDuration,
   parseBackend,
   parseCidr,
   protocolsOf,
+  type StreamRecord,
+  type StreamSpec,
   simpleSpec,
 } from '@stream-conductor/shared';
+import { ACCESS_LOG_FORMAT, ACCESS_LOG_FORMAT_NAME } from './access-log.js';
 
 export interface StreamRenderOptions {
   /** Address to listen on; undefined listens on every IPv4 address. */
@@ -56,7 +56,9 @@ export function upstreamName(port: number): string {
 /** Whether the stream needs an upstream block: several backends, weights, backups or a balancing method. */
 function needsUpstream(spec: StreamSpec): boolean {
   const [first] = spec.backends;
-  return spec.backends.length > 1 || spec.balance !== 'round-robin' || first?.weight !== undefined || first?.backup === true;
+  return (
+    spec.backends.length > 1 || spec.balance !== 'round-robin' || first?.weight !== undefined || first?.backup === true
+  );
 }
 
 /**
@@ -70,7 +72,9 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
   if (backends.length === 0) throw new Error(`stream ${port} has no backend`);
   const listenAddress = record.listenAddress ?? options.listenAddress;
   const created = /^[0-9T:.Z+-]+$/.test(record.createdAt) ? ` (created ${record.createdAt})` : '';
-  const lines = [`# stream-conductor: port ${port} -> ${backends.map((backend) => backend.address).join(', ')}${created}`];
+  const lines = [
+    `# stream-conductor: port ${port} -> ${backends.map((backend) => backend.address).join(', ')}${created}`,
+  ];
   lines.push('# Generated file: change streams through the conductor API, not here.');
   if (needsUpstream(record)) {
     lines.push(`upstream ${upstreamName(port)} {`);
@@ -90,8 +94,10 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
     for (const network of record.allow) lines.push(`    allow ${parseCidr(network)};`);
     lines.push('    deny all;');
   }
-  if (record.connectTimeoutMs !== undefined) lines.push(`    proxy_connect_timeout ${formatDuration(integer(record.connectTimeoutMs, 1, LIMITS.durationMs))};`);
-  if (record.idleTimeoutMs !== undefined) lines.push(`    proxy_timeout ${formatDuration(integer(record.idleTimeoutMs, 1, LIMITS.durationMs))};`);
+  if (record.connectTimeoutMs !== undefined)
+    lines.push(`    proxy_connect_timeout ${formatDuration(integer(record.connectTimeoutMs, 1, LIMITS.durationMs))};`);
+  if (record.idleTimeoutMs !== undefined)
+    lines.push(`    proxy_timeout ${formatDuration(integer(record.idleTimeoutMs, 1, LIMITS.durationMs))};`);
   if (record.proxyProtocol) lines.push('    proxy_protocol on;');
   if (record.protocol !== 'udp') {
     lines.push(`    proxy_buffer_size ${PROFILE_BUFFER[record.profile ?? 'default']};`);
@@ -99,7 +105,8 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
     // as it would on a direct connection: nginx passes the half-close on instead of closing both.
     lines.push('    proxy_half_close on;');
   }
-  if (options.accessLog !== undefined) lines.push(`    access_log ${nginxPath(options.accessLog)} ${ACCESS_LOG_FORMAT_NAME};`);
+  if (options.accessLog !== undefined)
+    lines.push(`    access_log ${nginxPath(options.accessLog)} ${ACCESS_LOG_FORMAT_NAME};`);
   lines.push(`    proxy_pass ${needsUpstream(record) ? upstreamName(port) : (backends[0] as BackendSpec).address};`);
   lines.push('}', '');
   return lines.join('\n');
@@ -133,7 +140,9 @@ export function isNginxSafePath(path: string): boolean {
 /** A path for nginx's configuration; refuses characters nginx would treat specially. */
 export function nginxPath(path: string): string {
   if (!isNginxSafePath(path)) {
-    throw new Error(`path ${JSON.stringify(path)} holds characters that cannot be written into nginx's configuration safely`);
+    throw new Error(
+      `path ${JSON.stringify(path)} holds characters that cannot be written into nginx's configuration safely`,
+    );
   }
   return path;
 }
@@ -168,7 +177,10 @@ export function renderMainConf(options: MainConfOptions): string {
  * Connection limits sized so that a full port range always fits: every stream is one listening
  * socket in every worker, and each proxied session takes two connections.
  */
-export function sizeConnections(rangeSize: number, hardNofileLimit: number | undefined): { workerConnections: number; workerRlimitNofile: number } {
+export function sizeConnections(
+  rangeSize: number,
+  hardNofileLimit: number | undefined,
+): { workerConnections: number; workerRlimitNofile: number } {
   const sessionHeadroom = 4096;
   let workerConnections = rangeSize + 16 + sessionHeadroom;
   let workerRlimitNofile = workerConnections + 1024;
@@ -185,7 +197,11 @@ export function logFormatFileName(prefix: string): string {
 }
 
 export function renderLogFormatFile(): string {
-  return ['# stream-conductor: the format of the per-session access log its streams write.', ACCESS_LOG_FORMAT, ''].join('\n');
+  return [
+    '# stream-conductor: the format of the per-session access log its streams write.',
+    ACCESS_LOG_FORMAT,
+    '',
+  ].join('\n');
 }
 
 export type LegacyParse = { spec: StreamSpec } | { error: string };

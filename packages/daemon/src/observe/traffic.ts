@@ -1,22 +1,11 @@
 /**
  * Per-stream traffic, from nginx's stream access log. nginx writes one JSON line per finished
- * session (see ACCESS_LOG_FORMAT); the daemon reads each log as it grows, adds the lines up per
- * port, and keeps the files bounded on disk by rotating them.
+ * session (see ACCESS_LOG_FORMAT in nginx/access-log.ts); the daemon reads each log as it grows,
+ * adds the lines up per port, and keeps the files bounded on disk by rotating them.
  */
 import { closeSync, openSync, readSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import type { TrafficStats } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
-
-/** The name of the log format the per-stream files use. */
-export const ACCESS_LOG_FORMAT_NAME = 'conductor_v1';
-
-/**
- * One line per session. $bytes_received came from the client, $bytes_sent went to it. $status:
- * 200 served, 403 refused by the allow-list, 502 no backend answered, 500/503 other failures.
- */
-export const ACCESS_LOG_FORMAT =
-  `log_format ${ACCESS_LOG_FORMAT_NAME} escape=json '{"t":"$time_iso8601","port":$server_port,"proto":"$protocol",` +
-  `"status":$status,"in":$bytes_received,"out":$bytes_sent,"s":$session_time,"up":"$upstream_addr","client":"$remote_addr"}';`;
 
 interface Line {
   t: string;

@@ -1,6 +1,7 @@
 /** Process facts read from /proc: children of a process, its command line, whether it lives. */
 import { readFileSync } from 'node:fs';
-import { readFile, readdir, readlink } from 'node:fs/promises';
+import { readdir, readlink } from 'node:fs/promises';
+import { procStat, procStatAsync } from './proc-stat.js';
 
 /** Sends `name` to `pid`; false when there is no such process (gone already) or no pid. */
 export function signal(pid: number | undefined, name: NodeJS.Signals): boolean {
@@ -20,12 +21,9 @@ export function isAlive(pid: number): boolean {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true; // no /proc: kill(0) is all we know
-  }
+  const stat = procStat(pid);
+  // No /proc (or it ended just now): kill(0) is all we know.
+  return stat === undefined ? true : stat.state !== 'Z';
 }
 
 /** The pids of `pid`'s children; empty when the process is gone. */
@@ -41,13 +39,8 @@ export async function childPids(pid: number): Promise<number[]> {
   const children: number[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^[0-9]+$/.test(entry)) continue;
-    try {
-      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) children.push(Number(entry));
-    } catch {
-      // the process ended while we looked
-    }
+    // undefined: the process ended while we looked
+    if ((await procStatAsync(entry))?.ppid === pid) children.push(Number(entry));
   }
   return children;
 }
@@ -105,20 +98,14 @@ export async function strayWorkers(errorLog: string, currentMaster: number | und
 
 /** The one-letter state of a process (R, S, D, T, t, Z...); undefined when it is gone. */
 export async function processState(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  } catch {
-    return undefined;
-  }
+  return (await procStatAsync(pid))?.state;
 }
 
 /** When a process started, from /proc (its start in clock ticks after boot, and the boot time). */
 export function processStartedAt(pid: number): Date | undefined {
+  const ticks = procStat(pid)?.startTicks;
+  if (ticks === undefined) return undefined;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[19]);
     const boot = Number(/^btime ([0-9]+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1]);
     if (!Number.isFinite(ticks) || !Number.isFinite(boot)) return undefined;
     return new Date((boot + ticks / 100) * 1000); // USER_HZ is 100 on Linux
@@ -147,7 +134,8 @@ export function nginxChildren(master: number): Array<{ pid: number; draining: bo
     for (const pid of childrenOf(reaper)) {
       if (pid === master) continue;
       try {
-        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('nginx: worker process')) found.push({ pid, draining: true });
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('nginx: worker process'))
+          found.push({ pid, draining: true });
       } catch {
         // gone
       }
@@ -185,12 +173,7 @@ function childrenOf(pid: number): number[] {
 
 /** The parent pid of a process, read synchronously (it is polled during a handoff); undefined when it is gone. */
 function parentOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return undefined;
-  }
+  return procStat(pid)?.ppid;
 }
 
 /** The children of an nginx master, told apart: workers taking connections, old ones draining. */
@@ -207,7 +190,8 @@ export async function nginxMasters(conf: string): Promise<Array<{ pid: number; p
     if (!/^[0-9]+$/.test(entry)) continue;
     const pid = Number(entry);
     const command = await commandLine(pid);
-    if (command === undefined || !command.startsWith('nginx: master process') || !command.split(' ').includes(conf)) continue;
+    if (command === undefined || !command.startsWith('nginx: master process') || !command.split(' ').includes(conf))
+      continue;
     if ((await processState(pid)) === 'Z') continue;
     masters.push({ pid, parent: await parentPid(pid) });
   }

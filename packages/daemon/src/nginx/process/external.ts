@@ -7,9 +7,15 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { NginxStatus } from '@stream-conductor/shared';
 import { execa } from 'execa';
-import { childPids, isAlive, nginxWorkers, processStartedAt } from '../sys/processes.js';
-import { type TestResult, parseNginxLines, testConfiguration } from './binary.js';
-import { type NginxController, type ReloadOutcome, awaitNewGeneration, errorLogCursor, reloadRecord } from './controller.js';
+import { childPids, isAlive, nginxWorkers, processStartedAt } from '../../sys/processes.js';
+import { parseNginxLines, type TestResult, testConfiguration } from '../binary.js';
+import {
+  awaitNewGeneration,
+  errorLogCursor,
+  type NginxController,
+  type ReloadOutcome,
+  reloadRecord,
+} from './controller.js';
 
 export interface ExternalNginxOptions {
   nginxBin: string;
@@ -73,7 +79,11 @@ export class ExternalNginx implements NginxController {
     }
     const before = new Set(await childPids(pid));
     const cursor = await errorLogCursor(this.options.errorLog);
-    const signal = await execa(this.options.nginxBin, [...this.confArgs(), '-s', 'reload'], { reject: false, all: true, timeout: 30_000 });
+    const signal = await execa(this.options.nginxBin, [...this.confArgs(), '-s', 'reload'], {
+      reject: false,
+      all: true,
+      timeout: 30_000,
+    });
     let outcome: ReloadOutcome;
     if (signal.exitCode !== 0) {
       const lines = parseNginxLines(signal.all ?? '');
@@ -84,7 +94,12 @@ export class ExternalNginx implements NginxController {
         lines,
       };
     } else {
-      outcome = await awaitNewGeneration({ masterPid: pid, before, errorLog: cursor, timeoutMs: this.options.reloadTimeoutMs });
+      outcome = await awaitNewGeneration({
+        masterPid: pid,
+        before,
+        errorLog: cursor,
+        timeoutMs: this.options.reloadTimeoutMs,
+      });
     }
     this.lastReload = reloadRecord(outcome);
     return outcome;

@@ -7,10 +7,10 @@
  * Old workers are told to quit (they close their listeners at once); one that has not let go by
  * the deadline is killed, since a worker that ignores SIGQUIT that long is stopped or stuck.
  */
-import type { Logger } from '../log.js';
-import { signal } from '../sys/processes.js';
-import { type KernelSocket, kernelSockets, socketHolders } from '../sys/sockets.js';
-import { acceptingWorkers } from './controller.js';
+import type { Logger } from '../../log.js';
+import { signal } from '../../sys/processes.js';
+import { type KernelSocket, kernelSockets, socketHolders } from '../../sys/sockets.js';
+import { acceptingWorkers } from '../process/controller.js';
 
 export interface SettleOptions {
   /** Sockets of ports that close with this change: they must be gone from the kernel. */
@@ -54,11 +54,16 @@ export async function settleSockets(options: SettleOptions): Promise<number[]> {
       const holders = socketHolders(old, watched);
       if (killed || holders.size === 0) {
         const held = new Set([...holders.values()].flat());
-        const ports = [...lingering, ...options.changed.filter((socket) => held.has(socket.inode))].map((socket) => socket.port);
+        const ports = [...lingering, ...options.changed.filter((socket) => held.has(socket.inode))].map(
+          (socket) => socket.port,
+        );
         return [...new Set(ports)].sort((a, b) => a - b);
       }
       for (const pid of holders.keys()) {
-        options.log.warn('an old nginx worker still holds a changed or removed port; killing it', { pid, timeoutMs: options.timeoutMs });
+        options.log.warn('an old nginx worker still holds a changed or removed port; killing it', {
+          pid,
+          timeoutMs: options.timeoutMs,
+        });
         signal(pid, 'SIGKILL');
       }
       killed = true;

@@ -9,8 +9,8 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { NginxMode, NginxStatus } from '@stream-conductor/shared';
-import { childPids, commandLine, isAlive, signal } from '../sys/processes.js';
-import { type NginxLogLine, type TestResult, parseNginxLines, withoutPaths } from './binary.js';
+import { childPids, commandLine, isAlive, signal } from '../../sys/processes.js';
+import { type NginxLogLine, parseNginxLines, type TestResult, withoutPaths } from '../binary.js';
 
 export interface ReloadOutcome {
   ok: boolean;
@@ -139,7 +139,8 @@ export async function awaitNewGeneration(wait: GenerationWait): Promise<ReloadOu
   let lines: NginxLogLine[] = [];
   for (let round = 0; ; round += 1) {
     const children = await childPids(wait.masterPid);
-    if (children.some((pid) => !wait.before.has(pid))) return { ok: true, message: '', lines, previousWorkers: [...wait.before] };
+    if (children.some((pid) => !wait.before.has(pid)))
+      return { ok: true, message: '', lines, previousWorkers: [...wait.before] };
     if (round % 8 === 7 && !isAlive(wait.masterPid)) {
       if (wait.errorLog) lines = parseNginxLines(readFrom(wait.errorLog));
       const last = reloadVerdict(lines) ?? lines.find((line) => line.level === 'emerg');
@@ -168,7 +169,8 @@ export async function acceptingWorkers(pids: number[]): Promise<number[]> {
   const busy: number[] = [];
   for (const pid of pids) {
     const command = await commandLine(pid);
-    if (command !== undefined && command.startsWith('nginx: worker process') && !command.includes('is shutting down')) busy.push(pid);
+    if (command !== undefined && command.startsWith('nginx: worker process') && !command.includes('is shutting down'))
+      busy.push(pid);
   }
   return busy;
 }

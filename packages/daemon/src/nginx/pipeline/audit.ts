@@ -8,8 +8,8 @@
  * are still there at the next audit. What it finds goes to status, metrics and the audit log.
  */
 import type { NginxAudit } from '@stream-conductor/shared';
-import { signal } from '../sys/processes.js';
-import { type KernelSocket, kernelSockets, socketHolders, socketInodesOf } from '../sys/sockets.js';
+import { signal } from '../../sys/processes.js';
+import { type KernelSocket, kernelSockets, socketHolders, socketInodesOf } from '../../sys/sockets.js';
 
 export interface AuditSubject {
   /**
@@ -26,7 +26,6 @@ export interface AuditFindings {
   /** The strays signalled in this round, and with which signal. */
   signalled: Array<{ pid: number; signal: 'SIGQUIT' | 'SIGKILL'; ports: number[] }>;
 }
-
 
 const key = (socket: KernelSocket): string => `${socket.protocol}:${socket.port}`;
 const portOf = (keyText: string): number => Number(keyText.slice(keyText.indexOf(':') + 1));
@@ -47,10 +46,12 @@ export class NginxAuditor {
     const held = socketInodesOf(processes.master);
     // A master whose descriptors may not be read cannot be audited: say nothing rather than guess.
     if (held === undefined) return undefined;
-    const served = new Set(held.flatMap((inode) => {
-      const socket = byInode.get(inode);
-      return socket ? [key(socket)] : [];
-    }));
+    const served = new Set(
+      held.flatMap((inode) => {
+        const socket = byInode.get(inode);
+        return socket ? [key(socket)] : [];
+      }),
+    );
     const expected = this.subject.expected();
     const missing = [...expected].filter((one) => !served.has(one));
     const extra = [...served].filter((one) => !expected.has(one));
@@ -67,7 +68,11 @@ export class NginxAuditor {
     const ports = (list: string[]): number[] => [...new Set(list.map(portOf))].sort((a, b) => a - b);
     const audit: NginxAudit = {
       at: new Date().toISOString(),
-      inLine: missing.length === 0 && extra.length === 0 && strays.size === 0 && (processes.workers > 0 || expected.size === 0),
+      inLine:
+        missing.length === 0 &&
+        extra.length === 0 &&
+        strays.size === 0 &&
+        (processes.workers > 0 || expected.size === 0),
       missing: ports(missing),
       extra: ports(extra),
       workers: processes.workers,

@@ -1,0 +1,15 @@
+/**
+ * The format of the per-session access log the streams write: rendered into nginx's
+ * configuration here, read back line by line by observe/traffic.ts.
+ */
+
+/** The name of the log format the per-stream files use. */
+export const ACCESS_LOG_FORMAT_NAME = 'conductor_v1';
+
+/**
+ * One line per session. $bytes_received came from the client, $bytes_sent went to it. $status:
+ * 200 served, 403 refused by the allow-list, 502 no backend answered, 500/503 other failures.
+ */
+export const ACCESS_LOG_FORMAT =
+  `log_format ${ACCESS_LOG_FORMAT_NAME} escape=json '{"t":"$time_iso8601","port":$server_port,"proto":"$protocol",` +
+  `"status":$status,"in":$bytes_received,"out":$bytes_sent,"s":$session_time,"up":"$upstream_addr","client":"$remote_addr"}';`;
