@@ -16,7 +16,6 @@ import {
   ErrorCode,
   formatPortRange,
   isPortInRange,
-  parsePort,
   type NginxMode,
   type PortRange,
   protocolsOf,
@@ -232,8 +231,7 @@ export class Conductor implements StreamService {
   }
 
   /** Removes a stream; resolves once its port refuses new connections. */
-  async remove(portText: string | number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
-    const port = parsePort(portText);
+  async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
     if (this.parked.has(port)) return this.removeParked(port);
     if (!isPortInRange(port, this.options.portRange) || !this.placement.ownerOf(port)) {
       throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);

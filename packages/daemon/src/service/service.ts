@@ -1,7 +1,8 @@
 /**
  * What the APIs ask of the daemon: the StreamService interface the HTTP layer calls. The local
  * service (local.ts) does it on this host; in fleet mode the FleetConductor (fleet/) does it
- * through the shared store and converges this host with it.
+ * through the shared store and converges this host with it. Ports arrive parsed: the routes
+ * parse their own input.
  */
 import type {
   ApplyPlan,
@@ -16,7 +17,7 @@ export interface StreamService {
   create(spec: StreamSpec): Promise<CreateResult>;
   put(spec: StreamSpec): Promise<CreateResult>;
   renew(port: number, expiresAt: string | undefined): Promise<CreateResult>;
-  remove(port: string | number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
+  remove(port: number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan;
   apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult>;
   freePort(): Promise<number | undefined>;
