@@ -12,9 +12,9 @@ import { type ApplyPlan, ConductorError, ErrorCode, type StreamSpec, simpleSpec 
 import type { Logger } from '../src/log.js';
 import { silentLogger } from '../src/log.js';
 import { applyAllOrNothing, checkStreamSet, groupChanges, planApply } from '../src/service/apply.js';
-import { Conductor } from '../src/service/local.js';
+import type { Conductor } from '../src/service/local.js';
 import { specOf } from '../src/service/records.js';
-import { FakeInstance, fakeProbe, MemoryStore, record } from './service-fakes.js';
+import { FakeInstance, MemoryStore, record, startLocalService } from './service-fakes.js';
 
 describe('checkStreamSet', () => {
   it('checks every port once and refuses a port named twice', () => {
@@ -195,19 +195,12 @@ describe('the local service applies all or nothing', () => {
     const [a, b] = [new FakeInstance(0, [9000, 9001]), new FakeInstance(1, [9002, 9003])];
     b.waitMs = 50; // new ports go to master 0
     const store = new MemoryStore([9000, 9001, 9002, 9003, 9020].map((port) => record(port)));
-    const service = new Conductor({
-      version: 'test',
-      mode: 'managed',
-      portRange: { start: 9000, end: 9009 },
-      store,
+    const service = await startLocalService({
       instances: [a, b],
+      store,
+      portRange: { start: 9000, end: 9009 },
       legacyFolder,
-      streamPrefix: '_conductor_',
-      probePort: fakeProbe().probe,
-      log: silentLogger,
-      now: () => new Date('2026-12-04T00:00:00.000Z'),
     });
-    await service.start();
     return { service, a, b, store };
   }
 

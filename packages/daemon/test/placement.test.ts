@@ -8,11 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ConductorError, ErrorCode, type PortRange, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
-import { silentLogger } from '../src/log.js';
 import { createOnFreePort, firstFreePort, noFreePort, type PortSearch } from '../src/service/free-port.js';
-import { Conductor } from '../src/service/local.js';
+import type { Conductor } from '../src/service/local.js';
 import { Placement, soonest } from '../src/service/placement.js';
-import { FakeInstance, fakeProbe, MemoryStore, record } from './service-fakes.js';
+import { FakeInstance, fakeProbe, MemoryStore, record, startLocalService } from './service-fakes.js';
 
 const RETRY_ON = [ErrorCode.StreamExists, ErrorCode.PortInUse] as const;
 
@@ -285,19 +284,13 @@ describe('the local service over several masters', () => {
   ): Promise<{ service: Conductor; instances: FakeInstance[]; asked: number[] }> {
     const instances = [new FakeInstance(0, [9000]), new FakeInstance(1, [9001])];
     const probe = fakeProbe(held);
-    const service = new Conductor({
-      version: 'test',
-      mode: 'managed',
-      portRange: { start: 9000, end: 9007 },
-      store: new MemoryStore([record(9000), record(9001)]),
+    const service = await startLocalService({
       instances,
+      store: new MemoryStore([record(9000), record(9001)]),
+      portRange: { start: 9000, end: 9007 },
       legacyFolder,
-      streamPrefix: '_conductor_',
-      probePort: (port) => probe.probe(port),
-      log: silentLogger,
-      now: () => new Date('2026-12-04T00:00:00.000Z'),
+      probe: probe.probe,
     });
-    await service.start();
     return { service, instances, asked: probe.asked };
   }
 

@@ -3,9 +3,18 @@
  * streams in a map and refuses the ports it is told to, a store that keeps its records in a map,
  * and a port probe with a set of held ports.
  */
-import { ConductorError, ErrorCode, type NginxStatus, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
+import {
+  ConductorError,
+  ErrorCode,
+  type NginxStatus,
+  type PortRange,
+  type StreamRecord,
+  simpleSpec,
+} from '@stream-conductor/shared';
+import { silentLogger } from '../src/log.js';
 import type { Entry, Mutation, MutationResult } from '../src/nginx/instance.js';
 import type { FolderScan } from '../src/nginx/stream-files.js';
+import { Conductor } from '../src/service/local.js';
 import type { ServiceInstance } from '../src/service/placement.js';
 import type { StoreChange, StoreLoad, StreamStore } from '../src/streams/store.js';
 import type { PortProbe } from '../src/sys/ports.js';
@@ -135,4 +144,28 @@ export function fakeProbe(held: Iterable<number> = []): {
       return state.held.has(port) ? 'in-use' : 'free';
     },
   };
+}
+
+/** The local service over fake parts, started; `legacyFolder` is an existing folder to scan for old-format files. */
+export async function startLocalService(parts: {
+  instances: FakeInstance[];
+  store: MemoryStore;
+  portRange: PortRange;
+  legacyFolder: string;
+  probe?: (port: number) => Promise<PortProbe>;
+}): Promise<Conductor> {
+  const service = new Conductor({
+    version: 'test',
+    mode: 'managed',
+    portRange: parts.portRange,
+    store: parts.store,
+    instances: parts.instances,
+    legacyFolder: parts.legacyFolder,
+    streamPrefix: '_conductor_',
+    probePort: parts.probe ?? fakeProbe().probe,
+    log: silentLogger,
+    now: () => new Date('2026-12-04T00:00:00.000Z'),
+  });
+  await service.start();
+  return service;
 }
