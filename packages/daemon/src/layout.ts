@@ -1,9 +1,11 @@
 /**
- * Where each nginx instance keeps its files, and building the instances. In managed mode the port
- * range is split over several nginx masters (neighbouring ports on different masters), each with
- * its own folder under $CONDUCTOR_HOME/nginx/<i>/ and its own per-stream folder
- * $STREAM_CONFIG_PATH/<i>/, so their reloads overlap and a slow or failing reload touches only its
- * slice. External mode drives the one nginx it is given, with the files directly in
+ * Where each nginx instance keeps its files, and building the instances. In managed mode several
+ * nginx masters run (CONDUCTOR_NGINX_INSTANCES, at most one per port of the range), each with its
+ * own folder under $CONDUCTOR_HOME/nginx/<i>/ and its own per-stream folder
+ * $STREAM_CONFIG_PATH/<i>/. Ports are not sliced over them: the service places each stream on one
+ * master (service/placement.ts: a new stream on the master that can reload soonest, a stream
+ * stays where it is), so reloads overlap and a slow or failing reload touches only that master's
+ * streams. External mode drives the one nginx it is given, with the files directly in
  * STREAM_CONFIG_PATH.
  */
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
@@ -67,8 +69,8 @@ async function externalController(config: Config, log: Logger): Promise<NginxCon
 }
 
 /**
- * Stops managed masters that belong to no instance of this run (the range was split differently
- * before): they would hold ports of streams that now belong to another master.
+ * Stops managed masters that belong to no instance of this run (an earlier run had more of them):
+ * they would hold ports of streams that now belong to another master.
  */
 async function stopForeignMasters(config: Config, keep: Set<string>, log: Logger): Promise<void> {
   const root = join(config.home, 'nginx');
@@ -153,9 +155,9 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
 }
 
 /**
- * Removes per-stream files that an earlier split of the range rendered where no instance of this
- * run looks (the top folder, or numbered folders beyond the instance count). They are copies: the
- * store is the truth, and every instance renders its own slice again at start-up.
+ * Removes per-stream files that an earlier layout rendered where no instance of this run looks
+ * (the top folder, or numbered folders beyond the instance count). They are copies: the store is
+ * the truth, and every instance renders its own streams again at start-up.
  */
 async function removeOtherLayouts(config: Config, folders: Set<string>, log: Logger): Promise<void> {
   const ours = (name: string): boolean => portOfStreamFileName(config.streamPrefix, name) !== undefined || name.startsWith('.tmp-');

@@ -4,7 +4,7 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { ConductorError, ErrorCode, httpStatusFor } from '@stream-conductor/shared';
-import type { StreamService } from '../conductor.js';
+import type { StreamService } from '../service/service.js';
 import type { Logger } from '../log.js';
 import type { Observatory } from '../observe/observatory.js';
 import { auditor } from './audit.js';

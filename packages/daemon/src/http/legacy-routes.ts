@@ -6,7 +6,7 @@
  */
 import { Router, type Request, type Response } from 'express';
 import { ConductorError, ErrorCode, parsePort, simpleSpec } from '@stream-conductor/shared';
-import type { StreamService } from '../conductor.js';
+import type { StreamService } from '../service/service.js';
 import type { Logger } from '../log.js';
 import { type Observatory, withBackendCheck } from '../observe/observatory.js';
 import { type Audited, backendDetail } from './audit.js';
@@ -83,7 +83,9 @@ export function legacyRouter(conductor: StreamService, log: Logger, audited: Aud
       return;
     }
     try {
-      const { warnings } = await audited(req, res, { action: 'remove', ports: [Number(port)] }, () => conductor.remove(port));
+      // Parsed inside the audited change, so a port out of 1-65535 is recorded as refused and
+      // answered as the old service did (200, "result": "error").
+      const { warnings } = await audited(req, res, { action: 'remove', ports: [Number(port)] }, async () => conductor.remove(parsePort(port)));
       sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
     } catch (error) {
       if (error instanceof ConductorError && error.code === ErrorCode.NotFound) {

@@ -14,7 +14,7 @@ import {
   parsePort,
   parseStreamInput,
 } from '@stream-conductor/shared';
-import type { StreamService } from '../conductor.js';
+import type { StreamService } from '../service/service.js';
 import { type Observatory, withBackendCheck } from '../observe/observatory.js';
 import type { Audited } from './audit.js';
 import { openApiDocument } from './openapi.js';

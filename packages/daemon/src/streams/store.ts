@@ -1,6 +1,8 @@
 /**
- * The stream definitions the daemon owns, behind one small interface. The local file store is the
- * embedded default; a shared store (etcd) for several edge hosts plugs in here.
+ * The stream definitions this host owns, behind one small interface; the file store
+ * (file-store.ts) implements it. Fleet mode does not plug in here: the fleet keeps the shared set
+ * in etcd itself (fleet/) and drives this host's local service, whose file store keeps what the
+ * host applied so that it can serve without etcd.
  */
 import type { StreamRecord } from '@stream-conductor/shared';
 

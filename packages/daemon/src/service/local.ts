@@ -1,0 +1,326 @@
+/**
+ * The local service: the Conductor does what the APIs ask on this host. It checks ports against
+ * the range, routes each port to the nginx instance that owns it (placement.ts), allocates free
+ * ports (free-port.ts), runs declarative applies (apply.ts), removes expired streams (expiry.ts),
+ * and answers lists and status. At start-up it loads the store, takes over old-format files
+ * (migrate.ts), drops what expired while it was down, and has every instance bring nginx in line.
+ */
+import {
+  type ApplyPlan,
+  type ApplyResult,
+  assertPortInRange,
+  ConductorError,
+  type CreateResult,
+  type DaemonStatus,
+  describeBackends,
+  ErrorCode,
+  formatPortRange,
+  isPortInRange,
+  type NginxMode,
+  type PortRange,
+  protocolsOf,
+  type StreamRecord,
+  type StreamSpec,
+  type StreamView,
+} from '@stream-conductor/shared';
+import type { Logger } from '../log.js';
+import type { Entry, MutationResult } from '../nginx/instance.js';
+import type { Observatory } from '../observe/observatory.js';
+import type { StreamStore } from '../streams/store.js';
+import type { PortProbe } from '../sys/ports.js';
+import { applyAllOrNothing, checkStreamSet, groupChanges, planApply } from './apply.js';
+import { dropExpired, ExpiryLoop } from './expiry.js';
+import { createOnFreePort, firstFreePort, type PortSearch } from './free-port.js';
+import { adoptOldFiles } from './migrate.js';
+import { Placement, type ServiceInstance } from './placement.js';
+import { renewedSpec, stampRecord, viewOf } from './records.js';
+import { type ListFilter, matchesFilter, type StreamService } from './service.js';
+import { daemonStatus } from './status.js';
+
+export interface ConductorOptions {
+  version: string;
+  mode: NginxMode;
+  portRange: PortRange;
+  store: StreamStore;
+  instances: ServiceInstance[];
+  /** Where old-format files of the older service may be (STREAM_CONFIG_PATH). */
+  legacyFolder: string;
+  streamPrefix: string;
+  /** Whether `port` can be bound now for these protocols. */
+  probePort(port: number, protocols: Array<'tcp' | 'udp'>, listenAddress: string | undefined): Promise<PortProbe>;
+  /** The address streams listen on when their definition names none. */
+  defaultListenAddress?: string | undefined;
+  log: Logger;
+  now?: () => Date;
+  /** How often expired streams are looked for; 1 s by default. */
+  expiryIntervalMs?: number;
+  /** Traffic, health, audit and metrics (see observe/). */
+  observatory?: Observatory;
+}
+
+export class Conductor implements StreamService {
+  /** Stored definitions no instance serves (outside PORT_RANGE since a configuration change). */
+  private readonly parked = new Map<number, Entry>();
+  private readonly problems: string[] = [];
+  private readonly startedAt = new Date().toISOString();
+  private readonly now: () => Date;
+  /** Ports an automatic allocation is trying right now. */
+  private readonly reserved = new Set<number>();
+  private readonly placement: Placement;
+  private readonly expiry: ExpiryLoop;
+
+  constructor(private readonly options: ConductorOptions) {
+    this.placement = new Placement(options.instances);
+    this.now = options.now ?? (() => new Date());
+    this.expiry = new ExpiryLoop({
+      now: this.now,
+      intervalMs: options.expiryIntervalMs ?? 1000,
+      records: () => this.entries().map((entry) => entry.record),
+      remove: (port) =>
+        this.parked.has(port)
+          ? this.removeParked(port)
+          : this.placement.onOwner(port, (instance) => instance.submit({ kind: 'remove', port })),
+      log: options.log,
+      observatory: options.observatory,
+    });
+  }
+
+  /** Loads the store, adopts old-format files, drops expired streams, brings every nginx in line. */
+  async start(): Promise<void> {
+    const { store, instances, portRange, log } = this.options;
+    const loaded = await store.load();
+    this.problems.push(...loaded.problems);
+    const records = new Map(loaded.records.map((record) => [record.port, record]));
+    const old = { folder: this.options.legacyFolder, streamPrefix: this.options.streamPrefix, portRange };
+    const { adopted, problems } = await adoptOldFiles(old, new Set(records.keys()), this.now, log);
+    this.problems.push(...problems);
+    for (const record of adopted) records.set(record.port, record);
+    if (adopted.length > 0) await store.commit({ put: adopted, remove: [] });
+    await dropExpired(records, store, this.now(), log);
+    const served: StreamRecord[] = [];
+    for (const record of records.values()) {
+      if (isPortInRange(record.port, portRange)) {
+        served.push(record);
+        continue;
+      }
+      const reason = `port ${record.port} is outside PORT_RANGE ${formatPortRange(portRange)}`;
+      this.parked.set(record.port, { record, state: 'failed', reason });
+      this.problems.push(`stream on port ${record.port} is not served: ${reason}`);
+    }
+    const byInstance = await this.placement.assign(served);
+    for (const instance of instances) instance.load(byInstance.get(instance) ?? []);
+    await Promise.all(instances.map((instance) => instance.start()));
+    if (instances.length > 1) await Promise.all(instances.map((instance) => instance.reviveHeldPorts(3000)));
+    this.expiry.start();
+  }
+
+  /**
+   * Whether this host removes expired streams itself. A fleet's etcd removes them (their leases
+   * end) while it answers; the host does it only when cut off from it.
+   */
+  setExpiryGate(gate: () => boolean): void {
+    this.expiry.setGate(gate);
+  }
+
+  private entries(): Entry[] {
+    return [...this.parked.values(), ...this.options.instances.flatMap((instance) => instance.list())];
+  }
+
+  private entry(port: number): Entry | undefined {
+    return this.parked.get(port) ?? this.placement.ownerOf(port)?.get(port);
+  }
+
+  list(filter: ListFilter = {}): StreamView[] {
+    const selected = this.entries().filter((entry) => matchesFilter(entry.record.labels, filter));
+    return selected.map(viewOf).sort((a, b) => a.port - b.port);
+  }
+
+  get(port: number): StreamView | undefined {
+    const entry = this.entry(port);
+    return entry ? viewOf(entry) : undefined;
+  }
+
+  /** Probes the backends of a stream now. */
+  async checkHealth(port: number): Promise<StreamView> {
+    const stream = this.get(port);
+    if (!stream) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    await this.options.observatory?.health.check(port);
+    return stream;
+  }
+
+  private answer(port: number, result: MutationResult): CreateResult {
+    if (result.change === 'created') this.options.observatory?.traffic.reset(port);
+    // What this change made live, even if a later change to the port was applied since.
+    const stream = result.entry ? viewOf(result.entry) : this.get(port);
+    if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
+    const change =
+      result.change === 'created' || result.change === 'replaced' || result.change === 'unchanged'
+        ? result.change
+        : 'replaced';
+    return { stream, warnings: result.warnings, change };
+  }
+
+  private checkPort(port: number): void {
+    assertPortInRange(port, this.options.portRange);
+    const parked = this.parked.get(port);
+    if (parked)
+      throw new ConductorError(
+        ErrorCode.StreamExists,
+        `port ${port} already has a stream (to ${describeBackends(parked.record.backends)})`,
+      );
+  }
+
+  /** Creates a stream (port 0: on a free port the daemon picks); resolves once it is live. */
+  async create(spec: StreamSpec): Promise<CreateResult> {
+    if (spec.port === 0) return this.createOnFreePort(spec);
+    this.checkPort(spec.port);
+    const result = await this.placement.onOwner(spec.port, (instance) =>
+      instance.submit({ kind: 'create', record: stampRecord(spec, undefined, this.now()) }),
+    );
+    return this.answer(spec.port, result);
+  }
+
+  /** Creates or replaces the stream on `spec.port`; a spec equal to the current one changes nothing. */
+  async put(spec: StreamSpec): Promise<CreateResult> {
+    this.checkPort(spec.port);
+    const result = await this.placement.onOwner(spec.port, (instance) =>
+      instance.submit({ kind: 'put', record: stampRecord(spec, instance.get(spec.port)?.record, this.now()) }),
+    );
+    return this.answer(spec.port, result);
+  }
+
+  private portSearch(protocols: Array<'tcp' | 'udp'>, listenAddress: string | undefined): PortSearch {
+    return {
+      range: this.options.portRange,
+      reserved: this.reserved,
+      taken: (port) => this.entry(port) !== undefined,
+      probe: (port) => this.options.probePort(port, protocols, listenAddress),
+    };
+  }
+
+  /** A create on the first free port; a port another request or process won meanwhile is skipped. */
+  private createOnFreePort(spec: StreamSpec): Promise<CreateResult> {
+    const search = this.portSearch(protocolsOf(spec), spec.listenAddress ?? this.options.defaultListenAddress);
+    return createOnFreePort({ ...search, retryOn: [ErrorCode.StreamExists, ErrorCode.PortInUse] }, async (port) => {
+      const record = stampRecord({ ...spec, port }, undefined, this.now());
+      const result = await this.placement.onOwner(port, (instance) => instance.submit({ kind: 'create', record }));
+      return this.answer(port, result);
+    });
+  }
+
+  /**
+   * The first port of the range without a stream that no other process holds either. It is not
+   * reserved: two callers may be told the same port, and the second create is refused.
+   */
+  freePort(): Promise<number | undefined> {
+    return firstFreePort(this.portSearch(['tcp'], this.options.defaultListenAddress));
+  }
+
+  /** Extends (or shortens) the life of a stream; resolves once recorded. */
+  async renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
+    const entry = this.entry(port);
+    if (!entry || this.parked.has(port))
+      throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    return this.put(renewedSpec(entry.record, expiresAt));
+  }
+
+  private async removeParked(port: number): Promise<{ warnings: string[] }> {
+    await this.options.store.commit({ put: [], remove: [port] });
+    this.parked.delete(port);
+    return { warnings: [] };
+  }
+
+  /** Removes a stream; resolves once its port refuses new connections. */
+  async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
+    if (this.parked.has(port)) return this.removeParked(port);
+    if (!isPortInRange(port, this.options.portRange) || !this.placement.ownerOf(port)) {
+      throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    }
+    const result = await this.placement.onOwner(port, (instance) =>
+      instance.submit({ kind: 'remove', port, killSessions: options.killSessions === true }),
+    );
+    return { warnings: result.warnings };
+  }
+
+  /** What applying `specs` would change (see apply). */
+  plan(specs: StreamSpec[], prune: boolean): ApplyPlan {
+    const live = this.entries().filter((entry) => !this.parked.has(entry.record.port));
+    return planApply(
+      specs,
+      prune,
+      (port) => {
+        const entry = this.entry(port);
+        return entry ? { record: entry.record, live: entry.state === 'live' } : undefined;
+      },
+      live.map((entry) => entry.record.port),
+      this.options.defaultListenAddress,
+    );
+  }
+
+  /**
+   * A declarative apply: the daemon makes its streams match `specs` (and, with prune, removes the
+   * others) in one verified reload per nginx instance, all or nothing: when any part is refused,
+   * the parts already applied are put back and the whole apply is refused.
+   */
+  async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+    checkStreamSet(specs, (port) => this.checkPort(port));
+    const plan = this.plan(specs, options.prune);
+    if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
+    const changed = new Set([...plan.create, ...plan.update]);
+    const warnings = await this.applyChanges(
+      specs.filter((spec) => changed.has(spec.port)),
+      plan.delete,
+    );
+    return { dryRun: false, applied: true, plan, warnings };
+  }
+
+  /**
+   * Puts `puts` and removes `deletes` in one verified reload per nginx instance, all or nothing:
+   * when any part is refused, the parts already applied are put back and the error is thrown.
+   * Answers the warnings.
+   */
+  async applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]> {
+    for (const spec of puts) this.checkPort(spec.port);
+    const bySpec = new Map(puts.map((spec) => [spec.port, spec]));
+    const created = puts.filter((spec) => this.entry(spec.port) === undefined).map((spec) => spec.port);
+    const ports = [
+      ...puts.map((spec) => spec.port),
+      ...deletes.filter((port) => !bySpec.has(port) && this.placement.ownerOf(port) !== undefined),
+    ];
+    // Hold every port of the plan on its instance for the whole apply.
+    const slots = ports.map((port) => [port, this.placement.hold(port)] as const);
+    let warnings: string[];
+    try {
+      const parts = groupChanges(
+        slots.map(([port, slot]) => [port, slot.instance] as const),
+        (port, existing) => {
+          const spec = bySpec.get(port);
+          return spec ? stampRecord(spec, existing, this.now()) : undefined;
+        },
+      );
+      warnings = await applyAllOrNothing(parts, this.options.log);
+    } finally {
+      for (const [port, slot] of slots) this.placement.release(port, slot);
+    }
+    for (const port of created) this.options.observatory?.traffic.reset(port);
+    return warnings;
+  }
+
+  status(): DaemonStatus {
+    const { version, mode, portRange, instances } = this.options;
+    return daemonStatus({
+      version,
+      mode,
+      portRange,
+      streams: this.list(),
+      instances,
+      problems: this.problems,
+      startedAt: this.startedAt,
+    });
+  }
+
+  async close(): Promise<void> {
+    this.expiry.stop();
+    await Promise.all(this.options.instances.map((instance) => instance.close()));
+  }
+}

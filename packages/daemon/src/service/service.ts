@@ -1,0 +1,39 @@
+/**
+ * What the APIs ask of the daemon: the StreamService interface the HTTP layer calls. The local
+ * service (local.ts) does it on this host; in fleet mode the FleetConductor (fleet/) does it
+ * through the shared store and converges this host with it. Ports arrive parsed: the routes
+ * parse their own input.
+ */
+import type {
+  ApplyPlan,
+  ApplyResult,
+  CreateResult,
+  DaemonStatus,
+  StreamSpec,
+  StreamView,
+} from '@stream-conductor/shared';
+
+export interface StreamService {
+  create(spec: StreamSpec): Promise<CreateResult>;
+  put(spec: StreamSpec): Promise<CreateResult>;
+  renew(port: number, expiresAt: string | undefined): Promise<CreateResult>;
+  remove(port: number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
+  plan(specs: StreamSpec[], prune: boolean): ApplyPlan;
+  apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult>;
+  freePort(): Promise<number | undefined>;
+  list(filter?: ListFilter): StreamView[];
+  get(port: number): StreamView | undefined;
+  checkHealth(port: number): Promise<StreamView>;
+  status(): DaemonStatus;
+  close(): Promise<void>;
+}
+
+export interface ListFilter {
+  /** Every label must match. */
+  labels?: Array<[string, string]>;
+}
+
+/** Whether a stream with `labels` passes `filter`. */
+export function matchesFilter(labels: Record<string, string>, filter: ListFilter): boolean {
+  return (filter.labels ?? []).every(([key, value]) => labels[key] === value);
+}
