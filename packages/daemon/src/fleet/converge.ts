@@ -3,8 +3,15 @@
  * fleet wants of each port, one port at a time and in order, and tells the fleet what it made of
  * each (the `applied/<host>/<port>` reports). Keeps what failed, to try again.
  */
-import { ConductorError, ErrorCode, type PortRange, type StreamRecord, isPortInRange, sameSpec } from '@stream-conductor/shared';
-import { type Logger, bestEffort, settled } from '../log.js';
+import {
+  ConductorError,
+  ErrorCode,
+  isPortInRange,
+  type PortRange,
+  type StreamRecord,
+  sameSpec,
+} from '@stream-conductor/shared';
+import { bestEffort, type Logger, settled } from '../log.js';
 import type { DesiredCache } from './desired.js';
 import { message } from './etcd.js';
 import { type AppliedReport, specOf } from './keys.js';
@@ -81,7 +88,8 @@ export class Convergence {
   private async convergeNow(port: number, options: { killSessions?: boolean }): Promise<string[]> {
     const target = this.target(port);
     // parseDesired holds every record to its key's port; a stream is only ever put on its own.
-    if (target && target.port !== port) throw new Error(`the fleet's record for port ${port} names port ${target.port}`);
+    if (target && target.port !== port)
+      throw new Error(`the fleet's record for port ${port} names port ${target.port}`);
     const revision = this.options.cache.desired.get(port)?.modRevision ?? '0';
     if (!target) {
       await this.removeHere(port, revision, options);
@@ -128,7 +136,10 @@ export class Convergence {
       } catch (error) {
         if (!(error instanceof ConductorError && error.code === ErrorCode.NotFound)) {
           this.failures.set(port, `could not remove it: ${message(error)}`);
-          this.options.log.warn('could not remove a stream the fleet dropped; trying again', { port, reason: message(error) });
+          this.options.log.warn('could not remove a stream the fleet dropped; trying again', {
+            port,
+            reason: message(error),
+          });
           throw error;
         }
       }
@@ -178,13 +189,21 @@ export class Convergence {
     const { cache, local, log } = this.options;
     const ports = new Set([...cache.desired.keys(), ...local.list().map((stream) => stream.port)]);
     for (const port of ports) {
-      if (this.chains.has(port) || this.inflight.has(port) || this.options.busy(port) || this.failures.has(port)) continue;
+      if (this.chains.has(port) || this.inflight.has(port) || this.options.busy(port) || this.failures.has(port))
+        continue;
       const target = cache.effective(port);
       const here = local.get(port);
       const inLine = target ? here?.state === 'live' && sameSpec(here, target) : here === undefined;
-      const expected = target ? JSON.stringify({ state: 'live', revision: cache.desired.get(port)?.modRevision ?? '0' }) : '';
+      const expected = target
+        ? JSON.stringify({ state: 'live', revision: cache.desired.get(port)?.modRevision ?? '0' })
+        : '';
       if (inLine && (this.reported.get(port) ?? '') === expected) continue;
-      if (!inLine) log.warn('a stream of this host is not what the fleet wants; converging it', { port, wanted: target ? 'live' : 'none', here: here?.state ?? 'none' });
+      if (!inLine)
+        log.warn('a stream of this host is not what the fleet wants; converging it', {
+          port,
+          wanted: target ? 'live' : 'none',
+          here: here?.state ?? 'none',
+        });
       void this.nudge(port);
     }
   }

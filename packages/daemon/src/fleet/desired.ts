@@ -7,7 +7,17 @@ import type { StreamRecord } from '@stream-conductor/shared';
 import { HOST_ID } from '../config.js';
 import type { Logger } from '../log.js';
 import { message } from './etcd.js';
-import { type AppliedReport, type Desired, type FleetKeys, type HostRecord, type StoredKey, newer, parseDesired, parseHost, parseReport } from './keys.js';
+import {
+  type AppliedReport,
+  type Desired,
+  type FleetKeys,
+  type HostRecord,
+  newer,
+  parseDesired,
+  parseHost,
+  parseReport,
+  type StoredKey,
+} from './keys.js';
 import { isExpired } from './twins.js';
 
 /** What a key taken from the store was about, for the session to act on. */
@@ -65,7 +75,8 @@ export class DesiredCache {
       }
     }
     for (const port of [...this.desired.keys()]) if (!seen.has(port)) this.forget(port, revision);
-    for (const port of [...this.invalid.keys()]) if (!kvs.some((kv) => this.keys.portOfStreamKey(kv.key) === port)) this.invalid.delete(port);
+    for (const port of [...this.invalid.keys()])
+      if (!kvs.some((kv) => this.keys.portOfStreamKey(kv.key) === port)) this.invalid.delete(port);
     this.saw(revision);
   }
 

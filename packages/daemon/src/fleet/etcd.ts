@@ -4,9 +4,9 @@
  * write protocol uses (so that it can be tested against an in-memory store).
  */
 import { readFileSync } from 'node:fs';
+import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, isRecoverableError } from 'etcd3';
-import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 import type { StoreConfig } from '../config.js';
 import type { StoredKey } from './keys.js';
 
@@ -25,7 +25,11 @@ export function createEtcdClient(config: EtcdConfig): Etcd3 {
     // member that failed three times in a row is skipped for a second. The daemon's own
     // supervision resyncs when etcd answers again.
     faultHandling: {
-      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: HALF_OPEN_MS, breaker: new ConsecutiveBreaker(3) }),
+      host: () =>
+        circuitBreaker(handleWhen(isRecoverableError), {
+          halfOpenAfter: HALF_OPEN_MS,
+          breaker: new ConsecutiveBreaker(3),
+        }),
       global: retry(handleWhen(isRecoverableError), { maxAttempts: Math.max(2, config.endpoints.length) }),
     },
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
@@ -65,9 +69,13 @@ export function storeError(error: unknown): ConductorError {
   if (error instanceof ConductorError) return error;
   const text = message(error);
   if (/too many operations/i.test(text)) {
-    return new ConductorError(ErrorCode.InvalidInput, 'the change holds more streams than etcd takes in one transaction', {
-      hint: "raise etcd's --max-txn-ops (128 by default), or apply in smaller sets",
-    });
+    return new ConductorError(
+      ErrorCode.InvalidInput,
+      'the change holds more streams than etcd takes in one transaction',
+      {
+        hint: "raise etcd's --max-txn-ops (128 by default), or apply in smaller sets",
+      },
+    );
   }
   // One failed call is not a lost store (the next may reach another member); the supervision's
   // look every second decides that.
@@ -86,7 +94,11 @@ export async function storeCall<T>(connected: () => boolean, call: () => Promise
   try {
     return await call();
   } catch (error) {
-    if (!connected() || !(isBrokenCircuitError(error) || /circuit breaker is open/i.test(String((error as Error)?.message)))) throw storeError(error);
+    if (
+      !connected() ||
+      !(isBrokenCircuitError(error) || /circuit breaker is open/i.test(String((error as Error)?.message)))
+    )
+      throw storeError(error);
   }
   await new Promise((resolve) => setTimeout(resolve, HALF_OPEN_MS + 100));
   try {
@@ -115,7 +127,12 @@ export interface FleetStore {
 }
 
 export function storedKey(kv: IKeyValue): StoredKey {
-  return { key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), modRevision: kv.mod_revision, lease: kv.lease };
+  return {
+    key: kv.key.toString('utf8'),
+    value: kv.value.toString('utf8'),
+    modRevision: kv.mod_revision,
+    lease: kv.lease,
+  };
 }
 
 /** The FleetStore of a real etcd. */
@@ -137,7 +154,9 @@ export class EtcdStore implements FleetStore {
     let builder: ReturnType<Etcd3['if']> | undefined;
     for (const compare of compares) {
       const [column, value] = 'absent' in compare ? (['Create', 0] as const) : (['Mod', compare.modRevision] as const);
-      builder = builder ? builder.and(compare.key, column, '==', value) : this.client.if(compare.key, column, '==', value);
+      builder = builder
+        ? builder.and(compare.key, column, '==', value)
+        : this.client.if(compare.key, column, '==', value);
     }
     if (!builder) throw new Error('a transaction needs a condition');
     const ops = steps.map((step) => {

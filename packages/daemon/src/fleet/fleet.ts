@@ -17,26 +17,26 @@
 import {
   type ApplyPlan,
   type ApplyResult,
+  assertPortInRange,
   ConductorError,
   type CreateResult,
   type DaemonStatus,
+  describeBackends,
   ErrorCode,
   type PortRange,
+  parsePort,
+  protocolsOf,
   type StreamRecord,
   type StreamSpec,
   type StreamView,
-  assertPortInRange,
-  describeBackends,
-  parsePort,
-  protocolsOf,
   sameSpec,
 } from '@stream-conductor/shared';
-import { type ListFilter, type StreamService, checkStreamSet, planApply } from '../conductor.js';
+import { checkStreamSet, type ListFilter, planApply, type StreamService } from '../conductor.js';
 import type { Logger } from '../log.js';
 import type { PortProbe } from '../sys/ports.js';
 import { Convergence } from './converge.js';
 import { DesiredCache } from './desired.js';
-import { type EtcdConfig, EtcdStore, createEtcdClient } from './etcd.js';
+import { createEtcdClient, type EtcdConfig, EtcdStore } from './etcd.js';
 import { type Desired, FleetKeys } from './keys.js';
 import type { LocalService } from './local.js';
 import { Session } from './session.js';
@@ -81,9 +81,24 @@ export class FleetConductor implements StreamService {
     const cache = new DesiredCache(keys, now, log);
     this.cache = cache;
     // The session is the reporter; it needs the convergence, so it is looked up when used.
-    const reporter = { ready: () => this.session.ready(), write: (port: number, text: string | undefined) => this.session.write(port, text) };
-    this.convergence = new Convergence({ local, cache, reporter, portRange: options.portRange, log, busy: (port) => this.reserved.has(port) });
-    const host = { id: config.hostId, api: config.advertiseUrl, version: options.version, startedAt: now().toISOString() };
+    const reporter = {
+      ready: () => this.session.ready(),
+      write: (port: number, text: string | undefined) => this.session.write(port, text),
+    };
+    this.convergence = new Convergence({
+      local,
+      cache,
+      reporter,
+      portRange: options.portRange,
+      log,
+      busy: (port) => this.reserved.has(port),
+    });
+    const host = {
+      id: config.hostId,
+      api: config.advertiseUrl,
+      version: options.version,
+      startedAt: now().toISOString(),
+    };
     this.session = new Session({
       client,
       keys,
@@ -121,17 +136,31 @@ export class FleetConductor implements StreamService {
 
   private requireConnected(): void {
     if (this.session.connected) return;
-    throw new ConductorError(ErrorCode.StoreUnavailable, `the fleet's store (etcd) is not reachable: ${this.session.lastError}`, {
-      hint: 'this host keeps serving its streams; changes are taken again once etcd answers',
-    });
+    throw new ConductorError(
+      ErrorCode.StoreUnavailable,
+      `the fleet's store (etcd) is not reachable: ${this.session.lastError}`,
+      {
+        hint: 'this host keeps serving its streams; changes are taken again once etcd answers',
+      },
+    );
   }
 
   /** Writes one change (null: removal) given the port's key as read. */
-  private change(port: number, current: Desired | undefined, next: StreamRecord | null, options: { killSessions?: boolean } = {}): Promise<string[]> {
+  private change(
+    port: number,
+    current: Desired | undefined,
+    next: StreamRecord | null,
+    options: { killSessions?: boolean } = {},
+  ): Promise<string[]> {
     return this.writes.write([{ port, current, next }], { kind: 'one', ...options });
   }
 
-  private answer(port: number, warnings: string[], change: CreateResult['change'], applied: StreamRecord): CreateResult {
+  private answer(
+    port: number,
+    warnings: string[],
+    change: CreateResult['change'],
+    applied: StreamRecord,
+  ): CreateResult {
     return answer(port, this.get(port), this.cache.effective(port), { warnings, change, applied });
   }
 
@@ -142,9 +171,13 @@ export class FleetConductor implements StreamService {
     const current = await this.writes.read(spec.port);
     const standing = this.writes.standing(current);
     if (standing) {
-      throw new ConductorError(ErrorCode.StreamExists, `port ${spec.port} already has a stream (to ${describeBackends(standing.backends)})`, {
-        hint: 'remove it first, pick another port, or replace it (PUT /v1/streams/{port})',
-      });
+      throw new ConductorError(
+        ErrorCode.StreamExists,
+        `port ${spec.port} already has a stream (to ${describeBackends(standing.backends)})`,
+        {
+          hint: 'remove it first, pick another port, or replace it (PUT /v1/streams/{port})',
+        },
+      );
     }
     const record: StreamRecord = { ...spec, createdAt: this.now().toISOString() };
     const warnings = await this.change(spec.port, current, record);
@@ -161,7 +194,9 @@ export class FleetConductor implements StreamService {
       return this.answer(spec.port, warnings, 'unchanged', standing);
     }
     const now = this.now().toISOString();
-    const record: StreamRecord = standing ? { ...spec, createdAt: standing.createdAt, updatedAt: now } : { ...spec, createdAt: now };
+    const record: StreamRecord = standing
+      ? { ...spec, createdAt: standing.createdAt, updatedAt: now }
+      : { ...spec, createdAt: now };
     const warnings = await this.change(spec.port, current, record);
     return this.answer(spec.port, warnings, standing ? 'replaced' : 'created', record);
   }
@@ -190,7 +225,8 @@ export class FleetConductor implements StreamService {
       range: this.options.portRange,
       reserved: this.reserved,
       taken: (port) => this.cache.desired.has(port) || this.options.local.get(port) !== undefined,
-      probe: (port) => this.options.probePort(port, protocolsOf(spec), spec.listenAddress ?? this.options.defaultListenAddress),
+      probe: (port) =>
+        this.options.probePort(port, protocolsOf(spec), spec.listenAddress ?? this.options.defaultListenAddress),
       attempt: async (port) => {
         if (await this.writes.read(port)) return undefined; // another host has it, or is taking it
         const record: StreamRecord = { ...spec, port, createdAt: this.now().toISOString() };
@@ -198,7 +234,10 @@ export class FleetConductor implements StreamService {
         return this.answer(port, warnings, 'created', record);
       },
       // Another host took it first (conflict), or this host cannot bind it after all.
-      lost: (error) => error.code === ErrorCode.Conflict || error.code === ErrorCode.StreamExists || error.code === ErrorCode.PortInUse,
+      lost: (error) =>
+        error.code === ErrorCode.Conflict ||
+        error.code === ErrorCode.StreamExists ||
+        error.code === ErrorCode.PortInUse,
     });
   }
 
@@ -237,7 +276,11 @@ export class FleetConductor implements StreamService {
       const current = this.cache.desired.get(port);
       const spec = bySpec.get(port);
       const before = this.writes.standing(current);
-      const next = spec ? (before ? { ...spec, createdAt: before.createdAt, updatedAt: now } : { ...spec, createdAt: now }) : null;
+      const next = spec
+        ? before
+          ? { ...spec, createdAt: before.createdAt, updatedAt: now }
+          : { ...spec, createdAt: now }
+        : null;
       return { port, current, next };
     });
     const warnings = await this.writes.write(writes, { kind: 'set' });
@@ -270,7 +313,14 @@ export class FleetConductor implements StreamService {
   status(): DaemonStatus {
     const { session } = this;
     const { endpoints, prefix } = this.options.config;
-    return this.views.status({ connected: session.connected, since: session.since, lastError: session.lastError, endpoints, prefix, problems: session.problems });
+    return this.views.status({
+      connected: session.connected,
+      since: session.since,
+      lastError: session.lastError,
+      endpoints,
+      prefix,
+      problems: session.problems,
+    });
   }
 
   async close(): Promise<void> {

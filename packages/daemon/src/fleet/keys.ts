@@ -12,7 +12,7 @@
  *
  * Nothing here does I/O: keys and values are plain text in, typed values out.
  */
-import { type StreamRecord, type StreamSpec, printable } from '@stream-conductor/shared';
+import { printable, type StreamRecord, type StreamSpec } from '@stream-conductor/shared';
 import { recordFromJson } from '../streams/record.js';
 
 /** A change being written: the stream it makes (null: removed) and the state before it. */
@@ -111,7 +111,12 @@ export class FleetKeys {
 }
 
 /** The value of a stream key while a change is being written. */
-export function pendingValue(record: StreamRecord | null | undefined, by: string, op: string, pending: Pending): string {
+export function pendingValue(
+  record: StreamRecord | null | undefined,
+  by: string,
+  op: string,
+  pending: Pending,
+): string {
   return JSON.stringify({ record, by, op, pending });
 }
 
@@ -133,8 +138,10 @@ export function parseDesired(kv: Pick<StoredKey, 'value' | 'modRevision' | 'leas
   };
   if (value.pending !== undefined && value.pending !== null) {
     const pending = value.pending as { previous?: unknown; remove?: unknown; at?: unknown };
-    const previous = pending.previous === null || pending.previous === undefined ? null : recordFromJson(pending.previous);
-    if (previous !== null && previous.port !== port) throw new Error(`the state before a pending change of port ${port} names port ${previous.port}`);
+    const previous =
+      pending.previous === null || pending.previous === undefined ? null : recordFromJson(pending.previous);
+    if (previous !== null && previous.port !== port)
+      throw new Error(`the state before a pending change of port ${port} names port ${previous.port}`);
     desired.pending = {
       previous,
       remove: pending.remove === true,
@@ -150,17 +157,34 @@ const MAX_FIELD = 256;
 
 export function parseReport(text: string): AppliedReport {
   const value = JSON.parse(text) as Partial<AppliedReport>;
-  if ((value.state !== 'live' && value.state !== 'failed') || typeof value.revision !== 'string' || !/^[0-9]+$/.test(value.revision)) {
+  if (
+    (value.state !== 'live' && value.state !== 'failed') ||
+    typeof value.revision !== 'string' ||
+    !/^[0-9]+$/.test(value.revision)
+  ) {
     throw new Error('not a report');
   }
-  return { state: value.state, revision: value.revision, ...(typeof value.reason === 'string' ? { reason: printable(value.reason, MAX_REASON) } : {}) };
+  return {
+    state: value.state,
+    revision: value.revision,
+    ...(typeof value.reason === 'string' ? { reason: printable(value.reason, MAX_REASON) } : {}),
+  };
 }
 
 export function parseHost(text: string, id: string): HostRecord {
   const value = JSON.parse(text) as Partial<HostRecord> | null;
-  if (value === null || typeof value !== 'object' || value.id !== id || typeof value.api !== 'string' || typeof value.version !== 'string' || typeof value.startedAt !== 'string') {
+  if (
+    value === null ||
+    typeof value !== 'object' ||
+    value.id !== id ||
+    typeof value.api !== 'string' ||
+    typeof value.version !== 'string' ||
+    typeof value.startedAt !== 'string'
+  ) {
     throw new Error('not a host');
   }
-  const startedAt = Number.isNaN(Date.parse(value.startedAt)) ? new Date(0).toISOString() : new Date(value.startedAt).toISOString();
+  const startedAt = Number.isNaN(Date.parse(value.startedAt))
+    ? new Date(0).toISOString()
+    : new Date(value.startedAt).toISOString();
   return { id, api: printable(value.api, MAX_FIELD), version: printable(value.version, MAX_FIELD), startedAt };
 }

@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
-import { type Logger, bestEffort } from '../log.js';
+import { bestEffort, type Logger } from '../log.js';
 import type { Convergence, Reporter } from './converge.js';
 import type { DesiredCache } from './desired.js';
 import { CALL_TIMEOUT_MS, message, storedKey, withTimeout } from './etcd.js';
@@ -94,7 +94,10 @@ export class Session implements Reporter {
     }
     if (this.closed || !this.connected || this.syncing) return;
     if (missed.length > 0) {
-      this.options.log.warn('the watch of the fleet store missed changes; reading it again', { ports: missed.slice(0, 20), seenRevision: this.options.cache.seenRevision });
+      this.options.log.warn('the watch of the fleet store missed changes; reading it again', {
+        ports: missed.slice(0, 20),
+        seenRevision: this.options.cache.seenRevision,
+      });
       await this.resync();
       return;
     }
@@ -142,7 +145,9 @@ export class Session implements Reporter {
       apart.set(port, 'none');
     }
     const caughtUp = !newer(revision, cache.seenRevision);
-    const missed = [...apart].filter(([port, what]) => caughtUp || this.suspects.get(port) === what).map(([port]) => port);
+    const missed = [...apart]
+      .filter(([port, what]) => caughtUp || this.suspects.get(port) === what)
+      .map(([port]) => port);
     this.suspects = apart;
     return missed;
   }
@@ -212,12 +217,20 @@ export class Session implements Reporter {
     }
     this.listen(watcher);
     this.watcher = watcher;
-    if (!this.connected) log.info('joined the fleet', { host: this.options.host.id, streams: cache.desired.size, hosts: cache.hosts.size });
+    if (!this.connected)
+      log.info('joined the fleet', {
+        host: this.options.host.id,
+        streams: cache.desired.size,
+        hosts: cache.hosts.size,
+      });
     this.connected = true;
     this.since = this.options.now().toISOString();
     this.lastError = '';
     // Converge every port either side knows of: what the fleet wants, and what this host has.
-    const localOnly = this.options.local.list().filter((stream) => !cache.desired.has(stream.port)).map((stream) => stream.port);
+    const localOnly = this.options.local
+      .list()
+      .filter((stream) => !cache.desired.has(stream.port))
+      .map((stream) => stream.port);
     if (localOnly.length > 0) log.warn('removing streams the fleet does not have', { ports: localOnly });
     const ports = new Set([...cache.desired.keys(), ...localOnly]);
     await Promise.all([...ports].map((port) => this.options.convergence.nudge(port)));
@@ -276,7 +289,9 @@ export class Session implements Reporter {
     watcher.on('connected', () => {
       if (!dropped) return;
       dropped = false;
-      void this.reread().catch((error: unknown) => log.warn('could not read the fleet store again', { reason: message(error) }));
+      void this.reread().catch((error: unknown) =>
+        log.warn('could not read the fleet store again', { reason: message(error) }),
+      );
     });
     // A watch etcd cancelled (its start revision compacted, say) is lost: join again at once, with
     // a whole read; only when that fails is the store lost.
@@ -299,7 +314,8 @@ export class Session implements Reporter {
     const taken = this.options.cache.take(kind, kv);
     if (taken?.kind === 'stream') void this.options.convergence.nudge(taken.port);
     // This host's own registration gone (its lease ended): register again.
-    else if (taken?.kind === 'host-gone' && taken.id === this.options.host.id && !this.closed) this.lost(new Error("this host's registration expired"));
+    else if (taken?.kind === 'host-gone' && taken.id === this.options.host.id && !this.closed)
+      this.lost(new Error("this host's registration expired"));
   }
 
   /** Reads the whole prefix again (after the watch had to reconnect) and converges what changed. */
@@ -322,7 +338,8 @@ export class Session implements Reporter {
     // Bounded: a store that stopped answering does not hold up the daemon's exit.
     await this.dropWatch();
     const lease = this.lease;
-    if (this.connected && lease) await bestEffort(this.options.log, 'leave the fleet', withTimeout(lease.revoke(), 2000, 'leave the fleet'));
+    if (this.connected && lease)
+      await bestEffort(this.options.log, 'leave the fleet', withTimeout(lease.revoke(), 2000, 'leave the fleet'));
     this.options.client.close();
   }
 }

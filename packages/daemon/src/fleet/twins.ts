@@ -6,19 +6,21 @@
 import {
   ConductorError,
   type CreateResult,
+  describeBackends,
   ErrorCode,
   type PortRange,
   type StreamRecord,
   type StreamSpec,
   type StreamView,
-  describeBackends,
   sameSpec,
 } from '@stream-conductor/shared';
 import type { PortProbe } from '../sys/ports.js';
 import { specOf } from './keys.js';
 
 export function noFreePortError(): ConductorError {
-  return new ConductorError(ErrorCode.NoFreePort, 'no free port left in the port range', { hint: 'remove streams, or widen PORT_RANGE' });
+  return new ConductorError(ErrorCode.NoFreePort, 'no free port left in the port range', {
+    hint: 'remove streams, or widen PORT_RANGE',
+  });
 }
 
 export function isExpired(record: StreamRecord, now: Date): boolean {
@@ -37,7 +39,11 @@ export function renewedSpec(standing: StreamRecord, expiresAt: string | undefine
  * The first port of `range` that is not `taken` and that no other process holds either. It is not
  * reserved: two callers may be told the same port, and the second create is refused.
  */
-export async function firstFreePort(range: PortRange, taken: (port: number) => boolean, probe: (port: number) => Promise<PortProbe>): Promise<number | undefined> {
+export async function firstFreePort(
+  range: PortRange,
+  taken: (port: number) => boolean,
+  probe: (port: number) => Promise<PortProbe>,
+): Promise<number | undefined> {
   for (let port = range.start; port <= range.end; port += 1) {
     if (taken(port)) continue;
     if ((await probe(port)) === 'free') return port;

@@ -4,11 +4,11 @@
  */
 import {
   type DaemonStatus,
+  describeBackends,
   type FleetHost,
   type HostStreamState,
   type StreamRecord,
   type StreamView,
-  describeBackends,
   sameSpec,
 } from '@stream-conductor/shared';
 import type { ListFilter } from '../conductor.js';
@@ -52,7 +52,12 @@ export class FleetViews {
       }
       const report = cache.applied.get(id)?.get(port);
       if (!report || newer(revision, report.revision)) states.push({ host: id, state: 'pending' });
-      else states.push({ host: id, state: report.state, ...(report.reason !== undefined ? { reason: report.reason } : {}) });
+      else
+        states.push({
+          host: id,
+          state: report.state,
+          ...(report.reason !== undefined ? { reason: report.reason } : {}),
+        });
     }
     return states;
   }
@@ -78,7 +83,10 @@ export class FleetViews {
   }
 
   list(filter: ListFilter = {}): StreamView[] {
-    const ports = new Set([...this.options.cache.desired.keys(), ...this.options.local.list().map((stream) => stream.port)]);
+    const ports = new Set([
+      ...this.options.cache.desired.keys(),
+      ...this.options.local.list().map((stream) => stream.port),
+    ]);
     const views: StreamView[] = [];
     for (const port of ports) {
       const view = this.get(port);
@@ -104,7 +112,11 @@ export class FleetViews {
     return {
       ...local,
       streams: { total: streams.length, live: streams.length - failed.length, failed: failed.length },
-      failed: failed.map((stream) => ({ port: stream.port, backends: describeBackends(stream.backends), reason: stream.reason ?? 'unknown' })),
+      failed: failed.map((stream) => ({
+        port: stream.port,
+        backends: describeBackends(stream.backends),
+        reason: stream.reason ?? 'unknown',
+      })),
       problems: [...local.problems, ...store.problems],
       store: {
         kind: 'etcd',

@@ -16,10 +16,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { ConductorError, ErrorCode, type StreamRecord } from '@stream-conductor/shared';
-import { type Logger, bestEffort } from '../log.js';
+import { bestEffort, type Logger } from '../log.js';
 import type { Convergence } from './converge.js';
 import type { DesiredCache } from './desired.js';
-import { type Compare, type FleetStore, type Step, message, storeCall } from './etcd.js';
+import { type Compare, type FleetStore, message, type Step, storeCall } from './etcd.js';
 import { type Desired, type FleetKeys, parseDesired, pendingValue, settledValue, specOf } from './keys.js';
 import type { LocalService } from './local.js';
 import { isExpired } from './twins.js';
@@ -59,30 +59,56 @@ interface Wording {
 function wordingOf(kind: WriteKind['kind'], port: number): Wording {
   if (kind === 'set') {
     const changedWhileApplying = () =>
-      new ConductorError(ErrorCode.Conflict, 'streams of the set were changed by another host while this one applied them', { hint: 'look at `conductor ls` and apply again' });
+      new ConductorError(
+        ErrorCode.Conflict,
+        'streams of the set were changed by another host while this one applied them',
+        { hint: 'look at `conductor ls` and apply again' },
+      );
     return {
       changedMeanwhile: () =>
-        new ConductorError(ErrorCode.Conflict, 'streams of the set were changed by another host meanwhile; nothing was applied', {
-          hint: 'run the apply again: it plans against the current state',
-        }),
+        new ConductorError(
+          ErrorCode.Conflict,
+          'streams of the set were changed by another host meanwhile; nothing was applied',
+          {
+            hint: 'run the apply again: it plans against the current state',
+          },
+        ),
       changedWhileApplying,
       notCommitted: changedWhileApplying,
       notTakenBack: (refusal) =>
-        new ConductorError(ErrorCode.StoreUnavailable, `this host refused the apply (${message(refusal)}), and the fleet store did not take it back`, {
-          hint: 'look at `conductor ls` and apply again',
-        }),
+        new ConductorError(
+          ErrorCode.StoreUnavailable,
+          `this host refused the apply (${message(refusal)}), and the fleet store did not take it back`,
+          {
+            hint: 'look at `conductor ls` and apply again',
+          },
+        ),
     };
   }
   const retry = { hint: 'look at it again (conductor get) and retry' };
   return {
-    changedMeanwhile: () => new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host meanwhile`, retry),
-    changedWhileApplying: () => new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host while this one applied it`, retry),
+    changedMeanwhile: () =>
+      new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host meanwhile`, retry),
+    changedWhileApplying: () =>
+      new ConductorError(
+        ErrorCode.Conflict,
+        `port ${port} was changed by another host while this one applied it`,
+        retry,
+      ),
     notCommitted: () =>
-      new ConductorError(ErrorCode.StoreUnavailable, `the fleet store (etcd) did not take the change of port ${port}; this host went back to the state before`, retry),
+      new ConductorError(
+        ErrorCode.StoreUnavailable,
+        `the fleet store (etcd) did not take the change of port ${port}; this host went back to the state before`,
+        retry,
+      ),
     notTakenBack: (refusal) =>
-      new ConductorError(ErrorCode.StoreUnavailable, `this host refused the change (${message(refusal)}), and the fleet store did not take it back`, {
-        hint: 'the other hosts keep the state before; look at `conductor get` and retry',
-      }),
+      new ConductorError(
+        ErrorCode.StoreUnavailable,
+        `this host refused the change (${message(refusal)}), and the fleet store did not take it back`,
+        {
+          hint: 'the other hosts keep the state before; look at `conductor get` and retry',
+        },
+      ),
   };
 }
 
@@ -120,9 +146,13 @@ export class FleetWrites {
     try {
       desired = parseDesired(kv, port);
     } catch (error) {
-      throw new ConductorError(ErrorCode.StoreUnavailable, `the fleet store holds a value for port ${port} that is not valid: ${message(error)}`, {
-        hint: 'remove the key (etcdctl del) or replace the stream',
-      });
+      throw new ConductorError(
+        ErrorCode.StoreUnavailable,
+        `the fleet store holds a value for port ${port} that is not valid: ${message(error)}`,
+        {
+          hint: 'remove the key (etcdctl del) or replace the stream',
+        },
+      );
     }
     cache.remember(port, desired);
     return desired;
@@ -139,7 +169,8 @@ export class FleetWrites {
     if (!current) return null;
     const now = this.options.now();
     if (current.pending) {
-      const stale = Date.now() - Date.parse(current.pending.at) > PENDING_STALE_MS || !this.options.cache.hosts.has(current.by);
+      const stale =
+        Date.now() - Date.parse(current.pending.at) > PENDING_STALE_MS || !this.options.cache.hosts.has(current.by);
       if (!stale && current.by !== this.options.hostId) return current.pending.previous ?? current.record;
       const previous = current.pending.previous;
       return previous && !isExpired(previous, now) ? previous : null;
@@ -155,7 +186,11 @@ export class FleetWrites {
   async write(writes: PortWrite[], how: WriteKind): Promise<string[]> {
     const wording = wordingOf(how.kind, writes[0]?.port ?? 0);
     const leases = await this.leasesFor(writes);
-    const ports: Writing[] = writes.map((write, i) => ({ ...write, before: this.standing(write.current), lease: leases[i] ?? '0' }));
+    const ports: Writing[] = writes.map((write, i) => ({
+      ...write,
+      before: this.standing(write.current),
+      lease: leases[i] ?? '0',
+    }));
     // Step 1: pending, as long as every key is as read.
     const written = await this.markPending(ports, wording);
     // Step 2: live here (or refused here).
@@ -217,7 +252,11 @@ export class FleetWrites {
     );
     const steps: Step[] = ports.map(({ port, current, next, before, lease }) => ({
       put: keys.stream(port),
-      value: pendingValue(next ?? before ?? current?.record, hostId, op, { previous: before, remove: next === null, at }),
+      value: pendingValue(next ?? before ?? current?.record, hostId, op, {
+        previous: before,
+        remove: next === null,
+        at,
+      }),
       // A removal stays on the lease it had until it is committed.
       lease: next === null ? (current?.lease ?? '0') : lease,
     }));
@@ -240,7 +279,8 @@ export class FleetWrites {
   /** Step 2: one change through convergence (it reports as usual), a set all or nothing. */
   private applyHere(ports: Writing[], how: WriteKind): Promise<string[]> {
     const [first] = ports;
-    if (how.kind === 'one' && first && ports.length === 1) return this.options.convergence.converge(first.port, { killSessions: how.killSessions === true });
+    if (how.kind === 'one' && first && ports.length === 1)
+      return this.options.convergence.converge(first.port, { killSessions: how.killSessions === true });
     return this.options.local.applyChanges(
       ports.flatMap(({ next }) => (next ? [specOf(next)] : [])),
       ports.filter(({ next }) => next === null).map(({ port }) => port),
@@ -250,7 +290,8 @@ export class FleetWrites {
   /** After step 3: this host goes back to the fleet's state of the ports. */
   private async release(ports: Writing[], how: WriteKind): Promise<void> {
     for (const { port } of ports) this.options.convergence.release(port);
-    if (how.kind === 'set') await bestEffort(this.options.log, 'read the fleet store again', () => this.options.reread());
+    if (how.kind === 'set')
+      await bestEffort(this.options.log, 'read the fleet store again', () => this.options.reread());
     await Promise.all(ports.map(({ port }) => this.options.convergence.nudge(port)));
   }
 
@@ -262,7 +303,8 @@ export class FleetWrites {
     const { keys, hostId, cache, log } = this.options;
     const op = randomUUID();
     const recordOf = (port: Writing): StreamRecord | null => (what === 'commit' ? port.next : port.before);
-    const leaseOf = (port: Writing): string => (what === 'commit' ? port.lease : port.before ? (port.current?.lease ?? '0') : '0');
+    const leaseOf = (port: Writing): string =>
+      what === 'commit' ? port.lease : port.before ? (port.current?.lease ?? '0') : '0';
     let withoutLeases = false;
     for (let attempt = 0; attempt < SETTLE_ATTEMPTS; attempt += 1) {
       try {
@@ -270,18 +312,31 @@ export class FleetWrites {
         const steps: Step[] = ports.map((port) => {
           const record = recordOf(port);
           const key = keys.stream(port.port);
-          return record === null ? { delete: key } : { put: key, value: settledValue(record, hostId, op), lease: withoutLeases ? '0' : leaseOf(port) };
+          return record === null
+            ? { delete: key }
+            : { put: key, value: settledValue(record, hostId, op), lease: withoutLeases ? '0' : leaseOf(port) };
         });
         const response = await this.options.store.txn(compares, steps);
         if (!response.succeeded) return await this.settledBefore(ports, written, recordOf, op);
         for (const port of ports) {
           const record = recordOf(port);
           if (record === null) cache.forget(port.port, response.revision);
-          else cache.remember(port.port, { record, modRevision: response.revision, lease: withoutLeases ? '0' : leaseOf(port), by: hostId, op });
+          else
+            cache.remember(port.port, {
+              record,
+              modRevision: response.revision,
+              lease: withoutLeases ? '0' : leaseOf(port),
+              by: hostId,
+              op,
+            });
         }
         return 'settled';
       } catch (error) {
-        log.warn(`could not ${what} a change in the fleet store`, { ...(ports.length === 1 ? { port: ports[0]?.port } : { ports: ports.map(({ port }) => port) }), attempt, reason: message(error) });
+        log.warn(`could not ${what} a change in the fleet store`, {
+          ...(ports.length === 1 ? { port: ports[0]?.port } : { ports: ports.map(({ port }) => port) }),
+          attempt,
+          reason: message(error),
+        });
         // A lease that ended meanwhile: the state goes back without it (it has expired anyway).
         if (/lease not found/i.test(message(error))) withoutLeases = true;
       }
@@ -293,7 +348,12 @@ export class FleetWrites {
    * A settling transaction found the keys changed: by this same settle (a call the client
    * retried), or by another client. 'failed' when a pending value of this write still stands.
    */
-  private async settledBefore(ports: Writing[], written: Map<number, string>, recordOf: (port: Writing) => StreamRecord | null, op: string): Promise<Outcome> {
+  private async settledBefore(
+    ports: Writing[],
+    written: Map<number, string>,
+    recordOf: (port: Writing) => StreamRecord | null,
+    op: string,
+  ): Promise<Outcome> {
     let mine = 0;
     let pending = false;
     for (const port of ports) {
