@@ -217,16 +217,6 @@ const rec = (port: number, backend: string, extra: Partial<StreamRecord> = {}): 
 });
 const later = (hours: number): string => new Date(Date.now() + hours * 3_600_000).toISOString();
 
-async function refusal(promise: Promise<unknown>): Promise<ConductorError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof ConductorError) return error;
-    throw error;
-  }
-  throw new Error('the write was taken');
-}
-
 describe('one change', () => {
   it('is committed without its pending mark, live on the host that took it, and reported', async () => {
     const etcd = new FakeEtcd();
@@ -249,13 +239,11 @@ describe('one change', () => {
     const readByA = await a.writes.read(7001);
     const readByB = await b.writes.read(7001);
     await a.writes.write([{ port: 7001, current: readByA, next: rec(7001, '10.0.0.1:80') }], { kind: 'one' });
-    const error = await refusal(
+    await expect(
       b.writes.write([{ port: 7001, current: readByB, next: rec(7001, '10.0.0.2:80', { expiresAt: later(1) }) }], {
         kind: 'one',
       }),
-    );
-    expect(error.code).toBe(ErrorCode.Conflict);
-    expect(error.message).toBe('port 7001 was changed by another host meanwhile');
+    ).rejects.toMatchObject({ code: ErrorCode.Conflict, message: 'port 7001 was changed by another host meanwhile' });
     expect(etcd.value(7001)?.by).toBe('a');
     expect(b.local.get(7001)).toBeUndefined();
     // The loser's lease for its expiring stream is not left behind.
@@ -275,9 +263,10 @@ describe('one change', () => {
       once = false;
       etcd.put(`${PREFIX}streams/7002`, JSON.stringify({ record: rec(7002, '10.0.0.3:80'), by: 'b', op: 'other' }));
     };
-    const error = await refusal(a.change(7002, rec(7002, '10.0.0.2:80')));
-    expect(error.code).toBe(ErrorCode.Conflict);
-    expect(error.message).toBe('port 7002 was changed by another host while this one applied it');
+    await expect(a.change(7002, rec(7002, '10.0.0.2:80'))).rejects.toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'port 7002 was changed by another host while this one applied it',
+    });
     expect(etcd.value(7002)?.record?.backends).toEqual([{ address: '10.0.0.3:80' }]);
     // Host a goes to what the fleet holds now, once its cache has seen it.
     await b.writes.read(7002);
@@ -318,8 +307,9 @@ describe('a host that refuses the change', () => {
       seenByB.push(b.cache.effective(7010));
     };
     a.local.refuse.set(7010, new ConductorError(ErrorCode.PortInUse, 'port 7010 is in use by another process'));
-    const error = await refusal(a.change(7010, rec(7010, '10.0.0.1:80', { expiresAt: later(1) })));
-    expect(error.code).toBe(ErrorCode.PortInUse);
+    await expect(a.change(7010, rec(7010, '10.0.0.1:80', { expiresAt: later(1) }))).rejects.toMatchObject({
+      code: ErrorCode.PortInUse,
+    });
     expect(seenByB).toEqual([undefined]);
     expect(etcd.keys.has(`${PREFIX}streams/7010`)).toBe(false);
     expect(a.local.get(7010)).toBeUndefined();
@@ -338,8 +328,9 @@ describe('a host that refuses the change', () => {
       expect(b.cache.effective(7011)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
     };
     a.local.refuse.set(7011, new ConductorError(ErrorCode.NginxRejected, 'no-such-host.invalid does not resolve'));
-    const error = await refusal(a.change(7011, rec(7011, 'no-such-host.invalid:80')));
-    expect(error.code).toBe(ErrorCode.NginxRejected);
+    await expect(a.change(7011, rec(7011, 'no-such-host.invalid:80'))).rejects.toMatchObject({
+      code: ErrorCode.NginxRejected,
+    });
     expect(etcd.value(7011)?.pending).toBeUndefined();
     expect(etcd.value(7011)?.record?.backends).toEqual([{ address: '10.0.0.1:80' }]);
   });
@@ -353,9 +344,10 @@ describe('a host that refuses the change', () => {
     // Step 1 is taken; every try of step 3 fails.
     a.local.during = () =>
       etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
-    const error = await refusal(a.change(7012, rec(7012, '10.0.0.2:80')));
-    expect(error.code).toBe(ErrorCode.StoreUnavailable);
-    expect(error.message).toBe('this host refused the change (refused here), and the fleet store did not take it back');
+    await expect(a.change(7012, rec(7012, '10.0.0.2:80'))).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+      message: 'this host refused the change (refused here), and the fleet store did not take it back',
+    });
     const all = await etcd.getPrefix(PREFIX);
     b.cache.takeAll(all.kvs, all.revision);
     expect(etcd.value(7012)?.pending).toBeDefined();
@@ -436,8 +428,9 @@ describe('leases', () => {
       etcd.leases.delete(old);
     };
     a.local.refuse.set(7020, new ConductorError(ErrorCode.NginxRejected, 'refused here'));
-    const error = await refusal(a.change(7020, rec(7020, '10.0.0.2:80', { expiresAt: later(2) })));
-    expect(error.code).toBe(ErrorCode.NginxRejected);
+    await expect(a.change(7020, rec(7020, '10.0.0.2:80', { expiresAt: later(2) }))).rejects.toMatchObject({
+      code: ErrorCode.NginxRejected,
+    });
     const kv = etcd.keys.get(`${PREFIX}streams/7020`);
     expect(kv?.lease).toBe('0');
     expect(etcd.value(7020)?.record?.backends).toEqual([{ address: '10.0.0.1:80' }]);
@@ -464,10 +457,9 @@ describe('a store that stops answering', () => {
     const a = host(etcd, 'a');
     const current = await a.writes.read(7030);
     etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 1 });
-    const error = await refusal(
+    await expect(
       a.writes.write([{ port: 7030, current, next: rec(7030, '10.0.0.1:80') }], { kind: 'one' }),
-    );
-    expect(error.code).toBe(ErrorCode.StoreUnavailable);
+    ).rejects.toMatchObject({ code: ErrorCode.StoreUnavailable });
     expect(etcd.keys.size).toBe(0);
     expect(a.local.get(7030)).toBeUndefined();
   });
@@ -477,11 +469,10 @@ describe('a store that stops answering', () => {
     const a = host(etcd, 'a');
     a.local.during = () =>
       etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
-    const error = await refusal(a.change(7031, rec(7031, '10.0.0.1:80')));
-    expect(error.code).toBe(ErrorCode.StoreUnavailable);
-    expect(error.message).toBe(
-      'the fleet store (etcd) did not take the change of port 7031; this host went back to the state before',
-    );
+    await expect(a.change(7031, rec(7031, '10.0.0.1:80'))).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+      message: 'the fleet store (etcd) did not take the change of port 7031; this host went back to the state before',
+    });
     // The pending value stands for the state before (none): this host does not serve it.
     expect(a.local.get(7031)).toBeUndefined();
   });
@@ -516,14 +507,15 @@ describe('a declarative set: the same protocol for many ports', () => {
     const b = host(etcd, 'b');
     await a.writes.readStreams();
     await b.change(7043, rec(7043, '10.0.0.9:80'));
-    const error = await refusal(
+    await expect(
       set(a, [
         [7042, rec(7042, '10.0.0.1:80')],
         [7043, rec(7043, '10.0.0.2:80')],
       ]),
-    );
-    expect(error.code).toBe(ErrorCode.Conflict);
-    expect(error.message).toBe('streams of the set were changed by another host meanwhile; nothing was applied');
+    ).rejects.toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'streams of the set were changed by another host meanwhile; nothing was applied',
+    });
     expect(etcd.keys.has(`${PREFIX}streams/7042`)).toBe(false);
     expect(etcd.value(7043)?.record?.backends).toEqual([{ address: '10.0.0.9:80' }]);
     expect(a.local.applies).toBe(0);
@@ -535,13 +527,12 @@ describe('a declarative set: the same protocol for many ports', () => {
     await a.change(7044, rec(7044, '10.0.0.1:80'));
     await a.writes.readStreams();
     a.local.refuse.set(7045, new ConductorError(ErrorCode.PortInUse, 'port 7045 is in use by another process'));
-    const error = await refusal(
+    await expect(
       set(a, [
         [7044, null],
         [7045, rec(7045, '10.0.0.2:80')],
       ]),
-    );
-    expect(error.code).toBe(ErrorCode.PortInUse);
+    ).rejects.toMatchObject({ code: ErrorCode.PortInUse });
     expect(etcd.value(7044)?.record?.backends).toEqual([{ address: '10.0.0.1:80' }]);
     expect(etcd.value(7044)?.pending).toBeUndefined();
     expect(etcd.keys.has(`${PREFIX}streams/7045`)).toBe(false);
