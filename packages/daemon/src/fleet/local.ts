@@ -1,0 +1,21 @@
+/**
+ * What fleet mode asks of this host's own service (the Conductor): exactly the calls fleet makes,
+ * so that fleet depends on this interface rather than on the concrete class.
+ */
+import type { CreateResult, DaemonStatus, StreamSpec, StreamView } from '@stream-conductor/shared';
+
+export interface LocalService {
+  /** Loads what this host applied and brings its nginx in line with it. */
+  start(): Promise<void>;
+  close(): Promise<void>;
+  list(): StreamView[];
+  get(port: number): StreamView | undefined;
+  put(spec: StreamSpec): Promise<CreateResult>;
+  remove(port: number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
+  /** All or nothing: puts and deletes in one verified apply; answers the warnings. */
+  applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]>;
+  checkHealth(port: number): Promise<StreamView>;
+  status(): DaemonStatus;
+  /** Whether this host removes expired streams itself (fleet: only while cut off from etcd). */
+  setExpiryGate(gate: () => boolean): void;
+}

@@ -1,0 +1,133 @@
+/**
+ * What the API shows of the fleet: each port's stream as this host runs it with the state of
+ * every host, the list, and the daemon's status with the store and the hosts.
+ */
+import {
+  type DaemonStatus,
+  describeBackends,
+  type FleetHost,
+  type HostStreamState,
+  type StreamRecord,
+  type StreamView,
+  sameSpec,
+} from '@stream-conductor/shared';
+import type { ListFilter } from '../service/service.js';
+import type { DesiredCache } from './desired.js';
+import { newer } from './keys.js';
+import type { LocalService } from './local.js';
+
+export interface ViewsOptions {
+  cache: DesiredCache;
+  local: LocalService;
+  hostId: string;
+  /** Why this host failed to apply a port, if it did. */
+  failures: ReadonlyMap<number, string>;
+}
+
+/** The store's part of the status. */
+export interface StoreState {
+  connected: boolean;
+  since: string;
+  lastError: string;
+  endpoints: string[];
+  prefix: string;
+  problems: string[];
+}
+
+export class FleetViews {
+  constructor(private readonly options: ViewsOptions) {}
+
+  /** How each running host reports a port's stream as of the key's revision. */
+  private hostStates(port: number, target: StreamRecord, revision: string): HostStreamState[] {
+    const { cache, local, hostId, failures } = this.options;
+    const states: HostStreamState[] = [];
+    for (const id of [...cache.hosts.keys()].sort()) {
+      if (id === hostId) {
+        const here = local.get(port);
+        const failure = failures.get(port);
+        if (here?.state === 'live' && sameSpec(here, target)) states.push({ host: id, state: 'live' });
+        else if (failure !== undefined) states.push({ host: id, state: 'failed', reason: failure });
+        else states.push({ host: id, state: 'pending' });
+        continue;
+      }
+      const report = cache.applied.get(id)?.get(port);
+      if (!report || newer(revision, report.revision)) states.push({ host: id, state: 'pending' });
+      else
+        states.push({
+          host: id,
+          state: report.state,
+          ...(report.reason !== undefined ? { reason: report.reason } : {}),
+        });
+    }
+    return states;
+  }
+
+  get(port: number): StreamView | undefined {
+    const { cache, local, failures } = this.options;
+    const target = cache.effective(port);
+    const here = local.get(port);
+    if (!target) {
+      if (!here) return undefined;
+      return { ...here, reason: here.reason ?? "not in the fleet's set: being removed", hosts: [] };
+    }
+    let view: StreamView;
+    if (here && sameSpec(here, target)) {
+      view = { ...here, createdAt: target.createdAt };
+      if (target.updatedAt !== undefined) view.updatedAt = target.updatedAt;
+      else delete view.updatedAt;
+    } else {
+      view = { ...target, state: 'failed', reason: failures.get(port) ?? 'not applied on this host yet' };
+    }
+    view.hosts = this.hostStates(port, target, cache.desired.get(port)?.modRevision ?? '0');
+    return view;
+  }
+
+  list(filter: ListFilter = {}): StreamView[] {
+    const ports = new Set([
+      ...this.options.cache.desired.keys(),
+      ...this.options.local.list().map((stream) => stream.port),
+    ]);
+    const views: StreamView[] = [];
+    for (const port of ports) {
+      const view = this.get(port);
+      if (view && (filter.labels ?? []).every(([key, value]) => view.labels[key] === value)) views.push(view);
+    }
+    return views.sort((a, b) => a.port - b.port);
+  }
+
+  status(store: StoreState): DaemonStatus {
+    const local = this.options.local.status();
+    const streams = this.list();
+    const failed = streams.filter((stream) => stream.state === 'failed');
+    const hosts: FleetHost[] = [...this.options.cache.hosts.values()]
+      .map((host) => {
+        const counts = { live: 0, failed: 0, pending: 0 };
+        for (const stream of streams) {
+          const state = stream.hosts?.find((entry) => entry.host === host.id)?.state;
+          if (state !== undefined) counts[state] += 1;
+        }
+        return { id: host.id, api: host.api, version: host.version, startedAt: host.startedAt, ...counts };
+      })
+      .sort((a, b) => a.id.localeCompare(b.id));
+    return {
+      ...local,
+      streams: { total: streams.length, live: streams.length - failed.length, failed: failed.length },
+      failed: failed.map((stream) => ({
+        port: stream.port,
+        backends: describeBackends(stream.backends),
+        reason: stream.reason ?? 'unknown',
+      })),
+      problems: [...local.problems, ...store.problems],
+      store: {
+        kind: 'etcd',
+        state: store.connected ? 'connected' : 'unreachable',
+        since: store.since,
+        ...(store.connected ? {} : { message: store.lastError }),
+        hostId: this.options.hostId,
+        endpoints: [...store.endpoints],
+        prefix: store.prefix,
+      },
+      hosts,
+    };
+  }
+}

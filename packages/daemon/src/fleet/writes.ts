@@ -1,0 +1,367 @@
+/**
+ * The fleet's write protocol. A change through any host's API goes in three steps, so that a
+ * change the host refuses is never seen by the others and a change it acknowledges is in etcd:
+ *   1. a transaction writes it as pending, guarded by each port's key as the host last read it
+ *      (one stream per port across the fleet; allocation atomic across hosts). A pending value
+ *      carries the state before it: the other hosts keep serving that state meanwhile;
+ *   2. the host applies it to its own nginx through the verified pipeline (the local service,
+ *      whose own file keeps what this host applied, to serve from without etcd);
+ *   3. a second transaction commits it (or, when the host refused it, puts the state before back)
+ *      if nobody changed the keys since; then the others converge to it.
+ * A writer that dies between 1 and 3 leaves a pending value that means the state before it.
+ *
+ * One protocol for both kinds of write: a single change is a set of one, applied here through
+ * convergence (`one`); a declarative apply is a set applied here all or nothing (`set`). The two
+ * differ only in how step 2 runs and in how their refusals are worded.
+ */
+import { randomUUID } from 'node:crypto';
+import { ConductorError, ErrorCode, type StreamRecord } from '@stream-conductor/shared';
+import { bestEffort, type Logger } from '../log.js';
+import type { Convergence } from './converge.js';
+import type { DesiredCache } from './desired.js';
+import { type Compare, type FleetStore, message, type Step, storeCall } from './etcd.js';
+import { type Desired, type FleetKeys, parseDesired, pendingValue, settledValue, specOf } from './keys.js';
+import type { LocalService } from './local.js';
+import { isExpired } from './twins.js';
+
+/** A pending value older than this, or whose writer is gone, may be written over by a create. */
+const PENDING_STALE_MS = 30_000;
+/** How often a settling transaction that etcd did not answer is tried. */
+const SETTLE_ATTEMPTS = 3;
+
+/** One port of a write: its key as read (`current`) and the stream it makes (null: removed). */
+export interface PortWrite {
+  port: number;
+  current: Desired | undefined;
+  next: StreamRecord | null;
+}
+
+/** A port of a write being written: with the state before it and the lease of `next` ('0': none). */
+interface Writing extends PortWrite {
+  before: StreamRecord | null;
+  lease: string;
+}
+
+/** How a write is applied on this host (step 2). */
+export type WriteKind = { kind: 'one'; killSessions?: boolean } | { kind: 'set' };
+
+/** How step 3 went: done; replaced by another client's change meanwhile; or etcd did not take it. */
+type Outcome = 'settled' | 'superseded' | 'failed';
+
+/** The refusals of a write, as its kind words them. */
+interface Wording {
+  changedMeanwhile(): ConductorError;
+  changedWhileApplying(): ConductorError;
+  notCommitted(): ConductorError;
+  notTakenBack(refusal: unknown): ConductorError;
+}
+
+function wordingOf(kind: WriteKind['kind'], port: number): Wording {
+  if (kind === 'set') {
+    const changedWhileApplying = () =>
+      new ConductorError(
+        ErrorCode.Conflict,
+        'streams of the set were changed by another host while this one applied them',
+        { hint: 'look at `conductor ls` and apply again' },
+      );
+    return {
+      changedMeanwhile: () =>
+        new ConductorError(
+          ErrorCode.Conflict,
+          'streams of the set were changed by another host meanwhile; nothing was applied',
+          {
+            hint: 'run the apply again: it plans against the current state',
+          },
+        ),
+      changedWhileApplying,
+      notCommitted: changedWhileApplying,
+      notTakenBack: (refusal) =>
+        new ConductorError(
+          ErrorCode.StoreUnavailable,
+          `this host refused the apply (${message(refusal)}), and the fleet store did not take it back`,
+          {
+            hint: 'look at `conductor ls` and apply again',
+          },
+        ),
+    };
+  }
+  const retry = { hint: 'look at it again (conductor get) and retry' };
+  return {
+    changedMeanwhile: () =>
+      new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host meanwhile`, retry),
+    changedWhileApplying: () =>
+      new ConductorError(
+        ErrorCode.Conflict,
+        `port ${port} was changed by another host while this one applied it`,
+        retry,
+      ),
+    notCommitted: () =>
+      new ConductorError(
+        ErrorCode.StoreUnavailable,
+        `the fleet store (etcd) did not take the change of port ${port}; this host went back to the state before`,
+        retry,
+      ),
+    notTakenBack: (refusal) =>
+      new ConductorError(
+        ErrorCode.StoreUnavailable,
+        `this host refused the change (${message(refusal)}), and the fleet store did not take it back`,
+        {
+          hint: 'the other hosts keep the state before; look at `conductor get` and retry',
+        },
+      ),
+  };
+}
+
+export interface WritesOptions {
+  store: FleetStore;
+  keys: FleetKeys;
+  cache: DesiredCache;
+  convergence: Pick<Convergence, 'converge' | 'nudge' | 'hold' | 'release'>;
+  local: Pick<LocalService, 'applyChanges'>;
+  hostId: string;
+  now: () => Date;
+  log: Logger;
+  /** Whether this host's session with etcd stands (a call refused by the circuit breaker is then tried again). */
+  connected(): boolean;
+  /** Reads the whole prefix again and converges what changed (after a set). */
+  reread(): Promise<void>;
+}
+
+export class FleetWrites {
+  constructor(private readonly options: WritesOptions) {}
+
+  private call<T>(call: () => Promise<T>): Promise<T> {
+    return storeCall(this.options.connected, call);
+  }
+
+  /** Reads a port's key now (not from the watch's copy, which may lag behind). */
+  async read(port: number): Promise<Desired | undefined> {
+    const { cache } = this.options;
+    const { kv, revision } = await this.call(() => this.options.store.get(this.options.keys.stream(port)));
+    if (!kv) {
+      cache.forget(port, revision);
+      return undefined;
+    }
+    let desired: Desired;
+    try {
+      desired = parseDesired(kv, port);
+    } catch (error) {
+      throw new ConductorError(
+        ErrorCode.StoreUnavailable,
+        `the fleet store holds a value for port ${port} that is not valid: ${message(error)}`,
+        {
+          hint: 'remove the key (etcdctl del) or replace the stream',
+        },
+      );
+    }
+    cache.remember(port, desired);
+    return desired;
+  }
+
+  /** Reads every stream's key now, into the cache (a declarative apply plans against the store as it is). */
+  async readStreams(): Promise<void> {
+    const all = await this.call(() => this.options.store.getPrefix(this.options.keys.streams()));
+    this.options.cache.rememberAll(all.kvs, all.revision);
+  }
+
+  /** The stream a key stands for now, for a write to compare with: a stale pending or expired one is none. */
+  standing(current: Desired | undefined): StreamRecord | null {
+    if (!current) return null;
+    const now = this.options.now();
+    if (current.pending) {
+      const stale =
+        Date.now() - Date.parse(current.pending.at) > PENDING_STALE_MS || !this.options.cache.hosts.has(current.by);
+      if (!stale && current.by !== this.options.hostId) return current.pending.previous ?? current.record;
+      const previous = current.pending.previous;
+      return previous && !isExpired(previous, now) ? previous : null;
+    }
+    return isExpired(current.record, now) ? null : current.record;
+  }
+
+  /**
+   * Writes `writes` in the three steps (see the top of the file). Resolves with the local warnings
+   * once the change is live here and committed; rejects with this host's refusal (the fleet
+   * unchanged), a conflict, or 503.
+   */
+  async write(writes: PortWrite[], how: WriteKind): Promise<string[]> {
+    const wording = wordingOf(how.kind, writes[0]?.port ?? 0);
+    const leases = await this.leasesFor(writes);
+    const ports: Writing[] = writes.map((write, i) => ({
+      ...write,
+      before: this.standing(write.current),
+      lease: leases[i] ?? '0',
+    }));
+    // Step 1: pending, as long as every key is as read.
+    const written = await this.markPending(ports, wording);
+    // Step 2: live here (or refused here).
+    for (const port of ports) this.options.convergence.hold(port.port, port.next);
+    let warnings: string[];
+    try {
+      warnings = await this.applyHere(ports, how);
+    } catch (refusal) {
+      // Step 3, refused: the state before goes back, if nobody changed the keys since.
+      const restored = await this.settle(ports, written, 'restore');
+      this.revokeAll(ports.map((port) => port.lease));
+      await this.release(ports, how);
+      // Another client's change came after this one's pending write: nothing of this one is left to take back.
+      if (restored === 'failed') throw wording.notTakenBack(refusal);
+      throw refusal;
+    }
+    // Step 3, taken: commit, if nobody changed the keys since.
+    const committed = await this.settle(ports, written, 'commit');
+    await this.release(ports, how);
+    if (committed === 'failed') throw wording.notCommitted();
+    if (committed === 'superseded') throw wording.changedWhileApplying();
+    this.revokeAll(ports.map((port) => port.current?.lease ?? '0').filter((old, i) => old !== ports[i]?.lease));
+    return warnings;
+  }
+
+  /** A lease for each stream that expires (etcd removes the key at its end), or '0'. */
+  private async leasesFor(writes: PortWrite[]): Promise<string[]> {
+    const leases: string[] = [];
+    try {
+      for (const { next } of writes) {
+        if (!next || next.expiresAt === undefined) {
+          leases.push('0');
+          continue;
+        }
+        const seconds = Math.max(1, Math.ceil((Date.parse(next.expiresAt) - this.options.now().getTime()) / 1000));
+        leases.push(await this.call(() => this.options.store.grantLease(seconds)));
+      }
+    } catch (error) {
+      this.revokeAll(leases);
+      throw error;
+    }
+    return leases;
+  }
+
+  private revokeAll(leases: string[]): void {
+    for (const lease of leases) {
+      if (lease === '0' || lease === '') continue;
+      void bestEffort(this.options.log, `revoke lease ${lease}`, () => this.options.store.revokeLease(lease));
+    }
+  }
+
+  /** Step 1: answers the mod revision of each port's pending value. */
+  private async markPending(ports: Writing[], wording: Wording): Promise<Map<number, string>> {
+    const { keys, hostId } = this.options;
+    const op = randomUUID();
+    const at = this.options.now().toISOString();
+    const compares: Compare[] = ports.map(({ port, current }) =>
+      current ? { key: keys.stream(port), modRevision: current.modRevision } : { key: keys.stream(port), absent: true },
+    );
+    const steps: Step[] = ports.map(({ port, current, next, before, lease }) => ({
+      put: keys.stream(port),
+      value: pendingValue(next ?? before ?? current?.record, hostId, op, {
+        previous: before,
+        remove: next === null,
+        at,
+      }),
+      // A removal stays on the lease it had until it is committed.
+      lease: next === null ? (current?.lease ?? '0') : lease,
+    }));
+    try {
+      const response = await this.call(() => this.options.store.txn(compares, steps));
+      if (response.succeeded) return new Map(ports.map(({ port }) => [port, response.revision]));
+      const written = new Map<number, string>();
+      for (const { port } of ports) {
+        const found = await this.read(port);
+        if (!found || found.op !== op) throw wording.changedMeanwhile();
+        written.set(port, found.modRevision); // our own write, retried by the client
+      }
+      return written;
+    } catch (error) {
+      this.revokeAll(ports.map((port) => port.lease));
+      throw error;
+    }
+  }
+
+  /** Step 2: one change through convergence (it reports as usual), a set all or nothing. */
+  private applyHere(ports: Writing[], how: WriteKind): Promise<string[]> {
+    const [first] = ports;
+    if (how.kind === 'one' && first && ports.length === 1)
+      return this.options.convergence.converge(first.port, { killSessions: how.killSessions === true });
+    return this.options.local.applyChanges(
+      ports.flatMap(({ next }) => (next ? [specOf(next)] : [])),
+      ports.filter(({ next }) => next === null).map(({ port }) => port),
+    );
+  }
+
+  /** After step 3: this host goes back to the fleet's state of the ports. */
+  private async release(ports: Writing[], how: WriteKind): Promise<void> {
+    for (const { port } of ports) this.options.convergence.release(port);
+    if (how.kind === 'set')
+      await bestEffort(this.options.log, 'read the fleet store again', () => this.options.reread());
+    await Promise.all(ports.map(({ port }) => this.options.convergence.nudge(port)));
+  }
+
+  /**
+   * Step 3: replaces this host's pending values (mod revisions `written`) with the change
+   * (`commit`) or the state before (`restore`), if every key is still that write.
+   */
+  private async settle(ports: Writing[], written: Map<number, string>, what: 'commit' | 'restore'): Promise<Outcome> {
+    const { keys, hostId, cache, log } = this.options;
+    const op = randomUUID();
+    const recordOf = (port: Writing): StreamRecord | null => (what === 'commit' ? port.next : port.before);
+    const leaseOf = (port: Writing): string =>
+      what === 'commit' ? port.lease : port.before ? (port.current?.lease ?? '0') : '0';
+    let withoutLeases = false;
+    for (let attempt = 0; attempt < SETTLE_ATTEMPTS; attempt += 1) {
+      try {
+        const compares = ports.map(({ port }) => ({ key: keys.stream(port), modRevision: written.get(port) ?? '0' }));
+        const steps: Step[] = ports.map((port) => {
+          const record = recordOf(port);
+          const key = keys.stream(port.port);
+          return record === null
+            ? { delete: key }
+            : { put: key, value: settledValue(record, hostId, op), lease: withoutLeases ? '0' : leaseOf(port) };
+        });
+        const response = await this.options.store.txn(compares, steps);
+        if (!response.succeeded) return await this.settledBefore(ports, written, recordOf, op);
+        for (const port of ports) {
+          const record = recordOf(port);
+          if (record === null) cache.forget(port.port, response.revision);
+          else
+            cache.remember(port.port, {
+              record,
+              modRevision: response.revision,
+              lease: withoutLeases ? '0' : leaseOf(port),
+              by: hostId,
+              op,
+            });
+        }
+        return 'settled';
+      } catch (error) {
+        log.warn(`could not ${what} a change in the fleet store`, {
+          ...(ports.length === 1 ? { port: ports[0]?.port } : { ports: ports.map(({ port }) => port) }),
+          attempt,
+          reason: message(error),
+        });
+        // A lease that ended meanwhile: the state goes back without it (it has expired anyway).
+        if (/lease not found/i.test(message(error))) withoutLeases = true;
+      }
+    }
+    return 'failed';
+  }
+
+  /**
+   * A settling transaction found the keys changed: by this same settle (a call the client
+   * retried), or by another client. 'failed' when a pending value of this write still stands.
+   */
+  private async settledBefore(
+    ports: Writing[],
+    written: Map<number, string>,
+    recordOf: (port: Writing) => StreamRecord | null,
+    op: string,
+  ): Promise<Outcome> {
+    let mine = 0;
+    let pending = false;
+    for (const port of ports) {
+      const found = await this.read(port.port);
+      if (recordOf(port) === null ? found === undefined : found?.op === op) mine += 1;
+      else if (found?.modRevision === written.get(port.port)) pending = true;
+    }
+    if (mine === ports.length) return 'settled';
+    return pending ? 'failed' : 'superseded';
+  }
+}

@@ -1,0 +1,541 @@
+/**
+ * The fleet's write protocol (fleet/writes.ts) against an in-memory etcd: a change is written as
+ * pending, applied on the host that takes it, then committed or taken back. Two hosts share one
+ * fake store; each has its own cache, convergence and a fake local service. Conflicts (two writers
+ * on one port), a lease that ended meanwhile, a host that refuses the change and a store that
+ * stops answering each end the way the API promises.
+ */
+import { describe, expect, it } from '@jest/globals';
+import {
+  ConductorError,
+  type CreateResult,
+  type DaemonStatus,
+  ErrorCode,
+  type StreamRecord,
+  type StreamSpec,
+  type StreamView,
+  sameSpec,
+  simpleSpec,
+} from '@stream-conductor/shared';
+import { Convergence } from '../src/fleet/converge.js';
+import { DesiredCache } from '../src/fleet/desired.js';
+import type { Compare, FleetStore, Step } from '../src/fleet/etcd.js';
+import { FleetKeys, type StoredKey } from '../src/fleet/keys.js';
+import type { LocalService } from '../src/fleet/local.js';
+import { FleetViews } from '../src/fleet/views.js';
+import { FleetWrites, type PortWrite } from '../src/fleet/writes.js';
+import { silentLogger } from '../src/log.js';
+
+const PREFIX = '/test/';
+const RANGE = { start: 7000, end: 7099 };
+
+/** etcd in memory: revisions, transactions with compares, and leases whose end removes their keys. */
+class FakeEtcd implements FleetStore {
+  revision = 1;
+  private nextLease = 100;
+  readonly keys = new Map<string, StoredKey>();
+  readonly leases = new Set<string>();
+  /** Calls to fail, by kind, with the error to throw. */
+  readonly failures: Array<{ call: 'txn' | 'get' | 'grantLease'; error: Error; times: number }> = [];
+  /** Runs before each transaction (to let another writer in between). */
+  beforeTxn: (() => void) | undefined;
+
+  private fail(call: 'txn' | 'get' | 'grantLease'): void {
+    const failure = this.failures.find((entry) => entry.call === call && entry.times > 0);
+    if (!failure) return;
+    failure.times -= 1;
+    throw failure.error;
+  }
+
+  async get(key: string): Promise<{ kv: StoredKey | undefined; revision: string }> {
+    this.fail('get');
+    const kv = this.keys.get(key);
+    return { kv: kv ? { ...kv } : undefined, revision: String(this.revision) };
+  }
+
+  async getPrefix(prefix: string): Promise<{ kvs: StoredKey[]; revision: string }> {
+    const kvs = [...this.keys.values()].filter((kv) => kv.key.startsWith(prefix)).map((kv) => ({ ...kv }));
+    return { kvs, revision: String(this.revision) };
+  }
+
+  async txn(compares: Compare[], steps: Step[]): Promise<{ succeeded: boolean; revision: string }> {
+    this.beforeTxn?.();
+    this.fail('txn');
+    const holds = compares.every((compare) =>
+      'absent' in compare
+        ? !this.keys.has(compare.key)
+        : this.keys.get(compare.key)?.modRevision === compare.modRevision,
+    );
+    if (!holds) return { succeeded: false, revision: String(this.revision) };
+    for (const step of steps)
+      if ('put' in step && step.lease !== '0' && !this.leases.has(step.lease))
+        throw new Error('etcdserver: requested lease not found');
+    this.revision += 1;
+    const modRevision = String(this.revision);
+    for (const step of steps) {
+      if ('delete' in step) this.keys.delete(step.delete);
+      else this.keys.set(step.put, { key: step.put, value: step.value, modRevision, lease: step.lease });
+    }
+    return { succeeded: true, revision: modRevision };
+  }
+
+  async grantLease(_seconds: number): Promise<string> {
+    this.fail('grantLease');
+    this.nextLease += 1;
+    const id = String(this.nextLease);
+    this.leases.add(id);
+    return id;
+  }
+
+  async revokeLease(id: string): Promise<void> {
+    this.expire(id);
+  }
+
+  /** A lease ends: etcd removes its keys. */
+  expire(id: string): void {
+    if (!this.leases.delete(id)) return;
+    let removed = false;
+    for (const [key, kv] of this.keys) {
+      if (kv.lease !== id) continue;
+      this.keys.delete(key);
+      removed = true;
+    }
+    if (removed) this.revision += 1;
+  }
+
+  /** Another client's plain put. */
+  put(key: string, value: string, lease = '0'): void {
+    this.revision += 1;
+    this.keys.set(key, { key, value, modRevision: String(this.revision), lease });
+  }
+
+  value(port: number): { record?: StreamRecord; by?: string; op?: string; pending?: unknown } | undefined {
+    const kv = this.keys.get(`${PREFIX}streams/${port}`);
+    return kv ? JSON.parse(kv.value) : undefined;
+  }
+}
+
+/** This host's service, in memory: `refuse` makes a put fail, `during` runs inside a put. */
+class FakeLocal implements LocalService {
+  readonly streams = new Map<number, StreamView>();
+  readonly refuse = new Map<number, ConductorError>();
+  /** Ports this host's pipeline takes but cannot run (it holds them failed, with this reason). */
+  readonly holdFailed = new Map<number, string>();
+  during: ((spec: StreamSpec) => void) | undefined;
+  applies = 0;
+
+  async start(): Promise<void> {}
+  async close(): Promise<void> {}
+  list(): StreamView[] {
+    return [...this.streams.values()];
+  }
+  get(port: number): StreamView | undefined {
+    return this.streams.get(port);
+  }
+  async put(spec: StreamSpec): Promise<CreateResult> {
+    this.during?.(spec);
+    const refusal = this.refuse.get(spec.port);
+    if (refusal) throw refusal;
+    const reason = this.holdFailed.get(spec.port);
+    const stream: StreamView = {
+      ...spec,
+      createdAt: new Date().toISOString(),
+      ...(reason === undefined ? { state: 'live' } : { state: 'failed', reason }),
+    };
+    this.streams.set(spec.port, stream);
+    return { stream, warnings: [], change: 'created' };
+  }
+  async remove(port: number): Promise<{ warnings: string[] }> {
+    this.streams.delete(port);
+    return { warnings: [] };
+  }
+  async applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]> {
+    this.applies += 1;
+    for (const spec of puts) {
+      const refusal = this.refuse.get(spec.port);
+      if (refusal) throw refusal;
+    }
+    for (const spec of puts)
+      this.streams.set(spec.port, { ...spec, createdAt: new Date().toISOString(), state: 'live' });
+    for (const port of deletes) this.streams.delete(port);
+    return [];
+  }
+  async checkHealth(port: number): Promise<StreamView> {
+    return this.streams.get(port) as StreamView;
+  }
+  status(): DaemonStatus {
+    throw new Error('not used');
+  }
+  setExpiryGate(): void {}
+}
+
+/** One host of the fleet on the shared fake store. */
+function host(etcd: FakeEtcd, id: string) {
+  const keys = new FleetKeys(PREFIX);
+  const cache = new DesiredCache(keys, () => new Date(), silentLogger);
+  for (const name of ['a', 'b'])
+    cache.hosts.set(name, { id: name, api: `http://${name}`, version: 'test', startedAt: new Date(0).toISOString() });
+  const local = new FakeLocal();
+  const reports = new Map<number, string | undefined>();
+  const reporter = {
+    ready: () => true,
+    write: async (port: number, text: string | undefined) => void reports.set(port, text),
+  };
+  const convergence = new Convergence({
+    local,
+    cache,
+    reporter,
+    portRange: RANGE,
+    log: silentLogger,
+    busy: () => false,
+  });
+  const writes = new FleetWrites({
+    store: etcd,
+    keys,
+    cache,
+    convergence,
+    local,
+    hostId: id,
+    now: () => new Date(),
+    log: silentLogger,
+    connected: () => true,
+    reread: async () => {
+      const all = await etcd.getPrefix(PREFIX);
+      cache.takeAll(all.kvs, all.revision);
+    },
+  });
+  /** A single change, as the API writes it: read the key, then write. */
+  const change = async (port: number, next: StreamRecord | null): Promise<string[]> =>
+    writes.write([{ port, current: await writes.read(port), next }], { kind: 'one' });
+  return { cache, local, reports, convergence, writes, change };
+}
+
+const rec = (port: number, backend: string, extra: Partial<StreamRecord> = {}): StreamRecord => ({
+  ...simpleSpec(port, backend),
+  createdAt: '2026-12-01T00:00:00.000Z',
+  ...extra,
+});
+const later = (hours: number): string => new Date(Date.now() + hours * 3_600_000).toISOString();
+
+describe('one change', () => {
+  it('is committed without its pending mark, live on the host that took it, and reported', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7000, rec(7000, '10.0.0.1:80'));
+    const stored = etcd.value(7000);
+    expect(stored?.pending).toBeUndefined();
+    expect(stored?.by).toBe('a');
+    expect(sameSpec(stored?.record as StreamRecord, rec(7000, '10.0.0.1:80'))).toBe(true);
+    expect(a.local.get(7000)?.state).toBe('live');
+    expect(a.cache.effective(7000)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+    expect(JSON.parse(a.reports.get(7000) ?? '{}')).toMatchObject({ state: 'live', revision: String(etcd.revision) });
+  });
+
+  it('loses the compare-and-set when another host wrote the port since it read it: 409, nothing of it stored or served', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    // Both read the port free, then both write it: the second write's guard no longer holds.
+    const readByA = await a.writes.read(7001);
+    const readByB = await b.writes.read(7001);
+    await a.writes.write([{ port: 7001, current: readByA, next: rec(7001, '10.0.0.1:80') }], { kind: 'one' });
+    await expect(
+      b.writes.write([{ port: 7001, current: readByB, next: rec(7001, '10.0.0.2:80', { expiresAt: later(1) }) }], {
+        kind: 'one',
+      }),
+    ).rejects.toMatchObject({ code: ErrorCode.Conflict, message: 'port 7001 was changed by another host meanwhile' });
+    expect(etcd.value(7001)?.by).toBe('a');
+    expect(b.local.get(7001)).toBeUndefined();
+    // The loser's lease for its expiring stream is not left behind.
+    await Promise.resolve();
+    expect(etcd.leases.size).toBe(0);
+  });
+
+  it('answers a conflict when another host replaced the port while this one applied it, and follows the winner', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7002, rec(7002, '10.0.0.1:80'));
+    // While host a applies its replacement, host b's change to the same port is committed.
+    let once = true;
+    a.local.during = () => {
+      if (!once) return;
+      once = false;
+      etcd.put(`${PREFIX}streams/7002`, JSON.stringify({ record: rec(7002, '10.0.0.3:80'), by: 'b', op: 'other' }));
+    };
+    await expect(a.change(7002, rec(7002, '10.0.0.2:80'))).rejects.toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'port 7002 was changed by another host while this one applied it',
+    });
+    expect(etcd.value(7002)?.record?.backends).toEqual([{ address: '10.0.0.3:80' }]);
+    // Host a goes to what the fleet holds now, once its cache has seen it.
+    await b.writes.read(7002);
+    await a.writes.read(7002);
+    await a.convergence.converge(7002);
+    expect(a.local.get(7002)?.backends).toEqual([{ address: '10.0.0.3:80' }]);
+  });
+
+  it('recognizes its own pending write when the client retried a transaction etcd had taken', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const current = await a.writes.read(7003);
+    // The first transaction is taken, its answer lost; the client's retry finds the key changed.
+    const txn = etcd.txn.bind(etcd);
+    let first = true;
+    etcd.txn = async (compares, steps) => {
+      if (!first) return txn(compares, steps);
+      first = false;
+      await txn(compares, steps);
+      return txn(compares, steps);
+    };
+    await a.writes.write([{ port: 7003, current, next: rec(7003, '10.0.0.1:80') }], { kind: 'one' });
+    expect(etcd.value(7003)?.pending).toBeUndefined();
+    expect(a.local.get(7003)?.state).toBe('live');
+  });
+});
+
+describe('a host that refuses the change', () => {
+  it("answers the host's own refusal and leaves the fleet as it was: a new port stays free", async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    const seenByB: unknown[] = [];
+    // What the other hosts would take from the store while the change is pending: the state before.
+    a.local.during = () => {
+      const kv = etcd.keys.get(`${PREFIX}streams/7010`);
+      if (kv) b.cache.take('put', kv);
+      seenByB.push(b.cache.effective(7010));
+    };
+    a.local.refuse.set(7010, new ConductorError(ErrorCode.PortInUse, 'port 7010 is in use by another process'));
+    await expect(a.change(7010, rec(7010, '10.0.0.1:80', { expiresAt: later(1) }))).rejects.toMatchObject({
+      code: ErrorCode.PortInUse,
+    });
+    expect(seenByB).toEqual([undefined]);
+    expect(etcd.keys.has(`${PREFIX}streams/7010`)).toBe(false);
+    expect(a.local.get(7010)).toBeUndefined();
+    await Promise.resolve();
+    expect(etcd.leases.size).toBe(0);
+  });
+
+  it('puts the stream that was there back, and the other hosts keep serving it throughout', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await b.change(7011, rec(7011, '10.0.0.1:80'));
+    a.local.during = () => {
+      const kv = etcd.keys.get(`${PREFIX}streams/7011`);
+      if (kv) b.cache.take('put', kv);
+      expect(b.cache.effective(7011)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+    };
+    a.local.refuse.set(7011, new ConductorError(ErrorCode.NginxRejected, 'no-such-host.invalid does not resolve'));
+    await expect(a.change(7011, rec(7011, 'no-such-host.invalid:80'))).rejects.toMatchObject({
+      code: ErrorCode.NginxRejected,
+    });
+    expect(etcd.value(7011)?.pending).toBeUndefined();
+    expect(etcd.value(7011)?.record?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+  });
+
+  it('says the fleet store did not take the refused change back when etcd stops answering, and the pending value still means the state before', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await b.change(7012, rec(7012, '10.0.0.1:80'));
+    a.local.refuse.set(7012, new ConductorError(ErrorCode.NginxRejected, 'refused here'));
+    // Step 1 is taken; every try of step 3 fails.
+    a.local.during = () =>
+      etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
+    await expect(a.change(7012, rec(7012, '10.0.0.2:80'))).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+      message: 'this host refused the change (refused here), and the fleet store did not take it back',
+    });
+    const all = await etcd.getPrefix(PREFIX);
+    b.cache.takeAll(all.kvs, all.revision);
+    expect(etcd.value(7012)?.pending).toBeDefined();
+    expect(b.cache.effective(7012)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+  });
+});
+
+describe('a host that cannot run what it took', () => {
+  it('commits the change, keeps the failure to try again, and reports it to the fleet', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    a.local.holdFailed.set(7015, 'nginx could not bind 10.0.0.1');
+    await a.change(7015, rec(7015, '10.0.0.1:80'));
+    expect(etcd.value(7015)?.pending).toBeUndefined();
+    expect(a.convergence.failures.get(7015)).toBe('nginx could not bind 10.0.0.1');
+    expect(JSON.parse(a.reports.get(7015) ?? '{}')).toMatchObject({
+      state: 'failed',
+      reason: 'nginx could not bind 10.0.0.1',
+    });
+  });
+
+  it("shows another host's failure report on the stream, and a report about an older revision as pending", async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7016, rec(7016, '10.0.0.1:80'));
+    const revision = a.cache.desired.get(7016)?.modRevision as string;
+    const views = new FleetViews({ cache: a.cache, local: a.local, hostId: 'a', failures: a.convergence.failures });
+    const report = (text: string): void => {
+      a.cache.take('put', { key: `${PREFIX}applied/b/7016`, value: text, modRevision: '0', lease: '0' });
+    };
+    report(JSON.stringify({ state: 'failed', reason: 'port in use', revision }));
+    expect(views.get(7016)?.hosts).toEqual([
+      { host: 'a', state: 'live' },
+      { host: 'b', state: 'failed', reason: 'port in use' },
+    ]);
+    report(JSON.stringify({ state: 'live', revision: String(BigInt(revision) - 1n) }));
+    expect(views.get(7016)?.hosts?.[1]).toEqual({ host: 'b', state: 'pending' });
+    // A host whose registration ended takes its reports with it.
+    expect(a.cache.take('delete', { key: `${PREFIX}hosts/b`, value: '', modRevision: '0', lease: '0' })).toEqual({
+      kind: 'host-gone',
+      id: 'b',
+    });
+    expect(views.get(7016)?.hosts).toEqual([{ host: 'a', state: 'live' }]);
+  });
+});
+
+describe('a pending value left behind', () => {
+  it('stands for the state before when its writer is gone, so a change may write over it', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const pending = (by: string) =>
+      JSON.stringify({
+        record: rec(7017, '10.0.0.9:80'),
+        by,
+        op: 'x',
+        pending: { previous: null, remove: false, at: new Date().toISOString() },
+      });
+    etcd.put(`${PREFIX}streams/7017`, pending('b'));
+    // Its writer is up and the write is fresh: it stands for what it writes.
+    expect(a.writes.standing(await a.writes.read(7017))?.backends).toEqual([{ address: '10.0.0.9:80' }]);
+    etcd.put(`${PREFIX}streams/7017`, pending('gone'));
+    expect(a.writes.standing(await a.writes.read(7017))).toBeNull();
+    await a.change(7017, rec(7017, '10.0.0.1:80'));
+    expect(etcd.value(7017)?.by).toBe('a');
+    expect(a.local.get(7017)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+  });
+});
+
+describe('leases', () => {
+  it('puts the state before back without its lease when that lease ended meanwhile', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7020, rec(7020, '10.0.0.1:80', { expiresAt: later(1) }));
+    const old = etcd.keys.get(`${PREFIX}streams/7020`)?.lease as string;
+    expect(etcd.leases.has(old)).toBe(true);
+    // The pending replacement stands on its own lease; the old one ends while the host applies.
+    a.local.during = () => {
+      etcd.leases.delete(old);
+    };
+    a.local.refuse.set(7020, new ConductorError(ErrorCode.NginxRejected, 'refused here'));
+    await expect(a.change(7020, rec(7020, '10.0.0.2:80', { expiresAt: later(2) }))).rejects.toMatchObject({
+      code: ErrorCode.NginxRejected,
+    });
+    const kv = etcd.keys.get(`${PREFIX}streams/7020`);
+    expect(kv?.lease).toBe('0');
+    expect(etcd.value(7020)?.record?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+  });
+
+  it('moves a renewed stream to its new lease and revokes the old one', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7021, rec(7021, '10.0.0.1:80', { expiresAt: later(1) }));
+    await a.change(7021, rec(7021, '10.0.0.1:80', { expiresAt: later(2) }));
+    await Promise.resolve();
+    expect([...etcd.leases]).toEqual([etcd.keys.get(`${PREFIX}streams/7021`)?.lease]);
+    await a.change(7021, null);
+    await Promise.resolve();
+    expect(etcd.leases.size).toBe(0);
+    expect(etcd.keys.has(`${PREFIX}streams/7021`)).toBe(false);
+    expect(a.local.get(7021)).toBeUndefined();
+  });
+});
+
+describe('a store that stops answering', () => {
+  it('answers 503 before anything is written when etcd does not take the pending write', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const current = await a.writes.read(7030);
+    etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 1 });
+    await expect(
+      a.writes.write([{ port: 7030, current, next: rec(7030, '10.0.0.1:80') }], { kind: 'one' }),
+    ).rejects.toMatchObject({ code: ErrorCode.StoreUnavailable });
+    expect(etcd.keys.size).toBe(0);
+    expect(a.local.get(7030)).toBeUndefined();
+  });
+
+  it('goes back to the state before when etcd does not take the commit', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    a.local.during = () =>
+      etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
+    await expect(a.change(7031, rec(7031, '10.0.0.1:80'))).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+      message: 'the fleet store (etcd) did not take the change of port 7031; this host went back to the state before',
+    });
+    // The pending value stands for the state before (none): this host does not serve it.
+    expect(a.local.get(7031)).toBeUndefined();
+  });
+});
+
+describe('a declarative set: the same protocol for many ports', () => {
+  const set = (a: ReturnType<typeof host>, records: Array<[number, StreamRecord | null]>): Promise<string[]> =>
+    a.writes.write(
+      records.map(([port, next]): PortWrite => ({ port, current: a.cache.desired.get(port), next })),
+      { kind: 'set' },
+    );
+
+  it('writes every port in one apply here and commits them together', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.writes.readStreams();
+    await set(a, [
+      [7040, rec(7040, '10.0.0.1:80')],
+      [7041, rec(7041, '10.0.0.2:80')],
+    ]);
+    expect(a.local.applies).toBe(1);
+    expect([etcd.value(7040)?.pending, etcd.value(7041)?.pending]).toEqual([undefined, undefined]);
+    expect(etcd.keys.get(`${PREFIX}streams/7040`)?.modRevision).toBe(
+      etcd.keys.get(`${PREFIX}streams/7041`)?.modRevision,
+    );
+    expect(a.local.get(7041)?.state).toBe('live');
+  });
+
+  it('writes nothing when one port of it was changed by another host since the plan', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.writes.readStreams();
+    await b.change(7043, rec(7043, '10.0.0.9:80'));
+    await expect(
+      set(a, [
+        [7042, rec(7042, '10.0.0.1:80')],
+        [7043, rec(7043, '10.0.0.2:80')],
+      ]),
+    ).rejects.toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'streams of the set were changed by another host meanwhile; nothing was applied',
+    });
+    expect(etcd.keys.has(`${PREFIX}streams/7042`)).toBe(false);
+    expect(etcd.value(7043)?.record?.backends).toEqual([{ address: '10.0.0.9:80' }]);
+    expect(a.local.applies).toBe(0);
+  });
+
+  it("answers the host's refusal and puts every port back when the host refuses one of them", async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7044, rec(7044, '10.0.0.1:80'));
+    await a.writes.readStreams();
+    a.local.refuse.set(7045, new ConductorError(ErrorCode.PortInUse, 'port 7045 is in use by another process'));
+    await expect(
+      set(a, [
+        [7044, null],
+        [7045, rec(7045, '10.0.0.2:80')],
+      ]),
+    ).rejects.toMatchObject({ code: ErrorCode.PortInUse });
+    expect(etcd.value(7044)?.record?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+    expect(etcd.value(7044)?.pending).toBeUndefined();
+    expect(etcd.keys.has(`${PREFIX}streams/7045`)).toBe(false);
+    expect(a.local.get(7044)?.state).toBe('live');
+  });
+});
