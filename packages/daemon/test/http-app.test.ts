@@ -3,8 +3,9 @@
  * codes, the error bodies of both APIs, authentication, the input limits, and that a request the
  * HTTP layer refuses never reaches the service.
  */
-import { afterEach, describe, expect, it } from '@jest/globals';
+
 import type { Server } from 'node:http';
+import { afterEach, describe, expect, it } from '@jest/globals';
 import {
   type ApplyPlan,
   type ApplyResult,
@@ -12,14 +13,14 @@ import {
   type CreateResult,
   type DaemonStatus,
   ErrorCode,
+  httpStatusFor,
   type StreamSpec,
   type StreamView,
-  httpStatusFor,
 } from '@stream-conductor/shared';
-import { createApp } from '../src/http/app.js';
-import type { LogFields, Logger } from '../src/log.js';
 // The one import of the service interface: moving it means changing this line only.
 import type { StreamService } from '../src/conductor.js';
+import { createApp } from '../src/http/app.js';
+import type { LogFields, Logger } from '../src/log.js';
 
 /** One call the service received: the method and its arguments. */
 type Call = [method: keyof StreamService, ...args: unknown[]];
@@ -65,13 +66,24 @@ class FakeService implements StreamService {
   }
 
   create(spec: StreamSpec): Promise<CreateResult> {
-    return this.change(['create', spec], () => ({ stream: view({ ...spec, port: spec.port || 9001 }), warnings: [], change: 'created' }));
+    return this.change(['create', spec], () => ({
+      stream: view({ ...spec, port: spec.port || 9001 }),
+      warnings: [],
+      change: 'created',
+    }));
   }
   put(spec: StreamSpec): Promise<CreateResult> {
-    return this.change(['put', spec], () => ({ stream: view(spec), warnings: [], change: this.streams.has(spec.port) ? 'replaced' : 'created' }));
+    return this.change(['put', spec], () => ({
+      stream: view(spec),
+      warnings: [],
+      change: this.streams.has(spec.port) ? 'replaced' : 'created',
+    }));
   }
   renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
-    return this.change(['renew', port, expiresAt], () => ({ stream: view({ port, ...(expiresAt ? { expiresAt } : {}) }), warnings: [] }));
+    return this.change(['renew', port, expiresAt], () => ({
+      stream: view({ port, ...(expiresAt ? { expiresAt } : {}) }),
+      warnings: [],
+    }));
   }
   remove(port: string | number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }> {
     return this.change(['remove', port, options], () => ({ warnings: [] }));
@@ -133,7 +145,11 @@ interface Answer {
 interface Harness {
   service: FakeService;
   errors: Array<[string, LogFields | undefined]>;
-  request(method: string, path: string, options?: { body?: string | object; headers?: Record<string, string> }): Promise<Answer>;
+  request(
+    method: string,
+    path: string,
+    options?: { body?: string | object; headers?: Record<string, string> },
+  ): Promise<Answer>;
 }
 
 const servers: Server[] = [];
@@ -149,7 +165,12 @@ afterEach(async () => {
 async function harness(tokens: Array<{ name: string; token: string }> = []): Promise<Harness> {
   const service = new FakeService();
   const errors: Array<[string, LogFields | undefined]> = [];
-  const app = createApp({ conductor: service, tokens, log: quietLogger(errors), now: () => new Date('2026-12-04T12:00:00.000Z') });
+  const app = createApp({
+    conductor: service,
+    tokens,
+    log: quietLogger(errors),
+    now: () => new Date('2026-12-04T12:00:00.000Z'),
+  });
   const server = app.listen(0, '127.0.0.1');
   servers.push(server);
   await new Promise<void>((done) => server.once('listening', done));
@@ -179,7 +200,7 @@ async function harness(tokens: Array<{ name: string; token: string }> = []): Pro
 const BACKEND = '127.0.0.1:22';
 
 describe('status codes of the v1 API', () => {
-  it('answers 201 for a create, 201 then 200 for a put, 200 for a delete, with the service\'s result', async () => {
+  it("answers 201 for a create, 201 then 200 for a put, 200 for a delete, with the service's result", async () => {
     const { request, service } = await harness();
     const created = await request('POST', '/v1/streams', { body: { port: 9000, backend: BACKEND } });
     expect(created.status).toBe(201);
@@ -210,7 +231,13 @@ describe('status codes of the v1 API', () => {
     service.free = undefined;
     const none = await request('GET', '/v1/free-port');
     expect(none.status).toBe(409);
-    expect(none.json).toEqual({ error: { code: 'NO_FREE_PORT', message: 'no free port left in the port range', hint: 'remove streams, or widen PORT_RANGE' } });
+    expect(none.json).toEqual({
+      error: {
+        code: 'NO_FREE_PORT',
+        message: 'no free port left in the port range',
+        hint: 'remove streams, or widen PORT_RANGE',
+      },
+    });
   });
 
   it('answers an unknown route 404 NO_ROUTE in the shape of the API the path belongs to', async () => {
@@ -234,7 +261,9 @@ describe('errors the service throws', () => {
     const answer = await request('POST', '/v1/streams', { body: { port: 9000, backend: BACKEND } });
     expect(answer.status).toBe(httpStatusFor(code));
     expect(answer.headers.get('content-type')).toBe('application/json; charset=utf-8');
-    expect(answer.json).toEqual({ error: { code, message: `refused with ${code}`, hint: `do something about ${code}` } });
+    expect(answer.json).toEqual({
+      error: { code, message: `refused with ${code}`, hint: `do something about ${code}` },
+    });
     expect(errors).toEqual([]);
   });
 
@@ -268,7 +297,7 @@ describe('errors the service throws', () => {
 });
 
 describe('the legacy API on success', () => {
-  it('answers the old service\'s JSON byte for byte', async () => {
+  it("answers the old service's JSON byte for byte", async () => {
     const { request, service } = await harness();
     expect((await request('GET', '/status')).text).toBe('{"version": "9.9.9", "available_ports": "range(9000, 9010)"}');
     expect((await request('GET', `/createstream/9000/${BACKEND}`)).text).toBe('{"result": "ok", "errors": ""}');
@@ -288,7 +317,11 @@ describe('authentication', () => {
     { name: 'bob', token: 'bob-token-9876543210' },
   ];
   const UNAUTHORIZED = {
-    error: { code: 'UNAUTHORIZED', message: 'missing or wrong API token', hint: 'send Authorization: Bearer <token> (conductor --token or CONDUCTOR_TOKEN)' },
+    error: {
+      code: 'UNAUTHORIZED',
+      message: 'missing or wrong API token',
+      hint: 'send Authorization: Bearer <token> (conductor --token or CONDUCTOR_TOKEN)',
+    },
   };
 
   it.each([
@@ -297,37 +330,49 @@ describe('authentication', () => {
     ['a right token without the Bearer scheme', { authorization: 'alice-token-0123456789' }],
     ['a right token under another scheme', { authorization: 'Basic alice-token-0123456789' }],
     ['a token with a right one as its prefix', { authorization: 'Bearer alice-token-01234567890' }],
-  ])('refuses %s with 401, a challenge and a closed connection, without calling the service', async (_what, headers) => {
-    const { request, service } = await harness(TOKENS);
-    for (const [method, path, body] of [
-      ['POST', '/v1/streams', { port: 9000, backend: BACKEND }],
-      ['GET', '/v1/streams', undefined],
-      ['GET', '/v1/status', undefined],
-      ['DELETE', '/v1/streams/9000', undefined],
-    ] as const) {
-      const answer = await request(method, path, { headers, ...(body ? { body } : {}) });
-      expect(answer.status).toBe(401);
-      expect(answer.json).toEqual(UNAUTHORIZED);
-      expect(answer.headers.get('www-authenticate')).toBe('Bearer realm="stream-conductor"');
-      expect(answer.headers.get('connection')).toBe('close');
-    }
-    const legacy = await request('GET', `/createstream/9000/${BACKEND}`, { headers });
-    expect(legacy.status).toBe(401);
-    expect(legacy.text).toBe('{"result": "error", "errors": "missing or wrong API token"}');
-    expect(service.calls).toEqual([]);
-  });
+  ])(
+    'refuses %s with 401, a challenge and a closed connection, without calling the service',
+    async (_what, headers) => {
+      const { request, service } = await harness(TOKENS);
+      for (const [method, path, body] of [
+        ['POST', '/v1/streams', { port: 9000, backend: BACKEND }],
+        ['GET', '/v1/streams', undefined],
+        ['GET', '/v1/status', undefined],
+        ['DELETE', '/v1/streams/9000', undefined],
+      ] as const) {
+        const answer = await request(method, path, { headers, ...(body ? { body } : {}) });
+        expect(answer.status).toBe(401);
+        expect(answer.json).toEqual(UNAUTHORIZED);
+        expect(answer.headers.get('www-authenticate')).toBe('Bearer realm="stream-conductor"');
+        expect(answer.headers.get('connection')).toBe('close');
+      }
+      const legacy = await request('GET', `/createstream/9000/${BACKEND}`, { headers });
+      expect(legacy.status).toBe(401);
+      expect(legacy.text).toBe('{"result": "error", "errors": "missing or wrong API token"}');
+      expect(service.calls).toEqual([]);
+    },
+  );
 
   it('refuses a body it would not parse with 401, not 400 or 413: the token is checked first', async () => {
     const { request, service } = await harness(TOKENS);
     expect((await request('POST', '/v1/streams', { body: '{not json' })).status).toBe(401);
-    expect((await request('POST', '/v1/streams', { body: { port: 9000, backend: 'x'.repeat(100_000) } })).status).toBe(401);
+    expect((await request('POST', '/v1/streams', { body: { port: 9000, backend: 'x'.repeat(100_000) } })).status).toBe(
+      401,
+    );
     expect(service.calls).toEqual([]);
   });
 
   it('takes every configured token, with the scheme in any case', async () => {
     const { request, service } = await harness(TOKENS);
-    for (const authorization of ['Bearer alice-token-0123456789', 'bearer bob-token-9876543210', 'BEARER   alice-token-0123456789  ']) {
-      expect((await request('POST', '/v1/streams', { body: { port: 9000, backend: BACKEND }, headers: { authorization } })).status).toBe(201);
+    for (const authorization of [
+      'Bearer alice-token-0123456789',
+      'bearer bob-token-9876543210',
+      'BEARER   alice-token-0123456789  ',
+    ]) {
+      expect(
+        (await request('POST', '/v1/streams', { body: { port: 9000, backend: BACKEND }, headers: { authorization } }))
+          .status,
+      ).toBe(201);
     }
     expect(service.calls.map(([method]) => method)).toEqual(['create', 'create', 'create']);
   });
@@ -368,7 +413,9 @@ describe('input limits (the service is never called)', () => {
 
   it('refuses an apply over 16 MiB with 413', async () => {
     const { request, service } = await harness();
-    const answer = await request('POST', '/v1/apply', { body: `{"streams": [], "pad": "${'x'.repeat(16 * 1024 * 1024)}"}` });
+    const answer = await request('POST', '/v1/apply', {
+      body: `{"streams": [], "pad": "${'x'.repeat(16 * 1024 * 1024)}"}`,
+    });
     expect(answer.status).toBe(413);
     expect(answer.json).toEqual({ error: { code: 'PAYLOAD_TOO_LARGE', message: 'the request body is too large' } });
     expect(service.calls).toEqual([]);
@@ -383,10 +430,14 @@ describe('input limits (the service is never called)', () => {
     expect((await request('POST', '/v1/streams', { body: '"9000"' })).status).toBe(400);
     const list = await request('POST', '/v1/streams', { body: [{ port: 9000 }] });
     expect(list.status).toBe(400);
-    expect((list.json as { error: { message: string; hint: string } }).error).toMatchObject({ message: 'the request body must be a JSON object' });
+    expect((list.json as { error: { message: string; hint: string } }).error).toMatchObject({
+      message: 'the request body must be a JSON object',
+    });
     const text = await request('POST', '/v1/streams', { body: 'port=9000', headers: { 'content-type': 'text/plain' } });
     expect(text.status).toBe(400);
-    expect(text.json).toMatchObject({ error: { code: 'INVALID_INPUT', message: 'the request body must be a JSON object' } });
+    expect(text.json).toMatchObject({
+      error: { code: 'INVALID_INPUT', message: 'the request body must be a JSON object' },
+    });
     expect(service.calls).toEqual([]);
   });
 
@@ -399,7 +450,10 @@ describe('input limits (the service is never called)', () => {
       ['/v1/apply', 'streams'],
     ] as const) {
       const deep = `${'['.repeat(depth)}${']'.repeat(depth)}`;
-      const body = path === '/v1/apply' ? `{"streams": [{"port": 9000, "backend": "${BACKEND}", "labels": ${deep}}]}` : `{"port": 9000, "backend": "${BACKEND}", "${field}": ${deep}}`;
+      const body =
+        path === '/v1/apply'
+          ? `{"streams": [{"port": 9000, "backend": "${BACKEND}", "labels": ${deep}}]}`
+          : `{"port": 9000, "backend": "${BACKEND}", "${field}": ${deep}}`;
       const answer = await request('POST', path, { body });
       expect(answer.status).toBe(400);
       const { error } = answer.json as { error: { code: string; message: string } };
@@ -409,59 +463,83 @@ describe('input limits (the service is never called)', () => {
     expect(service.calls).toEqual([]);
   });
 
-  it.each(['9e3', '9000.0', '9.0e3', '-9000', '0x2328'])('refuses a body port written %s, naming it as written', async (written) => {
-    const { request, service } = await harness();
-    const own = await request('POST', '/v1/streams', { body: `{"port": ${written}, "backend": "${BACKEND}"}` });
-    const inApply = await request('POST', '/v1/apply', { body: `{"streams": [{"port": 9001, "backend": "${BACKEND}"}, {"port": ${written}, "backend": "${BACKEND}"}]}` });
-    if (written === '0x2328') {
-      // not JSON at all
-      expect(own.json).toEqual({ error: { code: 'INVALID_INPUT', message: 'the request body is not valid JSON' } });
-    } else {
-      expect(own.json).toEqual({ error: { code: 'INVALID_INPUT', message: `port must be a whole number from 1 to 65535, got "${written}"` } });
-      expect(inApply.json).toEqual({ error: { code: 'INVALID_INPUT', message: `streams[1]: port must be a whole number from 1 to 65535, got "${written}"` } });
-    }
-    expect([own.status, inApply.status]).toEqual([400, 400]);
-    expect(service.calls).toEqual([]);
-  });
+  it.each(['9e3', '9000.0', '9.0e3', '-9000', '0x2328'])(
+    'refuses a body port written %s, naming it as written',
+    async (written) => {
+      const { request, service } = await harness();
+      const own = await request('POST', '/v1/streams', { body: `{"port": ${written}, "backend": "${BACKEND}"}` });
+      const inApply = await request('POST', '/v1/apply', {
+        body: `{"streams": [{"port": 9001, "backend": "${BACKEND}"}, {"port": ${written}, "backend": "${BACKEND}"}]}`,
+      });
+      if (written === '0x2328') {
+        // not JSON at all
+        expect(own.json).toEqual({ error: { code: 'INVALID_INPUT', message: 'the request body is not valid JSON' } });
+      } else {
+        expect(own.json).toEqual({
+          error: { code: 'INVALID_INPUT', message: `port must be a whole number from 1 to 65535, got "${written}"` },
+        });
+        expect(inApply.json).toEqual({
+          error: {
+            code: 'INVALID_INPUT',
+            message: `streams[1]: port must be a whole number from 1 to 65535, got "${written}"`,
+          },
+        });
+      }
+      expect([own.status, inApply.status]).toEqual([400, 400]);
+      expect(service.calls).toEqual([]);
+    },
+  );
 
   it('takes a port under another key (a label) as the spec rules, not as a port', async () => {
     const { request, service } = await harness();
-    const answer = await request('POST', '/v1/streams', { body: `{"port": 9000, "backend": "${BACKEND}", "labels": {"port": 1e3}}` });
+    const answer = await request('POST', '/v1/streams', {
+      body: `{"port": 9000, "backend": "${BACKEND}", "labels": {"port": 1e3}}`,
+    });
     expect(answer.status).toBe(400);
     expect((answer.json as { error: { message: string } }).error.message).toMatch(/^labels\.port/);
     expect(service.calls).toEqual([]);
   });
 
-  it.each(['0', '65536', '9e3', '0x2328', '9000.0', '-1', ' 9000'])('refuses the v1 path port %j with 400 INVALID_INPUT', async (text) => {
-    const { request, service } = await harness();
-    for (const [method, path] of [
-      ['GET', `/v1/streams/${text}`],
-      ['DELETE', `/v1/streams/${text}`],
-      ['POST', `/v1/streams/${text}/renew`],
-      ['POST', `/v1/streams/${text}/health`],
-    ] as const) {
-      const answer = await request(method, path, method === 'POST' ? { body: { ttl: '1h' } } : {});
-      expect(answer.status).toBe(400);
-      expect((answer.json as { error: { code: string } }).error.code).toBe('INVALID_INPUT');
-    }
-    expect(service.calls).toEqual([]);
-  });
+  it.each(['0', '65536', '9e3', '0x2328', '9000.0', '-1', ' 9000'])(
+    'refuses the v1 path port %j with 400 INVALID_INPUT',
+    async (text) => {
+      const { request, service } = await harness();
+      for (const [method, path] of [
+        ['GET', `/v1/streams/${text}`],
+        ['DELETE', `/v1/streams/${text}`],
+        ['POST', `/v1/streams/${text}/renew`],
+        ['POST', `/v1/streams/${text}/health`],
+      ] as const) {
+        const answer = await request(method, path, method === 'POST' ? { body: { ttl: '1h' } } : {});
+        expect(answer.status).toBe(400);
+        expect((answer.json as { error: { code: string } }).error.code).toBe('INVALID_INPUT');
+      }
+      expect(service.calls).toEqual([]);
+    },
+  );
 
-  it.each(['9e3', '0x2328', '9000.0', '-1', 'abc'])('answers a legacy path port %j 404 in the old shape, as the old routes did not match it', async (text) => {
-    const { request, service } = await harness();
-    for (const path of [`/createstream/${text}/${BACKEND}`, `/removestream/${text}`, `/hasstream/${text}`]) {
-      const answer = await request('GET', path);
-      expect(answer.status).toBe(404);
-      expect(answer.text).toBe(`{"result": "error", "errors": ${JSON.stringify(`port must be a whole number, got ${JSON.stringify(text)}`)}}`);
-    }
-    expect(service.calls).toEqual([]);
-  });
+  it.each(['9e3', '0x2328', '9000.0', '-1', 'abc'])(
+    'answers a legacy path port %j 404 in the old shape, as the old routes did not match it',
+    async (text) => {
+      const { request, service } = await harness();
+      for (const path of [`/createstream/${text}/${BACKEND}`, `/removestream/${text}`, `/hasstream/${text}`]) {
+        const answer = await request('GET', path);
+        expect(answer.status).toBe(404);
+        expect(answer.text).toBe(
+          `{"result": "error", "errors": ${JSON.stringify(`port must be a whole number, got ${JSON.stringify(text)}`)}}`,
+        );
+      }
+      expect(service.calls).toEqual([]);
+    },
+  );
 
   it('answers a legacy whole number out of 1-65535 as the old service did, without creating', async () => {
     const { request, service } = await harness();
     const created = await request('GET', `/createstream/70000/${BACKEND}`);
     expect(created.status).toBe(200);
-    expect(created.text).toBe('{"result": "error", "errors": "port must be a whole number from 1 to 65535, got 70000"}');
+    expect(created.text).toBe(
+      '{"result": "error", "errors": "port must be a whole number from 1 to 65535, got 70000"}',
+    );
     expect((await request('GET', '/hasstream/123456')).text).toBe('{"result": "false"}');
     expect((await request('GET', '/hasstream/0')).text).toBe('{"result": "false"}');
     const badBackend = await request('GET', '/createstream/9000/no-port-here');
