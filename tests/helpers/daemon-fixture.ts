@@ -3,8 +3,9 @@
  * from it are stopped, cleared of leftover processes (an nginx a killed daemon left behind) and
  * removed when the block that made the fixture ends, whatever its tests did.
  */
-import { afterAll } from '@jest/globals';
+
 import { dirname } from 'node:path';
+import { afterAll } from '@jest/globals';
 import { type Daemon, type DaemonOptions, removeDir, startDaemon, tempDir } from './daemon.js';
 import { killProcessesUsing } from './processes.js';
 
