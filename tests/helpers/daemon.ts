@@ -7,6 +7,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { requestJson } from './http.js';
 import { freePortBlock } from './ports.js';
 import { DEFAULT_NGINX_INSTANCES } from '../../packages/daemon/src/config.js';
 
@@ -78,20 +79,10 @@ export class Daemon {
   }
 
   async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer> {
-    const response = await fetch(`${this.url}${path}`, {
-      method,
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-    });
-    const text = await response.text();
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    return { status: response.status, contentType: response.headers.get('content-type'), text, json };
+    const { status, headers: answered, text, json } = await requestJson(`${this.url}${path}`, method, body, headers);
+    return { status, contentType: answered.get('content-type'), text, json };
   }
+
 
   /** Stops the daemon with `signal` and resolves with its exit code. */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {

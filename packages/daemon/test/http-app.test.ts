@@ -17,6 +17,7 @@ import {
   type StreamSpec,
   type StreamView,
 } from '@stream-conductor/shared';
+import { type HttpAnswer, requestJson } from '../../../tests/helpers/http.js';
 // The one import of the service interface: moving it means changing this line only.
 import type { StreamService } from '../src/conductor.js';
 import { createApp } from '../src/http/app.js';
@@ -135,13 +136,6 @@ function quietLogger(errors: Array<[string, LogFields | undefined]>): Logger {
   return log;
 }
 
-interface Answer {
-  status: number;
-  headers: Headers;
-  text: string;
-  json: unknown;
-}
-
 interface Harness {
   service: FakeService;
   errors: Array<[string, LogFields | undefined]>;
@@ -149,7 +143,7 @@ interface Harness {
     method: string,
     path: string,
     options?: { body?: string | object; headers?: Record<string, string> },
-  ): Promise<Answer>;
+  ): Promise<HttpAnswer>;
 }
 
 const servers: Server[] = [];
@@ -178,22 +172,8 @@ async function harness(tokens: Array<{ name: string; token: string }> = []): Pro
   return {
     service,
     errors,
-    async request(method, path, options = {}) {
-      const { body, headers = {} } = options;
-      const response = await fetch(`http://127.0.0.1:${port}${path}`, {
-        method,
-        headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-      });
-      const text = await response.text();
-      let json: unknown;
-      try {
-        json = JSON.parse(text);
-      } catch {
-        json = undefined;
-      }
-      return { status: response.status, headers: response.headers, text, json };
-    },
+    request: (method, path, options = {}) =>
+      requestJson(`http://127.0.0.1:${port}${path}`, method, options.body, options.headers),
   };
 }
 
