@@ -6,8 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { readFile, readdir } from 'node:fs/promises';
 import { type Socket, connect } from 'node:net';
-import { dirname } from 'node:path';
-import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import type { Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { eventually } from '../helpers/wait.js';
 
 const TOKEN = 'connections-test-token-0123456789';
@@ -18,16 +18,16 @@ const HEADERS_TIMEOUT_MS = 5000;
 let daemon: Daemon;
 let pid: number;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
-  daemon = await startDaemon({ env: { CONDUCTOR_TOKEN: TOKEN } });
+  daemon = await daemons.start({ env: { CONDUCTOR_TOKEN: TOKEN } });
   pid = daemon.child.pid ?? 0;
   // The test reads the daemon's own file descriptors: make sure this pid is the daemon.
   expect(await readFile(`/proc/${pid}/cmdline`, 'utf8')).toContain('conductor-daemon');
 });
 
 afterAll(async () => {
-  await daemon?.stop();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 const openFds = async (): Promise<number> => (await readdir(`/proc/${pid}/fd`)).length;

@@ -6,8 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { appendFile, readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { type Daemon, masterPidFor, removeDir, startDaemon } from '../helpers/daemon.js';
+import { join } from 'node:path';
+import { type Daemon, masterPidFor } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { alive, eventually } from '../helpers/wait.js';
 
@@ -23,15 +24,15 @@ interface AuditView {
 
 const audit = async (): Promise<AuditView | undefined> => ((await daemon.request('GET', '/v1/status')).json as { nginx: { audit?: AuditView } }).nginx.audit;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   alpha = await EchoBackend.start('alpha');
-  daemon = await startDaemon({ rangeSize: 6, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_AUDIT_INTERVAL: '0.3' } });
+  daemon = await daemons.start({ rangeSize: 6, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_AUDIT_INTERVAL: '0.3' } });
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await alpha?.close();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 function workersOf(master: number): Promise<number[]> {

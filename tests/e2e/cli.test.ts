@@ -3,9 +3,9 @@
  * and stderr (everything else), and its exit code, including when the daemon is down.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { dirname } from 'node:path';
 import { runCli } from '../helpers/cli.js';
-import { type Daemon, instanceCount, removeDir, startDaemon } from '../helpers/daemon.js';
+import { type Daemon, instanceCount } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { snapshot } from '../helpers/state.js';
@@ -16,16 +16,16 @@ let daemon: Daemon;
 let backend: EchoBackend;
 let env: Record<string, string>;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  daemon = await startDaemon({ rangeSize: 10, env: { CONDUCTOR_TOKEN: token } });
+  daemon = await daemons.start({ rangeSize: 10, env: { CONDUCTOR_TOKEN: token } });
   env = { CONDUCTOR_URL: daemon.url, CONDUCTOR_TOKEN: token };
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await backend?.close();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 describe('conductor create, ls, rm', () => {

@@ -4,8 +4,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import { join } from 'node:path';
+import type { Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, listeningPorts, roundTrip } from '../helpers/net.js';
 import { renderedPorts } from '../helpers/state.js';
 
@@ -13,15 +14,15 @@ let daemon: Daemon;
 let backend: EchoBackend;
 const COUNT = 100;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  daemon = await startDaemon({ rangeSize: COUNT + 10 });
+  daemon = await daemons.start({ rangeSize: COUNT + 10 });
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await backend?.close();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 const ports = (): number[] => Array.from({ length: COUNT }, (_, i) => daemon.rangeStart + i);

@@ -5,10 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runCli } from '../helpers/cli.js';
-import { CLI, type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { CLI, type Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { snapshot } from '../helpers/state.js';
@@ -19,18 +20,17 @@ let backend: EchoBackend;
 let dir: string;
 let env: Record<string, string>;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  dir = await tempDir();
-  daemon = await startDaemon({ rangeSize: 20 });
+  dir = await daemons.dir();
+  daemon = await daemons.start({ rangeSize: 20 });
   env = { CONDUCTOR_URL: daemon.url };
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await backend?.close();
-  await removeDir(dir);
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 const ports = async (): Promise<number[]> => ((await daemon.get('/v1/streams')).json as { streams: Array<{ port: number }> }).streams.map((s) => s.port);
@@ -222,27 +222,20 @@ describe('conductor apply -f', () => {
 
 describe('expiry across restarts', () => {
   it('removes a stream that expired while the daemon was down, and keeps the timer for one that did not', async () => {
-    const own = await startDaemon({ rangeSize: 10 });
+    const own = await daemons.start({ rangeSize: 10 });
     const [soon, later] = [own.rangeStart, own.rangeStart + 1];
-    try {
-      await own.request('POST', '/v1/streams', { port: soon, backend: `127.0.0.1:${backend.port}`, ttl: '2s' });
-      await own.request('POST', '/v1/streams', { port: later, backend: `127.0.0.1:${backend.port}`, ttl: '6s' });
-      await own.stop();
-      await sleep(2500);
-      const again = await startDaemon({ home: own.home, rangeStart: own.rangeStart, rangeSize: 10, apiPort: own.apiPort });
-      try {
-        expect(((await again.get('/v1/streams')).json as { streams: Array<{ port: number }> }).streams.map((s) => s.port)).toEqual([later]);
-        expect(await connectOutcome(soon)).toBe('refused');
-        expect(again.logs).toContain(`"msg":"stream expired while the daemon was down","port":${soon}`);
-        expect(await roundTrip(later, 'alive')).toBe('b:alive');
-        await eventually(async () => (await again.get(`/v1/streams/${later}`)).status, (status) => status === 404, 8000);
-        expect(await connectOutcome(later)).toBe('refused');
-      } finally {
-        await again.stop();
-      }
-    } finally {
-      await removeDir(dirname(own.home));
-    }
+    await own.request('POST', '/v1/streams', { port: soon, backend: `127.0.0.1:${backend.port}`, ttl: '2s' });
+    await own.request('POST', '/v1/streams', { port: later, backend: `127.0.0.1:${backend.port}`, ttl: '6s' });
+    await own.stop();
+    await sleep(2500);
+    await daemons.run({ home: own.home, rangeStart: own.rangeStart, rangeSize: 10, apiPort: own.apiPort }, async (again) => {
+      expect(((await again.get('/v1/streams')).json as { streams: Array<{ port: number }> }).streams.map((s) => s.port)).toEqual([later]);
+      expect(await connectOutcome(soon)).toBe('refused');
+      expect(again.logs).toContain(`"msg":"stream expired while the daemon was down","port":${soon}`);
+      expect(await roundTrip(later, 'alive')).toBe('b:alive');
+      await eventually(async () => (await again.get(`/v1/streams/${later}`)).status, (status) => status === 404, 8000);
+      expect(await connectOutcome(later)).toBe('refused');
+    });
   });
 });
 

@@ -7,26 +7,28 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFile, chmod, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ROOT, removeDir, tempDir, withLocalResolver } from '../helpers/daemon.js';
+import { ROOT, untilOutput, withLocalResolver } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { eventually } from '../helpers/wait.js';
 import { killProcessesUsing } from '../helpers/processes.js';
 
 const ENTRYPOINT = join(ROOT, 'docker/entrypoint.sh');
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 let backend: EchoBackend;
 let dir: string;
+// No daemon of its own here (the entrypoint starts one): the fixture holds the folder, and kills
+// what a failed test leaves running in it.
+const daemons = daemonFixture();
 
 beforeAll(async () => {
   backend = await EchoBackend.start('ext');
-  dir = await tempDir();
+  dir = await daemons.dir();
 });
 
 afterAll(async () => {
   await backend?.close();
-  await removeDir(dir);
 });
 
 interface Container {
@@ -61,17 +63,14 @@ async function startEntrypoint(name: string, base?: number, extra: Record<string
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
   const api = `http://127.0.0.1:${rangeStart + 10}`;
-  for (let i = 0; i < 200; i += 1) {
-    if (child.exitCode !== null) throw new Error(`entrypoint exited:\n${output}`);
-    try {
-      if ((await fetch(`${api}/status`)).ok) return { child, output: () => output, exited, api, base: rangeStart, paths };
-    } catch {
-      // not yet
-    }
-    await sleep(50);
+  try {
+    await untilOutput(child, /"msg":"ready"/, 20_000);
+    if (!(await fetch(`${api}/status`)).ok) throw new Error('/status did not answer 200');
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw new Error(`entrypoint not ready: ${(error as Error).message}\n${output}`);
   }
-  child.kill('SIGKILL');
-  throw new Error(`entrypoint not ready:\n${output}`);
+  return { child, output: () => output, exited, api, base: rangeStart, paths };
 }
 
 const get = async (api: string, path: string): Promise<Record<string, unknown>> => (await (await fetch(`${api}${path}`)).json()) as Record<string, unknown>;

@@ -7,9 +7,9 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { type Socket, connect } from 'node:net';
-import { dirname } from 'node:path';
 import { runCli } from '../helpers/cli.js';
-import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import type { Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import type { StreamView } from '@stream-conductor/shared';
 import { EchoBackend, HeaderRecordingBackend, UdpEchoBackend, connectOutcome, roundTrip, startTcpUdpPair, udpRoundTrip } from '../helpers/net.js';
 import { snapshot } from '../helpers/state.js';
@@ -21,18 +21,18 @@ let two: EchoBackend;
 let env: Record<string, string>;
 let next = 0;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   one = await EchoBackend.start('one');
   two = await EchoBackend.start('two');
-  daemon = await startDaemon({ rangeSize: 40 });
+  daemon = await daemons.start({ rangeSize: 40 });
   env = { CONDUCTOR_URL: daemon.url };
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await one?.close();
   await two?.close();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 /** A fresh port of the range for each stream. */

@@ -11,10 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { DaemonStatus, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
-import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import type { Daemon } from '../helpers/daemon.js';
+import { type DaemonFixture, daemonFixture } from '../helpers/daemon-fixture.js';
 import { EtcdCluster } from '../helpers/etcd.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
@@ -24,6 +25,8 @@ import { eventually, sleep } from '../helpers/wait.js';
 const RANGE = 40;
 
 interface Fleet {
+  /** The fixture the hosts start through: it stops them, then etcd, and removes the folders. */
+  daemons: DaemonFixture;
   range: number;
   etcd: EtcdCluster;
   hosts: Daemon[];
@@ -47,8 +50,8 @@ afterAll(async () => {
 });
 
 /** Starts host `i` of a fleet (again, on its home, when `home` is given). */
-function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix' | 'range'>, i: number, home?: string): Promise<Daemon> {
-  return startDaemon({
+function startHost(fleet: Pick<Fleet, 'daemons' | 'etcd' | 'base' | 'prefix' | 'range'>, i: number, home?: string): Promise<Daemon> {
+  return fleet.daemons.start({
     rangeStart: fleet.base,
     rangeSize: fleet.range,
     apiPort: fleet.base + fleet.range + i,
@@ -68,23 +71,19 @@ function startHost(fleet: Pick<Fleet, 'etcd' | 'base' | 'prefix' | 'range'>, i: 
 
 const deafFile = (fleet: Pick<Fleet, 'prefix'>, i: number): string => join(tmpdir(), `sc-deaf-${fleet.prefix.replace(/\//g, '')}-host-${i}`);
 
-async function startFleet(members: number, hostCount: number, range = RANGE): Promise<Fleet> {
-  const dir = await tempDir();
+/** Starts etcd and `hostCount` hosts on it; `daemons` stops them all when its block ends. */
+async function startFleet(daemons: DaemonFixture, members: number, hostCount: number, range = RANGE): Promise<Fleet> {
+  const dir = await daemons.dir();
   const etcd = await EtcdCluster.start(dir, members);
   const base = await freePortBlock(range + hostCount);
-  const partial = { etcd, base, range, prefix: `/sc-${base}/` };
+  const partial = { daemons, etcd, base, range, prefix: `/sc-${base}/` };
+  daemons.beforeRemoving(async () => {
+    for (let i = 0; i < hostCount; i += 1) await rm(deafFile(partial, i), { force: true });
+    await etcd.stop();
+  });
   const hosts: Daemon[] = [];
   for (let i = 0; i < hostCount; i += 1) hosts.push(await startHost(partial, i));
   return { ...partial, hosts, addresses: hosts.map((_, i) => `127.0.0.${i + 2}`), dir };
-}
-
-async function stopFleet(fleet: Fleet | undefined): Promise<void> {
-  if (!fleet) return;
-  for (const host of fleet.hosts) await host.stop();
-  for (const i of fleet.hosts.keys()) await rm(deafFile(fleet, i), { force: true });
-  await fleet.etcd.stop();
-  for (const host of fleet.hosts) await removeDir(dirname(host.home));
-  await removeDir(fleet.dir);
 }
 
 const streamOf = async (host: Daemon, port: number): Promise<StreamView | undefined> => {
@@ -125,13 +124,11 @@ function listeners(ports: number[]): string {
 const everywhere = (fleet: Fleet, what: string, hosts = fleet.hosts.length): string[] => Array.from({ length: hosts }, () => what);
 
 describe('a fleet of three hosts on one etcd', () => {
+  const daemons = daemonFixture();
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet(1, 3);
+    fleet = await startFleet(daemons, 1, 3);
   }, 120_000);
-  afterAll(async () => {
-    await stopFleet(fleet);
-  });
 
   it('makes a change through any host live on every host, and shows where it runs', async () => {
     const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
@@ -372,8 +369,10 @@ describe('a fleet of three hosts on one etcd', () => {
 });
 
 describe('a fleet host whose etcd stops answering', () => {
+  const daemons = daemonFixture();
+
   it('still stops at once on SIGTERM', async () => {
-    const fleet = await startFleet(1, 1);
+    const fleet = await startFleet(daemons, 1, 1);
     const member = fleet.etcd.members[0];
     try {
       if (!member) throw new Error('no member');
@@ -384,19 +383,16 @@ describe('a fleet host whose etcd stops answering', () => {
       expect(Date.now() - started).toBeLessThan(10_000);
     } finally {
       if (member) fleet.etcd.resume(member);
-      await stopFleet(fleet);
     }
   }, 60_000);
 });
 
 describe('a fleet on a three-member etcd cluster', () => {
+  const daemons = daemonFixture();
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet(3, 2);
+    fleet = await startFleet(daemons, 3, 2);
   }, 120_000);
-  afterAll(async () => {
-    await stopFleet(fleet);
-  });
 
   it('loses no acknowledged change when the etcd leader is killed', async () => {
     const [a] = fleet.hosts as [Daemon];
@@ -432,13 +428,11 @@ describe('a fleet on a three-member etcd cluster', () => {
 });
 
 describe('a fleet of three hosts on a three-member etcd, under concurrent churn', () => {
+  const daemons = daemonFixture();
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet(3, 3, 48);
+    fleet = await startFleet(daemons, 3, 3, 48);
   }, 120_000);
-  afterAll(async () => {
-    await stopFleet(fleet);
-  });
 
   it('stops a stream removed through any host on every host within about a second', async () => {
     const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
@@ -506,13 +500,11 @@ describe('a fleet of three hosts on a three-member etcd, under concurrent churn'
 });
 
 describe('a fleet host that misses events of its watch', () => {
+  const daemons = daemonFixture();
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet(1, 3);
+    fleet = await startFleet(daemons, 1, 3);
   }, 120_000);
-  afterAll(async () => {
-    await stopFleet(fleet);
-  });
 
   it('finds out by itself, converges to etcd and reports what it serves', async () => {
     const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];

@@ -7,16 +7,16 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { appendFile, mkdtemp, readFile, readdir, symlink } from 'node:fs/promises';
+import { appendFile, readFile, readdir, symlink } from 'node:fs/promises';
 import { type Socket, connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import { join } from 'node:path';
+import type { Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { alive, eventually, sleep } from '../helpers/wait.js';
 
 let backend: EchoBackend;
-const dirs: string[] = [];
+const daemons = daemonFixture();
 
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
@@ -24,13 +24,11 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await backend?.close();
-  for (const dir of dirs) await removeDir(dir);
 });
 
-async function fresh(env: Record<string, string> = {}, rangeSize = 40): Promise<Daemon> {
-  const daemon = await startDaemon({ rangeSize, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_NGINX_HANDOFF: 'true', ...env } });
-  dirs.push(dirname(daemon.home));
-  return daemon;
+/** A daemon with one master that hands changes off. */
+function fresh(env: Record<string, string> = {}, rangeSize = 40): Promise<Daemon> {
+  return daemons.start({ rangeSize, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_NGINX_HANDOFF: 'true', ...env } });
 }
 
 async function stat(pid: number): Promise<{ parent: number; state: string } | undefined> {
@@ -238,8 +236,7 @@ describe('handoffs between nginx masters', () => {
     const fresher = await runningNewMaster(old);
     expect((await masters(first)).sort()).toEqual([old, fresher].sort());
 
-    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env });
-    try {
+    await daemons.run({ home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env }, async (second) => {
       expect(second.logs).toContain('finishing a handoff between nginx masters that an earlier daemon left half done');
       expect(await alive(old)).toBe(false);
       for (const worker of oldWorkers) await eventually(() => alive(worker), (running) => !running, 5000);
@@ -251,9 +248,7 @@ describe('handoffs between nginx masters', () => {
       expect(await connectOutcome(port)).toBe('refused');
       expect(await roundTrip(port + 1, 'after')).toBe('b:after');
       expect(only).toBeGreaterThan(0);
-    } finally {
-      await second.stop();
-    }
+    });
   });
 });
 
@@ -283,16 +278,13 @@ describe('workers a killed daemon left without a master', () => {
     await eventually(() => alive(old), (running) => !running, 5000);
     for (const worker of oldWorkers) expect((await commandOf(worker)).trim()).toBe('nginx: worker process');
 
-    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env });
-    try {
+    await daemons.run({ home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env }, async (second) => {
       expect(await masters(second)).toEqual([fresher]);
       for (const worker of oldWorkers) await eventually(async () => (await commandOf(worker)).trim() === 'nginx: worker process', (accepting) => !accepting, 5000);
       expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
       expect(await connectOutcome(port)).toBe('refused');
       expect(await roundTrip(port + 1, 'kept')).toBe('b:kept');
-    } finally {
-      await second.stop();
-    }
+    });
   });
 });
 
@@ -350,8 +342,7 @@ describe('reloads instead of handoffs', () => {
 
   it('without perl: the daemon says why and reloads', async () => {
     // A PATH with what the daemon runs (unshare, sh and mount for the tests' resolver; ss) but no perl.
-    const bin = await mkdtemp(join(tmpdir(), 'sc-test-path-'));
-    dirs.push(bin);
+    const bin = await daemons.dir();
     for (const tool of ['unshare', 'sh', 'mount', 'ss']) {
       await symlink(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim(), join(bin, tool));
     }

@@ -5,8 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { type Daemon, ROOT, removeDir, startDaemon } from '../helpers/daemon.js';
+import { join } from 'node:path';
+import { type Daemon, ROOT } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend } from '../helpers/net.js';
 import { snapshot } from '../helpers/state.js';
 
@@ -22,15 +23,11 @@ afterAll(async () => {
 });
 
 describe('without a token', () => {
+  const daemons = daemonFixture();
   let daemon: Daemon;
 
   beforeAll(async () => {
-    daemon = await startDaemon({ rangeSize: 10 });
-  });
-
-  afterAll(async () => {
-    await daemon?.stop();
-    if (daemon) await removeDir(dirname(daemon.home));
+    daemon = await daemons.start({ rangeSize: 10 });
   });
 
   it('answers every call with application/json and the exact old bytes', async () => {
@@ -109,15 +106,11 @@ describe('without a token', () => {
 
 describe('with a token', () => {
   const token = 'test-token-0123456789abcdef';
+  const daemons = daemonFixture();
   let daemon: Daemon;
 
   beforeAll(async () => {
-    daemon = await startDaemon({ rangeSize: 10, env: { CONDUCTOR_TOKEN: token } });
-  });
-
-  afterAll(async () => {
-    await daemon?.stop();
-    if (daemon) await removeDir(dirname(daemon.home));
+    daemon = await daemons.start({ rangeSize: 10, env: { CONDUCTOR_TOKEN: token } });
   });
 
   it('leaves /status open', async () => {

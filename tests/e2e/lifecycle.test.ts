@@ -4,15 +4,16 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { type Daemon, instanceCount, masterPids, nginxDirFor, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { join } from 'node:path';
+import { instanceCount, masterPids, nginxDirFor } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { alive, eventually, sleep } from '../helpers/wait.js';
 import { renderedPorts, renderedStreams } from '../helpers/state.js';
 
 let backend: EchoBackend;
-const dirs: string[] = [];
+const daemons = daemonFixture();
 
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
@@ -20,56 +21,43 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await backend?.close();
-  for (const dir of dirs) await removeDir(dir);
 });
 
 /** The id of the nginx instance whose folder `dir` is. */
 const instanceIdOf = (dir: string): number => Number(dir.split('/').pop());
 
-async function fresh(options: Parameters<typeof startDaemon>[0] = {}): Promise<Daemon> {
-  const daemon = await startDaemon(options);
-  dirs.push(dirname(daemon.home));
-  return daemon;
-}
-
 describe('restarts', () => {
   it('serves its streams again after a restart', async () => {
-    const first = await fresh();
+    const first = await daemons.start();
     const port = first.rangeStart;
     await first.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
     expect(await first.stop()).toBe(0);
     expect(await connectOutcome(port)).toBe('refused'); // a stop takes its nginx down
-    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort });
-    try {
+    await daemons.run({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort }, async (second) => {
       expect(await roundTrip(port, 'back')).toBe('b:back');
       expect((await second.get('/getstreams')).json).toEqual([{ listen: port, proxy_pass: `127.0.0.1:${backend.port}` }]);
-    } finally {
-      await second.stop();
-    }
+    });
   });
 
   it('keeps streams flowing through a daemon killed with SIGKILL, and adopts its nginx', async () => {
-    const first = await fresh();
+    const first = await daemons.start();
     const port = first.rangeStart + 1;
     await first.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
     const mastersBefore = await masterPids(first);
     await first.stop('SIGKILL');
     expect(await roundTrip(port, 'orphan')).toBe('b:orphan'); // nginx outlives the daemon
-    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort });
-    try {
+    await daemons.run({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort }, async (second) => {
       expect(await masterPids(second)).toEqual(mastersBefore);
       expect(second.logs).toContain('adopting the nginx master');
       expect(await roundTrip(port, 'adopted')).toBe('b:adopted');
       expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
       expect(await connectOutcome(port)).toBe('refused');
-    } finally {
-      await second.stop();
-    }
+    });
     for (const master of mastersBefore) expect(await alive(master)).toBe(false);
   });
 
   it('takes over a home in the per-stream layout of earlier versions, its nginx still running', async () => {
-    const first = await fresh();
+    const first = await daemons.start();
     const ports = [first.rangeStart + 2, first.rangeStart + 3];
     for (const port of ports) expect((await first.get(`/createstream/${port}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
     await first.stop('SIGKILL');
@@ -81,8 +69,7 @@ describe('restarts', () => {
       await rm(bundle);
     }
     expect(await renderedPorts(streams)).toEqual(ports);
-    const second = await startDaemon({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort });
-    try {
+    await daemons.run({ home: first.home, rangeStart: first.rangeStart, apiPort: first.apiPort }, async (second) => {
       for (const port of ports) expect(await roundTrip(port, 'kept')).toBe('b:kept');
       // A change has every master read its configuration again: each stream is there once.
       const added = first.rangeStart + 4;
@@ -90,14 +77,12 @@ describe('restarts', () => {
       for (const port of [...ports, added]) expect(await roundTrip(port, 'after')).toBe('b:after');
       for (let id = 0; id < instanceCount(second); id += 1) expect(await readdir(join(streams, String(id)))).toEqual(['_conductor_streams.conf']);
       expect(await renderedPorts(streams)).toEqual([...ports, added]);
-    } finally {
-      await second.stop();
-    }
+    });
   });
 
   it('stops its nginx on SIGTERM and on SIGINT', async () => {
     for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-      const daemon = await fresh();
+      const daemon = await daemons.start();
       const port = daemon.rangeStart;
       await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`);
       const masters = await masterPids(daemon);
@@ -112,8 +97,7 @@ describe('restarts', () => {
 
 describe('a managed nginx that dies', () => {
   it.each(['master', 'master and workers'])('is restarted when its %s are killed, and every stream flows again', async (what) => {
-    const daemon = await fresh();
-    try {
+    await daemons.run({}, async (daemon) => {
       // Streams spread over the masters (each new one goes to the master free soonest).
       const ports = Array.from({ length: 6 }, (_, i) => daemon.rangeStart + i);
       for (const port of ports) {
@@ -148,16 +132,13 @@ describe('a managed nginx that dies', () => {
       expect(status.streams.live).toBe(ports.length);
       // The other masters did not notice.
       expect((await masterPids(daemon)).filter((_, i) => i !== id)).toEqual(others);
-    } finally {
-      await daemon.stop();
-    }
+    });
   });
 });
 
 describe('old-format files', () => {
   it('adopts the streams of the old service and sets aside what it cannot take', async () => {
-    const dir = await tempDir();
-    dirs.push(dir);
+    const dir = await daemons.dir();
     const home = join(dir, 'home');
     const streams = join(home, 'stream.d');
     await mkdir(streams, { recursive: true });
@@ -167,8 +148,7 @@ describe('old-format files', () => {
     await writeFile(join(streams, `_conductor_${base + 1}-a:1;proxy_timeout 1s.conf`), old(base + 1, 'a:1;proxy_timeout 1s'));
     await writeFile(join(streams, `_conductor_${base + 20}-localhost:22.conf`), old(base + 20, 'localhost:22'));
     await writeFile(join(streams, 'operator-own.conf'), '# not ours\n');
-    const daemon = await startDaemon({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10 });
-    try {
+    await daemons.run({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10 }, async (daemon) => {
       expect((await daemon.get('/getstreams')).json).toEqual([{ listen: base, proxy_pass: `127.0.0.1:${backend.port}` }]);
       expect(await roundTrip(base, 'legacy')).toBe('b:legacy');
       // Each master has its stream file in its own folder; the adopted stream is in one of them.
@@ -188,8 +168,6 @@ describe('old-format files', () => {
       expect(status.problems).toHaveLength(2);
       expect(status.problems.join('\n')).toContain('its content is not a plain `server { listen <port>; proxy_pass <backend>; }`');
       expect(status.problems.join('\n')).toContain(`port ${base + 20} is outside PORT_RANGE`);
-    } finally {
-      await daemon.stop();
-    }
+    });
   });
 });

@@ -11,10 +11,11 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { type Server, type Socket, connect, createServer } from 'node:net';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { AuditEvent, DaemonStatus, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
-import { CLI, type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { CLI, type Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, roundTrip } from '../helpers/net.js';
 import { eventually, sleep } from '../helpers/wait.js';
 
@@ -78,12 +79,14 @@ async function create(at: number, body: Record<string, unknown>, token = ALICE):
 
 const cli = (args: string[], token = ALICE): ReturnType<typeof runCli> => runCli(args, { CONDUCTOR_URL: daemon.url, CONDUCTOR_TOKEN: token });
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   echo = await EchoBackend.start('echo');
-  const folder = await tempDir();
+  const folder = await daemons.dir();
   const tokens = join(folder, 'tokens');
   writeFileSync(tokens, `# name token\nalice ${ALICE}\nbob ${BOB}\n`, { mode: 0o600 });
-  daemon = await startDaemon({
+  daemon = await daemons.start({
     home: join(folder, 'home'),
     rangeSize: 30,
     env: { CONDUCTOR_TOKEN_FILE: tokens, CONDUCTOR_HEALTH_INTERVAL: '0.5', CONDUCTOR_LOG_MAX_BYTES: String(LOG_MAX) },
@@ -91,9 +94,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await echo?.close();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 describe('per-stream traffic', () => {
@@ -473,8 +474,7 @@ describe('conductor status', () => {
 
   it('counts old workers that still serve sessions after a reload, until the sessions end', async () => {
     // One master, so that the next change reloads (or hands off) the master of the open session.
-    const single = await startDaemon({ rangeSize: 5, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_NGINX_WORKERS: '2' } });
-    try {
+    await daemons.run({ rangeSize: 5, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_NGINX_WORKERS: '2' } }, async (single) => {
       const status = async (): Promise<DaemonStatus> => (await single.get('/v1/status')).json as DaemonStatus;
       // Right after start a worker may not have retitled itself yet: wait for both to run.
       const started = await eventually(status, (value) => value.nginxInstances[0]?.workers === 2);
@@ -499,9 +499,6 @@ describe('conductor status', () => {
 
       socket.destroy();
       await eventually(status, (s) => s.nginxInstances[0]?.drainingWorkers === 0);
-    } finally {
-      await single.stop();
-      await removeDir(dirname(single.home));
-    }
+    });
   });
 });

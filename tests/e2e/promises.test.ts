@@ -13,8 +13,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type Socket, connect } from 'node:net';
-import { dirname } from 'node:path';
-import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import type { Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, listeningPorts } from '../helpers/net.js';
 import { type Outcome, describeOutcome, probe } from '../helpers/probe.js';
 
@@ -28,15 +28,15 @@ type Name = (typeof NAMES)[number];
 const RANGE = 16;
 const at = (offset: number): number => daemon.rangeStart + offset;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   for (const name of NAMES) backends[name] = await EchoBackend.start(name);
-  daemon = await startDaemon({ rangeSize: RANGE });
+  daemon = await daemons.start({ rangeSize: RANGE });
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   for (const backend of Object.values(backends)) await backend.close();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 const address = (name: Name): string => `127.0.0.1:${backends[name]?.port ?? 0}`;

@@ -6,8 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { join } from 'node:path';
+import type { Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -18,20 +19,19 @@ let folder: string;
 
 const HOSTS = '127.0.0.1 localhost\n::1 localhost\n';
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   alpha = await EchoBackend.start('alpha');
-  folder = await tempDir();
+  folder = await daemons.dir();
   hosts = join(folder, 'hosts');
   await writeFile(hosts, `${HOSTS}127.0.0.1 flaky.test\n`);
   // One master, so that every change lands where the broken stream is.
-  daemon = await startDaemon({ rangeSize: 6, hostsFile: hosts, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_RETRY_INTERVAL: '1' } });
+  daemon = await daemons.start({ rangeSize: 6, hostsFile: hosts, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_RETRY_INTERVAL: '1' } });
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await alpha?.close();
-  if (daemon) await removeDir(dirname(daemon.home));
-  if (folder) await removeDir(folder);
 });
 
 interface Listed {

@@ -4,23 +4,22 @@
  * refused. Nothing is left running after a refused start. (An nginx that cannot run does not stop
  * the daemon: tests/faults/start-failures.test.ts.)
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { beforeAll, describe, expect, it } from '@jest/globals';
 import { chmod, chown, lchown, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { daemonEnv, removeDir, runDaemonExpectingExit, startDaemon, tempDir } from '../helpers/daemon.js';
+import { daemonEnv, runDaemonExpectingExit } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { connectOutcome } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
 
 let dir: string;
 let base: number;
 
-beforeAll(async () => {
-  dir = await tempDir();
-  base = await freePortBlock(11);
-});
+const daemons = daemonFixture();
 
-afterAll(async () => {
-  await removeDir(dir);
+beforeAll(async () => {
+  dir = await daemons.dir();
+  base = await freePortBlock(11);
 });
 
 const env = (extra: Record<string, string> = {}): Record<string, string> => daemonEnv(join(dir, 'home'), base, 10, base + 10, extra);
@@ -89,12 +88,12 @@ describe('authentication at start-up', () => {
   });
 
   it('starts on a non-loopback address with the explicit opt-in, or with a token from a file', async () => {
-    const optIn = await startDaemon({ home: join(dir, 'opt-in'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_ALLOW_NO_AUTH: '1' } });
+    const optIn = await daemons.start({ home: join(dir, 'opt-in'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_ALLOW_NO_AUTH: '1' } });
     expect((await optIn.get('/getstreams')).status).toBe(200);
     await optIn.stop();
     const tokenFile = join(dir, 'token');
     await writeFile(tokenFile, 'file-token-0123456789abcdef\n');
-    const withFile = await startDaemon({ home: join(dir, 'with-file'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_TOKEN_FILE: tokenFile } });
+    const withFile = await daemons.start({ home: join(dir, 'with-file'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_TOKEN_FILE: tokenFile } });
     expect((await withFile.get('/getstreams')).status).toBe(401);
     expect((await withFile.get('/getstreams', { authorization: 'Bearer file-token-0123456789abcdef' })).status).toBe(200);
     await withFile.stop();
@@ -158,13 +157,10 @@ describe("folders only the daemon's user can change", () => {
     const home = join(dir, 'shared-by-choice');
     await mkdir(home);
     await chmod(home, 0o777);
-    const daemon = await startDaemon({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_ALLOW_SHARED_FOLDERS: '1' } });
-    try {
+    await daemons.run({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_ALLOW_SHARED_FOLDERS: '1' } }, async (daemon) => {
       expect((await daemon.get('/status')).status).toBe(200);
       expect(daemon.logs).toContain('"msg":"a folder of the daemon can be changed by other users"');
-    } finally {
-      await daemon.stop();
-    }
+    });
   });
 
   it('refuses a home that is a file, in one line', async () => {
@@ -213,12 +209,9 @@ describe("folders only the daemon's user can change", () => {
     const sticky = join(dir, 'sticky');
     await mkdir(sticky);
     await chmod(sticky, 0o1777);
-    const daemon = await startDaemon({ home: join(sticky, 'home'), rangeStart: base, rangeSize: 10, apiPort: base + 10 });
-    try {
+    await daemons.run({ home: join(sticky, 'home'), rangeStart: base, rangeSize: 10, apiPort: base + 10 }, async (daemon) => {
       expect((await daemon.get('/status')).status).toBe(200);
-    } finally {
-      await daemon.stop();
-    }
+    });
   });
 });
 
@@ -230,30 +223,24 @@ describe('the token', () => {
     const wrapper = join(dir, 'nginx-wrapper');
     await writeFile(wrapper, `#!/bin/sh\nenv >> '${seen}'\nexec /usr/sbin/nginx "$@"\n`);
     await chmod(wrapper, 0o755);
-    const daemon = await startDaemon({ home: join(dir, 'token-home'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_TOKEN: token, NGINX_BIN: wrapper } });
-    try {
+    await daemons.run({ home: join(dir, 'token-home'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_TOKEN: token, NGINX_BIN: wrapper } }, async (daemon) => {
       expect((await daemon.get('/getstreams', { authorization: `Bearer ${token}` })).status).toBe(200);
       const environ = await readFile(seen, 'utf8');
       expect(environ).toContain('PORT_RANGE=');
       expect(environ).not.toContain(token);
-    } finally {
-      await daemon.stop();
-    }
+    });
   });
 });
 
 describe('one daemon per home', () => {
   it('refuses a second daemon on the same home', async () => {
     const home = join(dir, 'shared-home');
-    const first = await startDaemon({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10 });
-    try {
+    await daemons.run({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10 }, async (first) => {
       const second = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10));
       expect(second.code).toBe(1);
       expect(second.stderr.trim().split('\n').pop()).toBe(`conductor-daemon: another daemon (pid ${first.child.pid}) already uses CONDUCTOR_HOME ${home}`);
       expect((await first.get('/status')).status).toBe(200);
-    } finally {
-      await first.stop();
-    }
+    });
     expect(await readdir(home)).not.toContain('daemon.pid');
   });
 });

@@ -4,8 +4,8 @@
  * exactly as they were.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { dirname } from 'node:path';
-import { type Daemon, removeDir, startDaemon } from '../helpers/daemon.js';
+import type { Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { holdPort } from '../helpers/ports.js';
 import { snapshot } from '../helpers/state.js';
@@ -14,17 +14,17 @@ let daemon: Daemon;
 let alpha: EchoBackend;
 let beta: EchoBackend;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   alpha = await EchoBackend.start('alpha');
   beta = await EchoBackend.start('beta');
-  daemon = await startDaemon({ rangeSize: 10 });
+  daemon = await daemons.start({ rangeSize: 10 });
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await alpha?.close();
   await beta?.close();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 const legacy = async (path: string): Promise<Record<string, unknown>> => (await daemon.get(path)).json as Record<string, unknown>;

@@ -8,9 +8,10 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { type Daemon, instanceCount, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { type Daemon, instanceCount } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { folderContents, renderedPorts } from '../helpers/state.js';
 import { EchoBackend, listeningPorts, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
@@ -26,15 +27,15 @@ type Expectation = 'live' | 'absent' | 'either';
 
 let backend: EchoBackend;
 let dir: string;
+const daemons = daemonFixture();
 
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  dir = await tempDir();
+  dir = await daemons.dir();
 });
 
 afterAll(async () => {
   await backend?.close();
-  await removeDir(dir);
 });
 
 async function views(daemon: Daemon): Promise<{ listed: number[]; files: number[]; stored: number[]; listening: number[] }> {
@@ -74,7 +75,7 @@ describe(`${ROUNDS} rounds of SIGKILL during a burst`, () => {
     const home = join(dir, 'home');
     const options = { home, rangeStart: base, rangeSize: RANGE, apiPort: base + RANGE };
     const model = new Map<number, Expectation>();
-    let daemon = await startDaemon(options);
+    let daemon = await daemons.start(options);
     let interrupted = 0;
     try {
       for (let round = 0; round < ROUNDS; round += 1) {
@@ -89,7 +90,7 @@ describe(`${ROUNDS} rounds of SIGKILL during a burst`, () => {
         stop.done = true;
         interrupted += (await Promise.all(clients)).filter((outcome) => outcome === 'interrupted').length;
 
-        daemon = await startDaemon(options);
+        daemon = await daemons.start(options);
         const seen = await views(daemon);
         const context = `round ${round}\nmodel ${JSON.stringify([...model])}\nviews ${JSON.stringify(seen)}\n${log.slice(-20).join('\n')}`;
         expect({ round, files: seen.files, stored: seen.stored, listening: seen.listening }).toEqual({ round, files: seen.listed, stored: seen.listed, listening: seen.listed });
@@ -109,7 +110,6 @@ describe(`${ROUNDS} rounds of SIGKILL during a burst`, () => {
       }
     } finally {
       await daemon.stop();
-      await removeDir(dirname(home));
     }
     // The kills did land in the middle of changes, not only between them.
     expect(interrupted).toBeGreaterThan(ROUNDS);

@@ -8,7 +8,8 @@ import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import type { Daemon } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { snapshot } from '../helpers/state.js';
 
@@ -47,30 +48,31 @@ async function temporaries(...folders: string[]): Promise<string[]> {
   return found;
 }
 
+const daemons = daemonFixture();
+// The mounts go once the daemons using them have stopped, before their folders are removed.
+daemons.beforeRemoving(async () => {
+  for (const path of mounts.reverse()) await run('umount', ['-l', path]).catch(() => undefined);
+});
+
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  dir = await tempDir();
+  dir = await daemons.dir();
 });
 
 afterAll(async () => {
-  for (const path of mounts.reverse()) await run('umount', ['-l', path]).catch(() => undefined);
   await backend?.close();
-  await removeDir(dir);
 });
 
 asRoot('a full or read-only configuration folder', () => {
+  const own = daemonFixture();
   let daemon: Daemon;
   let streams: string;
 
   beforeAll(async () => {
     streams = join(dir, 'streams-fs');
     await mountTmpfs(streams, '64k');
-    daemon = await startDaemon({ home: join(dir, 'home-a'), env: { STREAM_CONFIG_PATH: streams } });
+    daemon = await own.start({ home: join(dir, 'home-a'), env: { STREAM_CONFIG_PATH: streams } });
     expect((await daemon.get(`/createstream/${daemon.rangeStart}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
-  });
-
-  afterAll(async () => {
-    await daemon?.stop();
   });
 
   it('refuses changes while the folder is full, touches nothing live, and works again once there is room', async () => {
@@ -121,8 +123,7 @@ asRoot('a full state folder', () => {
     const home = join(dir, 'home-fs');
     await mountTmpfs(home, '256k');
     const streams = join(dir, 'streams-b');
-    const daemon = await startDaemon({ home, env: { STREAM_CONFIG_PATH: streams } });
-    try {
+    await daemons.run({ home, env: { STREAM_CONFIG_PATH: streams } }, async (daemon) => {
       await daemon.get(`/createstream/${daemon.rangeStart}/127.0.0.1:${backend.port}`);
       const filler = await fill(home);
       const before = await snapshot(daemon, streams);
@@ -134,8 +135,6 @@ asRoot('a full state folder', () => {
       expect(await roundTrip(daemon.rangeStart, 'kept')).toBe('b:kept');
       await rm(filler);
       expect((await daemon.get(`/createstream/${daemon.rangeStart + 1}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
-    } finally {
-      await daemon.stop();
-    }
+    });
   });
 });

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { dirname } from 'node:path';
-import { type Daemon, masterPidFor, removeDir, startDaemon } from '../helpers/daemon.js';
+import { type Daemon, masterPidFor } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { snapshot } from '../helpers/state.js';
 import { eventually } from '../helpers/wait.js';
@@ -18,15 +18,15 @@ import { eventually } from '../helpers/wait.js';
 let backend: EchoBackend;
 let daemon: Daemon;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  daemon = await startDaemon({ rangeSize: 8, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_AUDIT_INTERVAL: '0.5' } });
+  daemon = await daemons.start({ rangeSize: 8, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_AUDIT_INTERVAL: '0.5' } });
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await backend?.close();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 const nofile = (pid: number): string => execFileSync('prlimit', ['--pid', String(pid), '--nofile', '--output=SOFT,HARD', '--noheadings'], { encoding: 'utf8' }).trim();

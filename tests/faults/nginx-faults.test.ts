@@ -5,23 +5,23 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { type Daemon, masterPidFor, removeDir, startDaemon } from '../helpers/daemon.js';
+import { type Daemon, masterPidFor } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, roundTrip } from '../helpers/net.js';
 import { eventually, sleep } from '../helpers/wait.js';
 
 let backend: EchoBackend;
 let daemon: Daemon;
 
+const daemons = daemonFixture();
+
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  daemon = await startDaemon();
+  daemon = await daemons.start();
 });
 
 afterAll(async () => {
-  await daemon?.stop();
   await backend?.close();
-  if (daemon) await removeDir(dirname(daemon.home));
 });
 
 interface Status {

@@ -5,24 +5,24 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
-import { type Daemon, removeDir, startDaemon, tempDir } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
 import { freePortBlock, holdPort } from '../helpers/ports.js';
 import { eventually } from '../helpers/wait.js';
 
 let backend: EchoBackend;
 let dir: string;
+const daemons = daemonFixture();
 
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  dir = await tempDir();
+  dir = await daemons.dir();
 });
 
 afterAll(async () => {
   await backend?.close();
-  await removeDir(dir);
 });
 
 interface Status {
@@ -46,8 +46,7 @@ describe('an nginx that cannot run at all', () => {
       'has no stream module; on Debian/Ubuntu: apt-get install nginx-light libnginx-mod-stream',
     ],
   ])('%s: the daemon starts, says why nginx is down, and refuses changes', async (_what, binary, statusText, answerText) => {
-    const daemon = await startDaemon({ env: { NGINX_BIN: await binary() } });
-    try {
+    await daemons.run({ env: { NGINX_BIN: await binary() } }, async (daemon) => {
       const status = (await daemon.get('/v1/status')).json as Status;
       expect(status.nginx.state).toBe('down');
       expect(status.nginx.message).toContain(statusText);
@@ -63,10 +62,7 @@ describe('an nginx that cannot run at all', () => {
       expect(cli.code).toBe(0);
       expect(cli.stdout).toMatch(/nginx:\s+down/);
       expect(cli.stdout).toContain(statusText);
-    } finally {
-      await daemon.stop();
-      await removeDir(dirname(daemon.home));
-    }
+    });
   });
 });
 
@@ -75,15 +71,14 @@ describe('definitions nginx cannot take at start-up', () => {
     const base = await freePortBlock(11);
     const home = join(dir, 'held');
     const options = { home, rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_RETRY_INTERVAL: '0.5' } };
-    const first = await startDaemon(options);
+    const first = await daemons.start(options);
     const [kept, taken] = [base, base + 1];
     await first.get(`/createstream/${kept}/127.0.0.1:${backend.port}`);
     await first.get(`/createstream/${taken}/127.0.0.1:${backend.port}`);
     await first.stop();
 
     const squatter = await holdPort(taken);
-    const second = await startDaemon(options);
-    try {
+    await daemons.run(options, async (second) => {
       expect(await roundTrip(kept, 'kept')).toBe('b:kept');
       const status = (await second.get('/v1/status')).json as Status;
       expect(status.streams).toEqual({ total: 2, live: 1, failed: 1 });
@@ -96,16 +91,14 @@ describe('definitions nginx cannot take at start-up', () => {
       await squatter.close();
       await eventually(async () => ((await second.get('/v1/status')).json as Status).streams.live, (live) => live === 2);
       expect(await roundTrip(taken, 'back')).toBe('b:back');
-    } finally {
-      await second.stop();
-    }
+    });
   });
 
   it('sets aside a backend name that no longer resolves, and serves the rest', async () => {
     const base = await freePortBlock(11);
     const home = join(dir, 'dns');
     const options = { home, rangeStart: base, rangeSize: 10, apiPort: base + 10 };
-    const first = await startDaemon(options);
+    const first = await daemons.start(options);
     await first.get(`/createstream/${base}/127.0.0.1:${backend.port}`);
     await first.get(`/createstream/${base + 1}/localhost:${backend.port}`);
     await first.stop();
@@ -115,8 +108,7 @@ describe('definitions nginx cannot take at start-up', () => {
     for (const stream of store.streams) if (stream.port === base + 1) stream.backends = [{ address: 'vanished.invalid:22' }];
     await writeFile(storePath, JSON.stringify(store));
 
-    const second = await startDaemon(options);
-    try {
+    await daemons.run(options, async (second) => {
       expect(await roundTrip(base, 'alive')).toBe('b:alive');
       expect(await connectOutcome(base + 1)).toBe('refused');
       const status = (await second.get('/v1/status')).json as Status;
@@ -126,8 +118,6 @@ describe('definitions nginx cannot take at start-up', () => {
       expect(again.errors).toBe(`port ${base + 1} already has a stream (to vanished.invalid:22, set aside: nginx: host not found in upstream "vanished.invalid")`);
       expect((await second.get(`/removestream/${base + 1}`)).json).toEqual({ result: 'ok', errors: '' });
       expect(((await second.get('/v1/status')).json as Status).failed).toEqual([]);
-    } finally {
-      await second.stop();
-    }
+    });
   });
 });

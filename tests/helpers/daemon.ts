@@ -7,6 +7,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { requestJson } from './http.js';
 import { freePortBlock } from './ports.js';
 import { DEFAULT_NGINX_INSTANCES } from '../../packages/daemon/src/config/settings.js';
 
@@ -78,20 +79,10 @@ export class Daemon {
   }
 
   async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer> {
-    const response = await fetch(`${this.url}${path}`, {
-      method,
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-    });
-    const text = await response.text();
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    return { status: response.status, contentType: response.headers.get('content-type'), text, json };
+    const { status, headers: answered, text, json } = await requestJson(`${this.url}${path}`, method, body, headers);
+    return { status, contentType: answered.get('content-type'), text, json };
   }
+
 
   /** Stops the daemon with `signal` and resolves with its exit code. */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
@@ -100,23 +91,44 @@ export class Daemon {
   }
 }
 
-async function waitReady(daemon: Daemon, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let exited = false;
-  void daemon.exited.then(() => {
-    exited = true;
+/**
+ * Resolves once `child` has written text matching `pattern` (stdout and stderr together); rejects
+ * when it exits first or `timeoutMs` passes. Waits on the output itself, not on a polling timer.
+ */
+export function untilOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<void> {
+  let output = '';
+  return new Promise<void>((resolve, reject) => {
+    const done = (error?: Error): void => {
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.stderr?.off('data', onData);
+      child.off('exit', onExit);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString('utf8');
+      if (pattern.test(output)) done();
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
+      done(new Error(`exited (${signal ?? code}) before writing ${pattern}:\n${output}`));
+    const timer = setTimeout(() => done(new Error(`did not write ${pattern} within ${timeoutMs} ms:\n${output}`)), timeoutMs);
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', onExit);
+    if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
   });
-  while (Date.now() < deadline) {
-    if (exited) throw new Error(`daemon exited during start-up:\n${daemon.logs}`);
-    try {
-      const answer = await daemon.get('/status');
-      if (answer.status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((done) => setTimeout(done, 50));
+}
+
+/** Waits for the daemon's "ready" log line (written once its API listens), then checks /status. */
+async function waitReady(daemon: Daemon, timeoutMs: number): Promise<void> {
+  try {
+    await untilOutput(daemon.child, /"msg":"ready"/, timeoutMs);
+  } catch (error) {
+    throw new Error(`daemon not ready: ${(error as Error).message}`);
   }
-  throw new Error(`daemon not ready within ${timeoutMs} ms:\n${daemon.logs}`);
+  const answer = await daemon.get('/status');
+  if (answer.status !== 200) throw new Error(`daemon ready but /status answered ${answer.status}:\n${daemon.logs}`);
 }
 
 /** The environment a test daemon runs with: its own home and ports, loopback only. */
