@@ -19,7 +19,7 @@ import {
 } from '@stream-conductor/shared';
 import { type HttpAnswer, requestJson } from '../../../tests/helpers/http.js';
 // The one import of the service interface: moving it means changing this line only.
-import type { StreamService } from '../src/conductor.js';
+import type { StreamService } from '../src/service/service.js';
 import { createApp } from '../src/http/app.js';
 import type { LogFields, Logger } from '../src/log.js';
 
