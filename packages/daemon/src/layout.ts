@@ -12,7 +12,7 @@ import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { portRangeSize } from '@stream-conductor/shared';
 import type { Config } from './config/read.js';
-import type { Logger } from './log.js';
+import { bestEffort, type Logger } from './log.js';
 import { NginxBinaryError, probeNginx } from './nginx/binary.js';
 import type { NginxController } from './nginx/process/controller.js';
 import { ExternalNginx } from './nginx/process/external.js';
@@ -25,7 +25,7 @@ import type { PipelineObserver } from './observe/metrics.js';
 import type { StreamStore } from './streams/store.js';
 import { hardOpenFileLimit } from './sys/limits.js';
 import { listeningPorts, probePort } from './sys/ports.js';
-import { commandLine, isAlive } from './sys/processes.js';
+import { commandLine, isAlive, signal } from './sys/processes.js';
 import { killSessions } from './sys/sessions.js';
 
 export interface InstanceLayout {
@@ -83,12 +83,12 @@ async function stopForeignMasters(config: Config, keep: Set<string>, log: Logger
   for (const name of names) {
     const dir = join(root, name);
     if (keep.has(dir)) continue;
-    const pid = Number((await readFile(join(dir, 'nginx.pid'), 'utf8').catch(() => '')).trim());
+    const pid = Number(((await bestEffort(log, `read ${dir}/nginx.pid`, readFile(join(dir, 'nginx.pid'), 'utf8'))) ?? '').trim());
     if (!Number.isInteger(pid) || pid <= 1 || !isAlive(pid)) continue;
     const command = await commandLine(pid);
     if (!command?.includes('nginx: master process') || !command.includes(join(dir, 'nginx.conf'))) continue;
     log.warn('stopping an nginx master of an earlier split of the port range', { pid, dir });
-    process.kill(pid, 'SIGTERM');
+    signal(pid, 'SIGTERM');
     for (let waited = 0; waited < 5000 && isAlive(pid); waited += 20) await new Promise((done) => setTimeout(done, 20));
   }
 }

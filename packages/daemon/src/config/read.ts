@@ -57,7 +57,7 @@ export interface Timings {
   reloadTimeoutMs: number;
   /** How often set-aside streams are tried again. */
   retryIntervalMs: number;
-  /** How often each master is audited against the kernel (see nginx/audit.ts); 0: never. */
+  /** How often each master is audited against the kernel (see nginx/pipeline/audit.ts); 0: never. */
   auditIntervalMs: number;
   /** Managed mode: how many nginx masters share the port range. */
   nginxInstances: number;

@@ -14,7 +14,8 @@ import {
 import { bestEffort, type Logger, settled } from '../log.js';
 import type { DesiredCache } from './desired.js';
 import { message } from './etcd.js';
-import { type AppliedReport, specOf } from './keys.js';
+import { specOf } from '../service/records.js';
+import type { AppliedReport } from './keys.js';
 import type { LocalService } from './local.js';
 
 /** Where reports go: this host's lease in etcd (see session.ts). */

@@ -18,7 +18,7 @@ import {
   parseReport,
   type StoredKey,
 } from './keys.js';
-import { isExpired } from './twins.js';
+import { isExpired } from '../service/expiry.js';
 
 /** What a key taken from the store was about, for the session to act on. */
 export type Taken = { kind: 'stream'; port: number } | { kind: 'host-gone'; id: string } | { kind: 'other' };

@@ -8,7 +8,7 @@
  *   converge.ts  this host brought in line with the fleet, and its reports
  *   writes.ts    the write protocol (pending, apply here, commit or restore)
  *   views.ts     streams, hosts and status as the API shows them
- *   twins.ts     fleet's copies of what the local service does too (allocation, expiry, answer)
+ *   answer.ts    the answer to a write (warns when another client's change followed at once)
  *
  * Every host watches the prefix, converges its nginx to it (one port at a time, in order), and
  * reports what it applied. Without etcd a host keeps serving what it has, refuses changes (503),
@@ -41,7 +41,9 @@ import { createEtcdClient, type EtcdConfig, EtcdStore } from './etcd.js';
 import { type Desired, FleetKeys } from './keys.js';
 import type { LocalService } from './local.js';
 import { Session } from './session.js';
-import { answer, createOnFreePort, firstFreePort, renewedSpec } from './twins.js';
+import { createOnFreePort, firstFreePort } from '../service/free-port.js';
+import { renewedSpec } from '../service/records.js';
+import { answer } from './answer.js';
 import { FleetViews } from './views.js';
 import { FleetWrites } from './writes.js';
 
@@ -222,24 +224,23 @@ export class FleetConductor implements StreamService {
 
   private createOnFreePort(spec: StreamSpec): Promise<CreateResult> {
     this.requireConnected();
-    return createOnFreePort({
-      range: this.options.portRange,
-      reserved: this.reserved,
-      taken: (port) => this.cache.desired.has(port) || this.options.local.get(port) !== undefined,
-      probe: (port) =>
-        this.options.probePort(port, protocolsOf(spec), spec.listenAddress ?? this.options.defaultListenAddress),
-      attempt: async (port) => {
+    return createOnFreePort(
+      {
+        range: this.options.portRange,
+        reserved: this.reserved,
+        taken: (port) => this.cache.desired.has(port) || this.options.local.get(port) !== undefined,
+        probe: (port) =>
+          this.options.probePort(port, protocolsOf(spec), spec.listenAddress ?? this.options.defaultListenAddress),
+        // Another host took it first (conflict), or this host cannot bind it after all.
+        retryOn: [ErrorCode.Conflict, ErrorCode.StreamExists, ErrorCode.PortInUse],
+      },
+      async (port) => {
         if (await this.writes.read(port)) return undefined; // another host has it, or is taking it
         const record: StreamRecord = { ...spec, port, createdAt: this.now().toISOString() };
         const warnings = await this.change(port, undefined, record);
         return this.answer(port, warnings, 'created', record);
       },
-      // Another host took it first (conflict), or this host cannot bind it after all.
-      lost: (error) =>
-        error.code === ErrorCode.Conflict ||
-        error.code === ErrorCode.StreamExists ||
-        error.code === ErrorCode.PortInUse,
-    });
+    );
   }
 
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan {
@@ -289,11 +290,12 @@ export class FleetConductor implements StreamService {
   }
 
   freePort(): Promise<number | undefined> {
-    return firstFreePort(
-      this.options.portRange,
-      (port) => this.cache.desired.has(port) || this.reserved.has(port) || this.options.local.get(port) !== undefined,
-      (port) => this.options.probePort(port, ['tcp'], this.options.defaultListenAddress),
-    );
+    return firstFreePort({
+      range: this.options.portRange,
+      reserved: this.reserved,
+      taken: (port) => this.cache.desired.has(port) || this.options.local.get(port) !== undefined,
+      probe: (port) => this.options.probePort(port, ['tcp'], this.options.defaultListenAddress),
+    });
   }
 
   list(filter: ListFilter = {}): StreamView[] {

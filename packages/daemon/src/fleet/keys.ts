@@ -57,10 +57,6 @@ export interface StoredKey {
   lease: string;
 }
 
-export const specOf = (record: StreamRecord): StreamSpec => {
-  const { createdAt: _created, updatedAt: _updated, ...spec } = record;
-  return spec;
-};
 
 /** Whether etcd revision `a` comes after `b` (revisions are 64-bit integers in decimal text). */
 export const newer = (a: string, b: string): boolean => BigInt(a) > BigInt(b);

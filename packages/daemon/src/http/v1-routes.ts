@@ -16,6 +16,7 @@ import {
 } from '@stream-conductor/shared';
 import type { StreamService } from '../service/service.js';
 import { type Observatory, withBackendCheck } from '../observe/observatory.js';
+import { noFreePort } from '../service/free-port.js';
 import type { Audited } from './audit.js';
 import { openApiDocument } from './openapi.js';
 
@@ -144,9 +145,7 @@ export function v1Router(conductor: StreamService, now: () => Date, audited: Aud
   router.get('/free-port', async (_req, res) => {
     const port = await conductor.freePort();
     if (port === undefined) {
-      throw new ConductorError(ErrorCode.NoFreePort, 'no free port left in the port range', {
-        hint: 'remove streams, or widen PORT_RANGE',
-      });
+      throw noFreePort();
     }
     res.json({ port });
   });

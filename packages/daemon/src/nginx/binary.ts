@@ -2,6 +2,7 @@
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { StartupError } from '@stream-conductor/shared';
 
 export interface NginxBuild {
   version: string;
@@ -14,7 +15,7 @@ export interface NginxBuild {
   prefix: string | undefined;
 }
 
-export class NginxBinaryError extends Error {
+export class NginxBinaryError extends StartupError {
   override readonly name = 'NginxBinaryError';
 }
 

@@ -1,11 +1,12 @@
 /** The one-time set-up of a managed nginx: learn its build and write the main configuration. */
 import { mkdir } from 'node:fs/promises';
+import { StartupError } from '@stream-conductor/shared';
 import type { Logger } from '../../log.js';
 import { removeTemporaries, writeFileAtomic } from '../../sys/files.js';
 import { NginxBinaryError, type NginxBuild, probeNginx } from '../binary.js';
 
 /** nginx cannot be set up at all: the binary cannot run, or it has no stream module. */
-export class SetupError extends Error {}
+export class SetupError extends StartupError {}
 
 export interface SetupOptions {
   nginxBin: string;
