@@ -1,9 +1,11 @@
 /**
  * A limit hit in the middle of a change: the nginx master, or the daemon itself, runs out of file
  * descriptors while it takes a change (the RLIMIT_NOFILE of the running process lowered with
- * prlimit, as a host-wide shortage would). The change is refused with the reason and everything
- * else stays as it was: files, store, listing, listening sockets, and the streams that flowed.
- * Once the limit is back, changes work.
+ * prlimit, as a host-wide shortage would), cannot fork (a cgroup pids limit), or runs out of memory
+ * (a cgroup memory limit: the kernel's OOM killer ends nginx's processes). The change is refused
+ * with the reason and everything else stays as it was, or (memory) is answered live and what the
+ * kernel then kills is reported and brought back by the daemon itself. Once the limit is back,
+ * changes work.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
@@ -22,7 +24,7 @@ const daemons = daemonFixture();
 
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  daemon = await daemons.start({ rangeSize: 8, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_AUDIT_INTERVAL: '0.5' } });
+  daemon = await daemons.start({ rangeSize: 10, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_AUDIT_INTERVAL: '0.5' } });
 });
 
 afterAll(async () => {
@@ -167,5 +169,59 @@ describe('nginx unable to fork its workers during a change (a process limit)', (
     }
     expect((await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
     expect(await roundTrip(added, 'added')).toBe('b:added');
+  });
+});
+
+describe('nginx out of memory during a change (a cgroup memory limit)', () => {
+  it('answers the change truthfully, reports the kill, and serves every listed stream again by itself', async () => {
+    const [kept, added] = [daemon.rangeStart + 8, daemon.rangeStart + 9];
+    expect((await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    const master = await masterPidFor(daemon, kept);
+    const restartsBefore = ((await daemon.request('GET', '/v1/status')).json as { nginx: { restarts: number } }).nginx.restarts;
+    // The cgroup (v1) memory controller: the master and its workers, with no memory to spare, so
+    // the reload's new cycle and workers push it over and the kernel's OOM killer ends processes.
+    const group = `/sys/fs/cgroup/memory/sc-test-${process.pid}`;
+    mkdirSync(group);
+    const members = (): number[] => readFileSync(`${group}/cgroup.procs`, 'utf8').split('\n').filter(Boolean).map(Number);
+    try {
+      writeFileSync(`${group}/cgroup.procs`, String(master));
+      const workers = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').split(' ').filter(Boolean);
+      for (const pid of workers) writeFileSync(`${group}/cgroup.procs`, pid);
+      writeFileSync(`${group}/memory.limit_in_bytes`, readFileSync(`${group}/memory.usage_in_bytes`, 'utf8').trim());
+      const answer = await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` });
+      const oomKills = (): number => Number(/oom_kill (\d+)/.exec(readFileSync(`${group}/memory.oom_control`, 'utf8'))?.[1] ?? 0);
+      if (answer.status === 201) {
+        // Live when answered; whatever the OOM killer ends afterwards, the daemon brings back.
+        expect(answer.json).toMatchObject({ stream: { port: added, state: 'live' } });
+      } else {
+        expect(answer.status).toBeGreaterThanOrEqual(400);
+        expect(JSON.stringify(answer.json)).toMatch(/memory|nginx/i);
+      }
+      // The kernel ended processes of ours: status says nginx died and restarted, never silence.
+      expect(await eventually(async () => oomKills(), (kills) => kills > 0, 10_000)).toBeGreaterThan(0);
+      const status = await eventually(
+        async () => (await daemon.request('GET', '/v1/status')).json as { nginx: { restarts: number; state: string; incidents?: Array<{ message: string }> } },
+        (found) => found.nginx.restarts > restartsBefore && found.nginx.state === 'running',
+        30_000,
+      );
+      expect(status.nginx.restarts).toBeGreaterThan(restartsBefore);
+      expect(JSON.stringify(status.nginx.incidents)).toMatch(/exited unexpectedly/);
+      // Every stream the API lists forwards again, with no command sent; nothing is listed that is not live.
+      const listed = ((await daemon.request('GET', '/v1/streams')).json as { streams: Array<{ port: number; state: string }> }).streams;
+      expect(listed.find((stream) => stream.port === kept)?.state).toBe('live');
+      expect(listed.some((stream) => stream.port === added)).toBe(answer.status === 201);
+      for (const { port } of listed) {
+        expect(await eventually(() => roundTrip(port, 'back').catch((error: Error) => error.message), (reply) => reply === 'b:back', 30_000)).toBe('b:back');
+      }
+      if (answer.status !== 201) expect(await connectOutcome(added)).toBe('refused');
+      // No process left in the starved group holds a socket: the restarted master runs outside it, and the
+      // processes of the killed one are ended.
+      expect(await eventually(async () => members(), (left) => left.length === 0, 30_000)).toEqual([]);
+    } finally {
+      writeFileSync(`${group}/memory.limit_in_bytes`, '-1');
+      for (const pid of members()) writeFileSync('/sys/fs/cgroup/memory/cgroup.procs', String(pid));
+      rmdirSync(group);
+    }
+    expect(await roundTrip(kept, 'after')).toBe('b:after');
   });
 });
