@@ -12,7 +12,10 @@ async function sequence(daemon, count, backendPort) {
   const times = [];
   for (let i = 0; i < count; i += 1) {
     const started = now();
-    const answer = await call('POST', `${daemon.url}/v1/streams`, { port: daemon.base + i, backend: `127.0.0.1:${backendPort}` });
+    const answer = await call('POST', `${daemon.url}/v1/streams`, {
+      port: daemon.base + i,
+      backend: `127.0.0.1:${backendPort}`,
+    });
     times.push(now() - started);
     if (answer.status !== 201) throw new Error(`create ${daemon.base + i}: ${JSON.stringify(answer.json)}`);
   }
@@ -43,8 +46,20 @@ export async function run(count = 200) {
     holds: median(managedTimes) < 30,
     columns: ['mode', 'median', 'p90', 'p99', 'total'],
     rows: [
-      [`managed (${defaultMasters()} masters)`, ms(median(managedTimes)), ms(percentile(managedTimes, 90)), ms(percentile(managedTimes, 99)), total(managedTimes)],
-      ['external (one nginx, nginx -t first)', ms(median(externalTimes)), ms(percentile(externalTimes, 90)), ms(percentile(externalTimes, 99)), total(externalTimes)],
+      [
+        `managed (${defaultMasters()} masters)`,
+        ms(median(managedTimes)),
+        ms(percentile(managedTimes, 90)),
+        ms(percentile(managedTimes, 99)),
+        total(managedTimes),
+      ],
+      [
+        'external (one nginx, nginx -t first)',
+        ms(median(externalTimes)),
+        ms(percentile(externalTimes, 90)),
+        ms(percentile(externalTimes, 99)),
+        total(externalTimes),
+      ],
     ],
     summary: 'each create answered once live',
   };

@@ -31,11 +31,16 @@ export async function phases(options = {}) {
       );
       return { seconds: (now() - started) / 1000, errors };
     };
-    const created = await phase(async (port) => (await call('GET', `${daemon.url}/createstream/${port}/127.0.0.1:${backend.port}`)).json?.result === 'ok');
+    const created = await phase(
+      async (port) =>
+        (await call('GET', `${daemon.url}/createstream/${port}/127.0.0.1:${backend.port}`)).json?.result === 'ok',
+    );
     // Verified live: a sample forwards bytes, and the daemon lists them all.
     for (const port of ports.filter((_, i) => i % 50 === 0)) await firstByte(port);
     const listed = (await call('GET', `${daemon.url}/getstreams`)).json.length;
-    const removed = await phase(async (port) => (await call('GET', `${daemon.url}/removestream/${port}`)).json?.result === 'ok');
+    const removed = await phase(
+      async (port) => (await call('GET', `${daemon.url}/removestream/${port}`)).json?.result === 'ok',
+    );
     const left = (await call('GET', `${daemon.url}/getstreams`)).json.length;
     return { created, removed, listed, left, count };
   } finally {
@@ -47,7 +52,10 @@ export async function phases(options = {}) {
 /** The managed setups compared, the default first; every answer is checked against the kernel. */
 const SETUPS = [
   { name: `default: ${defaultMasters()} masters, reloads only`, env: {} },
-  { name: `${defaultMasters()} masters with handoffs (CONDUCTOR_NGINX_HANDOFF=true)`, env: { CONDUCTOR_NGINX_HANDOFF: 'true' } },
+  {
+    name: `${defaultMasters()} masters with handoffs (CONDUCTOR_NGINX_HANDOFF=true)`,
+    env: { CONDUCTOR_NGINX_HANDOFF: 'true' },
+  },
   { name: '1 master (CONDUCTOR_NGINX_INSTANCES=1)', env: { CONDUCTOR_NGINX_INSTANCES: '1' } },
   { name: '8 masters (CONDUCTOR_NGINX_INSTANCES=8)', env: { CONDUCTOR_NGINX_INSTANCES: '8' } },
 ];
@@ -58,7 +66,13 @@ export async function run() {
   const { startExternal } = await import('./external.mjs');
   const external = await phases({ start: startExternal });
   const managed = /** @type {Awaited<ReturnType<typeof phases>>} */ (results[0]);
-  const holds = managed.created.seconds < 1.5 && managed.removed.seconds < 1.5 && managed.created.errors === 0 && managed.removed.errors === 0 && managed.left === 0 && managed.listed === managed.count;
+  const holds =
+    managed.created.seconds < 1.5 &&
+    managed.removed.seconds < 1.5 &&
+    managed.created.errors === 0 &&
+    managed.removed.errors === 0 &&
+    managed.left === 0 &&
+    managed.listed === managed.count;
   const row = (/** @type {string} */ name, /** @type {typeof managed} */ result) => [
     name,
     `${result.created.seconds.toFixed(2)} s (${result.created.errors} errors, ${result.listed} listed)`,
@@ -69,7 +83,10 @@ export async function run() {
     target: 'each phase under 1.5 s, no error, nothing left over (managed mode, default settings)',
     holds,
     columns: ['mode', 'creates', 'removes'],
-    rows: [...SETUPS.map((setup, i) => row(setup.name, /** @type {typeof managed} */ (results[i]))), row('external (one nginx)', external)],
+    rows: [
+      ...SETUPS.map((setup, i) => row(setup.name, /** @type {typeof managed} */ (results[i]))),
+      row('external (one nginx)', external),
+    ],
     summary: 'the older service took about 11.5 s and 37 s, with failed and leftover removes',
     notes: await repeats(Number(process.env.BENCH_BURST_ROUNDS ?? 0)),
   };
@@ -88,7 +105,8 @@ async function repeats(rounds) {
   for (let round = 0; round < rounds; round += 1) {
     for (const mode of modes) {
       const result = await phases({ env: mode.env });
-      const entry = (seen[mode.name] ??= { created: [], removed: [], errors: 0 });
+      seen[mode.name] ??= { created: [], removed: [], errors: 0 };
+      const entry = seen[mode.name];
       entry.created.push(result.created.seconds);
       entry.removed.push(result.removed.seconds);
       entry.errors += result.created.errors + result.removed.errors + result.left + (result.count - result.listed);
@@ -99,7 +117,10 @@ async function repeats(rounds) {
   const table = [
     '| mode | creates (s) | median | removes (s) | median | errors and leftovers |',
     '| --- | --- | --- | --- | --- | --- |',
-    ...Object.entries(seen).map(([name, entry]) => `| ${name} | ${list(entry.created)} | ${mid(entry.created)} | ${list(entry.removed)} | ${mid(entry.removed)} | ${entry.errors} |`),
+    ...Object.entries(seen).map(
+      ([name, entry]) =>
+        `| ${name} | ${list(entry.created)} | ${mid(entry.created)} | ${list(entry.removed)} | ${mid(entry.removed)} | ${entry.errors} |`,
+    ),
   ];
   return [`${rounds} more rounds, interleaved:`, table.join('\n')];
 }

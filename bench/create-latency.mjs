@@ -4,9 +4,21 @@
  * live), against nginx's own floor measured in the same run on a scratch nginx: write one server
  * block, reload, first byte proxied. Target: median at most 2.5 times the floor.
  */
-import { writeFile, rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { call, echoBackend, firstByte, freeBlock, median, ms, now, percentile, scratchNginx, sleep, startDaemon } from './lib.mjs';
+import {
+  call,
+  echoBackend,
+  firstByte,
+  freeBlock,
+  median,
+  ms,
+  now,
+  percentile,
+  scratchNginx,
+  sleep,
+  startDaemon,
+} from './lib.mjs';
 
 /** @param {{ rounds?: number, mode?: 'managed' | 'external' }} [options] */
 export async function run(options = {}) {

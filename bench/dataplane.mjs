@@ -11,7 +11,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, call, freeBlock, median, now, pidsOf, rssMiB, sleep, startDaemon } from './lib.mjs';
+import { call, freeBlock, median, now, pidsOf, ROOT, rssMiB, sleep, startDaemon } from './lib.mjs';
 
 const SECONDS = 5;
 const ROUNDS = 5;
@@ -21,7 +21,11 @@ function iperf(port, flows) {
   for (let attempt = 0; ; attempt += 1) {
     let out;
     try {
-      out = execFileSync('iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-P', String(flows), '-J'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+      out = execFileSync(
+        'iperf3',
+        ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-P', String(flows), '-J'],
+        { encoding: 'utf8', maxBuffer: 64 << 20 },
+      );
     } catch (error) {
       out = String(/** @type {{ stdout?: string }} */ (error).stdout ?? '{}');
     }
@@ -75,7 +79,9 @@ async function holdConnections(port, count, bytes) {
     });
     sockets.push(socket);
   }
-  return () => sockets.forEach((socket) => socket.destroy());
+  return () => {
+    for (const socket of sockets) socket.destroy();
+  };
 }
 
 /** Resident memory of the processes, in MiB. @param {number[]} pids */
@@ -88,7 +94,8 @@ async function rss(pids) {
 export async function run() {
   execFileSync('bash', [join(ROOT, 'bench/deps.sh')], { stdio: 'inherit' });
   const ports = await freeBlock(4);
-  const [iperfPort, echoPort, haproxyPort, haproxyEchoPort] = ports === undefined ? [] : [ports, ports + 1, ports + 2, ports + 3];
+  const [iperfPort, echoPort, haproxyPort, haproxyEchoPort] =
+    ports === undefined ? [] : [ports, ports + 1, ports + 2, ports + 3];
   const iperfServer = spawn('iperf3', ['-s', '-p', String(iperfPort), '-B', '127.0.0.1'], { stdio: 'ignore' });
   const echo = createServer((socket) => {
     socket.on('data', (chunk) => socket.write(chunk));
@@ -117,9 +124,19 @@ export async function run() {
   );
   const haproxy = spawn('haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db'], { stdio: 'ignore' });
   const daemon = await startDaemon({ rangeSize: 8 });
-  const streams = { default: daemon.base, throughput: daemon.base + 1, echoDefault: daemon.base + 2, echoThroughput: daemon.base + 3 };
+  const streams = {
+    default: daemon.base,
+    throughput: daemon.base + 1,
+    echoDefault: daemon.base + 2,
+    echoThroughput: daemon.base + 3,
+  };
   /** @type {Record<string, Record<number, number[]>>} */
-  const gbits = { direct: { 1: [], 4: [] }, default: { 1: [], 4: [] }, throughput: { 1: [], 4: [] }, haproxy: { 1: [], 4: [] } };
+  const gbits = {
+    direct: { 1: [], 4: [] },
+    default: { 1: [], 4: [] },
+    throughput: { 1: [], 4: [] },
+    haproxy: { 1: [], 4: [] },
+  };
   const rates = { direct: 0, default: 0, haproxy: 0 };
   const memory = { default: 0, throughput: 0, haproxy: 0 };
   try {
@@ -133,10 +150,16 @@ export async function run() {
       const answer = await call('POST', `${daemon.url}/v1/streams`, { port, backend: `127.0.0.1:${backend}`, profile });
       if (answer.status !== 201) throw new Error(JSON.stringify(answer.json));
     }
-    const targets = { direct: iperfPort, default: streams.default, throughput: streams.throughput, haproxy: haproxyPort };
+    const targets = {
+      direct: iperfPort,
+      default: streams.default,
+      throughput: streams.throughput,
+      haproxy: haproxyPort,
+    };
     for (let round = 0; round < ROUNDS; round += 1) {
       for (const flows of [1, 4]) {
-        for (const [name, port] of Object.entries(targets)) gbits[name]?.[flows]?.push(iperf(/** @type {number} */ (port), flows));
+        for (const [name, port] of Object.entries(targets))
+          gbits[name]?.[flows]?.push(iperf(/** @type {number} */ (port), flows));
       }
     }
     rates.direct = await connectionRate(echoPort);
@@ -146,7 +169,10 @@ export async function run() {
     const held = 100;
     const bulk = 4 << 20;
     const nginxPids = await pidsOf(daemon.env.CONDUCTOR_HOME);
-    for (const [profile, port] of [['default', streams.echoDefault], ['throughput', streams.echoThroughput]]) {
+    for (const [profile, port] of [
+      ['default', streams.echoDefault],
+      ['throughput', streams.echoThroughput],
+    ]) {
       const before = await rss(nginxPids);
       const close = await holdConnections(/** @type {number} */ (port), held, bulk);
       await sleep(300);
@@ -175,7 +201,11 @@ export async function run() {
     `${m(name, 1).toFixed(2)} Gbit/s (${share(name, 1).toFixed(2)})`,
     `${m(name, 4).toFixed(2)} Gbit/s (${share(name, 4).toFixed(2)})`,
   ];
-  const holds = share('default', 1) >= 0.6 && share('throughput', 1) >= 0.75 && m('default', 1) >= m('haproxy', 1) && m('throughput', 1) >= m('haproxy', 1);
+  const holds =
+    share('default', 1) >= 0.6 &&
+    share('throughput', 1) >= 0.75 &&
+    m('default', 1) >= m('haproxy', 1) &&
+    m('throughput', 1) >= m('haproxy', 1);
   return {
     title: '5. Data plane',
     target: 'one flow: default at least 0.6 of direct, throughput profile at least 0.75, both no worse than HAProxy',

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, call, freeBlock, sleep } from './lib.mjs';
+import { call, freeBlock, ROOT, sleep } from './lib.mjs';
 
 /** @param {number} rangeSize */
 export async function startExternal(rangeSize) {

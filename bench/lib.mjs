@@ -5,12 +5,12 @@
  * only, with bounded loops, and cleans up what it started.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
-import { createServer, connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { DEFAULT_NGINX_INSTANCES } from '../packages/daemon/dist/config/settings.js';
 import { join, resolve } from 'node:path';
+import { DEFAULT_NGINX_INSTANCES } from '../packages/daemon/dist/config/settings.js';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const DAEMON = join(ROOT, 'packages/daemon/bin/conductor-daemon.js');
@@ -47,7 +47,8 @@ export async function freeBlock(size) {
   for (let attempt = 0; attempt < 200; attempt += 1) {
     const base = 10000 + Math.floor(Math.random() * (22000 - size));
     let free = true;
-    for (let port = base; port < base + size && free; port += 1) free = (await bindable(port, '0.0.0.0')) && (await bindable(port, '127.0.0.1'));
+    for (let port = base; port < base + size && free; port += 1)
+      free = (await bindable(port, '0.0.0.0')) && (await bindable(port, '127.0.0.1'));
     if (free) return base;
   }
   throw new Error(`no free block of ${size} ports`);
@@ -84,20 +85,28 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
 export function call(method, url, body) {
   return new Promise((done, fail) => {
     const text = body === undefined ? undefined : JSON.stringify(body);
-    const request = http.request(url, { method, agent, headers: text ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } : {} }, (response) => {
-      const chunks = /** @type {Buffer[]} */ ([]);
-      response.on('data', (chunk) => chunks.push(chunk));
-      response.on('end', () => {
-        const raw = Buffer.concat(chunks).toString();
-        let json;
-        try {
-          json = JSON.parse(raw);
-        } catch {
-          json = raw;
-        }
-        done({ status: response.statusCode ?? 0, json });
-      });
-    });
+    const request = http.request(
+      url,
+      {
+        method,
+        agent,
+        headers: text ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } : {},
+      },
+      (response) => {
+        const chunks = /** @type {Buffer[]} */ ([]);
+        response.on('data', (chunk) => chunks.push(chunk));
+        response.on('end', () => {
+          const raw = Buffer.concat(chunks).toString();
+          let json;
+          try {
+            json = JSON.parse(raw);
+          } catch {
+            json = raw;
+          }
+          done({ status: response.statusCode ?? 0, json });
+        });
+      },
+    );
     request.on('error', fail);
     request.end(text);
   });
@@ -123,7 +132,10 @@ export async function startDaemon(options) {
   };
   // Run as installed (its shebang sets the daemon's V8 flags), or under node with extra flags.
   const extra = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
-  const child = extra.length > 0 ? spawn(process.execPath, [...extra, DAEMON], { env, stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(DAEMON, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child =
+    extra.length > 0
+      ? spawn(process.execPath, [...extra, DAEMON], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(DAEMON, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr.on('data', (chunk) => {
     log += chunk.toString();
@@ -212,7 +224,9 @@ export async function scratchNginx(workerConnections = 4096) {
     '',
   ].join('\n');
   await writeFile(join(dir, 'nginx.conf'), conf);
-  const child = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', `${dir}/`, '-e', join(dir, 'error.log')], { stdio: 'ignore' });
+  const child = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', `${dir}/`, '-e', join(dir, 'error.log')], {
+    stdio: 'ignore',
+  });
   for (let i = 0; i < 100; i += 1) {
     const pid = await readFile(join(dir, 'nginx.pid'), 'utf8').catch(() => '');
     if (pid.trim() !== '') break;
@@ -233,9 +247,13 @@ export async function scratchNginx(workerConnections = 4096) {
 export function machine() {
   const version = (/** @type {string} */ command, /** @type {string[]} */ args) => {
     try {
-      return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim().split('\n')[0];
+      return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+        .trim()
+        .split('\n')[0];
     } catch (error) {
-      const text = String(/** @type {{stderr?: string}} */ (error).stderr ?? '').trim().split('\n')[0];
+      const text = String(/** @type {{stderr?: string}} */ (error).stderr ?? '')
+        .trim()
+        .split('\n')[0];
       return text || 'not found';
     }
   };
@@ -257,9 +275,26 @@ export async function startEtcd() {
   const base = await freeBlock(2);
   const child = spawn(
     'etcd',
-    ['--name', 'm0', '--data-dir', join(dir, 'data'), '--listen-client-urls', `http://127.0.0.1:${base}`, '--advertise-client-urls', `http://127.0.0.1:${base}`,
-      '--listen-peer-urls', `http://127.0.0.1:${base + 1}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${base + 1}`,
-      '--initial-cluster', `m0=http://127.0.0.1:${base + 1}`, '--logger', 'zap', '--log-level', 'error'],
+    [
+      '--name',
+      'm0',
+      '--data-dir',
+      join(dir, 'data'),
+      '--listen-client-urls',
+      `http://127.0.0.1:${base}`,
+      '--advertise-client-urls',
+      `http://127.0.0.1:${base}`,
+      '--listen-peer-urls',
+      `http://127.0.0.1:${base + 1}`,
+      '--initial-advertise-peer-urls',
+      `http://127.0.0.1:${base + 1}`,
+      '--initial-cluster',
+      `m0=http://127.0.0.1:${base + 1}`,
+      '--logger',
+      'zap',
+      '--log-level',
+      'error',
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let log = '';

@@ -81,7 +81,8 @@ function probe(port, timeoutMs = 3000) {
     });
     socket.on('error', (/** @type {NodeJS.ErrnoException} */ error) => {
       if (!connected && error.code === 'ECONNREFUSED') settle('refused');
-      else if (error.code === 'ECONNRESET' || error.code === 'EPIPE') settle(`reset (${connected ? 'accepted, then ' : 'handshake, then '}${error.code})`);
+      else if (error.code === 'ECONNRESET' || error.code === 'EPIPE')
+        settle(`reset (${connected ? 'accepted, then ' : 'handshake, then '}${error.code})`);
       else settle(`error (${error.code ?? error.message})`);
     });
     socket.on('end', () => settle('reset (accepted, then closed)'));
@@ -170,19 +171,31 @@ function api(url) {
       const answer = await call(method, `${url}${path}`, body);
       const ok = answer.status >= 200 && answer.status < 300;
       const error = typeof answer.json === 'object' && answer.json !== null ? answer.json.error : undefined;
-      return { ok, status: answer.status, code: ok ? 'OK' : String(error?.code ?? 'ERROR'), message: ok ? '' : String(error?.message ?? JSON.stringify(answer.json)) };
+      return {
+        ok,
+        status: answer.status,
+        code: ok ? 'OK' : String(error?.code ?? 'ERROR'),
+        message: ok ? '' : String(error?.message ?? JSON.stringify(answer.json)),
+      };
     } catch (error) {
       return { ok: false, status: 0, code: 'NO_ANSWER', message: String(error) };
     }
   };
   return {
     /** @param {'legacy' | 'v1'} flavour @param {number} port @param {Backend} backend */
-    create: (flavour, port, backend) => (flavour === 'legacy' ? legacy(`/createstream/${port}/${backend.address}`) : v1('POST', '/v1/streams', { port, backend: backend.address })),
+    create: (flavour, port, backend) =>
+      flavour === 'legacy'
+        ? legacy(`/createstream/${port}/${backend.address}`)
+        : v1('POST', '/v1/streams', { port, backend: backend.address }),
     /** @param {'legacy' | 'v1'} flavour @param {number} port */
-    remove: (flavour, port) => (flavour === 'legacy' ? legacy(`/removestream/${port}`) : v1('DELETE', `/v1/streams/${port}`)),
+    remove: (flavour, port) =>
+      flavour === 'legacy' ? legacy(`/removestream/${port}`) : v1('DELETE', `/v1/streams/${port}`),
     /** @param {number} port @param {Backend} backend */
     replace: (port, backend) => v1('PUT', `/v1/streams/${port}`, { backend: backend.address }),
-    list: async () => /** @type {{ streams: Array<{ port: number, backends: Array<{ address: string }> }> }} */ ((await call('GET', `${url}/v1/streams`)).json).streams,
+    list: async () =>
+      /** @type {{ streams: Array<{ port: number, backends: Array<{ address: string }> }> }} */ (
+        (await call('GET', `${url}/v1/streams`)).json
+      ).streams,
   };
 }
 
@@ -214,7 +227,8 @@ async function cycles(client, port, backends, count, out, stop = () => false, of
     out.creates.add(`${m.create} create ${created.ok ? 'ok' : created.code}`);
     if (!created.ok) {
       out.violations.add(`create refused ${created.code}`);
-      if (out.examples.length < 10) out.examples.push(`port ${port} cycle ${i}: ${m.create} create answered ${said(created)}`);
+      if (out.examples.length < 10)
+        out.examples.push(`port ${port} cycle ${i}: ${m.create} create answered ${said(created)}`);
       await client.remove('v1', port);
       continue;
     }
@@ -223,27 +237,40 @@ async function cycles(client, port, backends, count, out, stop = () => false, of
       out.afterCreate.add(good ? 'new backend' : outcome);
       if (!good) {
         out.violations.add(`after create: ${outcome}`);
-        if (out.examples.length < 10) out.examples.push(`port ${port} cycle ${i}: after ${m.create} create of ${backend.name} answered ok, a new connection got ${outcome}`);
+        if (out.examples.length < 10)
+          out.examples.push(
+            `port ${port} cycle ${i}: after ${m.create} create of ${backend.name} answered ok, a new connection got ${outcome}`,
+          );
       }
     }
     const removed = await client.remove(m.remove, port);
     if (!removed.ok) {
       out.violations.add(`remove failed ${removed.code}`);
-      if (out.examples.length < 10) out.examples.push(`port ${port} cycle ${i}: ${m.remove} remove answered ${said(removed)}`);
+      if (out.examples.length < 10)
+        out.examples.push(`port ${port} cycle ${i}: ${m.remove} remove answered ${said(removed)}`);
       continue;
     }
     for (const outcome of await probeAfter(port, m.windowMs)) {
       out.afterRemove.add(outcome);
       if (outcome !== 'refused') {
         out.violations.add(`after remove: ${outcome}`);
-        if (out.examples.length < 10) out.examples.push(`port ${port} cycle ${i}: after ${m.remove} remove answered ok, a new connection got ${outcome}`);
+        if (out.examples.length < 10)
+          out.examples.push(
+            `port ${port} cycle ${i}: after ${m.remove} remove answered ok, a new connection got ${outcome}`,
+          );
       }
     }
   }
   return done;
 }
 
-const newOut = () => ({ creates: new Tally(), afterCreate: new Tally(), afterRemove: new Tally(), violations: new Tally(), examples: /** @type {string[]} */ ([]) });
+const newOut = () => ({
+  creates: new Tally(),
+  afterCreate: new Tally(),
+  afterRemove: new Tally(),
+  violations: new Tally(),
+  examples: /** @type {string[]} */ ([]),
+});
 const total = (/** @type {Tally} */ tally) => [...tally.counts.values()].reduce((a, b) => a + b, 0);
 
 export async function run() {
@@ -271,7 +298,15 @@ export async function run() {
     // 1. Cycles alone.
     const alone = newOut();
     const aloneDone = await cycles(client, daemon.base, backends, cycleCount, alone);
-    rows.push(['create/remove cycles, one client', `${aloneDone} cycles`, `creates: ${alone.creates}`, `after create: ${alone.afterCreate}`, `after remove: ${alone.afterRemove}`, String(total(alone.violations)), alone.violations.toString() || '-']);
+    rows.push([
+      'create/remove cycles, one client',
+      `${aloneDone} cycles`,
+      `creates: ${alone.creates}`,
+      `after create: ${alone.afterCreate}`,
+      `after remove: ${alone.afterRemove}`,
+      String(total(alone.violations)),
+      alone.violations.toString() || '-',
+    ]);
     violations += total(alone.violations);
     notes.push(...alone.examples.map((line) => `cycles alone: ${line}`));
 
@@ -279,7 +314,9 @@ export async function run() {
     const beside = newOut();
     const churn = newOut();
     let finished = false;
-    const churners = Array.from({ length: churnClients }, (_, k) => cycles(client, daemon.base + 2 + k, backends, cycleCount * 4, churn, () => finished, k + 1));
+    const churners = Array.from({ length: churnClients }, (_, k) =>
+      cycles(client, daemon.base + 2 + k, backends, cycleCount * 4, churn, () => finished, k + 1),
+    );
     let besideDone = 0;
     try {
       besideDone = await cycles(client, daemon.base + 1, backends, cycleCount, beside);
@@ -287,17 +324,43 @@ export async function run() {
       finished = true;
     }
     const churned = (await Promise.all(churners)).reduce((a, b) => a + b, 0);
-    rows.push([`create/remove cycles beside ${churnClients} churning clients`, `${besideDone} cycles`, `creates: ${beside.creates}`, `after create: ${beside.afterCreate}`, `after remove: ${beside.afterRemove}`, String(total(beside.violations)), beside.violations.toString() || '-']);
-    rows.push([`(the ${churnClients} churning clients)`, `${churned} cycles`, `creates: ${churn.creates}`, `after create: ${churn.afterCreate}`, `after remove: ${churn.afterRemove}`, String(total(churn.violations)), churn.violations.toString() || '-']);
+    rows.push([
+      `create/remove cycles beside ${churnClients} churning clients`,
+      `${besideDone} cycles`,
+      `creates: ${beside.creates}`,
+      `after create: ${beside.afterCreate}`,
+      `after remove: ${beside.afterRemove}`,
+      String(total(beside.violations)),
+      beside.violations.toString() || '-',
+    ]);
+    rows.push([
+      `(the ${churnClients} churning clients)`,
+      `${churned} cycles`,
+      `creates: ${churn.creates}`,
+      `after create: ${churn.afterCreate}`,
+      `after remove: ${churn.afterRemove}`,
+      String(total(churn.violations)),
+      churn.violations.toString() || '-',
+    ]);
     violations += total(beside.violations) + total(churn.violations);
-    notes.push(...beside.examples.map((line) => `cycles beside churn: ${line}`), ...churn.examples.slice(0, 5).map((line) => `churn: ${line}`));
+    notes.push(
+      ...beside.examples.map((line) => `cycles beside churn: ${line}`),
+      ...churn.examples.slice(0, 5).map((line) => `churn: ${line}`),
+    );
 
     // 3. PUT cycles beside churn.
     const putPort = daemon.base + putOffset;
-    const puts = { answers: new Tally(), after: new Tally(), violations: new Tally(), examples: /** @type {string[]} */ ([]) };
+    const puts = {
+      answers: new Tally(),
+      after: new Tally(),
+      violations: new Tally(),
+      examples: /** @type {string[]} */ ([]),
+    };
     const putChurn = newOut();
     finished = false;
-    const putChurners = Array.from({ length: Math.min(2, churnClients) }, (_, k) => cycles(client, daemon.base + 2 + k, backends, putCount * 4, putChurn, () => finished, k));
+    const putChurners = Array.from({ length: Math.min(2, churnClients) }, (_, k) =>
+      cycles(client, daemon.base + 2 + k, backends, putCount * 4, putChurn, () => finished, k),
+    );
     let putsDone = 0;
     /** @type {import('node:net').Socket[]} */
     const sessions = [];
@@ -324,17 +387,23 @@ export async function run() {
         puts.answers.add(`${exists ? 'replace' : 'create'} ${answer.status} ${answer.code}`);
         if (answer.status !== (exists ? 200 : 201)) {
           puts.violations.add(`PUT answered ${answer.status} ${answer.code}`);
-          if (puts.examples.length < 10) puts.examples.push(`PUT ${i}: answered ${said(answer)}, not ${exists ? 200 : 201}`);
+          if (puts.examples.length < 10)
+            puts.examples.push(`PUT ${i}: answered ${said(answer)}, not ${exists ? 200 : 201}`);
         }
         if (!answer.ok) continue;
         exists = true;
         current = next;
         for (const outcome of await probeAfter(putPort, 60)) {
           const good = outcome === `backend ${backend.name}`;
-          puts.after.add(good ? 'new backend' : outcome === `backend ${backends[1 - next]?.name}` ? 'previous backend' : outcome);
+          puts.after.add(
+            good ? 'new backend' : outcome === `backend ${backends[1 - next]?.name}` ? 'previous backend' : outcome,
+          );
           if (!good) {
             puts.violations.add(`after PUT: ${outcome}`);
-            if (puts.examples.length < 10) puts.examples.push(`PUT ${i} (-> ${backend.name}) answered ${answer.status}, a new connection got ${outcome}`);
+            if (puts.examples.length < 10)
+              puts.examples.push(
+                `PUT ${i} (-> ${backend.name}) answered ${answer.status}, a new connection got ${outcome}`,
+              );
           }
         }
         // A session left open through this generation of workers (the last two are kept).
@@ -348,7 +417,15 @@ export async function run() {
     }
     await Promise.all(putChurners);
     await client.remove('v1', putPort);
-    rows.push([`PUT replace cycles (every fourth after a DELETE, open sessions) beside ${Math.min(2, churnClients)} churning clients`, `${putsDone} PUTs`, `answers: ${puts.answers}`, `after PUT: ${puts.after}`, '-', String(total(puts.violations) + total(putChurn.violations)), [puts.violations.toString(), putChurn.violations.toString()].filter(Boolean).join('; ') || '-']);
+    rows.push([
+      `PUT replace cycles (every fourth after a DELETE, open sessions) beside ${Math.min(2, churnClients)} churning clients`,
+      `${putsDone} PUTs`,
+      `answers: ${puts.answers}`,
+      `after PUT: ${puts.after}`,
+      '-',
+      String(total(puts.violations) + total(putChurn.violations)),
+      [puts.violations.toString(), putChurn.violations.toString()].filter(Boolean).join('; ') || '-',
+    ]);
     violations += total(puts.violations) + total(putChurn.violations);
     notes.push(...puts.examples.map((line) => `puts: ${line}`));
 
@@ -386,9 +463,15 @@ export async function run() {
                   : await client.remove('v1', port);
         ops += 1;
         statuses.add(`${kind} ${answer.status} ${answer.code}`);
-        if (answer.status >= 500 || answer.status === 0 || answer.code === 'INTERNAL' || answer.code === 'PORT_IN_USE') {
+        if (
+          answer.status >= 500 ||
+          answer.status === 0 ||
+          answer.code === 'INTERNAL' ||
+          answer.code === 'PORT_IN_USE'
+        ) {
           chaosViolations.add(`${kind} ${answer.status} ${answer.code}`);
-          if (chaosExamples.length < 10) chaosExamples.push(`client ${id}: ${kind} on ${port} answered ${said(answer)}`);
+          if (chaosExamples.length < 10)
+            chaosExamples.push(`client ${id}: ${kind} on ${port} answered ${said(answer)}`);
         }
       }
     };
@@ -407,21 +490,39 @@ export async function run() {
     const final = new Tally();
     for (const port of ports) {
       const stream = listed.find((s) => s.port === port);
-      const want = stream ? `backend ${backends.find((b) => b.address === stream.backends[0]?.address)?.name ?? stream.backends[0]?.address}` : 'refused';
+      const want = stream
+        ? `backend ${backends.find((b) => b.address === stream.backends[0]?.address)?.name ?? stream.backends[0]?.address}`
+        : 'refused';
       for (let k = 0; k < 5; k += 1) {
         const outcome = await probe(port);
-        final.add(outcome === want ? (stream ? 'listed, reaches its backend' : 'unlisted, refused') : `${stream ? 'listed' : 'unlisted'}: ${outcome}`);
+        final.add(
+          outcome === want
+            ? stream
+              ? 'listed, reaches its backend'
+              : 'unlisted, refused'
+            : `${stream ? 'listed' : 'unlisted'}: ${outcome}`,
+        );
         if (outcome !== want) {
           chaosViolations.add(`final: ${stream ? 'listed' : 'unlisted'} port got ${outcome}`);
-          if (chaosExamples.length < 10) chaosExamples.push(`final: port ${port} listed as ${want}, a connection got ${outcome}`);
+          if (chaosExamples.length < 10)
+            chaosExamples.push(`final: port ${port} listed as ${want}, a connection got ${outcome}`);
         }
       }
       if (!stream && listening.has(port)) {
         chaosViolations.add('final: unlisted port has a listening socket');
-        if (chaosExamples.length < 10) chaosExamples.push(`final: port ${port} is not listed but a socket listens on it`);
+        if (chaosExamples.length < 10)
+          chaosExamples.push(`final: port ${port} is not listed but a socket listens on it`);
       }
     }
-    rows.push([`chaos: ${chaosClients} clients on ${chaosPorts} ports, ${chaosSeconds} s or ${chaosOps} ops each (seed ${seed})`, `${ops} ops in ${chaosTook.toFixed(1)} s`, `answers: ${statuses}`, `final: ${final}`, '-', String(total(chaosViolations)), chaosViolations.toString() || '-']);
+    rows.push([
+      `chaos: ${chaosClients} clients on ${chaosPorts} ports, ${chaosSeconds} s or ${chaosOps} ops each (seed ${seed})`,
+      `${ops} ops in ${chaosTook.toFixed(1)} s`,
+      `answers: ${statuses}`,
+      `final: ${final}`,
+      '-',
+      String(total(chaosViolations)),
+      chaosViolations.toString() || '-',
+    ]);
     violations += total(chaosViolations);
     notes.push(...chaosExamples.map((line) => `chaos: ${line}`));
     for (const port of ports) await client.remove('v1', port);
@@ -431,9 +532,18 @@ export async function run() {
   }
   return {
     title: `8. Promises under stress: ${cycleCount} create/remove cycles alone and beside churn, ${putCount} PUTs, chaos (${defaultMasters()} masters)`,
-    target: 'no violation: after a create or PUT answer new connections reach the new backend, after a remove answer they are refused, no PORT_IN_USE for our own port, no 5xx, final state as listed',
+    target:
+      'no violation: after a create or PUT answer new connections reach the new backend, after a remove answer they are refused, no PORT_IN_USE for our own port, no 5xx, final state as listed',
     holds: violations === 0,
-    columns: ['phase', 'done', 'answers', 'new connections after create / PUT', 'new connections after remove', 'violations', 'violations by kind'],
+    columns: [
+      'phase',
+      'done',
+      'answers',
+      'new connections after create / PUT',
+      'new connections after remove',
+      'violations',
+      'violations by kind',
+    ],
     rows,
     summary: `${violations} violations`,
     notes: notes.length > 0 ? ['Examples:', ...notes.map((line) => `- ${line}`)] : [],

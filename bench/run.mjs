@@ -10,16 +10,25 @@ const all = ['create-latency', 'burst', 'back-to-back', 'scale', 'dataplane', 'c
 const optional = ['promises'];
 const chosen = process.argv.slice(2).filter((arg) => !arg.startsWith('-'));
 const names = chosen.length > 0 ? chosen : all;
-for (const name of names) if (!all.includes(name) && !optional.includes(name)) throw new Error(`no benchmark ${name}: ${[...all, ...optional].join(', ')}`);
+for (const name of names)
+  if (!all.includes(name) && !optional.includes(name))
+    throw new Error(`no benchmark ${name}: ${[...all, ...optional].join(', ')}`);
 
 const info = machine();
-process.stdout.write(`Run ${new Date().toISOString()} on ${info.cpus}, ${info.memory}; Node ${info.node}; ${info.nginx}; kernel ${info.kernel}.\n\n`);
+process.stdout.write(
+  `Run ${new Date().toISOString()} on ${info.cpus}, ${info.memory}; Node ${info.node}; ${info.nginx}; kernel ${info.kernel}.\n\n`,
+);
 let failed = 0;
 for (const name of names) {
   /** @type {{ run: () => Promise<{ title: string, target: string, holds: boolean, rows: string[][], columns: string[], summary: string, notes?: string[] }> }} */
   const bench = await import(`./${name}.mjs`);
   const result = await bench.run();
-  const lines = [`### ${result.title}`, '', `| ${result.columns.join(' | ')} |`, `| ${result.columns.map(() => '---').join(' | ')} |`];
+  const lines = [
+    `### ${result.title}`,
+    '',
+    `| ${result.columns.join(' | ')} |`,
+    `| ${result.columns.map(() => '---').join(' | ')} |`,
+  ];
   for (const row of result.rows) lines.push(`| ${row.join(' | ')} |`);
   lines.push('', `${result.summary}. Target: ${result.target}: **${result.holds ? 'holds' : 'does not hold'}**.`);
   for (const note of result.notes ?? []) lines.push('', note);

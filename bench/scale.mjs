@@ -8,27 +8,51 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, call, defaultMasters, echoBackend, firstByte, freeBlock, median, ms, now, pidsOf, rssMiB, scratchNginx, sleep, startDaemon } from './lib.mjs';
+import {
+  CLI,
+  call,
+  defaultMasters,
+  echoBackend,
+  firstByte,
+  freeBlock,
+  median,
+  ms,
+  now,
+  pidsOf,
+  rssMiB,
+  scratchNginx,
+  sleep,
+  startDaemon,
+} from './lib.mjs';
 
 export async function run(range = 10_000, present = 5_000, samples = 20) {
   const backend = await echoBackend();
   // nginx's own cost at that size: one nginx, 5,000 server blocks, nginx -t then a reload.
   const nginx = await scratchNginx(present + 4096);
   const base = await freeBlock(present);
-  let floor = [];
+  const floor = [];
   try {
     for (let i = 0; i < present; i += 1) {
-      await writeFile(join(nginx.dir, 'stream.d', `s${base + i}.conf`), `server { listen 127.0.0.1:${base + i}; proxy_pass 127.0.0.1:${backend.port}; }\n`);
+      await writeFile(
+        join(nginx.dir, 'stream.d', `s${base + i}.conf`),
+        `server { listen 127.0.0.1:${base + i}; proxy_pass 127.0.0.1:${backend.port}; }\n`,
+      );
     }
     nginx.reload();
     await sleep(3000);
     for (let i = 0; i < 5; i += 1) {
       const started = now();
       execFileSync('nginx', ['-t', '-q', '-c', join(nginx.dir, 'nginx.conf'), '-p', `${nginx.dir}/`, '-e', 'stderr']);
-      const before = execFileSync('sh', ['-c', `cat /proc/${nginx.pid}/task/${nginx.pid}/children`], { encoding: 'utf8' });
+      const before = execFileSync('sh', ['-c', `cat /proc/${nginx.pid}/task/${nginx.pid}/children`], {
+        encoding: 'utf8',
+      });
       nginx.reload();
       for (;;) {
-        const children = execFileSync('sh', ['-c', `cat /proc/${nginx.pid}/task/${nginx.pid}/children`], { encoding: 'utf8' }).trim().split(' ');
+        const children = execFileSync('sh', ['-c', `cat /proc/${nginx.pid}/task/${nginx.pid}/children`], {
+          encoding: 'utf8',
+        })
+          .trim()
+          .split(' ');
         if (children.some((pid) => !before.includes(pid))) break;
         await sleep(2);
       }
@@ -48,7 +72,10 @@ export async function run(range = 10_000, present = 5_000, samples = 20) {
   let bulk = 0;
   try {
     // The 5,000 streams arrive in one declarative apply (one reload per master).
-    const streams = Array.from({ length: present }, (_, i) => ({ port: daemon.base + 2 * i, backend: `127.0.0.1:${backend.port}` }));
+    const streams = Array.from({ length: present }, (_, i) => ({
+      port: daemon.base + 2 * i,
+      backend: `127.0.0.1:${backend.port}`,
+    }));
     const started = now();
     const applied = await call('POST', `${daemon.url}/v1/apply`, { streams });
     bulk = now() - started;
@@ -83,7 +110,8 @@ export async function run(range = 10_000, present = 5_000, samples = 20) {
     for (const pid of nginxPids) {
       const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
       const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if ((await readFile(`/proc/${parent}/cmdline`, 'utf8').catch(() => '')).startsWith('conductor: nginx reaper')) reapers.add(parent);
+      if ((await readFile(`/proc/${parent}/cmdline`, 'utf8').catch(() => '')).startsWith('conductor: nginx reaper'))
+        reapers.add(parent);
     }
     for (const pid of reapers) nginxRss += await rssMiB(pid);
   } finally {
@@ -94,7 +122,8 @@ export async function run(range = 10_000, present = 5_000, samples = 20) {
   const ratio = Math.max(median(creates), median(removes)) / reference;
   return {
     title: `4. Scale: a ${range.toLocaleString('en')}-port range with ${present.toLocaleString('en')} streams`,
-    target: 'create and remove median at most 3 times `nginx -t` + reload of one nginx at that size; daemon RSS under 100 MB',
+    target:
+      'create and remove median at most 3 times `nginx -t` + reload of one nginx at that size; daemon RSS under 100 MB',
     holds: ratio <= 3 && daemonRss < 100,
     columns: ['measure', 'value'],
     rows: [
@@ -104,7 +133,10 @@ export async function run(range = 10_000, present = 5_000, samples = 20) {
       ['the 5,000 streams in one apply', ms(bulk)],
       ['conductor ls --json (5,000 streams), median of 5', ms(lsTime)],
       ['daemon RSS', `${daemonRss.toFixed(1)} MiB`],
-      [`nginx RSS, ${defaultMasters()} masters, their workers and reapers (shared pages counted in each)`, `${nginxRss.toFixed(1)} MiB`],
+      [
+        `nginx RSS, ${defaultMasters()} masters, their workers and reapers (shared pages counted in each)`,
+        `${nginxRss.toFixed(1)} MiB`,
+      ],
     ],
     summary: `worst ratio ${ratio.toFixed(2)}`,
   };

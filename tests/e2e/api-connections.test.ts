@@ -3,9 +3,10 @@
  * within the headers timeout and their sockets (file descriptors) released, even when the client
  * never closes its side; requests with the token are served meanwhile.
  */
+
+import { readdir, readFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { readFile, readdir } from 'node:fs/promises';
-import { type Socket, connect } from 'node:net';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { eventually } from '../helpers/wait.js';
@@ -27,8 +28,7 @@ beforeAll(async () => {
   expect(await readFile(`/proc/${pid}/cmdline`, 'utf8')).toContain('conductor-daemon');
 });
 
-afterAll(async () => {
-});
+afterAll(async () => {});
 
 const openFds = async (): Promise<number> => (await readdir(`/proc/${pid}/fd`)).length;
 
@@ -82,7 +82,12 @@ describe('the API against clients without a token', () => {
         const answer = await daemon.request('GET', '/v1/streams', undefined, auth);
         expect(answer.status).toBe(200);
       }
-      const created = await daemon.request('POST', '/v1/streams', { port: daemon.rangeStart, backend: '127.0.0.1:1' }, auth);
+      const created = await daemon.request(
+        'POST',
+        '/v1/streams',
+        { port: daemon.rangeStart, backend: '127.0.0.1:1' },
+        auth,
+      );
       expect(created.status).toBe(201);
 
       const results = await Promise.all(outcomes);
@@ -94,7 +99,10 @@ describe('the API against clients without a token', () => {
       for (const result of answered) expect(result.answer).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
       // The daemon has let go of every one of those sockets, though the clients still hold theirs.
       const after = await eventually(openFds, (fds) => fds <= baseline + 5, 3000);
-      if (process.env.VERBOSE_LIMITS) process.stderr.write(`fds: baseline ${baseline}, held ${held}, after ${after}; slowest cut-off ${slowest} ms\n`);
+      if (process.env.VERBOSE_LIMITS)
+        process.stderr.write(
+          `fds: baseline ${baseline}, held ${held}, after ${after}; slowest cut-off ${slowest} ms\n`,
+        );
       expect(after).toBeLessThanOrEqual(baseline + 5);
     } finally {
       for (const socket of sockets) socket.destroy();
@@ -105,7 +113,11 @@ describe('the API against clients without a token', () => {
     const baseline = await openFds();
     const sockets: Socket[] = [];
     try {
-      const result = await halfSent('POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"streams":', sockets, () => undefined);
+      const result = await halfSent(
+        'POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"streams":',
+        sockets,
+        () => undefined,
+      );
       expect(result.answer).toMatch(/^HTTP\/1\.1 401 /);
       expect(result.answer).toMatch(/\r\nConnection: close\r\n/i);
       expect(result.endedAfterMs).toBeLessThan(HEADERS_TIMEOUT_MS);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, instanceCount } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { snapshot } from '../helpers/state.js';
 
@@ -39,7 +39,9 @@ describe('conductor create, ls, rm', () => {
     expect(listed.code).toBe(0);
     expect(listed.stderr).toBe('');
     expect(listed.stdout).toMatch(/PORT\s+│\s+PROTO\s+│\s+BACKENDS\s+│\s+STATE\s+│\s+EXPIRES\s+│\s+LABELS/);
-    expect(listed.stdout).toMatch(new RegExp(`│ ${port} │ tcp\\s+│ 127\\.0\\.0\\.1:${backend.port}\\s+│ live\\s+│ -\\s+│ -\\s+│`));
+    expect(listed.stdout).toMatch(
+      new RegExp(`│ ${port} │ tcp\\s+│ 127\\.0\\.0\\.1:${backend.port}\\s+│ live\\s+│ -\\s+│ -\\s+│`),
+    );
     expect(listed.stdout).toContain(`${port}`);
     expect(listed.stdout).toContain(`127.0.0.1:${backend.port}`);
     expect(listed.stdout).toMatch(/live/);
@@ -47,7 +49,9 @@ describe('conductor create, ls, rm', () => {
 
     const json = await runCli(['ls', '--json'], env);
     expect(json.code).toBe(0);
-    expect(JSON.parse(json.stdout)).toEqual([expect.objectContaining({ port, backends: [{ address: `127.0.0.1:${backend.port}` }], state: 'live' })]);
+    expect(JSON.parse(json.stdout)).toEqual([
+      expect.objectContaining({ port, backends: [{ address: `127.0.0.1:${backend.port}` }], state: 'live' }),
+    ]);
 
     const removed = await runCli(['rm', String(port)], env);
     expect(removed).toEqual({ code: 0, stdout: `${port} removed\n`, stderr: '' });
@@ -63,7 +67,12 @@ describe('conductor create, ls, rm', () => {
     const created = await runCli(['--json', 'create', String(port), `localhost:${backend.port}`], env);
     expect(created.code).toBe(0);
     expect(JSON.parse(created.stdout)).toEqual({
-      stream: expect.objectContaining({ port, protocol: 'tcp', backends: [{ address: `localhost:${backend.port}` }], state: 'live' }),
+      stream: expect.objectContaining({
+        port,
+        protocol: 'tcp',
+        backends: [{ address: `localhost:${backend.port}` }],
+        state: 'live',
+      }),
       warnings: [],
       change: 'created',
     });
@@ -78,10 +87,14 @@ describe('conductor create, ls, rm', () => {
     const twice = await runCli(['create', String(port), `127.0.0.1:${backend.port}`], env);
     expect(twice.code).toBe(1);
     expect(twice.stdout).toBe('');
-    expect(twice.stderr).toBe(`conductor: port ${port} already has a stream (to 127.0.0.1:${backend.port})\nhint: remove it first, pick another port, or replace it (PUT /v1/streams/{port})\n`);
+    expect(twice.stderr).toBe(
+      `conductor: port ${port} already has a stream (to 127.0.0.1:${backend.port})\nhint: remove it first, pick another port, or replace it (PUT /v1/streams/{port})\n`,
+    );
     const outside = await runCli(['create', String(daemon.rangeEnd + 1), `127.0.0.1:${backend.port}`], env);
     expect(outside.code).toBe(1);
-    expect(outside.stderr).toContain(`port ${daemon.rangeEnd + 1} is outside the daemon's port range ${daemon.rangeStart}-${daemon.rangeEnd}`);
+    expect(outside.stderr).toContain(
+      `port ${daemon.rangeEnd + 1} is outside the daemon's port range ${daemon.rangeStart}-${daemon.rangeEnd}`,
+    );
     const missing = await runCli(['rm', String(daemon.rangeStart + 3)], env);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toBe(`conductor: no stream listens on port ${daemon.rangeStart + 3}\n`);
@@ -95,7 +108,9 @@ describe('conductor create, ls, rm', () => {
   it('exits 1 with a hint when the token is wrong or missing', async () => {
     const wrong = await runCli(['ls'], { CONDUCTOR_URL: daemon.url, CONDUCTOR_TOKEN: 'not-the-token-0123456789' });
     expect(wrong.code).toBe(1);
-    expect(wrong.stderr).toBe('conductor: missing or wrong API token\nhint: send Authorization: Bearer <token> (conductor --token or CONDUCTOR_TOKEN)\n');
+    expect(wrong.stderr).toBe(
+      'conductor: missing or wrong API token\nhint: send Authorization: Bearer <token> (conductor --token or CONDUCTOR_TOKEN)\n',
+    );
     const none = await runCli(['ls'], { CONDUCTOR_URL: daemon.url });
     expect(none.code).toBe(1);
     const flag = await runCli(['--url', daemon.url, '--token', token, 'ls', '--json']);
@@ -116,19 +131,31 @@ describe('conductor free-port and status', () => {
     expect(status.stdout).toContain(`daemon:     ${daemon.url}`);
     expect(status.stdout).toContain('managed mode');
     const masters = instanceCount(daemon);
-    expect(status.stdout).toMatch(new RegExp(`nginx:\\s+running \\(${masters} masters, pids ([0-9]+, ){${masters - 1}}[0-9]+\\), 0 restarts`));
+    expect(status.stdout).toMatch(
+      new RegExp(`nginx:\\s+running \\(${masters} masters, pids ([0-9]+, ){${masters - 1}}[0-9]+\\), 0 restarts`),
+    );
     expect(status.stdout).toContain(`ports:      ${daemon.rangeStart}-${daemon.rangeEnd} (10 ports, 0 used, 10 free)`);
     const json = JSON.parse((await runCli(['status', '--json'], env)).stdout) as Record<string, unknown>;
-    expect(json).toMatchObject({ mode: 'managed', portRange: { start: daemon.rangeStart, end: daemon.rangeEnd }, nginx: { state: 'running' } });
+    expect(json).toMatchObject({
+      mode: 'managed',
+      portRange: { start: daemon.rangeStart, end: daemon.rangeEnd },
+      nginx: { state: 'running' },
+    });
   });
 
   it('exits 1 when no port is free', async () => {
     const ports = Array.from({ length: 10 }, (_, i) => daemon.rangeStart + i);
-    await Promise.all(ports.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`, { authorization: `Bearer ${token}` })));
+    await Promise.all(
+      ports.map((port) =>
+        daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`, { authorization: `Bearer ${token}` }),
+      ),
+    );
     const none = await runCli(['free-port'], env);
     expect(none.code).toBe(1);
     expect(none.stdout).toBe('');
-    expect(none.stderr).toBe('conductor: no free port left in the port range\nhint: remove streams, or widen PORT_RANGE\n');
+    expect(none.stderr).toBe(
+      'conductor: no free port left in the port range\nhint: remove streams, or widen PORT_RANGE\n',
+    );
     await Promise.all(ports.map((port) => daemon.get(`/removestream/${port}`, { authorization: `Bearer ${token}` })));
   });
 });
@@ -136,7 +163,10 @@ describe('conductor free-port and status', () => {
 describe('usage errors and colour', () => {
   it.each([
     [['create', 'abc', 'x:1'], 'conductor: port must be a whole number from 1 to 65535, got "abc"\n'],
-    [['create', '9000', 'x;y:1'], 'conductor: backend "x;y:1": the host name label "x;y" may hold only letters, digits and inner hyphens\nhint: a backend is host:port, e.g. mybackend:22, 10.0.0.5:5432 or [2001:db8::1]:443\n'],
+    [
+      ['create', '9000', 'x;y:1'],
+      'conductor: backend "x;y:1": the host name label "x;y" may hold only letters, digits and inner hyphens\nhint: a backend is host:port, e.g. mybackend:22, 10.0.0.5:5432 or [2001:db8::1]:443\n',
+    ],
     [['create', '9000'], undefined],
     [['rm'], undefined],
     [['rm', '0'], 'conductor: port must be a whole number from 1 to 65535, got 0\n'],
@@ -185,7 +215,9 @@ describe('daemon down', () => {
       const run = await runCli(args, { CONDUCTOR_URL: url });
       expect(run.code).toBe(3);
       expect(run.stdout).toBe('');
-      expect(run.stderr).toBe(`conductor: daemon not reachable at ${url} (ECONNREFUSED)\nhint: is it running? start it with \`npm start\`, or point --url / CONDUCTOR_URL at it\n`);
+      expect(run.stderr).toBe(
+        `conductor: daemon not reachable at ${url} (ECONNREFUSED)\nhint: is it running? start it with \`npm start\`, or point --url / CONDUCTOR_URL at it\n`,
+      );
     }
   });
 });

@@ -2,12 +2,13 @@
  * Many clients at once: requests that arrive while a reload is in flight share the next one, and
  * each still gets its own, right answer.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, connectOutcome, listeningPorts, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, listeningPorts, roundTrip } from '../helpers/net.js';
 import { renderedPorts } from '../helpers/state.js';
 
 let daemon: Daemon;
@@ -28,10 +29,14 @@ afterAll(async () => {
 const ports = (): number[] => Array.from({ length: COUNT }, (_, i) => daemon.rangeStart + i);
 
 async function agree(expected: number[]): Promise<void> {
-  const listed = ((await daemon.get('/getstreams')).json as Array<{ listen: number }>).map((s) => s.listen).sort((a, b) => a - b);
+  const listed = ((await daemon.get('/getstreams')).json as Array<{ listen: number }>)
+    .map((s) => s.listen)
+    .sort((a, b) => a - b);
   expect(listed).toEqual(expected);
   expect(await renderedPorts(join(daemon.home, 'stream.d'))).toEqual(expected);
-  const stored = JSON.parse(await readFile(join(daemon.home, 'streams.json'), 'utf8')) as { streams: Array<{ port: number }> };
+  const stored = JSON.parse(await readFile(join(daemon.home, 'streams.json'), 'utf8')) as {
+    streams: Array<{ port: number }>;
+  };
   expect(stored.streams.map((s) => s.port)).toEqual(expected);
   const listening = await listeningPorts();
   expect(ports().filter((port) => listening.has(port))).toEqual(expected);
@@ -39,7 +44,9 @@ async function agree(expected: number[]): Promise<void> {
 
 describe('100 concurrent creates, then 100 concurrent removes', () => {
   it('answers each one right, batches the reloads, and leaves state and nginx agreeing', async () => {
-    const created = await Promise.all(ports().map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)));
+    const created = await Promise.all(
+      ports().map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)),
+    );
     for (const answer of created) expect(answer.json).toEqual({ result: 'ok', errors: '' });
     await agree(ports());
     const answers = await Promise.all(ports().map((port) => roundTrip(port, `p${port}`)));
@@ -72,7 +79,9 @@ describe('100 concurrent creates, then 100 concurrent removes', () => {
 
   it('lets exactly one of several creates on the same port win', async () => {
     const port = daemon.rangeStart + 50;
-    const answers = await Promise.all(Array.from({ length: 8 }, () => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)));
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)),
+    );
     const results = answers.map((answer) => (answer.json as { result: string }).result);
     expect(results.filter((result) => result === 'ok')).toHaveLength(1);
     expect(results.filter((result) => result === 'error')).toHaveLength(7);
@@ -92,7 +101,10 @@ describe('100 concurrent creates, then 100 concurrent removes', () => {
     try {
       const removing = daemon.get(`/removestream/${port}`);
       await new Promise((done) => setTimeout(done, 20)); // the remove's reload is in flight now
-      const [removed, created] = await Promise.all([removing, daemon.get(`/createstream/${port}/127.0.0.1:${other.port}`)]);
+      const [removed, created] = await Promise.all([
+        removing,
+        daemon.get(`/createstream/${port}/127.0.0.1:${other.port}`),
+      ]);
       expect(removed.json).toEqual({ result: 'ok', errors: '' });
       expect(created.json).toEqual({ result: 'ok', errors: '' });
       expect(await roundTrip(port, 'new')).toBe('other:new');

@@ -2,15 +2,16 @@
  * The declarative apply (API and `conductor apply -f`), expiry across restarts, the OpenAPI
  * document checked against real answers, and shell completion.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { execFile } from 'node:child_process';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { runCli } from '../helpers/cli.js';
 import { CLI, type Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { snapshot } from '../helpers/state.js';
 import { eventually, sleep } from '../helpers/wait.js';
@@ -33,23 +34,31 @@ afterAll(async () => {
   await backend?.close();
 });
 
-const ports = async (): Promise<number[]> => ((await daemon.get('/v1/streams')).json as { streams: Array<{ port: number }> }).streams.map((s) => s.port);
+const ports = async (): Promise<number[]> =>
+  ((await daemon.get('/v1/streams')).json as { streams: Array<{ port: number }> }).streams.map((s) => s.port);
 
 describe('declarative apply through the API', () => {
   it('refuses in the dry run what the real apply refuses: a live stream moved to another listen address', async () => {
     const port = daemon.rangeStart + 15;
-    expect((await daemon.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect((await daemon.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${backend.port}` })).status).toBe(
+      201,
+    );
     const moved = { streams: [{ port, backend: `127.0.0.1:${backend.port}`, listenAddress: '127.0.0.2' }] };
     const before = await snapshot(daemon);
     const dry = await daemon.request('POST', '/v1/apply', { ...moved, dryRun: true });
     const real = await daemon.request('POST', '/v1/apply', moved);
     for (const answer of [dry, real]) {
       expect(answer.status).toBe(409);
-      expect(JSON.stringify(answer.json)).toContain(`port ${port}: a live stream cannot move to another listen address in place`);
+      expect(JSON.stringify(answer.json)).toContain(
+        `port ${port}: a live stream cannot move to another listen address in place`,
+      );
     }
     expect(await snapshot(daemon)).toEqual(before);
     // The address the daemon listens on by default, written out, is no move.
-    const same = await daemon.request('POST', '/v1/apply', { streams: [{ port, backend: `127.0.0.1:${backend.port}`, listenAddress: '127.0.0.1' }], dryRun: true });
+    const same = await daemon.request('POST', '/v1/apply', {
+      streams: [{ port, backend: `127.0.0.1:${backend.port}`, listenAddress: '127.0.0.1' }],
+      dryRun: true,
+    });
     expect(same.status).toBe(200);
     expect((await daemon.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
   });
@@ -57,16 +66,31 @@ describe('declarative apply through the API', () => {
   it('plans with dryRun, applies in one go, finds nothing to do the second time, and prunes', async () => {
     const [a, b, c] = [daemon.rangeStart, daemon.rangeStart + 1, daemon.rangeStart + 2];
     await daemon.request('POST', '/v1/streams', { port: c, backend: `127.0.0.1:${backend.port}` });
-    const set = { streams: [{ port: a, backend: `127.0.0.1:${backend.port}` }, { port: b, backend: `localhost:${backend.port}`, labels: { env: 'prod' } }] };
+    const set = {
+      streams: [
+        { port: a, backend: `127.0.0.1:${backend.port}` },
+        { port: b, backend: `localhost:${backend.port}`, labels: { env: 'prod' } },
+      ],
+    };
 
     const before = await snapshot(daemon);
     const dry = await daemon.request('POST', '/v1/apply', { ...set, dryRun: true, prune: true });
     expect(dry.status).toBe(200);
-    expect(dry.json).toEqual({ dryRun: true, applied: false, plan: { create: [a, b], update: [], delete: [c], unchanged: [] }, warnings: [] });
+    expect(dry.json).toEqual({
+      dryRun: true,
+      applied: false,
+      plan: { create: [a, b], update: [], delete: [c], unchanged: [] },
+      warnings: [],
+    });
     expect(await snapshot(daemon)).toEqual(before);
 
     const applied = await daemon.request('POST', '/v1/apply', set);
-    expect(applied.json).toEqual({ dryRun: false, applied: true, plan: { create: [a, b], update: [], delete: [], unchanged: [] }, warnings: [] });
+    expect(applied.json).toEqual({
+      dryRun: false,
+      applied: true,
+      plan: { create: [a, b], update: [], delete: [], unchanged: [] },
+      warnings: [],
+    });
     expect(await roundTrip(a, 'a')).toBe('b:a');
     expect(await roundTrip(b, 'b')).toBe('b:b');
     expect(await ports()).toEqual([a, b, c]);
@@ -95,7 +119,9 @@ describe('declarative apply through the API', () => {
       prune: true,
     });
     expect(answer.status).toBe(422);
-    expect((answer.json as { error: { message: string } }).error.message).toBe(`nginx refused the stream on port ${b}: host not found in upstream "no-such-name.invalid"`);
+    expect((answer.json as { error: { message: string } }).error.message).toBe(
+      `nginx refused the stream on port ${b}: host not found in upstream "no-such-name.invalid"`,
+    );
     expect(await snapshot(daemon)).toEqual(before);
     expect(await roundTrip(a, 'same')).toBe('b:same');
     expect(await connectOutcome(b)).toBe('refused');
@@ -105,10 +131,29 @@ describe('declarative apply through the API', () => {
   it('refuses an invalid set with the index of the bad entry, changing nothing', async () => {
     const before = await snapshot(daemon);
     for (const [body, message] of [
-      [{ streams: [{ port: daemon.rangeStart, backend: 'a:1' }, { port: daemon.rangeStart, backend: 'b:1' }] }, `port ${daemon.rangeStart} appears twice in the set`],
-      [{ streams: [{ port: daemon.rangeStart, backend: 'a:1' }, { port: daemon.rangeStart + 1, backend: 'x;y:1' }] }, 'streams[1]: backend "x;y:1": the host name label "x;y" may hold only letters, digits and inner hyphens'],
+      [
+        {
+          streams: [
+            { port: daemon.rangeStart, backend: 'a:1' },
+            { port: daemon.rangeStart, backend: 'b:1' },
+          ],
+        },
+        `port ${daemon.rangeStart} appears twice in the set`,
+      ],
+      [
+        {
+          streams: [
+            { port: daemon.rangeStart, backend: 'a:1' },
+            { port: daemon.rangeStart + 1, backend: 'x;y:1' },
+          ],
+        },
+        'streams[1]: backend "x;y:1": the host name label "x;y" may hold only letters, digits and inner hyphens',
+      ],
       [{ streams: [{ backend: 'a:1' }] }, 'streams[0].port: is required: a whole number from 1 to 65535'],
-      [{ streams: [{ port: daemon.rangeEnd + 1, backend: 'a:1' }] }, `port ${daemon.rangeEnd + 1} is outside the daemon's port range ${daemon.rangeStart}-${daemon.rangeEnd}`],
+      [
+        { streams: [{ port: daemon.rangeEnd + 1, backend: 'a:1' }] },
+        `port ${daemon.rangeEnd + 1} is outside the daemon's port range ${daemon.rangeStart}-${daemon.rangeEnd}`,
+      ],
       [{ streams: 'all' }, 'streams: must be a list of streams'],
       [{ streams: [], purge: true }, 'purge: unknown field (streams, prune, dryRun)'],
     ] as const) {
@@ -142,7 +187,11 @@ describe('conductor apply -f', () => {
       ].join('\n'),
     );
     const dry = await runCli(['apply', '-f', file, '--dry-run'], env);
-    expect(dry).toEqual({ code: 0, stdout: `create    ${a}\ncreate    ${b}\n`, stderr: 'dry run: 2 change(s) planned, nothing applied\n' });
+    expect(dry).toEqual({
+      code: 0,
+      stdout: `create    ${a}\ncreate    ${b}\n`,
+      stderr: 'dry run: 2 change(s) planned, nothing applied\n',
+    });
     expect(await connectOutcome(a)).toBe('refused');
     const applied = await runCli(['apply', '-f', file], env);
     expect(applied).toEqual({ code: 0, stdout: `create    ${a}\ncreate    ${b}\n`, stderr: 'applied 2 change(s)\n' });
@@ -161,7 +210,11 @@ describe('conductor apply -f', () => {
 
   it('refuses unreadable and malformed files with exit 2, and refused applies with exit 1', async () => {
     const before = await snapshot(daemon);
-    expect(await runCli(['apply', '-f', join(dir, 'missing.yaml')], env)).toEqual({ code: 2, stdout: '', stderr: `conductor: cannot read ${join(dir, 'missing.yaml')}: ENOENT\n` });
+    expect(await runCli(['apply', '-f', join(dir, 'missing.yaml')], env)).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `conductor: cannot read ${join(dir, 'missing.yaml')}: ENOENT\n`,
+    });
     const broken = join(dir, 'broken.yaml');
     await writeFile(broken, 'streams: [\n');
     const bad = await runCli(['apply', '-f', broken], env);
@@ -169,12 +222,16 @@ describe('conductor apply -f', () => {
     expect(bad.stderr).toMatch(new RegExp(`^conductor: ${broken.replace(/[.]/g, '\\.')} is not valid YAML: `));
     const shape = join(dir, 'shape.yaml');
     await writeFile(shape, 'hello: world\n');
-    expect((await runCli(['apply', '-f', shape], env)).stderr).toBe(`conductor: ${shape} must hold a list of streams, or streams: followed by one\n`);
+    expect((await runCli(['apply', '-f', shape], env)).stderr).toBe(
+      `conductor: ${shape} must hold a list of streams, or streams: followed by one\n`,
+    );
     const refused = join(dir, 'refused.yaml');
     await writeFile(refused, `- port: ${daemon.rangeStart + 7}\n  backend: nowhere.invalid:1\n`);
     const run = await runCli(['apply', '-f', refused], env);
     expect(run.code).toBe(1);
-    expect(run.stderr).toBe(`conductor: nginx refused the stream on port ${daemon.rangeStart + 7}: host not found in upstream "nowhere.invalid"\n`);
+    expect(run.stderr).toBe(
+      `conductor: nginx refused the stream on port ${daemon.rangeStart + 7}: host not found in upstream "nowhere.invalid"\n`,
+    );
     expect(await runCli(['apply'], env)).toMatchObject({ code: 2 });
     expect(await snapshot(daemon)).toEqual(before);
   });
@@ -186,18 +243,31 @@ describe('conductor apply -f', () => {
     for (const written of ['0o43330', '018150', '1.8151e4', `+${port}`, `${port}.0`, '0x46E6']) {
       await writeFile(file, `streams:\n  - port: ${written}\n    backend: 127.0.0.1:${backend.port}\n`);
       const run = await runCli(['apply', '-f', file], env);
-      expect(run).toEqual({ code: 2, stdout: '', stderr: `conductor: ${file}: streams[0].port: port must be a whole number from 1 to 65535, got ${JSON.stringify(written)}\n` });
+      expect(run).toEqual({
+        code: 2,
+        stdout: '',
+        stderr: `conductor: ${file}: streams[0].port: port must be a whole number from 1 to 65535, got ${JSON.stringify(written)}\n`,
+      });
     }
     // Through an alias, and in a JSON file (JSON is read as YAML).
     await writeFile(file, `- &p {port: 0o43330, backend: 127.0.0.1:${backend.port}}\n- *p\n`);
-    expect((await runCli(['apply', '-f', file], env)).stderr).toBe(`conductor: ${file}: streams[0].port: port must be a whole number from 1 to 65535, got "0o43330"\n`);
+    expect((await runCli(['apply', '-f', file], env)).stderr).toBe(
+      `conductor: ${file}: streams[0].port: port must be a whole number from 1 to 65535, got "0o43330"\n`,
+    );
     const json = join(dir, 'ports.json');
     await writeFile(json, `{"streams": [{"port": 1.8151e4, "backend": "127.0.0.1:${backend.port}"}]}`);
-    expect(await runCli(['apply', '-f', json], env)).toEqual({ code: 2, stdout: '', stderr: `conductor: ${json}: streams[0].port: port must be a whole number from 1 to 65535, got "1.8151e4"\n` });
+    expect(await runCli(['apply', '-f', json], env)).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `conductor: ${json}: streams[0].port: port must be a whole number from 1 to 65535, got "1.8151e4"\n`,
+    });
     expect(await snapshot(daemon)).toEqual(before);
     // The same port in decimal digits is taken.
     await writeFile(file, `streams:\n  - port: ${port}\n    backend: 127.0.0.1:${backend.port}\n`);
-    expect(await runCli(['apply', '-f', file, '--dry-run'], env)).toMatchObject({ code: 0, stdout: `create    ${port}\n` });
+    expect(await runCli(['apply', '-f', file, '--dry-run'], env)).toMatchObject({
+      code: 0,
+      stdout: `create    ${port}\n`,
+    });
   });
 
   it('refuses a billion-laughs file with one line and exit 2, no stack trace', async () => {
@@ -210,7 +280,11 @@ describe('conductor apply -f', () => {
     }
     await writeFile(file, `${levels.join('\n')}\nstreams: *i\n`);
     const run = await runCli(['apply', '-f', file], env);
-    expect(run).toEqual({ code: 2, stdout: '', stderr: `conductor: ${file} is not valid YAML: its aliases expand to too much (more than 100 expansions)\n` });
+    expect(run).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `conductor: ${file} is not valid YAML: its aliases expand to too much (more than 100 expansions)\n`,
+    });
     // Deep nesting is one line too.
     await writeFile(file, `streams: ${'['.repeat(20_000)}${']'.repeat(20_000)}\n`);
     const deep = await runCli(['apply', '-f', file], env);
@@ -228,14 +302,23 @@ describe('expiry across restarts', () => {
     await own.request('POST', '/v1/streams', { port: later, backend: `127.0.0.1:${backend.port}`, ttl: '6s' });
     await own.stop();
     await sleep(2500);
-    await daemons.run({ home: own.home, rangeStart: own.rangeStart, rangeSize: 10, apiPort: own.apiPort }, async (again) => {
-      expect(((await again.get('/v1/streams')).json as { streams: Array<{ port: number }> }).streams.map((s) => s.port)).toEqual([later]);
-      expect(await connectOutcome(soon)).toBe('refused');
-      expect(again.logs).toContain(`"msg":"stream expired while the daemon was down","port":${soon}`);
-      expect(await roundTrip(later, 'alive')).toBe('b:alive');
-      await eventually(async () => (await again.get(`/v1/streams/${later}`)).status, (status) => status === 404, 8000);
-      expect(await connectOutcome(later)).toBe('refused');
-    });
+    await daemons.run(
+      { home: own.home, rangeStart: own.rangeStart, rangeSize: 10, apiPort: own.apiPort },
+      async (again) => {
+        expect(
+          ((await again.get('/v1/streams')).json as { streams: Array<{ port: number }> }).streams.map((s) => s.port),
+        ).toEqual([later]);
+        expect(await connectOutcome(soon)).toBe('refused');
+        expect(again.logs).toContain(`"msg":"stream expired while the daemon was down","port":${soon}`);
+        expect(await roundTrip(later, 'alive')).toBe('b:alive');
+        await eventually(
+          async () => (await again.get(`/v1/streams/${later}`)).status,
+          (status) => status === 404,
+          8000,
+        );
+        expect(await connectOutcome(later)).toBe('refused');
+      },
+    );
   });
 });
 
@@ -249,7 +332,13 @@ describe('the OpenAPI document', () => {
       check(path, method.toLowerCase(), answer.status, answer.json);
     };
     await call('GET', '/v1/status', '/v1/status');
-    await call('POST', '/v1/streams', '/v1/streams', { port: at, backends: [`127.0.0.1:${backend.port}`, { address: 'localhost:1', backup: true }], labels: { a: 'b' }, ttl: '1h', idleTimeout: 30 });
+    await call('POST', '/v1/streams', '/v1/streams', {
+      port: at,
+      backends: [`127.0.0.1:${backend.port}`, { address: 'localhost:1', backup: true }],
+      labels: { a: 'b' },
+      ttl: '1h',
+      idleTimeout: 30,
+    });
     await call('POST', '/v1/streams', '/v1/streams', { port: at, backend: 'a:1' });
     await call('POST', '/v1/streams', '/v1/streams', { port: at + 1, backend: 'nowhere.invalid:1' });
     await call('POST', '/v1/streams', '/v1/streams', { port: at + 1, backend: 'bad host:1' });
@@ -262,8 +351,16 @@ describe('the OpenAPI document', () => {
     await call('GET', '/v1/events?limit=0', '/v1/events');
     await call('GET', `/v1/streams/${at}`, '/v1/streams/{port}');
     await call('GET', `/v1/streams/${at + 5}`, '/v1/streams/{port}');
-    await call('PUT', `/v1/streams/${at}`, '/v1/streams/{port}', { backend: `127.0.0.1:${backend.port}`, protocol: 'tcp+udp', allow: ['127.0.0.0/8'] });
-    await call('PUT', `/v1/streams/${at}`, '/v1/streams/{port}', { backend: `127.0.0.1:${backend.port}`, protocol: 'tcp+udp', allow: ['127.0.0.0/8'] });
+    await call('PUT', `/v1/streams/${at}`, '/v1/streams/{port}', {
+      backend: `127.0.0.1:${backend.port}`,
+      protocol: 'tcp+udp',
+      allow: ['127.0.0.0/8'],
+    });
+    await call('PUT', `/v1/streams/${at}`, '/v1/streams/{port}', {
+      backend: `127.0.0.1:${backend.port}`,
+      protocol: 'tcp+udp',
+      allow: ['127.0.0.0/8'],
+    });
     await call('PUT', `/v1/streams/${at + 2}`, '/v1/streams/{port}', { backend: `127.0.0.1:${backend.port}` });
     await call('POST', `/v1/streams/${at}/renew`, '/v1/streams/{port}/renew', { ttl: '2h' });
     await call('POST', `/v1/streams/${at + 5}/renew`, '/v1/streams/{port}/renew', { ttl: '2h' });
@@ -285,7 +382,9 @@ describe('shell completion', () => {
       if (error.code !== 'EEXIST') throw error;
     });
     const script = `source <(conductor completion bash); COMP_WORDS=(${words.map((word) => `'${word}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _conductor; printf '%s\\n' "\${COMPREPLY[@]}"`;
-    const { stdout } = await promisify(execFile)('bash', ['-c', script], { env: { PATH: `${bin}:${process.env.PATH ?? ''}`, CONDUCTOR_URL: daemon.url } });
+    const { stdout } = await promisify(execFile)('bash', ['-c', script], {
+      env: { PATH: `${bin}:${process.env.PATH ?? ''}`, CONDUCTOR_URL: daemon.url },
+    });
     return stdout.split('\n').filter((line) => line !== '');
   };
 
@@ -305,10 +404,15 @@ describe('shell completion', () => {
     const zsh = await runCli(['completion', 'zsh']);
     expect(zsh.code).toBe(0);
     expect(zsh.stdout.startsWith('#compdef conductor\n')).toBe(true);
-    for (const command of ['create', 'rm', 'ls', 'get', 'apply', 'renew', 'free-port', 'status', 'completion']) expect(zsh.stdout).toContain(command);
+    for (const command of ['create', 'rm', 'ls', 'get', 'apply', 'renew', 'free-port', 'status', 'completion'])
+      expect(zsh.stdout).toContain(command);
     const file = join(dir, '_conductor');
     await writeFile(file, zsh.stdout);
     await promisify(execFile)('zsh', ['-n', file]);
-    expect(await runCli(['completion', 'fish'])).toEqual({ code: 2, stdout: '', stderr: 'conductor: no completion for "fish": bash or zsh\n' });
+    expect(await runCli(['completion', 'fish'])).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: 'conductor: no completion for "fish": bash or zsh\n',
+    });
   });
 });

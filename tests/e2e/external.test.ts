@@ -3,16 +3,17 @@
  * entrypoint, not by the daemon; the daemon writes into STREAM_CONFIG_PATH and reloads it. Also
  * what the daemon does when that nginx is broken or gone.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { type ChildProcess, spawn } from 'node:child_process';
-import { appendFile, chmod, readFile, readdir, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ROOT, untilOutput, withLocalResolver } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
-import { eventually } from '../helpers/wait.js';
 import { killProcessesUsing } from '../helpers/processes.js';
+import { eventually } from '../helpers/wait.js';
 
 const ENTRYPOINT = join(ROOT, 'docker/entrypoint.sh');
 
@@ -73,7 +74,8 @@ async function startEntrypoint(name: string, base?: number, extra: Record<string
   return { child, output: () => output, exited, api, base: rangeStart, paths };
 }
 
-const get = async (api: string, path: string): Promise<Record<string, unknown>> => (await (await fetch(`${api}${path}`)).json()) as Record<string, unknown>;
+const get = async (api: string, path: string): Promise<Record<string, unknown>> =>
+  (await (await fetch(`${api}${path}`)).json()) as Record<string, unknown>;
 
 function nginxMaster(container: Container): Promise<number> {
   return readFile(join(container.paths.run, 'nginx.pid'), 'utf8').then((text) => Number(text.trim()));
@@ -83,17 +85,24 @@ describe('the container entrypoint (external mode)', () => {
   it('runs nginx and the daemon; streams flow; SIGTERM stops both', async () => {
     const container = await startEntrypoint('a');
     const port = container.base;
-    expect(await get(container.api, `/createstream/${port}/127.0.0.1:${backend.port}`)).toEqual({ result: 'ok', errors: '' });
+    expect(await get(container.api, `/createstream/${port}/127.0.0.1:${backend.port}`)).toEqual({
+      result: 'ok',
+      errors: '',
+    });
     expect(await roundTrip(port, 'box')).toBe('ext:box');
     // Traffic is counted from the access log the daemon gives this nginx too.
     const stats = await eventually(
-      async () => ((await get(container.api, `/v1/streams/${port}?stats=1`)).stream as { stats?: Record<string, unknown> }).stats,
+      async () =>
+        ((await get(container.api, `/v1/streams/${port}?stats=1`)).stream as { stats?: Record<string, unknown> }).stats,
       (found) => found?.sessions === 1,
     );
     expect(stats).toMatchObject({ sessions: 1, bytesIn: 3, bytesOut: 7, failedSessions: 0 });
     const status = await get(container.api, '/v1/status');
     expect(status).toMatchObject({ mode: 'external', nginx: { state: 'running' } });
-    expect((await readdir(container.paths.streams)).filter((name) => name.endsWith('.conf'))).toEqual(['_conductor_+log-format.conf', `_conductor_${port}.conf`]);
+    expect((await readdir(container.paths.streams)).filter((name) => name.endsWith('.conf'))).toEqual([
+      '_conductor_+log-format.conf',
+      `_conductor_${port}.conf`,
+    ]);
     expect(await get(container.api, `/removestream/${port}`)).toEqual({ result: 'ok', errors: '' });
     expect(await connectOutcome(port)).toBe('refused');
     await get(container.api, `/createstream/${port}/127.0.0.1:${backend.port}`);
@@ -124,24 +133,37 @@ describe('the container entrypoint (external mode)', () => {
     await container.exited;
     // While it was down, the name stopped resolving: simulate by editing the stored definition.
     const storePath = join(container.paths.home, 'streams.json');
-    const store = JSON.parse(await readFile(storePath, 'utf8')) as { streams: Array<{ port: number; backends: Array<{ address: string }> }> };
-    for (const stream of store.streams) if (stream.port === bad) stream.backends = [{ address: 'gone-away.invalid:22' }];
+    const store = JSON.parse(await readFile(storePath, 'utf8')) as {
+      streams: Array<{ port: number; backends: Array<{ address: string }> }>;
+    };
+    for (const stream of store.streams)
+      if (stream.port === bad) stream.backends = [{ address: 'gone-away.invalid:22' }];
     await writeFile(storePath, JSON.stringify(store));
-    await writeFile(join(container.paths.streams, `_conductor_${bad}.conf`), `server { listen 127.0.0.1:${bad}; proxy_pass gone-away.invalid:22; }\n`);
+    await writeFile(
+      join(container.paths.streams, `_conductor_${bad}.conf`),
+      `server { listen 127.0.0.1:${bad}; proxy_pass gone-away.invalid:22; }\n`,
+    );
 
     const again = await startEntrypoint('b', container.base);
     try {
       expect(await roundTrip(good, 'still')).toBe('ext:still');
-      const streams = (await get(again.api, '/v1/streams')).streams as Array<{ port: number; state: string; reason?: string }>;
+      const streams = (await get(again.api, '/v1/streams')).streams as Array<{
+        port: number;
+        state: string;
+        reason?: string;
+      }>;
       expect(streams.find((stream) => stream.port === good)?.state).toBe('live');
-      expect(streams.find((stream) => stream.port === bad)).toMatchObject({ state: 'failed', reason: 'nginx: host not found in upstream "gone-away.invalid"' });
+      expect(streams.find((stream) => stream.port === bad)).toMatchObject({
+        state: 'failed',
+        reason: 'nginx: host not found in upstream "gone-away.invalid"',
+      });
     } finally {
       again.child.kill('SIGTERM');
       await again.exited;
     }
   });
 
-  it('keeps the API token away from every nginx it runs, its own and the daemon\'s', async () => {
+  it("keeps the API token away from every nginx it runs, its own and the daemon's", async () => {
     const token = 'container-token-0123456789';
     // nginx writes its process title over its environment: a wrapper records what each run got.
     const seen = join(dir, 'nginx-env');
@@ -151,7 +173,9 @@ describe('the container entrypoint (external mode)', () => {
     const container = await startEntrypoint('d', undefined, { CONDUCTOR_TOKEN: token, NGINX_BIN: wrapper });
     try {
       const port = container.base;
-      const answer = await fetch(`${container.api}/createstream/${port}/127.0.0.1:${backend.port}`, { headers: { authorization: `Bearer ${token}` } });
+      const answer = await fetch(`${container.api}/createstream/${port}/127.0.0.1:${backend.port}`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
       expect(await answer.json()).toEqual({ result: 'ok', errors: '' });
       expect(await roundTrip(port, 'tok')).toBe('ext:tok');
       const runs = await readFile(seen, 'utf8');
@@ -180,7 +204,7 @@ describe('the container entrypoint (external mode)', () => {
 });
 
 describe('external mode when nginx misbehaves', () => {
-  it('refuses changes with nginx\'s message when someone broke the main configuration, keeping its files', async () => {
+  it("refuses changes with nginx's message when someone broke the main configuration, keeping its files", async () => {
     const container = await startEntrypoint('d');
     try {
       const port = container.base;
@@ -195,7 +219,10 @@ describe('external mode when nginx misbehaves', () => {
       expect(await readdir(container.paths.streams)).toEqual(before);
       expect(await roundTrip(port, 'unhurt')).toBe('ext:unhurt');
       await writeFile(conf, original);
-      expect(await get(container.api, `/createstream/${port + 1}/127.0.0.1:${backend.port}`)).toEqual({ result: 'ok', errors: '' });
+      expect(await get(container.api, `/createstream/${port + 1}/127.0.0.1:${backend.port}`)).toEqual({
+        result: 'ok',
+        errors: '',
+      });
     } finally {
       container.child.kill('SIGTERM');
       await container.exited;

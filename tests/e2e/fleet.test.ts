@@ -7,17 +7,18 @@
  * down catches up; a host without etcd keeps serving; a lost etcd leader loses no acknowledged
  * change.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { execFileSync } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { DaemonStatus, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { type DaemonFixture, daemonFixture } from '../helpers/daemon-fixture.js';
 import { EtcdCluster } from '../helpers/etcd.js';
-import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { eventually, sleep } from '../helpers/wait.js';
@@ -50,7 +51,11 @@ afterAll(async () => {
 });
 
 /** Starts host `i` of a fleet (again, on its home, when `home` is given). */
-function startHost(fleet: Pick<Fleet, 'daemons' | 'etcd' | 'base' | 'prefix' | 'range'>, i: number, home?: string): Promise<Daemon> {
+function startHost(
+  fleet: Pick<Fleet, 'daemons' | 'etcd' | 'base' | 'prefix' | 'range'>,
+  i: number,
+  home?: string,
+): Promise<Daemon> {
   return fleet.daemons.start({
     rangeStart: fleet.base,
     rangeSize: fleet.range,
@@ -69,7 +74,8 @@ function startHost(fleet: Pick<Fleet, 'daemons' | 'etcd' | 'base' | 'prefix' | '
   });
 }
 
-const deafFile = (fleet: Pick<Fleet, 'prefix'>, i: number): string => join(tmpdir(), `sc-deaf-${fleet.prefix.replace(/\//g, '')}-host-${i}`);
+const deafFile = (fleet: Pick<Fleet, 'prefix'>, i: number): string =>
+  join(tmpdir(), `sc-deaf-${fleet.prefix.replace(/\//g, '')}-host-${i}`);
 
 /** Starts etcd and `hostCount` hosts on it; `daemons` stops them all when its block ends. */
 async function startFleet(daemons: DaemonFixture, members: number, hostCount: number, range = RANGE): Promise<Fleet> {
@@ -108,20 +114,33 @@ async function reach(fleet: Fleet, port: number, hosts = fleet.hosts.map((_, i) 
 
 /** The processes that listen on `ports` (`ss`, then `ps`): the pipeline's nginx, or a process left over. */
 function listeners(ports: number[]): string {
-  const lines = execFileSync('ss', ['-Hltnp']).toString().split('\n').filter((line) => ports.some((port) => line.includes(`:${port} `)));
-  const pids = [...new Set(lines.flatMap((line) => [...line.matchAll(/pid=([0-9]+)/g)].map((match) => match[1] as string)))];
+  const lines = execFileSync('ss', ['-Hltnp'])
+    .toString()
+    .split('\n')
+    .filter((line) => ports.some((port) => line.includes(`:${port} `)));
+  const pids = [
+    ...new Set(lines.flatMap((line) => [...line.matchAll(/pid=([0-9]+)/g)].map((match) => match[1] as string))),
+  ];
   let processes = '';
   try {
     // The processes and their parents (a worker's master, or the reaper when its master is gone).
-    const parents = pids.length > 0 ? execFileSync('ps', ['-o', 'ppid=', '-p', pids.join(',')]).toString().split(/\s+/).filter(Boolean) : [];
-    if (pids.length > 0) processes = execFileSync('ps', ['-o', 'pid,ppid,lstart,args', '-p', [...pids, ...parents].join(',')]).toString();
+    const parents =
+      pids.length > 0
+        ? execFileSync('ps', ['-o', 'ppid=', '-p', pids.join(',')])
+            .toString()
+            .split(/\s+/)
+            .filter(Boolean)
+        : [];
+    if (pids.length > 0)
+      processes = execFileSync('ps', ['-o', 'pid,ppid,lstart,args', '-p', [...pids, ...parents].join(',')]).toString();
   } catch {
     processes = '(gone)'; // ps answers 1 when none of them runs any more
   }
   return `${lines.join('\n')}\n${processes}`;
 }
 
-const everywhere = (fleet: Fleet, what: string, hosts = fleet.hosts.length): string[] => Array.from({ length: hosts }, () => what);
+const everywhere = (fleet: Fleet, what: string, hosts = fleet.hosts.length): string[] =>
+  Array.from({ length: hosts }, () => what);
 
 describe('a fleet of three hosts on one etcd', () => {
   const daemons = daemonFixture();
@@ -137,22 +156,48 @@ describe('a fleet of three hosts on one etcd', () => {
     expect(created.status).toBe(201);
     // Live on the host that answered, at once.
     expect(await reach(fleet, port, [0])).toEqual(['a']);
-    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+    expect(
+      await eventually(
+        () => reach(fleet, port),
+        (seen) => seen.every((name) => name === 'a'),
+      ),
+    ).toEqual(everywhere(fleet, 'a'));
 
     // Replaced through another host: every host forwards to the new backend.
     expect((await b.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${echoB.port}` })).status).toBe(200);
-    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'b'))).toEqual(everywhere(fleet, 'b'));
+    expect(
+      await eventually(
+        () => reach(fleet, port),
+        (seen) => seen.every((name) => name === 'b'),
+      ),
+    ).toEqual(everywhere(fleet, 'b'));
 
     // Every host lists it with the state of each host.
-    const listed = await eventually(() => streamOf(c, port), (stream) => (stream?.hosts ?? []).filter((host) => host.state === 'live').length === 3);
+    const listed = await eventually(
+      () => streamOf(c, port),
+      (stream) => (stream?.hosts ?? []).filter((host) => host.state === 'live').length === 3,
+    );
     expect(listed?.hosts?.map((host) => host.host)).toEqual(['host-0', 'host-1', 'host-2']);
     const ls = await runCli(['ls'], { CONDUCTOR_URL: c.url });
-    expect(ls.stdout).toMatch(new RegExp(`│ ${port}\\s+│ tcp\\s+│ 127\\.0\\.0\\.1:${echoB.port}\\s+│ live\\s+│ 3/3\\s+│`));
+    expect(ls.stdout).toMatch(
+      new RegExp(`│ ${port}\\s+│ tcp\\s+│ 127\\.0\\.0\\.1:${echoB.port}\\s+│ live\\s+│ 3/3\\s+│`),
+    );
     const get = await runCli(['get', String(port)], { CONDUCTOR_URL: a.url });
     expect(get.stdout).toMatch(/^host host-0: {5}live\nhost host-1: {5}live\nhost host-2: {5}live$/m);
     const status = await runCli(['status'], { CONDUCTOR_URL: b.url });
-    expect(status.stdout).toMatch(new RegExp(`^store: {6}etcd http://${fleet.etcd.endpoints} connected since .*prefix ${fleet.prefix}, this host host-1$`, 'm'));
-    for (const i of [0, 1, 2]) expect(status.stdout).toMatch(new RegExp(`^host: {7}host-${i} http://127\\.0\\.0\\.1:${fleet.base + RANGE + i} .*: [0-9]+ live, 0 failed, 0 pending$`, 'm'));
+    expect(status.stdout).toMatch(
+      new RegExp(
+        `^store: {6}etcd http://${fleet.etcd.endpoints} connected since .*prefix ${fleet.prefix}, this host host-1$`,
+        'm',
+      ),
+    );
+    for (const i of [0, 1, 2])
+      expect(status.stdout).toMatch(
+        new RegExp(
+          `^host: {7}host-${i} http://127\\.0\\.0\\.1:${fleet.base + RANGE + i} .*: [0-9]+ live, 0 failed, 0 pending$`,
+          'm',
+        ),
+      );
 
     // The fleet's fields are part of the API's description.
     const { check } = await openApiChecker(a);
@@ -163,12 +208,25 @@ describe('a fleet of three hosts on one etcd', () => {
     // Removed through the third: refused everywhere.
     expect((await c.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
     expect(await reach(fleet, port, [2])).toEqual(['refused']);
-    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'refused'))).toEqual(everywhere(fleet, 'refused'));
+    expect(
+      await eventually(
+        () => reach(fleet, port),
+        (seen) => seen.every((name) => name === 'refused'),
+      ),
+    ).toEqual(everywhere(fleet, 'refused'));
     // The legacy API goes through the fleet as well.
     expect((await b.get(`/createstream/${port}/127.0.0.1:${echoA.port}`)).json).toEqual({ result: 'ok', errors: '' });
-    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+    expect(
+      await eventually(
+        () => reach(fleet, port),
+        (seen) => seen.every((name) => name === 'a'),
+      ),
+    ).toEqual(everywhere(fleet, 'a'));
     expect((await a.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
-    await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'refused'));
+    await eventually(
+      () => reach(fleet, port),
+      (seen) => seen.every((name) => name === 'refused'),
+    );
   });
 
   it('never gives one port twice when two hosts allocate free ports at once', async () => {
@@ -182,7 +240,12 @@ describe('a fleet of three hosts on one etcd', () => {
     const ports = answers.map((answer) => (answer.json as { stream: StreamView }).stream.port);
     expect(new Set(ports).size).toBe(16);
     for (const port of ports) {
-      expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+      expect(
+        await eventually(
+          () => reach(fleet, port),
+          (seen) => seen.every((name) => name === 'a'),
+        ),
+      ).toEqual(everywhere(fleet, 'a'));
     }
     // The same port asked of two hosts at once: one wins, on every host.
     const port = fleet.base + RANGE - 1;
@@ -192,7 +255,12 @@ describe('a fleet of three hosts on one etcd', () => {
     ]);
     expect(race.map((answer) => answer.status).sort()).toEqual([201, 409]);
     const winner = race[0]?.status === 201 ? 'a' : 'b';
-    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === winner))).toEqual(everywhere(fleet, winner));
+    expect(
+      await eventually(
+        () => reach(fleet, port),
+        (seen) => seen.every((name) => name === winner),
+      ),
+    ).toEqual(everywhere(fleet, winner));
     for (const one of [...ports, port]) expect((await a.request('DELETE', `/v1/streams/${one}`)).status).toBe(200);
   });
 
@@ -201,18 +269,25 @@ describe('a fleet of three hosts on one etcd', () => {
     const port = fleet.base + 1;
     const refused = await a.request('POST', '/v1/streams', { port, backend: 'no-such-host.invalid:80' });
     expect(refused.status).toBe(422);
-    const outside = await b.request('POST', '/v1/streams', { port: fleet.base + RANGE + 5, backend: `127.0.0.1:${echoA.port}` });
+    const outside = await b.request('POST', '/v1/streams', {
+      port: fleet.base + RANGE + 5,
+      backend: `127.0.0.1:${echoA.port}`,
+    });
     expect(outside.status).toBe(400);
     await sleep(500);
     for (const host of [a, b, c]) expect(await streamOf(host, port)).toBeUndefined();
     expect(await reach(fleet, port)).toEqual(everywhere(fleet, 'refused'));
     // A stream already there stays as it was when its replacement is refused.
     expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
-    await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'));
+    await eventually(
+      () => reach(fleet, port),
+      (seen) => seen.every((name) => name === 'a'),
+    );
     expect((await c.request('PUT', `/v1/streams/${port}`, { backend: 'no-such-host.invalid:80' })).status).toBe(422);
     await sleep(500);
     expect(await reach(fleet, port)).toEqual(everywhere(fleet, 'a'));
-    for (const host of [a, b, c]) expect((await streamOf(host, port))?.backends).toEqual([{ address: `127.0.0.1:${echoA.port}` }]);
+    for (const host of [a, b, c])
+      expect((await streamOf(host, port))?.backends).toEqual([{ address: `127.0.0.1:${echoA.port}` }]);
     expect((await b.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
   });
 
@@ -258,7 +333,10 @@ describe('a fleet of three hosts on one etcd', () => {
       ]);
       for (const answer of answers) expect([200, 201, 409]).toContain(answer.status);
       // Whatever won, every host ends up forwarding to the same backend, the one the fleet holds.
-      const settled = await eventually(() => reach(fleet, port), (seen) => new Set(seen).size === 1 && seen[0] !== 'refused');
+      const settled = await eventually(
+        () => reach(fleet, port),
+        (seen) => new Set(seen).size === 1 && seen[0] !== 'refused',
+      );
       const held = (await streamOf(c, port))?.backends[0]?.address;
       expect(held).toBe(`127.0.0.1:${settled[0] === 'a' ? echoA.port : echoB.port}`);
     }
@@ -269,11 +347,24 @@ describe('a fleet of three hosts on one etcd', () => {
     const [a, b] = fleet.hosts as [Daemon, Daemon];
     const port = fleet.base + 9;
     const leases = await fleet.etcd.leaseCount();
-    expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}`, ttl: '1h' })).status).toBe(201);
-    for (let i = 0; i < 3; i += 1) expect((await b.request('POST', `/v1/streams/${port}/renew`, { ttl: `${2 + i}h` })).status).toBe(200);
-    expect(await eventually(() => fleet.etcd.leaseCount(), (count) => count === leases + 1)).toBe(leases + 1);
+    expect(
+      (await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}`, ttl: '1h' })).status,
+    ).toBe(201);
+    for (let i = 0; i < 3; i += 1)
+      expect((await b.request('POST', `/v1/streams/${port}/renew`, { ttl: `${2 + i}h` })).status).toBe(200);
+    expect(
+      await eventually(
+        () => fleet.etcd.leaseCount(),
+        (count) => count === leases + 1,
+      ),
+    ).toBe(leases + 1);
     expect((await a.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
-    expect(await eventually(() => fleet.etcd.leaseCount(), (count) => count === leases)).toBe(leases);
+    expect(
+      await eventually(
+        () => fleet.etcd.leaseCount(),
+        (count) => count === leases,
+      ),
+    ).toBe(leases);
 
     // Keys another program wrote wrong are skipped, not fatal.
     await fleet.etcd.put(`${fleet.prefix}applied/ghost/${port}`, '{"state":"live"}');
@@ -281,45 +372,94 @@ describe('a fleet of three hosts on one etcd', () => {
     await fleet.etcd.put(`${fleet.prefix}streams/0x10`, '{}');
     await fleet.etcd.put(`${fleet.prefix}hosts/ghost`, 'not json');
     await sleep(300);
-    for (const path of ['/v1/streams', '/v1/status', `/v1/streams/${port + 1}`]) expect([path, (await b.get(path)).status]).toEqual([path, path.endsWith(String(port + 1)) ? 404 : 200]);
-    await fleet.etcd.call('/v3/kv/deleterange', { key: Buffer.from(`${fleet.prefix}streams/${port + 1}`).toString('base64') });
+    for (const path of ['/v1/streams', '/v1/status', `/v1/streams/${port + 1}`])
+      expect([path, (await b.get(path)).status]).toEqual([path, path.endsWith(String(port + 1)) ? 404 : 200]);
+    await fleet.etcd.call('/v3/kv/deleterange', {
+      key: Buffer.from(`${fleet.prefix}streams/${port + 1}`).toString('base64'),
+    });
   });
 
   it("never lets one port's key change another port's stream, and shows other hosts' text escaped", async () => {
     const [a, b] = fleet.hosts as [Daemon, Daemon];
     const port = fleet.base + 20;
     expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
-    await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'));
-    const range = await fleet.etcd.call('/v3/kv/range', { key: Buffer.from(`${fleet.prefix}streams/${port}`).toString('base64') });
-    const stored = JSON.parse(Buffer.from((range.kvs as Array<{ value: string }>)[0]?.value ?? '', 'base64').toString('utf8')) as { record: Record<string, unknown> };
+    await eventually(
+      () => reach(fleet, port),
+      (seen) => seen.every((name) => name === 'a'),
+    );
+    const range = await fleet.etcd.call('/v3/kv/range', {
+      key: Buffer.from(`${fleet.prefix}streams/${port}`).toString('base64'),
+    });
+    const stored = JSON.parse(
+      Buffer.from((range.kvs as Array<{ value: string }>)[0]?.value ?? '', 'base64').toString('utf8'),
+    ) as { record: Record<string, unknown> };
     // Another port's key whose pending change says that, before it, port `port` went to b.
     const elsewhere = { ...stored.record, port: port + 1 };
     const before = { ...stored.record, backends: [{ address: `127.0.0.1:${echoB.port}` }] };
-    await fleet.etcd.put(`${fleet.prefix}streams/${port + 1}`, JSON.stringify({ record: elsewhere, pending: { previous: before, remove: false, at: new Date().toISOString() }, by: 'x', op: 'y' }));
+    await fleet.etcd.put(
+      `${fleet.prefix}streams/${port + 1}`,
+      JSON.stringify({
+        record: elsewhere,
+        pending: { previous: before, remove: false, at: new Date().toISOString() },
+        by: 'x',
+        op: 'y',
+      }),
+    );
     // A host record with terminal escapes in it.
-    await fleet.etcd.put(`${fleet.prefix}hosts/evil`, JSON.stringify({ id: 'evil', api: 'http://x\u001b]0;owned\u0007\u001b[2J', version: '1\u009b31m', startedAt: new Date().toISOString() }));
+    await fleet.etcd.put(
+      `${fleet.prefix}hosts/evil`,
+      JSON.stringify({
+        id: 'evil',
+        api: 'http://x\u001b]0;owned\u0007\u001b[2J',
+        version: '1\u009b31m',
+        startedAt: new Date().toISOString(),
+      }),
+    );
     // Every host has read the key, and refused it.
-    await eventually(async () => fleet.hosts.every((host) => host.logs.includes(`"key":"streams/${port + 1}"`)), (all) => all);
+    await eventually(
+      async () => fleet.hosts.every((host) => host.logs.includes(`"key":"streams/${port + 1}"`)),
+      (all) => all,
+    );
     expect(await reach(fleet, port)).toEqual(everywhere(fleet, 'a'));
     expect((await b.get(`/v1/streams/${port + 1}`)).status).toBe(404);
-    const status = await eventually(() => runCli(['status'], { CONDUCTOR_URL: b.url }), (run) => run.stdout.includes('host:       evil'));
+    const status = await eventually(
+      () => runCli(['status'], { CONDUCTOR_URL: b.url }),
+      (run) => run.stdout.includes('host:       evil'),
+    );
     expect(status.stdout).toContain('host:       evil http://x\\u001b]0;owned\\u0007\\u001b[2J (version 1\\u009b31m');
     expect(status.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
-    for (const key of [`streams/${port + 1}`, 'hosts/evil']) await fleet.etcd.call('/v3/kv/deleterange', { key: Buffer.from(`${fleet.prefix}${key}`).toString('base64') });
+    for (const key of [`streams/${port + 1}`, 'hosts/evil'])
+      await fleet.etcd.call('/v3/kv/deleterange', { key: Buffer.from(`${fleet.prefix}${key}`).toString('base64') });
     expect((await a.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
   });
 
   it('has etcd remove an expiring stream on time, with the host that created it gone', async () => {
     const c = fleet.hosts[2] as Daemon;
     const port = fleet.base + 2;
-    expect((await c.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}`, ttl: '3s' })).status).toBe(201);
-    await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'));
+    expect(
+      (await c.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}`, ttl: '3s' })).status,
+    ).toBe(201);
+    await eventually(
+      () => reach(fleet, port),
+      (seen) => seen.every((name) => name === 'a'),
+    );
     await c.stop('SIGKILL');
     // Its nginx keeps running without it; the two others drop the stream when the lease ends.
-    expect(await eventually(() => reach(fleet, port, [0, 1]), (seen) => seen.every((name) => name === 'refused'), 10_000)).toEqual(['refused', 'refused']);
+    expect(
+      await eventually(
+        () => reach(fleet, port, [0, 1]),
+        (seen) => seen.every((name) => name === 'refused'),
+        10_000,
+      ),
+    ).toEqual(['refused', 'refused']);
     // Started again, the third host adopts its nginx and catches up.
     fleet.hosts[2] = await startHost(fleet, 2, c.home);
-    expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'refused'))).toEqual(everywhere(fleet, 'refused'));
+    expect(
+      await eventually(
+        () => reach(fleet, port),
+        (seen) => seen.every((name) => name === 'refused'),
+      ),
+    ).toEqual(everywhere(fleet, 'refused'));
   });
 
   it('brings a host that was down in line with what changed meanwhile', async () => {
@@ -327,16 +467,32 @@ describe('a fleet of three hosts on one etcd', () => {
     const kept = fleet.base + 3;
     const dropped = fleet.base + 4;
     const added = fleet.base + 5;
-    for (const port of [kept, dropped]) expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
-    await eventually(() => reach(fleet, dropped), (seen) => seen.every((name) => name === 'a'));
+    for (const port of [kept, dropped])
+      expect((await a.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
+    await eventually(
+      () => reach(fleet, dropped),
+      (seen) => seen.every((name) => name === 'a'),
+    );
     await b.stop();
     // Whatever another program left under its key, a host that starts takes its place.
     await fleet.etcd.put(`${fleet.prefix}hosts/host-1`, 'not json');
     expect((await a.request('DELETE', `/v1/streams/${dropped}`)).status).toBe(200);
-    expect((await a.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${echoB.port}` })).status).toBe(201);
+    expect((await a.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${echoB.port}` })).status).toBe(
+      201,
+    );
     fleet.hosts[1] = await startHost(fleet, 1, b.home);
-    expect(await eventually(() => reach(fleet, dropped), (seen) => seen.every((name) => name === 'refused'))).toEqual(everywhere(fleet, 'refused'));
-    expect(await eventually(() => reach(fleet, added), (seen) => seen.every((name) => name === 'b'))).toEqual(everywhere(fleet, 'b'));
+    expect(
+      await eventually(
+        () => reach(fleet, dropped),
+        (seen) => seen.every((name) => name === 'refused'),
+      ),
+    ).toEqual(everywhere(fleet, 'refused'));
+    expect(
+      await eventually(
+        () => reach(fleet, added),
+        (seen) => seen.every((name) => name === 'b'),
+      ),
+    ).toEqual(everywhere(fleet, 'b'));
     expect(await reach(fleet, kept)).toEqual(everywhere(fleet, 'a'));
   });
 
@@ -346,25 +502,49 @@ describe('a fleet of three hosts on one etcd', () => {
     const member = fleet.etcd.members[0];
     if (!member) throw new Error('no member');
     await fleet.etcd.kill(member);
-    const status = await eventually(async () => (await a.get('/v1/status')).json as DaemonStatus, (s) => s.store?.state === 'unreachable', 15_000);
+    const status = await eventually(
+      async () => (await a.get('/v1/status')).json as DaemonStatus,
+      (s) => s.store?.state === 'unreachable',
+      15_000,
+    );
     expect(status.store).toMatchObject({ kind: 'etcd', state: 'unreachable' });
     expect(await reach(fleet, serving)).toEqual(everywhere(fleet, 'a'));
-    const refused = await b.request('POST', '/v1/streams', { port: fleet.base + 6, backend: `127.0.0.1:${echoA.port}` });
+    const refused = await b.request('POST', '/v1/streams', {
+      port: fleet.base + 6,
+      backend: `127.0.0.1:${echoA.port}`,
+    });
     expect(refused.status).toBe(503);
     expect((refused.json as { error: { code: string } }).error.code).toBe('STORE_UNAVAILABLE');
     const cli = await runCli(['create', String(fleet.base + 6), `127.0.0.1:${echoA.port}`], { CONDUCTOR_URL: b.url });
     expect(cli.code).toBe(1);
     // Refused by the host's own supervision, or by etcd's client on the way: either way, said so.
     expect(cli.stderr).toMatch(/^conductor: the fleet's store \(etcd\) (is not reachable|did not take the change): /);
-    expect((await runCli(['status'], { CONDUCTOR_URL: a.url })).stdout).toMatch(/^store: {6}etcd .* unreachable since /m);
+    expect((await runCli(['status'], { CONDUCTOR_URL: a.url })).stdout).toMatch(
+      /^store: {6}etcd .* unreachable since /m,
+    );
 
-    const withTtl = await a.request('POST', '/v1/streams', { port: fleet.base + 6, backend: `127.0.0.1:${echoA.port}`, ttl: '1h' });
+    const withTtl = await a.request('POST', '/v1/streams', {
+      port: fleet.base + 6,
+      backend: `127.0.0.1:${echoA.port}`,
+      ttl: '1h',
+    });
     expect(withTtl.status).toBe(503);
 
     await fleet.etcd.restart(member);
-    await eventually(async () => (await b.get('/v1/status')).json as DaemonStatus, (s) => s.store?.state === 'connected', 15_000);
-    expect((await b.request('POST', '/v1/streams', { port: fleet.base + 6, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
-    expect(await eventually(() => reach(fleet, fleet.base + 6), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+    await eventually(
+      async () => (await b.get('/v1/status')).json as DaemonStatus,
+      (s) => s.store?.state === 'connected',
+      15_000,
+    );
+    expect(
+      (await b.request('POST', '/v1/streams', { port: fleet.base + 6, backend: `127.0.0.1:${echoA.port}` })).status,
+    ).toBe(201);
+    expect(
+      await eventually(
+        () => reach(fleet, fleet.base + 6),
+        (seen) => seen.every((name) => name === 'a'),
+      ),
+    ).toEqual(everywhere(fleet, 'a'));
   });
 });
 
@@ -414,16 +594,37 @@ describe('a fleet on a three-member etcd cluster', () => {
     expect(acknowledged.filter((port) => port >= fleet.base + 10).length).toBeGreaterThan(0);
     expect(acknowledged.length).toBeGreaterThanOrEqual(8);
     for (const port of acknowledged) {
-      expect(await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'))).toEqual(everywhere(fleet, 'a'));
+      expect(
+        await eventually(
+          () => reach(fleet, port),
+          (seen) => seen.every((name) => name === 'a'),
+        ),
+      ).toEqual(everywhere(fleet, 'a'));
     }
     // What was refused is on no host, or, where etcd took it after all, on every host.
     for (const port of refused) {
-      const seen = await eventually(() => reach(fleet, port), (found) => new Set(found).size === 1, 10_000);
+      const seen = await eventually(
+        () => reach(fleet, port),
+        (found) => new Set(found).size === 1,
+        10_000,
+      );
       expect(new Set(seen).size).toBe(1);
     }
     // The cluster keeps taking changes with one member down.
-    expect((await fleet.hosts[1]?.request('POST', '/v1/streams', { port: fleet.base + 30, backend: `127.0.0.1:${echoB.port}` }))?.status).toBe(201);
-    expect(await eventually(() => reach(fleet, fleet.base + 30), (seen) => seen.every((name) => name === 'b'))).toEqual(everywhere(fleet, 'b'));
+    expect(
+      (
+        await fleet.hosts[1]?.request('POST', '/v1/streams', {
+          port: fleet.base + 30,
+          backend: `127.0.0.1:${echoB.port}`,
+        })
+      )?.status,
+    ).toBe(201);
+    expect(
+      await eventually(
+        () => reach(fleet, fleet.base + 30),
+        (seen) => seen.every((name) => name === 'b'),
+      ),
+    ).toEqual(everywhere(fleet, 'b'));
   });
 });
 
@@ -440,7 +641,9 @@ describe('a fleet of three hosts on a three-member etcd, under concurrent churn'
     const slowest: number[] = [];
     for (let round = 0; round < 3; round += 1) {
       // 40 streams, allocated by two hosts at once.
-      const created = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).request('POST', '/v1/streams', body)));
+      const created = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).request('POST', '/v1/streams', body)),
+      );
       expect(created.map((answer) => answer.status)).toEqual(Array.from({ length: 40 }, () => 201));
       const ports = created.map((answer) => (answer.json as { stream: StreamView }).stream.port);
       expect(new Set(ports).size).toBe(40);
@@ -455,13 +658,17 @@ describe('a fleet of three hosts on a three-member etcd, under concurrent churn'
           (all) => all.every((hosts) => hosts.every((name) => name === 'refused')),
           2000,
         ).catch((error: unknown) => {
-          throw new Error(`round ${round}, ports ${batch.join(',')}: ${String(error)}\nstill listening:\n${listeners(batch)}`);
+          throw new Error(
+            `round ${round}, ports ${batch.join(',')}: ${String(error)}\nstill listening:\n${listeners(batch)}`,
+          );
         });
         expect(seen.flat().every((name) => name === 'refused')).toBe(true);
         slowest.push(Date.now() - answered);
       }
     }
-    process.stderr.write(`removal convergence (ms after the DELETEs answered): max ${Math.max(...slowest)}, ${JSON.stringify(slowest)}\n`);
+    process.stderr.write(
+      `removal convergence (ms after the DELETEs answered): max ${Math.max(...slowest)}, ${JSON.stringify(slowest)}\n`,
+    );
   }, 240_000);
 
   it('answers what a change did when another change to the same port comes right after it, never 5xx', async () => {
@@ -478,7 +685,13 @@ describe('a fleet of three hosts on a three-member etcd, under concurrent churn'
       let replacing = true;
       const removals = (async () => {
         const seen = [];
-        while (replacing) seen.push(...(await Promise.all([c.request('DELETE', `/v1/streams/${port}`), c.request('PUT', `/v1/streams/${port}`, spec)])));
+        while (replacing)
+          seen.push(
+            ...(await Promise.all([
+              c.request('DELETE', `/v1/streams/${port}`),
+              c.request('PUT', `/v1/streams/${port}`, spec),
+            ])),
+          );
         return seen;
       })();
       const replace = await b.request('PUT', `/v1/streams/${port}`, spec);
@@ -490,7 +703,11 @@ describe('a fleet of three hosts on a three-member etcd, under concurrent churn'
         expect([200, 201, 404, 409]).toContain(answer.status);
       }
       // Whatever won, every host ends up with the same answer.
-      await eventually(() => reach(fleet, port), (seen) => new Set(seen).size === 1 && seen[0] !== 'broken', 5000).catch((error: unknown) => {
+      await eventually(
+        () => reach(fleet, port),
+        (seen) => new Set(seen).size === 1 && seen[0] !== 'broken',
+        5000,
+      ).catch((error: unknown) => {
         throw new Error(`round ${round}: ${String(error)}\nlistening:\n${listeners([port])}`);
       });
     }
@@ -509,24 +726,49 @@ describe('a fleet host that misses events of its watch', () => {
   it('finds out by itself, converges to etcd and reports what it serves', async () => {
     const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
     const [removed, replaced, kept] = [fleet.base, fleet.base + 1, fleet.base + 2];
-    for (const port of [removed, replaced, kept]) expect((await b.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
-    for (const port of [removed, replaced, kept]) await eventually(() => reach(fleet, port), (seen) => seen.every((name) => name === 'a'));
+    for (const port of [removed, replaced, kept])
+      expect((await b.request('POST', '/v1/streams', { port, backend: `127.0.0.1:${echoA.port}` })).status).toBe(201);
+    for (const port of [removed, replaced, kept])
+      await eventually(
+        () => reach(fleet, port),
+        (seen) => seen.every((name) => name === 'a'),
+      );
     // The first host stops hearing of changes to streams; the others go on.
     await writeFile(deafFile(fleet, 0), '');
     try {
       const started = Date.now();
       expect((await c.request('DELETE', `/v1/streams/${removed}`)).status).toBe(200);
-      expect((await b.request('PUT', `/v1/streams/${replaced}`, { backend: `127.0.0.1:${echoB.port}` })).status).toBe(200);
+      expect((await b.request('PUT', `/v1/streams/${replaced}`, { backend: `127.0.0.1:${echoB.port}` })).status).toBe(
+        200,
+      );
       // Its self-check (every second) finds etcd ahead of it and reads it again.
-      expect(await eventually(() => reach(fleet, removed, [0]), (seen) => seen[0] === 'refused', 5000)).toEqual(['refused']);
-      expect(await eventually(() => reach(fleet, replaced, [0]), (seen) => seen[0] === 'b', 5000)).toEqual(['b']);
+      expect(
+        await eventually(
+          () => reach(fleet, removed, [0]),
+          (seen) => seen[0] === 'refused',
+          5000,
+        ),
+      ).toEqual(['refused']);
+      expect(
+        await eventually(
+          () => reach(fleet, replaced, [0]),
+          (seen) => seen[0] === 'b',
+          5000,
+        ),
+      ).toEqual(['b']);
       process.stderr.write(`a host deaf to its watch converged ${Date.now() - started} ms after the changes\n`);
       expect(a.logs).toContain('the watch of the fleet store missed changes');
       expect(await reach(fleet, kept)).toEqual(everywhere(fleet, 'a'));
       // What it reports to the others is what it serves.
-      const seenByC = await eventually(() => streamOf(c, replaced), (stream) => stream?.hosts?.find((host) => host.host === 'host-0')?.state === 'live', 5000);
+      const seenByC = await eventually(
+        () => streamOf(c, replaced),
+        (stream) => stream?.hosts?.find((host) => host.host === 'host-0')?.state === 'live',
+        5000,
+      );
       expect(seenByC?.backends).toEqual([{ address: `127.0.0.1:${echoB.port}` }]);
-      const report = await fleet.etcd.call('/v3/kv/range', { key: Buffer.from(`${fleet.prefix}applied/host-0/${removed}`).toString('base64') });
+      const report = await fleet.etcd.call('/v3/kv/range', {
+        key: Buffer.from(`${fleet.prefix}applied/host-0/${removed}`).toString('base64'),
+      });
       expect(report.kvs).toBeUndefined();
     } finally {
       await rm(deafFile(fleet, 0), { force: true });

@@ -5,14 +5,15 @@
  * leaves the running master as it was, a daemon killed halfway through a handoff is followed by
  * one that finishes it, and nothing is left running or unreaped.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { execFileSync } from 'node:child_process';
-import { appendFile, readFile, readdir, symlink } from 'node:fs/promises';
-import { type Socket, connect } from 'node:net';
+import { appendFile, readdir, readFile, symlink } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { alive, eventually, sleep } from '../helpers/wait.js';
 
 let backend: EchoBackend;
@@ -50,7 +51,8 @@ function runningNewMaster(old: number): Promise<number> {
   return eventually(
     async () => {
       for (const child of await childrenOf(old)) {
-        if ((await commandOf(child)).startsWith('nginx: master process') && (await childrenOf(child)).length > 0) return child;
+        if ((await commandOf(child)).startsWith('nginx: master process') && (await childrenOf(child)).length > 0)
+          return child;
       }
       return 0;
     },
@@ -70,7 +72,12 @@ async function masters(daemon: Daemon): Promise<number[]> {
   for (const entry of await readdir('/proc')) {
     if (!/^[0-9]+$/.test(entry)) continue;
     const command = await commandOf(Number(entry));
-    if (command.startsWith('nginx: master process') && command.split(' ').includes(conf) && (await alive(Number(entry)))) found.push(Number(entry));
+    if (
+      command.startsWith('nginx: master process') &&
+      command.split(' ').includes(conf) &&
+      (await alive(Number(entry)))
+    )
+      found.push(Number(entry));
   }
   return found;
 }
@@ -88,7 +95,10 @@ async function openSession(port: number): Promise<{ say(text: string): Promise<s
     say: (text) =>
       new Promise((resolve, reject) => {
         let answer = '';
-        const timer = setTimeout(() => reject(new Error(`no answer on the open session (got ${JSON.stringify(answer)})`)), 3000);
+        const timer = setTimeout(
+          () => reject(new Error(`no answer on the open session (got ${JSON.stringify(answer)})`)),
+          3000,
+        );
         const onData = (chunk: Buffer): void => {
           answer += chunk.toString('utf8');
           if (answer.length >= text.length + 2) {
@@ -138,7 +148,9 @@ describe('handoffs between nginx masters', () => {
     // New streams are loaded by reloads; removes, one after another, find the master busy and
     // are handed off.
     const added = Array.from({ length: 30 }, (_, i) => kept + 1 + i);
-    const answers = await Promise.all(added.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)));
+    const answers = await Promise.all(
+      added.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)),
+    );
     expect(await masterPid(daemon)).toBe(firstMaster);
     const removed = added.slice(0, 15);
     const removals = [];
@@ -161,7 +173,9 @@ describe('handoffs between nginx masters', () => {
     const master = await masterPid(daemon);
     expect(await masters(daemon)).toEqual([master]);
     expect((await stat(master))?.parent).toBe(reaper);
-    const status = (await daemon.get('/v1/status')).json as { nginx: { workers: number; drainingWorkers: number; restarts: number; startedAt: string } };
+    const status = (await daemon.get('/v1/status')).json as {
+      nginx: { workers: number; drainingWorkers: number; restarts: number; startedAt: string };
+    };
     // nginx has run since it started: a handoff is no restart.
     expect(status.nginx).toMatchObject({ workers: 1, restarts: 0, startedAt });
     expect(status.nginx.drainingWorkers).toBeGreaterThanOrEqual(1);
@@ -169,11 +183,19 @@ describe('handoffs between nginx masters', () => {
     const below = await childrenOf(reaper);
     for (const pid of below) expect((await stat(pid))?.state).not.toBe('Z');
     session.close();
-    await eventually(async () => ((await daemon.get('/v1/status')).json as typeof status).nginx.drainingWorkers, (n) => n === 0);
+    await eventually(
+      async () => ((await daemon.get('/v1/status')).json as typeof status).nginx.drainingWorkers,
+      (n) => n === 0,
+    );
 
     const everything = [reaper, master, ...(await childrenOf(master)), ...(await childrenOf(reaper))];
     expect(await daemon.stop()).toBe(0);
-    for (const pid of everything) await eventually(() => alive(pid), (running) => !running, 5000);
+    for (const pid of everything)
+      await eventually(
+        () => alive(pid),
+        (running) => !running,
+        5000,
+      );
     expect(await connectOutcome(kept)).toBe('refused');
   });
 
@@ -183,7 +205,10 @@ describe('handoffs between nginx masters', () => {
       const port = daemon.rangeStart;
       const seen = new Set<number>();
       for (let round = 0; round < 25; round += 1) {
-        expect((await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+        expect((await daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)).json).toEqual({
+          result: 'ok',
+          errors: '',
+        });
         expect(await roundTrip(port, 'up')).toBe('b:up');
         expect((await daemon.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
         // Not one connection is taken after the answer: not by an old worker, nor queued on a
@@ -219,7 +244,10 @@ describe('handoffs between nginx masters', () => {
     expect(await roundTrip(port, 'kept')).toBe('b:kept');
     expect(await roundTrip(port + 1, 'unchanged')).toBe('b:unchanged');
     // The next change goes through.
-    expect((await daemon.get(`/createstream/${port + 2}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+    expect((await daemon.get(`/createstream/${port + 2}/127.0.0.1:${backend.port}`)).json).toEqual({
+      result: 'ok',
+      errors: '',
+    });
     expect(await roundTrip(port + 2, 'next')).toBe('b:next');
     await daemon.stop();
   });
@@ -236,19 +264,32 @@ describe('handoffs between nginx masters', () => {
     const fresher = await runningNewMaster(old);
     expect((await masters(first)).sort()).toEqual([old, fresher].sort());
 
-    await daemons.run({ home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env }, async (second) => {
-      expect(second.logs).toContain('finishing a handoff between nginx masters that an earlier daemon left half done');
-      expect(await alive(old)).toBe(false);
-      for (const worker of oldWorkers) await eventually(() => alive(worker), (running) => !running, 5000);
-      const [only] = await masters(second);
-      expect(await masters(second)).toHaveLength(1);
-      expect(await roundTrip(port, 'adopted')).toBe('b:adopted');
-      expect((await second.get(`/createstream/${port + 1}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
-      expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
-      expect(await connectOutcome(port)).toBe('refused');
-      expect(await roundTrip(port + 1, 'after')).toBe('b:after');
-      expect(only).toBeGreaterThan(0);
-    });
+    await daemons.run(
+      { home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env },
+      async (second) => {
+        expect(second.logs).toContain(
+          'finishing a handoff between nginx masters that an earlier daemon left half done',
+        );
+        expect(await alive(old)).toBe(false);
+        for (const worker of oldWorkers)
+          await eventually(
+            () => alive(worker),
+            (running) => !running,
+            5000,
+          );
+        const [only] = await masters(second);
+        expect(await masters(second)).toHaveLength(1);
+        expect(await roundTrip(port, 'adopted')).toBe('b:adopted');
+        expect((await second.get(`/createstream/${port + 1}/127.0.0.1:${backend.port}`)).json).toEqual({
+          result: 'ok',
+          errors: '',
+        });
+        expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
+        expect(await connectOutcome(port)).toBe('refused');
+        expect(await roundTrip(port + 1, 'after')).toBe('b:after');
+        expect(only).toBeGreaterThan(0);
+      },
+    );
   });
 });
 
@@ -267,7 +308,8 @@ describe('workers a killed daemon left without a master', () => {
       async () => {
         const children = await childrenOf(old);
         const accepting = [];
-        for (const child of children) if ((await commandOf(child)).trim() === 'nginx: worker process') accepting.push(child);
+        for (const child of children)
+          if ((await commandOf(child)).trim() === 'nginx: worker process') accepting.push(child);
         return accepting.length === children.length ? accepting : [];
       },
       (accepting) => accepting.length === 1,
@@ -275,16 +317,28 @@ describe('workers a killed daemon left without a master', () => {
     process.kill(old, 'SIGUSR2');
     const fresher = await runningNewMaster(old);
     process.kill(old, 'SIGKILL');
-    await eventually(() => alive(old), (running) => !running, 5000);
+    await eventually(
+      () => alive(old),
+      (running) => !running,
+      5000,
+    );
     for (const worker of oldWorkers) expect((await commandOf(worker)).trim()).toBe('nginx: worker process');
 
-    await daemons.run({ home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env }, async (second) => {
-      expect(await masters(second)).toEqual([fresher]);
-      for (const worker of oldWorkers) await eventually(async () => (await commandOf(worker)).trim() === 'nginx: worker process', (accepting) => !accepting, 5000);
-      expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
-      expect(await connectOutcome(port)).toBe('refused');
-      expect(await roundTrip(port + 1, 'kept')).toBe('b:kept');
-    });
+    await daemons.run(
+      { home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env },
+      async (second) => {
+        expect(await masters(second)).toEqual([fresher]);
+        for (const worker of oldWorkers)
+          await eventually(
+            async () => (await commandOf(worker)).trim() === 'nginx: worker process',
+            (accepting) => !accepting,
+            5000,
+          );
+        expect((await second.get(`/removestream/${port}`)).json).toEqual({ result: 'ok', errors: '' });
+        expect(await connectOutcome(port)).toBe('refused');
+        expect(await roundTrip(port + 1, 'kept')).toBe('b:kept');
+      },
+    );
   });
 });
 
@@ -294,17 +348,30 @@ describe("nginx's error log", () => {
     try {
       const log = join(daemon.home, 'nginx', '0', 'error.log');
       const kept = Array.from({ length: 20 }, (_, i) => daemon.rangeStart + i);
-      for (const answer of await Promise.all(kept.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)))) {
+      for (const answer of await Promise.all(
+        kept.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)),
+      )) {
         expect(answer.json).toEqual({ result: 'ok', errors: '' });
       }
       // Every new master logs the sockets it inherits: churn hands off again and again.
       const churn = Array.from({ length: 5 }, (_, i) => daemon.rangeStart + 20 + i);
       let sizes: number[] = [];
-      for (let round = 0; round < 40 && !(await readFile(`${log}.1`).then(() => true, () => false)); round += 1) {
-        for (const answer of await Promise.all(churn.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)))) {
+      for (
+        let round = 0;
+        round < 40 &&
+        !(await readFile(`${log}.1`).then(
+          () => true,
+          () => false,
+        ));
+        round += 1
+      ) {
+        for (const answer of await Promise.all(
+          churn.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)),
+        )) {
           expect(answer.json).toEqual({ result: 'ok', errors: '' });
         }
-        for (const answer of await Promise.all(churn.map((port) => daemon.get(`/removestream/${port}`)))) expect(answer.json).toEqual({ result: 'ok', errors: '' });
+        for (const answer of await Promise.all(churn.map((port) => daemon.get(`/removestream/${port}`))))
+          expect(answer.json).toEqual({ result: 'ok', errors: '' });
         sizes.push((await readFile(log)).length);
       }
       expect((await readFile(`${log}.1`, 'utf8')).length).toBeGreaterThan(2048);
@@ -332,7 +399,9 @@ describe('reloads instead of handoffs', () => {
     const master = await masterPid(daemon);
     expect((await stat(master))?.parent).toBe(daemon.child.pid);
     const ports = Array.from({ length: 6 }, (_, i) => daemon.rangeStart + i);
-    const answers = await Promise.all(ports.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)));
+    const answers = await Promise.all(
+      ports.map((port) => daemon.get(`/createstream/${port}/127.0.0.1:${backend.port}`)),
+    );
     for (const answer of answers) expect(answer.json).toEqual({ result: 'ok', errors: '' });
     for (const port of ports) expect(await roundTrip(port, 'r')).toBe('b:r');
     expect(await masterPid(daemon)).toBe(master);

@@ -3,9 +3,10 @@
  * value types, Python's `json.dumps` spacing, `application/json`, and the 404 of a non-number
  * port. Then authentication, on and off.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type Daemon, ROOT } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend } from '../helpers/net.js';
@@ -45,13 +46,17 @@ describe('without a token', () => {
     expect(created.status).toBe(200);
     expect(created.contentType).toBe('application/json; charset=utf-8');
     expect(created.text).toBe('{"result": "ok", "errors": ""}');
-    expect((await daemon.get('/getstreams')).text).toBe(`[{"listen": ${first}, "proxy_pass": "127.0.0.1:${backend.port}"}]`);
+    expect((await daemon.get('/getstreams')).text).toBe(
+      `[{"listen": ${first}, "proxy_pass": "127.0.0.1:${backend.port}"}]`,
+    );
     expect((await daemon.get(`/hasstream/${first}`)).text).toBe('{"result": "true"}');
     expect((await daemon.get('/getfreeport')).text).toBe(`{"result": "ok", "port": ${first + 1}}`);
 
     const again = await daemon.get(`/createstream/${first}/127.0.0.1:${backend.port}`);
     expect(again.status).toBe(200);
-    expect(again.text).toBe(`{"result": "error", "errors": "port ${first} already has a stream (to 127.0.0.1:${backend.port})"}`);
+    expect(again.text).toBe(
+      `{"result": "error", "errors": "port ${first} already has a stream (to 127.0.0.1:${backend.port})"}`,
+    );
 
     expect((await daemon.get(`/removestream/${first}`)).text).toBe('{"result": "ok", "errors": ""}');
     const missing = await daemon.get(`/removestream/${first}`);
@@ -73,12 +78,15 @@ describe('without a token', () => {
     expect(answer.text).toBe('{"result": "error", "errors": "port must be a whole number, got \\"12\\u00fc\\""}');
   });
 
-  it.each(['/hasstream/abc', '/removestream/abc', '/createstream/abc/x:1', '/removestream/-5'])('answers 404 JSON for %s', async (path) => {
-    const answer = await daemon.get(path);
-    expect(answer.status).toBe(404);
-    expect(answer.contentType).toBe('application/json; charset=utf-8');
-    expect(answer.json).toMatchObject({ result: 'error' });
-  });
+  it.each(['/hasstream/abc', '/removestream/abc', '/createstream/abc/x:1', '/removestream/-5'])(
+    'answers 404 JSON for %s',
+    async (path) => {
+      const answer = await daemon.get(path);
+      expect(answer.status).toBe(404);
+      expect(answer.contentType).toBe('application/json; charset=utf-8');
+      expect(answer.json).toMatchObject({ result: 'error' });
+    },
+  );
 
   it('answers 404 JSON for unknown paths and methods other than GET, changing nothing', async () => {
     const before = await snapshot(daemon);
@@ -126,23 +134,44 @@ describe('with a token', () => {
     ['Basic auth', { authorization: `Basic ${Buffer.from(`x:${token}`).toString('base64')}` }],
   ])('refuses %s with 401 JSON on every other path, changing nothing', async (_what, headers) => {
     const before = await snapshot(daemon);
-    for (const path of ['/getstreams', `/createstream/${daemon.rangeStart}/127.0.0.1:${backend.port}`, `/removestream/${daemon.rangeStart}`, `/hasstream/${daemon.rangeStart}`, '/getfreeport', '/v1/streams', '/v1/status']) {
+    for (const path of [
+      '/getstreams',
+      `/createstream/${daemon.rangeStart}/127.0.0.1:${backend.port}`,
+      `/removestream/${daemon.rangeStart}`,
+      `/hasstream/${daemon.rangeStart}`,
+      '/getfreeport',
+      '/v1/streams',
+      '/v1/status',
+    ]) {
       const answer = await daemon.get(path, headers);
       expect(answer.status).toBe(401);
       expect(answer.contentType).toMatch(/^application\/json/);
       expect(answer.text).not.toContain(token.slice(0, 8));
     }
     const v1 = await daemon.get('/v1/streams', headers);
-    expect(v1.json).toEqual({ error: { code: 'UNAUTHORIZED', message: 'missing or wrong API token', hint: 'send Authorization: Bearer <token> (conductor --token or CONDUCTOR_TOKEN)' } });
-    expect((await daemon.get('/getstreams', headers)).text).toBe('{"result": "error", "errors": "missing or wrong API token"}');
+    expect(v1.json).toEqual({
+      error: {
+        code: 'UNAUTHORIZED',
+        message: 'missing or wrong API token',
+        hint: 'send Authorization: Bearer <token> (conductor --token or CONDUCTOR_TOKEN)',
+      },
+    });
+    expect((await daemon.get('/getstreams', headers)).text).toBe(
+      '{"result": "error", "errors": "missing or wrong API token"}',
+    );
     expect(await snapshot(daemon)).toEqual(before);
     expect(daemon.logs).not.toContain(token);
   });
 
   it('serves every path with the right token', async () => {
     const auth = { authorization: `Bearer ${token}` };
-    expect((await daemon.get(`/createstream/${daemon.rangeStart}/127.0.0.1:${backend.port}`, auth)).json).toEqual({ result: 'ok', errors: '' });
-    expect((await daemon.get('/getstreams', auth)).json).toEqual([{ listen: daemon.rangeStart, proxy_pass: `127.0.0.1:${backend.port}` }]);
+    expect((await daemon.get(`/createstream/${daemon.rangeStart}/127.0.0.1:${backend.port}`, auth)).json).toEqual({
+      result: 'ok',
+      errors: '',
+    });
+    expect((await daemon.get('/getstreams', auth)).json).toEqual([
+      { listen: daemon.rangeStart, proxy_pass: `127.0.0.1:${backend.port}` },
+    ]);
     expect((await daemon.get(`/removestream/${daemon.rangeStart}`, auth)).json).toEqual({ result: 'ok', errors: '' });
     expect(daemon.logs).not.toContain(token);
   });

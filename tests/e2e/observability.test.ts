@@ -5,13 +5,14 @@
  * without losing a session, /metrics carries the same figures, the audit log names who did what,
  * and `conductor status`, `ls --stats`, `top` and `events` print them.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
-import { type Server, type Socket, connect, createServer } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { AuditEvent, DaemonStatus, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
 import { CLI, type Daemon } from '../helpers/daemon.js';
@@ -33,7 +34,10 @@ const port = (): number => daemon.rangeStart + next++;
  * A backend that reads exactly `expectIn` bytes, answers with `reply` bytes and ends: the bytes of
  * a session are known on both sides.
  */
-async function sizedBackend(expectIn: number, reply: number): Promise<{ server: Server; port: number; received: number[] }> {
+async function sizedBackend(
+  expectIn: number,
+  reply: number,
+): Promise<{ server: Server; port: number; received: number[] }> {
   const received: number[] = [];
   const server = createServer((socket) => {
     let count = 0;
@@ -77,7 +81,8 @@ async function create(at: number, body: Record<string, unknown>, token = ALICE):
   expect(answer.status).toBe(201);
 }
 
-const cli = (args: string[], token = ALICE): ReturnType<typeof runCli> => runCli(args, { CONDUCTOR_URL: daemon.url, CONDUCTOR_TOKEN: token });
+const cli = (args: string[], token = ALICE): ReturnType<typeof runCli> =>
+  runCli(args, { CONDUCTOR_URL: daemon.url, CONDUCTOR_TOKEN: token });
 
 const daemons = daemonFixture();
 
@@ -106,8 +111,18 @@ describe('per-stream traffic', () => {
     expect(await session(at, 100_000)).toBe(250_000);
     expect(backend.received).toEqual([100_000, 100_000]);
 
-    const stream = await eventually(() => streamWithStats(at), (s) => s.stats?.sessions === 2);
-    expect(stream.stats).toMatchObject({ sessions: 2, failedSessions: 0, deniedSessions: 0, bytesIn: 200_000, bytesOut: 500_000, activeConnections: 0 });
+    const stream = await eventually(
+      () => streamWithStats(at),
+      (s) => s.stats?.sessions === 2,
+    );
+    expect(stream.stats).toMatchObject({
+      sessions: 2,
+      failedSessions: 0,
+      deniedSessions: 0,
+      bytesIn: 200_000,
+      bytesOut: 500_000,
+      activeConnections: 0,
+    });
     const last = Date.parse(stream.stats?.lastSessionAt ?? '');
     expect(Math.abs(Date.now() - last)).toBeLessThan(10_000);
     backend.server.close();
@@ -123,13 +138,22 @@ describe('per-stream traffic', () => {
       answer += chunk.toString('utf8');
     });
     socket.write('x'.repeat(5000));
-    await eventually(async () => answer.length, (length) => length === 'echo:'.length + 5000);
+    await eventually(
+      async () => answer.length,
+      (length) => length === 'echo:'.length + 5000,
+    );
 
-    const open = await eventually(() => streamWithStats(at), (s) => s.stats?.activeConnections === 1 && s.stats.bytesIn === 5000);
+    const open = await eventually(
+      () => streamWithStats(at),
+      (s) => s.stats?.activeConnections === 1 && s.stats.bytesIn === 5000,
+    );
     expect(open.stats).toMatchObject({ sessions: 0, activeConnections: 1, bytesIn: 5000, bytesOut: 5005 });
 
     socket.end();
-    const closed = await eventually(() => streamWithStats(at), (s) => s.stats?.activeConnections === 0 && s.stats.sessions === 1);
+    const closed = await eventually(
+      () => streamWithStats(at),
+      (s) => s.stats?.activeConnections === 0 && s.stats.sessions === 1,
+    );
     // Counted once: from the kernel while open, from nginx's log after.
     expect(closed.stats).toMatchObject({ sessions: 1, activeConnections: 0, bytesIn: 5000, bytesOut: 5005 });
   });
@@ -142,8 +166,15 @@ describe('per-stream traffic', () => {
     await create(at, { backend: `127.0.0.1:${deadPort}` });
     expect(await session(at, 10)).toBe(0);
 
-    const down = await eventually(() => streamWithStats(at), (s) => s.stats?.failedSessions === 1 && s.stats.backends[0]?.state === 'down');
-    expect(down.stats?.backends[0]).toMatchObject({ backend: `127.0.0.1:${deadPort}`, state: 'down', error: 'ECONNREFUSED' });
+    const down = await eventually(
+      () => streamWithStats(at),
+      (s) => s.stats?.failedSessions === 1 && s.stats.backends[0]?.state === 'down',
+    );
+    expect(down.stats?.backends[0]).toMatchObject({
+      backend: `127.0.0.1:${deadPort}`,
+      state: 'down',
+      error: 'ECONNREFUSED',
+    });
 
     // Back to life on the same port: the on-demand probe sees it at once.
     const revived = createServer((socket) => socket.end());
@@ -161,7 +192,10 @@ describe('per-stream traffic', () => {
     await create(at, { backend: `127.0.0.1:${echo.port}`, allow: ['127.0.0.2/32'] });
     await expect(roundTrip(at, 'ping', { timeoutMs: 2000 })).rejects.toThrow();
     expect(await roundTrip(at, 'ping', { localAddress: '127.0.0.2' })).toBe('echo:ping');
-    const stream = await eventually(() => streamWithStats(at), (s) => s.stats?.sessions === 2);
+    const stream = await eventually(
+      () => streamWithStats(at),
+      (s) => s.stats?.sessions === 2,
+    );
     expect(stream.stats).toMatchObject({ sessions: 2, deniedSessions: 1, failedSessions: 0 });
   });
 
@@ -201,7 +235,11 @@ describe('per-stream traffic', () => {
       sizes = [...sizes, ...(await onDisk())];
     }
     const sessions = rounds * perRound;
-    const stream = await eventually(() => streamWithStats(at), (s) => s.stats?.sessions === sessions, 15_000);
+    const stream = await eventually(
+      () => streamWithStats(at),
+      (s) => s.stats?.sessions === sessions,
+      15_000,
+    );
     expect(stream.stats).toMatchObject({ sessions, bytesIn: sessions * 5, bytesOut: sessions * 10 });
 
     const line = 160; // bytes, generously
@@ -213,7 +251,9 @@ describe('per-stream traffic', () => {
     const total = async (): Promise<number> => (await onDisk()).reduce((sum, size) => sum + size, 0);
     expect(await eventually(total, (bytes) => bytes <= bound, 10_000)).toBeLessThan((sessions * line) / 4);
     // As root, nginx's workers run as nobody, who cannot enter the 0700 folder.
-    expect(daemon.logs).toMatch(process.getuid?.() === 0 ? /"msg":"rotated an access log".*"how":"reloaded"/ : /"msg":"rotated an access log"/);
+    expect(daemon.logs).toMatch(
+      process.getuid?.() === 0 ? /"msg":"rotated an access log".*"how":"reloaded"/ : /"msg":"rotated an access log"/,
+    );
   });
 });
 
@@ -222,7 +262,10 @@ describe('GET /metrics', () => {
     const at = port();
     await create(at, { backend: `127.0.0.1:${echo.port}` });
     expect(await roundTrip(at, 'metrics')).toBe('echo:metrics');
-    await eventually(() => streamWithStats(at), (s) => s.stats?.sessions === 1 && s.stats.backends[0]?.state === 'up');
+    await eventually(
+      () => streamWithStats(at),
+      (s) => s.stats?.sessions === 1 && s.stats.backends[0]?.state === 'up',
+    );
 
     expect((await daemon.request('GET', '/metrics')).status).toBe(401);
     const answer = await daemon.request('GET', '/metrics', undefined, as(BOB));
@@ -255,16 +298,30 @@ describe('the audit log', () => {
     const at = port();
     const since = new Date().toISOString();
     await create(at, { backend: `127.0.0.1:${echo.port}` }, ALICE);
-    const refused = await daemon.request('POST', '/v1/streams', { port: at, backend: `127.0.0.1:${echo.port}` }, as(ALICE));
+    const refused = await daemon.request(
+      'POST',
+      '/v1/streams',
+      { port: at, backend: `127.0.0.1:${echo.port}` },
+      as(ALICE),
+    );
     expect(refused.status).toBe(409);
     expect((await daemon.request('DELETE', `/v1/streams/${at}`, undefined, as(BOB))).status).toBe(200);
     // The legacy API is audited too.
-    expect((await daemon.request('GET', `/createstream/${at}/127.0.0.1:${echo.port}`, undefined, as(BOB))).status).toBe(200);
+    expect((await daemon.request('GET', `/createstream/${at}/127.0.0.1:${echo.port}`, undefined, as(BOB))).status).toBe(
+      200,
+    );
 
-    const answer = await daemon.request('GET', `/v1/events?port=${at}&since=${encodeURIComponent(since)}`, undefined, as(ALICE));
+    const answer = await daemon.request(
+      'GET',
+      `/v1/events?port=${at}&since=${encodeURIComponent(since)}`,
+      undefined,
+      as(ALICE),
+    );
     expect(answer.status).toBe(200);
     const events = (answer.json as { events: AuditEvent[] }).events;
-    expect(events.map((event) => [event.actor, event.remote, event.action, event.ports, event.result, event.code])).toEqual([
+    expect(
+      events.map((event) => [event.actor, event.remote, event.action, event.ports, event.result, event.code]),
+    ).toEqual([
       ['alice', '127.0.0.1', 'create', [at], 'ok', undefined],
       ['alice', '127.0.0.1', 'create', [at], 'refused', 'STREAM_EXISTS'],
       ['bob', '127.0.0.1', 'remove', [at], 'ok', undefined],
@@ -273,14 +330,19 @@ describe('the audit log', () => {
     expect(events[0]?.detail).toContain(`127.0.0.1:${echo.port}`);
 
     const { readFile } = await import('node:fs/promises');
-    const lines = (await readFile(join(daemon.home, 'audit.log'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as AuditEvent);
+    const lines = (await readFile(join(daemon.home, 'audit.log'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as AuditEvent);
     expect(lines.filter((event) => event.ports.includes(at) && event.at > since)).toEqual(events);
 
     const run = await cli(['events', '--port', String(at), '--since', '10m']);
     expect(run.code).toBe(0);
     const printed = run.stdout.trim().split('\n');
     expect(printed).toHaveLength(4);
-    expect(printed[0]).toMatch(new RegExp(`^\\S+Z alice@127\\.0\\.0\\.1 create ${at} 127\\.0\\.0\\.1:${echo.port} ok$`));
+    expect(printed[0]).toMatch(
+      new RegExp(`^\\S+Z alice@127\\.0\\.0\\.1 create ${at} 127\\.0\\.0\\.1:${echo.port} ok$`),
+    );
     expect(printed[1]).toMatch(new RegExp(`alice@127\\.0\\.0\\.1 create ${at} .* refused STREAM_EXISTS: `));
     expect(printed[2]).toMatch(new RegExp(`bob@127\\.0\\.0\\.1 remove ${at} .*ok$`));
 
@@ -293,9 +355,16 @@ describe('the audit log', () => {
     const at = port();
     // A forged second event and terminal escapes (ESC, and the one-byte CSI of C1) in a backend.
     const hostile = `x:1 ok\n2026-01-01T00:00:00.000Z alice@10.0.0.1 remove 9000 \u001b[31mFAKE\u009b2J`;
-    const answer = await daemon.request('GET', `/createstream/${at}/${encodeURIComponent(hostile)}`, undefined, as(BOB));
+    const answer = await daemon.request(
+      'GET',
+      `/createstream/${at}/${encodeURIComponent(hostile)}`,
+      undefined,
+      as(BOB),
+    );
     expect((answer.json as { result: string }).result).not.toBe('ok');
-    const events = ((await daemon.request('GET', `/v1/events?port=${at}`, undefined, as(ALICE))).json as { events: AuditEvent[] }).events;
+    const events = (
+      (await daemon.request('GET', `/v1/events?port=${at}`, undefined, as(ALICE))).json as { events: AuditEvent[] }
+    ).events;
     expect(events).toHaveLength(1);
     expect(events[0]?.result).toBe('refused');
     expect(events[0]?.detail?.startsWith('"x:1 ok\\n2026-01-01')).toBe(true);
@@ -320,7 +389,15 @@ describe('the audit log', () => {
     await sleep(1500);
     await create(at, { backend: `127.0.0.1:${echo.port}` }, ALICE);
     expect((await daemon.request('DELETE', `/v1/streams/${at}`, undefined, as(BOB))).status).toBe(200);
-    const lines = await eventually(async () => out.trim().split('\n').filter((line) => line !== ''), (found) => found.length >= 2, 10_000);
+    const lines = await eventually(
+      async () =>
+        out
+          .trim()
+          .split('\n')
+          .filter((line) => line !== ''),
+      (found) => found.length >= 2,
+      10_000,
+    );
     expect(lines.map((line) => (JSON.parse(line) as AuditEvent).action)).toEqual(['create', 'remove']);
     child.kill('SIGINT');
     expect(await exited).toBe(0);
@@ -330,16 +407,19 @@ describe('the audit log', () => {
     const at = port();
     await create(at, { backend: `127.0.0.1:${echo.port}` }, ALICE);
     expect((await daemon.request('DELETE', `/v1/streams/${at}`, undefined, as(ALICE))).status).toBe(200);
-    const all = (await daemon.request('GET', '/v1/events?limit=1000', undefined, as(ALICE))).json as { events: AuditEvent[] };
+    const all = (await daemon.request('GET', '/v1/events?limit=1000', undefined, as(ALICE))).json as {
+      events: AuditEvent[];
+    };
     const last = all.events[all.events.length - 1];
     expect(last?.ports).toEqual([at]);
-    const after = (since: string) => daemon.request('GET', `/v1/events?limit=1000&since=${encodeURIComponent(since)}`, undefined, as(ALICE));
+    const eventsAfter = (since: string) =>
+      daemon.request('GET', `/v1/events?limit=1000&since=${encodeURIComponent(since)}`, undefined, as(ALICE));
     // "20000" is read as the year 20000 (as Date.parse does): after every event.
     for (const since of ['20000', '+020000-01-01T00:00:00Z', '9999-12-31T23:59:59Z', last?.at ?? '']) {
-      const answer = await after(since);
+      const answer = await eventsAfter(since);
       expect([since, answer.status, answer.json]).toEqual([since, 200, { events: [] }]);
     }
-    const before = await after(new Date(Date.parse(last?.at ?? '') - 1).toISOString());
+    const before = await eventsAfter(new Date(Date.parse(last?.at ?? '') - 1).toISOString());
     expect((before.json as { events: AuditEvent[] }).events.at(-1)).toEqual(last);
   });
 
@@ -349,7 +429,12 @@ describe('the audit log', () => {
       expect([query, answer.status]).toEqual([query, 400]);
       expect((answer.json as { error: { message: string } }).error.message).not.toBe('');
     }
-    for (const args of [['--limit', '0'], ['--limit', 'many'], ['--port', '0'], ['--since', 'last week']]) {
+    for (const args of [
+      ['--limit', '0'],
+      ['--limit', 'many'],
+      ['--port', '0'],
+      ['--since', 'last week'],
+    ]) {
       const run = await cli(['events', ...args]);
       expect([args, run.code, run.stdout]).toEqual([args, 2, '']);
       expect(run.stderr).toMatch(/^conductor: /);
@@ -364,19 +449,33 @@ describe('the CLI views', () => {
     await create(up, { backend: `127.0.0.1:${echo.port}` });
     await create(down, { backend: '127.0.0.1:1' });
     expect(await roundTrip(up, 'stats')).toBe('echo:stats');
-    await eventually(() => streamWithStats(up), (s) => s.stats?.sessions === 1 && s.stats.backends[0]?.state === 'up');
-    await eventually(() => streamWithStats(down), (s) => s.stats?.backends[0]?.state === 'down');
+    await eventually(
+      () => streamWithStats(up),
+      (s) => s.stats?.sessions === 1 && s.stats.backends[0]?.state === 'up',
+    );
+    await eventually(
+      () => streamWithStats(down),
+      (s) => s.stats?.backends[0]?.state === 'down',
+    );
 
     const run = await cli(['ls', '--stats']);
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/PORT.*PROTO.*BACKENDS.*STATE.*SESSIONS.*FAILED.*ACTIVE.*IN.*OUT.*LAST SESSION.*HEALTH/);
     const row = (at: number): string => run.stdout.split('\n').find((line) => line.includes(` ${at} `)) ?? '';
-    expect(row(up)).toMatch(new RegExp(`│ ${up}\\s+│ tcp\\s+│ 127\\.0\\.0\\.1:${echo.port}\\s+│ live\\s+│ 1\\s+│ 0\\s+│ 0\\s+│ 5 B\\s+│ 10 B\\s+│ [0-9]+s ago\\s+│ up\\s+│`));
+    expect(row(up)).toMatch(
+      new RegExp(
+        `│ ${up}\\s+│ tcp\\s+│ 127\\.0\\.0\\.1:${echo.port}\\s+│ live\\s+│ 1\\s+│ 0\\s+│ 0\\s+│ 5 B\\s+│ 10 B\\s+│ [0-9]+s ago\\s+│ up\\s+│`,
+      ),
+    );
     expect(row(down)).toMatch(/│ 0\s+│ 0\s+│ 0 B\s+│ 0 B\s+│ -\s+│ down\s+│/);
 
     const json = await cli(['--json', 'ls', '--stats']);
     const streams = JSON.parse(json.stdout) as StreamView[];
-    expect(streams.find((stream) => stream.port === up)?.stats).toMatchObject({ sessions: 1, bytesIn: 5, bytesOut: 10 });
+    expect(streams.find((stream) => stream.port === up)?.stats).toMatchObject({
+      sessions: 1,
+      bytesIn: 5,
+      bytesOut: 10,
+    });
     // Without --stats, no stats: a plain `ls` stays cheap.
     const plain = JSON.parse((await cli(['--json', 'ls'])).stdout) as StreamView[];
     expect(plain.every((stream) => stream.stats === undefined)).toBe(true);
@@ -393,7 +492,20 @@ describe('the CLI views', () => {
     try {
       const run = await cli(['--json', 'top', '-n', '3', '--interval', '1s']);
       expect(run.code).toBe(0);
-      const frames = run.stdout.trim().split('\n').map((line) => JSON.parse(line) as { streams: Array<{ port: number; inPerSecond: number | null; outPerSecond: number | null; stats: { activeConnections: number } }> });
+      const frames = run.stdout
+        .trim()
+        .split('\n')
+        .map(
+          (line) =>
+            JSON.parse(line) as {
+              streams: Array<{
+                port: number;
+                inPerSecond: number | null;
+                outPerSecond: number | null;
+                stats: { activeConnections: number };
+              }>;
+            },
+        );
       expect(frames).toHaveLength(3);
       expect(frames[0]?.streams.find((stream) => stream.port === at)?.inPerSecond).toBeNull();
       const last = frames[2]?.streams.find((stream) => stream.port === at);
@@ -405,7 +517,9 @@ describe('the CLI views', () => {
       const text = await cli(['top', '-n', '2', '--interval', '500ms', '--sort', 'rate']);
       expect(text.code).toBe(0);
       const second = text.stdout.split('\n\n')[1] ?? '';
-      expect(second).toMatch(/^conductor top {2}http:\/\/127\.0\.0\.1:[0-9]+ {2}[0-9:]{8} UTC {2}every 0\.5s, sorted by rate/);
+      expect(second).toMatch(
+        /^conductor top {2}http:\/\/127\.0\.0\.1:[0-9]+ {2}[0-9:]{8} UTC {2}every 0\.5s, sorted by rate/,
+      );
       // Busiest first: the flowing stream heads the table.
       const firstRow = second.split('\n').find((line) => /^│ [0-9]/.test(line)) ?? '';
       expect(firstRow).toMatch(new RegExp(`^│ ${at} .*KiB/s`));
@@ -427,7 +541,11 @@ describe('the CLI views', () => {
         out += chunk.toString('utf8');
       });
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      await eventually(async () => (out.match(/conductor top/g) ?? []).length, (frames) => frames >= 2, 10_000);
+      await eventually(
+        async () => (out.match(/conductor top/g) ?? []).length,
+        (frames) => frames >= 2,
+        10_000,
+      );
       child.stdin.write(key === 'q' ? 'q' : '\u0003');
       expect(await exited).toBe(0);
       expect(out).toContain('\u001b[?1049h'); // the alternate screen...
@@ -465,40 +583,71 @@ describe('conductor status', () => {
     expect(run.code).toBe(0);
     const status = JSON.parse((await cli(['--json', 'status'])).stdout) as DaemonStatus;
     const masters = status.nginxInstances.length;
-    expect(run.stdout).toMatch(new RegExp(`^daemon: {5}http://127\\.0\\.0\\.1:${daemon.apiPort} \\(version [0-9.]+, managed mode, up [0-9]+[smhd]`, 'm'));
-    expect(run.stdout).toMatch(new RegExp(`^nginx: {6}running \\(${masters} masters, pids [0-9, ]+\\), 0 restarts, up [0-9]+[smhd]`, 'm'));
+    expect(run.stdout).toMatch(
+      new RegExp(
+        `^daemon: {5}http://127\\.0\\.0\\.1:${daemon.apiPort} \\(version [0-9.]+, managed mode, up [0-9]+[smhd]`,
+        'm',
+      ),
+    );
+    expect(run.stdout).toMatch(
+      new RegExp(`^nginx: {6}running \\(${masters} masters, pids [0-9, ]+\\), 0 restarts, up [0-9]+[smhd]`, 'm'),
+    );
     expect(run.stdout).toMatch(new RegExp(`^workers: {4}${masters} serving, [0-9]+ old ones? draining sessions$`, 'm'));
     expect(run.stdout).toMatch(/^last apply: \S+Z \([0-9]+[smhd][0-9]*s? ago\) ok$/m);
-    expect(run.stdout).toMatch(new RegExp(`^ports: {6}${daemon.rangeStart}-${daemon.rangeEnd} \\(30 ports, ${status.streams.total} used, ${30 - status.streams.total} free\\)$`, 'm'));
+    expect(run.stdout).toMatch(
+      new RegExp(
+        `^ports: {6}${daemon.rangeStart}-${daemon.rangeEnd} \\(30 ports, ${status.streams.total} used, ${30 - status.streams.total} free\\)$`,
+        'm',
+      ),
+    );
   });
 
   it('counts old workers that still serve sessions after a reload, until the sessions end', async () => {
     // One master, so that the next change reloads (or hands off) the master of the open session.
-    await daemons.run({ rangeSize: 5, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_NGINX_WORKERS: '2' } }, async (single) => {
-      const status = async (): Promise<DaemonStatus> => (await single.get('/v1/status')).json as DaemonStatus;
-      // Right after start a worker may not have retitled itself yet: wait for both to run.
-      const started = await eventually(status, (value) => value.nginxInstances[0]?.workers === 2);
-      expect(started.nginxInstances[0]).toMatchObject({ workers: 2, drainingWorkers: 0 });
-      expect((await single.request('POST', '/v1/streams', { port: single.rangeStart, backend: `127.0.0.1:${echo.port}` })).status).toBe(201);
-      const socket = connect({ port: single.rangeStart, host: '127.0.0.1' });
-      let answer = '';
-      socket.on('data', (chunk) => {
-        answer += chunk.toString('utf8');
-      });
-      socket.write('hold');
-      await eventually(async () => answer, (text) => text === 'echo:hold');
+    await daemons.run(
+      { rangeSize: 5, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_NGINX_WORKERS: '2' } },
+      async (single) => {
+        const status = async (): Promise<DaemonStatus> => (await single.get('/v1/status')).json as DaemonStatus;
+        // Right after start a worker may not have retitled itself yet: wait for both to run.
+        const started = await eventually(status, (value) => value.nginxInstances[0]?.workers === 2);
+        expect(started.nginxInstances[0]).toMatchObject({ workers: 2, drainingWorkers: 0 });
+        expect(
+          (await single.request('POST', '/v1/streams', { port: single.rangeStart, backend: `127.0.0.1:${echo.port}` }))
+            .status,
+        ).toBe(201);
+        const socket = connect({ port: single.rangeStart, host: '127.0.0.1' });
+        let answer = '';
+        socket.on('data', (chunk) => {
+          answer += chunk.toString('utf8');
+        });
+        socket.write('hold');
+        await eventually(
+          async () => answer,
+          (text) => text === 'echo:hold',
+        );
 
-      expect((await single.request('POST', '/v1/streams', { port: single.rangeStart + 1, backend: `127.0.0.1:${echo.port}` })).status).toBe(201);
-      // The new generation may still be starting its second worker when the change is answered
-      // (the first one already serves every port).
-      const draining = await eventually(status, (s) => s.nginxInstances[0]?.drainingWorkers === 1 && s.nginxInstances[0]?.workers === 2);
-      expect(draining.nginxInstances[0]).toMatchObject({ workers: 2, drainingWorkers: 1 });
-      const run = await runCli(['status'], { CONDUCTOR_URL: single.url });
-      expect(run.stdout).toMatch(/^workers: {4}2 serving, 1 old one draining sessions$/m);
-      expect(run.stdout).toMatch(/^nginx: {6}running \(pid [0-9]+\), 0 restarts, up /m);
+        expect(
+          (
+            await single.request('POST', '/v1/streams', {
+              port: single.rangeStart + 1,
+              backend: `127.0.0.1:${echo.port}`,
+            })
+          ).status,
+        ).toBe(201);
+        // The new generation may still be starting its second worker when the change is answered
+        // (the first one already serves every port).
+        const draining = await eventually(
+          status,
+          (s) => s.nginxInstances[0]?.drainingWorkers === 1 && s.nginxInstances[0]?.workers === 2,
+        );
+        expect(draining.nginxInstances[0]).toMatchObject({ workers: 2, drainingWorkers: 1 });
+        const run = await runCli(['status'], { CONDUCTOR_URL: single.url });
+        expect(run.stdout).toMatch(/^workers: {4}2 serving, 1 old one draining sessions$/m);
+        expect(run.stdout).toMatch(/^nginx: {6}running \(pid [0-9]+\), 0 restarts, up /m);
 
-      socket.destroy();
-      await eventually(status, (s) => s.nginxInstances[0]?.drainingWorkers === 0);
-    });
+        socket.destroy();
+        await eventually(status, (s) => s.nginxInstances[0]?.drainingWorkers === 0);
+      },
+    );
   });
 });

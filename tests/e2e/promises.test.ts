@@ -11,12 +11,13 @@
  * Each test collects every broken promise and asserts on the whole list at the end, so a failure
  * shows how many cycles broke and how.
  */
+
+import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { type Socket, connect } from 'node:net';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, listeningPorts } from '../helpers/net.js';
-import { type Outcome, describeOutcome, probe } from '../helpers/probe.js';
+import { describeOutcome, type Outcome, probe } from '../helpers/probe.js';
 
 let daemon: Daemon;
 const backends: Record<string, EchoBackend> = {};
@@ -71,14 +72,23 @@ async function v1(method: string, path: string, body?: unknown): Promise<Change>
   const answer = await daemon.request(method, path, body);
   const error = (answer.json as { error?: { code?: string; message?: string } } | undefined)?.error;
   const ok = answer.status >= 200 && answer.status < 300;
-  return { ok, status: answer.status, code: ok ? 'OK' : (error?.code ?? 'ERROR'), message: error?.message ?? (ok ? '' : answer.text) };
+  return {
+    ok,
+    status: answer.status,
+    code: ok ? 'OK' : (error?.code ?? 'ERROR'),
+    message: error?.message ?? (ok ? '' : answer.text),
+  };
 }
 
 type Api = 'legacy' | 'v1';
 const create = (api: Api, port: number, name: Name): Promise<Change> =>
-  api === 'legacy' ? legacy(`/createstream/${port}/${address(name)}`) : v1('POST', '/v1/streams', { port, backend: address(name) });
-const remove = (api: Api, port: number): Promise<Change> => (api === 'legacy' ? legacy(`/removestream/${port}`) : v1('DELETE', `/v1/streams/${port}`));
-const replace = (port: number, name: Name): Promise<Change> => v1('PUT', `/v1/streams/${port}`, { backend: address(name) });
+  api === 'legacy'
+    ? legacy(`/createstream/${port}/${address(name)}`)
+    : v1('POST', '/v1/streams', { port, backend: address(name) });
+const remove = (api: Api, port: number): Promise<Change> =>
+  api === 'legacy' ? legacy(`/removestream/${port}`) : v1('DELETE', `/v1/streams/${port}`);
+const replace = (port: number, name: Name): Promise<Change> =>
+  v1('PUT', `/v1/streams/${port}`, { backend: address(name) });
 
 const said = (change: Change): string => `${change.status} ${change.code} ${JSON.stringify(change.message)}`;
 
@@ -99,7 +109,14 @@ async function probeAfter(port: number, windowMs: number): Promise<Outcome[]> {
  * `windowMs` > 0, one after another for that long. With windowMs 0 the next cycle's create
  * follows the remove at once (where PORT_IN_USE showed). Returns the broken promises, one line each.
  */
-async function cycle(label: string, port: number, name: Name, createApi: Api, removeApi: Api, windowMs: number): Promise<string[]> {
+async function cycle(
+  label: string,
+  port: number,
+  name: Name,
+  createApi: Api,
+  removeApi: Api,
+  windowMs: number,
+): Promise<string[]> {
   const broken: string[] = [];
   const created = await create(createApi, port, name);
   if (!created.ok) {
@@ -108,7 +125,10 @@ async function cycle(label: string, port: number, name: Name, createApi: Api, re
     return broken;
   }
   const reached = (await probeAfter(port, 0)).filter((outcome) => outcome.kind !== 'backend' || outcome.name !== name);
-  if (reached.length > 0) broken.push(`${label}: after create (${createApi}) of ${name} answered ok, ${reached.length}/3 new connections got ${reached.map(describeOutcome).join(', ')}`);
+  if (reached.length > 0)
+    broken.push(
+      `${label}: after create (${createApi}) of ${name} answered ok, ${reached.length}/3 new connections got ${reached.map(describeOutcome).join(', ')}`,
+    );
   const removed = await remove(removeApi, port);
   if (!removed.ok) {
     broken.push(`${label}: remove (${removeApi}) failed: ${said(removed)}`);
@@ -116,7 +136,10 @@ async function cycle(label: string, port: number, name: Name, createApi: Api, re
   }
   const after = await probeAfter(port, windowMs);
   const taken = after.filter((outcome) => outcome.kind !== 'refused');
-  if (taken.length > 0) broken.push(`${label}: after remove (${removeApi}) answered ok, ${taken.length}/${after.length} new connections got ${taken.map(describeOutcome).join(', ')}`);
+  if (taken.length > 0)
+    broken.push(
+      `${label}: after remove (${removeApi}) answered ok, ${taken.length}/${after.length} new connections got ${taken.map(describeOutcome).join(', ')}`,
+    );
   return broken;
 }
 
@@ -151,7 +174,12 @@ function mix(i: number): { name: Name; createApi: Api; removeApi: Api } {
 }
 
 /** A client that creates and removes a stream on its own port until `done()`, checking each answer like `cycle`. */
-async function churn(port: number, index: number, done: () => boolean, limit: number): Promise<{ cycles: number; broken: string[] }> {
+async function churn(
+  port: number,
+  index: number,
+  done: () => boolean,
+  limit: number,
+): Promise<{ cycles: number; broken: string[] }> {
   const broken: string[] = [];
   let cycles = 0;
   while (!done() && cycles < limit) {
@@ -215,14 +243,18 @@ describe('promises of the change API, checked by new connections after every ans
         }
         const answer = await replace(port, next);
         // 201 when the PUT creates the stream (after the DELETE, or after a PUT that failed), else 200.
-        if (answer.status !== (exists ? 200 : 201)) broken.push(`PUT ${i} (-> ${next}) answered ${said(answer)}, not ${exists ? 200 : 201}`);
+        if (answer.status !== (exists ? 200 : 201))
+          broken.push(`PUT ${i} (-> ${next}) answered ${said(answer)}, not ${exists ? 200 : 201}`);
         if (!answer.ok) continue;
         exists = true;
         current = next;
         // Every one a new connection after the answer: three at once, then more for 60 ms.
         const outcomes = await probeAfter(port, 60);
         const wrong = outcomes.filter((outcome) => outcome.kind !== 'backend' || outcome.name !== next);
-        if (wrong.length > 0) broken.push(`PUT ${i} (-> ${next}) answered ${answer.status}: ${wrong.length}/${outcomes.length} new connections got ${wrong.map(describeOutcome).join(', ')}`);
+        if (wrong.length > 0)
+          broken.push(
+            `PUT ${i} (-> ${next}) answered ${answer.status}: ${wrong.length}/${outcomes.length} new connections got ${wrong.map(describeOutcome).join(', ')}`,
+          );
         // A session left open through this generation of workers, as real clients leave them:
         // the next change finds workers that must drain (the last two are kept).
         const session = await openSession(port);
@@ -280,7 +312,11 @@ describe('promises of the change API, checked by new connections after every ans
     };
     await Promise.all(Array.from({ length: 6 }, (_, id) => client(id)));
 
-    const listed = ((await daemon.get('/v1/streams')).json as { streams: Array<{ port: number; backends: Array<{ address: string }> }> }).streams;
+    const listed = (
+      (await daemon.get('/v1/streams')).json as {
+        streams: Array<{ port: number; backends: Array<{ address: string }> }>;
+      }
+    ).streams;
     const listening = await listeningPorts();
     for (const port of ports) {
       const stream = listed.find((s) => s.port === port);
@@ -288,12 +324,14 @@ describe('promises of the change API, checked by new connections after every ans
         const want = nameOfAddress(stream.backends[0]?.address ?? '');
         for (let k = 0; k < 3; k += 1) {
           const outcome = await probe(port);
-          if (outcome.kind !== 'backend' || outcome.name !== want) broken.push(`final: port ${port} is listed with ${want} but a connection got ${describeOutcome(outcome)}`);
+          if (outcome.kind !== 'backend' || outcome.name !== want)
+            broken.push(`final: port ${port} is listed with ${want} but a connection got ${describeOutcome(outcome)}`);
         }
       } else {
         for (let k = 0; k < 3; k += 1) {
           const outcome = await probe(port);
-          if (outcome.kind !== 'refused') broken.push(`final: port ${port} is not listed but a connection got ${describeOutcome(outcome)}`);
+          if (outcome.kind !== 'refused')
+            broken.push(`final: port ${port} is not listed but a connection got ${describeOutcome(outcome)}`);
         }
         if (listening.has(port)) broken.push(`final: port ${port} is not listed but a socket listens on it`);
       }

@@ -4,12 +4,13 @@
  * reaches its master, the other changes go through, and the retry brings it back once the name
  * resolves again. The daemon and its nginx see a hosts file of the test's as /etc/hosts.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { eventually } from '../helpers/wait.js';
 
 let daemon: Daemon;
@@ -27,7 +28,11 @@ beforeAll(async () => {
   hosts = join(folder, 'hosts');
   await writeFile(hosts, `${HOSTS}127.0.0.1 flaky.test\n`);
   // One master, so that every change lands where the broken stream is.
-  daemon = await daemons.start({ rangeSize: 6, hostsFile: hosts, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_RETRY_INTERVAL: '1' } });
+  daemon = await daemons.start({
+    rangeSize: 6,
+    hostsFile: hosts,
+    env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_RETRY_INTERVAL: '1' },
+  });
 });
 
 afterAll(async () => {
@@ -43,8 +48,12 @@ interface Listed {
 describe('a backend name that stops resolving after create', () => {
   it('is set aside with nginx reason, never blocks other changes, and comes back when it resolves again', async () => {
     const [flaky, steady, fresh] = [daemon.rangeStart, daemon.rangeStart + 1, daemon.rangeStart + 2];
-    expect((await daemon.request('POST', '/v1/streams', { port: flaky, backend: `flaky.test:${alpha.port}` })).status).toBe(201);
-    expect((await daemon.request('POST', '/v1/streams', { port: steady, backend: `127.0.0.1:${alpha.port}` })).status).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: flaky, backend: `flaky.test:${alpha.port}` })).status,
+    ).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: steady, backend: `127.0.0.1:${alpha.port}` })).status,
+    ).toBe(201);
     expect(await roundTrip(flaky, 'before')).toBe('alpha:before');
 
     // The name stops resolving (edited in place: the daemon's /etc/hosts is this very file).
@@ -54,7 +63,9 @@ describe('a backend name that stops resolving after create', () => {
     const created = await daemon.request('POST', '/v1/streams', { port: fresh, backend: `127.0.0.1:${alpha.port}` });
     expect(created.status).toBe(201);
     expect(await roundTrip(fresh, 'fresh')).toBe('alpha:fresh');
-    expect((await daemon.request('PUT', `/v1/streams/${steady}`, { backend: `localhost:${alpha.port}` })).status).toBe(200);
+    expect((await daemon.request('PUT', `/v1/streams/${steady}`, { backend: `localhost:${alpha.port}` })).status).toBe(
+      200,
+    );
     expect(await roundTrip(steady, 'steady')).toBe('alpha:steady');
     expect((await daemon.request('DELETE', `/v1/streams/${fresh}`)).status).toBe(200);
     expect(await connectOutcome(fresh)).toBe('refused');
@@ -74,6 +85,8 @@ describe('a backend name that stops resolving after create', () => {
       15_000,
     );
     expect(await roundTrip(flaky, 'after')).toBe('alpha:after');
-    expect(((await daemon.request('GET', '/v1/status')).json as { streams: { failed: number } }).streams.failed).toBe(0);
+    expect(((await daemon.request('GET', '/v1/status')).json as { streams: { failed: number } }).streams.failed).toBe(
+      0,
+    );
   });
 });

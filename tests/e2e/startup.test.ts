@@ -4,9 +4,10 @@
  * refused. Nothing is left running after a refused start. (An nginx that cannot run does not stop
  * the daemon: tests/faults/start-failures.test.ts.)
  */
-import { beforeAll, describe, expect, it } from '@jest/globals';
-import { chmod, chown, lchown, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+
+import { chmod, chown, lchown, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from '@jest/globals';
 import { daemonEnv, runDaemonExpectingExit } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { connectOutcome } from '../helpers/net.js';
@@ -22,28 +23,65 @@ beforeAll(async () => {
   base = await freePortBlock(11);
 });
 
-const env = (extra: Record<string, string> = {}): Record<string, string> => daemonEnv(join(dir, 'home'), base, 10, base + 10, extra);
+const env = (extra: Record<string, string> = {}): Record<string, string> =>
+  daemonEnv(join(dir, 'home'), base, 10, base + 10, extra);
 
 describe('bad settings', () => {
   it.each([
     [{ PORT_RANGE: '9000' }, /^conductor-daemon: PORT_RANGE \(--port-range\): port range must look like 9000-9009/],
     [{ PORT_RANGE: '9009-9000' }, /^conductor-daemon: PORT_RANGE \(--port-range\): port range 9009-9000 is empty/],
-    [{ PORT_RANGE: '0-10' }, /^conductor-daemon: PORT_RANGE \(--port-range\): first port of the range must be a whole number from 1 to 65535, got 0/],
+    [
+      { PORT_RANGE: '0-10' },
+      /^conductor-daemon: PORT_RANGE \(--port-range\): first port of the range must be a whole number from 1 to 65535, got 0/,
+    ],
     [{ BIND_PORT: 'http' }, /^conductor-daemon: BIND_PORT \(--bind-port\): port must be a whole number/],
     [{ BIND_PORT: '70000' }, /^conductor-daemon: BIND_PORT \(--bind-port\): port must be a whole number/],
-    [{ BIND_ADDRESS: 'localhost:5000' }, /^conductor-daemon: BIND_ADDRESS \(--bind-address\): expected an IPv4 or IPv6 address/],
-    [{ CONDUCTOR_NGINX_MODE: 'embedded' }, /^conductor-daemon: CONDUCTOR_NGINX_MODE \(--nginx-mode\): expected managed or external/],
+    [
+      { BIND_ADDRESS: 'localhost:5000' },
+      /^conductor-daemon: BIND_ADDRESS \(--bind-address\): expected an IPv4 or IPv6 address/,
+    ],
+    [
+      { CONDUCTOR_NGINX_MODE: 'embedded' },
+      /^conductor-daemon: CONDUCTOR_NGINX_MODE \(--nginx-mode\): expected managed or external/,
+    ],
     [{ STREAM_PREFIX: '../x' }, /^conductor-daemon: STREAM_PREFIX \(--stream-prefix\): expected 1-64 letters/],
     [{ STREAM_PREFIX: 'a/b' }, /^conductor-daemon: STREAM_PREFIX \(--stream-prefix\)/],
-    [{ CONDUCTOR_TOKEN: 'short' }, /^conductor-daemon: CONDUCTOR_TOKEN \(--token\): the token must be at least 16 characters/],
-    [{ CONDUCTOR_TOKEN: 'has spaces in the token' }, /^conductor-daemon: CONDUCTOR_TOKEN \(--token\): the token may hold only printable ASCII/],
-    [{ CONDUCTOR_TOKEN_FILE: '/nonexistent/token' }, /^conductor-daemon: CONDUCTOR_TOKEN_FILE \(--token-file\): cannot read \/nonexistent\/token: ENOENT/],
-    [{ CONDUCTOR_LISTEN_ADDRESS: 'eth0' }, /^conductor-daemon: CONDUCTOR_LISTEN_ADDRESS \(--listen-address\): expected an IPv4 or IPv6 address/],
-    [{ CONDUCTOR_RELOAD_TIMEOUT: '0' }, /^conductor-daemon: CONDUCTOR_RELOAD_TIMEOUT \(--reload-timeout\): expected a number of seconds/],
-    [{ CONDUCTOR_LOG_LEVEL: 'loud' }, /^conductor-daemon: CONDUCTOR_LOG_LEVEL \(--log-level\): expected debug, info, warn or error/],
-    [{ CONDUCTOR_ALLOW_NO_AUTH: 'maybe' }, /^conductor-daemon: CONDUCTOR_ALLOW_NO_AUTH \(--allow-no-auth\): expected true or false/],
-    [{ CONDUCTOR_HOME: '/tmp/with space' }, /^conductor-daemon: CONDUCTOR_HOME \(--home\): "\/tmp\/with space" holds characters nginx's configuration cannot carry safely/],
-    [{ CONDUCTOR_RETRY_INTERVAL: 'soon' }, /^conductor-daemon: CONDUCTOR_RETRY_INTERVAL \(--retry-interval\): expected a number of seconds/],
+    [
+      { CONDUCTOR_TOKEN: 'short' },
+      /^conductor-daemon: CONDUCTOR_TOKEN \(--token\): the token must be at least 16 characters/,
+    ],
+    [
+      { CONDUCTOR_TOKEN: 'has spaces in the token' },
+      /^conductor-daemon: CONDUCTOR_TOKEN \(--token\): the token may hold only printable ASCII/,
+    ],
+    [
+      { CONDUCTOR_TOKEN_FILE: '/nonexistent/token' },
+      /^conductor-daemon: CONDUCTOR_TOKEN_FILE \(--token-file\): cannot read \/nonexistent\/token: ENOENT/,
+    ],
+    [
+      { CONDUCTOR_LISTEN_ADDRESS: 'eth0' },
+      /^conductor-daemon: CONDUCTOR_LISTEN_ADDRESS \(--listen-address\): expected an IPv4 or IPv6 address/,
+    ],
+    [
+      { CONDUCTOR_RELOAD_TIMEOUT: '0' },
+      /^conductor-daemon: CONDUCTOR_RELOAD_TIMEOUT \(--reload-timeout\): expected a number of seconds/,
+    ],
+    [
+      { CONDUCTOR_LOG_LEVEL: 'loud' },
+      /^conductor-daemon: CONDUCTOR_LOG_LEVEL \(--log-level\): expected debug, info, warn or error/,
+    ],
+    [
+      { CONDUCTOR_ALLOW_NO_AUTH: 'maybe' },
+      /^conductor-daemon: CONDUCTOR_ALLOW_NO_AUTH \(--allow-no-auth\): expected true or false/,
+    ],
+    [
+      { CONDUCTOR_HOME: '/tmp/with space' },
+      /^conductor-daemon: CONDUCTOR_HOME \(--home\): "\/tmp\/with space" holds characters nginx's configuration cannot carry safely/,
+    ],
+    [
+      { CONDUCTOR_RETRY_INTERVAL: 'soon' },
+      /^conductor-daemon: CONDUCTOR_RETRY_INTERVAL \(--retry-interval\): expected a number of seconds/,
+    ],
   ])('refuses %p in one line, exit 1', async (extra, line) => {
     const run = await runDaemonExpectingExit(env(extra));
     expect(run.code).toBe(1);
@@ -55,7 +93,9 @@ describe('bad settings', () => {
   it('refuses an API port inside PORT_RANGE', async () => {
     const run = await runDaemonExpectingExit(env({ BIND_PORT: String(base + 3) }));
     expect(run.code).toBe(1);
-    expect(run.stderr.trim()).toBe(`conductor-daemon: BIND_PORT (--bind-port): the API port ${base + 3} lies inside PORT_RANGE ${base}-${base + 9}`);
+    expect(run.stderr.trim()).toBe(
+      `conductor-daemon: BIND_PORT (--bind-port): the API port ${base + 3} lies inside PORT_RANGE ${base}-${base + 9}`,
+    );
   });
 
   it('takes every setting from a flag too, and a flag wins over its variable', async () => {
@@ -69,7 +109,17 @@ describe('bad settings', () => {
   it('prints its usage and version', async () => {
     const help = await runDaemonExpectingExit(env(), ['--help']);
     expect(help.code).toBe(0);
-    for (const variable of ['STREAM_CONFIG_PATH', 'NGINX_BIN', 'STREAM_PREFIX', 'PORT_RANGE', 'BIND_ADDRESS', 'BIND_PORT', 'CONDUCTOR_HOME', 'CONDUCTOR_TOKEN', 'CONDUCTOR_NGINX_MODE']) {
+    for (const variable of [
+      'STREAM_CONFIG_PATH',
+      'NGINX_BIN',
+      'STREAM_PREFIX',
+      'PORT_RANGE',
+      'BIND_ADDRESS',
+      'BIND_PORT',
+      'CONDUCTOR_HOME',
+      'CONDUCTOR_TOKEN',
+      'CONDUCTOR_NGINX_MODE',
+    ]) {
       expect(help.stdout).toContain(variable);
     }
     const version = await runDaemonExpectingExit(env(), ['--version']);
@@ -88,14 +138,28 @@ describe('authentication at start-up', () => {
   });
 
   it('starts on a non-loopback address with the explicit opt-in, or with a token from a file', async () => {
-    const optIn = await daemons.start({ home: join(dir, 'opt-in'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_ALLOW_NO_AUTH: '1' } });
+    const optIn = await daemons.start({
+      home: join(dir, 'opt-in'),
+      rangeStart: base,
+      rangeSize: 10,
+      apiPort: base + 10,
+      env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_ALLOW_NO_AUTH: '1' },
+    });
     expect((await optIn.get('/getstreams')).status).toBe(200);
     await optIn.stop();
     const tokenFile = join(dir, 'token');
     await writeFile(tokenFile, 'file-token-0123456789abcdef\n');
-    const withFile = await daemons.start({ home: join(dir, 'with-file'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_TOKEN_FILE: tokenFile } });
+    const withFile = await daemons.start({
+      home: join(dir, 'with-file'),
+      rangeStart: base,
+      rangeSize: 10,
+      apiPort: base + 10,
+      env: { BIND_ADDRESS: '0.0.0.0', CONDUCTOR_TOKEN_FILE: tokenFile },
+    });
     expect((await withFile.get('/getstreams')).status).toBe(401);
-    expect((await withFile.get('/getstreams', { authorization: 'Bearer file-token-0123456789abcdef' })).status).toBe(200);
+    expect((await withFile.get('/getstreams', { authorization: 'Bearer file-token-0123456789abcdef' })).status).toBe(
+      200,
+    );
     await withFile.stop();
   });
 });
@@ -112,7 +176,9 @@ describe("folders only the daemon's user can change", () => {
     await chmod(home, 0o777);
     const run = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10));
     expect(run.code).toBe(1);
-    expect(run.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', home, `${home} can be written by other users (mode 0777)`));
+    expect(run.stderr.trim().split('\n').pop()).toBe(
+      refusal('CONDUCTOR_HOME', home, `${home} can be written by other users (mode 0777)`),
+    );
     expect(await readdir(home)).toEqual([]);
     expect(await connectOutcome(base + 10)).toBe('refused');
   });
@@ -124,7 +190,9 @@ describe("folders only the daemon's user can change", () => {
     const home = join(open, 'home');
     const run = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10));
     expect(run.code).toBe(1);
-    expect(run.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', home, `${open} can be written by other users (mode 0777)`));
+    expect(run.stderr.trim().split('\n').pop()).toBe(
+      refusal('CONDUCTOR_HOME', home, `${open} can be written by other users (mode 0777)`),
+    );
     expect(await readdir(open)).toEqual([]);
   });
 
@@ -138,7 +206,9 @@ describe("folders only the daemon's user can change", () => {
     await symlink(safe, join(open, 'home'));
     const viaOpen = await runDaemonExpectingExit(daemonEnv(join(open, 'home'), base, 10, base + 10));
     expect(viaOpen.code).toBe(1);
-    expect(viaOpen.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', join(open, 'home'), `${open} can be written by other users (mode 0777)`));
+    expect(viaOpen.stderr.trim().split('\n').pop()).toBe(
+      refusal('CONDUCTOR_HOME', join(open, 'home'), `${open} can be written by other users (mode 0777)`),
+    );
     // A link in a sticky folder that another user owns: its owner can still replace it.
     const sticky = join(dir, 'sticky-links');
     await mkdir(sticky);
@@ -148,7 +218,9 @@ describe("folders only the daemon's user can change", () => {
     if (process.getuid?.() === 0) {
       await lchown(theirs, 65534, 65534);
       const viaTheirs = await runDaemonExpectingExit(daemonEnv(theirs, base, 10, base + 10));
-      expect(viaTheirs.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', theirs, `${theirs} is a link that belongs to another user (uid 65534)`));
+      expect(viaTheirs.stderr.trim().split('\n').pop()).toBe(
+        refusal('CONDUCTOR_HOME', theirs, `${theirs} is a link that belongs to another user (uid 65534)`),
+      );
     }
     expect(await readdir(safe)).toEqual([]);
   });
@@ -157,10 +229,13 @@ describe("folders only the daemon's user can change", () => {
     const home = join(dir, 'shared-by-choice');
     await mkdir(home);
     await chmod(home, 0o777);
-    await daemons.run({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_ALLOW_SHARED_FOLDERS: '1' } }, async (daemon) => {
-      expect((await daemon.get('/status')).status).toBe(200);
-      expect(daemon.logs).toContain('"msg":"a folder of the daemon can be changed by other users"');
-    });
+    await daemons.run(
+      { home, rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_ALLOW_SHARED_FOLDERS: '1' } },
+      async (daemon) => {
+        expect((await daemon.get('/status')).status).toBe(200);
+        expect(daemon.logs).toContain('"msg":"a folder of the daemon can be changed by other users"');
+      },
+    );
   });
 
   it('refuses a home that is a file, in one line', async () => {
@@ -177,7 +252,9 @@ describe("folders only the daemon's user can change", () => {
     const home = join(file, 'home');
     const run = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10));
     expect(run.code).toBe(1);
-    expect(run.stderr.trim().split('\n').pop()).toBe(`conductor-daemon: CONDUCTOR_HOME ${home}: cannot use it as a folder (ENOTDIR)`);
+    expect(run.stderr.trim().split('\n').pop()).toBe(
+      `conductor-daemon: CONDUCTOR_HOME ${home}: cannot use it as a folder (ENOTDIR)`,
+    );
   });
 
   it('refuses a stream folder others can write', async () => {
@@ -187,7 +264,9 @@ describe("folders only the daemon's user can change", () => {
     const home = join(dir, 'home-with-open-streams');
     const run = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10, { STREAM_CONFIG_PATH: streams }));
     expect(run.code).toBe(1);
-    expect(run.stderr.trim().split('\n').pop()).toBe(refusal('STREAM_CONFIG_PATH', streams, `${streams} can be written by other users (mode 0757)`));
+    expect(run.stderr.trim().split('\n').pop()).toBe(
+      refusal('STREAM_CONFIG_PATH', streams, `${streams} can be written by other users (mode 0757)`),
+    );
     expect(await readdir(streams)).toEqual([]);
   });
 
@@ -198,10 +277,14 @@ describe("folders only the daemon's user can change", () => {
     await chown(theirs, 65534, 65534);
     const run = await runDaemonExpectingExit(daemonEnv(theirs, base, 10, base + 10));
     expect(run.code).toBe(1);
-    expect(run.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', theirs, `${theirs} belongs to another user (uid 65534)`));
+    expect(run.stderr.trim().split('\n').pop()).toBe(
+      refusal('CONDUCTOR_HOME', theirs, `${theirs} belongs to another user (uid 65534)`),
+    );
     const inside = join(theirs, 'home');
     const nested = await runDaemonExpectingExit(daemonEnv(inside, base, 10, base + 10));
-    expect(nested.stderr.trim().split('\n').pop()).toBe(refusal('CONDUCTOR_HOME', inside, `${theirs} belongs to another user (uid 65534)`));
+    expect(nested.stderr.trim().split('\n').pop()).toBe(
+      refusal('CONDUCTOR_HOME', inside, `${theirs} belongs to another user (uid 65534)`),
+    );
     expect(await readdir(theirs)).toEqual([]);
   });
 
@@ -209,9 +292,12 @@ describe("folders only the daemon's user can change", () => {
     const sticky = join(dir, 'sticky');
     await mkdir(sticky);
     await chmod(sticky, 0o1777);
-    await daemons.run({ home: join(sticky, 'home'), rangeStart: base, rangeSize: 10, apiPort: base + 10 }, async (daemon) => {
-      expect((await daemon.get('/status')).status).toBe(200);
-    });
+    await daemons.run(
+      { home: join(sticky, 'home'), rangeStart: base, rangeSize: 10, apiPort: base + 10 },
+      async (daemon) => {
+        expect((await daemon.get('/status')).status).toBe(200);
+      },
+    );
   });
 });
 
@@ -223,12 +309,21 @@ describe('the token', () => {
     const wrapper = join(dir, 'nginx-wrapper');
     await writeFile(wrapper, `#!/bin/sh\nenv >> '${seen}'\nexec /usr/sbin/nginx "$@"\n`);
     await chmod(wrapper, 0o755);
-    await daemons.run({ home: join(dir, 'token-home'), rangeStart: base, rangeSize: 10, apiPort: base + 10, env: { CONDUCTOR_TOKEN: token, NGINX_BIN: wrapper } }, async (daemon) => {
-      expect((await daemon.get('/getstreams', { authorization: `Bearer ${token}` })).status).toBe(200);
-      const environ = await readFile(seen, 'utf8');
-      expect(environ).toContain('PORT_RANGE=');
-      expect(environ).not.toContain(token);
-    });
+    await daemons.run(
+      {
+        home: join(dir, 'token-home'),
+        rangeStart: base,
+        rangeSize: 10,
+        apiPort: base + 10,
+        env: { CONDUCTOR_TOKEN: token, NGINX_BIN: wrapper },
+      },
+      async (daemon) => {
+        expect((await daemon.get('/getstreams', { authorization: `Bearer ${token}` })).status).toBe(200);
+        const environ = await readFile(seen, 'utf8');
+        expect(environ).toContain('PORT_RANGE=');
+        expect(environ).not.toContain(token);
+      },
+    );
   });
 });
 
@@ -238,7 +333,9 @@ describe('one daemon per home', () => {
     await daemons.run({ home, rangeStart: base, rangeSize: 10, apiPort: base + 10 }, async (first) => {
       const second = await runDaemonExpectingExit(daemonEnv(home, base, 10, base + 10));
       expect(second.code).toBe(1);
-      expect(second.stderr.trim().split('\n').pop()).toBe(`conductor-daemon: another daemon (pid ${first.child.pid}) already uses CONDUCTOR_HOME ${home}`);
+      expect(second.stderr.trim().split('\n').pop()).toBe(
+        `conductor-daemon: another daemon (pid ${first.child.pid}) already uses CONDUCTOR_HOME ${home}`,
+      );
       expect((await first.get('/status')).status).toBe(200);
     });
     expect(await readdir(home)).not.toContain('daemon.pid');

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { holdPort } from '../helpers/ports.js';
 import { snapshot } from '../helpers/state.js';
 
@@ -27,7 +27,8 @@ afterAll(async () => {
   await beta?.close();
 });
 
-const legacy = async (path: string): Promise<Record<string, unknown>> => (await daemon.get(path)).json as Record<string, unknown>;
+const legacy = async (path: string): Promise<Record<string, unknown>> =>
+  (await daemon.get(path)).json as Record<string, unknown>;
 
 /**
  * A backend that answers only once the client has finished sending (it read EOF), the way a
@@ -91,7 +92,11 @@ describe('listen addresses that pass validation but cannot be bound', () => {
     const started = Date.now();
     try {
       const [refused, created] = await Promise.all([
-        daemon.request('POST', '/v1/streams', { port: bad, backend: `127.0.0.1:${alpha.port}`, listenAddress: address }),
+        daemon.request('POST', '/v1/streams', {
+          port: bad,
+          backend: `127.0.0.1:${alpha.port}`,
+          listenAddress: address,
+        }),
         daemon.request('POST', '/v1/streams', { port: good, backend: `127.0.0.1:${alpha.port}` }),
       ]);
       expect(refused.status).toBe(400);
@@ -183,7 +188,10 @@ describe('refusals change nothing', () => {
   it('refuses a second stream on a taken port', async () => {
     await unchanged(async () => {
       const answer = await legacy(`/createstream/${live}/127.0.0.1:${beta.port}`);
-      expect(answer).toEqual({ result: 'error', errors: `port ${live} already has a stream (to 127.0.0.1:${alpha.port})` });
+      expect(answer).toEqual({
+        result: 'error',
+        errors: `port ${live} already has a stream (to 127.0.0.1:${alpha.port})`,
+      });
     });
     expect(await roundTrip(live, 'same')).toBe('alpha:same');
   });
@@ -195,25 +203,35 @@ describe('refusals change nothing', () => {
     await unchanged(async () => {
       const port = offset < 0 ? daemon.rangeStart - 1 : daemon.rangeStart + offset;
       const answer = await legacy(`/createstream/${port}/127.0.0.1:${alpha.port}`);
-      expect(answer).toEqual({ result: 'error', errors: `port ${port} is outside the daemon's port range ${daemon.rangeStart}-${daemon.rangeEnd}` });
+      expect(answer).toEqual({
+        result: 'error',
+        errors: `port ${port} is outside the daemon's port range ${daemon.rangeStart}-${daemon.rangeEnd}`,
+      });
     });
   });
 
   it('refuses port 80, 0 and 65536', async () => {
     await unchanged(async () => {
       expect((await legacy(`/createstream/80/127.0.0.1:${alpha.port}`)).result).toBe('error');
-      expect((await legacy(`/createstream/0/127.0.0.1:${alpha.port}`)).errors).toMatch(/port must be a whole number from 1 to 65535/);
-      expect((await legacy(`/createstream/65536/127.0.0.1:${alpha.port}`)).errors).toMatch(/port must be a whole number from 1 to 65535/);
+      expect((await legacy(`/createstream/0/127.0.0.1:${alpha.port}`)).errors).toMatch(
+        /port must be a whole number from 1 to 65535/,
+      );
+      expect((await legacy(`/createstream/65536/127.0.0.1:${alpha.port}`)).errors).toMatch(
+        /port must be a whole number from 1 to 65535/,
+      );
     });
   });
 
-  it.each(['abc', '-1', '9000.5', '1e4', '%20', '0x10'])('answers 404 for the non-number port %p, as the old routes did', async (port) => {
-    await unchanged(async () => {
-      const answer = await daemon.get(`/createstream/${port}/127.0.0.1:22`);
-      expect(answer.status).toBe(404);
-      expect(answer.json).toMatchObject({ result: 'error' });
-    });
-  });
+  it.each(['abc', '-1', '9000.5', '1e4', '%20', '0x10'])(
+    'answers 404 for the non-number port %p, as the old routes did',
+    async (port) => {
+      await unchanged(async () => {
+        const answer = await daemon.get(`/createstream/${port}/127.0.0.1:22`);
+        expect(answer.status).toBe(404);
+        expect(answer.json).toMatchObject({ result: 'error' });
+      });
+    },
+  );
 
   it.each([
     ['a:1;proxy_timeout 1s', 'a%3A1%3Bproxy_timeout%201s'],
@@ -229,7 +247,7 @@ describe('refusals change nothing', () => {
     ['unix:/tmp/x.sock', 'unix:%2Ftmp%2Fx.sock'],
     ['include /etc/passwd:1', 'include%20%2Fetc%2Fpasswd:1'],
     ['overlong name', `${'a'.repeat(64)}.example:22`],
-    ['overlong backend', `${'a'.repeat(60)}.`.repeat(5) + 'x:22'],
+    ['overlong backend', `${`${'a'.repeat(60)}.`.repeat(5)}x:22`],
     ['no port', 'mybackend'],
     ['port 0', 'mybackend:0'],
     ['port 65536', 'mybackend:65536'],
@@ -265,11 +283,13 @@ describe('refusals change nothing', () => {
     }
   });
 
-  it('refuses a backend name that does not resolve, with nginx\'s reason, and leaves the rest alone', async () => {
+  it("refuses a backend name that does not resolve, with nginx's reason, and leaves the rest alone", async () => {
     await unchanged(async () => {
       const answer = await legacy(`/createstream/${daemon.rangeStart + 7}/no-such-host.invalid:22`);
       expect(answer.result).toBe('error');
-      expect(answer.errors).toBe(`nginx refused the stream on port ${daemon.rangeStart + 7}: host not found in upstream "no-such-host.invalid"`);
+      expect(answer.errors).toBe(
+        `nginx refused the stream on port ${daemon.rangeStart + 7}: host not found in upstream "no-such-host.invalid"`,
+      );
     });
   });
 

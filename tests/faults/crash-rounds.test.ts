@@ -5,16 +5,17 @@
  * port that was in flight is either, nginx's configuration is valid, no temporary file is left, and
  * the daemon's list, the files, the store and the kernel's listening sockets agree.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type Daemon, instanceCount } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { folderContents, renderedPorts } from '../helpers/state.js';
 import { EchoBackend, listeningPorts, roundTrip } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
+import { folderContents, renderedPorts } from '../helpers/state.js';
 import { sleep } from '../helpers/wait.js';
 
 const ROUNDS = 20;
@@ -38,18 +39,33 @@ afterAll(async () => {
   await backend?.close();
 });
 
-async function views(daemon: Daemon): Promise<{ listed: number[]; files: number[]; stored: number[]; listening: number[] }> {
+async function views(
+  daemon: Daemon,
+): Promise<{ listed: number[]; files: number[]; stored: number[]; listening: number[] }> {
   const inRange = (port: number): boolean => port >= daemon.rangeStart && port <= daemon.rangeEnd;
   const sorted = (ports: number[]): number[] => [...ports].sort((a, b) => a - b);
   const listed = ((await daemon.get('/getstreams')).json as Array<{ listen: number }>).map((stream) => stream.listen);
   const files = await renderedPorts(join(daemon.home, 'stream.d'));
-  const store = JSON.parse(await readFile(join(daemon.home, 'streams.json'), 'utf8').catch(() => '{"streams":[]}')) as { streams: Array<{ port: number }> };
+  const store = JSON.parse(await readFile(join(daemon.home, 'streams.json'), 'utf8').catch(() => '{"streams":[]}')) as {
+    streams: Array<{ port: number }>;
+  };
   const listening = [...(await listeningPorts())].filter(inRange);
-  return { listed: sorted(listed), files: sorted(files), stored: sorted(store.streams.map((s) => s.port)), listening: sorted(listening) };
+  return {
+    listed: sorted(listed),
+    files: sorted(files),
+    stored: sorted(store.streams.map((s) => s.port)),
+    listening: sorted(listening),
+  };
 }
 
 /** One client: a loop of creates and removes on its own ports, until the daemon goes away. */
-async function client(daemon: Daemon, ports: number[], model: Map<number, Expectation>, stop: { done: boolean }, log: string[]): Promise<'interrupted' | 'idle'> {
+async function client(
+  daemon: Daemon,
+  ports: number[],
+  model: Map<number, Expectation>,
+  stop: { done: boolean },
+  log: string[],
+): Promise<'interrupted' | 'idle'> {
   for (let i = 0; i < 200 && !stop.done; i += 1) {
     const port = ports[Math.floor(Math.random() * ports.length)] as number;
     const current = model.get(port) ?? 'absent';
@@ -93,7 +109,12 @@ describe(`${ROUNDS} rounds of SIGKILL during a burst`, () => {
         daemon = await daemons.start(options);
         const seen = await views(daemon);
         const context = `round ${round}\nmodel ${JSON.stringify([...model])}\nviews ${JSON.stringify(seen)}\n${log.slice(-20).join('\n')}`;
-        expect({ round, files: seen.files, stored: seen.stored, listening: seen.listening }).toEqual({ round, files: seen.listed, stored: seen.listed, listening: seen.listed });
+        expect({ round, files: seen.files, stored: seen.stored, listening: seen.listening }).toEqual({
+          round,
+          files: seen.listed,
+          stored: seen.listed,
+          listening: seen.listed,
+        });
         for (const [port, expected] of model) {
           const present = seen.listed.includes(port);
           if (expected === 'live' && !present) throw new Error(`acknowledged create of ${port} lost\n${context}`);
@@ -105,7 +126,16 @@ describe(`${ROUNDS} rounds of SIGKILL during a burst`, () => {
         expect(everything.filter((path) => /(^|\/)\.tmp-/.test(path))).toEqual([]);
         for (let id = 0; id < instanceCount(daemon); id += 1) {
           const dir = join(home, 'nginx', String(id));
-          await promisify(execFile)('nginx', ['-t', '-q', '-c', join(dir, 'nginx.conf'), '-p', `${dir}/`, '-e', 'stderr']);
+          await promisify(execFile)('nginx', [
+            '-t',
+            '-q',
+            '-c',
+            join(dir, 'nginx.conf'),
+            '-p',
+            `${dir}/`,
+            '-e',
+            'stderr',
+          ]);
         }
       }
     } finally {

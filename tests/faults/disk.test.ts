@@ -3,14 +3,15 @@
  * clear error, what is live stays live, nothing is half-written, and service resumes once there
  * is room again. Uses small tmpfs mounts, so it needs root (as CI runs); elsewhere it is skipped.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { snapshot } from '../helpers/state.js';
 
 const run = promisify(execFile);
@@ -44,7 +45,8 @@ async function fill(folder: string): Promise<string> {
 
 async function temporaries(...folders: string[]): Promise<string[]> {
   const found: string[] = [];
-  for (const folder of folders) for (const name of await readdir(folder)) if (name.startsWith('.tmp-')) found.push(name);
+  for (const folder of folders)
+    for (const name of await readdir(folder)) if (name.startsWith('.tmp-')) found.push(name);
   return found;
 }
 
@@ -72,18 +74,31 @@ asRoot('a full or read-only configuration folder', () => {
     streams = join(dir, 'streams-fs');
     await mountTmpfs(streams, '64k');
     daemon = await own.start({ home: join(dir, 'home-a'), env: { STREAM_CONFIG_PATH: streams } });
-    expect((await daemon.get(`/createstream/${daemon.rangeStart}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+    expect((await daemon.get(`/createstream/${daemon.rangeStart}/127.0.0.1:${backend.port}`)).json).toEqual({
+      result: 'ok',
+      errors: '',
+    });
   });
 
   it('refuses changes while the folder is full, touches nothing live, and works again once there is room', async () => {
     const filler = await fill(streams);
     const before = await snapshot(daemon, streams);
     const created = (await daemon.get(`/createstream/${daemon.rangeStart + 1}/127.0.0.1:${backend.port}`)).json;
-    expect(created).toEqual({ result: 'error', errors: 'the change could not be written: no space left on the device' });
-    const v1 = await daemon.request('POST', '/v1/streams', { port: daemon.rangeStart + 2, backend: `127.0.0.1:${backend.port}` });
+    expect(created).toEqual({
+      result: 'error',
+      errors: 'the change could not be written: no space left on the device',
+    });
+    const v1 = await daemon.request('POST', '/v1/streams', {
+      port: daemon.rangeStart + 2,
+      backend: `127.0.0.1:${backend.port}`,
+    });
     expect(v1.status).toBe(507);
     expect(v1.json).toEqual({
-      error: { code: 'STORAGE_FAILED', message: 'the change could not be written: no space left on the device', hint: 'nothing was changed; free space or fix the folder permissions and try again' },
+      error: {
+        code: 'STORAGE_FAILED',
+        message: 'the change could not be written: no space left on the device',
+        hint: 'nothing was changed; free space or fix the folder permissions and try again',
+      },
     });
     expect(await snapshot(daemon, streams)).toEqual(before);
     expect(await temporaries(streams, daemon.home)).toEqual([]);
@@ -91,7 +106,10 @@ asRoot('a full or read-only configuration folder', () => {
     expect(await connectOutcome(daemon.rangeStart + 1)).toBe('refused');
 
     await rm(filler);
-    expect((await daemon.get(`/createstream/${daemon.rangeStart + 1}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+    expect((await daemon.get(`/createstream/${daemon.rangeStart + 1}/127.0.0.1:${backend.port}`)).json).toEqual({
+      result: 'ok',
+      errors: '',
+    });
     expect(await roundTrip(daemon.rangeStart + 1, 'room')).toBe('b:room');
     await daemon.get(`/removestream/${daemon.rangeStart + 1}`);
   });
@@ -113,7 +131,10 @@ asRoot('a full or read-only configuration folder', () => {
     } finally {
       await run('mount', ['-o', 'remount,rw', streams]);
     }
-    expect((await daemon.get(`/createstream/${daemon.rangeStart + 3}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+    expect((await daemon.get(`/createstream/${daemon.rangeStart + 3}/127.0.0.1:${backend.port}`)).json).toEqual({
+      result: 'ok',
+      errors: '',
+    });
     expect(await roundTrip(daemon.rangeStart + 3, 'rw')).toBe('b:rw');
   });
 });
@@ -128,13 +149,19 @@ asRoot('a full state folder', () => {
       const filler = await fill(home);
       const before = await snapshot(daemon, streams);
       const answer = (await daemon.get(`/createstream/${daemon.rangeStart + 1}/127.0.0.1:${backend.port}`)).json;
-      expect(answer).toEqual({ result: 'error', errors: 'the change could not be written: no space left on the device' });
+      expect(answer).toEqual({
+        result: 'error',
+        errors: 'the change could not be written: no space left on the device',
+      });
       expect(await connectOutcome(daemon.rangeStart + 1)).toBe('refused');
       expect(await snapshot(daemon, streams)).toEqual(before);
       expect(await temporaries(streams, home)).toEqual([]);
       expect(await roundTrip(daemon.rangeStart, 'kept')).toBe('b:kept');
       await rm(filler);
-      expect((await daemon.get(`/createstream/${daemon.rangeStart + 1}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+      expect((await daemon.get(`/createstream/${daemon.rangeStart + 1}/127.0.0.1:${backend.port}`)).json).toEqual({
+        result: 'ok',
+        errors: '',
+      });
     });
   });
 });

@@ -7,13 +7,14 @@
  * kernel then kills is reported and brought back by the daemon itself. Once the limit is back,
  * changes work.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type Daemon, masterPidFor } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, connectOutcome, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { snapshot } from '../helpers/state.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -24,20 +25,30 @@ const daemons = daemonFixture();
 
 beforeAll(async () => {
   backend = await EchoBackend.start('b');
-  daemon = await daemons.start({ rangeSize: 10, env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_AUDIT_INTERVAL: '0.5' } });
+  daemon = await daemons.start({
+    rangeSize: 10,
+    env: { CONDUCTOR_NGINX_INSTANCES: '1', CONDUCTOR_AUDIT_INTERVAL: '0.5' },
+  });
 });
 
 afterAll(async () => {
   await backend?.close();
 });
 
-const nofile = (pid: number): string => execFileSync('prlimit', ['--pid', String(pid), '--nofile', '--output=SOFT,HARD', '--noheadings'], { encoding: 'utf8' }).trim();
+const nofile = (pid: number): string =>
+  execFileSync('prlimit', ['--pid', String(pid), '--nofile', '--output=SOFT,HARD', '--noheadings'], {
+    encoding: 'utf8',
+  }).trim();
 
 describe('nginx out of file descriptors during a change', () => {
   it('refuses the change with the reason and leaves everything else as it was', async () => {
     const [kept, added, removed] = [daemon.rangeStart, daemon.rangeStart + 1, daemon.rangeStart + 2];
-    expect((await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
-    expect((await daemon.request('POST', '/v1/streams', { port: removed, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status,
+    ).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: removed, backend: `127.0.0.1:${backend.port}` })).status,
+    ).toBe(201);
     const master = await masterPidFor(daemon, kept);
     const before = await snapshot(daemon);
     const [soft, hard] = nofile(master).split(/\s+/);
@@ -47,7 +58,10 @@ describe('nginx out of file descriptors during a change', () => {
     expect(readdirSync(`/proc/${master}/fd`)).toEqual(expect.arrayContaining(['0', '1', '2']));
     execFileSync('prlimit', ['--pid', String(master), `--nofile=3:${hard}`]);
     try {
-      const refused = await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` });
+      const refused = await daemon.request('POST', '/v1/streams', {
+        port: added,
+        backend: `127.0.0.1:${backend.port}`,
+      });
       expect(refused.status).toBeGreaterThanOrEqual(400);
       expect(JSON.stringify(refused.json)).toMatch(/Too many open files/);
       expect(await snapshot(daemon)).toEqual(before);
@@ -58,7 +72,9 @@ describe('nginx out of file descriptors during a change', () => {
       execFileSync('prlimit', ['--pid', String(master), `--nofile=${soft}:${hard}`]);
     }
     // The limit is back: the same changes go through, and are true at once.
-    expect((await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status,
+    ).toBe(201);
     expect(await roundTrip(added, 'added')).toBe('b:added');
     expect((await daemon.request('DELETE', `/v1/streams/${removed}`)).status).toBe(200);
     expect(await connectOutcome(removed)).toBe('refused');
@@ -67,7 +83,10 @@ describe('nginx out of file descriptors during a change', () => {
 });
 
 /** One HTTP/1.1 connection kept open, so that requests on it need no new descriptor in the daemon. */
-async function keptConnection(port: number): Promise<{ send(method: string, path: string, body?: unknown): Promise<{ status: number; body: string }>; close(): void }> {
+async function keptConnection(port: number): Promise<{
+  send(method: string, path: string, body?: unknown): Promise<{ status: number; body: string }>;
+  close(): void;
+}> {
   const socket = connect({ port, host: '127.0.0.1' });
   await new Promise<void>((done, fail) => {
     socket.once('connect', () => done());
@@ -88,9 +107,12 @@ async function keptConnection(port: number): Promise<{ send(method: string, path
   return {
     send: (method, path, body) =>
       new Promise((resolve) => {
-        waiting = (text) => resolve({ status: Number(text.split(' ')[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) });
+        waiting = (text) =>
+          resolve({ status: Number(text.split(' ')[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) });
         const payload = body === undefined ? '' : JSON.stringify(body);
-        socket.write(`${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`);
+        socket.write(
+          `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`,
+        );
       }),
     close: () => socket.destroy(),
   };
@@ -99,8 +121,12 @@ async function keptConnection(port: number): Promise<{ send(method: string, path
 describe('the daemon out of file descriptors during a change', () => {
   it('refuses each change with the reason, keeps serving, and changes work once the limit is back', async () => {
     const [kept, removed, added] = [daemon.rangeStart + 3, daemon.rangeStart + 4, daemon.rangeStart + 5];
-    expect((await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
-    expect((await daemon.request('POST', '/v1/streams', { port: removed, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status,
+    ).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: removed, backend: `127.0.0.1:${backend.port}` })).status,
+    ).toBe(201);
     const pid = daemon.child.pid as number;
     expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain('conductor-daemon');
     const connection = await keptConnection(daemon.apiPort);
@@ -128,7 +154,9 @@ describe('the daemon out of file descriptors during a change', () => {
     // The limit is back: the same changes go through.
     expect((await daemon.request('DELETE', `/v1/streams/${removed}`)).status).toBe(200);
     expect(await connectOutcome(removed)).toBe('refused');
-    expect((await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status,
+    ).toBe(201);
     expect(await roundTrip(added, 'added')).toBe('b:added');
     expect(await roundTrip(kept, 'kept')).toBe('b:kept');
   });
@@ -137,7 +165,9 @@ describe('the daemon out of file descriptors during a change', () => {
 describe('nginx unable to fork its workers during a change (a process limit)', () => {
   it('refuses the change, says nothing accepts while the limit holds, and serves again by itself once it lifts', async () => {
     const [kept, added] = [daemon.rangeStart + 6, daemon.rangeStart + 7];
-    expect((await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status,
+    ).toBe(201);
     const master = await masterPidFor(daemon, kept);
     // The cgroup (v1) pids controller: at most one task, the master itself, so it cannot fork.
     const group = `/sys/fs/cgroup/pids/sc-test-${process.pid}`;
@@ -149,7 +179,10 @@ describe('nginx unable to fork its workers during a change (a process limit)', (
     try {
       writeFileSync(`${group}/cgroup.procs`, String(master));
       writeFileSync(`${group}/pids.max`, '1');
-      const refused = await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` });
+      const refused = await daemon.request('POST', '/v1/streams', {
+        port: added,
+        backend: `127.0.0.1:${backend.port}`,
+      });
       expect(refused.status).toBeGreaterThanOrEqual(400);
       expect(JSON.stringify(refused.json)).toMatch(/fork\(\) failed/);
       expect(await connectOutcome(added)).toBe('refused');
@@ -162,12 +195,20 @@ describe('nginx unable to fork its workers during a change (a process limit)', (
       expect(audit).toMatchObject({ inLine: false, workers: 0 });
       lift();
       // No change sent: the daemon gets workers started again by itself, and the stream flows.
-      expect(await eventually(() => roundTrip(kept, 'back').catch((error: Error) => error.message), (answer) => answer === 'b:back', 30_000)).toBe('b:back');
+      expect(
+        await eventually(
+          () => roundTrip(kept, 'back').catch((error: Error) => error.message),
+          (answer) => answer === 'b:back',
+          30_000,
+        ),
+      ).toBe('b:back');
     } finally {
       lift();
       rmdirSync(group);
     }
-    expect((await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` })).status,
+    ).toBe(201);
     expect(await roundTrip(added, 'added')).toBe('b:added');
   });
 });
@@ -175,21 +216,26 @@ describe('nginx unable to fork its workers during a change (a process limit)', (
 describe('nginx out of memory during a change (a cgroup memory limit)', () => {
   it('answers the change truthfully, reports the kill, and serves every listed stream again by itself', async () => {
     const [kept, added] = [daemon.rangeStart + 8, daemon.rangeStart + 9];
-    expect((await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status).toBe(201);
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: kept, backend: `127.0.0.1:${backend.port}` })).status,
+    ).toBe(201);
     const master = await masterPidFor(daemon, kept);
-    const restartsBefore = ((await daemon.request('GET', '/v1/status')).json as { nginx: { restarts: number } }).nginx.restarts;
+    const restartsBefore = ((await daemon.request('GET', '/v1/status')).json as { nginx: { restarts: number } }).nginx
+      .restarts;
     // The cgroup (v1) memory controller: the master and its workers, with no memory to spare, so
     // the reload's new cycle and workers push it over and the kernel's OOM killer ends processes.
     const group = `/sys/fs/cgroup/memory/sc-test-${process.pid}`;
     mkdirSync(group);
-    const members = (): number[] => readFileSync(`${group}/cgroup.procs`, 'utf8').split('\n').filter(Boolean).map(Number);
+    const members = (): number[] =>
+      readFileSync(`${group}/cgroup.procs`, 'utf8').split('\n').filter(Boolean).map(Number);
     try {
       writeFileSync(`${group}/cgroup.procs`, String(master));
       const workers = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').split(' ').filter(Boolean);
       for (const pid of workers) writeFileSync(`${group}/cgroup.procs`, pid);
       writeFileSync(`${group}/memory.limit_in_bytes`, readFileSync(`${group}/memory.usage_in_bytes`, 'utf8').trim());
       const answer = await daemon.request('POST', '/v1/streams', { port: added, backend: `127.0.0.1:${backend.port}` });
-      const oomKills = (): number => Number(/oom_kill (\d+)/.exec(readFileSync(`${group}/memory.oom_control`, 'utf8'))?.[1] ?? 0);
+      const oomKills = (): number =>
+        Number(/oom_kill (\d+)/.exec(readFileSync(`${group}/memory.oom_control`, 'utf8'))?.[1] ?? 0);
       if (answer.status === 201) {
         // Live when answered; whatever the OOM killer ends afterwards, the daemon brings back.
         expect(answer.json).toMatchObject({ stream: { port: added, state: 'live' } });
@@ -198,25 +244,48 @@ describe('nginx out of memory during a change (a cgroup memory limit)', () => {
         expect(JSON.stringify(answer.json)).toMatch(/memory|nginx/i);
       }
       // The kernel ended processes of ours: status says nginx died and restarted, never silence.
-      expect(await eventually(async () => oomKills(), (kills) => kills > 0, 10_000)).toBeGreaterThan(0);
+      expect(
+        await eventually(
+          async () => oomKills(),
+          (kills) => kills > 0,
+          10_000,
+        ),
+      ).toBeGreaterThan(0);
       const status = await eventually(
-        async () => (await daemon.request('GET', '/v1/status')).json as { nginx: { restarts: number; state: string; incidents?: Array<{ message: string }> } },
+        async () =>
+          (await daemon.request('GET', '/v1/status')).json as {
+            nginx: { restarts: number; state: string; incidents?: Array<{ message: string }> };
+          },
         (found) => found.nginx.restarts > restartsBefore && found.nginx.state === 'running',
         30_000,
       );
       expect(status.nginx.restarts).toBeGreaterThan(restartsBefore);
       expect(JSON.stringify(status.nginx.incidents)).toMatch(/exited unexpectedly/);
       // Every stream the API lists forwards again, with no command sent; nothing is listed that is not live.
-      const listed = ((await daemon.request('GET', '/v1/streams')).json as { streams: Array<{ port: number; state: string }> }).streams;
+      const listed = (
+        (await daemon.request('GET', '/v1/streams')).json as { streams: Array<{ port: number; state: string }> }
+      ).streams;
       expect(listed.find((stream) => stream.port === kept)?.state).toBe('live');
       expect(listed.some((stream) => stream.port === added)).toBe(answer.status === 201);
       for (const { port } of listed) {
-        expect(await eventually(() => roundTrip(port, 'back').catch((error: Error) => error.message), (reply) => reply === 'b:back', 30_000)).toBe('b:back');
+        expect(
+          await eventually(
+            () => roundTrip(port, 'back').catch((error: Error) => error.message),
+            (reply) => reply === 'b:back',
+            30_000,
+          ),
+        ).toBe('b:back');
       }
       if (answer.status !== 201) expect(await connectOutcome(added)).toBe('refused');
       // No process left in the starved group holds a socket: the restarted master runs outside it, and the
       // processes of the killed one are ended.
-      expect(await eventually(async () => members(), (left) => left.length === 0, 30_000)).toEqual([]);
+      expect(
+        await eventually(
+          async () => members(),
+          (left) => left.length === 0,
+          30_000,
+        ),
+      ).toEqual([]);
     } finally {
       writeFileSync(`${group}/memory.limit_in_bytes`, '-1');
       for (const pid of members()) writeFileSync('/sys/fs/cgroup/memory/cgroup.procs', String(pid));

@@ -3,8 +3,9 @@
  * again and again). The daemon notices, restores service with every stream, and says what
  * happened in its status. (A master killed outright: tests/e2e/lifecycle.test.ts.)
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
 import { readFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type Daemon, masterPidFor } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend, roundTrip } from '../helpers/net.js';
@@ -43,14 +44,25 @@ describe('a stopped nginx master', () => {
     const master = await masterPid();
     const restarts = (await status()).nginx.restarts;
     process.kill(master, 'SIGSTOP');
-    await eventually(() => state(master), (value) => value === 'T', 2000);
-    await eventually(() => state(master), (value) => value !== 'T', 5000);
+    await eventually(
+      () => state(master),
+      (value) => value === 'T',
+      2000,
+    );
+    await eventually(
+      () => state(master),
+      (value) => value !== 'T',
+      5000,
+    );
     const incidents = (await status()).nginx.incidents?.map((incident) => incident.message) ?? [];
     expect(incidents).toContain(`nginx 0: nginx master ${master} was found stopped (SIGSTOP); sent SIGCONT`);
     expect(await roundTrip(port, 'resumed')).toBe('b:resumed');
     // Every master takes changes again, the resumed one too.
     for (let i = 1; i <= 4; i += 1) {
-      expect((await daemon.get(`/createstream/${port + i}/127.0.0.1:${backend.port}`)).json).toEqual({ result: 'ok', errors: '' });
+      expect((await daemon.get(`/createstream/${port + i}/127.0.0.1:${backend.port}`)).json).toEqual({
+        result: 'ok',
+        errors: '',
+      });
       expect(await roundTrip(port + i, 'new')).toBe('b:new');
     }
     // Resumed, not replaced: no restart (a change may have handed it over to a new master).
@@ -78,8 +90,17 @@ describe('a stopped nginx master', () => {
       await stopper;
       const after = await eventually(status, (value) => value.nginx.state === 'running', 15_000);
       expect(after.nginx.restarts).toBe(restarts + 1);
-      expect(after.nginx.incidents?.map((incident) => incident.message)).toContain(`nginx 0: nginx master ${master} stayed stopped; killed it to start a new one`);
-      for (const port of ports) expect(await eventually(() => roundTrip(port, 'back'), (answer) => answer === 'b:back', 15_000)).toBe('b:back');
+      expect(after.nginx.incidents?.map((incident) => incident.message)).toContain(
+        `nginx 0: nginx master ${master} stayed stopped; killed it to start a new one`,
+      );
+      for (const port of ports)
+        expect(
+          await eventually(
+            () => roundTrip(port, 'back'),
+            (answer) => answer === 'b:back',
+            15_000,
+          ),
+        ).toBe('b:back');
     } catch (error) {
       throw new Error(`${String(error)}\ndaemon log:\n${daemon.logs.split('\n').slice(-30).join('\n')}`);
     }

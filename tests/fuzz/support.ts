@@ -14,13 +14,13 @@
  *   own leak and never an echo of the request.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, readdir } from 'node:fs/promises';
-import { isIP } from 'node:net';
+import { readdir, readFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
+import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
-import fc from 'fast-check';
 import { expect } from '@jest/globals';
 import { parseBackend } from '@stream-conductor/shared';
+import fc from 'fast-check';
 import { type Daemon, type DaemonOptions, removeDir, startDaemon } from '../helpers/daemon.js';
 import { renderedStreams } from '../helpers/state.js';
 
@@ -55,24 +55,27 @@ export function rawRequest(port: number, req: WireRequest, timeoutMs = 20_000): 
     if (req.body !== undefined && !Object.keys(headers).some((name) => name.toLowerCase() === 'transfer-encoding')) {
       headers['content-length'] = req.body.length;
     }
-    const client = httpRequest({ host: '127.0.0.1', port, method: req.method, path: req.path, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('error', reject);
-      res.on('end', () => {
-        clearTimeout(timer);
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: unknown;
-        let isJson = false;
-        try {
-          json = JSON.parse(text);
-          isJson = true;
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'], text, json, isJson });
-      });
-    });
+    const client = httpRequest(
+      { host: '127.0.0.1', port, method: req.method, path: req.path, headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('error', reject);
+        res.on('end', () => {
+          clearTimeout(timer);
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: unknown;
+          let isJson = false;
+          try {
+            json = JSON.parse(text);
+            isJson = true;
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'], text, json, isJson });
+        });
+      },
+    );
     const timer = setTimeout(() => {
       client.destroy(new Error(`no answer within ${timeoutMs} ms to ${req.method} ${req.path.slice(0, 200)}`));
     }, timeoutMs);
@@ -137,14 +140,83 @@ export function encodeText(text: string, encoding: Encoding, lowerHex = false): 
 
 /** Raw wire fragments spliced into encoded segments: encoding tricks and traversal. */
 export const WIRE_TOKENS = [
-  '%253B', '%2523', '%252F', '%2F', '%2f', '%2e', '%2e%2e', '%2E%2E%2F', '..%2F', '..%2f', '%2e%2e%2f', '../', './', '..', '.',
-  '%C0%AF', '%c0%ae%c0%ae%c0%af', '%C1%9C', '%E0%80%AF', '%E0%A4%A', '%E0%A4', '%', '%%', '%zz', '%G0', '%0', '%00', '%FF',
-  '%ED%A0%80', '%F4%90%80%80', '%EF%BB%BF', '%3B', '%7B', '%7D', '%23', '%24', '%22', '%27', '%5C', '%5c..%5c', '%20', '%09',
-  '%0A', '%0D', '%0D%0A', '%0d%0a%0d%0a', '//', ';', '$', "'", '!', '*', '~', '@', ':', '[', ']', '(', ')', '+', '&', '=', ',',
-  '%u002F', '%%32%46', '%252e%252e%252f',
+  '%253B',
+  '%2523',
+  '%252F',
+  '%2F',
+  '%2f',
+  '%2e',
+  '%2e%2e',
+  '%2E%2E%2F',
+  '..%2F',
+  '..%2f',
+  '%2e%2e%2f',
+  '../',
+  './',
+  '..',
+  '.',
+  '%C0%AF',
+  '%c0%ae%c0%ae%c0%af',
+  '%C1%9C',
+  '%E0%80%AF',
+  '%E0%A4%A',
+  '%E0%A4',
+  '%',
+  '%%',
+  '%zz',
+  '%G0',
+  '%0',
+  '%00',
+  '%FF',
+  '%ED%A0%80',
+  '%F4%90%80%80',
+  '%EF%BB%BF',
+  '%3B',
+  '%7B',
+  '%7D',
+  '%23',
+  '%24',
+  '%22',
+  '%27',
+  '%5C',
+  '%5c..%5c',
+  '%20',
+  '%09',
+  '%0A',
+  '%0D',
+  '%0D%0A',
+  '%0d%0a%0d%0a',
+  '//',
+  ';',
+  '$',
+  "'",
+  '!',
+  '*',
+  '~',
+  '@',
+  ':',
+  '[',
+  ']',
+  '(',
+  ')',
+  '+',
+  '&',
+  '=',
+  ',',
+  '%u002F',
+  '%%32%46',
+  '%252e%252e%252f',
 ] as const;
 
-export const encodingArb: fc.Arbitrary<Encoding> = fc.constantFrom<Encoding>('pchar', 'pchar', 'pchar', 'loose', 'every', 'double', 'overlong');
+export const encodingArb: fc.Arbitrary<Encoding> = fc.constantFrom<Encoding>(
+  'pchar',
+  'pchar',
+  'pchar',
+  'loose',
+  'every',
+  'double',
+  'overlong',
+);
 
 /** Longest request target sent by the main properties: well below node's 16 KiB header limit. */
 export const MAX_WIRE_PATH = 12_000;
@@ -153,7 +225,10 @@ export const MAX_WIRE_PATH = 12_000;
 export function wire(text: fc.Arbitrary<string>): fc.Arbitrary<string> {
   const splices = fc.oneof(
     { weight: 3, arbitrary: fc.constant<[number, string][]>([]) },
-    { weight: 1, arbitrary: fc.array(fc.tuple(fc.nat(), fc.constantFrom(...WIRE_TOKENS)), { minLength: 1, maxLength: 3 }) },
+    {
+      weight: 1,
+      arbitrary: fc.array(fc.tuple(fc.nat(), fc.constantFrom(...WIRE_TOKENS)), { minLength: 1, maxLength: 3 }),
+    },
   );
   return fc.tuple(text, encodingArb, fc.boolean(), splices).map(([raw, encoding, lower, inserts]) => {
     let out = encodeText(raw, encoding, lower);
@@ -173,22 +248,81 @@ export function wire(text: fc.Arbitrary<string>): fc.Arbitrary<string> {
 export const META = [';', '{', '}', '#', '$', "'", '"', '\\', ' ', '\t', '\n', '\r'] as const;
 
 const ATOMS = [
-  ...META, '\u0000', '\u001b[31m', '\u007f', 'include', 'include /etc/nginx/nginx.conf;', 'include /etc/passwd', 'unix:',
-  'unix:/var/run/nginx.sock', 'unix:/run/x.sock', '${host}', '$remote_addr', 'proxy_pass', 'proxy_timeout 1s', 'server {',
-  'listen 80;', '}server{', '\u00e9', '\u00fc', '\u00df', '\u0130', '\u212a', '\u017f', '\ud83d\ude00', '\ud83d\udc69\u200d\ud83d\udcbb',
-  '\u202e', '\ufeff', '\u200b', '\u00a0', '\u2028', '\uff21', '\uff11', '\u0663', '\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54',
-  '\u3002', '../', '..\\', '..', '/', '%', '%2F', '%253B', '?', '&', '=', ':', '[', ']', '@', '*', 'a', '1', '.', '-', 'localhost',
-  '127.0.0.1', '::1',
+  ...META,
+  '\u0000',
+  '\u001b[31m',
+  '\u007f',
+  'include',
+  'include /etc/nginx/nginx.conf;',
+  'include /etc/passwd',
+  'unix:',
+  'unix:/var/run/nginx.sock',
+  'unix:/run/x.sock',
+  '${host}',
+  '$remote_addr',
+  'proxy_pass',
+  'proxy_timeout 1s',
+  'server {',
+  'listen 80;',
+  '}server{',
+  '\u00e9',
+  '\u00fc',
+  '\u00df',
+  '\u0130',
+  '\u212a',
+  '\u017f',
+  '\ud83d\ude00',
+  '\ud83d\udc69\u200d\ud83d\udcbb',
+  '\u202e',
+  '\ufeff',
+  '\u200b',
+  '\u00a0',
+  '\u2028',
+  '\uff21',
+  '\uff11',
+  '\u0663',
+  '\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54',
+  '\u3002',
+  '../',
+  '..\\',
+  '..',
+  '/',
+  '%',
+  '%2F',
+  '%253B',
+  '?',
+  '&',
+  '=',
+  ':',
+  '[',
+  ']',
+  '@',
+  '*',
+  'a',
+  '1',
+  '.',
+  '-',
+  'localhost',
+  '127.0.0.1',
+  '::1',
 ] as const;
 
 /** A string that would be long after encoding: repeated pieces, 64 to 3000 characters. */
 const longText = fc
-  .tuple(fc.constantFrom('a', 'a.', '-', ';', '\ud83d\ude00', '\u00e9', '{}', '%', '1', 'ab-'), fc.integer({ min: 64, max: 3000 }))
+  .tuple(
+    fc.constantFrom('a', 'a.', '-', ';', '\ud83d\ude00', '\u00e9', '{}', '%', '1', 'ab-'),
+    fc.integer({ min: 64, max: 3000 }),
+  )
   .map(([piece, length]) => piece.repeat(Math.ceil(length / piece.length)).slice(0, length));
 
 /** Anything a hostile client might type: metacharacters, nginx syntax, non-ASCII, emoji, long. */
 export const hostileText: fc.Arbitrary<string> = fc.oneof(
-  { weight: 5, arbitrary: fc.array(fc.oneof(fc.constantFrom(...ATOMS), fc.string({ maxLength: 3 })), { maxLength: 6 }).map((parts) => parts.join('')) },
+  {
+    weight: 5,
+    arbitrary: fc
+      .array(fc.oneof(fc.constantFrom(...ATOMS), fc.string({ maxLength: 3 })), { maxLength: 6 })
+      .map((parts) => parts.join('')),
+  },
   { weight: 2, arbitrary: fc.string({ unit: fc.constantFrom(...META, 'a', '1', '.', ':', '-'), maxLength: 16 }) },
   { weight: 1, arbitrary: fc.string({ unit: 'grapheme', maxLength: 12 }) },
   { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 12 }) },
@@ -201,10 +335,53 @@ export interface Range {
 }
 
 const PORT_SPECIALS = [
-  '0', '00', '000', '65536', '65535', '99999', '100000', '-1', '-0', '+0', '+1', '4294967296', '18446744073709551616',
-  '9'.repeat(40), '1e4', '9e3', '1E3', '0x10', '0X2328', '0o21', '0b1', 'NaN', 'Infinity', '-Infinity', '', ' ', '1.0', '.5',
-  '5.', '0.0', '\u0661\u0662', '\uff19\uff10\uff10\uff10', '1_000', '1,000', '0 ', ' 1', '\t1', '1\n', '1;', '1#', '%31', 'one',
-  'null', 'undefined', 'true', '[]', '{}',
+  '0',
+  '00',
+  '000',
+  '65536',
+  '65535',
+  '99999',
+  '100000',
+  '-1',
+  '-0',
+  '+0',
+  '+1',
+  '4294967296',
+  '18446744073709551616',
+  '9'.repeat(40),
+  '1e4',
+  '9e3',
+  '1E3',
+  '0x10',
+  '0X2328',
+  '0o21',
+  '0b1',
+  'NaN',
+  'Infinity',
+  '-Infinity',
+  '',
+  ' ',
+  '1.0',
+  '.5',
+  '5.',
+  '0.0',
+  '\u0661\u0662',
+  '\uff19\uff10\uff10\uff10',
+  '1_000',
+  '1,000',
+  '0 ',
+  ' 1',
+  '\t1',
+  '1\n',
+  '1;',
+  '1#',
+  '%31',
+  'one',
+  'null',
+  'undefined',
+  'true',
+  '[]',
+  '{}',
 ] as const;
 
 /** Port texts: in the range, valid but elsewhere, and every malformed spelling we could think of. */
@@ -217,16 +394,64 @@ export function portText(range: Range): fc.Arbitrary<string> {
     {
       weight: 2,
       arbitrary: fc
-        .tuple(fc.constantFrom('0', '00', '+', '-', ' ', '\t', '\n', '\r', ';', '#', "'", '"', '\\', '$', '{', '}', '\u0660', '\uff10'), inRange)
+        .tuple(
+          fc.constantFrom(
+            '0',
+            '00',
+            '+',
+            '-',
+            ' ',
+            '\t',
+            '\n',
+            '\r',
+            ';',
+            '#',
+            "'",
+            '"',
+            '\\',
+            '$',
+            '{',
+            '}',
+            '\u0660',
+            '\uff10',
+          ),
+          inRange,
+        )
         .map(([prefix, port]) => `${prefix}${port}`),
     },
     {
       weight: 2,
       arbitrary: fc
-        .tuple(inRange, fc.constantFrom('.0', '.5', 'e0', ';', ' ', '\n', '\r\n', '#', '}', '%', '/', '\\', '$', 'abc', '\u0000', '\ud83d\ude00', ' include x'))
+        .tuple(
+          inRange,
+          fc.constantFrom(
+            '.0',
+            '.5',
+            'e0',
+            ';',
+            ' ',
+            '\n',
+            '\r\n',
+            '#',
+            '}',
+            '%',
+            '/',
+            '\\',
+            '$',
+            'abc',
+            '\u0000',
+            '\ud83d\ude00',
+            ' include x',
+          ),
+        )
         .map(([port, suffix]) => `${port}${suffix}`),
     },
-    { weight: 1, arbitrary: fc.tuple(inRange, fc.constantFrom(16, 8, 2)).map(([port, radix]) => `${radix === 16 ? '0x' : radix === 8 ? '0o' : '0b'}${port.toString(radix)}`) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(inRange, fc.constantFrom(16, 8, 2))
+        .map(([port, radix]) => `${radix === 16 ? '0x' : radix === 8 ? '0o' : '0b'}${port.toString(radix)}`),
+    },
     { weight: 1, arbitrary: fc.integer({ min: -100_000, max: -1 }).map(String) },
     { weight: 1, arbitrary: fc.integer({ min: 65_536, max: 2 ** 31 }).map(String) },
     { weight: 1, arbitrary: fc.double().map(String) },
@@ -235,7 +460,16 @@ export function portText(range: Range): fc.Arbitrary<string> {
 }
 
 /** Hosts that need no DNS: IP literals and `localhost` (answered by /etc/hosts). */
-const SAFE_HOSTS = ['127.0.0.1', 'localhost', 'LocalHost', '[::1]', '[::ffff:127.0.0.1]', '[0:0:0:0:0:0:0:1]', '127.0.0.2', '[::1]'] as const;
+const SAFE_HOSTS = [
+  '127.0.0.1',
+  'localhost',
+  'LocalHost',
+  '[::1]',
+  '[::ffff:127.0.0.1]',
+  '[0:0:0:0:0:0:0:1]',
+  '127.0.0.2',
+  '[::1]',
+] as const;
 
 /** A backend the daemon should accept (`host:port` with a host that needs no DNS). */
 export const validBackend: fc.Arbitrary<string> = fc
@@ -243,16 +477,80 @@ export const validBackend: fc.Arbitrary<string> = fc
   .map(([host, port]) => `${host}:${port}`);
 
 const INJECTIONS = [
-  'a:1;proxy_timeout 1s', '127.0.0.1:22;proxy_timeout 1s', 'x;y:22', 'x{:22', 'x}:22', 'x#y:22', 'x\ny:22', 'x y:22', '"x":22',
-  "'x':22", '$x:22', 'x\\y:22', '127.0.0.1:22}server{listen 1;proxy_pass 127.0.0.1:2;}', '127.0.0.1:22; include /etc/passwd',
-  'include /etc/passwd:1', 'include /etc/nginx/*.conf', 'unix:/var/run/x.sock', 'unix:/run/nginx.sock:1', 'unix:x:1',
-  '127.0.0.1:22\r\n', '127.0.0.1:22\u0000', '127.0.0.1:$remote_port', '${host}:22', 'localhost:22 backup', 'localhost:22 weight=5',
-  '[::1]:22;', '[::1];:22', '[::1]:22}', '\u00e9.example:22', 'b\u00fccher.de:80', '\ud83d\ude00:22', 'xn--bcher-kva.de:x',
-  '[1:2:3:4:5:6:7::]:22', '[1:2:3:4:5:6:7::]:1', '::1:22', '[::1]', '[::1]:', '[::1]:0', '[fe80::1%eth0]:22', '[fe80::1%25eth0]:22', '[::1]]:22', '[[::1]:22', '[:::1]:22',
-  '[::1]:22:33', '[1.2.3.4]:22', '[::g]:22', '[::1] :22', '300.1.1.1:22', '127.0.0.01:22', '127.1:22', '0127.0.0.1:22',
-  '127.0.0.1.:22', '1.2.3.4.5:22', '127.0.0.1 :22', '127\u30020\u30020\u30021:22', '1234:22', 'mybackend', 'mybackend:',
-  ':22', ':', '', 'localhost:0', 'localhost:65536', 'localhost:-1', 'localhost:+22', 'localhost:022', 'localhost:22.0',
-  'localhost:0x16', 'localhost:1e1', '-localhost:22', 'localhost-:22', 'local_host:22', 'local..host:22', '.localhost:22',
+  'a:1;proxy_timeout 1s',
+  '127.0.0.1:22;proxy_timeout 1s',
+  'x;y:22',
+  'x{:22',
+  'x}:22',
+  'x#y:22',
+  'x\ny:22',
+  'x y:22',
+  '"x":22',
+  "'x':22",
+  '$x:22',
+  'x\\y:22',
+  '127.0.0.1:22}server{listen 1;proxy_pass 127.0.0.1:2;}',
+  '127.0.0.1:22; include /etc/passwd',
+  'include /etc/passwd:1',
+  'include /etc/nginx/*.conf',
+  'unix:/var/run/x.sock',
+  'unix:/run/nginx.sock:1',
+  'unix:x:1',
+  '127.0.0.1:22\r\n',
+  '127.0.0.1:22\u0000',
+  '127.0.0.1:$remote_port',
+  '${host}:22',
+  'localhost:22 backup',
+  'localhost:22 weight=5',
+  '[::1]:22;',
+  '[::1];:22',
+  '[::1]:22}',
+  '\u00e9.example:22',
+  'b\u00fccher.de:80',
+  '\ud83d\ude00:22',
+  'xn--bcher-kva.de:x',
+  '[1:2:3:4:5:6:7::]:22',
+  '[1:2:3:4:5:6:7::]:1',
+  '::1:22',
+  '[::1]',
+  '[::1]:',
+  '[::1]:0',
+  '[fe80::1%eth0]:22',
+  '[fe80::1%25eth0]:22',
+  '[::1]]:22',
+  '[[::1]:22',
+  '[:::1]:22',
+  '[::1]:22:33',
+  '[1.2.3.4]:22',
+  '[::g]:22',
+  '[::1] :22',
+  '300.1.1.1:22',
+  '127.0.0.01:22',
+  '127.1:22',
+  '0127.0.0.1:22',
+  '127.0.0.1.:22',
+  '1.2.3.4.5:22',
+  '127.0.0.1 :22',
+  '127\u30020\u30020\u30021:22',
+  '1234:22',
+  'mybackend',
+  'mybackend:',
+  ':22',
+  ':',
+  '',
+  'localhost:0',
+  'localhost:65536',
+  'localhost:-1',
+  'localhost:+22',
+  'localhost:022',
+  'localhost:22.0',
+  'localhost:0x16',
+  'localhost:1e1',
+  '-localhost:22',
+  'localhost-:22',
+  'local_host:22',
+  'local..host:22',
+  '.localhost:22',
   'localhost.:22',
 ] as const;
 
@@ -264,17 +562,29 @@ export function backendText(range: Range): fc.Arbitrary<string> {
   });
   const label64 = fc.integer({ min: 64, max: 80 }).map((length) => `${'a'.repeat(length)}.example:22`);
   // 254 to 400 characters of 62-character labels: every label is fine, the name is too long.
-  const name254 = fc.integer({ min: 254, max: 400 }).map((length) => `${`${'b'.repeat(62)}.`.repeat(7).slice(0, length - 1)}c:22`);
+  const name254 = fc
+    .integer({ min: 254, max: 400 })
+    .map((length) => `${`${'b'.repeat(62)}.`.repeat(7).slice(0, length - 1)}c:22`);
   // IP literals of every textual form: nginx parses some IPv6 forms differently from node, and
   // that path (nginx -t refuses, the daemon rolls back) needs no DNS.
   const ipLiteral = fc
-    .tuple(fc.oneof(fc.ipV6().map((ip) => `[${ip}]`), fc.ipV4(), fc.ipV4Extended()), fc.integer({ min: 1, max: 65535 }))
+    .tuple(
+      fc.oneof(
+        fc.ipV6().map((ip) => `[${ip}]`),
+        fc.ipV4(),
+        fc.ipV4Extended(),
+      ),
+      fc.integer({ min: 1, max: 65535 }),
+    )
     .map(([host, port]) => `${host}:${port}`);
   return fc.oneof(
     { weight: 3, arbitrary: validBackend },
     { weight: 2, arbitrary: ipLiteral },
     { weight: 4, arbitrary: splice },
-    { weight: 2, arbitrary: fc.tuple(fc.constantFrom(...SAFE_HOSTS), portText(range)).map(([host, port]) => `${host}:${port}`) },
+    {
+      weight: 2,
+      arbitrary: fc.tuple(fc.constantFrom(...SAFE_HOSTS), portText(range)).map(([host, port]) => `${host}:${port}`),
+    },
     { weight: 3, arbitrary: fc.constantFrom(...INJECTIONS) },
     { weight: 1, arbitrary: label64 },
     { weight: 1, arbitrary: name254 },
@@ -290,9 +600,20 @@ export function authHeader(token: string): fc.Arbitrary<string | undefined> {
     {
       weight: 2,
       arbitrary: fc.constantFrom(
-        undefined, '', 'Bearer', 'Bearer ', `Bearer ${token}x`, `bearer ${token}`, `BEARER   ${token}  `, `Bearer\t${token}`,
-        `Basic ${Buffer.from(`user:${token}`).toString('base64')}`, `Bearer ${token.slice(0, -1)}`, `Bearer ${token} ${token}`,
-        `Token ${token}`, `Bearer "${token}"`, 'Bearer null',
+        undefined,
+        '',
+        'Bearer',
+        'Bearer ',
+        `Bearer ${token}x`,
+        `bearer ${token}`,
+        `BEARER   ${token}  `,
+        `Bearer\t${token}`,
+        `Basic ${Buffer.from(`user:${token}`).toString('base64')}`,
+        `Bearer ${token.slice(0, -1)}`,
+        `Bearer ${token} ${token}`,
+        `Token ${token}`,
+        `Bearer "${token}"`,
+        'Bearer null',
       ),
     },
   );
@@ -347,7 +668,9 @@ function decodings(text: string): string[] {
   const out = [text];
   let current = text;
   for (let i = 0; i < 3; i += 1) {
-    current = current.replace(/%([0-9a-f]{2})/gi, (_match, code: string) => String.fromCharCode(Number.parseInt(code, 16)));
+    current = current.replace(/%([0-9a-f]{2})/gi, (_match, code: string) =>
+      String.fromCharCode(Number.parseInt(code, 16)),
+    );
     out.push(current);
   }
   return out.map((one) => one.toLowerCase());
@@ -359,7 +682,26 @@ export function mentionsTmp(text: string): boolean {
 }
 
 /** Listen addresses the generators use: loopback, or forms the daemon must refuse. */
-export const SAFE_LISTEN = ['127.0.0.1', '::1', '[::1]', '127.0.0.2', '0:0:0:0:0:0:0:1', 'localhost', '', 'x', '127.0.0.1;', '127.0.0.1 ', ' ::1', '0.0.0.0.0', '127.1', 'fe80::1%lo', '::1%25lo', '[::1', '::1]', '127.0.0.1/8'] as const;
+export const SAFE_LISTEN = [
+  '127.0.0.1',
+  '::1',
+  '[::1]',
+  '127.0.0.2',
+  '0:0:0:0:0:0:0:1',
+  'localhost',
+  '',
+  'x',
+  '127.0.0.1;',
+  '127.0.0.1 ',
+  ' ::1',
+  '0.0.0.0.0',
+  '127.1',
+  'fe80::1%lo',
+  '::1%25lo',
+  '[::1',
+  '::1]',
+  '127.0.0.1/8',
+] as const;
 
 /**
  * True for a valid IP literal that is not loopback: a stream listening there would be open beyond
@@ -442,14 +784,14 @@ const ALLOWED_LINES = [
   /^upstream conductor_[0-9]+ \{$/,
   /^\}$/,
   /^ {4}listen (?:[0-9.]+:|\[[0-9a-f:]+\]:)?[0-9]{1,5}(?: udp)?;$/,
-  new RegExp(String.raw`^ {4}proxy_pass (?:${ADDRESS}|conductor_[0-9]+);$`),
-  new RegExp(String.raw`^ {4}server ${ADDRESS}(?: weight=[0-9]+)?(?: backup)?;$`),
+  new RegExp(`^ {4}proxy_pass (?:${ADDRESS}|conductor_[0-9]+);$`),
+  new RegExp(`^ {4}server ${ADDRESS}(?: weight=[0-9]+)?(?: backup)?;$`),
   /^ {4}(?:least_conn|hash \$remote_addr consistent|deny all|proxy_protocol on);$/,
   /^ {4}allow [0-9a-f.:]+(?:\/[0-9]+)?;$/,
   /^ {4}proxy_(?:connect_)?timeout [0-9]+(?:ms|s|m|h|d)?;$/,
   /^ {4}proxy_buffer_size (?:256k|1m);$/,
   /^ {4}proxy_half_close on;$/,
-  /^ {4}access_log \/[A-Za-z0-9_.\/-]+\/access\.log conductor_v1;$/,
+  /^ {4}access_log \/[A-Za-z0-9_./-]+\/access\.log conductor_v1;$/,
 ];
 
 /**
@@ -458,10 +800,15 @@ const ALLOWED_LINES = [
  * temporary file.
  */
 export function expectRenderedSafely(state: ConfigState): void {
-  for (const path of Object.keys(state.files)) expect(basename(path)).toMatch(/^_conductor_(?:[1-9][0-9]{0,4}|streams)\.conf$/);
+  for (const path of Object.keys(state.files))
+    expect(basename(path)).toMatch(/^_conductor_(?:[1-9][0-9]{0,4}|streams)\.conf$/);
   for (const [port, { file, text }] of renderedStreams(state.files)) {
     const bad = text.split('\n').filter((line) => !ALLOWED_LINES.some((allowed) => allowed.test(line)));
-    expect(bad.length === 0 ? 'ok' : `port ${port} in ${file} holds lines the daemon never renders: ${JSON.stringify(bad)}\n${text}`).toBe('ok');
+    expect(
+      bad.length === 0
+        ? 'ok'
+        : `port ${port} in ${file} holds lines the daemon never renders: ${JSON.stringify(bad)}\n${text}`,
+    ).toBe('ok');
     const listens = [...text.matchAll(/^ {4}listen (?:\S+:)?([0-9]+)(?: udp)?;$/gm)].map((match) => Number(match[1]));
     expect(listens.length).toBeGreaterThan(0);
     expect(listens.every((listen) => listen === port)).toBe(true);
@@ -495,7 +842,6 @@ export async function boundPorts(range: Range): Promise<string[]> {
   return [...found].sort();
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // The fixture: one daemon with a token and one baseline stream
 // ---------------------------------------------------------------------------------------------
@@ -525,18 +871,28 @@ export class Fixture {
   /** Starts a daemon with a fresh random token and creates the baseline stream on the last port. */
   static async start(options: DaemonOptions = {}): Promise<Fixture> {
     const token = `fuzz-${randomBytes(16).toString('hex')}`;
-    const daemon = await startDaemon({ rangeSize: 6, ...options, env: { CONDUCTOR_TOKEN: token, ...(options.env ?? {}) } });
+    const daemon = await startDaemon({
+      rangeSize: 6,
+      ...options,
+      env: { CONDUCTOR_TOKEN: token, ...(options.env ?? {}) },
+    });
     const fixture = new Fixture(daemon, token, { port: daemon.rangeEnd, backend: '127.0.0.1:1' });
     try {
       await fixture.restore();
       // The snapshot sees the daemon's files wherever it keeps them: exactly the baseline stream.
       const state = await fixture.state();
       const streams = [...renderedStreams(state.files)];
-      if (streams.length !== 1 || streams[0]?.[0] !== fixture.baseline.port || !streams[0][1].text.includes(`proxy_pass ${fixture.baseline.backend};`)) {
+      if (
+        streams.length !== 1 ||
+        streams[0]?.[0] !== fixture.baseline.port ||
+        !streams[0][1].text.includes(`proxy_pass ${fixture.baseline.backend};`)
+      ) {
         throw new Error(`the stream folder does not hold exactly the baseline stream: ${JSON.stringify(state.files)}`);
       }
-      if (!state.store.includes(String(fixture.baseline.port))) throw new Error(`the store does not hold the baseline stream: ${JSON.stringify(state.store)}`);
-      if (!state.listening.includes(`tcp:${fixture.baseline.port}`)) throw new Error(`nothing listens on the baseline port: ${JSON.stringify(state.listening)}`);
+      if (!state.store.includes(String(fixture.baseline.port)))
+        throw new Error(`the store does not hold the baseline stream: ${JSON.stringify(state.store)}`);
+      if (!state.listening.includes(`tcp:${fixture.baseline.port}`))
+        throw new Error(`nothing listens on the baseline port: ${JSON.stringify(state.listening)}`);
     } catch (error) {
       await fixture.stop();
       throw error;
@@ -560,7 +916,12 @@ export class Fixture {
   private async call(method: string, path: string, body?: unknown): Promise<RawAnswer> {
     const headers: Record<string, string> = { ...this.authorization };
     if (body !== undefined) headers['content-type'] = 'application/json';
-    return this.send({ method, path, headers, body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)) });
+    return this.send({
+      method,
+      path,
+      headers,
+      body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)),
+    });
   }
 
   /** The streams as GET /v1/streams lists them, each with its JSON less `createdAt`. */
@@ -599,19 +960,24 @@ export class Fixture {
    */
   async restore(): Promise<void> {
     for (const stream of await this.streams()) {
-      if (stream.port === this.baseline.port && (this.baselineView === undefined || stream.view === this.baselineView)) continue;
+      if (stream.port === this.baseline.port && (this.baselineView === undefined || stream.view === this.baselineView))
+        continue;
       const removed = await this.call('DELETE', `/v1/streams/${stream.port}`);
       // 404: it expired meanwhile (a generated ttl can be a fraction of a second).
-      if (removed.status !== 200 && removed.status !== 404) throw new Error(`could not remove ${stream.port}: ${removed.status} ${removed.text}`);
+      if (removed.status !== 200 && removed.status !== 404)
+        throw new Error(`could not remove ${stream.port}: ${removed.status} ${removed.text}`);
     }
     if (!(await this.streams()).some((stream) => stream.port === this.baseline.port)) {
       const created = await this.call('POST', '/v1/streams', this.baseline);
-      if (created.status !== 201) throw new Error(`could not create the baseline stream: ${created.status} ${created.text}`);
+      if (created.status !== 201)
+        throw new Error(`could not create the baseline stream: ${created.status} ${created.text}`);
     }
     const now = await this.streams();
-    if (now.length !== 1 || now[0]?.port !== this.baseline.port) throw new Error(`the daemon lists ${JSON.stringify(now)} after restoring`);
+    if (now.length !== 1 || now[0]?.port !== this.baseline.port)
+      throw new Error(`the daemon lists ${JSON.stringify(now)} after restoring`);
     this.baselineView ??= now[0].view;
-    if (now[0].view !== this.baselineView) throw new Error(`the baseline stream is ${now[0].view}, not ${this.baselineView}`);
+    if (now[0].view !== this.baselineView)
+      throw new Error(`the baseline stream is ${now[0].view}, not ${this.baselineView}`);
     const listing = await this.call('GET', '/getstreams');
     const expected = `[{"listen": ${this.baseline.port}, "proxy_pass": "${this.baseline.backend}"}]`;
     if (listing.text !== expected) throw new Error(`the listing is ${listing.text} after restoring, not ${expected}`);
@@ -627,9 +993,17 @@ export class Fixture {
     expect(text.includes(home) ? `answer names the daemon's home ${home}: ${text}` : 'ok').toBe('ok');
     expect(text.includes(dirname(home)) ? `answer names the test folder: ${text}` : 'ok').toBe('ok');
     expect(text.includes('/tmp/') ? `answer names /tmp/: ${text}` : 'ok').toBe('ok');
-    expect(text.includes('    at ') || /^\s*at .*\((?:file|node):/m.test(text) ? `answer holds a stack trace: ${text}` : 'ok').toBe('ok');
+    expect(
+      text.includes('    at ') || /^\s*at .*\((?:file|node):/m.test(text)
+        ? `answer holds a stack trace: ${text}`
+        : 'ok',
+    ).toBe('ok');
     expect(text.includes(this.token) ? 'answer holds the API token' : 'ok').toBe('ok');
-    expect(/\.(?:js|ts):[0-9]+/.test(text) || /node_modules|node:internal/.test(text) ? `answer names source files: ${text}` : 'ok').toBe('ok');
+    expect(
+      /\.(?:js|ts):[0-9]+/.test(text) || /node_modules|node:internal/.test(text)
+        ? `answer names source files: ${text}`
+        : 'ok',
+    ).toBe('ok');
   }
 
   async stop(): Promise<void> {

@@ -7,9 +7,9 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { DEFAULT_NGINX_INSTANCES } from '../../packages/daemon/src/config/settings.js';
 import { requestJson } from './http.js';
 import { freePortBlock } from './ports.js';
-import { DEFAULT_NGINX_INSTANCES } from '../../packages/daemon/src/config/settings.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const DAEMON = join(ROOT, 'packages/daemon/bin/conductor-daemon.js');
@@ -78,11 +78,15 @@ export class Daemon {
     return this.request('GET', path, undefined, headers);
   }
 
-  async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer> {
+  async request(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<ApiAnswer> {
     const { status, headers: answered, text, json } = await requestJson(`${this.url}${path}`, method, body, headers);
     return { status, contentType: answered.get('content-type'), text, json };
   }
-
 
   /** Stops the daemon with `signal` and resolves with its exit code. */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
@@ -112,7 +116,10 @@ export function untilOutput(child: ChildProcess, pattern: RegExp, timeoutMs: num
     };
     const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
       done(new Error(`exited (${signal ?? code}) before writing ${pattern}:\n${output}`));
-    const timer = setTimeout(() => done(new Error(`did not write ${pattern} within ${timeoutMs} ms:\n${output}`)), timeoutMs);
+    const timer = setTimeout(
+      () => done(new Error(`did not write ${pattern} within ${timeoutMs} ms:\n${output}`)),
+      timeoutMs,
+    );
     child.stdout?.on('data', onData);
     child.stderr?.on('data', onData);
     child.once('exit', onExit);
@@ -132,7 +139,13 @@ async function waitReady(daemon: Daemon, timeoutMs: number): Promise<void> {
 }
 
 /** The environment a test daemon runs with: its own home and ports, loopback only. */
-export function daemonEnv(home: string, rangeStart: number, rangeSize: number, apiPort: number, extra: Record<string, string> = {}): Record<string, string> {
+export function daemonEnv(
+  home: string,
+  rangeStart: number,
+  rangeSize: number,
+  apiPort: number,
+  extra: Record<string, string> = {},
+): Record<string, string> {
   return {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     CONDUCTOR_HOME: home,
@@ -159,7 +172,21 @@ export function withLocalResolver(command: string, args: string[], hostsFile?: s
   const resolv = join(tmpdir(), `sc-test-resolv-${process.pid}.conf`);
   if (!existsSync(resolv)) writeFileSync(resolv, 'nameserver 127.0.0.1\noptions attempts:1 timeout:1\n');
   const hosts = hostsFile === undefined ? '' : ' && mount --bind "$1" /etc/hosts';
-  return ['unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount --bind "$0" /etc/resolv.conf${hosts} && shift && exec "$@"`, resolv, hostsFile ?? '-', command, ...args]];
+  return [
+    'unshare',
+    [
+      '--mount',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      `mount --bind "$0" /etc/resolv.conf${hosts} && shift && exec "$@"`,
+      resolv,
+      hostsFile ?? '-',
+      command,
+      ...args,
+    ],
+  ];
 }
 
 export function spawnDaemon(env: Record<string, string>, args: string[] = [], hostsFile?: string): ChildProcess {
@@ -174,13 +201,24 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const apiPort = options.apiPort ?? base + rangeSize;
   const home = options.home ?? join(await tempDir(), 'home');
   const env = daemonEnv(home, base, rangeSize, apiPort, options.env);
-  const daemon = new Daemon(spawnDaemon(env, options.args, options.hostsFile), home, base, base + rangeSize - 1, apiPort, env);
+  const daemon = new Daemon(
+    spawnDaemon(env, options.args, options.hostsFile),
+    home,
+    base,
+    base + rangeSize - 1,
+    apiPort,
+    env,
+  );
   await waitReady(daemon, 30_000);
   return daemon;
 }
 
 /** Runs the daemon binary expecting it to refuse to start; resolves with its exit code and stderr. */
-export async function runDaemonExpectingExit(env: Record<string, string>, args: string[] = [], timeoutMs = 20_000): Promise<{ code: number | null; stderr: string; stdout: string }> {
+export async function runDaemonExpectingExit(
+  env: Record<string, string>,
+  args: string[] = [],
+  timeoutMs = 20_000,
+): Promise<{ code: number | null; stderr: string; stdout: string }> {
   const child = spawnDaemon(env, args);
   let stderr = '';
   let stdout = '';
@@ -209,7 +247,9 @@ export function instanceCount(daemon: Daemon): number {
 export async function nginxDirFor(daemon: Daemon, port: number): Promise<string> {
   const { readFile } = await import('node:fs/promises');
   for (let id = 0; id < instanceCount(daemon); id += 1) {
-    const bundle = await readFile(join(daemon.home, 'stream.d', String(id), '_conductor_streams.conf'), 'utf8').catch(() => '');
+    const bundle = await readFile(join(daemon.home, 'stream.d', String(id), '_conductor_streams.conf'), 'utf8').catch(
+      () => '',
+    );
     if (bundle.includes(`\n# stream-conductor: port ${port} `)) return join(daemon.home, 'nginx', String(id));
   }
   throw new Error(`no nginx master serves port ${port}`);

@@ -49,20 +49,33 @@ export class EtcdCluster {
     const child = spawn(
       'etcd',
       [
-        '--name', member.name,
-        '--data-dir', member.dataDir,
-        '--listen-client-urls', `http://127.0.0.1:${member.client}`,
-        '--advertise-client-urls', `http://127.0.0.1:${member.client}`,
-        '--listen-peer-urls', `http://127.0.0.1:${member.peer}`,
-        '--initial-advertise-peer-urls', `http://127.0.0.1:${member.peer}`,
-        '--initial-cluster', initial,
-        '--initial-cluster-state', state,
-        '--initial-cluster-token', this.token,
+        '--name',
+        member.name,
+        '--data-dir',
+        member.dataDir,
+        '--listen-client-urls',
+        `http://127.0.0.1:${member.client}`,
+        '--advertise-client-urls',
+        `http://127.0.0.1:${member.client}`,
+        '--listen-peer-urls',
+        `http://127.0.0.1:${member.peer}`,
+        '--initial-advertise-peer-urls',
+        `http://127.0.0.1:${member.peer}`,
+        '--initial-cluster',
+        initial,
+        '--initial-cluster-state',
+        state,
+        '--initial-cluster-token',
+        this.token,
         // Quick elections, so that a lost leader is replaced within a second.
-        '--heartbeat-interval', '50',
-        '--election-timeout', '500',
-        '--logger', 'zap',
-        '--log-level', 'error',
+        '--heartbeat-interval',
+        '50',
+        '--election-timeout',
+        '500',
+        '--logger',
+        'zap',
+        '--log-level',
+        'error',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -85,10 +98,13 @@ export class EtcdCluster {
   async waitHealthy(timeoutMs = 20_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const running = this.members.filter((member) => member.child && member.child.exitCode === null && member.child.signalCode === null);
+      const running = this.members.filter(
+        (member) => member.child && member.child.exitCode === null && member.child.signalCode === null,
+      );
       const answers = await Promise.all(running.map((member) => this.healthy(member)));
       if (running.length > 0 && answers.every(Boolean)) return;
-      if (Date.now() > deadline) throw new Error(`etcd not healthy:\n${this.members.map((member) => member.log).join('\n')}`);
+      if (Date.now() > deadline)
+        throw new Error(`etcd not healthy:\n${this.members.map((member) => member.log).join('\n')}`);
       await sleep(100);
     }
   }
@@ -98,7 +114,11 @@ export class EtcdCluster {
     for (const member of this.members) {
       if (!member.child || member.child.exitCode !== null || member.child.signalCode !== null) continue;
       try {
-        const answer = await fetch(`http://127.0.0.1:${member.client}/v3/maintenance/status`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(1000) });
+        const answer = await fetch(`http://127.0.0.1:${member.client}/v3/maintenance/status`, {
+          method: 'POST',
+          body: '{}',
+          signal: AbortSignal.timeout(1000),
+        });
         const status = (await answer.json()) as { header: { member_id: string }; leader: string };
         if (status.leader === status.header.member_id) return member;
       } catch {
@@ -129,7 +149,11 @@ export class EtcdCluster {
   async call(path: string, body: unknown): Promise<Record<string, unknown>> {
     for (const member of this.members) {
       if (!member.child || member.child.exitCode !== null || member.child.signalCode !== null) continue;
-      const answer = await fetch(`http://127.0.0.1:${member.client}${path}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(3000) });
+      const answer = await fetch(`http://127.0.0.1:${member.client}${path}`, {
+        method: 'POST',
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(3000),
+      });
       return (await answer.json()) as Record<string, unknown>;
     }
     throw new Error('no etcd member runs');
@@ -137,7 +161,10 @@ export class EtcdCluster {
 
   /** Writes a raw key (as another program would). */
   async put(key: string, value: string): Promise<void> {
-    await this.call('/v3/kv/put', { key: Buffer.from(key).toString('base64'), value: Buffer.from(value).toString('base64') });
+    await this.call('/v3/kv/put', {
+      key: Buffer.from(key).toString('base64'),
+      value: Buffer.from(value).toString('base64'),
+    });
   }
 
   async leaseCount(): Promise<number> {

@@ -1,6 +1,6 @@
 /** Real traffic on loopback: bytes through a port, and whether a port takes connections at all. */
 import { createSocket } from 'node:dgram';
-import { type Socket, connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 
 /**
  * A TCP backend that answers every chunk it receives with `<name>:<chunk>`, so a test knows
@@ -55,11 +55,19 @@ export function roundTrip(
   options: { host?: string; timeoutMs?: number; expectLength?: number; localAddress?: string } = {},
 ): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ port, host: options.host ?? '127.0.0.1', ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
+    const socket = connect({
+      port,
+      host: options.host ?? '127.0.0.1',
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+    });
     let answer = '';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`no full answer from port ${port} within ${options.timeoutMs ?? 3000} ms (got ${JSON.stringify(answer)})`));
+      reject(
+        new Error(
+          `no full answer from port ${port} within ${options.timeoutMs ?? 3000} ms (got ${JSON.stringify(answer)})`,
+        ),
+      );
     }, options.timeoutMs ?? 3000);
     socket.on('connect', () => socket.write(payload));
     socket.on('data', (chunk) => {
@@ -76,7 +84,8 @@ export function roundTrip(
     });
     socket.on('close', () => {
       clearTimeout(timer);
-      if (answer.length < (options.expectLength ?? payload.length + 1)) reject(new Error(`port ${port} closed the connection after ${JSON.stringify(answer)}`));
+      if (answer.length < (options.expectLength ?? payload.length + 1))
+        reject(new Error(`port ${port} closed the connection after ${JSON.stringify(answer)}`));
     });
   });
 }
@@ -143,7 +152,9 @@ export class UdpEchoBackend {
  * same number on TCP can be busy (another test's outgoing connection may use it as its source
  * port), so a clash is retried with a fresh number.
  */
-export async function startTcpUdpPair(host = '127.0.0.1'): Promise<{ tcp: EchoBackend; udp: UdpEchoBackend; port: number }> {
+export async function startTcpUdpPair(
+  host = '127.0.0.1',
+): Promise<{ tcp: EchoBackend; udp: UdpEchoBackend; port: number }> {
   for (let attempt = 0; ; attempt += 1) {
     const udp = await UdpEchoBackend.start('udp', host);
     try {

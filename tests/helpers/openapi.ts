@@ -7,11 +7,16 @@ import type { Daemon } from './daemon.js';
 export interface OpenApiDocument {
   openapi: string;
   components: { schemas: Record<string, unknown> };
-  paths: Record<string, Record<string, { responses: Record<string, { content?: { 'application/json': { schema: unknown } } }> }>>;
+  paths: Record<
+    string,
+    Record<string, { responses: Record<string, { content?: { 'application/json': { schema: unknown } } }> }>
+  >;
 }
 
 /** Fetches the document; the checker throws, naming the call, when an answer does not match it. */
-export async function openApiChecker(daemon: Daemon): Promise<{ document: OpenApiDocument; check(path: string, method: string, status: number, body: unknown): void }> {
+export async function openApiChecker(
+  daemon: Daemon,
+): Promise<{ document: OpenApiDocument; check(path: string, method: string, status: number, body: unknown): void }> {
   const document = (await daemon.get('/v1/openapi.json')).json as OpenApiDocument;
   const ajv = new Ajv2020({ strict: false, allErrors: true });
   addFormats.default(ajv);
@@ -21,8 +26,14 @@ export async function openApiChecker(daemon: Daemon): Promise<{ document: OpenAp
     expect(response).toBeDefined();
     const schema = response?.content?.['application/json'].schema;
     if (schema === undefined) return;
-    const validate = ajv.compile({ $ref: undefined, ...JSON.parse(JSON.stringify(schema).replaceAll('"#/components', '"doc#/components')) });
-    if (!validate(body)) throw new Error(`${method.toUpperCase()} ${path} ${status}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`);
+    const validate = ajv.compile({
+      $ref: undefined,
+      ...JSON.parse(JSON.stringify(schema).replaceAll('"#/components', '"doc#/components')),
+    });
+    if (!validate(body))
+      throw new Error(
+        `${method.toUpperCase()} ${path} ${status}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`,
+      );
   };
   return { document, check };
 }

@@ -40,7 +40,14 @@ export function probe(port: number, options: { host?: string; timeoutMs?: number
       socket.destroy();
       resolve(outcome);
     };
-    const timer = setTimeout(() => settle({ kind: 'timeout', detail: `${connected ? 'accepted' : 'not connected'} after ${timeoutMs} ms, got ${JSON.stringify(answer)}` }), timeoutMs);
+    const timer = setTimeout(
+      () =>
+        settle({
+          kind: 'timeout',
+          detail: `${connected ? 'accepted' : 'not connected'} after ${timeoutMs} ms, got ${JSON.stringify(answer)}`,
+        }),
+      timeoutMs,
+    );
     socket.on('connect', () => {
       connected = true;
       socket.write('who\n');
@@ -54,10 +61,13 @@ export function probe(port: number, options: { host?: string; timeoutMs?: number
       if (!connected && error.code === 'ECONNREFUSED') settle({ kind: 'refused' });
       // A reset before the 'connect' event still means the handshake completed (a port nothing
       // listens on answers the SYN with a reset, which is ECONNREFUSED).
-      else if (error.code === 'ECONNRESET' || error.code === 'EPIPE') settle({ kind: 'reset', detail: `${connected ? 'accepted, then ' : 'handshake, then '}${error.code}` });
+      else if (error.code === 'ECONNRESET' || error.code === 'EPIPE')
+        settle({ kind: 'reset', detail: `${connected ? 'accepted, then ' : 'handshake, then '}${error.code}` });
       else settle({ kind: 'error', detail: `${connected ? 'accepted, then ' : ''}${error.code ?? error.message}` });
     });
     socket.on('end', () => settle({ kind: 'reset', detail: `accepted, then closed after ${JSON.stringify(answer)}` }));
-    socket.on('close', () => settle({ kind: 'reset', detail: `${connected ? 'accepted, then ' : ''}closed after ${JSON.stringify(answer)}` }));
+    socket.on('close', () =>
+      settle({ kind: 'reset', detail: `${connected ? 'accepted, then ' : ''}closed after ${JSON.stringify(answer)}` }),
+    );
   });
 }

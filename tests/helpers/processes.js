@@ -4,7 +4,7 @@
  * JavaScript so that jest's global teardown, which runs outside the TypeScript transform, can
  * use it too.
  */
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /**
  * @param {string} pid
@@ -33,7 +33,9 @@ function uses(pid, marker) {
  * @returns {number} how many were killed
  */
 export function killProcessesUsing(marker) {
-  const pids = readdirSync('/proc').filter((entry) => /^[0-9]+$/.test(entry) && Number(entry) !== process.pid && uses(entry, marker));
+  const pids = readdirSync('/proc').filter(
+    (entry) => /^[0-9]+$/.test(entry) && Number(entry) !== process.pid && uses(entry, marker),
+  );
   for (const pid of pids) {
     try {
       process.kill(Number(pid), 'SIGKILL');

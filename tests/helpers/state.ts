@@ -1,5 +1,5 @@
 /** Snapshots of everything a refused change must leave as it was. */
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Daemon } from './daemon.js';
 import { listeningPorts } from './net.js';
@@ -33,7 +33,8 @@ export async function folderContents(folder: string): Promise<Record<string, str
 export function renderedStreams(files: Record<string, string>): Map<number, { file: string; text: string }> {
   const streams = new Map<number, { file: string; text: string }>();
   const add = (port: number, file: string, text: string): void => {
-    if (streams.has(port)) throw new Error(`port ${port} is rendered twice: in ${streams.get(port)?.file} and in ${file}`);
+    if (streams.has(port))
+      throw new Error(`port ${port} is rendered twice: in ${streams.get(port)?.file} and in ${file}`);
     streams.set(port, { file, text });
   };
   for (const [path, content] of Object.entries(files)) {
@@ -53,7 +54,9 @@ export async function renderedPorts(folder: string): Promise<number[]> {
 
 /** The per-stream files, the store, the legacy listing and the range's listening ports. */
 export async function snapshot(daemon: Daemon, streamFolder = join(daemon.home, 'stream.d')): Promise<Snapshot> {
-  const listening = [...(await listeningPorts())].filter((port) => port >= daemon.rangeStart && port <= daemon.rangeEnd).sort((a, b) => a - b);
+  const listening = [...(await listeningPorts())]
+    .filter((port) => port >= daemon.rangeStart && port <= daemon.rangeEnd)
+    .sort((a, b) => a - b);
   return {
     files: await folderContents(streamFolder),
     store: await readFile(join(daemon.home, 'streams.json'), 'utf8').catch(() => ''),

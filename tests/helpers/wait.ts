@@ -2,7 +2,11 @@
 export const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 /** Polls `probe` until `accept` holds; throws with the last value or error when time runs out. */
-export async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
+export async function eventually<T>(
+  probe: () => Promise<T>,
+  accept: (value: T) => boolean,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
   let lastError: unknown;
@@ -15,7 +19,9 @@ export async function eventually<T>(probe: () => Promise<T>, accept: (value: T) 
     }
     await sleep(50);
   }
-  throw new Error(`condition not met in ${timeoutMs} ms; last value ${JSON.stringify(last)} ${String(lastError ?? '')}`);
+  throw new Error(
+    `condition not met in ${timeoutMs} ms; last value ${JSON.stringify(last)} ${String(lastError ?? '')}`,
+  );
 }
 
 /** Whether a process runs (a zombie waiting for its parent to reap it does not). */

@@ -4,11 +4,10 @@
  *
  * Exit codes: 0 done, 1 refused by the daemon (or failed), 2 usage error, 3 daemon unreachable.
  */
-import { Command, CommanderError, Option } from 'commander';
+
 import {
   ConductorError,
   ErrorCode,
-  type StreamInput,
   isTokenText,
   parseBackend,
   parseDuration,
@@ -16,7 +15,9 @@ import {
   parsePort,
   parseStreamInput,
   printable,
+  type StreamInput,
 } from '@stream-conductor/shared';
+import { Command, CommanderError, Option } from 'commander';
 import type { ApiClient } from './client.js';
 import type { Output } from './output.js';
 
@@ -33,7 +34,9 @@ interface GlobalOptions {
 
 function usageError(error: unknown): ConductorError {
   const message = error instanceof Error ? error.message : String(error);
-  return new ConductorError(ErrorCode.Usage, message, { hint: error instanceof ConductorError ? error.hint : undefined });
+  return new ConductorError(ErrorCode.Usage, message, {
+    hint: error instanceof ConductorError ? error.hint : undefined,
+  });
 }
 
 function localPort(text: string): number {
@@ -72,21 +75,30 @@ interface CreateOptions {
 /** `host:port[,weight=N][,backup]` as the API's backend object. */
 function backendArgument(text: string): { address: string; weight?: number; backup?: boolean } {
   const [address = '', ...parts] = text.split(',');
-  const backend: { address: string; weight?: number; backup?: boolean } = { address: localCheck(() => parseBackend(address).address) };
+  const backend: { address: string; weight?: number; backup?: boolean } = {
+    address: localCheck(() => parseBackend(address).address),
+  };
   for (const part of parts) {
     const weight = /^weight=([0-9]+)$/.exec(part);
     if (weight) backend.weight = Number(weight[1]);
     else if (part === 'backup') backend.backup = true;
-    else throw new ConductorError(ErrorCode.Usage, `backend ${JSON.stringify(text)}: ${JSON.stringify(part)} is neither weight=N nor backup`);
+    else
+      throw new ConductorError(
+        ErrorCode.Usage,
+        `backend ${JSON.stringify(text)}: ${JSON.stringify(part)} is neither weight=N nor backup`,
+      );
   }
   return backend;
 }
 
 /** Builds the API input of `create` and checks it here, so that a typo costs no round trip. */
 function createInput(port: number | undefined, backendTexts: string[], options: CreateOptions): StreamInput {
-  if (options.udp && options.tcpUdp) throw new ConductorError(ErrorCode.Usage, '--udp and --tcp-udp exclude each other');
-  if (options.ttl !== undefined && options.expiresAt !== undefined) throw new ConductorError(ErrorCode.Usage, '--ttl and --expires-at exclude each other');
-  if (options.replace && port === undefined) throw new ConductorError(ErrorCode.Usage, '--replace needs a port, not auto');
+  if (options.udp && options.tcpUdp)
+    throw new ConductorError(ErrorCode.Usage, '--udp and --tcp-udp exclude each other');
+  if (options.ttl !== undefined && options.expiresAt !== undefined)
+    throw new ConductorError(ErrorCode.Usage, '--ttl and --expires-at exclude each other');
+  if (options.replace && port === undefined)
+    throw new ConductorError(ErrorCode.Usage, '--replace needs a port, not auto');
   const input: StreamInput = { backends: backendTexts.map(backendArgument) };
   if (port !== undefined) input.port = port;
   if (options.udp) input.protocol = 'udp';
@@ -95,7 +107,8 @@ function createInput(port: number | undefined, backendTexts: string[], options: 
   if (options.allow.length > 0) input.allow = options.allow;
   if (options.ttl !== undefined) input.ttl = options.ttl;
   if (options.expiresAt !== undefined) input.expiresAt = options.expiresAt;
-  if (options.label.length > 0) input.labels = Object.fromEntries(options.label.map((label) => localCheck(() => parseLabelSelector(label))));
+  if (options.label.length > 0)
+    input.labels = Object.fromEntries(options.label.map((label) => localCheck(() => parseLabelSelector(label))));
   if (options.description !== undefined) input.description = options.description;
   if (options.proxyProtocol) input.proxyProtocol = true;
   if (options.connectTimeout !== undefined) input.connectTimeout = options.connectTimeout;
@@ -129,7 +142,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       url = new URL(options.url);
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http');
     } catch {
-      throw new ConductorError(ErrorCode.Usage, `--url must be an http:// or https:// URL, got ${JSON.stringify(options.url)}`);
+      throw new ConductorError(
+        ErrorCode.Usage,
+        `--url must be an http:// or https:// URL, got ${JSON.stringify(options.url)}`,
+      );
     }
     const [{ ApiClient }, { createOutput }] = await Promise.all([import('./client.js'), import('./output.js')]);
     const token = options.token === undefined || options.token === '' ? undefined : options.token;
@@ -146,9 +162,13 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   };
 
   program
-    .description('Open ports on this edge host and forward them, as TCP streams, to backends (talks to the conductor daemon).')
+    .description(
+      'Open ports on this edge host and forward them, as TCP streams, to backends (talks to the conductor daemon).',
+    )
     .addOption(new Option('--url <url>', 'daemon API URL').env('CONDUCTOR_URL').default(DEFAULT_URL))
-    .addOption(new Option('--token <token>', 'API token (prefer the variable: a flag shows in ps)').env('CONDUCTOR_TOKEN'))
+    .addOption(
+      new Option('--token <token>', 'API token (prefer the variable: a flag shows in ps)').env('CONDUCTOR_TOKEN'),
+    )
     .option('--json', 'print machine-readable JSON on stdout')
     .option('--no-color', 'no colours (also NO_COLOR=1)')
     .showHelpAfterError('(run conductor --help for usage)')
@@ -186,7 +206,7 @@ Examples:
     .option('--proxy-protocol', 'send the PROXY protocol header, so backends see the client address')
     .option('--connect-timeout <duration>', 'time allowed to connect to a backend (default 60s)')
     .option('--idle-timeout <duration>', 'close a session idle this long (default 10m)')
-    .option('--listen-address <ip>', 'listen on this address only (default: the daemon\'s)')
+    .option('--listen-address <ip>', "listen on this address only (default: the daemon's)")
     .option('--throughput', 'larger buffers for bulk transfers (more memory per session)')
     .option('--replace', 'replace the stream if the port has one (idempotent)')
     .addHelpText(
@@ -206,7 +226,10 @@ Examples:
       const { client, output } = await contextFor(command);
       const { createStream, putStream, printCreated } = await import('./commands/create.js');
       const port = input.port;
-      const result = options.replace === true && typeof port === 'number' ? await putStream(client, port, input) : await createStream(client, input);
+      const result =
+        options.replace === true && typeof port === 'number'
+          ? await putStream(client, port, input)
+          : await createStream(client, input);
       printCreated(result, output, auto);
     });
 
@@ -244,15 +267,21 @@ Examples:
     .option('--expires-at <time>', 'expire at this ISO 8601 time')
     .option('--forever', 'never expire')
     .addHelpText('after', '\nExamples:\n  $ conductor renew 9000 --ttl 2h\n  $ conductor renew 9000 --forever')
-    .action(async (portText: string, options: { ttl?: string; expiresAt?: string; forever?: boolean }, command: Command) => {
-      const port = localPort(portText);
-      const given = [options.ttl, options.expiresAt, options.forever].filter((value) => value !== undefined).length;
-      if (given !== 1) throw new ConductorError(ErrorCode.Usage, 'give exactly one of --ttl, --expires-at or --forever');
-      const body = options.ttl !== undefined ? { ttl: options.ttl } : { expiresAt: options.expiresAt ?? null };
-      const { client, output } = await contextFor(command);
-      const [{ renewStream }, { printCreated }] = await Promise.all([import('./commands/renew.js'), import('./commands/create.js')]);
-      printCreated(await renewStream(client, port, body), output, false);
-    });
+    .action(
+      async (portText: string, options: { ttl?: string; expiresAt?: string; forever?: boolean }, command: Command) => {
+        const port = localPort(portText);
+        const given = [options.ttl, options.expiresAt, options.forever].filter((value) => value !== undefined).length;
+        if (given !== 1)
+          throw new ConductorError(ErrorCode.Usage, 'give exactly one of --ttl, --expires-at or --forever');
+        const body = options.ttl !== undefined ? { ttl: options.ttl } : { expiresAt: options.expiresAt ?? null };
+        const { client, output } = await contextFor(command);
+        const [{ renewStream }, { printCreated }] = await Promise.all([
+          import('./commands/renew.js'),
+          import('./commands/create.js'),
+        ]);
+        printCreated(await renewStream(client, port, body), output, false);
+      },
+    );
 
   program
     .command('ls')
@@ -260,7 +289,10 @@ Examples:
     .description('list the streams: port, protocol, backends, state, expiry, labels')
     .option('--label <key=value>', 'only streams with this label (repeat to require several)', collect, [])
     .option('--stats', 'traffic instead of expiry and labels: sessions, open connections, bytes, backend health')
-    .addHelpText('after', "\nExamples:\n  $ conductor ls\n  $ conductor ls --label env=prod --stats\n  $ conductor ls --json | jq -r '.[].port'")
+    .addHelpText(
+      'after',
+      "\nExamples:\n  $ conductor ls\n  $ conductor ls --label env=prod --stats\n  $ conductor ls --json | jq -r '.[].port'",
+    )
     .action(async (options: { label: string[]; stats?: boolean }, command: Command) => {
       for (const label of options.label) localCheck(() => parseLabelSelector(label));
       const { client, output } = await contextFor(command);
@@ -287,21 +319,32 @@ Examples:
   $ conductor top --sort rate --interval 1s --label env=prod
   $ conductor top --json -n 2 | tail -1 | jq '.streams[] | {port, inPerSecond}'`,
     )
-    .action(async (options: { interval: string; sort: string; label: string[]; iterations?: string }, command: Command) => {
-      const intervalMs = localCheck(() => parseDuration(options.interval, '--interval'));
-      if (intervalMs < 100 || intervalMs > 3_600_000) throw new ConductorError(ErrorCode.Usage, '--interval: from 100ms to 1h');
-      const { runTop, SORT_KEYS } = await import('./commands/top.js');
-      const sort = SORT_KEYS.find((key) => key === options.sort);
-      if (sort === undefined) throw new ConductorError(ErrorCode.Usage, `--sort: one of ${SORT_KEYS.join(', ')}, got ${JSON.stringify(options.sort)}`);
-      let iterations: number | undefined;
-      if (options.iterations !== undefined) {
-        iterations = Number(options.iterations);
-        if (!/^[0-9]{1,9}$/.test(options.iterations) || iterations < 1) throw new ConductorError(ErrorCode.Usage, `--iterations: a whole number of at least 1, got ${JSON.stringify(options.iterations)}`);
-      }
-      for (const label of options.label) localCheck(() => parseLabelSelector(label));
-      const { client, output } = await contextFor(command);
-      await runTop(client, output, { intervalMs, sort, labels: options.label, iterations });
-    });
+    .action(
+      async (options: { interval: string; sort: string; label: string[]; iterations?: string }, command: Command) => {
+        const intervalMs = localCheck(() => parseDuration(options.interval, '--interval'));
+        if (intervalMs < 100 || intervalMs > 3_600_000)
+          throw new ConductorError(ErrorCode.Usage, '--interval: from 100ms to 1h');
+        const { runTop, SORT_KEYS } = await import('./commands/top.js');
+        const sort = SORT_KEYS.find((key) => key === options.sort);
+        if (sort === undefined)
+          throw new ConductorError(
+            ErrorCode.Usage,
+            `--sort: one of ${SORT_KEYS.join(', ')}, got ${JSON.stringify(options.sort)}`,
+          );
+        let iterations: number | undefined;
+        if (options.iterations !== undefined) {
+          iterations = Number(options.iterations);
+          if (!/^[0-9]{1,9}$/.test(options.iterations) || iterations < 1)
+            throw new ConductorError(
+              ErrorCode.Usage,
+              `--iterations: a whole number of at least 1, got ${JSON.stringify(options.iterations)}`,
+            );
+        }
+        for (const label of options.label) localCheck(() => parseLabelSelector(label));
+        const { client, output } = await contextFor(command);
+        await runTop(client, output, { intervalMs, sort, labels: options.label, iterations });
+      },
+    );
 
   program
     .command('events')
@@ -310,17 +353,28 @@ Examples:
     .option('--port <port>', 'only events about this port')
     .option('--since <time>', 'only events after this ISO 8601 time, or this long ago: 30m, 2h, 7d')
     .option('-f, --follow', 'keep printing new events as they happen (Ctrl-C stops)')
-    .addHelpText('after', '\nExamples:\n  $ conductor events\n  $ conductor events --port 9000 --since 2h\n  $ conductor events --follow --json')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ conductor events\n  $ conductor events --port 9000 --since 2h\n  $ conductor events --follow --json',
+    )
     .action(async (options: { limit: string; port?: string; since?: string; follow?: boolean }, command: Command) => {
       const limit = Number(options.limit);
-      if (!/^[0-9]{1,4}$/.test(options.limit) || limit < 1 || limit > 1000) throw new ConductorError(ErrorCode.Usage, `--limit: a whole number from 1 to 1000, got ${JSON.stringify(options.limit)}`);
+      if (!/^[0-9]{1,4}$/.test(options.limit) || limit < 1 || limit > 1000)
+        throw new ConductorError(
+          ErrorCode.Usage,
+          `--limit: a whole number from 1 to 1000, got ${JSON.stringify(options.limit)}`,
+        );
       const port = options.port === undefined ? undefined : localPort(options.port);
       let since: string | undefined;
       if (options.since !== undefined) {
         const text = options.since;
         const ago = /^[0-9]+(ms|s|m|h|d)$/.test(text) ? localCheck(() => parseDuration(text, '--since')) : undefined;
         const at = ago !== undefined ? Date.now() - ago : Date.parse(text);
-        if (Number.isNaN(at)) throw new ConductorError(ErrorCode.Usage, `--since: an ISO 8601 time or a duration such as 2h, got ${JSON.stringify(text)}`);
+        if (Number.isNaN(at))
+          throw new ConductorError(
+            ErrorCode.Usage,
+            `--since: an ISO 8601 time or a duration such as 2h, got ${JSON.stringify(text)}`,
+          );
         since = new Date(at).toISOString();
       }
       const { client, output } = await contextFor(command);
@@ -331,7 +385,7 @@ Examples:
 
   program
     .command('apply')
-    .description('make the daemon\'s streams match a file (YAML or JSON), all or nothing')
+    .description("make the daemon's streams match a file (YAML or JSON), all or nothing")
     .requiredOption('-f, --file <path>', 'the file, or - for standard input')
     .option('--dry-run', 'only show what would change')
     .option('--prune', 'also remove streams the file does not list')
@@ -355,13 +409,19 @@ Examples:
       const { readStreamsFile, applyStreams, printApplied } = await import('./commands/apply.js');
       const streams = await readStreamsFile(options.file);
       const { client, output } = await contextFor(command);
-      printApplied(await applyStreams(client, streams, { prune: options.prune === true, dryRun: options.dryRun === true }), output);
+      printApplied(
+        await applyStreams(client, streams, { prune: options.prune === true, dryRun: options.dryRun === true }),
+        output,
+      );
     });
 
   program
     .command('free-port')
     .description('print a port of the range that has no stream and no other process holds')
-    .addHelpText('after', '\nExamples:\n  $ conductor free-port\n  $ PORT=$(conductor free-port) && conductor create "$PORT" mybackend:22')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ conductor free-port\n  $ PORT=$(conductor free-port) && conductor create "$PORT" mybackend:22',
+    )
     .action(async (_options: unknown, command: Command) => {
       const { client, output } = await contextFor(command);
       const { findFreePort, printFreePort } = await import('./commands/free-port.js');
@@ -382,7 +442,10 @@ Examples:
     .command('completion')
     .description('print the shell completion script')
     .argument('<shell>', 'bash or zsh')
-    .addHelpText('after', '\nExamples:\n  $ source <(conductor completion bash)        # add to ~/.bashrc\n  $ conductor completion zsh > "${fpath[1]}/_conductor"')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ source <(conductor completion bash)        # add to ~/.bashrc\n  $ conductor completion zsh > "${fpath[1]}/_conductor"',
+    )
     .action(async (shell: string) => {
       const { bashCompletion, zshCompletion } = await import('./commands/completion.js');
       if (shell === 'bash') process.stdout.write(bashCompletion(program));
@@ -400,7 +463,10 @@ Examples:
   } catch (error) {
     if (error instanceof CommanderError) {
       // --help and --version exit 0; help shown because something was missing is a usage error.
-      const asked = error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || (error.code === 'commander.help' && error.exitCode === 0);
+      const asked =
+        error.code === 'commander.helpDisplayed' ||
+        error.code === 'commander.version' ||
+        (error.code === 'commander.help' && error.exitCode === 0);
       return asked ? EXIT.ok : EXIT.usage;
     }
     if (error instanceof ConductorError) {

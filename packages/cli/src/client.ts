@@ -16,7 +16,16 @@ export interface ClientOptions {
   timeoutMs?: number;
 }
 
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EPIPE']);
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'EPIPE',
+]);
 
 interface RawAnswer {
   status: number;
@@ -35,7 +44,12 @@ export class ApiClient {
     return this.base.origin;
   }
 
-  private async send(method: string, target: URL, headers: Record<string, string>, body: string | undefined): Promise<RawAnswer> {
+  private async send(
+    method: string,
+    target: URL,
+    headers: Record<string, string>,
+    body: string | undefined,
+  ): Promise<RawAnswer> {
     // node:https drags in TLS and crypto, a good part of the start-up: only for https URLs.
     const request = target.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
     const timeoutMs = this.options.timeoutMs ?? 120_000;
@@ -43,7 +57,9 @@ export class ApiClient {
       const outgoing = request(target, { method, headers, timeout: timeoutMs }, (incoming) => {
         const chunks: Buffer[] = [];
         incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
-        incoming.on('end', () => resolve({ status: incoming.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        incoming.on('end', () =>
+          resolve({ status: incoming.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+        );
         incoming.on('error', reject);
       });
       outgoing.on('timeout', () => outgoing.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
@@ -76,7 +92,10 @@ export class ApiClient {
       // The request did not complete: refused, unresolvable, reset, or a TLS handshake that failed
       // (an https URL for a daemon that speaks plain HTTP). All of it means "not reachable there".
       const code = (error as NodeJS.ErrnoException).code;
-      const reason = code !== undefined && (UNREACHABLE.has(code) || !code.startsWith('ERR_')) ? code : (error as Error).message.split('\n')[0];
+      const reason =
+        code !== undefined && (UNREACHABLE.has(code) || !code.startsWith('ERR_'))
+          ? code
+          : (error as Error).message.split('\n')[0];
       throw new ConductorError(ErrorCode.DaemonUnreachable, `daemon not reachable at ${this.url} (${reason})`, {
         hint: 'is it running? start it with `npm start`, or point --url / CONDUCTOR_URL at it',
         cause: error,
@@ -86,11 +105,17 @@ export class ApiClient {
     try {
       data = answer.body === '' ? undefined : JSON.parse(answer.body);
     } catch {
-      throw new ConductorError(ErrorCode.Internal, `the daemon at ${this.url} answered ${answer.status} with a body that is not JSON`);
+      throw new ConductorError(
+        ErrorCode.Internal,
+        `the daemon at ${this.url} answered ${answer.status} with a body that is not JSON`,
+      );
     }
     if (answer.status >= 200 && answer.status < 300) return data as T;
     const error = ConductorError.fromBody(data);
     if (error) throw error;
-    throw new ConductorError(ErrorCode.Internal, `the daemon at ${this.url} answered ${answer.status} for ${method} ${path}`);
+    throw new ConductorError(
+      ErrorCode.Internal,
+      `the daemon at ${this.url} answered ${answer.status} for ${method} ${path}`,
+    );
   }
 }

@@ -9,7 +9,9 @@ export function safeForTerminal<T>(value: T): T {
   if (typeof value === 'string') return printable(value, Number.MAX_SAFE_INTEGER) as T;
   if (Array.isArray(value)) return value.map((item: unknown) => safeForTerminal(item)) as T;
   if (value !== null && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([key, item]) => [printable(key, Number.MAX_SAFE_INTEGER), safeForTerminal(item)])) as T;
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [printable(key, Number.MAX_SAFE_INTEGER), safeForTerminal(item)]),
+    ) as T;
   }
   return value;
 }

@@ -1,3 +1,3 @@
+export { type Config, readConfig } from './config/read.js';
 export { createApp } from './http/app.js';
 export { Conductor } from './service/local.js';
-export { readConfig, type Config } from './config/read.js';

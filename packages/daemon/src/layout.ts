@@ -8,21 +8,28 @@
  * streams. External mode drives the one nginx it is given, with the files directly in
  * STREAM_CONFIG_PATH.
  */
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { portRangeSize } from '@stream-conductor/shared';
 import type { Config } from './config/read.js';
 import { bestEffort, type Logger } from './log.js';
 import { NginxBinaryError, probeNginx } from './nginx/binary.js';
+import { NginxInstance } from './nginx/instance.js';
 import type { NginxController } from './nginx/process/controller.js';
 import { ExternalNginx } from './nginx/process/external.js';
-import { NginxInstance } from './nginx/instance.js';
 import { ManagedNginx } from './nginx/process/managed.js';
-import { logFormatFileName, nginxPath, portOfStreamFileName, renderLogFormatFile, renderMainConf, sizeConnections } from './nginx/render.js';
-import { writeFileAtomic } from './sys/files.js';
+import {
+  logFormatFileName,
+  nginxPath,
+  portOfStreamFileName,
+  renderLogFormatFile,
+  renderMainConf,
+  sizeConnections,
+} from './nginx/render.js';
 import { BundleFiles, StreamFiles } from './nginx/stream-files.js';
 import type { PipelineObserver } from './observe/metrics.js';
 import type { StreamStore } from './streams/store.js';
+import { writeFileAtomic } from './sys/files.js';
 import { hardOpenFileLimit } from './sys/limits.js';
 import { listeningPorts, probePort } from './sys/ports.js';
 import { commandLine, isAlive, signal } from './sys/processes.js';
@@ -43,7 +50,11 @@ export function instanceCount(config: Config): number {
 
 export function layoutOf(config: Config, id: number): InstanceLayout {
   if (config.mode === 'external') {
-    return { nginxDir: join(config.home, 'nginx'), streamDir: config.streamConfigPath, accessLog: join(config.home, 'access.log') };
+    return {
+      nginxDir: join(config.home, 'nginx'),
+      streamDir: config.streamConfigPath,
+      accessLog: join(config.home, 'access.log'),
+    };
   }
   const nginxDir = join(config.home, 'nginx', String(id));
   return { nginxDir, streamDir: join(config.streamConfigPath, String(id)), accessLog: join(nginxDir, 'access.log') };
@@ -83,7 +94,9 @@ async function stopForeignMasters(config: Config, keep: Set<string>, log: Logger
   for (const name of names) {
     const dir = join(root, name);
     if (keep.has(dir)) continue;
-    const pid = Number(((await bestEffort(log, `read ${dir}/nginx.pid`, readFile(join(dir, 'nginx.pid'), 'utf8'))) ?? '').trim());
+    const pid = Number(
+      ((await bestEffort(log, `read ${dir}/nginx.pid`, readFile(join(dir, 'nginx.pid'), 'utf8'))) ?? '').trim(),
+    );
     if (!Number.isInteger(pid) || pid <= 1 || !isAlive(pid)) continue;
     const command = await commandLine(pid);
     if (!command?.includes('nginx: master process') || !command.includes(join(dir, 'nginx.conf'))) continue;
@@ -94,7 +107,12 @@ async function stopForeignMasters(config: Config, keep: Set<string>, log: Logger
 }
 
 /** Builds every nginx instance of this run, with its controller and its files. */
-export async function buildInstances(config: Config, store: StreamStore, log: Logger, observer?: PipelineObserver): Promise<NginxInstance[]> {
+export async function buildInstances(
+  config: Config,
+  store: StreamStore,
+  log: Logger,
+  observer?: PipelineObserver,
+): Promise<NginxInstance[]> {
   const count = instanceCount(config);
   const sliceSize = Math.ceil(portRangeSize(config.portRange) / count);
   const hardLimit = process.getuid?.() === 0 ? undefined : await hardOpenFileLimit();
@@ -133,7 +151,10 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
       new NginxInstance({
         id,
         controller,
-        files: new (external ? StreamFiles : BundleFiles)(layout.streamDir, config.streamPrefix, { listenAddress: config.listenAddress, accessLog: layout.accessLog }),
+        files: new (external ? StreamFiles : BundleFiles)(layout.streamDir, config.streamPrefix, {
+          listenAddress: config.listenAddress,
+          accessLog: layout.accessLog,
+        }),
         store,
         probePort,
         listeningPorts,
@@ -160,7 +181,8 @@ export async function buildInstances(config: Config, store: StreamStore, log: Lo
  * the truth, and every instance renders its own streams again at start-up.
  */
 async function removeOtherLayouts(config: Config, folders: Set<string>, log: Logger): Promise<void> {
-  const ours = (name: string): boolean => portOfStreamFileName(config.streamPrefix, name) !== undefined || name.startsWith('.tmp-');
+  const ours = (name: string): boolean =>
+    portOfStreamFileName(config.streamPrefix, name) !== undefined || name.startsWith('.tmp-');
   const clear = async (folder: string): Promise<void> => {
     for (const name of await readdir(folder).catch(() => [] as string[])) {
       if (!ours(name)) continue;

@@ -66,7 +66,11 @@ export const silentLogger: Logger = {
  * shutdown step, a background refresh that the next round repeats) and logs what was dropped
  * instead of swallowing it. Returns undefined when the work failed.
  */
-export async function bestEffort<T>(log: Logger, what: string, work: Promise<T> | (() => Promise<T>)): Promise<T | undefined> {
+export async function bestEffort<T>(
+  log: Logger,
+  what: string,
+  work: Promise<T> | (() => Promise<T>),
+): Promise<T | undefined> {
   try {
     return await (typeof work === 'function' ? work() : work);
   } catch (error) {

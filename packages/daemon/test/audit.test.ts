@@ -2,19 +2,24 @@
  * The audit against real processes and the real kernel: a child process stands in for the master
  * (it listens on the ports it "serves"), another for a stray that holds a port it should not.
  */
-import { afterEach, describe, expect, it } from '@jest/globals';
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { afterEach, describe, expect, it } from '@jest/globals';
 import { NginxAuditor } from '../src/nginx/pipeline/audit.js';
 
 const children: ChildProcess[] = [];
 
 afterEach(() => {
-  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const child of children.splice(0))
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
 /** A process listening on loopback, one TCP port per entry; resolves once it listens, with its ports. */
-async function listener(count: number, ignoreQuit = false): Promise<{ pid: number; ports: number[]; child: ChildProcess }> {
+async function listener(
+  count: number,
+  ignoreQuit = false,
+): Promise<{ pid: number; ports: number[]; child: ChildProcess }> {
   const script = `
     ${ignoreQuit ? "process.on('SIGQUIT', () => {});" : ''}
     const net = require('node:net');
@@ -78,10 +83,22 @@ describe('NginxAuditor', () => {
   it('finds a master without workers out of line while it has streams to serve, and in line without any', async () => {
     const master = await listener(1);
     let expected = new Set(master.ports.map((port) => `tcp:${port}`));
-    const auditor = new NginxAuditor({ processes: async () => ({ master: master.pid, workers: 0, others: [] }), expected: () => expected });
-    expect((await auditor.run())?.audit).toMatchObject({ inLine: false, workers: 0, missing: [], extra: [], strays: 0 });
+    const auditor = new NginxAuditor({
+      processes: async () => ({ master: master.pid, workers: 0, others: [] }),
+      expected: () => expected,
+    });
+    expect((await auditor.run())?.audit).toMatchObject({
+      inLine: false,
+      workers: 0,
+      missing: [],
+      extra: [],
+      strays: 0,
+    });
     expected = new Set();
-    const idle = new NginxAuditor({ processes: async () => ({ master: process.pid, workers: 0, others: [] }), expected: () => expected });
+    const idle = new NginxAuditor({
+      processes: async () => ({ master: process.pid, workers: 0, others: [] }),
+      expected: () => expected,
+    });
     expect((await idle.run())?.audit).toMatchObject({ workers: 0, missing: [] });
   });
 

@@ -59,11 +59,23 @@ describe('parseNginxBuild', () => {
   it.each<[string, string, 'builtin' | 'dynamic' | 'missing']>([
     ['dynamic, last argument', DEBIAN_V.replace(' --with-stream_geoip_module=dynamic', ''), 'dynamic'],
     ['builtin instead of dynamic', DEBIAN_V.replace('--with-stream=dynamic', '--with-stream'), 'builtin'],
-    ['builtin, last argument', DEBIAN_V.replace('--with-stream=dynamic --with-stream_geoip_module=dynamic', '--with-stream'), 'builtin'],
-    ['builtin, last argument without newline', DEBIAN_V.replace('--with-stream=dynamic --with-stream_geoip_module=dynamic\n', '--with-stream'), 'builtin'],
+    [
+      'builtin, last argument',
+      DEBIAN_V.replace('--with-stream=dynamic --with-stream_geoip_module=dynamic', '--with-stream'),
+      'builtin',
+    ],
+    [
+      'builtin, last argument without newline',
+      DEBIAN_V.replace('--with-stream=dynamic --with-stream_geoip_module=dynamic\n', '--with-stream'),
+      'builtin',
+    ],
     // Only stream_* sub-modules: they are not the stream module itself.
     ['missing, only sub-modules named', DEBIAN_V.replace('--with-stream=dynamic ', ''), 'missing'],
-    ['missing, no stream at all', 'nginx version: nginx/1.24.0\nconfigure arguments: --prefix=/usr --with-http_ssl_module\n', 'missing'],
+    [
+      'missing, no stream at all',
+      'nginx version: nginx/1.24.0\nconfigure arguments: --prefix=/usr --with-http_ssl_module\n',
+      'missing',
+    ],
     ['missing, no configure arguments', 'nginx version: nginx/1.24.0\n', 'missing'],
   ])('stream support: %s', (_what, text, stream) => {
     expect(parseNginxBuild(text).stream).toBe(stream);
@@ -85,7 +97,11 @@ describe('parseNginxBuild', () => {
       'bash: nginx: command not found\n',
       { version: 'unknown', pidPath: undefined, prefix: undefined, modulesPath: '/usr/share/nginx/modules' },
     ],
-    ['empty output', '', { version: 'unknown', pidPath: undefined, prefix: undefined, modulesPath: '/usr/share/nginx/modules' }],
+    [
+      'empty output',
+      '',
+      { version: 'unknown', pidPath: undefined, prefix: undefined, modulesPath: '/usr/share/nginx/modules' },
+    ],
   ])('%s', (_what, text, expected) => {
     const { stream: _stream, ...rest } = parseNginxBuild(text);
     expect(rest).toEqual(expected);
@@ -119,7 +135,10 @@ describe('parseNginxLines', () => {
       '2026/11/25 20:43:30 [notice] 2706#2706: try again to bind() after 500ms',
       [{ level: 'notice', text: 'try again to bind() after 500ms' }],
     ],
-    ['2026/11/25 20:43:32 [emerg] 2706#2706: still could not bind()', [{ level: 'emerg', text: 'still could not bind()' }]],
+    [
+      '2026/11/25 20:43:32 [emerg] 2706#2706: still could not bind()',
+      [{ level: 'emerg', text: 'still could not bind()' }],
+    ],
     [
       '2026/11/25 21:07:19 [emerg] 15096#15096: open() "/nonexistent.conf" failed (2: No such file or directory)',
       [{ level: 'emerg', text: 'open() "/nonexistent.conf" failed (2: No such file or directory)' }],
@@ -141,12 +160,18 @@ describe('parseNginxLines', () => {
       '2026/11/25 20:44:02 [info] 2710#2710: *123456 client 127.0.0.1:51234 connected to 0.0.0.0:9000',
       [{ level: 'info', text: 'client 127.0.0.1:51234 connected to 0.0.0.0:9000' }],
     ],
-    ['2026/11/25 20:44:02 [alert] 1#1: *3 open socket #5 left in connection 4', [{ level: 'alert', text: 'open socket #5 left in connection 4' }]],
+    [
+      '2026/11/25 20:44:02 [alert] 1#1: *3 open socket #5 left in connection 4',
+      [{ level: 'alert', text: 'open socket #5 left in connection 4' }],
+    ],
     [
       '2026/11/25 20:44:02 [crit] 77#77: pwrite() "/x/error.log" failed (28: No space left on device)',
       [{ level: 'crit', text: 'pwrite() "/x/error.log" failed (28: No space left on device)' }],
     ],
-    ['2026/11/25 20:44:02 [debug] 77#77: epoll add event: fd:6 op:1 ev:00002001', [{ level: 'debug', text: 'epoll add event: fd:6 op:1 ev:00002001' }]],
+    [
+      '2026/11/25 20:44:02 [debug] 77#77: epoll add event: fd:6 op:1 ev:00002001',
+      [{ level: 'debug', text: 'epoll add event: fd:6 op:1 ev:00002001' }],
+    ],
     ['2026/11/25 20:44:02 [emerg] 77#77: trailing blanks   ', [{ level: 'emerg', text: 'trailing blanks' }]],
     // not nginx message lines
     ['', []],
@@ -177,15 +202,30 @@ describe('parseNginxLines', () => {
 describe('withoutPaths', () => {
   it.each<[string, string]>([
     ['unknown directive "foo" in /tmp/sc/stream.d/_conductor_9000.conf:3', 'unknown directive "foo"'],
-    ['host not found in upstream "nosuch.invalid:80" in /srv/sc/.conductor/stream.d/_conductor_9001.conf:5', 'host not found in upstream "nosuch.invalid:80"'],
-    ['"proxy_pass" directive is not allowed here in /srv/sc/.conductor/stream.d/_conductor_9000.conf:4', '"proxy_pass" directive is not allowed here'],
-    ['open() "/home/u/.conductor/stream.d/_conductor_9000.conf" failed (2: No such file or directory)', 'open() "_conductor_9000.conf" failed (2: No such file or directory)'],
+    [
+      'host not found in upstream "nosuch.invalid:80" in /srv/sc/.conductor/stream.d/_conductor_9001.conf:5',
+      'host not found in upstream "nosuch.invalid:80"',
+    ],
+    [
+      '"proxy_pass" directive is not allowed here in /srv/sc/.conductor/stream.d/_conductor_9000.conf:4',
+      '"proxy_pass" directive is not allowed here',
+    ],
+    [
+      'open() "/home/u/.conductor/stream.d/_conductor_9000.conf" failed (2: No such file or directory)',
+      'open() "_conductor_9000.conf" failed (2: No such file or directory)',
+    ],
     [
       'dlopen() "/usr/lib/nginx/modules/ngx_stream_module.so" failed (/usr/lib/nginx/modules/ngx_stream_module.so: cannot open shared object file: No such file or directory) in /x/nginx.conf:8',
       'dlopen() "ngx_stream_module.so" failed (ngx_stream_module.so: cannot open shared object file: No such file or directory)',
     ],
-    ['bind() to 0.0.0.0:9000 failed (98: Address already in use)', 'bind() to 0.0.0.0:9000 failed (98: Address already in use)'],
-    ['bind() to [::1]:9000 failed (98: Address already in use)', 'bind() to [::1]:9000 failed (98: Address already in use)'],
+    [
+      'bind() to 0.0.0.0:9000 failed (98: Address already in use)',
+      'bind() to 0.0.0.0:9000 failed (98: Address already in use)',
+    ],
+    [
+      'bind() to [::1]:9000 failed (98: Address already in use)',
+      'bind() to [::1]:9000 failed (98: Address already in use)',
+    ],
     ['still could not bind()', 'still could not bind()'],
     ['', ''],
   ])('%j -> %j', (text, expected) => {

@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ErrorCode, StartupError } from '@stream-conductor/shared';
-import { type Config, type RawArgs, parseCommandLine, readConfig } from '../src/config/read.js';
+import { type Config, parseCommandLine, type RawArgs, readConfig } from '../src/config/read.js';
 import { DEFAULT_NGINX_INSTANCES } from '../src/config/settings.js';
 
 const CWD = '/srv/app';
@@ -106,9 +106,13 @@ describe('readConfig defaults', () => {
 
   it('reads CONDUCTOR_API_MAX_CONNECTIONS (--api-max-connections) and refuses what is not 16-65536', () => {
     expect(readConfig({ CONDUCTOR_API_MAX_CONNECTIONS: '2000' }, {}, CWD).apiMaxConnections).toBe(2000);
-    expect(readConfig({ CONDUCTOR_API_MAX_CONNECTIONS: '2000' }, { apiMaxConnections: '64' }, CWD).apiMaxConnections).toBe(64);
+    expect(
+      readConfig({ CONDUCTOR_API_MAX_CONNECTIONS: '2000' }, { apiMaxConnections: '64' }, CWD).apiMaxConnections,
+    ).toBe(64);
     for (const value of ['15', '65537', '1e3', '-5', 'many', '0x100']) {
-      expect(() => readConfig({ CONDUCTOR_API_MAX_CONNECTIONS: value }, {}, CWD)).toThrow(`CONDUCTOR_API_MAX_CONNECTIONS (--api-max-connections): expected a whole number from 16 to 65536, got ${JSON.stringify(value)}`);
+      expect(() => readConfig({ CONDUCTOR_API_MAX_CONNECTIONS: value }, {}, CWD)).toThrow(
+        `CONDUCTOR_API_MAX_CONNECTIONS (--api-max-connections): expected a whole number from 16 to 65536, got ${JSON.stringify(value)}`,
+      );
     }
   });
 
@@ -123,13 +127,18 @@ describe('readConfig defaults', () => {
     expect(config.tokens).toEqual([]);
   });
 
-  it.each<string>(['0.0.0.0', '::', '10.0.0.1', '[2001:db8::1]'])('managed mode on non-loopback %j needs a token', (address) => {
-    const bare = address.replace(/^\[|\]$/g, '');
-    expect(configErrorOf(() => readConfig({ BIND_ADDRESS: address }, {}, CWD))).toMatch(
-      new RegExp(`^BIND_ADDRESS \\(--bind-address\\): refusing to serve the API on ${bare.replace(/\./g, '\\.')} without a token;`),
-    );
-    expect(readConfig({ BIND_ADDRESS: address, CONDUCTOR_TOKEN: TOKEN }, {}, CWD).bindAddress).toBe(bare);
-  });
+  it.each<string>(['0.0.0.0', '::', '10.0.0.1', '[2001:db8::1]'])(
+    'managed mode on non-loopback %j needs a token',
+    (address) => {
+      const bare = address.replace(/^\[|\]$/g, '');
+      expect(configErrorOf(() => readConfig({ BIND_ADDRESS: address }, {}, CWD))).toMatch(
+        new RegExp(
+          `^BIND_ADDRESS \\(--bind-address\\): refusing to serve the API on ${bare.replace(/\./g, '\\.')} without a token;`,
+        ),
+      );
+      expect(readConfig({ BIND_ADDRESS: address, CONDUCTOR_TOKEN: TOKEN }, {}, CWD).bindAddress).toBe(bare);
+    },
+  );
 
   it('empty environment values count as unset', () => {
     const env: NodeJS.ProcessEnv = {
@@ -209,22 +218,49 @@ describe('readConfig values', () => {
 
   it.each<[string, RawArgs['values'], NodeJS.ProcessEnv, Partial<Config>]>([
     ['mode', { mode: 'managed' }, { CONDUCTOR_NGINX_MODE: 'external' }, { mode: 'managed', bindAddress: '127.0.0.1' }],
-    ['home', { home: '/flag/home' }, { CONDUCTOR_HOME: '/env/home' }, { home: '/flag/home', streamConfigPath: '/flag/home/stream.d' }],
+    [
+      'home',
+      { home: '/flag/home' },
+      { CONDUCTOR_HOME: '/env/home' },
+      { home: '/flag/home', streamConfigPath: '/flag/home/stream.d' },
+    ],
     ['port range', { portRange: '7000-7009' }, { PORT_RANGE: '8000-8009' }, { portRange: { start: 7000, end: 7009 } }],
     ['bind port', { bindPort: '6000' }, { BIND_PORT: '7000' }, { bindPort: 6000 }],
     ['log level', { logLevel: 'warn' }, { CONDUCTOR_LOG_LEVEL: 'error' }, { logLevel: 'warn' }],
-    ['token', { token: 'flag-token-0123456789' }, { CONDUCTOR_TOKEN: 'env-token-0123456789' }, { tokens: [{ name: 'token', token: 'flag-token-0123456789' }] }],
-    ['a bad env value hidden by a good flag', { portRange: '7000-7009' }, { PORT_RANGE: 'garbage' }, { portRange: { start: 7000, end: 7009 } }],
+    [
+      'token',
+      { token: 'flag-token-0123456789' },
+      { CONDUCTOR_TOKEN: 'env-token-0123456789' },
+      { tokens: [{ name: 'token', token: 'flag-token-0123456789' }] },
+    ],
+    [
+      'a bad env value hidden by a good flag',
+      { portRange: '7000-7009' },
+      { PORT_RANGE: 'garbage' },
+      { portRange: { start: 7000, end: 7009 } },
+    ],
     ['allow-no-auth', { allowNoAuth: 'true' }, { CONDUCTOR_ALLOW_NO_AUTH: 'false' }, { allowNoAuth: true }],
     ['retry interval', { retryInterval: '0.5' }, { CONDUCTOR_RETRY_INTERVAL: '60' }, { retryIntervalMs: 500 }],
     ['audit interval', { auditInterval: '0' }, { CONDUCTOR_AUDIT_INTERVAL: '2' }, { auditIntervalMs: 0 }],
-    ['nginx handoff', { nginxHandoff: 'true' }, { CONDUCTOR_NGINX_HANDOFF: 'false' }, { nginxHandoff: true, nginxInstances: DEFAULT_NGINX_INSTANCES }],
+    [
+      'nginx handoff',
+      { nginxHandoff: 'true' },
+      { CONDUCTOR_NGINX_HANDOFF: 'false' },
+      { nginxHandoff: true, nginxInstances: DEFAULT_NGINX_INSTANCES },
+    ],
   ])('a flag wins over its variable: %s', (_what, args, env, expected) => {
     expect(readConfig(env, args, CWD)).toMatchObject(expected);
   });
 
   it('flags parsed from the command line feed readConfig', () => {
-    const { values } = parseCommandLine(['--nginx-mode', 'external', '--allow-no-auth', '--port-range=7000-7009', '--bind-port', '7100']);
+    const { values } = parseCommandLine([
+      '--nginx-mode',
+      'external',
+      '--allow-no-auth',
+      '--port-range=7000-7009',
+      '--bind-port',
+      '7100',
+    ]);
     expect(readConfig({ CONDUCTOR_ALLOW_NO_AUTH: 'no' }, values, CWD)).toMatchObject({
       mode: 'external',
       allowNoAuth: true,
@@ -285,12 +321,18 @@ describe('readConfig values', () => {
     expect(readConfig({ NGINX_BIN: 'nginx' }, {}, CWD).nginxBin).toBe('nginx');
   });
 
-  it.each<string>([TOKEN, 'x'.repeat(200), '!"#$%&\'()*+,-./0123456789:;<=>?@[\\]^_`{|}~'])('accepts the token %j', (token) => {
-    expect(readConfig({ CONDUCTOR_TOKEN: token }, {}, CWD).tokens).toEqual([{ name: 'token', token }]);
-  });
+  it.each<string>([TOKEN, 'x'.repeat(200), '!"#$%&\'()*+,-./0123456789:;<=>?@[\\]^_`{|}~'])(
+    'accepts the token %j',
+    (token) => {
+      expect(readConfig({ CONDUCTOR_TOKEN: token }, {}, CWD).tokens).toEqual([{ name: 'token', token }]);
+    },
+  );
 
   it.each<string>(['0.0.0.0', '::', '192.0.2.1'])('allows a token to open a non-loopback address (%s)', (address) => {
-    expect(readConfig({ BIND_ADDRESS: address, CONDUCTOR_TOKEN: TOKEN }, {}, CWD)).toMatchObject({ bindAddress: address, tokens: [{ name: 'token', token: TOKEN }] });
+    expect(readConfig({ BIND_ADDRESS: address, CONDUCTOR_TOKEN: TOKEN }, {}, CWD)).toMatchObject({
+      bindAddress: address,
+      tokens: [{ name: 'token', token: TOKEN }],
+    });
   });
 
   it.each<[number, number]>([
@@ -314,7 +356,9 @@ describe('readConfig token file', () => {
   it('reads the token from a file, trimmed', async () => {
     const file = join(folder, 'token');
     await writeFile(file, `  ${TOKEN}-from-file\n\n`, { mode: 0o600 });
-    expect(readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD).tokens).toEqual([{ name: 'token', token: `${TOKEN}-from-file` }]);
+    expect(readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD).tokens).toEqual([
+      { name: 'token', token: `${TOKEN}-from-file` },
+    ]);
   });
 
   it('names a file of secrets that others can read, so that start-up can warn of it', async () => {
@@ -346,12 +390,32 @@ describe('readConfig token file', () => {
   });
 
   it.each<[string, string, string]>([
-    ['short', 'short-token\n', 'CONDUCTOR_TOKEN_FILE (--token-file): the token must be at least 16 characters long (got 11)'],
+    [
+      'short',
+      'short-token\n',
+      'CONDUCTOR_TOKEN_FILE (--token-file): the token must be at least 16 characters long (got 11)',
+    ],
     ['empty', '\n', 'holds no token'],
-    ['spaced', 'two words in one token\n', 'CONDUCTOR_TOKEN_FILE (--token-file): line 1: expected "<name> <token>" with a name of lowercase letters, digits, _ . -'],
-    ['multi-line', `${TOKEN}\n${TOKEN}\n`, 'CONDUCTOR_TOKEN_FILE (--token-file): line 1: expected "<name> <token>" with a name of lowercase letters, digits, _ . -'],
-    ['named twice', `ops ${TOKEN}\nops ${TOKEN}x\n`, 'CONDUCTOR_TOKEN_FILE (--token-file): the token name ops appears twice'],
-    ['named, short', `ops short\n`, 'CONDUCTOR_TOKEN_FILE (--token-file): the token must be at least 16 characters long (got 5)'],
+    [
+      'spaced',
+      'two words in one token\n',
+      'CONDUCTOR_TOKEN_FILE (--token-file): line 1: expected "<name> <token>" with a name of lowercase letters, digits, _ . -',
+    ],
+    [
+      'multi-line',
+      `${TOKEN}\n${TOKEN}\n`,
+      'CONDUCTOR_TOKEN_FILE (--token-file): line 1: expected "<name> <token>" with a name of lowercase letters, digits, _ . -',
+    ],
+    [
+      'named twice',
+      `ops ${TOKEN}\nops ${TOKEN}x\n`,
+      'CONDUCTOR_TOKEN_FILE (--token-file): the token name ops appears twice',
+    ],
+    [
+      'named, short',
+      `ops short\n`,
+      'CONDUCTOR_TOKEN_FILE (--token-file): the token must be at least 16 characters long (got 5)',
+    ],
   ])('refuses a %s token file, naming CONDUCTOR_TOKEN_FILE', async (name, content, message) => {
     const file = join(folder, `token-${name}`);
     await writeFile(file, content);
@@ -386,7 +450,16 @@ describe('readConfig token file', () => {
 describe('readConfig fleet store', () => {
   it('reads etcd endpoints, prefix, host name and the address it announces', () => {
     expect(
-      readConfig({ CONDUCTOR_STORE: 'etcd://10.0.0.1:2379,etcd2.internal:2379', CONDUCTOR_ETCD_PREFIX: '/edge', CONDUCTOR_HOST_ID: 'edge-1', BIND_PORT: '5001' }, {}, CWD).store,
+      readConfig(
+        {
+          CONDUCTOR_STORE: 'etcd://10.0.0.1:2379,etcd2.internal:2379',
+          CONDUCTOR_ETCD_PREFIX: '/edge',
+          CONDUCTOR_HOST_ID: 'edge-1',
+          BIND_PORT: '5001',
+        },
+        {},
+        CWD,
+      ).store,
     ).toEqual({
       kind: 'etcd',
       endpoints: ['http://10.0.0.1:2379', 'http://etcd2.internal:2379'],
@@ -426,21 +499,60 @@ describe('readConfig fleet store', () => {
   });
 
   it.each<[NodeJS.ProcessEnv, string]>([
-    [{ CONDUCTOR_STORE: 'redis://x:1' }, 'CONDUCTOR_STORE (--store): expected file or etcd://host:port[,host:port...], got "redis://x:1"'],
+    [
+      { CONDUCTOR_STORE: 'redis://x:1' },
+      'CONDUCTOR_STORE (--store): expected file or etcd://host:port[,host:port...], got "redis://x:1"',
+    ],
     [{ CONDUCTOR_STORE: 'etcd://x' }, 'CONDUCTOR_STORE (--store): "x" is not host:port'],
     [{ CONDUCTOR_STORE: 'etcd://x:1,' }, 'CONDUCTOR_STORE (--store): "" is not host:port'],
-    [{ CONDUCTOR_STORE: 'etcd://u:secret@x:1' }, 'CONDUCTOR_STORE (--store): credentials do not go in the address: use CONDUCTOR_ETCD_USER and CONDUCTOR_ETCD_PASSWORD_FILE'],
-    [{ CONDUCTOR_STORE: 'etcd://:secret@x:1' }, 'CONDUCTOR_STORE (--store): credentials do not go in the address: use CONDUCTOR_ETCD_USER and CONDUCTOR_ETCD_PASSWORD_FILE'],
-    [{ CONDUCTOR_STORE: 'etcds://x:1,u:secret@y' }, 'CONDUCTOR_STORE (--store): credentials do not go in the address: use CONDUCTOR_ETCD_USER and CONDUCTOR_ETCD_PASSWORD_FILE'],
-    [{ CONDUCTOR_STORE: 'etcd://x:1/path' }, 'CONDUCTOR_STORE (--store): expected file or etcd://host:port[,host:port...], got "etcd://x:1/path"'],
-    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_ETCD_PREFIX: 'no-slash' }, 'CONDUCTOR_ETCD_PREFIX (--etcd-prefix): expected a key prefix such as /stream-conductor/'],
-    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_ETCD_PREFIX: '/a//b' }, 'CONDUCTOR_ETCD_PREFIX (--etcd-prefix): expected a key prefix'],
-    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'Edge 1' }, 'CONDUCTOR_HOST_ID (--host-id): expected a name of lowercase letters, digits, _ . - (at most 63), got "Edge 1"'],
-    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_CA: '/no/such/ca.pem' }, 'CONDUCTOR_STORE (--store): TLS files are given: use etcds:// for the endpoints'],
-    [{ CONDUCTOR_STORE: 'etcds://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_CA: '/no/such/ca.pem' }, 'CONDUCTOR_ETCD_CA (--etcd-ca): cannot read /no/such/ca.pem: ENOENT'],
-    [{ CONDUCTOR_STORE: 'etcds://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_CERT: '/c.pem' }, 'CONDUCTOR_ETCD_KEY (--etcd-key): mutual TLS needs both CONDUCTOR_ETCD_CERT and CONDUCTOR_ETCD_KEY'],
-    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_USER: 'u' }, 'CONDUCTOR_ETCD_PASSWORD_FILE (--etcd-password-file): etcd authentication needs both'],
-    [{ CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ADVERTISE_URL: 'ftp://x' }, 'CONDUCTOR_ADVERTISE_URL (--advertise-url): expected an http:// or https:// URL, got "ftp://x"'],
+    [
+      { CONDUCTOR_STORE: 'etcd://u:secret@x:1' },
+      'CONDUCTOR_STORE (--store): credentials do not go in the address: use CONDUCTOR_ETCD_USER and CONDUCTOR_ETCD_PASSWORD_FILE',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcd://:secret@x:1' },
+      'CONDUCTOR_STORE (--store): credentials do not go in the address: use CONDUCTOR_ETCD_USER and CONDUCTOR_ETCD_PASSWORD_FILE',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcds://x:1,u:secret@y' },
+      'CONDUCTOR_STORE (--store): credentials do not go in the address: use CONDUCTOR_ETCD_USER and CONDUCTOR_ETCD_PASSWORD_FILE',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcd://x:1/path' },
+      'CONDUCTOR_STORE (--store): expected file or etcd://host:port[,host:port...], got "etcd://x:1/path"',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_ETCD_PREFIX: 'no-slash' },
+      'CONDUCTOR_ETCD_PREFIX (--etcd-prefix): expected a key prefix such as /stream-conductor/',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_ETCD_PREFIX: '/a//b' },
+      'CONDUCTOR_ETCD_PREFIX (--etcd-prefix): expected a key prefix',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'Edge 1' },
+      'CONDUCTOR_HOST_ID (--host-id): expected a name of lowercase letters, digits, _ . - (at most 63), got "Edge 1"',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_CA: '/no/such/ca.pem' },
+      'CONDUCTOR_STORE (--store): TLS files are given: use etcds:// for the endpoints',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcds://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_CA: '/no/such/ca.pem' },
+      'CONDUCTOR_ETCD_CA (--etcd-ca): cannot read /no/such/ca.pem: ENOENT',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcds://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_CERT: '/c.pem' },
+      'CONDUCTOR_ETCD_KEY (--etcd-key): mutual TLS needs both CONDUCTOR_ETCD_CERT and CONDUCTOR_ETCD_KEY',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ETCD_USER: 'u' },
+      'CONDUCTOR_ETCD_PASSWORD_FILE (--etcd-password-file): etcd authentication needs both',
+    ],
+    [
+      { CONDUCTOR_STORE: 'etcd://x:1', CONDUCTOR_HOST_ID: 'h', CONDUCTOR_ADVERTISE_URL: 'ftp://x' },
+      'CONDUCTOR_ADVERTISE_URL (--advertise-url): expected an http:// or https:// URL, got "ftp://x"',
+    ],
   ])('refuses %j', (env, message) => {
     expect(() => readConfig(env, {}, CWD)).toThrow(message);
   });
@@ -448,32 +560,71 @@ describe('readConfig fleet store', () => {
 
 describe('readConfig errors', () => {
   it.each<[NodeJS.ProcessEnv, string]>([
-    [{ CONDUCTOR_NGINX_MODE: 'docker' }, 'CONDUCTOR_NGINX_MODE (--nginx-mode): expected managed or external, got "docker"'],
-    [{ CONDUCTOR_NGINX_MODE: 'Managed' }, 'CONDUCTOR_NGINX_MODE (--nginx-mode): expected managed or external, got "Managed"'],
+    [
+      { CONDUCTOR_NGINX_MODE: 'docker' },
+      'CONDUCTOR_NGINX_MODE (--nginx-mode): expected managed or external, got "docker"',
+    ],
+    [
+      { CONDUCTOR_NGINX_MODE: 'Managed' },
+      'CONDUCTOR_NGINX_MODE (--nginx-mode): expected managed or external, got "Managed"',
+    ],
     [{ CONDUCTOR_HOME: 'a\nb' }, 'CONDUCTOR_HOME (--home): a path may not hold NUL or line breaks'],
-    [{ STREAM_CONFIG_PATH: '/etc/x\0y' }, 'STREAM_CONFIG_PATH (--stream-config-path): a path may not hold NUL or line breaks'],
+    [
+      { STREAM_CONFIG_PATH: '/etc/x\0y' },
+      'STREAM_CONFIG_PATH (--stream-config-path): a path may not hold NUL or line breaks',
+    ],
     [{ NGINX_BIN: '/usr/sbin/nginx\n' }, 'NGINX_BIN (--nginx-bin): a path may not hold NUL or line breaks'],
     [{ CONDUCTOR_NGINX_CONF: 'a\rb' }, 'CONDUCTOR_NGINX_CONF (--nginx-conf): a path may not hold NUL or line breaks'],
-    [{ CONDUCTOR_NGINX_PID_FILE: 'a\nb' }, 'CONDUCTOR_NGINX_PID_FILE (--nginx-pid-file): a path may not hold NUL or line breaks'],
-    [{ CONDUCTOR_NGINX_ERROR_LOG: 'a\nb' }, 'CONDUCTOR_NGINX_ERROR_LOG (--nginx-error-log): a path may not hold NUL or line breaks'],
+    [
+      { CONDUCTOR_NGINX_PID_FILE: 'a\nb' },
+      'CONDUCTOR_NGINX_PID_FILE (--nginx-pid-file): a path may not hold NUL or line breaks',
+    ],
+    [
+      { CONDUCTOR_NGINX_ERROR_LOG: 'a\nb' },
+      'CONDUCTOR_NGINX_ERROR_LOG (--nginx-error-log): a path may not hold NUL or line breaks',
+    ],
     [{ CONDUCTOR_TOKEN_FILE: 'a\nb' }, 'CONDUCTOR_TOKEN_FILE (--token-file): a path may not hold NUL or line breaks'],
     [
       { STREAM_PREFIX: '.hidden_' },
       `STREAM_PREFIX (--stream-prefix): expected 1-64 letters, digits, '_', '-' or '.' (not leading), got ".hidden_"`,
     ],
-    [{ STREAM_PREFIX: 'a/b' }, `STREAM_PREFIX (--stream-prefix): expected 1-64 letters, digits, '_', '-' or '.' (not leading), got "a/b"`],
-    [{ STREAM_PREFIX: 'a b' }, `STREAM_PREFIX (--stream-prefix): expected 1-64 letters, digits, '_', '-' or '.' (not leading), got "a b"`],
+    [
+      { STREAM_PREFIX: 'a/b' },
+      `STREAM_PREFIX (--stream-prefix): expected 1-64 letters, digits, '_', '-' or '.' (not leading), got "a/b"`,
+    ],
+    [
+      { STREAM_PREFIX: 'a b' },
+      `STREAM_PREFIX (--stream-prefix): expected 1-64 letters, digits, '_', '-' or '.' (not leading), got "a b"`,
+    ],
     [
       { STREAM_PREFIX: 'p'.repeat(65) },
       `STREAM_PREFIX (--stream-prefix): expected 1-64 letters, digits, '_', '-' or '.' (not leading), got "${'p'.repeat(65)}"`,
     ],
-    [{ PORT_RANGE: '9000' }, 'PORT_RANGE (--port-range): port range must look like 9000-9009 (first and last port, inclusive), got "9000"'],
-    [{ PORT_RANGE: '9009-9000' }, 'PORT_RANGE (--port-range): port range 9009-9000 is empty: the first port is above the last'],
-    [{ PORT_RANGE: '0-10' }, 'PORT_RANGE (--port-range): first port of the range must be a whole number from 1 to 65535, got 0'],
-    [{ PORT_RANGE: '9000-70000' }, 'PORT_RANGE (--port-range): last port of the range must be a whole number from 1 to 65535, got 70000'],
+    [
+      { PORT_RANGE: '9000' },
+      'PORT_RANGE (--port-range): port range must look like 9000-9009 (first and last port, inclusive), got "9000"',
+    ],
+    [
+      { PORT_RANGE: '9009-9000' },
+      'PORT_RANGE (--port-range): port range 9009-9000 is empty: the first port is above the last',
+    ],
+    [
+      { PORT_RANGE: '0-10' },
+      'PORT_RANGE (--port-range): first port of the range must be a whole number from 1 to 65535, got 0',
+    ],
+    [
+      { PORT_RANGE: '9000-70000' },
+      'PORT_RANGE (--port-range): last port of the range must be a whole number from 1 to 65535, got 70000',
+    ],
     [{ BIND_ADDRESS: 'localhost' }, 'BIND_ADDRESS (--bind-address): expected an IPv4 or IPv6 address, got "localhost"'],
-    [{ BIND_ADDRESS: '127.0.0.1:5000' }, 'BIND_ADDRESS (--bind-address): expected an IPv4 or IPv6 address, got "127.0.0.1:5000"'],
-    [{ CONDUCTOR_LISTEN_ADDRESS: 'fe80::1%lo' }, 'CONDUCTOR_LISTEN_ADDRESS (--listen-address): expected an IPv4 or IPv6 address, got "fe80::1%lo"'],
+    [
+      { BIND_ADDRESS: '127.0.0.1:5000' },
+      'BIND_ADDRESS (--bind-address): expected an IPv4 or IPv6 address, got "127.0.0.1:5000"',
+    ],
+    [
+      { CONDUCTOR_LISTEN_ADDRESS: 'fe80::1%lo' },
+      'CONDUCTOR_LISTEN_ADDRESS (--listen-address): expected an IPv4 or IPv6 address, got "fe80::1%lo"',
+    ],
     [{ BIND_PORT: 'abc' }, 'BIND_PORT (--bind-port): port must be a whole number from 1 to 65535, got "abc"'],
     [{ BIND_PORT: '05000' }, 'BIND_PORT (--bind-port): port must be a whole number from 1 to 65535, got "05000"'],
     [{ BIND_PORT: '70000' }, 'BIND_PORT (--bind-port): port must be a whole number from 1 to 65535, got 70000'],
@@ -482,22 +633,70 @@ describe('readConfig errors', () => {
     [{ BIND_PORT: '9009' }, 'BIND_PORT (--bind-port): the API port 9009 lies inside PORT_RANGE 9000-9009'],
     [{ PORT_RANGE: '4000-6000' }, 'BIND_PORT (--bind-port): the API port 5000 lies inside PORT_RANGE 4000-6000'],
     [{ CONDUCTOR_TOKEN: 'short' }, 'CONDUCTOR_TOKEN (--token): the token must be at least 16 characters long (got 5)'],
-    [{ CONDUCTOR_TOKEN: 'abcdefghijklmno' }, 'CONDUCTOR_TOKEN (--token): the token must be at least 16 characters long (got 15)'],
-    [{ CONDUCTOR_TOKEN: 'has a space in it 1234' }, 'CONDUCTOR_TOKEN (--token): the token may hold only printable ASCII without spaces'],
-    [{ CONDUCTOR_TOKEN: 'tab\tinside-the-token' }, 'CONDUCTOR_TOKEN (--token): the token may hold only printable ASCII without spaces'],
-    [{ CONDUCTOR_TOKEN: 'non-ascii-tökén-1234' }, 'CONDUCTOR_TOKEN (--token): the token may hold only printable ASCII without spaces'],
-    [{ CONDUCTOR_ALLOW_NO_AUTH: 'maybe' }, 'CONDUCTOR_ALLOW_NO_AUTH (--allow-no-auth): expected true or false, got "maybe"'],
-    [{ CONDUCTOR_NGINX_HANDOFF: 'sometimes' }, 'CONDUCTOR_NGINX_HANDOFF (--nginx-handoff): expected true or false, got "sometimes"'],
-    [{ CONDUCTOR_NGINX_INSTANCES: '0' }, 'CONDUCTOR_NGINX_INSTANCES (--nginx-instances): expected a whole number from 1 to 32, got "0"'],
-    [{ CONDUCTOR_LISTEN_ADDRESS: 'eth0' }, 'CONDUCTOR_LISTEN_ADDRESS (--listen-address): expected an IPv4 or IPv6 address, got "eth0"'],
-    [{ CONDUCTOR_RELOAD_TIMEOUT: '0' }, 'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "0"'],
-    [{ CONDUCTOR_RELOAD_TIMEOUT: '0.5' }, 'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "0.5"'],
-    [{ CONDUCTOR_RELOAD_TIMEOUT: '601' }, 'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "601"'],
-    [{ CONDUCTOR_RELOAD_TIMEOUT: '1e2' }, 'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "1e2"'],
-    [{ CONDUCTOR_RELOAD_TIMEOUT: '10s' }, 'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "10s"'],
-    [{ CONDUCTOR_RELOAD_TIMEOUT: '-5' }, 'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "-5"'],
-    [{ CONDUCTOR_LOG_LEVEL: 'verbose' }, 'CONDUCTOR_LOG_LEVEL (--log-level): expected debug, info, warn or error, got "verbose"'],
-    [{ CONDUCTOR_LOG_LEVEL: 'INFO' }, 'CONDUCTOR_LOG_LEVEL (--log-level): expected debug, info, warn or error, got "INFO"'],
+    [
+      { CONDUCTOR_TOKEN: 'abcdefghijklmno' },
+      'CONDUCTOR_TOKEN (--token): the token must be at least 16 characters long (got 15)',
+    ],
+    [
+      { CONDUCTOR_TOKEN: 'has a space in it 1234' },
+      'CONDUCTOR_TOKEN (--token): the token may hold only printable ASCII without spaces',
+    ],
+    [
+      { CONDUCTOR_TOKEN: 'tab\tinside-the-token' },
+      'CONDUCTOR_TOKEN (--token): the token may hold only printable ASCII without spaces',
+    ],
+    [
+      { CONDUCTOR_TOKEN: 'non-ascii-tökén-1234' },
+      'CONDUCTOR_TOKEN (--token): the token may hold only printable ASCII without spaces',
+    ],
+    [
+      { CONDUCTOR_ALLOW_NO_AUTH: 'maybe' },
+      'CONDUCTOR_ALLOW_NO_AUTH (--allow-no-auth): expected true or false, got "maybe"',
+    ],
+    [
+      { CONDUCTOR_NGINX_HANDOFF: 'sometimes' },
+      'CONDUCTOR_NGINX_HANDOFF (--nginx-handoff): expected true or false, got "sometimes"',
+    ],
+    [
+      { CONDUCTOR_NGINX_INSTANCES: '0' },
+      'CONDUCTOR_NGINX_INSTANCES (--nginx-instances): expected a whole number from 1 to 32, got "0"',
+    ],
+    [
+      { CONDUCTOR_LISTEN_ADDRESS: 'eth0' },
+      'CONDUCTOR_LISTEN_ADDRESS (--listen-address): expected an IPv4 or IPv6 address, got "eth0"',
+    ],
+    [
+      { CONDUCTOR_RELOAD_TIMEOUT: '0' },
+      'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "0"',
+    ],
+    [
+      { CONDUCTOR_RELOAD_TIMEOUT: '0.5' },
+      'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "0.5"',
+    ],
+    [
+      { CONDUCTOR_RELOAD_TIMEOUT: '601' },
+      'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "601"',
+    ],
+    [
+      { CONDUCTOR_RELOAD_TIMEOUT: '1e2' },
+      'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "1e2"',
+    ],
+    [
+      { CONDUCTOR_RELOAD_TIMEOUT: '10s' },
+      'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "10s"',
+    ],
+    [
+      { CONDUCTOR_RELOAD_TIMEOUT: '-5' },
+      'CONDUCTOR_RELOAD_TIMEOUT (--reload-timeout): expected a number of seconds from 1 to 600, got "-5"',
+    ],
+    [
+      { CONDUCTOR_LOG_LEVEL: 'verbose' },
+      'CONDUCTOR_LOG_LEVEL (--log-level): expected debug, info, warn or error, got "verbose"',
+    ],
+    [
+      { CONDUCTOR_LOG_LEVEL: 'INFO' },
+      'CONDUCTOR_LOG_LEVEL (--log-level): expected debug, info, warn or error, got "INFO"',
+    ],
   ])('%j -> %j', (env, message) => {
     expect(configErrorOf(() => readConfig(env, {}, CWD))).toBe(message);
   });
@@ -533,18 +732,46 @@ describe('parseCommandLine', () => {
     [['--allow-no-auth'], { help: false, version: false, values: { allowNoAuth: 'true' } }],
     [
       ['--nginx-mode', 'external', '--port-range=7000-7009', '--token', TOKEN, '--home', 'state'],
-      { help: false, version: false, values: { mode: 'external', portRange: '7000-7009', token: TOKEN, home: 'state' } },
-    ],
-    [
-      ['--stream-config-path', '/etc/nginx/stream.d', '--nginx-bin=/opt/nginx', '--stream-prefix', 'edge-', '--bind-address', '::1'],
       {
         help: false,
         version: false,
-        values: { streamConfigPath: '/etc/nginx/stream.d', nginxBin: '/opt/nginx', streamPrefix: 'edge-', bindAddress: '::1' },
+        values: { mode: 'external', portRange: '7000-7009', token: TOKEN, home: 'state' },
       },
     ],
     [
-      ['--bind-port', '6000', '--token-file', 't', '--listen-address', '0.0.0.0', '--reload-timeout', '3', '--log-level', 'debug'],
+      [
+        '--stream-config-path',
+        '/etc/nginx/stream.d',
+        '--nginx-bin=/opt/nginx',
+        '--stream-prefix',
+        'edge-',
+        '--bind-address',
+        '::1',
+      ],
+      {
+        help: false,
+        version: false,
+        values: {
+          streamConfigPath: '/etc/nginx/stream.d',
+          nginxBin: '/opt/nginx',
+          streamPrefix: 'edge-',
+          bindAddress: '::1',
+        },
+      },
+    ],
+    [
+      [
+        '--bind-port',
+        '6000',
+        '--token-file',
+        't',
+        '--listen-address',
+        '0.0.0.0',
+        '--reload-timeout',
+        '3',
+        '--log-level',
+        'debug',
+      ],
       {
         help: false,
         version: false,
@@ -552,11 +779,22 @@ describe('parseCommandLine', () => {
       },
     ],
     [
-      ['--nginx-conf', '/etc/nginx/nginx.conf', '--nginx-pid-file', '/run/nginx.pid', '--nginx-error-log', '/var/log/nginx/error.log'],
+      [
+        '--nginx-conf',
+        '/etc/nginx/nginx.conf',
+        '--nginx-pid-file',
+        '/run/nginx.pid',
+        '--nginx-error-log',
+        '/var/log/nginx/error.log',
+      ],
       {
         help: false,
         version: false,
-        values: { nginxConf: '/etc/nginx/nginx.conf', nginxPidFile: '/run/nginx.pid', nginxErrorLog: '/var/log/nginx/error.log' },
+        values: {
+          nginxConf: '/etc/nginx/nginx.conf',
+          nginxPidFile: '/run/nginx.pid',
+          nginxErrorLog: '/var/log/nginx/error.log',
+        },
       },
     ],
     [['--home', 'a', '--home', 'b'], { help: false, version: false, values: { home: 'b' } }],

@@ -3,26 +3,63 @@ import type { NginxLogLine } from '../src/nginx/binary.js';
 import { parseNginxLines } from '../src/nginx/binary.js';
 import { reloadVerdict } from '../src/nginx/process/controller.js';
 
-const bind = (port: number): NginxLogLine => ({ level: 'emerg', text: `bind() to 0.0.0.0:${port} failed (98: Address already in use)` });
+const bind = (port: number): NginxLogLine => ({
+  level: 'emerg',
+  text: `bind() to 0.0.0.0:${port} failed (98: Address already in use)`,
+});
 const retry: NginxLogLine = { level: 'notice', text: 'try again to bind() after 500ms' };
 const stillCouldNot: NginxLogLine = { level: 'emerg', text: 'still could not bind()' };
-const hostNotFound: NginxLogLine = { level: 'emerg', text: 'host not found in upstream "gone.invalid:80" in /x/stream.d/_conductor_9001.conf:5' };
+const hostNotFound: NginxLogLine = {
+  level: 'emerg',
+  text: 'host not found in upstream "gone.invalid:80" in /x/stream.d/_conductor_9001.conf:5',
+};
 
 describe('reloadVerdict', () => {
   it.each<[string, NginxLogLine[], NginxLogLine | undefined]>([
     ['nothing logged', [], undefined],
     ['notices only', [{ level: 'notice', text: 'signal process started' }, retry], undefined],
-    ['warn and notice only', [{ level: 'warn', text: 'conflicting server name' }, { level: 'notice', text: 'reconfiguring' }], undefined],
-    ['error, crit, info only', [{ level: 'error', text: 'connect() failed' }, { level: 'crit', text: 'pwrite() failed' }, { level: 'info', text: 'x' }], undefined],
+    [
+      'warn and notice only',
+      [
+        { level: 'warn', text: 'conflicting server name' },
+        { level: 'notice', text: 'reconfiguring' },
+      ],
+      undefined,
+    ],
+    [
+      'error, crit, info only',
+      [
+        { level: 'error', text: 'connect() failed' },
+        { level: 'crit', text: 'pwrite() failed' },
+        { level: 'info', text: 'x' },
+      ],
+      undefined,
+    ],
     ['bind retries still under way', [bind(9000), retry, bind(9000), retry, bind(9000), retry], undefined],
-    ['bind retries then the final "still could not bind()"', [bind(9000), retry, bind(9000), retry, bind(9000), retry, stillCouldNot], bind(9000)],
-    ['two ports failing: the first bind line', [bind(9003), bind(9004), retry, bind(9003), bind(9004), retry, stillCouldNot], bind(9003)],
+    [
+      'bind retries then the final "still could not bind()"',
+      [bind(9000), retry, bind(9000), retry, bind(9000), retry, stillCouldNot],
+      bind(9000),
+    ],
+    [
+      'two ports failing: the first bind line',
+      [bind(9003), bind(9004), retry, bind(9003), bind(9004), retry, stillCouldNot],
+      bind(9003),
+    ],
     ['"still could not bind()" alone', [stillCouldNot], stillCouldNot],
     ['a non-bind emergency', [{ level: 'notice', text: 'signal process started' }, hostNotFound], hostNotFound],
     ['a non-bind emergency after bind retries', [bind(9000), retry, hostNotFound], hostNotFound],
     ['the first of two non-bind emergencies', [hostNotFound, { level: 'emerg', text: 'second' }], hostNotFound],
-    ['an alert', [{ level: 'alert', text: 'could not allocate new session' }], { level: 'alert', text: 'could not allocate new session' }],
-    ['a bind failure logged as alert counts as a retry', [{ level: 'alert', text: 'bind() to 0.0.0.0:9000 failed (98)' }], undefined],
+    [
+      'an alert',
+      [{ level: 'alert', text: 'could not allocate new session' }],
+      { level: 'alert', text: 'could not allocate new session' },
+    ],
+    [
+      'a bind failure logged as alert counts as a retry',
+      [{ level: 'alert', text: 'bind() to 0.0.0.0:9000 failed (98)' }],
+      undefined,
+    ],
   ])('%s', (_what, lines, expected) => {
     expect(reloadVerdict(lines)).toEqual(expected);
   });
@@ -45,7 +82,10 @@ describe('reloadVerdict', () => {
     ].join('\n');
     const lines = parseNginxLines(log);
     expect(reloadVerdict(lines.slice(0, 5))).toBeUndefined();
-    expect(reloadVerdict(lines)).toEqual({ level: 'emerg', text: 'bind() to 0.0.0.0:9000 failed (98: Address already in use)' });
+    expect(reloadVerdict(lines)).toEqual({
+      level: 'emerg',
+      text: 'bind() to 0.0.0.0:9000 failed (98: Address already in use)',
+    });
   });
 
   it('reads a real error log of a reload refused for an unresolvable name', () => {

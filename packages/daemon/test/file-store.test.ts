@@ -1,7 +1,7 @@
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
-import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import { FileStore, StoreCorruptError } from '../src/streams/file-store.js';
 
@@ -15,7 +15,10 @@ afterEach(async () => {
   await rm(folder, { recursive: true, force: true });
 });
 
-const rec = (port: number, backend: string, createdAt = '2026-01-02T03:04:05.000Z'): StreamRecord => ({ ...simpleSpec(port, backend), createdAt });
+const rec = (port: number, backend: string, createdAt = '2026-01-02T03:04:05.000Z'): StreamRecord => ({
+  ...simpleSpec(port, backend),
+  createdAt,
+});
 
 /** The exact text the store writes for `records` (already sorted). */
 const storeText = (records: StreamRecord[]): string => `${JSON.stringify({ format: 1, streams: records }, null, 1)}\n`;
@@ -63,7 +66,9 @@ describe('FileStore load', () => {
   it('names the file and the format it expects', async () => {
     const path = join(folder, 'streams.json');
     await writeFile(path, '{"format": 2, "streams": []}');
-    await expect(new FileStore(path).load()).rejects.toThrow(new StoreCorruptError(`${path} is not a stream-conductor store of format 1`));
+    await expect(new FileStore(path).load()).rejects.toThrow(
+      new StoreCorruptError(`${path} is not a stream-conductor store of format 1`),
+    );
   });
 
   it('skips invalid entries and reports each in problems', async () => {
@@ -111,7 +116,10 @@ describe('FileStore commit', () => {
     await store.commit({ put: [rec(9005, 'e:5'), rec(9001, 'a:1')], remove: [] });
     await store.commit({ put: [rec(9003, 'c:3')], remove: [] });
     expect(await readFile(path, 'utf8')).toBe(storeText([rec(9001, 'a:1'), rec(9003, 'c:3'), rec(9005, 'e:5')]));
-    expect(await new FileStore(path).load()).toEqual({ records: [rec(9001, 'a:1'), rec(9003, 'c:3'), rec(9005, 'e:5')], problems: [] });
+    expect(await new FileStore(path).load()).toEqual({
+      records: [rec(9001, 'a:1'), rec(9003, 'c:3'), rec(9005, 'e:5')],
+      problems: [],
+    });
   });
 
   it('removes, replaces, and applies a put and a remove of one change together', async () => {
@@ -121,7 +129,10 @@ describe('FileStore commit', () => {
     await store.commit({ put: [rec(9001, 'a:1'), rec(9002, 'b:2'), rec(9003, 'c:3')], remove: [] });
     await store.commit({ put: [rec(9004, 'd:4')], remove: [9002] });
     await store.commit({ put: [rec(9001, 'z:26')], remove: [9001, 9999] });
-    expect(await new FileStore(path).load()).toEqual({ records: [rec(9001, 'z:26'), rec(9003, 'c:3'), rec(9004, 'd:4')], problems: [] });
+    expect(await new FileStore(path).load()).toEqual({
+      records: [rec(9001, 'z:26'), rec(9003, 'c:3'), rec(9004, 'd:4')],
+      problems: [],
+    });
   });
 
   it('writes an empty list once every stream is removed', async () => {

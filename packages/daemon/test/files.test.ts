@@ -1,8 +1,9 @@
 /** Atomic file writes from a string or from pieces: every byte lands, in order, and nothing else. */
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { writeFileAtomic } from '../src/sys/files.js';
 
 let folder: string;
@@ -22,7 +23,9 @@ describe('writeFileAtomic', () => {
       await writeFile(path, 'the old content, longer than nothing\n');
       // 3,000 pieces of different sizes, some empty, one of them large: more than the kernel's
       // 1,024 pieces per writev.
-      const pieces = Array.from({ length: 3000 }, (_, i) => Buffer.from(i % 7 === 0 ? '' : i === 1500 ? 'x'.repeat(200_000) : `piece ${i};\n`));
+      const pieces = Array.from({ length: 3000 }, (_, i) =>
+        Buffer.from(i % 7 === 0 ? '' : i === 1500 ? 'x'.repeat(200_000) : `piece ${i};\n`),
+      );
       await writeFileAtomic(path, pieces, { durable });
       expect(await readFile(path)).toEqual(Buffer.concat(pieces));
       expect(await readdir(folder)).toEqual(['many.conf']);

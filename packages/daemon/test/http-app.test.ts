@@ -18,10 +18,10 @@ import {
   type StreamView,
 } from '@stream-conductor/shared';
 import { type HttpAnswer, requestJson } from '../../../tests/helpers/http.js';
-// The one import of the service interface: moving it means changing this line only.
-import type { StreamService } from '../src/service/service.js';
 import { createApp } from '../src/http/app.js';
 import type { LogFields, Logger } from '../src/log.js';
+// The one import of the service interface: moving it means changing this line only.
+import type { StreamService } from '../src/service/service.js';
 
 /** One call the service received: the method and its arguments. */
 type Call = [method: keyof StreamService, ...args: unknown[]];

@@ -2,11 +2,12 @@
  * The HTTP server's limits against real sockets: a client that dribbles its headers or its body is
  * cut off, oversized heads and bodies are refused, and none of it takes the server down.
  */
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+
 import type { Server } from 'node:http';
-import { type Socket, connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import type { ConductorError } from '@stream-conductor/shared';
 import express from 'express';
-import { ConductorError } from '@stream-conductor/shared';
 import { requireToken } from '../src/http/auth.js';
 import { createHttpServer } from '../src/http/server.js';
 
@@ -17,9 +18,11 @@ let port: number;
 
 beforeEach(async () => {
   const app = express();
-  app.use(requireToken([{ name: 'test', token: TOKEN }], (_req, res, error: ConductorError) => {
-    res.status(401).json(error.toBody());
-  }));
+  app.use(
+    requireToken([{ name: 'test', token: TOKEN }], (_req, res, error: ConductorError) => {
+      res.status(401).json(error.toBody());
+    }),
+  );
   app.use(express.json({ limit: '1kb' }));
   app.all('/echo', (req, res) => {
     res.json({ ok: true, body: req.body as unknown });
@@ -27,7 +30,12 @@ beforeEach(async () => {
   app.use((error: { status?: number }, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
     res.status(error.status ?? 500).json({ refused: true });
   });
-  server = createHttpServer(app, { headersTimeoutMs: 400, requestTimeoutMs: 800, keepAliveTimeoutMs: 300, maxHeaderSize: 2048 });
+  server = createHttpServer(app, {
+    headersTimeoutMs: 400,
+    requestTimeoutMs: 800,
+    keepAliveTimeoutMs: 300,
+    maxHeaderSize: 2048,
+  });
   await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
   port = (server.address() as { port: number }).port;
   serverSockets = new Map();
@@ -46,7 +54,9 @@ const auth = { authorization: `Bearer ${TOKEN}` };
 
 /** The server's count of open connections. */
 function openConnections(): Promise<number> {
-  return new Promise((resolve, reject) => server.getConnections((error, count) => (error ? reject(error) : resolve(count))));
+  return new Promise((resolve, reject) =>
+    server.getConnections((error, count) => (error ? reject(error) : resolve(count))),
+  );
 }
 
 interface Outcome {
@@ -94,13 +104,17 @@ function halfOpenClient(data: string, connected?: () => void): Promise<Outcome> 
     socket.on('end', () => {
       const accepted = serverSockets.has(localPort);
       const deadline = new Promise<boolean>((done) => setTimeout(() => done(false), 1000).unref());
-      const closed = accepted ? Promise.race([serverSocket(localPort).closed.then(() => true), deadline]) : Promise.resolve(true);
+      const closed = accepted
+        ? Promise.race([serverSocket(localPort).closed.then(() => true), deadline])
+        : Promise.resolve(true);
       void closed.then((serverClosed) => {
         resolve({ answer, ended: true, serverClosed, closedAfterMs: Date.now() - started });
         socket.destroy();
       });
     });
-    socket.on('close', () => resolve({ answer, ended: false, serverClosed: false, closedAfterMs: Date.now() - started }));
+    socket.on('close', () =>
+      resolve({ answer, ended: false, serverClosed: false, closedAfterMs: Date.now() - started }),
+    );
   });
 }
 
@@ -125,7 +139,10 @@ function slowClient(chunks: string[], pauseMs: number): Promise<{ answer: string
 
 describe('the HTTP server limits', () => {
   it('cuts off a client that sends its headers too slowly', async () => {
-    const chunks = [`GET /echo HTTP/1.1\r\nAuthorization: Bearer ${TOKEN}\r\n`, ...Array.from({ length: 40 }, (_, i) => `X-Slow-${i}: x\r\n`)];
+    const chunks = [
+      `GET /echo HTTP/1.1\r\nAuthorization: Bearer ${TOKEN}\r\n`,
+      ...Array.from({ length: 40 }, (_, i) => `X-Slow-${i}: x\r\n`),
+    ];
     const { answer, closedAfterMs } = await slowClient(chunks, 100);
     expect(answer).toMatch(/^HTTP\/1\.1 408/);
     expect(closedAfterMs).toBeLessThan(3000);
@@ -144,9 +161,17 @@ describe('the HTTP server limits', () => {
   });
 
   it('refuses a JSON body over the limit with 413, and still serves the next request', async () => {
-    const big = await fetch(`http://127.0.0.1:${port}/echo`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ x: 'z'.repeat(4096) }) });
+    const big = await fetch(`http://127.0.0.1:${port}/echo`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ x: 'z'.repeat(4096) }),
+    });
     expect(big.status).toBe(413);
-    const small = await fetch(`http://127.0.0.1:${port}/echo`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"a":1}' });
+    const small = await fetch(`http://127.0.0.1:${port}/echo`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: '{"a":1}',
+    });
     expect(await small.json()).toEqual({ ok: true, body: { a: 1 } });
   });
 
@@ -172,26 +197,36 @@ describe('the HTTP server limits', () => {
       if (connected === count) allConnected();
     };
     const clients = Array.from({ length: count }, (_, i) =>
-      halfOpenClient(i % 3 === 0 ? '' : i % 3 === 1 ? 'GET /echo HTTP/1.1\r\nHost: x\r\n' : 'POST /echo HTTP/1.1\r\nContent-Le', onConnect),
+      halfOpenClient(
+        i % 3 === 0 ? '' : i % 3 === 1 ? 'GET /echo HTTP/1.1\r\nHost: x\r\n' : 'POST /echo HTTP/1.1\r\nContent-Le',
+        onConnect,
+      ),
     );
     await ready;
     // All of them are open now; the server still answers.
     for (let i = 0; i < 5; i += 1) {
-      const answer = await fetch(`http://127.0.0.1:${port}/echo`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: `{"i":${i}}` });
+      const answer = await fetch(`http://127.0.0.1:${port}/echo`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: `{"i":${i}}`,
+      });
       expect(await answer.json()).toEqual({ ok: true, body: { i } });
     }
     const outcomes = await Promise.all(clients);
     const slowest = Math.max(...outcomes.map((outcome) => outcome.closedAfterMs));
     expect(slowest).toBeLessThan(3000);
     // A client that sent nothing gets no answer; every other gets its 408, and then a closed socket.
-    expect(outcomes.filter((outcome) => outcome.answer.startsWith('HTTP/1.1 408 ')).length).toBeGreaterThanOrEqual((count * 2) / 3 - 1);
+    expect(outcomes.filter((outcome) => outcome.answer.startsWith('HTTP/1.1 408 ')).length).toBeGreaterThanOrEqual(
+      (count * 2) / 3 - 1,
+    );
     expect(outcomes.filter((outcome) => !outcome.ended || !outcome.serverClosed)).toEqual([]);
     server.closeIdleConnections();
     expect(await openConnections()).toBe(0);
   }, 20_000);
 
   it('closes the connection of a request without the token once the 401 has left, body or not', async () => {
-    const head = 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"half":';
+    const head =
+      'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"half":';
     const outcome = await halfOpenClient(head);
     expect(outcome.answer).toMatch(/^HTTP\/1\.1 401 /);
     expect(outcome.answer).toMatch(/\r\nConnection: close\r\n/i);

@@ -3,19 +3,20 @@
  * bytes, and what happens when the disk or the store fails. The per-stream files are real files
  * in a temporary folder; nginx, the kernel's port table and the store are fakes.
  */
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { ConductorError, ErrorCode, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import { silentLogger } from '../src/log.js';
 import type { TestResult } from '../src/nginx/binary.js';
+import { type Mutation, NginxInstance } from '../src/nginx/instance.js';
 import type { ReloadOutcome } from '../src/nginx/process/controller.js';
-import { NginxInstance, type Mutation } from '../src/nginx/instance.js';
 import { StreamFiles } from '../src/nginx/stream-files.js';
-import { QuietNginx } from './fake-nginx.js';
 import type { StoreChange, StoreLoad, StreamStore } from '../src/streams/store.js';
 import type { PortProbe } from '../src/sys/ports.js';
+import { QuietNginx } from './fake-nginx.js';
 
 /** An nginx that reads the real files: a name ending in .invalid fails the test, a held port fails the reload. */
 class ScriptedNginx extends QuietNginx {
@@ -43,7 +44,12 @@ class ScriptedNginx extends QuietNginx {
     const files = [];
     for (const name of await readdir(this.folder)) {
       const match = /^_conductor_([0-9]+)\.conf$/.exec(name);
-      if (match) files.push({ port: Number(match[1]), path: join(this.folder, name), text: await readFile(join(this.folder, name), 'utf8') });
+      if (match)
+        files.push({
+          port: Number(match[1]),
+          path: join(this.folder, name),
+          text: await readFile(join(this.folder, name), 'utf8'),
+        });
     }
     return files;
   }
@@ -75,7 +81,10 @@ class ScriptedNginx extends QuietNginx {
     const files = await this.files();
     const clash = files.filter((file) => this.held.has(file.port));
     if (clash.length > 0) {
-      const lines = clash.map((file) => ({ level: 'emerg', text: `bind() to 127.0.0.1:${file.port} failed (98: Address already in use)` }));
+      const lines = clash.map((file) => ({
+        level: 'emerg',
+        text: `bind() to 127.0.0.1:${file.port} failed (98: Address already in use)`,
+      }));
       lines.push({ level: 'emerg', text: 'still could not bind()' });
       return { ok: false, code: 'RELOAD_FAILED', message: lines[0]?.text ?? '', lines };
     }
@@ -112,7 +121,10 @@ let inUse: Set<number>;
 let files: StreamFiles;
 let instance: NginxInstance;
 
-const record = (port: number, backend = `127.0.0.1:${port + 1000}`): StreamRecord => ({ ...simpleSpec(port, backend), createdAt: '2026-01-01T00:00:00.000Z' });
+const record = (port: number, backend = `127.0.0.1:${port + 1000}`): StreamRecord => ({
+  ...simpleSpec(port, backend),
+  createdAt: '2026-01-01T00:00:00.000Z',
+});
 const create = (port: number, backend?: string): Mutation => ({ kind: 'create', record: record(port, backend) });
 const remove = (port: number): Mutation => ({ kind: 'remove', port });
 
@@ -218,17 +230,28 @@ describe('batches', () => {
     const error = await refusal(bad);
     expect(error.code).toBe(ErrorCode.NginxRejected);
     expect(error.message).toBe('nginx refused the stream on port 9002: host not found in upstream "nowhere.invalid"');
-    expect(Object.keys(await folderState())).toEqual(['_conductor_9000.conf', '_conductor_9001.conf', '_conductor_9003.conf', '_conductor_9009.conf']);
+    expect(Object.keys(await folderState())).toEqual([
+      '_conductor_9000.conf',
+      '_conductor_9001.conf',
+      '_conductor_9003.conf',
+      '_conductor_9009.conf',
+    ]);
     expect([...store.records.keys()].sort()).toEqual([9000, 9001, 9003, 9009]);
   });
 
   it('refuses a port nginx could not bind, with PORT_IN_USE, and applies the rest', async () => {
     nginx.held.add(9001);
-    const results = await Promise.allSettled([instance.submit(create(9000)), instance.submit(create(9001)), instance.submit(create(9002))]);
+    const results = await Promise.allSettled([
+      instance.submit(create(9000)),
+      instance.submit(create(9001)),
+      instance.submit(create(9002)),
+    ]);
     expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     const error = (results[1] as PromiseRejectedResult).reason as ConductorError;
     expect(error.code).toBe(ErrorCode.PortInUse);
-    expect(error.message).toBe('nginx refused the stream on port 9001: bind() to 127.0.0.1:9001 failed (98: Address already in use)');
+    expect(error.message).toBe(
+      'nginx refused the stream on port 9001: bind() to 127.0.0.1:9001 failed (98: Address already in use)',
+    );
     expect(Object.keys(await folderState())).toEqual(['_conductor_9000.conf', '_conductor_9002.conf']);
   });
 
@@ -243,7 +266,12 @@ describe('batches', () => {
     nginx.reload = async () => {
       const names = await readdir(folder);
       if (names.includes('_conductor_9002.conf')) {
-        return { ok: false, code: 'RELOAD_FAILED', message: 'too many open files', lines: [{ level: 'emerg', text: 'too many open files' }] };
+        return {
+          ok: false,
+          code: 'RELOAD_FAILED',
+          message: 'too many open files',
+          lines: [{ level: 'emerg', text: 'too many open files' }],
+        };
       }
       return realReload();
     };
@@ -252,7 +280,9 @@ describe('batches', () => {
     await blocker;
     const settled = await Promise.allSettled(batch);
     expect(settled.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
-    expect(((settled[1] as PromiseRejectedResult).reason as ConductorError).message).toBe('nginx refused the change: too many open files');
+    expect(((settled[1] as PromiseRejectedResult).reason as ConductorError).message).toBe(
+      'nginx refused the change: too many open files',
+    );
     expect([...store.records.keys()].sort()).toEqual([9000, 9001, 9003]);
   });
 
@@ -350,8 +380,14 @@ describe('reconcile', () => {
     await instance.reconcile();
     expect(Object.keys(await folderState())).toEqual(['_conductor_9000.conf', 'operator.conf']);
     expect(instance.get(9000)?.state).toBe('live');
-    expect(instance.get(9001)).toMatchObject({ state: 'failed', reason: 'nginx: host not found in upstream "gone.invalid"' });
-    expect(instance.get(9002)).toMatchObject({ state: 'failed', reason: 'nginx: bind() to 127.0.0.1:9002 failed (98: Address already in use)' });
+    expect(instance.get(9001)).toMatchObject({
+      state: 'failed',
+      reason: 'nginx: host not found in upstream "gone.invalid"',
+    });
+    expect(instance.get(9002)).toMatchObject({
+      state: 'failed',
+      reason: 'nginx: bind() to 127.0.0.1:9002 failed (98: Address already in use)',
+    });
     // The next reconcile tries the set-aside ones again.
     nginx.held.clear();
     await instance.reconcile();

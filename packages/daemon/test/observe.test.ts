@@ -4,18 +4,29 @@
  * That the figures match real traffic through nginx is proved end to end in
  * tests/e2e/observability.test.ts.
  */
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { type Server, createServer } from 'node:net';
+
+import {
+  appendFileSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import type { AuditEvent, StreamView } from '@stream-conductor/shared';
 import { silentLogger } from '../src/log.js';
 import { AuditLog } from '../src/observe/audit.js';
 import { type OpenTraffic, parseSs } from '../src/observe/connections.js';
-import { Observatory } from '../src/observe/observatory.js';
 import { HealthChecker, probe } from '../src/observe/health.js';
 import { Metrics } from '../src/observe/metrics.js';
+import { Observatory } from '../src/observe/observatory.js';
 import { AccessLogTail, TrafficCounter } from '../src/observe/traffic.js';
 
 let dir: string;
@@ -26,7 +37,13 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const line = (port: number, status: number, bytesIn: number, bytesOut: number, t = '2026-11-25T10:00:00+00:00'): string =>
+const line = (
+  port: number,
+  status: number,
+  bytesIn: number,
+  bytesOut: number,
+  t = '2026-11-25T10:00:00+00:00',
+): string =>
   `${JSON.stringify({ t, port, proto: 'TCP', status, in: bytesIn, out: bytesOut, s: 0.1, up: '127.0.0.1:1', client: '127.0.0.1' })}\n`;
 
 describe('the access log reader', () => {
@@ -46,10 +63,20 @@ describe('the access log reader', () => {
     await reader.poll();
     expect(counter.get(9000).sessions).toBe(0);
 
-    appendFileSync(path, line(9000, 200, 10, 20, '2026-11-25T10:00:01+00:00') + line(9000, 502, 0, 0, '2026-11-25T10:00:03+00:00'));
+    appendFileSync(
+      path,
+      line(9000, 200, 10, 20, '2026-11-25T10:00:01+00:00') + line(9000, 502, 0, 0, '2026-11-25T10:00:03+00:00'),
+    );
     appendFileSync(path, line(9000, 403, 0, 0, '2026-11-25T11:00:02+01:00') + line(9001, 200, 5, 7));
     await reader.poll();
-    expect(counter.get(9000)).toEqual({ sessions: 3, failedSessions: 1, deniedSessions: 1, bytesIn: 10, bytesOut: 20, lastSessionAt: '2026-11-25T10:00:03.000Z' });
+    expect(counter.get(9000)).toEqual({
+      sessions: 3,
+      failedSessions: 1,
+      deniedSessions: 1,
+      bytesIn: 10,
+      bytesOut: 20,
+      lastSessionAt: '2026-11-25T10:00:03.000Z',
+    });
     expect(counter.get(9001)).toMatchObject({ sessions: 1, bytesIn: 5, bytesOut: 7 });
     expect(counter.get(9002)).toEqual({ sessions: 0, failedSessions: 0, deniedSessions: 0, bytesIn: 0, bytesOut: 0 });
   });
@@ -108,7 +135,13 @@ describe('the access log reader', () => {
     writeFileSync(path, '');
     const counter = new TrafficCounter();
     const held = new Set<string>();
-    const reader = tail(path, counter, 500, async (rotated) => void held.add(rotated), async (rotated) => held.has(rotated));
+    const reader = tail(
+      path,
+      counter,
+      500,
+      async (rotated) => void held.add(rotated),
+      async (rotated) => held.has(rotated),
+    );
     await reader.poll();
     appendFileSync(path, line(9000, 200, 1, 1).repeat(5));
     await reader.poll();
@@ -158,7 +191,14 @@ describe('the access log reader', () => {
 });
 
 describe('the audit log', () => {
-  const event = (at: string, ports: number[], result: 'ok' | 'refused' = 'ok'): AuditEvent => ({ at, actor: 'alice', remote: '127.0.0.1', action: 'create', ports, result });
+  const event = (at: string, ports: number[], result: 'ok' | 'refused' = 'ok'): AuditEvent => ({
+    at,
+    actor: 'alice',
+    remote: '127.0.0.1',
+    action: 'create',
+    ports,
+    result,
+  });
 
   it('appends JSON lines, answers queries by port, time and count, and keeps the latest across restarts', () => {
     const path = join(dir, 'audit.log');
@@ -166,11 +206,21 @@ describe('the audit log', () => {
     audit.record(event('2026-11-25T10:00:00.000Z', [9000]));
     audit.record(event('2026-11-25T10:00:01.000Z', [9001], 'refused'));
     audit.record(event('2026-11-25T10:00:02.000Z', [9000, 9001]));
-    const lines = readFileSync(path, 'utf8').trim().split('\n').map((text) => JSON.parse(text) as AuditEvent);
-    expect(lines.map((entry) => entry.at)).toEqual(['2026-11-25T10:00:00.000Z', '2026-11-25T10:00:01.000Z', '2026-11-25T10:00:02.000Z']);
+    const lines = readFileSync(path, 'utf8')
+      .trim()
+      .split('\n')
+      .map((text) => JSON.parse(text) as AuditEvent);
+    expect(lines.map((entry) => entry.at)).toEqual([
+      '2026-11-25T10:00:00.000Z',
+      '2026-11-25T10:00:01.000Z',
+      '2026-11-25T10:00:02.000Z',
+    ]);
     expect(statSync(path).mode & 0o777).toBe(0o600);
 
-    expect(audit.query({ port: 9000 }).map((entry) => entry.at)).toEqual(['2026-11-25T10:00:00.000Z', '2026-11-25T10:00:02.000Z']);
+    expect(audit.query({ port: 9000 }).map((entry) => entry.at)).toEqual([
+      '2026-11-25T10:00:00.000Z',
+      '2026-11-25T10:00:02.000Z',
+    ]);
     expect(audit.query({ since: '2026-11-25T10:00:00.000Z' })).toHaveLength(2);
     // A time past the last event, also one past the year 9999 (which sorts first as text): none.
     expect(audit.query({ since: '2026-11-25T10:00:02.000Z' })).toEqual([]);
@@ -184,7 +234,8 @@ describe('the audit log', () => {
   it('rotates to audit.log.1 past its size, so that it stays bounded', () => {
     const path = join(dir, 'audit.log');
     const audit = new AuditLog(path, { maxBytes: 1000, keep: 10, log: silentLogger });
-    for (let i = 0; i < 100; i += 1) audit.record(event(new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(), [9000 + i]));
+    for (let i = 0; i < 100; i += 1)
+      audit.record(event(new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(), [9000 + i]));
     expect(statSync(path).size).toBeLessThanOrEqual(1000);
     expect(statSync(`${path}.1`).size).toBeLessThanOrEqual(1000);
     expect(audit.query({ limit: 1000 })).toHaveLength(10);
@@ -207,7 +258,11 @@ describe('the audit log', () => {
   });
 
   it('keeps answering when the file cannot be written', () => {
-    const audit = new AuditLog(join(dir, 'no-such-folder', 'audit.log'), { maxBytes: 1000, keep: 10, log: silentLogger });
+    const audit = new AuditLog(join(dir, 'no-such-folder', 'audit.log'), {
+      maxBytes: 1000,
+      keep: 10,
+      log: silentLogger,
+    });
     audit.record(event('2026-11-25T10:00:00.000Z', [9000]));
     expect(audit.query()).toHaveLength(1);
   });
@@ -302,7 +357,9 @@ describe('backend probes', () => {
     const checker = new HealthChecker(
       () => {
         calls += 1;
-        return calls === 1 ? [{ port: 9000, protocol: 'tcp' as const, backends: many }] : [{ port: 9000, protocol: 'tcp' as const, backends: many }, added];
+        return calls === 1
+          ? [{ port: 9000, protocol: 'tcp' as const, backends: many }]
+          : [{ port: 9000, protocol: 'tcp' as const, backends: many }, added];
       },
       { intervalMs: 0, timeoutMs: 2000, concurrency: 1 },
     );
@@ -319,9 +376,24 @@ describe('the stats of a list', () => {
     expect(done()).toBe(true);
   };
   const stream = (port: number): StreamView =>
-    ({ port, protocol: 'tcp', state: 'live', backends: [{ address: '127.0.0.1:22' }], createdAt: '2026-11-25T10:00:00.000Z' }) as unknown as StreamView; // the fields the stats read
+    ({
+      port,
+      protocol: 'tcp',
+      state: 'live',
+      backends: [{ address: '127.0.0.1:22' }],
+      createdAt: '2026-11-25T10:00:00.000Z',
+    }) as unknown as StreamView; // the fields the stats read
   const observatory = (readSockets: (ports: Set<number>) => Promise<Map<number, OpenTraffic>>): Observatory =>
-    new Observatory({ accessLogs: [], accessLogMaxBytes: 1 << 20, auditPath: join(dir, 'audit.log'), auditMaxBytes: 1 << 20, healthIntervalMs: 0, healthTimeoutMs: 1000, log: silentLogger, readSockets });
+    new Observatory({
+      accessLogs: [],
+      accessLogMaxBytes: 1 << 20,
+      auditPath: join(dir, 'audit.log'),
+      auditMaxBytes: 1 << 20,
+      healthIntervalMs: 0,
+      healthTimeoutMs: 1000,
+      log: silentLogger,
+      readSockets,
+    });
 
   it('asks the kernel once at a time, and the asks that come meanwhile share the next read', async () => {
     const reads: number[][] = [];
@@ -338,7 +410,11 @@ describe('the stats of a list', () => {
     });
     const first = watched.withStats([stream(9000)]);
     await until(() => reads.length === 1);
-    const more = [watched.withStats([stream(9001)]), watched.withStats([stream(9002)]), watched.withStats([stream(9001), stream(9003)])];
+    const more = [
+      watched.withStats([stream(9001)]),
+      watched.withStats([stream(9002)]),
+      watched.withStats([stream(9001), stream(9003)]),
+    ];
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(reads).toHaveLength(1);
     release.shift()?.();

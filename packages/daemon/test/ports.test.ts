@@ -1,6 +1,6 @@
-import { afterEach, describe, expect, it } from '@jest/globals';
 import { readFile } from 'node:fs/promises';
-import { type AddressInfo, type Server, createServer } from 'node:net';
+import { type AddressInfo, createServer, type Server } from 'node:net';
+import { afterEach, describe, expect, it } from '@jest/globals';
 import { type ListeningSocket, parseProcNetTcp, probeTcpPort } from '../src/sys/ports.js';
 import { canonicalAddress, socketInodesOf } from '../src/sys/sockets.js';
 
@@ -89,7 +89,9 @@ describe('parseProcNetTcp, IPv6', () => {
     const sockets = parseProcNetTcp(text, 6);
     expect(sockets).toHaveLength(1);
     // The kernel prints upper-case hex; compare the address whatever its case.
-    expect(sockets.map((socket) => ({ address: socket.address.toLowerCase(), port: socket.port }))).toEqual([{ address, port: 9000 }]);
+    expect(sockets.map((socket) => ({ address: socket.address.toLowerCase(), port: socket.port }))).toEqual([
+      { address, port: 9000 },
+    ]);
   });
 
   it('keeps only the listening rows of a realistic table', () => {

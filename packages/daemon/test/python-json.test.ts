@@ -49,7 +49,9 @@ describe('pythonJson', () => {
   });
 
   it('escapes non-ASCII keys and values alike', () => {
-    expect(pythonJson({ ü: 'é', 'key with "quote"': ['x', null] })).toBe('{"\\u00fc": "\\u00e9", "key with \\"quote\\"": ["x", null]}');
+    expect(pythonJson({ ü: 'é', 'key with "quote"': ['x', null] })).toBe(
+      '{"\\u00fc": "\\u00e9", "key with \\"quote\\"": ["x", null]}',
+    );
   });
 
   it('escapes non-ASCII text inside nested structures', () => {
@@ -74,6 +76,8 @@ describe('pythonJson', () => {
   it('never emits a non-ASCII byte', () => {
     const text = pythonJson({ all: Array.from({ length: 0x300 }, (_, code) => String.fromCharCode(code)).join('') });
     expect(/^[\x20-\x7e]*$/.test(text)).toBe(true);
-    expect(JSON.parse(text)).toEqual({ all: Array.from({ length: 0x300 }, (_, code) => String.fromCharCode(code)).join('') });
+    expect(JSON.parse(text)).toEqual({
+      all: Array.from({ length: 0x300 }, (_, code) => String.fromCharCode(code)).join(''),
+    });
   });
 });

@@ -108,13 +108,24 @@ describe('renderListen', () => {
     '256.1.1.1',
     '::1]; proxy_pass x:1; [',
   ])('refuses listen address %j', (address) => {
-    expect(() => renderListen(9000, address)).toThrow(new Error(`refusing to render listen address ${JSON.stringify(address)}`));
+    expect(() => renderListen(9000, address)).toThrow(
+      new Error(`refusing to render listen address ${JSON.stringify(address)}`),
+    );
   });
 });
 
 /** A plain one-backend TCP record, built by hand so that invalid values reach the renderer. */
 function rec(port: number, backend: string, createdAt: string): StreamRecord {
-  return { port, protocol: 'tcp', backends: [{ address: backend }], balance: 'round-robin', allow: [], proxyProtocol: false, labels: {}, createdAt };
+  return {
+    port,
+    protocol: 'tcp',
+    backends: [{ address: backend }],
+    balance: 'round-robin',
+    allow: [],
+    proxyProtocol: false,
+    labels: {},
+    createdAt,
+  };
 }
 
 describe('renderStreamFile', () => {
@@ -155,7 +166,9 @@ describe('renderStreamFile', () => {
 
   it('renders the canonical form of the backend', () => {
     const text = renderStreamFile(rec(9002, 'DB.Example.COM:22', '2026-01-02T03:04:05Z'), { listenAddress: undefined });
-    expect(text.split('\n')[0]).toBe('# stream-conductor: port 9002 -> db.example.com:22 (created 2026-01-02T03:04:05Z)');
+    expect(text.split('\n')[0]).toBe(
+      '# stream-conductor: port 9002 -> db.example.com:22 (created 2026-01-02T03:04:05Z)',
+    );
     expect(text.split('\n')[6]).toBe('    proxy_pass db.example.com:22;');
   });
 
@@ -195,7 +208,8 @@ describe('renderStreamFile', () => {
     'host name:80',
     'a\n:1',
   ])('throws INVALID_INPUT for backend %j', (backend) => {
-    const render = (): string => renderStreamFile(rec(9000, backend, '2026-01-02T03:04:05Z'), { listenAddress: undefined });
+    const render = (): string =>
+      renderStreamFile(rec(9000, backend, '2026-01-02T03:04:05Z'), { listenAddress: undefined });
     expect(render).toThrow(ConductorError);
     let code: string | undefined;
     try {
@@ -211,16 +225,28 @@ describe('renderStreamFile', () => {
     [70000, undefined, 'refusing to render port 70000'],
     [9000, 'localhost', 'refusing to render listen address "localhost"'],
   ])('throws for port %d / listen address %j', (port, listenAddress, message) => {
-    expect(() => renderStreamFile(rec(port, 'a:1', '2026-01-02T03:04:05Z'), { listenAddress })).toThrow(new Error(message));
+    expect(() => renderStreamFile(rec(port, 'a:1', '2026-01-02T03:04:05Z'), { listenAddress })).toThrow(
+      new Error(message),
+    );
   });
 });
 
 describe('renderStreamFile with features', () => {
-  const full = (spec: Partial<StreamRecord>): StreamRecord => ({ ...rec(9100, 'a.example:80', '2026-01-02T03:04:05Z'), ...spec });
+  const full = (spec: Partial<StreamRecord>): StreamRecord => ({
+    ...rec(9100, 'a.example:80', '2026-01-02T03:04:05Z'),
+    ...spec,
+  });
 
   it('renders an upstream block for several backends, weights, backups and a balancing method', () => {
     const text = renderStreamFile(
-      full({ backends: [{ address: 'a.example:80' }, { address: 'b.example:80', weight: 3 }, { address: '[2001:db8::1]:80', backup: true }], balance: 'least-conn' }),
+      full({
+        backends: [
+          { address: 'a.example:80' },
+          { address: 'b.example:80', weight: 3 },
+          { address: '[2001:db8::1]:80', backup: true },
+        ],
+        balance: 'least-conn',
+      }),
       { listenAddress: undefined },
     );
     expect(text).toBe(
@@ -244,14 +270,20 @@ describe('renderStreamFile with features', () => {
     );
   });
 
-  it('logs each session to the access log it is given, in the daemon\'s format', () => {
-    const text = renderStreamFile(full({}), { listenAddress: undefined, accessLog: '/srv/sc/.conductor/nginx/0/access.log' });
+  it("logs each session to the access log it is given, in the daemon's format", () => {
+    const text = renderStreamFile(full({}), {
+      listenAddress: undefined,
+      accessLog: '/srv/sc/.conductor/nginx/0/access.log',
+    });
     expect(text).toContain('    access_log /srv/sc/.conductor/nginx/0/access.log conductor_v1;\n');
     expect(renderStreamFile(full({}), { listenAddress: undefined })).not.toContain('access_log');
   });
 
   it('hashes on the client address with hash-ip', () => {
-    const text = renderStreamFile(full({ backends: [{ address: 'a.example:80' }, { address: 'b.example:80' }], balance: 'hash-ip' }), { listenAddress: undefined });
+    const text = renderStreamFile(
+      full({ backends: [{ address: 'a.example:80' }, { address: 'b.example:80' }], balance: 'hash-ip' }),
+      { listenAddress: undefined },
+    );
     expect(text).toContain('    hash $remote_addr consistent;\n');
   });
 
@@ -267,7 +299,13 @@ describe('renderStreamFile with features', () => {
 
   it('renders the allow-list, the timeouts, the PROXY protocol and the throughput profile', () => {
     const text = renderStreamFile(
-      full({ allow: ['10.0.0.0/8', '2001:db8::/32'], connectTimeoutMs: 500, idleTimeoutMs: 1_800_000, proxyProtocol: true, profile: 'throughput' }),
+      full({
+        allow: ['10.0.0.0/8', '2001:db8::/32'],
+        connectTimeoutMs: 500,
+        idleTimeoutMs: 1_800_000,
+        proxyProtocol: true,
+        profile: 'throughput',
+      }),
       { listenAddress: undefined },
     );
     expect(text.split('\n').slice(2, 13)).toEqual([
@@ -323,7 +361,9 @@ describe('nginxPath', () => {
     '',
   ])('refuses %j', (path) => {
     expect(() => nginxPath(path)).toThrow(
-      new Error(`path ${JSON.stringify(path)} holds characters that cannot be written into nginx's configuration safely`),
+      new Error(
+        `path ${JSON.stringify(path)} holds characters that cannot be written into nginx's configuration safely`,
+      ),
     );
   });
 });
@@ -364,7 +404,9 @@ describe('renderMainConf', () => {
   });
 
   it('renders no load_module line when nginx has the stream module built in', () => {
-    expect(renderMainConf({ ...base, streamModule: undefined, workerConnections: 3072, workerRlimitNofile: 4096 })).toBe(
+    expect(
+      renderMainConf({ ...base, streamModule: undefined, workerConnections: 3072, workerRlimitNofile: 4096 }),
+    ).toBe(
       [
         '# Generated by stream-conductor for the nginx it manages; rewritten at every start.',
         'master_process on;',
@@ -394,7 +436,9 @@ describe('renderMainConf', () => {
     ['includeGlob', '/srv/sc/stream.d/{a,b}.conf'],
   ])('refuses a %s of %j', (field, value) => {
     expect(() => renderMainConf({ ...base, [field]: value })).toThrow(
-      new Error(`path ${JSON.stringify(value)} holds characters that cannot be written into nginx's configuration safely`),
+      new Error(
+        `path ${JSON.stringify(value)} holds characters that cannot be written into nginx's configuration safely`,
+      ),
     );
   });
 });
@@ -413,9 +457,12 @@ describe('sizeConnections', () => {
     [10, 1024, 26, 1024],
     [5000, 4096, 5016, 4096],
     [65535, 65536, 65551, 65536],
-  ])('range of %d ports, hard limit %j -> %d connections, rlimit %d', (rangeSize, hard, workerConnections, workerRlimitNofile) => {
-    expect(sizeConnections(rangeSize, hard)).toEqual({ workerConnections, workerRlimitNofile });
-  });
+  ])(
+    'range of %d ports, hard limit %j -> %d connections, rlimit %d',
+    (rangeSize, hard, workerConnections, workerRlimitNofile) => {
+      expect(sizeConnections(rangeSize, hard)).toEqual({ workerConnections, workerRlimitNofile });
+    },
+  );
 
   it.each<[number, number | undefined]>([
     [1, undefined],
@@ -433,20 +480,45 @@ describe('sizeConnections', () => {
 
 describe('parseLegacyFile', () => {
   const oldFile = (port: string, backend: string): string =>
-    ['# created 2019-05-01 12:00:00 by stream-api', 'server {', `    listen ${port};`, `    proxy_pass ${backend};`, '}', ''].join('\n');
+    [
+      '# created 2019-05-01 12:00:00 by stream-api',
+      'server {',
+      `    listen ${port};`,
+      `    proxy_pass ${backend};`,
+      '}',
+      '',
+    ].join('\n');
 
   it.each<[string, string, LegacyParse]>([
-    ['_conductor_9000-10.0.0.5:5432.conf', oldFile('9000', '10.0.0.5:5432'), { spec: simpleSpec(9000, '10.0.0.5:5432') }],
-    ['_conductor_9001-DB.Example.com:22.conf', oldFile('9001', 'DB.Example.com:22'), { spec: simpleSpec(9001, 'db.example.com:22') }],
-    ['_conductor_9002-[2001:db8::1]:443.conf', oldFile('9002', '[2001:DB8::1]:443'), { spec: simpleSpec(9002, '[2001:db8::1]:443') }],
+    [
+      '_conductor_9000-10.0.0.5:5432.conf',
+      oldFile('9000', '10.0.0.5:5432'),
+      { spec: simpleSpec(9000, '10.0.0.5:5432') },
+    ],
+    [
+      '_conductor_9001-DB.Example.com:22.conf',
+      oldFile('9001', 'DB.Example.com:22'),
+      { spec: simpleSpec(9001, 'db.example.com:22') },
+    ],
+    [
+      '_conductor_9002-[2001:db8::1]:443.conf',
+      oldFile('9002', '[2001:DB8::1]:443'),
+      { spec: simpleSpec(9002, '[2001:db8::1]:443') },
+    ],
     ['_conductor_9003-a:1.conf', 'server { listen 9003; proxy_pass a:1; }', { spec: simpleSpec(9003, 'a:1') }],
     ['_conductor_9004-a:1.conf', 'server{listen 9004;proxy_pass a:1;}\n', { spec: simpleSpec(9004, 'a:1') }],
-    ['_conductor_9005-a:1.conf', '  # one\n# two\r\nserver {\r\n\tlisten 9005;\r\n\tproxy_pass a:1;\r\n}\r\n', { spec: simpleSpec(9005, 'a:1') }],
+    [
+      '_conductor_9005-a:1.conf',
+      '  # one\n# two\r\nserver {\r\n\tlisten 9005;\r\n\tproxy_pass a:1;\r\n}\r\n',
+      { spec: simpleSpec(9005, 'a:1') },
+    ],
   ])('adopts %j', (name, content, expected) => {
     expect(parseLegacyFile(PREFIX, name, content)).toEqual(expected);
   });
 
-  const notPlain: LegacyParse = { error: 'its content is not a plain `server { listen <port>; proxy_pass <backend>; }`' };
+  const notPlain: LegacyParse = {
+    error: 'its content is not a plain `server { listen <port>; proxy_pass <backend>; }`',
+  };
 
   it.each<[string, string]>([
     ['injected directive after proxy_pass', 'server { listen 9000; proxy_pass a:1;proxy_timeout 1s; }'],
@@ -480,7 +552,10 @@ describe('parseLegacyFile', () => {
     ['a:70000', 'backend port must be a whole number from 1 to 65535, got 70000'],
     ['999.1.1.1:80', 'backend "999.1.1.1:80": "999.1.1.1" is not a valid IPv4 address'],
     ['unix:/tmp/sock', 'backend port must be a whole number from 1 to 65535, got "/tmp/sock"'],
-    ['$upstream:80', 'backend "$upstream:80": the host name label "$upstream" may hold only letters, digits and inner hyphens'],
+    [
+      '$upstream:80',
+      'backend "$upstream:80": the host name label "$upstream" may hold only letters, digits and inner hyphens',
+    ],
     ['-a:80', 'backend "-a:80": the host name label "-a" may hold only letters, digits and inner hyphens'],
   ])('refuses the backend %j', (backend, error) => {
     expect(parseLegacyFile(PREFIX, '_conductor_9000-x.conf', oldFile('9000', backend))).toEqual({ error });

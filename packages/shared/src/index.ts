@@ -1,4 +1,4 @@
 export * from './errors.js';
-export * from './validate.js';
-export * from './types.js';
 export * from './spec.js';
+export * from './types.js';
+export * from './validate.js';

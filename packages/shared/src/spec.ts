@@ -150,7 +150,10 @@ function ipv6ToBigInt(address: string): bigint {
   const [head = '', tail] = canonicalIPv6(address).split('::');
   const left = head === '' ? [] : head.split(':');
   const right = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = tail === undefined ? left : [...left, ...Array.from({ length: 8 - left.length - right.length }, () => '0'), ...right];
+  const groups =
+    tail === undefined
+      ? left
+      : [...left, ...Array.from({ length: 8 - left.length - right.length }, () => '0'), ...right];
   return groups.reduce((value, group) => (value << 16n) | BigInt(Number.parseInt(group, 16)), 0n);
 }
 
@@ -164,10 +167,12 @@ function bigIntToIPv6(value: bigint): string {
  * network in canonical form (host bits cleared), e.g. 10.1.2.3/8 becomes 10.0.0.0/8.
  */
 export function parseCidr(value: unknown, field = 'allow'): string {
-  if (typeof value !== 'string' || value.length > 64) throw invalid(field, `must be an IPv4 or IPv6 network such as 10.0.0.0/8, got ${shown(value)}`);
+  if (typeof value !== 'string' || value.length > 64)
+    throw invalid(field, `must be an IPv4 or IPv6 network such as 10.0.0.0/8, got ${shown(value)}`);
   const [address = '', prefixText, extra] = value.split('/');
   if (extra !== undefined) throw invalid(field, `${quote(value)} is not a network`);
-  if (prefixText !== undefined && !/^(0|[1-9][0-9]{0,2})$/.test(prefixText)) throw invalid(field, `${quote(value)} has an invalid prefix length`);
+  if (prefixText !== undefined && !/^(0|[1-9][0-9]{0,2})$/.test(prefixText))
+    throw invalid(field, `${quote(value)} has an invalid prefix length`);
   if (isIPv4(address)) {
     const prefix = prefixText === undefined ? 32 : Number(prefixText);
     if (prefix > 32) throw invalid(field, `${quote(value)}: an IPv4 prefix is at most 32`);
@@ -199,12 +204,18 @@ const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/;
 const LABEL_VALUE = /^[A-Za-z0-9._:/@+-]{0,63}$/;
 
 export function parseLabels(value: unknown, field = 'labels'): Record<string, string> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(field, 'must be an object of key: value');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw invalid(field, 'must be an object of key: value');
   const entries = Object.entries(value as Record<string, unknown>);
   if (entries.length > LIMITS.labels) throw invalid(field, `at most ${LIMITS.labels} labels`);
   const labels: Record<string, string> = {};
   for (const [key, text] of entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    if (!LABEL_KEY.test(key)) throw invalid(`${field}.${key}`, 'a label key is 1-63 lowercase letters, digits, and . _ / - inside', 'e.g. env, team, owner');
+    if (!LABEL_KEY.test(key))
+      throw invalid(
+        `${field}.${key}`,
+        'a label key is 1-63 lowercase letters, digits, and . _ / - inside',
+        'e.g. env, team, owner',
+      );
     if (typeof text !== 'string' || !LABEL_VALUE.test(text)) {
       throw invalid(`${field}.${key}`, 'a label value is up to 63 letters, digits and . _ : / @ + -');
     }
@@ -224,10 +235,12 @@ export function parseLabelSelector(value: string): [string, string] {
 
 function parseBackendEntry(value: unknown, field: string): BackendSpec {
   if (typeof value === 'string') return { address: checkedBackend(value, field) };
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(field, 'must be host:port or {address, weight, backup}');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw invalid(field, 'must be host:port or {address, weight, backup}');
   const { address, weight, backup, ...rest } = value as Record<string, unknown>;
   const unknown = Object.keys(rest);
-  if (unknown.length > 0) throw invalid(`${field}.${unknown[0]}`, 'unknown field (address, weight and backup are known)');
+  if (unknown.length > 0)
+    throw invalid(`${field}.${unknown[0]}`, 'unknown field (address, weight and backup are known)');
   if (typeof address !== 'string') throw invalid(`${field}.address`, 'is required: host:port');
   const backend: BackendSpec = { address: checkedBackend(address, `${field}.address`) };
   if (weight !== undefined) {
@@ -283,19 +296,23 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
 
   let port = 0;
   if (body.port !== undefined && body.port !== null) {
-    if (typeof body.port !== 'number' && typeof body.port !== 'string') throw invalid('port', 'must be a whole number from 1 to 65535');
+    if (typeof body.port !== 'number' && typeof body.port !== 'string')
+      throw invalid('port', 'must be a whole number from 1 to 65535');
     port = parsePort(body.port);
-    if (options.port !== undefined && port !== options.port) throw invalid('port', `the body says ${port} but the path says ${options.port}`);
+    if (options.port !== undefined && port !== options.port)
+      throw invalid('port', `the body says ${port} but the path says ${options.port}`);
   } else if (options.port !== undefined) {
     port = options.port;
   } else if (!options.portOptional) {
     throw invalid('port', 'is required: a whole number from 1 to 65535');
   }
 
-  if (body.backend !== undefined && body.backends !== undefined) throw invalid('backend', 'give either backend or backends, not both');
+  if (body.backend !== undefined && body.backends !== undefined)
+    throw invalid('backend', 'give either backend or backends, not both');
   let backends: BackendSpec[];
   if (body.backends !== undefined) {
-    if (!Array.isArray(body.backends) || body.backends.length === 0) throw invalid('backends', 'must be a non-empty list');
+    if (!Array.isArray(body.backends) || body.backends.length === 0)
+      throw invalid('backends', 'must be a non-empty list');
     if (body.backends.length > LIMITS.backends) throw invalid('backends', `at most ${LIMITS.backends} backends`);
     backends = body.backends.map((entry, index) => parseBackendEntry(entry, `backends[${index}]`));
   } else if (body.backend !== undefined) {
@@ -309,7 +326,8 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
     if (seen.has(backend.address)) throw invalid('backends', `${backend.address} appears twice`);
     seen.add(backend.address);
   }
-  if (backends.every((backend) => backend.backup)) throw invalid('backends', 'at least one backend must not be a backup');
+  if (backends.every((backend) => backend.backup))
+    throw invalid('backends', 'at least one backend must not be a backup');
 
   const protocol = body.protocol === undefined ? 'tcp' : choice(body.protocol, PROTOCOLS, 'protocol');
   const balance = body.balance === undefined ? 'round-robin' : choice(body.balance, BALANCES, 'balance');
@@ -331,26 +349,43 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
     if (typeof body.proxyProtocol !== 'boolean') throw invalid('proxyProtocol', 'must be true or false');
     spec.proxyProtocol = body.proxyProtocol;
   }
-  if (spec.proxyProtocol && protocol !== 'tcp') throw invalid('proxyProtocol', 'the PROXY protocol is for TCP streams only');
+  if (spec.proxyProtocol && protocol !== 'tcp')
+    throw invalid('proxyProtocol', 'the PROXY protocol is for TCP streams only');
   if (body.profile !== undefined) {
     const profile = choice(body.profile, PROFILES, 'profile');
     if (profile !== 'default') spec.profile = profile;
   }
-  if (body.listenAddress !== undefined && body.listenAddress !== null) spec.listenAddress = parseListenAddress(body.listenAddress);
+  if (body.listenAddress !== undefined && body.listenAddress !== null)
+    spec.listenAddress = parseListenAddress(body.listenAddress);
   if (body.labels !== undefined) spec.labels = parseLabels(body.labels);
   if (body.description !== undefined) {
-    if (typeof body.description !== 'string' || body.description.length > LIMITS.description || /[\u0000-\u001f\u007f]/.test(body.description)) {
-      throw invalid('description', `must be text of at most ${LIMITS.description} characters without control characters`);
+    if (
+      typeof body.description !== 'string' ||
+      body.description.length > LIMITS.description ||
+      /[\u0000-\u001f\u007f]/.test(body.description)
+    ) {
+      throw invalid(
+        'description',
+        `must be text of at most ${LIMITS.description} characters without control characters`,
+      );
     }
     if (body.description !== '') spec.description = body.description;
   }
-  if (body.ttl !== undefined && body.expiresAt !== undefined) throw invalid('ttl', 'give either ttl or expiresAt, not both');
-  if (body.ttl !== undefined) spec.expiresAt = new Date(options.now.getTime() + parseDuration(body.ttl, 'ttl')).toISOString();
+  if (body.ttl !== undefined && body.expiresAt !== undefined)
+    throw invalid('ttl', 'give either ttl or expiresAt, not both');
+  if (body.ttl !== undefined)
+    spec.expiresAt = new Date(options.now.getTime() + parseDuration(body.ttl, 'ttl')).toISOString();
   if (body.expiresAt !== undefined) {
-    const at = typeof body.expiresAt === 'string' && /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2})$/.test(body.expiresAt) ? new Date(body.expiresAt) : undefined;
-    if (at === undefined || Number.isNaN(at.getTime())) throw invalid('expiresAt', 'must be an ISO 8601 time such as 2026-12-01T18:00:00Z');
+    const at =
+      typeof body.expiresAt === 'string' &&
+      /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2})$/.test(body.expiresAt)
+        ? new Date(body.expiresAt)
+        : undefined;
+    if (at === undefined || Number.isNaN(at.getTime()))
+      throw invalid('expiresAt', 'must be an ISO 8601 time such as 2026-12-01T18:00:00Z');
     if (at.getTime() <= options.now.getTime()) throw invalid('expiresAt', 'lies in the past');
-    if (at.getTime() - options.now.getTime() > LIMITS.durationMs) throw invalid('expiresAt', 'lies more than 365 days ahead');
+    if (at.getTime() - options.now.getTime() > LIMITS.durationMs)
+      throw invalid('expiresAt', 'lies more than 365 days ahead');
     spec.expiresAt = at.toISOString();
   }
   return spec;
@@ -358,7 +393,15 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
 
 /** The spec of a plain legacy stream: one TCP backend, nothing else. */
 export function simpleSpec(port: number, backend: string): StreamSpec {
-  return { port, protocol: 'tcp', backends: [{ address: parseBackend(backend).address }], balance: 'round-robin', allow: [], proxyProtocol: false, labels: {} };
+  return {
+    port,
+    protocol: 'tcp',
+    backends: [{ address: parseBackend(backend).address }],
+    balance: 'round-robin',
+    allow: [],
+    proxyProtocol: false,
+    labels: {},
+  };
 }
 
 /** Whether two specs describe the same stream (what a PUT of the same body leaves alone). */
@@ -386,7 +429,12 @@ function canonical(spec: StreamSpec): unknown {
 
 /** Whether two specs render the same nginx configuration (labels, description and expiry aside). */
 export function sameTraffic(a: StreamSpec, b: StreamSpec): boolean {
-  const strip = (spec: StreamSpec): unknown => ({ ...(canonical(spec) as object), labels: null, description: null, expiresAt: null });
+  const strip = (spec: StreamSpec): unknown => ({
+    ...(canonical(spec) as object),
+    labels: null,
+    description: null,
+    expiresAt: null,
+  });
   return JSON.stringify(strip(a)) === JSON.stringify(strip(b));
 }
 
@@ -398,6 +446,9 @@ export function protocolsOf(spec: Pick<StreamSpec, 'protocol'>): Array<'tcp' | '
 /** A one-line description of the backends, for lists and messages. */
 export function describeBackends(backends: BackendSpec[]): string {
   return backends
-    .map((backend) => `${backend.address}${backend.weight !== undefined ? `*${backend.weight}` : ''}${backend.backup ? ' (backup)' : ''}`)
+    .map(
+      (backend) =>
+        `${backend.address}${backend.weight !== undefined ? `*${backend.weight}` : ''}${backend.backup ? ' (backup)' : ''}`,
+    )
     .join(', ');
 }

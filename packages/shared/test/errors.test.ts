@@ -1,9 +1,11 @@
 import { describe, expect, it } from '@jest/globals';
-import { ConductorError, ErrorCode, StartupError, httpStatusFor } from '../src/index.js';
+import { ConductorError, ErrorCode, httpStatusFor, StartupError } from '../src/index.js';
 
 describe('ConductorError', () => {
   it('round-trips through its JSON body', () => {
-    const error = new ConductorError(ErrorCode.PortInUse, 'port 9000 is held by another process', { hint: 'pick another' });
+    const error = new ConductorError(ErrorCode.PortInUse, 'port 9000 is held by another process', {
+      hint: 'pick another',
+    });
     const back = ConductorError.fromBody(JSON.parse(JSON.stringify(error.toBody())));
     expect(back).toBeInstanceOf(ConductorError);
     expect(back?.code).toBe('PORT_IN_USE');
@@ -12,15 +14,21 @@ describe('ConductorError', () => {
   });
 
   it('leaves out an absent hint', () => {
-    expect(new ConductorError(ErrorCode.NotFound, 'gone').toBody()).toEqual({ error: { code: 'NOT_FOUND', message: 'gone' } });
+    expect(new ConductorError(ErrorCode.NotFound, 'gone').toBody()).toEqual({
+      error: { code: 'NOT_FOUND', message: 'gone' },
+    });
   });
 
-  it.each([null, 'text', {}, { error: 'x' }, { error: { code: 'NOPE', message: 'x' } }, { error: { code: 'NOT_FOUND' } }])(
-    'does not take %p for an error body',
-    (body) => {
-      expect(ConductorError.fromBody(body)).toBeUndefined();
-    },
-  );
+  it.each([
+    null,
+    'text',
+    {},
+    { error: 'x' },
+    { error: { code: 'NOPE', message: 'x' } },
+    { error: { code: 'NOT_FOUND' } },
+  ])('does not take %p for an error body', (body) => {
+    expect(ConductorError.fromBody(body)).toBeUndefined();
+  });
 
   it('maps codes to HTTP statuses: refusals are 4xx, only server trouble is 5xx', () => {
     expect(httpStatusFor(ErrorCode.InvalidInput)).toBe(400);

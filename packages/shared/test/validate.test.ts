@@ -1,5 +1,18 @@
 import { describe, expect, it } from '@jest/globals';
-import { ConductorError, ErrorCode, assertPortInRange, isIPv4, isTokenText, parseBackend, parsePort, parsePortRange, parseStreamInput, printable, quote, shown } from '../src/index.js';
+import {
+  assertPortInRange,
+  ConductorError,
+  ErrorCode,
+  isIPv4,
+  isTokenText,
+  parseBackend,
+  parsePort,
+  parsePortRange,
+  parseStreamInput,
+  printable,
+  quote,
+  shown,
+} from '../src/index.js';
 
 function refusal(fn: () => unknown): ConductorError {
   try {
@@ -22,14 +35,28 @@ describe('parsePort', () => {
     expect(parsePort(input)).toBe(expected);
   });
 
-  it.each(['0', '65536', '99999', '-1', '+80', '080', '9000.0', '1e3', ' 80', '80 ', '0x50', '', 'abc', '８０', '80;', '9000\n'])(
-    'refuses %p',
-    (input) => {
-      const error = refusal(() => parsePort(input));
-      expect(error.code).toBe(ErrorCode.InvalidInput);
-      expect(error.message).toMatch(/port must be a whole number from 1 to 65535/);
-    },
-  );
+  it.each([
+    '0',
+    '65536',
+    '99999',
+    '-1',
+    '+80',
+    '080',
+    '9000.0',
+    '1e3',
+    ' 80',
+    '80 ',
+    '0x50',
+    '',
+    'abc',
+    '８０',
+    '80;',
+    '9000\n',
+  ])('refuses %p', (input) => {
+    const error = refusal(() => parsePort(input));
+    expect(error.code).toBe(ErrorCode.InvalidInput);
+    expect(error.message).toMatch(/port must be a whole number from 1 to 65535/);
+  });
 
   it('names the value it refused, escaped', () => {
     expect(refusal(() => parsePort('1\n2')).message).toContain('"1\\n2"');
@@ -42,9 +69,12 @@ describe('parsePortRange', () => {
     expect(parsePortRange('9000-9000')).toEqual({ start: 9000, end: 9000 });
   });
 
-  it.each(['9000', '9009-9000', '0-10', '9000-70000', '9000 - 9009', 'a-b', '', '9000-9009-9010'])('refuses %p', (input) => {
-    expect(refusal(() => parsePortRange(input)).code).toBe(ErrorCode.InvalidInput);
-  });
+  it.each(['9000', '9009-9000', '0-10', '9000-70000', '9000 - 9009', 'a-b', '', '9000-9009-9010'])(
+    'refuses %p',
+    (input) => {
+      expect(refusal(() => parsePortRange(input)).code).toBe(ErrorCode.InvalidInput);
+    },
+  );
 
   it('refuses a port outside the range with its own code', () => {
     const range = parsePortRange('9000-9009');
@@ -153,7 +183,9 @@ describe('helpers', () => {
   });
 
   it('printable escapes every control character and keeps the rest as it is', () => {
-    expect(printable('ok\n2026-01-01 alice remove\u001b[31m\u009bx\u2066')).toBe('ok\\u000a2026-01-01 alice remove\\u001b[31m\\u009bx\\u2066');
+    expect(printable('ok\n2026-01-01 alice remove\u001b[31m\u009bx\u2066')).toBe(
+      'ok\\u000a2026-01-01 alice remove\\u001b[31m\\u009bx\\u2066',
+    );
     expect(printable('café → ü "quoted"')).toBe('café → ü "quoted"');
     expect(printable('y'.repeat(20), 8)).toBe(`${'y'.repeat(8)}...`);
   });
@@ -176,7 +208,12 @@ describe('values nested thousands of levels deep', () => {
   });
 
   it.each(['protocol', 'balance', 'profile', 'allow'])('in %s are refused with a message naming the field', (field) => {
-    const error = refusal(() => parseStreamInput({ port: 9000, backend: 'a:1', [field]: field === 'allow' ? [deepList(5000)] : deepList(5000) }, { now: new Date() }));
+    const error = refusal(() =>
+      parseStreamInput(
+        { port: 9000, backend: 'a:1', [field]: field === 'allow' ? [deepList(5000)] : deepList(5000) },
+        { now: new Date() },
+      ),
+    );
     expect(error.code).toBe(ErrorCode.InvalidInput);
     expect(error.message).toMatch(new RegExp(`^${field}(\\[0\\])?: .*got a list$`));
   });

@@ -10,13 +10,20 @@ export async function readStreamsFile(path: string): Promise<unknown[]> {
   try {
     text = path === '-' ? await readStdin() : await readFile(path, 'utf8');
   } catch (error) {
-    throw new ConductorError(ErrorCode.Usage, `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    throw new ConductorError(
+      ErrorCode.Usage,
+      `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
   }
   const data = parseStreamsText(text, path, await loadYaml());
   if (Array.isArray(data)) return data;
   if (typeof data === 'object' && data !== null && Array.isArray((data as { streams?: unknown }).streams)) {
     const extra = Object.keys(data).filter((key) => key !== 'streams');
-    if (extra.length > 0) throw new ConductorError(ErrorCode.Usage, `${path}: unknown top-level key ${JSON.stringify(extra[0])} (only streams)`);
+    if (extra.length > 0)
+      throw new ConductorError(
+        ErrorCode.Usage,
+        `${path}: unknown top-level key ${JSON.stringify(extra[0])} (only streams)`,
+      );
     return (data as { streams: unknown[] }).streams;
   }
   if (data === null || data === undefined) return [];
@@ -47,7 +54,8 @@ export function parseStreamsText(text: string, path: string, yaml: Yaml): unknow
   try {
     const doc = parseDocument(text);
     const [problem] = doc.errors;
-    if (problem !== undefined) throw usage(`${path} is not valid YAML: ${printable(problem.message.split('\n')[0] ?? '')}`);
+    if (problem !== undefined)
+      throw usage(`${path} is not valid YAML: ${printable(problem.message.split('\n')[0] ?? '')}`);
     const resolve = (node: unknown): unknown => (isAlias(node) ? node.resolve(doc) : node);
     const root = resolve(doc.contents);
     const list = isSeq(root) ? root : isMap(root) ? resolve(root.get('streams', true)) : undefined;
@@ -71,10 +79,13 @@ export function parseStreamsText(text: string, path: string, yaml: Yaml): unknow
     // The yaml library throws a ReferenceError past maxAliasCount; a RangeError when the nesting
     // is deeper than the stack.
     if (error instanceof ReferenceError && /alias/i.test(error.message)) {
-      throw usage(`${path} is not valid YAML: its aliases expand to too much (more than ${MAX_ALIAS_COUNT} expansions)`);
+      throw usage(
+        `${path} is not valid YAML: its aliases expand to too much (more than ${MAX_ALIAS_COUNT} expansions)`,
+      );
     }
     if (error instanceof RangeError) throw usage(`${path} is not valid YAML: it is nested too deeply`);
-    if (error instanceof yaml.YAMLError) throw usage(`${path} is not valid YAML: ${printable(error.message.split('\n')[0] ?? '')}`);
+    if (error instanceof yaml.YAMLError)
+      throw usage(`${path} is not valid YAML: ${printable(error.message.split('\n')[0] ?? '')}`);
     throw error;
   }
 }
@@ -85,7 +96,11 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-export function applyStreams(client: ApiClient, streams: unknown[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+export function applyStreams(
+  client: ApiClient,
+  streams: unknown[],
+  options: { prune: boolean; dryRun: boolean },
+): Promise<ApplyResult> {
   return client.call<ApplyResult>('POST', '/v1/apply', { streams, prune: options.prune, dryRun: options.dryRun });
 }
 

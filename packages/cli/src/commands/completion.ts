@@ -18,7 +18,8 @@ export function shapeOf(program: Command): { global: string[]; commands: Command
   const longs = (command: Command): string[] => command.options.flatMap((option) => (option.long ? [option.long] : []));
   const commands: CommandShape[] = [];
   for (const command of program.commands) {
-    for (const name of [command.name(), ...command.aliases()]) commands.push({ name, options: [...longs(command), '--help'] });
+    for (const name of [command.name(), ...command.aliases()])
+      commands.push({ name, options: [...longs(command), '--help'] });
   }
   return { global: [...longs(program), '--help'], commands };
 }

@@ -1,6 +1,6 @@
-import { type CreateResult, type StreamInput, describeBackends, printable } from '@stream-conductor/shared';
-import { safeForTerminal } from '../format.js';
+import { type CreateResult, describeBackends, printable, type StreamInput } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
+import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 
 /** Creates a stream; without a port in `input`, on a free port the daemon picks. */

@@ -20,9 +20,13 @@ export async function listEvents(client: ApiClient, query: EventsQuery): Promise
 export function formatEvent(answer: AuditEvent, output: Output): string {
   const event = safeForTerminal(answer);
   const { color } = output;
-  const result = event.result === 'ok' ? color.green('ok') : `${color.red('refused')} ${event.code ?? ''}: ${event.message ?? ''}`;
+  const result =
+    event.result === 'ok' ? color.green('ok') : `${color.red('refused')} ${event.code ?? ''}: ${event.message ?? ''}`;
   const who = event.remote === '' ? event.actor : `${event.actor}@${event.remote}`;
-  const ports = event.ports.length === 0 ? '' : ` ${event.ports.length > 5 ? `${event.ports.slice(0, 5).join(',')},... (${event.ports.length})` : event.ports.join(',')}`;
+  const ports =
+    event.ports.length === 0
+      ? ''
+      : ` ${event.ports.length > 5 ? `${event.ports.slice(0, 5).join(',')},... (${event.ports.length})` : event.ports.join(',')}`;
   const detail = event.detail === undefined ? '' : ` ${event.detail}`;
   return `${event.at} ${who} ${event.action}${ports}${detail} ${result}`;
 }
@@ -31,8 +35,14 @@ export function formatEvent(answer: AuditEvent, output: Output): string {
  * Prints the latest events, then new ones as they come, until SIGINT/SIGTERM. With --json, one
  * event per line (JSON lines), so that `jq` can read the stream as it grows.
  */
-export async function followEvents(client: ApiClient, output: Output, query: EventsQuery, pollMs = 1000): Promise<void> {
-  const show = (event: AuditEvent): void => output.out(output.json ? JSON.stringify(event) : formatEvent(event, output));
+export async function followEvents(
+  client: ApiClient,
+  output: Output,
+  query: EventsQuery,
+  pollMs = 1000,
+): Promise<void> {
+  const show = (event: AuditEvent): void =>
+    output.out(output.json ? JSON.stringify(event) : formatEvent(event, output));
   let since = query.since;
   // Events of the last printed millisecond: another may land in it after the look.
   let seenAtSince = new Set<string>();

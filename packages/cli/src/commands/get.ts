@@ -1,4 +1,4 @@
-import { type StreamView, describeBackends, formatDuration } from '@stream-conductor/shared';
+import { describeBackends, formatDuration, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
@@ -33,7 +33,12 @@ export function printStream(answer: StreamView, output: Output): void {
   rows.push(['expires', stream.expiresAt ?? 'never'], ['created', stream.createdAt]);
   if (stream.updatedAt !== undefined) rows.push(['updated', stream.updatedAt]);
   for (const host of stream.hosts ?? []) {
-    const state = host.state === 'live' ? color.green('live') : host.state === 'failed' ? `${color.red('failed')}: ${host.reason ?? ''}` : color.yellow('pending');
+    const state =
+      host.state === 'live'
+        ? color.green('live')
+        : host.state === 'failed'
+          ? `${color.red('failed')}: ${host.reason ?? ''}`
+          : color.yellow('pending');
     rows.push([`host ${host.host}`, state]);
   }
   output.out(rows.map(([key, value]) => `${`${key}:`.padEnd(17)}${value}`).join('\n'));

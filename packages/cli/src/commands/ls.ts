@@ -1,4 +1,4 @@
-import { type StreamStats, type StreamView, describeBackends } from '@stream-conductor/shared';
+import { describeBackends, type StreamStats, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { ago, bytes, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
@@ -6,7 +6,9 @@ import type { Output } from '../output.js';
 export async function listStreams(client: ApiClient, labels: string[], stats = false): Promise<StreamView[]> {
   const params = labels.map((label) => `label=${encodeURIComponent(label)}`);
   if (stats) params.push('stats=1');
-  return (await client.call<{ streams: StreamView[] }>('GET', `/v1/streams${params.length > 0 ? `?${params.join('&')}` : ''}`)).streams;
+  return (
+    await client.call<{ streams: StreamView[] }>('GET', `/v1/streams${params.length > 0 ? `?${params.join('&')}` : ''}`)
+  ).streams;
 }
 
 const short = (time: string): string => time.replace(/\.[0-9]+Z$/, 'Z');
@@ -35,7 +37,10 @@ export function hostsSummary(stream: StreamView, color: Color): string {
 }
 
 /** Loaded only when a table is printed: `ls --json` in a script should not pay for it. */
-export async function newTable(head: string[], color: Color): Promise<{ push(row: string[]): void; toString(): string }> {
+export async function newTable(
+  head: string[],
+  color: Color,
+): Promise<{ push(row: string[]): void; toString(): string }> {
   const { default: Table } = await import('cli-table3');
   return new Table({
     head,
@@ -44,7 +49,11 @@ export async function newTable(head: string[], color: Color): Promise<{ push(row
   });
 }
 
-export async function printStreams(answer: StreamView[], output: Output, options: { stats?: boolean; now?: Date } = {}): Promise<void> {
+export async function printStreams(
+  answer: StreamView[],
+  output: Output,
+  options: { stats?: boolean; now?: Date } = {},
+): Promise<void> {
   if (output.json) {
     output.out(JSON.stringify(answer, null, 2));
     return;
@@ -58,11 +67,26 @@ export async function printStreams(answer: StreamView[], output: Output, options
   const now = options.now ?? new Date();
   const withReasons = streams.some((stream) => stream.reason !== undefined);
   const fleet = streams.some((stream) => stream.hosts !== undefined);
-  const statsHead = options.stats ? ['SESSIONS', 'FAILED', 'ACTIVE', 'IN', 'OUT', 'LAST SESSION', 'HEALTH'] : ['EXPIRES', 'LABELS'];
-  const table = await newTable(['PORT', 'PROTO', 'BACKENDS', 'STATE', ...(fleet ? ['HOSTS'] : []), ...statsHead, ...(withReasons ? ['REASON'] : [])], color);
+  const statsHead = options.stats
+    ? ['SESSIONS', 'FAILED', 'ACTIVE', 'IN', 'OUT', 'LAST SESSION', 'HEALTH']
+    : ['EXPIRES', 'LABELS'];
+  const table = await newTable(
+    [
+      'PORT',
+      'PROTO',
+      'BACKENDS',
+      'STATE',
+      ...(fleet ? ['HOSTS'] : []),
+      ...statsHead,
+      ...(withReasons ? ['REASON'] : []),
+    ],
+    color,
+  );
   for (const stream of streams) {
     const state = stream.state === 'live' ? color.green(stream.state) : color.red(stream.state);
-    const labels = Object.entries(stream.labels).map(([key, value]) => `${key}=${value}`).join(',');
+    const labels = Object.entries(stream.labels)
+      .map(([key, value]) => `${key}=${value}`)
+      .join(',');
     const stats = stream.stats;
     const columns = options.stats
       ? [

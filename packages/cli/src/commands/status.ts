@@ -19,10 +19,17 @@ export function printStatus(answer: DaemonStatus, output: Output, url: string, n
   const size = status.portRange.end - status.portRange.start + 1;
   const masters = status.nginxInstances.length;
   const pids = status.nginxInstances.flatMap((instance) => (instance.pid === undefined ? [] : [instance.pid]));
-  const where = masters > 1 ? ` (${masters} masters, pids ${pids.join(', ')})` : nginx.pid === undefined ? '' : ` (pid ${nginx.pid})`;
+  const where =
+    masters > 1
+      ? ` (${masters} masters, pids ${pids.join(', ')})`
+      : nginx.pid === undefined
+        ? ''
+        : ` (pid ${nginx.pid})`;
   const workers = status.nginxInstances.reduce((sum, instance) => sum + (instance.workers ?? 0), 0);
   const draining = status.nginxInstances.reduce((sum, instance) => sum + (instance.drainingWorkers ?? 0), 0);
-  const started = status.nginxInstances.flatMap((instance) => (instance.startedAt === undefined ? [] : [Date.parse(instance.startedAt)]));
+  const started = status.nginxInstances.flatMap((instance) =>
+    instance.startedAt === undefined ? [] : [Date.parse(instance.startedAt)],
+  );
   const uptime = started.length > 0 ? `, up ${duration((now.getTime() - Math.min(...started)) / 1000)}` : '';
   const lines = [
     `daemon:     ${url} (version ${status.version}, ${status.mode} mode, up ${duration((now.getTime() - Date.parse(status.startedAt)) / 1000)})`,
@@ -39,11 +46,18 @@ export function printStatus(answer: DaemonStatus, output: Output, url: string, n
     const problems = [
       audit.missing.length > 0 ? `not serving ${audit.missing.join(', ')}` : '',
       audit.extra.length > 0 ? `serving ${audit.extra.join(', ')} that no stream has` : '',
-      audit.strays > 0 ? `${audit.strays} stray process${audit.strays === 1 ? '' : 'es'} holding ports (being ended)` : '',
+      audit.strays > 0
+        ? `${audit.strays} stray process${audit.strays === 1 ? '' : 'es'} holding ports (being ended)`
+        : '',
       audit.workers === 0 && status.streams.live > 0 ? 'no nginx worker takes connections (being restarted)' : '',
     ].filter((problem) => problem !== '');
-    const verdict = audit.inLine ? color.green('kernel sockets match the streams') : color.red(`OUT OF LINE: ${problems.join('; ')}`);
-    const ended = audit.straysEnded > 0 ? `, ${audit.straysEnded} stray${audit.straysEnded === 1 ? '' : 's'} ended since start` : '';
+    const verdict = audit.inLine
+      ? color.green('kernel sockets match the streams')
+      : color.red(`OUT OF LINE: ${problems.join('; ')}`);
+    const ended =
+      audit.straysEnded > 0
+        ? `, ${audit.straysEnded} stray${audit.straysEnded === 1 ? '' : 's'} ended since start`
+        : '';
     lines.push(`audit:      ${verdict} (checked ${ago(audit.at, now)}${ended})`);
   }
   for (const incident of nginx.incidents ?? []) lines.push(`incident:   ${incident.at} ${incident.message}`);
@@ -55,14 +69,18 @@ export function printStatus(answer: DaemonStatus, output: Output, url: string, n
   if (store?.kind === 'etcd') {
     const state = store.state === 'connected' ? color.green('connected') : color.red('unreachable');
     const since = store.since === undefined ? '' : ` since ${store.since} (${ago(store.since, now)})`;
-    lines.push(`store:      etcd ${(store.endpoints ?? []).join(',')} ${state}${since}, prefix ${store.prefix ?? '/'}, this host ${store.hostId ?? '?'}`);
-    if (store.state !== 'connected') lines.push(`            ${store.message ?? ''}; serving what this host has, changes refused until etcd answers`);
+    lines.push(
+      `store:      etcd ${(store.endpoints ?? []).join(',')} ${state}${since}, prefix ${store.prefix ?? '/'}, this host ${store.hostId ?? '?'}`,
+    );
+    if (store.state !== 'connected')
+      lines.push(`            ${store.message ?? ''}; serving what this host has, changes refused until etcd answers`);
   }
   for (const host of status.hosts ?? []) {
     const counts = `${host.live} live, ${host.failed > 0 ? color.red(`${host.failed} failed`) : '0 failed'}, ${host.pending} pending`;
     lines.push(`host:       ${host.id} ${host.api} (version ${host.version}, up since ${host.startedAt}): ${counts}`);
   }
-  for (const failed of status.failed) lines.push(`  ${color.red('failed')} ${failed.port} -> ${failed.backends}: ${failed.reason}`);
+  for (const failed of status.failed)
+    lines.push(`  ${color.red('failed')} ${failed.port} -> ${failed.backends}: ${failed.reason}`);
   for (const problem of status.problems) lines.push(`${color.yellow('problem:')}    ${problem}`);
   output.out(lines.join('\n'));
 }

@@ -6,7 +6,7 @@
  * On a terminal it draws on the alternate screen and gives the screen back as it was on exit;
  * into a pipe it prints one table per refresh (or, with --json, one JSON object per line).
  */
-import { type StreamView, describeBackends } from '@stream-conductor/shared';
+import { describeBackends, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { bytes, rate, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
@@ -46,7 +46,11 @@ export function ratesBetween(previous: Sample | undefined, current: Sample): Map
       continue;
     }
     const delta = (a: number, b: number): number => (a >= b ? a - b : a);
-    rates.set(port, { port, inPerSecond: delta(now.bytesIn, before.bytesIn) / seconds, outPerSecond: delta(now.bytesOut, before.bytesOut) / seconds });
+    rates.set(port, {
+      port,
+      inPerSecond: delta(now.bytesIn, before.bytesIn) / seconds,
+      outPerSecond: delta(now.bytesOut, before.bytesOut) / seconds,
+    });
   }
   return rates;
 }
@@ -54,16 +58,22 @@ export function ratesBetween(previous: Sample | undefined, current: Sample): Map
 function sampleOf(streams: StreamView[], at: number): Sample {
   const counters = new Map<number, { bytesIn: number; bytesOut: number; sessions: number }>();
   for (const stream of streams) {
-    counters.set(stream.port, { bytesIn: stream.stats?.bytesIn ?? 0, bytesOut: stream.stats?.bytesOut ?? 0, sessions: stream.stats?.sessions ?? 0 });
+    counters.set(stream.port, {
+      bytesIn: stream.stats?.bytesIn ?? 0,
+      bytesOut: stream.stats?.bytesOut ?? 0,
+      sessions: stream.stats?.sessions ?? 0,
+    });
   }
   return { at, counters };
 }
 
 function sorted(streams: StreamView[], rates: Map<number, StreamRates>, key: SortKey): StreamView[] {
-  const total = (stream: StreamView): number => (rates.get(stream.port)?.inPerSecond ?? 0) + (rates.get(stream.port)?.outPerSecond ?? 0);
+  const total = (stream: StreamView): number =>
+    (rates.get(stream.port)?.inPerSecond ?? 0) + (rates.get(stream.port)?.outPerSecond ?? 0);
   const copy = [...streams];
   if (key === 'rate') copy.sort((a, b) => total(b) - total(a) || a.port - b.port);
-  else if (key === 'active') copy.sort((a, b) => (b.stats?.activeConnections ?? 0) - (a.stats?.activeConnections ?? 0) || a.port - b.port);
+  else if (key === 'active')
+    copy.sort((a, b) => (b.stats?.activeConnections ?? 0) - (a.stats?.activeConnections ?? 0) || a.port - b.port);
   else copy.sort((a, b) => a.port - b.port);
   return copy;
 }
@@ -76,7 +86,11 @@ export interface Frame {
 }
 
 /** One screen: a summary line, then the table, cut to `rows` lines when given. */
-export async function renderFrame(frame: Frame, output: Output, options: { url: string; sort: SortKey; intervalMs: number; rows?: number; live: boolean }): Promise<string> {
+export async function renderFrame(
+  frame: Frame,
+  output: Output,
+  options: { url: string; sort: SortKey; intervalMs: number; rows?: number; live: boolean },
+): Promise<string> {
   const { color } = output;
   const streams = safeForTerminal(frame.streams);
   let totalIn = 0;
@@ -93,8 +107,12 @@ export async function renderFrame(frame: Frame, output: Output, options: { url: 
     `${color.bold('conductor top')}  ${options.url}  ${time} UTC  every ${options.intervalMs / 1000}s, sorted by ${options.sort}${keys}`,
     `${streams.length} stream${streams.length === 1 ? '' : 's'}, ${active} open connection${active === 1 ? '' : 's'}, in ${rate(totalIn)}, out ${rate(totalOut)}`,
   ];
-  if (frame.error !== undefined) lines.push(color.red(`daemon not answering: ${frame.error} (showing the last figures)`));
-  const table = await newTable(['PORT', 'PROTO', 'BACKENDS', 'ACTIVE', 'IN/s', 'OUT/s', 'SESSIONS', 'FAILED', 'IN', 'OUT', 'HEALTH'], color);
+  if (frame.error !== undefined)
+    lines.push(color.red(`daemon not answering: ${frame.error} (showing the last figures)`));
+  const table = await newTable(
+    ['PORT', 'PROTO', 'BACKENDS', 'ACTIVE', 'IN/s', 'OUT/s', 'SESSIONS', 'FAILED', 'IN', 'OUT', 'HEALTH'],
+    color,
+  );
   const shown = sorted(streams, frame.rates, options.sort);
   // Two summary lines, the table's top border, head and bottom border.
   const room = options.rows === undefined ? shown.length : Math.max(1, options.rows - lines.length - 5);
@@ -116,7 +134,8 @@ export async function renderFrame(frame: Frame, output: Output, options: { url: 
     ]);
   }
   lines.push(streams.length === 0 ? color.dim('no streams') : table.toString());
-  if (shown.length > room) lines.push(color.dim(`... and ${shown.length - room} more (a taller terminal, or --label, shows them)`));
+  if (shown.length > room)
+    lines.push(color.dim(`... and ${shown.length - room} more (a taller terminal, or --label, shows them)`));
   return lines.join('\n');
 }
 
@@ -140,7 +159,12 @@ const ENTER = '\x1b[?1049h\x1b[?25l';
 const LEAVE = '\x1b[?25h\x1b[?1049l';
 const HOME_AND_CLEAR = '\x1b[H\x1b[2J';
 
-export async function runTop(client: ApiClient, output: Output, options: TopOptions, io: { stdin?: NodeJS.ReadStream; stdout?: NodeJS.WriteStream } = {}): Promise<void> {
+export async function runTop(
+  client: ApiClient,
+  output: Output,
+  options: TopOptions,
+  io: { stdin?: NodeJS.ReadStream; stdout?: NodeJS.WriteStream } = {},
+): Promise<void> {
   const stdin = io.stdin ?? process.stdin;
   const stdout = io.stdout ?? process.stdout;
   const live = stdout.isTTY === true && !output.json;
@@ -171,7 +195,13 @@ export async function runTop(client: ApiClient, output: Output, options: TopOpti
       stdout.write(`${jsonFrame(last)}\n`);
       return;
     }
-    const text = await renderFrame(last, output, { url: client.url, sort, intervalMs: options.intervalMs, rows: live && stdout.rows > 0 ? stdout.rows : undefined, live });
+    const text = await renderFrame(last, output, {
+      url: client.url,
+      sort,
+      intervalMs: options.intervalMs,
+      rows: live && stdout.rows > 0 ? stdout.rows : undefined,
+      live,
+    });
     if (!stopped) stdout.write(live ? `${HOME_AND_CLEAR}${text}\n` : `${text}\n\n`);
   };
 

@@ -2,7 +2,13 @@
  * The answer to a fleet write: what the change did, with a warning when another client's change to
  * the port followed it at once (the local service answers from its own master, so it has no twin).
  */
-import { type CreateResult, describeBackends, type StreamRecord, type StreamView, sameSpec } from '@stream-conductor/shared';
+import {
+  type CreateResult,
+  describeBackends,
+  type StreamRecord,
+  type StreamView,
+  sameSpec,
+} from '@stream-conductor/shared';
 
 /**
  * The answer to a change that was applied as `applied`, given the port's view now (`stream`) and

@@ -12,9 +12,9 @@ import {
   sameSpec,
 } from '@stream-conductor/shared';
 import { bestEffort, type Logger, settled } from '../log.js';
+import { specOf } from '../service/records.js';
 import type { DesiredCache } from './desired.js';
 import { message } from './etcd.js';
-import { specOf } from '../service/records.js';
 import type { AppliedReport } from './keys.js';
 import type { LocalService } from './local.js';
 
@@ -105,7 +105,7 @@ export class Convergence {
     const { local } = this.options;
     let warnings: string[] = [];
     const before = local.get(port);
-    if (!before || before.state !== 'live' || !sameSpec(before, target)) {
+    if (before?.state !== 'live' || !sameSpec(before, target)) {
       try {
         warnings = (await local.put(specOf(target))).warnings;
       } catch (error) {
@@ -116,7 +116,7 @@ export class Convergence {
     }
     // Reported as this host's pipeline holds it now, not as asked.
     const now = local.get(port);
-    if (!now || now.state !== 'live' || !sameSpec(now, target)) {
+    if (now?.state !== 'live' || !sameSpec(now, target)) {
       const reason = now?.reason ?? (now ? 'this host serves another definition' : 'this host does not serve it');
       this.failures.set(port, reason);
       // Tried again with the failures.

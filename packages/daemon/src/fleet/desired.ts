@@ -6,6 +6,7 @@
 import type { StreamRecord } from '@stream-conductor/shared';
 import { HOST_ID } from '../config/etcd.js';
 import type { Logger } from '../log.js';
+import { isExpired } from '../service/expiry.js';
 import { message } from './etcd.js';
 import {
   type AppliedReport,
@@ -18,7 +19,6 @@ import {
   parseReport,
   type StoredKey,
 } from './keys.js';
-import { isExpired } from '../service/expiry.js';
 
 /** What a key taken from the store was about, for the session to act on. */
 export type Taken = { kind: 'stream'; port: number } | { kind: 'host-gone'; id: string } | { kind: 'other' };

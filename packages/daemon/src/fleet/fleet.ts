@@ -31,19 +31,19 @@ import {
   type StreamView,
   sameSpec,
 } from '@stream-conductor/shared';
-import { checkStreamSet, planApply } from '../service/apply.js';
-import type { ListFilter, StreamService } from '../service/service.js';
 import type { Logger } from '../log.js';
+import { checkStreamSet, planApply } from '../service/apply.js';
+import { createOnFreePort, firstFreePort } from '../service/free-port.js';
+import { renewedSpec } from '../service/records.js';
+import type { ListFilter, StreamService } from '../service/service.js';
 import type { PortProbe } from '../sys/ports.js';
+import { answer } from './answer.js';
 import { Convergence } from './converge.js';
 import { DesiredCache } from './desired.js';
 import { createEtcdClient, type EtcdConfig, EtcdStore } from './etcd.js';
 import { type Desired, FleetKeys } from './keys.js';
 import type { LocalService } from './local.js';
 import { Session } from './session.js';
-import { createOnFreePort, firstFreePort } from '../service/free-port.js';
-import { renewedSpec } from '../service/records.js';
-import { answer } from './answer.js';
 import { FleetViews } from './views.js';
 import { FleetWrites } from './writes.js';
 

@@ -12,7 +12,7 @@
  *
  * Nothing here does I/O: keys and values are plain text in, typed values out.
  */
-import { printable, type StreamRecord, type StreamSpec } from '@stream-conductor/shared';
+import { printable, type StreamRecord } from '@stream-conductor/shared';
 import { recordFromJson } from '../streams/record.js';
 
 /** A change being written: the stream it makes (null: removed) and the state before it. */
@@ -56,7 +56,6 @@ export interface StoredKey {
   /** The lease the key is attached to ('0': none). */
   lease: string;
 }
-
 
 /** Whether etcd revision `a` comes after `b` (revisions are 64-bit integers in decimal text). */
 export const newer = (a: string, b: string): boolean => BigInt(a) > BigInt(b);

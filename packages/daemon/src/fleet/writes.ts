@@ -17,13 +17,13 @@
 import { randomUUID } from 'node:crypto';
 import { ConductorError, ErrorCode, type StreamRecord } from '@stream-conductor/shared';
 import { bestEffort, type Logger } from '../log.js';
+import { isExpired } from '../service/expiry.js';
+import { specOf } from '../service/records.js';
 import type { Convergence } from './converge.js';
 import type { DesiredCache } from './desired.js';
 import { type Compare, type FleetStore, message, type Step, storeCall } from './etcd.js';
-import { specOf } from '../service/records.js';
 import { type Desired, type FleetKeys, parseDesired, pendingValue, settledValue } from './keys.js';
 import type { LocalService } from './local.js';
-import { isExpired } from '../service/expiry.js';
 
 /** A pending value older than this, or whose writer is gone, may be written over by a create. */
 const PENDING_STALE_MS = 30_000;

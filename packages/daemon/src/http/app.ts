@@ -2,11 +2,12 @@
  * Builds the express application; it never listens (main.ts does), so tests can drive it with
  * their own dependencies.
  */
-import express, { type NextFunction, type Request, type Response } from 'express';
+
 import { ConductorError, ErrorCode, httpStatusFor } from '@stream-conductor/shared';
-import type { StreamService } from '../service/service.js';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from '../log.js';
 import type { Observatory } from '../observe/observatory.js';
+import type { StreamService } from '../service/service.js';
 import { auditor } from './audit.js';
 import { requireToken } from './auth.js';
 import { refuseNonDecimalPorts } from './json-ports.js';
@@ -40,7 +41,8 @@ function toConductorError(error: unknown, log: Logger): ConductorError {
   if (type === 'entity.too.large' || status === 413) {
     return new ConductorError(ErrorCode.PayloadTooLarge, 'the request body is too large');
   }
-  if (type === 'entity.parse.failed') return new ConductorError(ErrorCode.InvalidInput, 'the request body is not valid JSON');
+  if (type === 'entity.parse.failed')
+    return new ConductorError(ErrorCode.InvalidInput, 'the request body is not valid JSON');
   if (typeof status === 'number' && status >= 400 && status < 500) {
     return new ConductorError(ErrorCode.InvalidInput, 'the request is malformed');
   }
@@ -87,7 +89,10 @@ export function createApp(deps: AppDeps): express.Express {
 
   app.use((req: Request, res: Response) => {
     const error = isLegacyPath(req.path)
-      ? new ConductorError(ErrorCode.NoRoute, 'no such legacy call: the paths are /status, /getstreams, /createstream/<port>/<host:port>, /removestream/<port>, /hasstream/<port> and /getfreeport (all GET)')
+      ? new ConductorError(
+          ErrorCode.NoRoute,
+          'no such legacy call: the paths are /status, /getstreams, /createstream/<port>/<host:port>, /removestream/<port>, /hasstream/<port> and /getfreeport (all GET)',
+        )
       : new ConductorError(ErrorCode.NoRoute, `no route for ${req.method} ${req.path}`);
     sendError(req, res, error);
   });

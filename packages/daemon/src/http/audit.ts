@@ -1,6 +1,7 @@
 /** Recording changes made through the API in the audit log: who, from where, what, how it ended. */
-import type { Request, Response } from 'express';
+
 import { type AuditEvent, ConductorError, parseBackend, printable, quote } from '@stream-conductor/shared';
+import type { Request, Response } from 'express';
 import type { Observatory } from '../observe/observatory.js';
 
 export type Audited = <T>(
@@ -36,7 +37,13 @@ export function auditor(observatory: Observatory | undefined): Audited {
       observatory?.record({ ...base, result: 'ok' });
       return result;
     } catch (error) {
-      if (error instanceof ConductorError) observatory?.record({ ...base, result: 'refused', code: error.code, message: printable(error.message, MAX_DETAIL) });
+      if (error instanceof ConductorError)
+        observatory?.record({
+          ...base,
+          result: 'refused',
+          code: error.code,
+          message: printable(error.message, MAX_DETAIL),
+        });
       throw error;
     }
   };

@@ -1,7 +1,7 @@
 /** Bearer-token authentication, compared in constant time. */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { NextFunction, Request, Response } from 'express';
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
+import type { NextFunction, Request, Response } from 'express';
 
 const digest = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();
 
@@ -20,7 +20,10 @@ export function bearerMatches(expected: string, header: string | undefined): boo
  * The name of the token an Authorization header carries, or undefined. Every token is compared,
  * whichever matches, so the time taken does not tell which one (or how much of one) was right.
  */
-export function tokenName(tokens: Array<{ name: string; token: string }>, header: string | undefined): string | undefined {
+export function tokenName(
+  tokens: Array<{ name: string; token: string }>,
+  header: string | undefined,
+): string | undefined {
   let found: string | undefined;
   for (const { name, token } of tokens) if (bearerMatches(token, header) && found === undefined) found = name;
   return found;

@@ -61,7 +61,10 @@ export function nonDecimalPortNumbers(text: string): WrittenNumber[] {
       NUMBER.lastIndex = i;
       const written = NUMBER.exec(text)?.[0] ?? char;
       if (top?.kind === 'object' && top.key === 'port' && !isDecimalText(written)) {
-        found.push({ path: levels.map((level) => (level.kind === 'object' ? (level.key ?? '') : level.index)), text: written });
+        found.push({
+          path: levels.map((level) => (level.kind === 'object' ? (level.key ?? '') : level.index)),
+          text: written,
+        });
       }
       i += written.length;
     } else {

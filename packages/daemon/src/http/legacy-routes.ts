@@ -4,11 +4,12 @@
  * answering 200 with `"result": "error"` as scripts expect; a port that is not a whole number is a
  * 404, as it did not match the old routes.
  */
-import { Router, type Request, type Response } from 'express';
+
 import { ConductorError, ErrorCode, parsePort, simpleSpec } from '@stream-conductor/shared';
-import type { StreamService } from '../service/service.js';
+import { type Request, type Response, Router } from 'express';
 import type { Logger } from '../log.js';
 import { type Observatory, withBackendCheck } from '../observe/observatory.js';
+import type { StreamService } from '../service/service.js';
 import { type Audited, backendDetail } from './audit.js';
 import { pythonJson } from './python-json.js';
 
@@ -19,7 +20,14 @@ export function sendLegacy(res: Response, status: number, body: unknown): void {
 const WHOLE_NUMBER = /^[0-9]+$/;
 
 /** The legacy paths' prefixes, to answer their own errors in their own shape. */
-export const LEGACY_PREFIXES = ['/status', '/getstreams', '/createstream', '/removestream', '/hasstream', '/getfreeport'];
+export const LEGACY_PREFIXES = [
+  '/status',
+  '/getstreams',
+  '/createstream',
+  '/removestream',
+  '/hasstream',
+  '/getfreeport',
+];
 
 export function isLegacyPath(path: string): boolean {
   return LEGACY_PREFIXES.some((prefix) => path === prefix || path.startsWith(`${prefix}/`));
@@ -30,7 +38,12 @@ export function pythonRange(start: number, end: number): string {
   return `range(${start}, ${end + 1})`;
 }
 
-export function legacyRouter(conductor: StreamService, log: Logger, audited: Audited, observatory: Observatory | undefined): Router {
+export function legacyRouter(
+  conductor: StreamService,
+  log: Logger,
+  audited: Audited,
+  observatory: Observatory | undefined,
+): Router {
   const router = Router();
 
   const notWholeNumber = (res: Response, value: string): void => {
@@ -66,10 +79,15 @@ export function legacyRouter(conductor: StreamService, log: Logger, audited: Aud
       return;
     }
     try {
-      const { warnings } = await audited(req, res, { action: 'create', ports: [Number(port)], detail: backendDetail(backend) }, () => {
-        const spec = simpleSpec(parsePort(port), backend);
-        return withBackendCheck(observatory, spec, () => conductor.create(spec));
-      });
+      const { warnings } = await audited(
+        req,
+        res,
+        { action: 'create', ports: [Number(port)], detail: backendDetail(backend) },
+        () => {
+          const spec = simpleSpec(parsePort(port), backend);
+          return withBackendCheck(observatory, spec, () => conductor.create(spec));
+        },
+      );
       sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
     } catch (error) {
       failure(res, error);
@@ -85,7 +103,9 @@ export function legacyRouter(conductor: StreamService, log: Logger, audited: Aud
     try {
       // Parsed inside the audited change, so a port out of 1-65535 is recorded as refused and
       // answered as the old service did (200, "result": "error").
-      const { warnings } = await audited(req, res, { action: 'remove', ports: [Number(port)] }, async () => conductor.remove(parsePort(port)));
+      const { warnings } = await audited(req, res, { action: 'remove', ports: [Number(port)] }, async () =>
+        conductor.remove(parsePort(port)),
+      );
       sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
     } catch (error) {
       if (error instanceof ConductorError && error.code === ErrorCode.NotFound) {

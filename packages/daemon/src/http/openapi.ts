@@ -7,7 +7,12 @@ import { BALANCES, ErrorCode, LIMITS, PROFILES, PROTOCOLS } from '@stream-conduc
 const ref = (name: string): { $ref: string } => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown): unknown => ({ content: { 'application/json': { schema } } });
 const errorResponse = (description: string): unknown => ({ description, ...(json(ref('Error')) as object) });
-const portParameter = { name: 'port', in: 'path', required: true, schema: { type: 'integer', minimum: 1, maximum: 65535 } };
+const portParameter = {
+  name: 'port',
+  in: 'path',
+  required: true,
+  schema: { type: 'integer', minimum: 1, maximum: 65535 },
+};
 
 const backend = {
   type: 'object',
@@ -25,7 +30,12 @@ const streamFields = {
   protocol: { enum: [...PROTOCOLS] },
   backends: { type: 'array', minItems: 1, maxItems: LIMITS.backends, items: backend },
   balance: { enum: [...BALANCES] },
-  allow: { type: 'array', maxItems: LIMITS.allow, items: { type: 'string' }, description: 'client networks (CIDR); empty means everyone' },
+  allow: {
+    type: 'array',
+    maxItems: LIMITS.allow,
+    items: { type: 'string' },
+    description: 'client networks (CIDR); empty means everyone',
+  },
   connectTimeoutMs: { type: 'integer', minimum: 1 },
   idleTimeoutMs: { type: 'integer', minimum: 1 },
   proxyProtocol: { type: 'boolean' },
@@ -38,52 +48,75 @@ const streamFields = {
   updatedAt: { type: 'string', format: 'date-time' },
 };
 
-const duration = { oneOf: [{ type: 'number', description: 'seconds' }, { type: 'string', pattern: '^[0-9]+(ms|s|m|h|d)?$' }] };
+const duration = {
+  oneOf: [
+    { type: 'number', description: 'seconds' },
+    { type: 'string', pattern: '^[0-9]+(ms|s|m|h|d)?$' },
+  ],
+};
 
 const nginxStatus = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['state', 'restarts'],
+  properties: {
+    state: { enum: ['running', 'down', 'starting'] },
+    pid: { type: 'integer' },
+    restarts: { type: 'integer' },
+    message: { type: 'string' },
+    lastReload: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['at', 'ok'],
+      properties: { at: { type: 'string', format: 'date-time' }, ok: { type: 'boolean' }, message: { type: 'string' } },
+    },
+    startedAt: { type: 'string', format: 'date-time' },
+    workers: { type: 'integer', description: 'workers taking connections' },
+    drainingWorkers: { type: 'integer', description: 'old workers still serving sessions of an earlier configuration' },
+    audit: {
+      type: 'object',
+      description:
+        "the last audit of the kernel's listening sockets and their owners against the streams (managed mode)",
+      additionalProperties: false,
+      required: ['at', 'inLine', 'missing', 'extra', 'workers', 'strays', 'straysEnded'],
+      properties: {
+        at: { type: 'string', format: 'date-time' },
+        inLine: {
+          type: 'boolean',
+          description: 'the master serves exactly the live streams and no stray process of ours holds a port',
+        },
+        missing: {
+          type: 'array',
+          items: { type: 'integer' },
+          description: 'ports of live streams the master holds no socket for',
+        },
+        extra: {
+          type: 'array',
+          items: { type: 'integer' },
+          description: 'ports the master serves that no live stream has',
+        },
+        workers: {
+          type: 'integer',
+          description: 'workers taking connections; 0 with streams to serve means nothing accepts',
+        },
+        strays: {
+          type: 'integer',
+          description: 'processes of ours outside the serving generation found holding ports',
+        },
+        straysEnded: { type: 'integer', description: 'strays told to go since the daemon started' },
+      },
+    },
+    incidents: {
+      type: 'array',
+      items: {
         type: 'object',
         additionalProperties: false,
-        required: ['state', 'restarts'],
-        properties: {
-          state: { enum: ['running', 'down', 'starting'] },
-          pid: { type: 'integer' },
-          restarts: { type: 'integer' },
-          message: { type: 'string' },
-          lastReload: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['at', 'ok'],
-            properties: { at: { type: 'string', format: 'date-time' }, ok: { type: 'boolean' }, message: { type: 'string' } },
-          },
-          startedAt: { type: 'string', format: 'date-time' },
-          workers: { type: 'integer', description: 'workers taking connections' },
-          drainingWorkers: { type: 'integer', description: 'old workers still serving sessions of an earlier configuration' },
-          audit: {
-            type: 'object',
-            description: "the last audit of the kernel's listening sockets and their owners against the streams (managed mode)",
-            additionalProperties: false,
-            required: ['at', 'inLine', 'missing', 'extra', 'workers', 'strays', 'straysEnded'],
-            properties: {
-              at: { type: 'string', format: 'date-time' },
-              inLine: { type: 'boolean', description: 'the master serves exactly the live streams and no stray process of ours holds a port' },
-              missing: { type: 'array', items: { type: 'integer' }, description: 'ports of live streams the master holds no socket for' },
-              extra: { type: 'array', items: { type: 'integer' }, description: 'ports the master serves that no live stream has' },
-              workers: { type: 'integer', description: 'workers taking connections; 0 with streams to serve means nothing accepts' },
-              strays: { type: 'integer', description: 'processes of ours outside the serving generation found holding ports' },
-              straysEnded: { type: 'integer', description: 'strays told to go since the daemon started' },
-            },
-          },
-          incidents: {
-            type: 'array',
-            items: {
-              type: 'object',
-              additionalProperties: false,
-              required: ['at', 'message'],
-              properties: { at: { type: 'string', format: 'date-time' }, message: { type: 'string' } },
-            },
-          },
-        },
-      };
+        required: ['at', 'message'],
+        properties: { at: { type: 'string', format: 'date-time' }, message: { type: 'string' } },
+      },
+    },
+  },
+};
 
 const schemas = {
   Error: {
@@ -115,7 +148,11 @@ const schemas = {
           type: 'object',
           additionalProperties: false,
           required: ['host', 'state'],
-          properties: { host: { type: 'string' }, state: { enum: ['live', 'failed', 'pending'] }, reason: { type: 'string' } },
+          properties: {
+            host: { type: 'string' },
+            state: { enum: ['live', 'failed', 'pending'] },
+            reason: { type: 'string' },
+          },
         },
       },
     },
@@ -125,7 +162,10 @@ const schemas = {
     additionalProperties: false,
     required: ['sessions', 'failedSessions', 'deniedSessions', 'bytesIn', 'bytesOut', 'activeConnections', 'backends'],
     properties: {
-      sessions: { type: 'integer', description: 'finished sessions since the daemon started or the stream was created' },
+      sessions: {
+        type: 'integer',
+        description: 'finished sessions since the daemon started or the stream was created',
+      },
       failedSessions: { type: 'integer', description: 'sessions no backend answered' },
       deniedSessions: { type: 'integer', description: 'connections refused by the allow-list' },
       bytesIn: { type: 'integer', description: 'bytes received from clients' },
@@ -173,7 +213,12 @@ const schemas = {
       port: { type: 'integer', minimum: 1, maximum: 65535 },
       protocol: streamFields.protocol,
       backend: { type: 'string' },
-      backends: { type: 'array', minItems: 1, maxItems: LIMITS.backends, items: { oneOf: [{ type: 'string' }, backend] } },
+      backends: {
+        type: 'array',
+        minItems: 1,
+        maxItems: LIMITS.backends,
+        items: { oneOf: [{ type: 'string' }, backend] },
+      },
       balance: streamFields.balance,
       allow: streamFields.allow,
       connectTimeout: duration,
@@ -191,7 +236,11 @@ const schemas = {
     type: 'object',
     additionalProperties: false,
     required: ['stream', 'warnings'],
-    properties: { stream: ref('Stream'), warnings: { type: 'array', items: { type: 'string' } }, change: { enum: ['created', 'replaced', 'unchanged'] } },
+    properties: {
+      stream: ref('Stream'),
+      warnings: { type: 'array', items: { type: 'string' } },
+      change: { enum: ['created', 'replaced', 'unchanged'] },
+    },
   },
   Removed: {
     type: 'object',
@@ -211,7 +260,12 @@ const schemas = {
         type: 'object',
         additionalProperties: false,
         required: ['create', 'update', 'delete', 'unchanged'],
-        properties: Object.fromEntries(['create', 'update', 'delete', 'unchanged'].map((key) => [key, { type: 'array', items: { type: 'integer' } }])),
+        properties: Object.fromEntries(
+          ['create', 'update', 'delete', 'unchanged'].map((key) => [
+            key,
+            { type: 'array', items: { type: 'integer' } },
+          ]),
+        ),
       },
     },
   },
@@ -291,7 +345,10 @@ const schemas = {
   },
 };
 
-const legacyBody = { description: 'JSON in the old service\'s format', content: { 'application/json': { schema: { type: ['object', 'array'] } } } };
+const legacyBody = {
+  description: "JSON in the old service's format",
+  content: { 'application/json': { schema: { type: ['object', 'array'] } } },
+};
 
 export function openApiDocument(): Record<string, unknown> {
   return {
@@ -304,21 +361,54 @@ export function openApiDocument(): Record<string, unknown> {
     },
     components: {
       schemas,
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'required on every path but /status when the daemon has a token' } },
+      securitySchemes: {
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'required on every path but /status when the daemon has a token',
+        },
+      },
     },
     security: [{ bearer: [] }],
     paths: {
-      '/v1/status': { get: { summary: 'Daemon status', responses: { 200: { description: 'status', ...(json(ref('Status')) as object) } } } },
-      '/v1/openapi.json': { get: { summary: 'This document', responses: { 200: { description: 'OpenAPI 3.1 document' } } } },
+      '/v1/status': {
+        get: {
+          summary: 'Daemon status',
+          responses: { 200: { description: 'status', ...(json(ref('Status')) as object) } },
+        },
+      },
+      '/v1/openapi.json': {
+        get: { summary: 'This document', responses: { 200: { description: 'OpenAPI 3.1 document' } } },
+      },
       '/v1/streams': {
         get: {
           summary: 'List streams',
           parameters: [
-            { name: 'label', in: 'query', required: false, schema: { type: 'string' }, description: 'key=value; repeat or comma-separate to require several' },
-            { name: 'stats', in: 'query', required: false, schema: { type: 'boolean' }, description: 'add traffic, open connections and backend health' },
+            {
+              name: 'label',
+              in: 'query',
+              required: false,
+              schema: { type: 'string' },
+              description: 'key=value; repeat or comma-separate to require several',
+            },
+            {
+              name: 'stats',
+              in: 'query',
+              required: false,
+              schema: { type: 'boolean' },
+              description: 'add traffic, open connections and backend health',
+            },
           ],
           responses: {
-            200: { description: 'the streams', ...(json({ type: 'object', additionalProperties: false, required: ['streams'], properties: { streams: { type: 'array', items: ref('Stream') } } }) as object) },
+            200: {
+              description: 'the streams',
+              ...(json({
+                type: 'object',
+                additionalProperties: false,
+                required: ['streams'],
+                properties: { streams: { type: 'array', items: ref('Stream') } },
+              }) as object),
+            },
             400: errorResponse('bad label selector'),
           },
         },
@@ -339,7 +429,15 @@ export function openApiDocument(): Record<string, unknown> {
         get: {
           summary: 'One stream',
           responses: {
-            200: { description: 'the stream', ...(json({ type: 'object', additionalProperties: false, required: ['stream'], properties: { stream: ref('Stream') } }) as object) },
+            200: {
+              description: 'the stream',
+              ...(json({
+                type: 'object',
+                additionalProperties: false,
+                required: ['stream'],
+                properties: { stream: ref('Stream') },
+              }) as object),
+            },
             404: errorResponse('no stream on that port'),
           },
         },
@@ -356,8 +454,19 @@ export function openApiDocument(): Record<string, unknown> {
         },
         delete: {
           summary: 'Remove a stream',
-          parameters: [{ name: 'kill_sessions', in: 'query', required: false, schema: { type: 'boolean' }, description: 'also cut its established sessions' }],
-          responses: { 200: { description: 'removed; the port refuses connections', ...(json(ref('Removed')) as object) }, 404: errorResponse('no stream on that port') },
+          parameters: [
+            {
+              name: 'kill_sessions',
+              in: 'query',
+              required: false,
+              schema: { type: 'boolean' },
+              description: 'also cut its established sessions',
+            },
+          ],
+          responses: {
+            200: { description: 'removed; the port refuses connections', ...(json(ref('Removed')) as object) },
+            404: errorResponse('no stream on that port'),
+          },
         },
       },
       '/v1/streams/{port}/health': {
@@ -365,7 +474,15 @@ export function openApiDocument(): Record<string, unknown> {
         post: {
           summary: "Probe the stream's backends now",
           responses: {
-            200: { description: 'the stream with its stats', ...(json({ type: 'object', additionalProperties: false, required: ['stream'], properties: { stream: ref('Stream') } }) as object) },
+            200: {
+              description: 'the stream with its stats',
+              ...(json({
+                type: 'object',
+                additionalProperties: false,
+                required: ['stream'],
+                properties: { stream: ref('Stream') },
+              }) as object),
+            },
             404: errorResponse('no stream on that port'),
           },
         },
@@ -379,28 +496,57 @@ export function openApiDocument(): Record<string, unknown> {
             { name: 'since', in: 'query', required: false, schema: { type: 'string', format: 'date-time' } },
           ],
           responses: {
-            200: { description: 'events, oldest first', ...(json({ type: 'object', additionalProperties: false, required: ['events'], properties: { events: { type: 'array', items: ref('Event') } } }) as object) },
+            200: {
+              description: 'events, oldest first',
+              ...(json({
+                type: 'object',
+                additionalProperties: false,
+                required: ['events'],
+                properties: { events: { type: 'array', items: ref('Event') } },
+              }) as object),
+            },
             400: errorResponse('bad query'),
           },
         },
       },
-      '/metrics': { get: { summary: 'Prometheus metrics (text exposition format)', responses: { 200: { description: 'metrics', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+      '/metrics': {
+        get: {
+          summary: 'Prometheus metrics (text exposition format)',
+          responses: { 200: { description: 'metrics', content: { 'text/plain': { schema: { type: 'string' } } } } },
+        },
+      },
       '/v1/streams/{port}/renew': {
         parameters: [portParameter],
         post: {
           summary: 'Set a new expiry (ttl or expiresAt; expiresAt null keeps it for good)',
           requestBody: {
             required: true,
-            ...(json({ type: 'object', additionalProperties: false, properties: { ttl: duration, expiresAt: { type: ['string', 'null'] } } }) as object),
+            ...(json({
+              type: 'object',
+              additionalProperties: false,
+              properties: { ttl: duration, expiresAt: { type: ['string', 'null'] } },
+            }) as object),
           },
-          responses: { 200: { description: 'renewed', ...(json(ref('StreamAnswer')) as object) }, 400: errorResponse('invalid input'), 404: errorResponse('no stream on that port') },
+          responses: {
+            200: { description: 'renewed', ...(json(ref('StreamAnswer')) as object) },
+            400: errorResponse('invalid input'),
+            404: errorResponse('no stream on that port'),
+          },
         },
       },
       '/v1/free-port': {
         get: {
           summary: 'A port without a stream that no other process holds (not reserved)',
           responses: {
-            200: { description: 'a free port', ...(json({ type: 'object', additionalProperties: false, required: ['port'], properties: { port: { type: 'integer' } } }) as object) },
+            200: {
+              description: 'a free port',
+              ...(json({
+                type: 'object',
+                additionalProperties: false,
+                required: ['port'],
+                properties: { port: { type: 'integer' } },
+              }) as object),
+            },
             409: errorResponse('none free'),
           },
         },
@@ -414,7 +560,11 @@ export function openApiDocument(): Record<string, unknown> {
               type: 'object',
               additionalProperties: false,
               required: ['streams'],
-              properties: { streams: { type: 'array', items: ref('StreamInput') }, prune: { type: 'boolean' }, dryRun: { type: 'boolean' } },
+              properties: {
+                streams: { type: 'array', items: ref('StreamInput') },
+                prune: { type: 'boolean' },
+                dryRun: { type: 'boolean' },
+              },
             }) as object),
           },
           responses: {
@@ -434,8 +584,20 @@ export function openApiDocument(): Record<string, unknown> {
           responses: { 200: legacyBody, 404: legacyBody },
         },
       },
-      '/removestream/{port}': { get: { summary: 'Legacy: remove', parameters: [portParameter], responses: { 200: legacyBody, 404: legacyBody } } },
-      '/hasstream/{port}': { get: { summary: 'Legacy: exists?', parameters: [portParameter], responses: { 200: legacyBody, 404: legacyBody } } },
+      '/removestream/{port}': {
+        get: {
+          summary: 'Legacy: remove',
+          parameters: [portParameter],
+          responses: { 200: legacyBody, 404: legacyBody },
+        },
+      },
+      '/hasstream/{port}': {
+        get: {
+          summary: 'Legacy: exists?',
+          parameters: [portParameter],
+          responses: { 200: legacyBody, 404: legacyBody },
+        },
+      },
       '/getfreeport': { get: { summary: 'Legacy: a free port', responses: { 200: legacyBody } } },
     },
   };

@@ -9,7 +9,7 @@
  * `Connection: close` (see auth.ts). The request timeout bounds only how long the request takes to
  * arrive, not the answer: a change that waits for nginx is not cut off by it.
  */
-import { type RequestListener, type Server, createServer } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 
 export interface ServerLimits {
@@ -53,7 +53,10 @@ function answerAndDestroy(socket: Duplex, answer: string): void {
 }
 
 export function createHttpServer(app: RequestListener, limits: Partial<ServerLimits> = {}): Server {
-  const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, maxHeaderSize, maxConnections } = { ...defaultLimits, ...limits };
+  const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, maxHeaderSize, maxConnections } = {
+    ...defaultLimits,
+    ...limits,
+  };
   const server = createServer(
     {
       maxHeaderSize,
@@ -84,7 +87,10 @@ export function createHttpServer(app: RequestListener, limits: Partial<ServerLim
         ? [408, 'Request Timeout', 'INVALID_INPUT', 'the request took too long to arrive']
         : [400, 'Bad Request', 'INVALID_INPUT', 'the request is malformed'];
     const body = JSON.stringify({ error: { code, message } });
-    answerAndDestroy(socket, `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    answerAndDestroy(
+      socket,
+      `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
   });
   return server;
 }

@@ -2,21 +2,22 @@
  * The v1 API: resources under /v1 with real status codes. Errors are answered by the error
  * middleware as `{"error": {"code", "message", "hint"}}`.
  */
-import { Router, type Request } from 'express';
+
 import {
   ConductorError,
-  ErrorCode,
-  type StreamSpec,
-  type StreamView,
   describeBackends,
+  ErrorCode,
   parseDuration,
   parseLabelSelector,
   parsePort,
   parseStreamInput,
+  type StreamSpec,
+  type StreamView,
 } from '@stream-conductor/shared';
-import type { StreamService } from '../service/service.js';
+import { type Request, Router } from 'express';
 import { type Observatory, withBackendCheck } from '../observe/observatory.js';
 import { noFreePort } from '../service/free-port.js';
+import type { StreamService } from '../service/service.js';
 import type { Audited } from './audit.js';
 import { openApiDocument } from './openapi.js';
 
@@ -52,7 +53,12 @@ function labelSelectors(value: unknown): Array<[string, string]> {
 
 const describe = (spec: StreamSpec): string => describeBackends(spec.backends);
 
-export function v1Router(conductor: StreamService, now: () => Date, audited: Audited, observatory: Observatory | undefined): Router {
+export function v1Router(
+  conductor: StreamService,
+  now: () => Date,
+  audited: Audited,
+  observatory: Observatory | undefined,
+): Router {
   const router = Router();
 
   router.get('/status', (_req, res) => {
@@ -88,11 +94,13 @@ export function v1Router(conductor: StreamService, now: () => Date, audited: Aud
 
   router.get('/events', (req, res) => {
     const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new ConductorError(ErrorCode.InvalidInput, 'limit: a whole number from 1 to 1000');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+      throw new ConductorError(ErrorCode.InvalidInput, 'limit: a whole number from 1 to 1000');
     const port = req.query.port === undefined ? undefined : parsePort(String(req.query.port));
     const sinceText = req.query.since === undefined ? undefined : String(req.query.since);
     const sinceMs = sinceText === undefined ? undefined : Date.parse(sinceText);
-    if (sinceMs !== undefined && Number.isNaN(sinceMs)) throw new ConductorError(ErrorCode.InvalidInput, 'since: an ISO 8601 time');
+    if (sinceMs !== undefined && Number.isNaN(sinceMs))
+      throw new ConductorError(ErrorCode.InvalidInput, 'since: an ISO 8601 time');
     // Events carry UTC ISO times, compared as text: the given time in the same form.
     const since = sinceMs === undefined ? undefined : new Date(sinceMs).toISOString();
     res.json({ events: observatory?.audit.query({ limit, port, since }) ?? [] });
@@ -101,8 +109,11 @@ export function v1Router(conductor: StreamService, now: () => Date, audited: Aud
   // Create: with a port, that port (409 when it has a stream); without, a free one.
   router.post('/streams', async (req, res) => {
     const spec = parseStreamInput(object(req.body), { portOptional: true, now: now() });
-    const result = await audited(req, res, { action: 'create', ports: spec.port === 0 ? [] : [spec.port], detail: describe(spec) }, () =>
-      withBackendCheck(observatory, spec, () => conductor.create(spec)),
+    const result = await audited(
+      req,
+      res,
+      { action: 'create', ports: spec.port === 0 ? [] : [spec.port], detail: describe(spec) },
+      () => withBackendCheck(observatory, spec, () => conductor.create(spec)),
     );
     res.status(201).json(result);
   });
@@ -120,9 +131,13 @@ export function v1Router(conductor: StreamService, now: () => Date, audited: Aud
     const port = portParam(req);
     const body = object(req.body ?? {});
     const unknown = Object.keys(body).filter((key) => key !== 'ttl' && key !== 'expiresAt');
-    if (unknown.length > 0) throw new ConductorError(ErrorCode.InvalidInput, `${unknown[0]}: unknown field (ttl or expiresAt)`);
+    if (unknown.length > 0)
+      throw new ConductorError(ErrorCode.InvalidInput, `${unknown[0]}: unknown field (ttl or expiresAt)`);
     if ((body.ttl === undefined) === (body.expiresAt === undefined)) {
-      throw new ConductorError(ErrorCode.InvalidInput, 'give either ttl (e.g. "2h") or expiresAt (ISO 8601), or expiresAt: null to keep the stream for good');
+      throw new ConductorError(
+        ErrorCode.InvalidInput,
+        'give either ttl (e.g. "2h") or expiresAt (ISO 8601), or expiresAt: null to keep the stream for good',
+      );
     }
     let expiresAt: string | undefined;
     if (body.ttl !== undefined) expiresAt = new Date(now().getTime() + parseDuration(body.ttl, 'ttl')).toISOString();
@@ -130,14 +145,24 @@ export function v1Router(conductor: StreamService, now: () => Date, audited: Aud
       // Validated as part of a spec, so the rules (ISO, future, within a year) are the same.
       expiresAt = parseStreamInput({ port, backend: 'x:1', expiresAt: body.expiresAt }, { now: now() }).expiresAt;
     }
-    res.json(await audited(req, res, { action: 'renew', ports: [port], detail: expiresAt === undefined ? 'never expires' : `expires ${expiresAt}` }, () => conductor.renew(port, expiresAt)));
+    res.json(
+      await audited(
+        req,
+        res,
+        { action: 'renew', ports: [port], detail: expiresAt === undefined ? 'never expires' : `expires ${expiresAt}` },
+        () => conductor.renew(port, expiresAt),
+      ),
+    );
   });
 
   router.delete('/streams/:port', async (req: Request<{ port: string }>, res) => {
     const port = portParam(req);
     const killSessions = flag(req.query.kill_sessions);
-    const { warnings } = await audited(req, res, { action: 'remove', ports: [port], detail: killSessions ? 'sessions cut' : undefined }, () =>
-      conductor.remove(port, { killSessions }),
+    const { warnings } = await audited(
+      req,
+      res,
+      { action: 'remove', ports: [port], detail: killSessions ? 'sessions cut' : undefined },
+      () => conductor.remove(port, { killSessions }),
     );
     res.json({ port, warnings });
   });
@@ -154,10 +179,13 @@ export function v1Router(conductor: StreamService, now: () => Date, audited: Aud
   router.post('/apply', async (req, res) => {
     const body = object(req.body);
     const unknown = Object.keys(body).filter((key) => !['streams', 'prune', 'dryRun'].includes(key));
-    if (unknown.length > 0) throw new ConductorError(ErrorCode.InvalidInput, `${unknown[0]}: unknown field (streams, prune, dryRun)`);
-    if (!Array.isArray(body.streams)) throw new ConductorError(ErrorCode.InvalidInput, 'streams: must be a list of streams');
+    if (unknown.length > 0)
+      throw new ConductorError(ErrorCode.InvalidInput, `${unknown[0]}: unknown field (streams, prune, dryRun)`);
+    if (!Array.isArray(body.streams))
+      throw new ConductorError(ErrorCode.InvalidInput, 'streams: must be a list of streams');
     for (const key of ['prune', 'dryRun'] as const) {
-      if (body[key] !== undefined && typeof body[key] !== 'boolean') throw new ConductorError(ErrorCode.InvalidInput, `${key}: must be true or false`);
+      if (body[key] !== undefined && typeof body[key] !== 'boolean')
+        throw new ConductorError(ErrorCode.InvalidInput, `${key}: must be true or false`);
     }
     const at = now();
     const specs: StreamSpec[] = body.streams.map((entry: unknown, index: number) => {
@@ -166,7 +194,9 @@ export function v1Router(conductor: StreamService, now: () => Date, audited: Aud
       } catch (error) {
         if (error instanceof ConductorError) {
           const field = /^[A-Za-z][A-Za-z0-9.[\]]*: /.test(error.message);
-          throw new ConductorError(error.code, `streams[${index}]${field ? '.' : ': '}${error.message}`, { hint: error.hint });
+          throw new ConductorError(error.code, `streams[${index}]${field ? '.' : ': '}${error.message}`, {
+            hint: error.hint,
+          });
         }
         throw error;
       }
@@ -177,7 +207,11 @@ export function v1Router(conductor: StreamService, now: () => Date, audited: Aud
       return;
     }
     const detail = `${specs.length} stream(s)${options.prune ? ', prune' : ''}`;
-    res.json(await audited(req, res, { action: 'apply', ports: specs.map((spec) => spec.port), detail }, () => conductor.apply(specs, options)));
+    res.json(
+      await audited(req, res, { action: 'apply', ports: specs.map((spec) => spec.port), detail }, () =>
+        conductor.apply(specs, options),
+      ),
+    );
   });
 
   return router;

@@ -1,8 +1,8 @@
 /** Facts about the nginx binary, and the two commands the daemon runs: `nginx -V` and `nginx -t`. */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { StartupError } from '@stream-conductor/shared';
+import { execa } from 'execa';
 
 export interface NginxBuild {
   version: string;

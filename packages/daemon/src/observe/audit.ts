@@ -60,7 +60,11 @@ export class AuditLog {
         this.size = 0;
       }
       // Never through a link: the line goes into this file or nowhere.
-      const fd = openSync(this.path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+      const fd = openSync(
+        this.path,
+        constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+        0o600,
+      );
       try {
         writeSync(fd, line);
       } finally {
@@ -76,7 +80,9 @@ export class AuditLog {
     // As times: as text, a year past 9999 ("+020000-01-01T...") sorts before every event.
     const since = query.since === undefined ? undefined : Date.parse(query.since);
     const events = this.recent.filter(
-      (event) => (query.port === undefined || event.ports.includes(query.port)) && (since === undefined || Date.parse(event.at) > since),
+      (event) =>
+        (query.port === undefined || event.ports.includes(query.port)) &&
+        (since === undefined || Date.parse(event.at) > since),
     );
     return events.slice(-(query.limit ?? 100));
   }

@@ -74,7 +74,8 @@ export class HealthChecker {
     const queue = [...addresses];
     const round = (async () => {
       const workers = Array.from({ length: Math.min(this.options.concurrency ?? 16, queue.length) }, async () => {
-        for (let address = queue.shift(); address !== undefined; address = queue.shift()) await this.probeOne(address, this.options.timeoutMs);
+        for (let address = queue.shift(); address !== undefined; address = queue.shift())
+          await this.probeOne(address, this.options.timeoutMs);
       });
       await Promise.all(workers);
       // Backends no stream names any more (now, at the end of the round) are forgotten.
@@ -116,7 +117,9 @@ export class HealthChecker {
   /** The last known health of each backend of a stream. */
   of(target: ProbeTarget): Array<BackendHealth & { backend: string }> {
     return target.backends.map((backend) =>
-      target.protocol === 'udp' ? { backend, state: 'unknown' } : { backend, ...(this.byBackend.get(backend) ?? { state: 'unknown' }) },
+      target.protocol === 'udp'
+        ? { backend, state: 'unknown' }
+        : { backend, ...(this.byBackend.get(backend) ?? { state: 'unknown' }) },
     );
   }
 }

@@ -3,8 +3,9 @@
  * connections and backend health, read at scrape time; apply and reload counts and durations as
  * they happen; nginx's state, restarts and draining old workers; and the process's own figures.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
 import type { NginxStatus, StreamView } from '@stream-conductor/shared';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export interface MetricsSource {
   /** The streams with their stats. */
@@ -33,7 +34,12 @@ export class Metrics implements PipelineObserver {
   constructor(private readonly source: MetricsSource) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    this.applies = new Counter({ name: 'conductor_changes_total', help: 'Stream changes, by outcome', labelNames: ['instance', 'result'], registers });
+    this.applies = new Counter({
+      name: 'conductor_changes_total',
+      help: 'Stream changes, by outcome',
+      labelNames: ['instance', 'result'],
+      registers,
+    });
     this.applyDuration = new Histogram({
       name: 'conductor_apply_duration_seconds',
       help: 'Time to apply one batch of changes, verified',
@@ -41,7 +47,12 @@ export class Metrics implements PipelineObserver {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     });
-    this.reloads = new Counter({ name: 'conductor_nginx_reloads_total', help: 'nginx reloads, by outcome', labelNames: ['instance', 'result'], registers });
+    this.reloads = new Counter({
+      name: 'conductor_nginx_reloads_total',
+      help: 'nginx reloads, by outcome',
+      labelNames: ['instance', 'result'],
+      registers,
+    });
     this.reloadDuration = new Histogram({
       name: 'conductor_nginx_reload_duration_seconds',
       help: 'Time from the reload signal to the new workers',
@@ -53,7 +64,11 @@ export class Metrics implements PipelineObserver {
     // Totals kept elsewhere (nginx's access log, the controllers) are copied in at each scrape,
     // from one look taken before the registry renders (prom-client collects metrics in parallel).
     const streams = this.streams;
-    const perStream = (name: string, help: string, value: (stream: StreamView) => number | undefined): Counter<'port'> =>
+    const perStream = (
+      name: string,
+      help: string,
+      value: (stream: StreamView) => number | undefined,
+    ): Counter<'port'> =>
       new Counter({
         name,
         help,
@@ -74,13 +89,26 @@ export class Metrics implements PipelineObserver {
       registers,
       collect() {
         this.reset();
-        for (const stream of streams.current) this.set({ port: String(stream.port), protocol: stream.protocol }, stream.state === 'live' ? 1 : 0);
+        for (const stream of streams.current)
+          this.set({ port: String(stream.port), protocol: stream.protocol }, stream.state === 'live' ? 1 : 0);
       },
     });
     perStream('conductor_stream_sessions_total', 'Finished sessions', (stream) => stream.stats?.sessions);
-    perStream('conductor_stream_failed_sessions_total', 'Sessions no backend answered', (stream) => stream.stats?.failedSessions);
-    perStream('conductor_stream_denied_sessions_total', 'Connections refused by the allow-list', (stream) => stream.stats?.deniedSessions);
-    perStream('conductor_stream_received_bytes_total', 'Bytes received from clients', (stream) => stream.stats?.bytesIn);
+    perStream(
+      'conductor_stream_failed_sessions_total',
+      'Sessions no backend answered',
+      (stream) => stream.stats?.failedSessions,
+    );
+    perStream(
+      'conductor_stream_denied_sessions_total',
+      'Connections refused by the allow-list',
+      (stream) => stream.stats?.deniedSessions,
+    );
+    perStream(
+      'conductor_stream_received_bytes_total',
+      'Bytes received from clients',
+      (stream) => stream.stats?.bytesIn,
+    );
     perStream('conductor_stream_sent_bytes_total', 'Bytes sent to clients', (stream) => stream.stats?.bytesOut);
     new Gauge({
       name: 'conductor_stream_active_connections',
@@ -89,7 +117,8 @@ export class Metrics implements PipelineObserver {
       registers,
       collect() {
         this.reset();
-        for (const stream of streams.current) this.set({ port: String(stream.port) }, stream.stats?.activeConnections ?? 0);
+        for (const stream of streams.current)
+          this.set({ port: String(stream.port) }, stream.stats?.activeConnections ?? 0);
       },
     });
     new Gauge({
@@ -101,7 +130,8 @@ export class Metrics implements PipelineObserver {
         this.reset();
         for (const stream of streams.current) {
           for (const health of stream.stats?.backends ?? []) {
-            if (health.state !== 'unknown') this.set({ port: String(stream.port), backend: health.backend }, health.state === 'up' ? 1 : 0);
+            if (health.state !== 'unknown')
+              this.set({ port: String(stream.port), backend: health.backend }, health.state === 'up' ? 1 : 0);
           }
         }
       },
@@ -115,7 +145,8 @@ export class Metrics implements PipelineObserver {
         this.reset();
         for (const stream of streams.current) {
           for (const health of stream.stats?.backends ?? []) {
-            if (health.latencyMs !== undefined) this.set({ port: String(stream.port), backend: health.backend }, health.latencyMs / 1000);
+            if (health.latencyMs !== undefined)
+              this.set({ port: String(stream.port), backend: health.backend }, health.latencyMs / 1000);
           }
         }
       },
@@ -128,7 +159,8 @@ export class Metrics implements PipelineObserver {
       registers,
       collect() {
         this.reset();
-        for (const status of nginx.current) this.set({ instance: String(status.id) }, status.state === 'running' ? 1 : 0);
+        for (const status of nginx.current)
+          this.set({ instance: String(status.id) }, status.state === 'running' ? 1 : 0);
       },
     });
     new Counter({
@@ -148,7 +180,8 @@ export class Metrics implements PipelineObserver {
       registers,
       collect() {
         this.reset();
-        for (const status of nginx.current) if (status.audit) this.set({ instance: String(status.id) }, status.audit.inLine ? 1 : 0);
+        for (const status of nginx.current)
+          if (status.audit) this.set({ instance: String(status.id) }, status.audit.inLine ? 1 : 0);
       },
     });
     new Counter({
@@ -158,7 +191,8 @@ export class Metrics implements PipelineObserver {
       registers,
       collect() {
         this.reset();
-        for (const status of nginx.current) if (status.audit) this.inc({ instance: String(status.id) }, status.audit.straysEnded);
+        for (const status of nginx.current)
+          if (status.audit) this.inc({ instance: String(status.id) }, status.audit.straysEnded);
       },
     });
     new Gauge({

@@ -68,7 +68,10 @@ export class Observatory {
           log: options.log,
         }),
     );
-    this.health = new HealthChecker(() => this.targets(), { intervalMs: options.healthIntervalMs, timeoutMs: options.healthTimeoutMs });
+    this.health = new HealthChecker(() => this.targets(), {
+      intervalMs: options.healthIntervalMs,
+      timeoutMs: options.healthTimeoutMs,
+    });
     this.metrics = new Metrics({
       streams: () => this.withStats(this.daemon?.list() ?? []),
       nginx: () => this.daemon?.nginx() ?? [],
@@ -78,7 +81,11 @@ export class Observatory {
   private targets(): ProbeTarget[] {
     return (this.daemon?.list() ?? [])
       .filter((stream) => stream.state === 'live')
-      .map((stream) => ({ port: stream.port, protocol: stream.protocol, backends: stream.backends.map((backend) => backend.address) }));
+      .map((stream) => ({
+        port: stream.port,
+        protocol: stream.protocol,
+        backends: stream.backends.map((backend) => backend.address),
+      }));
   }
 
   /** Starts reading the access logs and probing backends. */
@@ -92,7 +99,11 @@ export class Observatory {
 
   /** Reads what the access logs gained since the last look. */
   async poll(): Promise<void> {
-    await Promise.all(this.tails.map((tail) => tail.poll().catch((error: unknown) => this.options.log.warn('could not read an access log', { error }))));
+    await Promise.all(
+      this.tails.map((tail) =>
+        tail.poll().catch((error: unknown) => this.options.log.warn('could not read an access log', { error })),
+      ),
+    );
   }
 
   stop(): void {
@@ -127,7 +138,11 @@ export class Observatory {
           bytesIn,
           bytesOut,
           activeConnections: now?.active ?? 0,
-          backends: this.health.of({ port: stream.port, protocol: stream.protocol, backends: stream.backends.map((backend) => backend.address) }),
+          backends: this.health.of({
+            port: stream.port,
+            protocol: stream.protocol,
+            backends: stream.backends.map((backend) => backend.address),
+          }),
         },
       };
     });
@@ -147,7 +162,11 @@ export class Observatory {
       return this.waiting.result;
     }
     const read = this.options.readSockets ?? openConnections;
-    const waiting = { ports: new Set(ports), tcp: new Set(tcp), result: Promise.resolve<Snapshot>({ finished: new Map(), open: new Map() }) };
+    const waiting = {
+      ports: new Set(ports),
+      tcp: new Set(tcp),
+      result: Promise.resolve<Snapshot>({ finished: new Map(), open: new Map() }),
+    };
     waiting.result = this.reading.then(async () => {
       if (this.waiting === waiting) this.waiting = undefined;
       const finished = new Map([...waiting.ports].map((port) => [port, this.traffic.get(port)]));
@@ -165,11 +184,21 @@ export class Observatory {
    * but the answer says so. Waits at most a second for a backend beyond the change itself.
    */
   async withBackendCheck<T extends { warnings: string[] }>(spec: StreamSpec, change: () => Promise<T>): Promise<T> {
-    const backends = protocolsOf(spec).includes('tcp') ? [...new Set(spec.backends.map((backend) => backend.address))] : [];
-    const checks = Promise.all(backends.map(async (address) => ({ address, health: await this.health.probeOne(address, Math.min(this.options.healthTimeoutMs, 1000)) })));
+    const backends = protocolsOf(spec).includes('tcp')
+      ? [...new Set(spec.backends.map((backend) => backend.address))]
+      : [];
+    const checks = Promise.all(
+      backends.map(async (address) => ({
+        address,
+        health: await this.health.probeOne(address, Math.min(this.options.healthTimeoutMs, 1000)),
+      })),
+    );
     const result = await change();
     const down = (await checks).filter(({ health }) => health.state === 'down');
-    const warnings = down.map(({ address, health }) => `backend ${address} does not accept connections now (${health.error ?? 'down'}): the stream forwards to it once it does`);
+    const warnings = down.map(
+      ({ address, health }) =>
+        `backend ${address} does not accept connections now (${health.error ?? 'down'}): the stream forwards to it once it does`,
+    );
     return warnings.length === 0 ? result : { ...result, warnings: [...result.warnings, ...warnings] };
   }
 
@@ -179,6 +208,10 @@ export class Observatory {
 }
 
 /** A create or replace with the observatory's backend check, or as it is without an observatory. */
-export function withBackendCheck<T extends { warnings: string[] }>(observatory: Observatory | undefined, spec: StreamSpec, change: () => Promise<T>): Promise<T> {
+export function withBackendCheck<T extends { warnings: string[] }>(
+  observatory: Observatory | undefined,
+  spec: StreamSpec,
+  change: () => Promise<T>,
+): Promise<T> {
   return observatory ? observatory.withBackendCheck(spec, change) : change();
 }

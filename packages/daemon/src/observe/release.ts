@@ -5,8 +5,9 @@
  * a folder made with mode 0700) they keep writing to the renamed file. Then a reload does it: the
  * master opens the files and hands them to new workers.
  */
-import { holdsFile, nginxChildren } from '../sys/processes.js';
+
 import type { Logger } from '../log.js';
+import { holdsFile, nginxChildren } from '../sys/processes.js';
 
 export interface LogWriter {
   /** The nginx master's pid, when one runs. */
@@ -38,14 +39,22 @@ async function servingWorkersHold(master: number | undefined, path: string): Pro
 }
 
 /** Makes nginx let go of `rotated`: a reopen, and a reload when the workers kept the old file. */
-export async function releaseLog(writer: LogWriter, rotated: string, log: Logger, waitMs = 200): Promise<'reopened' | 'reloaded'> {
+export async function releaseLog(
+  writer: LogWriter,
+  rotated: string,
+  log: Logger,
+  waitMs = 200,
+): Promise<'reopened' | 'reloaded'> {
   await writer.reopen();
   const deadline = Date.now() + waitMs;
   do {
     await sleep(25);
     if (!(await servingWorkersHold(writer.master(), rotated))) return 'reopened';
   } while (Date.now() < deadline);
-  log.info('nginx workers could not reopen the access log as their user; reloading so that the master hands them the new one', { path: rotated });
+  log.info(
+    'nginx workers could not reopen the access log as their user; reloading so that the master hands them the new one',
+    { path: rotated },
+  );
   await writer.reload();
   return 'reloaded';
 }

@@ -19,7 +19,13 @@ function parseLine(text: string): Line | undefined {
   try {
     const value = JSON.parse(text) as Partial<Line>;
     if (typeof value.port !== 'number' || typeof value.status !== 'number') return undefined;
-    return { t: String(value.t ?? ''), port: value.port, status: value.status, in: Number(value.in ?? 0), out: Number(value.out ?? 0) };
+    return {
+      t: String(value.t ?? ''),
+      port: value.port,
+      status: value.status,
+      in: Number(value.in ?? 0),
+      out: Number(value.out ?? 0),
+    };
   } catch {
     return undefined;
   }
@@ -42,7 +48,8 @@ export class TrafficCounter {
     stats.bytesOut += line.out;
     // nginx writes local time with its offset; kept as UTC, the later of the two.
     const at = Date.parse(line.t);
-    if (!Number.isNaN(at) && (stats.lastSessionAt === undefined || at > Date.parse(stats.lastSessionAt))) stats.lastSessionAt = new Date(at).toISOString();
+    if (!Number.isNaN(at) && (stats.lastSessionAt === undefined || at > Date.parse(stats.lastSessionAt)))
+      stats.lastSessionAt = new Date(at).toISOString();
     this.byPort.set(line.port, stats);
   }
 
@@ -173,7 +180,11 @@ export class AccessLogTail {
     for (const cursor of [...this.rotated]) {
       cursor.quiet = this.read(cursor) ? 0 : cursor.quiet + 1;
       // Checked for writers when quiet, and every two seconds after that: /proc is not free.
-      if (cursor.quiet >= QUIET_LOOKS && (cursor.quiet - QUIET_LOOKS) % 8 === 0 && !(await this.options.stillWritten(cursor.path))) {
+      if (
+        cursor.quiet >= QUIET_LOOKS &&
+        (cursor.quiet - QUIET_LOOKS) % 8 === 0 &&
+        !(await this.options.stillWritten(cursor.path))
+      ) {
         this.read(cursor);
         this.remove(cursor.path);
         this.rotated = this.rotated.filter((other) => other !== cursor);
@@ -206,6 +217,8 @@ export class AccessLogTail {
     }
     this.rotated.push({ ...this.live, path: target, quiet: 0 });
     this.live = { path, offset: 0, partial: { text: '' } };
-    await this.options.release(target).catch((error: unknown) => this.options.log.warn('nginx did not let go of its access log', { path, error }));
+    await this.options
+      .release(target)
+      .catch((error: unknown) => this.options.log.warn('nginx did not let go of its access log', { path, error }));
   }
 }

@@ -6,7 +6,7 @@
 import { mkdir, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCode, StartupError, type StreamRecord } from '@stream-conductor/shared';
-import { TEMP_PREFIX, readIfExists, removeIfExists, writeFileAtomic } from '../sys/files.js';
+import { readIfExists, removeIfExists, TEMP_PREFIX, writeFileAtomic } from '../sys/files.js';
 import { recordFromJson } from './record.js';
 import type { StoreChange, StoreLoad, StreamStore } from './store.js';
 
@@ -47,7 +47,10 @@ export class FileStore implements StreamStore {
     try {
       data = JSON.parse(text);
     } catch (error) {
-      throw new StoreCorruptError(`${this.path} is not valid JSON (${(error as Error).message})`, 'move it aside to start empty');
+      throw new StoreCorruptError(
+        `${this.path} is not valid JSON (${(error as Error).message})`,
+        'move it aside to start empty',
+      );
     }
     const streams = typeof data === 'object' && data !== null ? (data as { streams?: unknown }).streams : undefined;
     if ((data as { format?: unknown } | null)?.format !== FORMAT || !Array.isArray(streams)) {
@@ -131,7 +134,8 @@ export class FileStore implements StreamStore {
     const parts: Buffer[] = [Buffer.from(`{\n "format": ${FORMAT},\n "streams": [\n`)];
     streams.forEach((record, index) => {
       // A JSON text holds no raw newline: each of its line breaks is the layout's.
-      const text = this.texts.get(record) ?? Buffer.from(`  ${JSON.stringify(record, null, 1).replaceAll('\n', '\n  ')}`);
+      const text =
+        this.texts.get(record) ?? Buffer.from(`  ${JSON.stringify(record, null, 1).replaceAll('\n', '\n  ')}`);
       texts.set(record, text);
       if (index > 0) parts.push(SEPARATOR);
       parts.push(text);

@@ -48,14 +48,19 @@ function writeAllSync(fd: number, content: FileContent): void {
 
 async function writeAll(handle: FileHandle, content: FileContent): Promise<void> {
   const pieces = piecesOf(content);
-  for (let at = 0; at < pieces.length; ) at = advance(pieces, at, (await handle.writev(pieces.slice(at, at + MAX_PIECES))).bytesWritten);
+  for (let at = 0; at < pieces.length; )
+    at = advance(pieces, at, (await handle.writev(pieces.slice(at, at + MAX_PIECES))).bytesWritten);
 }
 
 /**
  * Replaces `path` with `content` atomically. With `durable`, the data and the folder entry are
  * flushed to disk before it returns, so the new content survives a power cut.
  */
-export async function writeFileAtomic(path: string, content: FileContent, options: { durable?: boolean; mode?: number } = {}): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  content: FileContent,
+  options: { durable?: boolean; mode?: number } = {},
+): Promise<void> {
   const temp = tempPathFor(path);
   if (!options.durable) {
     writeSmallFileAtomic(path, temp, content, options.mode);

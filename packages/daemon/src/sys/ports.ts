@@ -62,7 +62,11 @@ export function probeUdpPort(port: number, host: string | undefined): Promise<Po
 }
 
 /** Whether `port` can be bound for every protocol in `protocols`; the first problem found wins. */
-export async function probePort(port: number, protocols: Array<'tcp' | 'udp'>, host: string | undefined): Promise<PortProbe> {
+export async function probePort(
+  port: number,
+  protocols: Array<'tcp' | 'udp'>,
+  host: string | undefined,
+): Promise<PortProbe> {
   if (host !== undefined && isIPv4Mapped(host)) return 'unavailable';
   for (const protocol of protocols) {
     const probe = protocol === 'tcp' ? await probeTcpPort(port, host) : await probeUdpPort(port, host);
@@ -163,7 +167,10 @@ export async function listeningTcpPorts(): Promise<Set<number>> {
 /** The kernel's range of ports for outgoing connections, or undefined when unknown. */
 export async function ephemeralPortRange(): Promise<{ start: number; end: number } | undefined> {
   try {
-    const [start, end] = (await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')).trim().split(/\s+/).map(Number);
+    const [start, end] = (await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     if (start === undefined || end === undefined || Number.isNaN(start) || Number.isNaN(end)) return undefined;
     return { start, end };
   } catch {

@@ -6,7 +6,9 @@
 import { execa } from 'execa';
 
 async function established(port: number): Promise<number> {
-  const result = await execa('ss', ['-H', '-t', '-n', 'state', 'established', `( sport = :${port} )`], { reject: false });
+  const result = await execa('ss', ['-H', '-t', '-n', 'state', 'established', `( sport = :${port} )`], {
+    reject: false,
+  });
   if (result.exitCode !== 0) throw new Error(`ss failed: ${result.stderr || result.shortMessage}`);
   return result.stdout.split('\n').filter((line) => line.trim() !== '').length;
 }
@@ -16,7 +18,9 @@ export async function killSessions(port: number): Promise<number> {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port ${String(port)}`);
   const before = await established(port);
   if (before === 0) return 0;
-  const result = await execa('ss', ['-K', '-H', '-t', '-n', 'state', 'established', `( sport = :${port} )`], { reject: false });
+  const result = await execa('ss', ['-K', '-H', '-t', '-n', 'state', 'established', `( sport = :${port} )`], {
+    reject: false,
+  });
   if (result.exitCode !== 0) throw new Error(`ss -K failed: ${result.stderr || result.shortMessage}`);
   const left = await established(port);
   if (left > 0) throw new Error(`${left} session(s) survived (does the kernel allow SOCK_DESTROY?)`);

@@ -5,7 +5,7 @@
  * listening socket, and a changed stream stops reaching its old backend only once no old worker
  * holds it. This is what the daemon checks before it answers, and what its audit compares.
  */
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { joinIPv6Groups, parseProcNetTcp } from './ports.js';
 
@@ -56,7 +56,8 @@ export function canonicalAddress(address: string): string {
   const [head = '', tail] = address.toLowerCase().split('::');
   const left = head === '' ? [] : head.split(':');
   const right = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  const groups =
+    tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
   return joinIPv6Groups(groups);
 }
 
@@ -65,7 +66,10 @@ export function canonicalAddress(address: string): string {
  * whose descriptors this process may not read (no CAP_SYS_PTRACE over it, as in a container's
  * default capabilities) is listed in `unreadable`: nothing can be said of it.
  */
-export function socketHolders(pids: Iterable<number>, inodes: ReadonlySet<number>): Map<number, number[]> & { unreadable: number[] } {
+export function socketHolders(
+  pids: Iterable<number>,
+  inodes: ReadonlySet<number>,
+): Map<number, number[]> & { unreadable: number[] } {
   const holders = Object.assign(new Map<number, number[]>(), { unreadable: [] as number[] });
   if (inodes.size === 0) return holders;
   for (const pid of pids) {

@@ -38,12 +38,18 @@ async function existingPart(path: string): Promise<string> {
 }
 
 /** Why `info` (of `dir`) lets another user change its entries, or undefined. */
-function openFolder(dir: string, info: { uid: number; gid: number; mode: number }, me: Identity, isTheFolder: boolean): string | undefined {
+function openFolder(
+  dir: string,
+  info: { uid: number; gid: number; mode: number },
+  me: Identity,
+  isTheFolder: boolean,
+): string | undefined {
   if (info.uid !== me.uid && info.uid !== 0) return `${dir} belongs to another user (uid ${info.uid})`;
   const byOthers = (info.mode & 0o002) !== 0;
   const byGroup = (info.mode & 0o020) !== 0 && info.gid !== 0 && !me.gids.includes(info.gid);
   const sticky = (info.mode & 0o1000) !== 0;
-  if ((byOthers || byGroup) && (isTheFolder || !sticky)) return `${dir} can be written by other users (mode ${octal(info.mode)})`;
+  if ((byOthers || byGroup) && (isTheFolder || !sticky))
+    return `${dir} can be written by other users (mode ${octal(info.mode)})`;
   return undefined;
 }
 
@@ -59,7 +65,8 @@ export async function untrustedBecause(path: string, me: Identity): Promise<stri
   for (const at of prefixes(existing)) {
     const info = await lstat(at);
     if (info.isSymbolicLink()) {
-      if (info.uid !== me.uid && info.uid !== 0) return `${at} is a link that belongs to another user (uid ${info.uid})`;
+      if (info.uid !== me.uid && info.uid !== 0)
+        return `${at} is a link that belongs to another user (uid ${info.uid})`;
     } else if (info.isDirectory()) {
       const reason = openFolder(at, info, me, exists && at === given);
       if (reason !== undefined) return reason;

@@ -172,7 +172,7 @@ export class BatchApplier {
   private async setAside(port: number, reason: string): Promise<void> {
     const { state } = this;
     const entry = state.entries.get(port);
-    if (!entry || entry.state !== 'live') return;
+    if (entry?.state !== 'live') return;
     await state.options.files.apply([], [port]);
     state.entries.set(port, { record: entry.record, state: 'failed', reason });
     state.log.warn('stream set aside: nginx no longer takes it', {

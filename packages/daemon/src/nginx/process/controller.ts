@@ -169,8 +169,7 @@ export async function acceptingWorkers(pids: number[]): Promise<number[]> {
   const busy: number[] = [];
   for (const pid of pids) {
     const command = await commandLine(pid);
-    if (command !== undefined && command.startsWith('nginx: worker process') && !command.includes('is shutting down'))
-      busy.push(pid);
+    if (command?.startsWith('nginx: worker process') && !command.includes('is shutting down')) busy.push(pid);
   }
   return busy;
 }

@@ -41,8 +41,7 @@ async function quitWorkers(pids: number[], except: number): Promise<void> {
   for (const pid of pids) {
     if (pid === except) continue;
     const command = await commandLine(pid);
-    if (command !== undefined && command.startsWith('nginx: ') && !command.includes('is shutting down'))
-      signal(pid, 'SIGQUIT');
+    if (command?.startsWith('nginx: ') && !command.includes('is shutting down')) signal(pid, 'SIGQUIT');
   }
 }
 
