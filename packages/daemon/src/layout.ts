@@ -8,8 +8,10 @@
  * streams. External mode drives the one nginx it is given, with the files directly in
  * STREAM_CONFIG_PATH.
  */
+
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { portRangeSize } from '@stream-conductor/shared';
 import type { Config } from './config/read.js';
 import { bestEffort, type Logger } from './log.js';
@@ -102,7 +104,7 @@ async function stopForeignMasters(config: Config, keep: Set<string>, log: Logger
     if (!command?.includes('nginx: master process') || !command.includes(join(dir, 'nginx.conf'))) continue;
     log.warn('stopping an nginx master of an earlier split of the port range', { pid, dir });
     signal(pid, 'SIGTERM');
-    for (let waited = 0; waited < 5000 && isAlive(pid); waited += 20) await new Promise((done) => setTimeout(done, 20));
+    for (let waited = 0; waited < 5000 && isAlive(pid); waited += 20) await sleep(20);
   }
 }
 
@@ -180,11 +182,17 @@ export async function buildInstances(
  * (the top folder, or numbered folders beyond the instance count). They are copies: the store is
  * the truth, and every instance renders its own streams again at start-up.
  */
+/** A folder that does not exist has no files; any other failure to read it is the caller's. */
+function absentAsEmpty(error: NodeJS.ErrnoException): string[] {
+  if (error.code === 'ENOENT') return [];
+  throw error;
+}
+
 async function removeOtherLayouts(config: Config, folders: Set<string>, log: Logger): Promise<void> {
   const ours = (name: string): boolean =>
     portOfStreamFileName(config.streamPrefix, name) !== undefined || name.startsWith('.tmp-');
   const clear = async (folder: string): Promise<void> => {
-    for (const name of await readdir(folder).catch(() => [] as string[])) {
+    for (const name of await readdir(folder).catch(absentAsEmpty)) {
       if (!ours(name)) continue;
       await rm(join(folder, name), { force: true });
       log.info('removed a per-stream file of an earlier layout', { file: join(folder, name) });

@@ -70,11 +70,12 @@ export async function bestEffort<T>(
   log: Logger,
   what: string,
   work: Promise<T> | (() => Promise<T>),
+  level: 'debug' | 'warn' = 'debug',
 ): Promise<T | undefined> {
   try {
     return await (typeof work === 'function' ? work() : work);
   } catch (error) {
-    log.debug('best-effort step failed', { what, error });
+    log[level]('best-effort step failed', { what, error });
     return undefined;
   }
 }

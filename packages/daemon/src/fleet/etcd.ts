@@ -3,7 +3,9 @@
  * circuit breaker), how etcd's failures are told to people, and the small store interface the
  * write protocol uses (so that it can be tested against an in-memory store).
  */
+
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, isRecoverableError } from 'etcd3';
@@ -100,7 +102,7 @@ export async function storeCall<T>(connected: () => boolean, call: () => Promise
     )
       throw storeError(error);
   }
-  await new Promise((resolve) => setTimeout(resolve, HALF_OPEN_MS + 100));
+  await sleep(HALF_OPEN_MS + 100);
   try {
     return await call();
   } catch (error) {

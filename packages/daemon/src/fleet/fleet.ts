@@ -24,7 +24,6 @@ import {
   describeBackends,
   ErrorCode,
   type PortRange,
-  parsePort,
   protocolsOf,
   type StreamRecord,
   type StreamSpec,
@@ -211,8 +210,7 @@ export class FleetConductor implements StreamService {
     return this.put(renewedSpec(standing, expiresAt));
   }
 
-  async remove(portText: string | number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
-    const port = parsePort(portText);
+  async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
     this.requireConnected();
     const current = await this.writes.read(port);
     if (!this.writes.standing(current)) {

@@ -339,7 +339,12 @@ export class Session implements Reporter {
     await this.dropWatch();
     const lease = this.lease;
     if (this.connected && lease)
-      await bestEffort(this.options.log, 'leave the fleet', withTimeout(lease.revoke(), 2000, 'leave the fleet'));
+      await bestEffort(
+        this.options.log,
+        'leave the fleet',
+        withTimeout(lease.revoke(), 2000, 'leave the fleet'),
+        'warn',
+      );
     this.options.client.close();
   }
 }

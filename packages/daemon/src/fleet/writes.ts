@@ -239,7 +239,7 @@ export class FleetWrites {
   private revokeAll(leases: string[]): void {
     for (const lease of leases) {
       if (lease === '0' || lease === '') continue;
-      void bestEffort(this.options.log, `revoke lease ${lease}`, () => this.options.store.revokeLease(lease));
+      void bestEffort(this.options.log, `revoke lease ${lease}`, () => this.options.store.revokeLease(lease), 'warn');
     }
   }
 

@@ -4,7 +4,7 @@
  */
 import type { AuditEvent, NginxStatus, StreamSpec, StreamView, TrafficStats } from '@stream-conductor/shared';
 import { protocolsOf } from '@stream-conductor/shared';
-import type { Logger } from '../log.js';
+import { type Logger, settled } from '../log.js';
 import { AuditLog } from './audit.js';
 import { type OpenTraffic, openConnections } from './connections.js';
 import { HealthChecker, type ProbeTarget } from './health.js';
@@ -174,7 +174,7 @@ export class Observatory {
       return { finished, open };
     });
     this.waiting = waiting;
-    this.reading = waiting.result.catch(() => undefined);
+    this.reading = settled(waiting.result);
     return waiting.result;
   }
 

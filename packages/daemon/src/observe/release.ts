@@ -6,6 +6,7 @@
  * master opens the files and hands them to new workers.
  */
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import { holdsFile, nginxChildren } from '../sys/processes.js';
 
@@ -17,8 +18,6 @@ export interface LogWriter {
   /** A reload with nothing changed. */
   reload(): Promise<void>;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Whether a process of the nginx of `master` (itself or a worker, old or new) holds `path` open. */
 export async function writtenBy(master: number | undefined, path: string): Promise<boolean> {

@@ -37,7 +37,7 @@ export async function acquireLock(folder: string, name: string, what: string, lo
       return {
         release: async () => {
           if ((await ownerOf(path, log)) !== process.pid) return;
-          await bestEffort(log, `removing the lock file ${path}`, unlink(path));
+          await bestEffort(log, `removing the lock file ${path}`, unlink(path), 'warn');
         },
       };
     } catch (error) {
@@ -48,7 +48,7 @@ export async function acquireLock(folder: string, name: string, what: string, lo
     if (command !== undefined && owner !== process.pid && /node|conductor/.test(command)) {
       throw new LockError(`another daemon (pid ${owner}) already uses ${what} ${folder}`);
     }
-    await bestEffort(log, `removing the stale lock file ${path}`, unlink(path));
+    await bestEffort(log, `removing the stale lock file ${path}`, unlink(path), 'warn');
   }
   throw new LockError(`cannot take the lock ${path}`);
 }

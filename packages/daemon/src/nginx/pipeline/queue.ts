@@ -3,12 +3,11 @@
  * in the next one, because nginx handles only about ten reloads a second. Batches, recoveries and
  * audits run one at a time (see exclusive).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 import { settled } from '../../log.js';
 import { type InstanceState, RELOAD_PAUSE_MS } from './state.js';
 import type { Mutation, MutationResult, Pending } from './types.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 /** About how long a batch takes when the master does not pause (a handoff). */
 const BATCH_MS = 15;

@@ -3,6 +3,7 @@
  * growing delay), and set-aside definitions tried again on a timer, so that a stream comes back by
  * itself once its port is free again or its backend name resolves again.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describeBackends, protocolsOf } from '@stream-conductor/shared';
 import { probeReason } from '../../sys/ports.js';
 import type { BatchApplier } from './batches.js';
@@ -10,8 +11,6 @@ import type { BatchQueue } from './queue.js';
 import { reconcile } from './reconcile.js';
 import type { InstanceState } from './state.js';
 import type { Accepted, Entry, Pending } from './types.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 const FIRST_RECOVERY_DELAY_MS = 500;
 const MAX_RECOVERY_DELAY_MS = 30_000;

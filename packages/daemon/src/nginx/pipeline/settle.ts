@@ -7,6 +7,7 @@
  * Old workers are told to quit (they close their listeners at once); one that has not let go by
  * the deadline is killed, since a worker that ignores SIGQUIT that long is stopped or stuck.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../../log.js';
 import { signal } from '../../sys/processes.js';
 import { type KernelSocket, kernelSockets, socketHolders } from '../../sys/sockets.js';
@@ -22,8 +23,6 @@ export interface SettleOptions {
   timeoutMs: number;
   log: Logger;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 /**
  * Waits until the kernel shows every closing socket gone and no old process holding a changed

@@ -1,9 +1,8 @@
 /** The kernel's view of a change: the sockets it closes or changes, and whether its ports listen as they should. */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { canonicalAddress, type KernelSocket, kernelSockets } from '../../sys/sockets.js';
 import type { InstanceState } from './state.js';
 import type { Entry, Ports } from './types.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 /** The kernel's sockets our nginx holds now for `ports`, as `entries` defines them (port, protocol, address). */
 export function socketsOf(state: InstanceState, ports: Ports, entries: Map<number, Entry>): KernelSocket[] {

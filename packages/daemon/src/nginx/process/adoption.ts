@@ -2,11 +2,10 @@
  * Adoption: the nginx master an earlier daemon on the same home left running, found at start so
  * that it is taken over rather than killed, and streams keep flowing across a daemon restart.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../../log.js';
 import { childPids, commandLine, isAlive, nginxMasters, processState } from '../../sys/processes.js';
 import { discardMaster, type Handoffs } from './handoff.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 /** The children of `masters` that are nginx starting up: executed, not yet titled "nginx: ...". */
 async function startingMasters(masters: number[]): Promise<number[]> {

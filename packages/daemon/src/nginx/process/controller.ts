@@ -6,8 +6,10 @@
  * reload took is a new generation of worker processes: the master forks them only after it has
  * parsed the whole configuration and bound every listening socket.
  */
+
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { NginxMode, NginxStatus } from '@stream-conductor/shared';
 import { childPids, commandLine, isAlive, signal } from '../../sys/processes.js';
 import { type NginxLogLine, parseNginxLines, type TestResult, withoutPaths } from '../binary.js';
@@ -130,8 +132,6 @@ export interface GenerationWait {
   errorLog: ErrorLogCursor | undefined;
   timeoutMs: number;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 /** Waits for the master to fork a new generation of workers, or for proof that it will not. */
 export async function awaitNewGeneration(wait: GenerationWait): Promise<ReloadOutcome> {

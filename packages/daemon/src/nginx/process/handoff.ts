@@ -5,7 +5,9 @@
  * listeners at once and finish their sessions. No socket is ever closed in between, and the new
  * master has no pause behind it. Also the clean-up of a new master that did not take over.
  */
+
 import { readFile, rm } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { bestEffort, type Logger } from '../../log.js';
 import { childPids, commandLine, isAlive, isReaper, parentPid, signal } from '../../sys/processes.js';
 import { type NginxLogLine, parseNginxLines } from '../binary.js';
@@ -13,8 +15,6 @@ import { errorLogCursor, type ReloadOutcome, readFrom, reloadVerdict } from './c
 
 /** nginx's message when a master will not start a new one (its parent started it). */
 const HANDOFF_IGNORED = /changing binary signal is ignored/;
-
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 export const notRunning = (): ReloadOutcome => ({
   ok: false,

@@ -3,16 +3,16 @@
  * or daemonized below the reaper (changes handed to new masters). Either way the start is proven
  * by the master's first workers, as a reload is.
  */
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../../log.js';
 import { nginxMasters, signal } from '../../sys/processes.js';
 import { parseNginxLines } from '../binary.js';
 import { awaitNewGeneration, type ErrorLogCursor, type ReloadOutcome, readFrom, reloadVerdict } from './controller.js';
 import { discardMaster } from './handoff.js';
 import { masterBelow, REAPER_FAILED, REAPER_REFUSED, reaperCommand } from './reaper.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 /** A master that runs, as the supervisor keeps it. */
 export interface Launched {

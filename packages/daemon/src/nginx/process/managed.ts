@@ -12,8 +12,10 @@
  * master to run below the reaper; without perl, or where the kernel refuses a subreaper, the
  * daemon reloads with SIGHUP.
  */
+
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { NginxStatus } from '@stream-conductor/shared';
 import type { Logger } from '../../log.js';
 import {
@@ -62,7 +64,6 @@ export interface ManagedNginxOptions {
   errorLogMaxBytes?: number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 const MAX_INCIDENTS = 20;
 
 export class ManagedNginx implements NginxController {
