@@ -10,6 +10,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -137,6 +138,19 @@ function listeners(ports: number[]): string {
     processes = '(gone)'; // ps answers 1 when none of them runs any more
   }
   return `${lines.join('\n')}\n${processes}`;
+}
+
+/** A session to `address`:`port` that reached its backend and stays open. */
+async function holdSession(port: number, address: string): Promise<Socket> {
+  const socket = connect({ port, host: address });
+  socket.on('error', () => undefined);
+  const answer = await new Promise<string>((resolve) => {
+    socket.once('data', (chunk: Buffer) => resolve(chunk.toString('utf8')));
+    socket.once('close', () => resolve('closed'));
+    socket.write('hold');
+  });
+  if (answer !== 'a:hold') throw new Error(`no session on ${address}:${port}: ${answer}`);
+  return socket;
 }
 
 const everywhere = (fleet: Fleet, what: string, hosts = fleet.hosts.length): string[] =>
@@ -431,6 +445,43 @@ describe('a fleet of three hosts on one etcd', () => {
     for (const key of [`streams/${port + 1}`, 'hosts/evil'])
       await fleet.etcd.call('/v3/kv/deleterange', { key: Buffer.from(`${fleet.prefix}${key}`).toString('base64') });
     expect((await a.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
+  });
+
+  it("carries a stream's session limits to every host, each enforcing them on its own nginx", async () => {
+    const [a, b, c] = fleet.hosts as [Daemon, Daemon, Daemon];
+    const port = fleet.base + 12;
+    const created = await a.request('POST', '/v1/streams', {
+      port,
+      backend: `127.0.0.1:${echoA.port}`,
+      maxConnections: 2,
+      downloadRate: '1m',
+    });
+    expect(created.status).toBe(201);
+    // One session at a time (reach's extra connect would count against the limit).
+    for (const address of fleet.addresses)
+      await eventually(
+        () => roundTrip(port, 'x', { host: address }),
+        (answer) => answer === 'a:x',
+      );
+    expect(await streamOf(b, port)).toMatchObject({ maxConnections: 2, downloadRate: 1024 * 1024 });
+    const { check } = await openApiChecker(b);
+    check('/v1/streams/{port}', 'get', 200, (await b.get(`/v1/streams/${port}?stats=1`)).json);
+    // Host c serves two sessions at once; host b, a separate nginx, has its own count.
+    const onC = fleet.addresses[2] as string;
+    const held = [await holdSession(port, onC), await holdSession(port, onC)];
+    try {
+      await expect(roundTrip(port, 'x', { host: onC })).rejects.toThrow(/closed the connection|ECONNRESET/);
+      expect(await roundTrip(port, 'x', { host: fleet.addresses[1] as string })).toBe('a:x');
+    } finally {
+      for (const socket of held) socket.destroy();
+    }
+    await eventually(
+      () => roundTrip(port, 'x', { host: onC }),
+      (answer) => answer === 'a:x',
+    );
+    const get = await runCli(['get', String(port)], { CONDUCTOR_URL: c.url });
+    expect(get.stdout).toMatch(/^max connections: +2$/m);
+    expect((await c.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
   });
 
   it('has etcd remove an expiring stream on time, with the host that created it gone', async () => {

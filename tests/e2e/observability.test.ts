@@ -460,14 +460,16 @@ describe('the CLI views', () => {
 
     const run = await cli(['ls', '--stats']);
     expect(run.code).toBe(0);
-    expect(run.stdout).toMatch(/PORT.*PROTO.*BACKENDS.*STATE.*SESSIONS.*FAILED.*ACTIVE.*IN.*OUT.*LAST SESSION.*HEALTH/);
+    expect(run.stdout).toMatch(
+      /PORT.*PROTO.*BACKENDS.*STATE.*SESSIONS.*FAILED.*LIMITED.*ACTIVE.*IN.*OUT.*LAST SESSION.*HEALTH/,
+    );
     const row = (at: number): string => run.stdout.split('\n').find((line) => line.includes(` ${at} `)) ?? '';
     expect(row(up)).toMatch(
       new RegExp(
-        `│ ${up}\\s+│ tcp\\s+│ 127\\.0\\.0\\.1:${echo.port}\\s+│ live\\s+│ 1\\s+│ 0\\s+│ 0\\s+│ 5 B\\s+│ 10 B\\s+│ [0-9]+s ago\\s+│ up\\s+│`,
+        `│ ${up}\\s+│ tcp\\s+│ 127\\.0\\.0\\.1:${echo.port}\\s+│ live\\s+│ 1\\s+│ 0\\s+│ 0\\s+│ 0\\s+│ 5 B\\s+│ 10 B\\s+│ [0-9]+s ago\\s+│ up\\s+│`,
       ),
     );
-    expect(row(down)).toMatch(/│ 0\s+│ 0\s+│ 0 B\s+│ 0 B\s+│ -\s+│ down\s+│/);
+    expect(row(down)).toMatch(/│ 0\s+│ 0\s+│ 0\s+│ 0 B\s+│ 0 B\s+│ -\s+│ down\s+│/);
 
     const json = await cli(['--json', 'ls', '--stats']);
     const streams = JSON.parse(json.stdout) as StreamView[];

@@ -69,6 +69,10 @@ interface CreateOptions {
   idleTimeout?: string;
   listenAddress?: string;
   throughput?: boolean;
+  maxConnections?: string;
+  maxConnectionsPerClient?: string;
+  uploadRate?: string;
+  downloadRate?: string;
   replace?: boolean;
 }
 
@@ -115,6 +119,10 @@ function createInput(port: number | undefined, backendTexts: string[], options: 
   if (options.idleTimeout !== undefined) input.idleTimeout = options.idleTimeout;
   if (options.listenAddress !== undefined) input.listenAddress = options.listenAddress;
   if (options.throughput) input.profile = 'throughput';
+  if (options.maxConnections !== undefined) input.maxConnections = options.maxConnections;
+  if (options.maxConnectionsPerClient !== undefined) input.maxConnectionsPerClient = options.maxConnectionsPerClient;
+  if (options.uploadRate !== undefined) input.uploadRate = options.uploadRate;
+  if (options.downloadRate !== undefined) input.downloadRate = options.downloadRate;
   localCheck(() => parseStreamInput(input, { portOptional: true, now: new Date() }));
   return input;
 }
@@ -208,6 +216,10 @@ Examples:
     .option('--idle-timeout <duration>', 'close a session idle this long (default 10m)')
     .option('--listen-address <ip>', "listen on this address only (default: the daemon's)")
     .option('--throughput', 'larger buffers for bulk transfers (more memory per session)')
+    .option('--max-connections <n>', 'refuse sessions beyond this many open at once (all clients together)')
+    .option('--max-connections-per-client <n>', 'refuse sessions beyond this many open at once from one client address')
+    .option('--upload-rate <rate>', 'bytes per second from each client, per session: 512k, 10m, 1g')
+    .option('--download-rate <rate>', 'bytes per second to each client, per session: 512k, 10m, 1g')
     .option('--replace', 'replace the stream if the port has one (idempotent)')
     .addHelpText(
       'after',
@@ -218,7 +230,8 @@ Examples:
   $ conductor create 9001 app1:8080 app2:8080,weight=3 app3:8080,backup --balance least-conn
   $ conductor create 9002 dns1:53 dns2:53 --udp
   $ conductor create 9003 10.1.0.1:443 --allow 192.0.2.0/24 --allow 2001:db8::/32 --proxy-protocol
-  $ conductor create 9004 '[2001:db8::5]:443' --label env=prod --label team=db --description "replica" --json`,
+  $ conductor create 9004 '[2001:db8::5]:443' --label env=prod --label team=db --description "replica" --json
+  $ conductor create 9005 files.internal:873 --max-connections 100 --max-connections-per-client 4 --download-rate 10m`,
     )
     .action(async (portText: string, backendTexts: string[], options: CreateOptions, command: Command) => {
       const auto = portText === 'auto';

@@ -68,17 +68,26 @@ describe('the access log reader', () => {
       line(9000, 200, 10, 20, '2026-11-25T10:00:01+00:00') + line(9000, 502, 0, 0, '2026-11-25T10:00:03+00:00'),
     );
     appendFileSync(path, line(9000, 403, 0, 0, '2026-11-25T11:00:02+01:00') + line(9001, 200, 5, 7));
+    appendFileSync(path, line(9000, 503, 0, 0, '2026-11-25T10:00:02+00:00'));
     await reader.poll();
     expect(counter.get(9000)).toEqual({
-      sessions: 3,
+      sessions: 4,
       failedSessions: 1,
       deniedSessions: 1,
+      limitedSessions: 1,
       bytesIn: 10,
       bytesOut: 20,
       lastSessionAt: '2026-11-25T10:00:03.000Z',
     });
     expect(counter.get(9001)).toMatchObject({ sessions: 1, bytesIn: 5, bytesOut: 7 });
-    expect(counter.get(9002)).toEqual({ sessions: 0, failedSessions: 0, deniedSessions: 0, bytesIn: 0, bytesOut: 0 });
+    expect(counter.get(9002)).toEqual({
+      sessions: 0,
+      failedSessions: 0,
+      deniedSessions: 0,
+      limitedSessions: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+    });
   });
 
   it('waits for the end of a line cut in the middle, and ignores lines that are not its format', async () => {

@@ -323,7 +323,46 @@ describe('renderStreamFile with features', () => {
     ]);
   });
 
+  it('renders the session limits: zones of their own at the stream level, the counts and rates in the server', () => {
+    const text = renderStreamFile(
+      full({ maxConnections: 100, maxConnectionsPerClient: 4, uploadRate: 524_288, downloadRate: 10_485_760 }),
+      { listenAddress: undefined },
+    );
+    expect(text.split('\n').slice(2, 16)).toEqual([
+      'limit_conn_zone $server_port zone=conductor_9100_sessions:32k;',
+      'limit_conn_zone $binary_remote_addr zone=conductor_9100_clients:1m;',
+      'server {',
+      '    listen 9100;',
+      '    limit_conn conductor_9100_sessions 100;',
+      '    limit_conn conductor_9100_clients 4;',
+      '    limit_conn_log_level info;',
+      '    proxy_upload_rate 524288;',
+      '    proxy_download_rate 10485760;',
+      '    proxy_buffer_size 256k;',
+      '    proxy_half_close on;',
+      '    proxy_pass a.example:80;',
+      '}',
+      '',
+    ]);
+  });
+
+  it('renders only the limits a stream has: a rate alone needs no zone', () => {
+    const text = renderStreamFile(full({ downloadRate: 1024 }), { listenAddress: undefined });
+    expect(text).toContain('    proxy_download_rate 1024;\n');
+    expect(text).not.toMatch(/limit_conn|proxy_upload_rate/);
+    const perClient = renderStreamFile(full({ maxConnectionsPerClient: 2 }), { listenAddress: undefined });
+    expect(perClient.match(/^.*limit_conn.*$/gm)).toEqual([
+      'limit_conn_zone $binary_remote_addr zone=conductor_9100_clients:1m;',
+      '    limit_conn conductor_9100_clients 2;',
+      '    limit_conn_log_level info;',
+    ]);
+  });
+
   it.each<[string, Partial<StreamRecord>]>([
+    ['a session limit of zero', { maxConnections: 0 }],
+    ['a per-client limit that is not a whole number', { maxConnectionsPerClient: 2.5 }],
+    ['a rate with syntax in it', { uploadRate: '1m; deny all' as unknown as number }],
+    ['a rate past the largest', { downloadRate: 11 * 1024 ** 3 }],
     ['an allow entry that is not a network', { allow: ['all; deny'] }],
     ['a weight out of range', { backends: [{ address: 'a.example:80', weight: 0 }, { address: 'b.example:80' }] }],
     ['a timeout that is not a whole number', { idleTimeoutMs: 1.5 }],

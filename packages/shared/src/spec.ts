@@ -56,6 +56,14 @@ export interface StreamSpec {
   description?: string;
   /** ISO 8601 time at which the daemon removes the stream. */
   expiresAt?: string;
+  /** Most sessions open at once, all clients together; more are refused (nginx's limit_conn). */
+  maxConnections?: number;
+  /** Most sessions open at once from one client address. */
+  maxConnectionsPerClient?: number;
+  /** Bytes per second read from the client, per session (nginx's proxy_upload_rate). */
+  uploadRate?: number;
+  /** Bytes per second sent to the client, per session (nginx's proxy_download_rate). */
+  downloadRate?: number;
 }
 
 /** What a client may send: a spec with defaults left out, a single `backend`, a `ttl`. */
@@ -76,6 +84,11 @@ export interface StreamInput {
   /** Time to live: seconds, or a duration such as 90s, 30m, 12h, 7d. */
   ttl?: string | number;
   expiresAt?: string;
+  maxConnections?: number | string;
+  maxConnectionsPerClient?: number | string;
+  /** Bytes per second: a number, or digits with k, m or g (KiB, MiB, GiB), such as 512k or 10m. */
+  uploadRate?: number | string;
+  downloadRate?: number | string;
 }
 
 export const LIMITS = {
@@ -88,6 +101,10 @@ export const LIMITS = {
   description: 256,
   /** Longest time to live or timeout: one year. */
   durationMs: 365 * 24 * 3600 * 1000,
+  /** Most concurrent sessions a limit may name. */
+  connections: 1_000_000,
+  /** Highest rate a limit may name: 10 GiB per second. */
+  rate: 10 * 1024 ** 3,
 } as const;
 
 const FIELDS = new Set<string>([
@@ -106,6 +123,10 @@ const FIELDS = new Set<string>([
   'description',
   'ttl',
   'expiresAt',
+  'maxConnections',
+  'maxConnectionsPerClient',
+  'uploadRate',
+  'downloadRate',
 ]);
 
 function invalid(field: string, message: string, hint?: string): ConductorError {
@@ -139,6 +160,50 @@ export function formatDuration(ms: number): string {
     if (ms % size === 0) return `${ms / size}${unit}`;
   }
   return `${ms}ms`;
+}
+
+/** Reads a count of sessions: a whole number, or its decimal digits, from 1 to LIMITS.connections. */
+export function parseCount(value: unknown, field: string): number {
+  const count =
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' && /^[1-9][0-9]{0,9}$/.test(value)
+        ? Number(value)
+        : NaN;
+  if (!Number.isInteger(count) || count < 1 || count > LIMITS.connections)
+    throw invalid(field, `must be a whole number of sessions from 1 to ${LIMITS.connections}, got ${shown(value)}`);
+  return count;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/**
+ * Reads a rate in bytes per second: a whole number, or digits with k, m or g (KiB, MiB, GiB per
+ * second, as nginx reads sizes), such as 512k or 10m. From 1 byte to LIMITS.rate.
+ */
+export function parseRate(value: unknown, field: string): number {
+  let rate = NaN;
+  if (typeof value === 'number') rate = value;
+  else if (typeof value === 'string') {
+    const match = /^([1-9][0-9]{0,10})([kKmMgG]?)$/.exec(value);
+    if (match) rate = Number(match[1]) * (SIZE_UNITS[(match[2] ?? '').toLowerCase()] ?? NaN);
+  }
+  if (!Number.isInteger(rate) || rate < 1)
+    throw invalid(field, `must be bytes per second such as 512k, 10m or 1g, got ${shown(value)}`);
+  if (rate > LIMITS.rate) throw invalid(field, `must be at most 10g (10 GiB per second), got ${shown(value)}`);
+  return rate;
+}
+
+/** A rate for people: 10 MiB/s, 512 KiB/s, 1000 B/s (exact units only). */
+export function formatRate(bytesPerSecond: number): string {
+  for (const [unit, size] of [
+    ['GiB', 1024 ** 3],
+    ['MiB', 1024 ** 2],
+    ['KiB', 1024],
+  ] as const) {
+    if (bytesPerSecond % size === 0) return `${bytesPerSecond / size} ${unit}/s`;
+  }
+  return `${bytesPerSecond} B/s`;
 }
 
 /** RFC 5952 form of an IPv6 address (lowercase, longest zero run compressed, hex only). */
@@ -388,7 +453,27 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
       throw invalid('expiresAt', 'lies more than 365 days ahead');
     spec.expiresAt = at.toISOString();
   }
+  parseLimits(body, spec);
   return spec;
+}
+
+/** The session limits of a stream: counts and rates, each left out when not given. */
+function parseLimits(body: Record<string, unknown>, spec: StreamSpec): void {
+  if (body.maxConnections !== undefined) spec.maxConnections = parseCount(body.maxConnections, 'maxConnections');
+  if (body.maxConnectionsPerClient !== undefined)
+    spec.maxConnectionsPerClient = parseCount(body.maxConnectionsPerClient, 'maxConnectionsPerClient');
+  if (
+    spec.maxConnections !== undefined &&
+    spec.maxConnectionsPerClient !== undefined &&
+    spec.maxConnectionsPerClient > spec.maxConnections
+  ) {
+    throw invalid(
+      'maxConnectionsPerClient',
+      `${spec.maxConnectionsPerClient} is more than maxConnections (${spec.maxConnections}), which would always stop it first`,
+    );
+  }
+  if (body.uploadRate !== undefined) spec.uploadRate = parseRate(body.uploadRate, 'uploadRate');
+  if (body.downloadRate !== undefined) spec.downloadRate = parseRate(body.downloadRate, 'downloadRate');
 }
 
 /** The spec of a plain legacy stream: one TCP backend, nothing else. */
@@ -424,6 +509,10 @@ function canonical(spec: StreamSpec): unknown {
     labels: Object.entries(spec.labels).sort(),
     description: spec.description ?? null,
     expiresAt: spec.expiresAt ?? null,
+    maxConnections: spec.maxConnections ?? null,
+    maxConnectionsPerClient: spec.maxConnectionsPerClient ?? null,
+    uploadRate: spec.uploadRate ?? null,
+    downloadRate: spec.downloadRate ?? null,
   };
 }
 

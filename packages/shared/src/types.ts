@@ -69,6 +69,8 @@ export interface TrafficStats {
   failedSessions: number;
   /** Connections refused by the stream's allow-list. */
   deniedSessions: number;
+  /** Connections refused by the stream's session limits (maxConnections, maxConnectionsPerClient). */
+  limitedSessions: number;
   /** Bytes received from clients. */
   bytesIn: number;
   /** Bytes sent to clients. */

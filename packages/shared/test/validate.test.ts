@@ -3,14 +3,18 @@ import {
   assertPortInRange,
   ConductorError,
   ErrorCode,
+  formatRate,
   isIPv4,
   isTokenText,
   parseBackend,
   parsePort,
   parsePortRange,
+  parseRate,
   parseStreamInput,
   printable,
   quote,
+  sameSpec,
+  sameTraffic,
   shown,
 } from '../src/index.js';
 
@@ -226,5 +230,65 @@ describe('isTokenText', () => {
 
   it.each(['', 'with space', 'tab\there', 'line\nbreak', 'caf\u00e9', '\u007f'])('refuses %j', (token) => {
     expect(isTokenText(token)).toBe(false);
+  });
+});
+
+describe('session limits', () => {
+  const parse = (fields: Record<string, unknown>) =>
+    parseStreamInput({ port: 9000, backend: 'a:1', ...fields }, { now: new Date() });
+
+  it('takes counts and rates as numbers or text, rates with k, m or g as nginx reads sizes', () => {
+    expect(
+      parse({ maxConnections: 100, maxConnectionsPerClient: '4', uploadRate: '512k', downloadRate: '10M' }),
+    ).toMatchObject({ maxConnections: 100, maxConnectionsPerClient: 4, uploadRate: 524_288, downloadRate: 10_485_760 });
+    expect(parse({ uploadRate: 1000, downloadRate: '1g' })).toMatchObject({
+      uploadRate: 1000,
+      downloadRate: 1024 ** 3,
+    });
+    expect(parse({})).not.toHaveProperty('maxConnections');
+    expect(parseRate('10g', 'r')).toBe(10 * 1024 ** 3);
+  });
+
+  it.each<[Record<string, unknown>, RegExp]>([
+    [{ maxConnections: 0 }, /^maxConnections: must be a whole number of sessions from 1 to 1000000, got 0$/],
+    [{ maxConnections: -3 }, /^maxConnections: .*got -3$/],
+    [{ maxConnections: 2.5 }, /^maxConnections: .*got 2\.5$/],
+    [{ maxConnections: '07' }, /^maxConnections: .*got "07"$/],
+    [{ maxConnections: '1e3' }, /^maxConnections: .*got "1e3"$/],
+    [{ maxConnections: 1_000_001 }, /^maxConnections: /],
+    [{ maxConnections: true }, /^maxConnections: .*got true$/],
+    [{ maxConnectionsPerClient: 'four' }, /^maxConnectionsPerClient: .*got "four"$/],
+    [
+      { maxConnections: 2, maxConnectionsPerClient: 5 },
+      /^maxConnectionsPerClient: 5 is more than maxConnections \(2\), which would always stop it first$/,
+    ],
+    [{ uploadRate: 0 }, /^uploadRate: must be bytes per second such as 512k, 10m or 1g, got 0$/],
+    [{ uploadRate: '10 m' }, /^uploadRate: .*got "10 m"$/],
+    [{ uploadRate: '1.5m' }, /^uploadRate: .*got "1.5m"$/],
+    [{ uploadRate: '10t' }, /^uploadRate: .*got "10t"$/],
+    [{ uploadRate: '1m; deny all' }, /^uploadRate: /],
+    [{ downloadRate: '11g' }, /^downloadRate: must be at most 10g \(10 GiB per second\), got "11g"$/],
+    [{ downloadRate: 0.5 }, /^downloadRate: .*got 0\.5$/],
+    [{ downloadRate: [] }, /^downloadRate: .*got a list$/],
+  ])('refuses %j, naming the field and the value', (fields, message) => {
+    const error = refusal(() => parse(fields));
+    expect(error.code).toBe(ErrorCode.InvalidInput);
+    expect(error.message).toMatch(message);
+  });
+
+  it('writes rates for people in exact units', () => {
+    expect([formatRate(10 * 1024 ** 2), formatRate(512 * 1024), formatRate(1000), formatRate(3 * 1024 ** 3)]).toEqual([
+      '10 MiB/s',
+      '512 KiB/s',
+      '1000 B/s',
+      '3 GiB/s',
+    ]);
+  });
+
+  it('counts as part of the stream: a changed limit is a change to the traffic', () => {
+    const base = parse({ maxConnections: 10 });
+    expect(sameSpec(base, parse({ maxConnections: 10 }))).toBe(true);
+    expect(sameSpec(base, parse({ maxConnections: 11 }))).toBe(false);
+    expect(sameTraffic(base, parse({ maxConnections: 10, downloadRate: '1m' }))).toBe(false);
   });
 });

@@ -38,6 +38,9 @@ async function loadYaml(): Promise<Yaml> {
   return typeof yaml.parseDocument === 'function' ? yaml : (yaml as unknown as { default: Yaml }).default;
 }
 
+/** Fields besides the port that are whole numbers: the file must write them in decimal digits. */
+const WHOLE_NUMBERS = ['maxConnections', 'maxConnectionsPerClient', 'uploadRate', 'downloadRate'];
+
 /** Most alias expansions a file may make: far more than a hand-written file needs, and no bomb. */
 const MAX_ALIAS_COUNT = 100;
 
@@ -45,9 +48,9 @@ const usage = (message: string): ConductorError => new ConductorError(ErrorCode.
 
 /**
  * Parses the file's text as YAML (JSON is YAML too). Every problem is a one-line usage error:
- * syntax, an alias bomb ("billion laughs"), nesting too deep to build, and a stream port written
- * any other way than in decimal digits (YAML reads 0o43330, 018150 and 1.8151e4 as numbers; the
- * CLI and the API take a port only as a plain decimal number).
+ * syntax, an alias bomb ("billion laughs"), nesting too deep to build, and a stream port or limit
+ * written any other way than in decimal digits (YAML reads 0o43330, 018150 and 1.8151e4 as
+ * numbers; the CLI and the API take them only as plain decimal numbers).
  */
 export function parseStreamsText(text: string, path: string, yaml: Yaml): unknown {
   const { parseDocument, isAlias, isMap, isScalar, isSeq } = yaml;
@@ -70,6 +73,13 @@ export function parseStreamsText(text: string, path: string, yaml: Yaml): unknow
           } catch (error) {
             throw usage(`${path}: streams[${index}].port: ${(error as Error).message}`);
           }
+        }
+        for (const field of WHOLE_NUMBERS) {
+          const value = isMap(stream) ? resolve(stream.get(field, true)) : undefined;
+          if (isScalar(value) && typeof value.value === 'number' && !/^[1-9][0-9]*$/.test(value.source ?? ''))
+            throw usage(
+              `${path}: streams[${index}].${field}: write it in decimal digits, got ${printable(value.source ?? String(value.value))}`,
+            );
         }
       });
     }

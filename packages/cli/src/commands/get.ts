@@ -1,4 +1,4 @@
-import { describeBackends, formatDuration, type StreamView } from '@stream-conductor/shared';
+import { describeBackends, formatDuration, formatRate, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
@@ -27,6 +27,11 @@ export function printStream(answer: StreamView, output: Output): void {
   if (stream.proxyProtocol) rows.push(['proxy protocol', 'on']);
   if (stream.profile !== undefined) rows.push(['profile', stream.profile]);
   if (stream.listenAddress !== undefined) rows.push(['listen address', stream.listenAddress]);
+  if (stream.maxConnections !== undefined) rows.push(['max connections', String(stream.maxConnections)]);
+  if (stream.maxConnectionsPerClient !== undefined)
+    rows.push(['max per client', String(stream.maxConnectionsPerClient)]);
+  if (stream.uploadRate !== undefined) rows.push(['upload rate', `${formatRate(stream.uploadRate)} per session`]);
+  if (stream.downloadRate !== undefined) rows.push(['download rate', `${formatRate(stream.downloadRate)} per session`]);
   const labels = Object.entries(stream.labels);
   if (labels.length > 0) rows.push(['labels', labels.map(([key, value]) => `${key}=${value}`).join(', ')]);
   if (stream.description !== undefined) rows.push(['description', stream.description]);

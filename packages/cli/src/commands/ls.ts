@@ -68,7 +68,7 @@ export async function printStreams(
   const withReasons = streams.some((stream) => stream.reason !== undefined);
   const fleet = streams.some((stream) => stream.hosts !== undefined);
   const statsHead = options.stats
-    ? ['SESSIONS', 'FAILED', 'ACTIVE', 'IN', 'OUT', 'LAST SESSION', 'HEALTH']
+    ? ['SESSIONS', 'FAILED', 'LIMITED', 'ACTIVE', 'IN', 'OUT', 'LAST SESSION', 'HEALTH']
     : ['EXPIRES', 'LABELS'];
   const table = await newTable(
     [
@@ -94,6 +94,7 @@ export async function printStreams(
           stats !== undefined && stats.failedSessions + stats.deniedSessions > 0
             ? color.red(`${stats.failedSessions}${stats.deniedSessions > 0 ? ` +${stats.deniedSessions} denied` : ''}`)
             : '0',
+          stats !== undefined && stats.limitedSessions > 0 ? color.yellow(String(stats.limitedSessions)) : '0',
           String(stats?.activeConnections ?? 0),
           bytes(stats?.bytesIn ?? 0),
           bytes(stats?.bytesOut ?? 0),

@@ -110,7 +110,7 @@ export async function renderFrame(
   if (frame.error !== undefined)
     lines.push(color.red(`daemon not answering: ${frame.error} (showing the last figures)`));
   const table = await newTable(
-    ['PORT', 'PROTO', 'BACKENDS', 'ACTIVE', 'IN/s', 'OUT/s', 'SESSIONS', 'FAILED', 'IN', 'OUT', 'HEALTH'],
+    ['PORT', 'PROTO', 'BACKENDS', 'ACTIVE', 'IN/s', 'OUT/s', 'SESSIONS', 'FAILED', 'LIMITED', 'IN', 'OUT', 'HEALTH'],
     color,
   );
   const shown = sorted(streams, frame.rates, options.sort);
@@ -128,6 +128,7 @@ export async function renderFrame(
       rates?.outPerSecond === undefined ? '-' : rate(rates.outPerSecond),
       String(stats?.sessions ?? 0),
       stats !== undefined && stats.failedSessions > 0 ? color.red(String(stats.failedSessions)) : '0',
+      stats !== undefined && stats.limitedSessions > 0 ? color.yellow(String(stats.limitedSessions)) : '0',
       bytes(stats?.bytesIn ?? 0),
       bytes(stats?.bytesOut ?? 0),
       healthSummary(stats, color),

@@ -44,6 +44,30 @@ const streamFields = {
   labels: { type: 'object', additionalProperties: { type: 'string' } },
   description: { type: 'string', maxLength: LIMITS.description },
   expiresAt: { type: 'string', format: 'date-time' },
+  maxConnections: {
+    type: 'integer',
+    minimum: 1,
+    maximum: LIMITS.connections,
+    description: 'most sessions open at once, all clients together; more are refused',
+  },
+  maxConnectionsPerClient: {
+    type: 'integer',
+    minimum: 1,
+    maximum: LIMITS.connections,
+    description: 'most sessions open at once from one client address',
+  },
+  uploadRate: {
+    type: 'integer',
+    minimum: 1,
+    maximum: LIMITS.rate,
+    description: 'bytes per second read from the client, per session',
+  },
+  downloadRate: {
+    type: 'integer',
+    minimum: 1,
+    maximum: LIMITS.rate,
+    description: 'bytes per second sent to the client, per session',
+  },
   createdAt: { type: 'string', format: 'date-time' },
   updatedAt: { type: 'string', format: 'date-time' },
 };
@@ -52,6 +76,24 @@ const duration = {
   oneOf: [
     { type: 'number', description: 'seconds' },
     { type: 'string', pattern: '^[0-9]+(ms|s|m|h|d)?$' },
+  ],
+};
+
+const count = {
+  oneOf: [
+    { type: 'integer', minimum: 1, maximum: LIMITS.connections },
+    { type: 'string', pattern: '^[1-9][0-9]*$' },
+  ],
+};
+
+const rate = {
+  oneOf: [
+    { type: 'integer', minimum: 1, maximum: LIMITS.rate, description: 'bytes per second' },
+    {
+      type: 'string',
+      pattern: '^[1-9][0-9]*[kKmMgG]?$',
+      description: 'such as 512k, 10m, 1g (KiB, MiB, GiB per second)',
+    },
   ],
 };
 
@@ -160,7 +202,16 @@ const schemas = {
   Stats: {
     type: 'object',
     additionalProperties: false,
-    required: ['sessions', 'failedSessions', 'deniedSessions', 'bytesIn', 'bytesOut', 'activeConnections', 'backends'],
+    required: [
+      'sessions',
+      'failedSessions',
+      'deniedSessions',
+      'limitedSessions',
+      'bytesIn',
+      'bytesOut',
+      'activeConnections',
+      'backends',
+    ],
     properties: {
       sessions: {
         type: 'integer',
@@ -168,6 +219,10 @@ const schemas = {
       },
       failedSessions: { type: 'integer', description: 'sessions no backend answered' },
       deniedSessions: { type: 'integer', description: 'connections refused by the allow-list' },
+      limitedSessions: {
+        type: 'integer',
+        description: 'connections refused by maxConnections or maxConnectionsPerClient',
+      },
       bytesIn: { type: 'integer', description: 'bytes received from clients' },
       bytesOut: { type: 'integer', description: 'bytes sent to clients' },
       lastSessionAt: { type: 'string', format: 'date-time' },
@@ -230,6 +285,10 @@ const schemas = {
       description: streamFields.description,
       ttl: duration,
       expiresAt: { type: 'string', format: 'date-time' },
+      maxConnections: count,
+      maxConnectionsPerClient: count,
+      uploadRate: rate,
+      downloadRate: rate,
     },
   },
   StreamAnswer: {

@@ -8,7 +8,8 @@ export const ACCESS_LOG_FORMAT_NAME = 'conductor_v1';
 
 /**
  * One line per session. $bytes_received came from the client, $bytes_sent went to it. $status:
- * 200 served, 403 refused by the allow-list, 502 no backend answered, 500/503 other failures.
+ * 200 served, 403 refused by the allow-list, 503 refused by a session limit (limit_conn), 502 no
+ * backend answered, 500 other failures.
  */
 export const ACCESS_LOG_FORMAT =
   `log_format ${ACCESS_LOG_FORMAT_NAME} escape=json '{"t":"$time_iso8601","port":$server_port,"proto":"$protocol",` +

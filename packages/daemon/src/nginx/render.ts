@@ -53,6 +53,25 @@ export function upstreamName(port: number): string {
   return `conductor_${port}`;
 }
 
+/** The shared-memory zones that count a stream's sessions: all of them, and per client address. */
+export function limitZoneNames(port: number): { total: string; perClient: string } {
+  return { total: `conductor_${port}_sessions`, perClient: `conductor_${port}_clients` };
+}
+
+/**
+ * The zones of a stream's session limits, at the stream{} level of its own file. Their names and
+ * sizes never change for a port, so a reload keeps their counts. The per-client zone holds about
+ * 16,000 client addresses (1 MiB); when it is full nginx refuses new clients as over the limit.
+ */
+function limitZones(record: StreamRecord): string[] {
+  const zones = limitZoneNames(record.port);
+  const lines: string[] = [];
+  if (record.maxConnections !== undefined) lines.push(`limit_conn_zone $server_port zone=${zones.total}:32k;`);
+  if (record.maxConnectionsPerClient !== undefined)
+    lines.push(`limit_conn_zone $binary_remote_addr zone=${zones.perClient}:1m;`);
+  return lines;
+}
+
 /** Whether the stream needs an upstream block: several backends, weights, backups or a balancing method. */
 function needsUpstream(spec: StreamSpec): boolean {
   const [first] = spec.backends;
@@ -76,6 +95,7 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
     `# stream-conductor: port ${port} -> ${backends.map((backend) => backend.address).join(', ')}${created}`,
   ];
   lines.push('# Generated file: change streams through the conductor API, not here.');
+  lines.push(...limitZones(record));
   if (needsUpstream(record)) {
     lines.push(`upstream ${upstreamName(port)} {`);
     if (record.balance === 'least-conn') lines.push('    least_conn;');
@@ -99,6 +119,19 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
   if (record.idleTimeoutMs !== undefined)
     lines.push(`    proxy_timeout ${formatDuration(integer(record.idleTimeoutMs, 1, LIMITS.durationMs))};`);
   if (record.proxyProtocol) lines.push('    proxy_protocol on;');
+  const zones = limitZoneNames(port);
+  if (record.maxConnections !== undefined)
+    lines.push(`    limit_conn ${zones.total} ${integer(record.maxConnections, 1, LIMITS.connections)};`);
+  if (record.maxConnectionsPerClient !== undefined)
+    lines.push(`    limit_conn ${zones.perClient} ${integer(record.maxConnectionsPerClient, 1, LIMITS.connections)};`);
+  // Sessions refused by a limit are counted from the access log (status 503); nginx's own line for
+  // each at error level would fill the error log under a flood.
+  if (record.maxConnections !== undefined || record.maxConnectionsPerClient !== undefined)
+    lines.push('    limit_conn_log_level info;');
+  if (record.uploadRate !== undefined)
+    lines.push(`    proxy_upload_rate ${integer(record.uploadRate, 1, LIMITS.rate)};`);
+  if (record.downloadRate !== undefined)
+    lines.push(`    proxy_download_rate ${integer(record.downloadRate, 1, LIMITS.rate)};`);
   if (record.protocol !== 'udp') {
     lines.push(`    proxy_buffer_size ${PROFILE_BUFFER[record.profile ?? 'default']};`);
     // A client that shuts down its sending side (nc -q, `printf ... | nc`) still gets the reply,

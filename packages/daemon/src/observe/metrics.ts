@@ -105,6 +105,11 @@ export class Metrics implements PipelineObserver {
       (stream) => stream.stats?.deniedSessions,
     );
     perStream(
+      'conductor_stream_limited_sessions_total',
+      "Connections refused by the stream's session limits",
+      (stream) => stream.stats?.limitedSessions,
+    );
+    perStream(
       'conductor_stream_received_bytes_total',
       'Bytes received from clients',
       (stream) => stream.stats?.bytesIn,

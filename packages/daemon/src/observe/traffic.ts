@@ -32,7 +32,7 @@ function parseLine(text: string): Line | undefined {
 }
 
 function emptyStats(): TrafficStats {
-  return { sessions: 0, failedSessions: 0, deniedSessions: 0, bytesIn: 0, bytesOut: 0 };
+  return { sessions: 0, failedSessions: 0, deniedSessions: 0, limitedSessions: 0, bytesIn: 0, bytesOut: 0 };
 }
 
 /** The running totals of every port since the daemon started (or since the stream was created). */
@@ -43,6 +43,8 @@ export class TrafficCounter {
     const stats = this.byPort.get(line.port) ?? emptyStats();
     stats.sessions += 1;
     if (line.status === 403) stats.deniedSessions += 1;
+    // 503 is what nginx's stream module logs for a session refused by limit_conn, and only then.
+    else if (line.status === 503) stats.limitedSessions += 1;
     else if (line.status >= 500) stats.failedSessions += 1;
     stats.bytesIn += line.in;
     stats.bytesOut += line.out;
