@@ -576,7 +576,7 @@ describe('a declarative set: the same protocol for many ports', () => {
     expect(etcd.leases.size).toBe(0);
   });
 
-  it('goes back to the state before on every port, here and in the fleet, when etcd does not take the commit of the set', async () => {
+  it('answers 503 and goes back to the state before on every port, here and in the fleet, when etcd does not take the commit of the set', async () => {
     const etcd = new FakeEtcd();
     const a = host(etcd, 'a');
     const b = host(etcd, 'b');
@@ -586,15 +586,17 @@ describe('a declarative set: the same protocol for many ports', () => {
     // Step 1 is taken; every try of step 3 fails.
     a.local.duringApply = () =>
       etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
-    // Refused; which code is left open here: a set words an unanswered commit as a conflict
-    // (writes.ts, `notCommitted`), where a single change answers 503.
+    // 503, as for a single change: etcd did not answer, no other host wrote.
     await expect(
       set(a, [
         [7048, rec(7048, '10.0.0.3:80')],
         [7049, null],
         [7050, rec(7050, '10.0.0.4:80')],
       ]),
-    ).rejects.toBeInstanceOf(ConductorError);
+    ).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+      message: 'the fleet store (etcd) did not take the apply; this host went back to the state before',
+    });
     expect(a.local.applies).toBe(1);
     // This host serves the state before again: the replaced stream, the removed one, not the new one.
     expect(a.local.get(7048)).toMatchObject({ state: 'live', backends: [{ address: '10.0.0.1:80' }] });

@@ -46,8 +46,11 @@ interface Writing extends PortWrite {
 /** How a write is applied on this host (step 2). */
 export type WriteKind = { kind: 'one'; killSessions?: boolean } | { kind: 'set' };
 
-/** How step 3 went: done; replaced by another client's change meanwhile; or etcd did not take it. */
-type Outcome = 'settled' | 'superseded' | 'failed';
+/**
+ * How step 3 went: done; stopped by another client's change to one of its keys meanwhile; or etcd
+ * did not answer (the write may then still be pending). Each is answered differently: 409, 503.
+ */
+type Outcome = 'settled' | 'superseded' | 'unanswered';
 
 /** The refusals of a write, as its kind words them. */
 interface Wording {
@@ -75,7 +78,12 @@ function wordingOf(kind: WriteKind['kind'], port: number): Wording {
           },
         ),
       changedWhileApplying,
-      notCommitted: changedWhileApplying,
+      notCommitted: () =>
+        new ConductorError(
+          ErrorCode.StoreUnavailable,
+          'the fleet store (etcd) did not take the apply; this host went back to the state before',
+          { hint: 'look at `conductor ls` and apply again' },
+        ),
       notTakenBack: (refusal) =>
         new ConductorError(
           ErrorCode.StoreUnavailable,
@@ -205,13 +213,13 @@ export class FleetWrites {
       this.revokeAll(ports.map((port) => port.lease));
       await this.release(ports, how);
       // Another client's change came after this one's pending write: nothing of this one is left to take back.
-      if (restored === 'failed') throw wording.notTakenBack(refusal);
+      if (restored === 'unanswered') throw wording.notTakenBack(refusal);
       throw refusal;
     }
     // Step 3, taken: commit, if nobody changed the keys since.
     const committed = await this.settle(ports, written, 'commit');
     await this.release(ports, how);
-    if (committed === 'failed') throw wording.notCommitted();
+    if (committed === 'unanswered') throw wording.notCommitted();
     if (committed === 'superseded') throw wording.changedWhileApplying();
     this.revokeAll(ports.map((port) => port.current?.lease ?? '0').filter((old, i) => old !== ports[i]?.lease));
     return warnings;
@@ -318,7 +326,7 @@ export class FleetWrites {
             : { put: key, value: settledValue(record, hostId, op), lease: withoutLeases ? '0' : leaseOf(port) };
         });
         const response = await this.options.store.txn(compares, steps);
-        if (!response.succeeded) return await this.settledBefore(ports, written, recordOf, op);
+        if (!response.succeeded) return await this.settledBefore(ports, recordOf, op);
         for (const port of ports) {
           const record = recordOf(port);
           if (record === null) cache.forget(port.port, response.revision);
@@ -342,27 +350,24 @@ export class FleetWrites {
         if (/lease not found/i.test(message(error))) withoutLeases = true;
       }
     }
-    return 'failed';
+    return 'unanswered';
   }
 
   /**
    * A settling transaction found the keys changed: by this same settle (a call the client
-   * retried), or by another client. 'failed' when a pending value of this write still stands.
+   * retried), or by another client. Another client's change to any of them stops the whole
+   * write, even where a pending value of this write still stands.
    */
   private async settledBefore(
     ports: Writing[],
-    written: Map<number, string>,
     recordOf: (port: Writing) => StreamRecord | null,
     op: string,
   ): Promise<Outcome> {
     let mine = 0;
-    let pending = false;
     for (const port of ports) {
       const found = await this.read(port.port);
       if (recordOf(port) === null ? found === undefined : found?.op === op) mine += 1;
-      else if (found?.modRevision === written.get(port.port)) pending = true;
     }
-    if (mine === ports.length) return 'settled';
-    return pending ? 'failed' : 'superseded';
+    return mine === ports.length ? 'settled' : 'superseded';
   }
 }
