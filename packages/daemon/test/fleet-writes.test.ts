@@ -644,6 +644,29 @@ describe('a declarative set: the same protocol for many ports', () => {
     expect(b.cache.effective(7052)).toBeUndefined();
   });
 
+  it('commits a set whose removal of an expiring stream found the key gone with its lease, as a single removal is', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7064, rec(7064, '10.0.0.1:80', { expiresAt: later(1) }));
+    await a.change(7065, rec(7065, '10.0.0.2:80'));
+    const lease = etcd.keys.get(`${PREFIX}streams/7064`)?.lease as string;
+    await a.writes.readStreams();
+    // The removal's pending value stays on the stream's lease, which ends while the host applies the set.
+    a.local.duringApply = () => etcd.expire(lease);
+    await set(a, [
+      [7064, null],
+      [7065, rec(7065, '10.0.0.3:80')],
+      [7066, rec(7066, '10.0.0.4:80')],
+    ]);
+    expect(etcd.keys.has(`${PREFIX}streams/7064`)).toBe(false);
+    expect([etcd.value(7065)?.pending, etcd.value(7066)?.pending]).toEqual([undefined, undefined]);
+    expect(etcd.value(7065)?.record?.backends).toEqual([{ address: '10.0.0.3:80' }]);
+    expect(etcd.value(7066)?.record?.backends).toEqual([{ address: '10.0.0.4:80' }]);
+    expect(a.local.get(7064)).toBeUndefined();
+    expect(a.local.get(7065)).toMatchObject({ state: 'live', backends: [{ address: '10.0.0.3:80' }] });
+    expect(a.local.get(7066)?.state).toBe('live');
+  });
+
   it('commits a set this host took but cannot run all of, keeps the failure to try again and reports it', async () => {
     const etcd = new FakeEtcd();
     const a = host(etcd, 'a');

@@ -306,7 +306,7 @@ export class FleetWrites {
 
   /**
    * Step 3: replaces this host's pending values (mod revisions `written`) with the change
-   * (`commit`) or the state before (`restore`), if every key is still that write.
+   * (`commit`) or the state before (`restore`), on every port whose key is still that write.
    */
   private async settle(ports: Writing[], written: Map<number, string>, what: 'commit' | 'restore'): Promise<Outcome> {
     const { keys, hostId, cache, log } = this.options;
@@ -315,10 +315,13 @@ export class FleetWrites {
     const leaseOf = (port: Writing): string =>
       what === 'commit' ? port.lease : port.before ? (port.current?.lease ?? '0') : '0';
     let withoutLeases = false;
-    for (let attempt = 0; attempt < SETTLE_ATTEMPTS; attempt += 1) {
+    // The ports whose key still holds this write's pending value.
+    let left = ports;
+    let failures = 0;
+    while (left.length > 0) {
       try {
-        const compares = ports.map(({ port }) => ({ key: keys.stream(port), modRevision: written.get(port) ?? '0' }));
-        const steps: Step[] = ports.map((port) => {
+        const compares = left.map(({ port }) => ({ key: keys.stream(port), modRevision: written.get(port) ?? '0' }));
+        const steps: Step[] = left.map((port) => {
           const record = recordOf(port);
           const key = keys.stream(port.port);
           return record === null
@@ -326,8 +329,14 @@ export class FleetWrites {
             : { put: key, value: settledValue(record, hostId, op), lease: withoutLeases ? '0' : leaseOf(port) };
         });
         const response = await this.options.store.txn(compares, steps);
-        if (!response.succeeded) return await this.settledBefore(ports, recordOf, op);
-        for (const port of ports) {
+        if (!response.succeeded) {
+          // A key that changed is settled already or another client's: each pass leaves out at least one port.
+          const changed = await this.changedSince(left, written, recordOf, op);
+          if (changed.superseded) return 'superseded';
+          left = changed.left;
+          continue;
+        }
+        for (const port of left) {
           const record = recordOf(port);
           if (record === null) cache.forget(port.port, response.revision);
           else
@@ -342,32 +351,40 @@ export class FleetWrites {
         return 'settled';
       } catch (error) {
         log.warn(`could not ${what} a change in the fleet store`, {
-          ...(ports.length === 1 ? { port: ports[0]?.port } : { ports: ports.map(({ port }) => port) }),
-          attempt,
+          ...(left.length === 1 ? { port: left[0]?.port } : { ports: left.map(({ port }) => port) }),
+          attempt: failures,
           reason: message(error),
         });
         // A lease that ended meanwhile: the state goes back without it (it has expired anyway).
         if (/lease not found/i.test(message(error))) withoutLeases = true;
+        failures += 1;
+        if (failures === SETTLE_ATTEMPTS) return 'unanswered';
       }
     }
-    return 'unanswered';
+    return 'settled';
   }
 
   /**
-   * A settling transaction found the keys changed: by this same settle (a call the client
-   * retried), or by another client. Another client's change to any of them stops the whole
-   * write, even where a pending value of this write still stands.
+   * A settling transaction found keys changed since step 1. A port is settled already when this
+   * same settle wrote it (a call the client retried), or when it is to be removed and its key is
+   * gone (with its lease, say: the removal is done, as a single removal is). Another client's
+   * change to any port stops the whole write. Answers the ports whose key still holds this
+   * write's pending value, to settle without the others.
    */
-  private async settledBefore(
-    ports: Writing[],
+  private async changedSince(
+    left: Writing[],
+    written: Map<number, string>,
     recordOf: (port: Writing) => StreamRecord | null,
     op: string,
-  ): Promise<Outcome> {
-    let mine = 0;
-    for (const port of ports) {
+  ): Promise<{ left: Writing[]; superseded: boolean }> {
+    const still: Writing[] = [];
+    let superseded = false;
+    for (const port of left) {
       const found = await this.read(port.port);
-      if (recordOf(port) === null ? found === undefined : found?.op === op) mine += 1;
+      if (recordOf(port) === null ? found === undefined : found?.op === op) continue;
+      if (found?.modRevision === written.get(port.port)) still.push(port);
+      else superseded = true;
     }
-    return mine === ports.length ? 'settled' : 'superseded';
+    return { left: still, superseded };
   }
 }
