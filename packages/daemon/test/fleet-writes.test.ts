@@ -644,6 +644,68 @@ describe('a declarative set: the same protocol for many ports', () => {
     expect(b.cache.effective(7052)).toBeUndefined();
   });
 
+  it('takes its pending values back from the ports of the set nobody else touched when another host replaced one of them meanwhile', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7060, rec(7060, '10.0.0.1:80'));
+    await a.change(7061, rec(7061, '10.0.0.2:80'));
+    await a.change(7062, rec(7062, '10.0.0.3:80'));
+    await a.writes.readStreams();
+    a.local.duringApply = () =>
+      etcd.put(`${PREFIX}streams/7060`, JSON.stringify({ record: rec(7060, '10.0.0.9:80'), by: 'b', op: 'other' }));
+    await expect(
+      set(a, [
+        [7060, rec(7060, '10.0.0.4:80')],
+        [7061, rec(7061, '10.0.0.5:80')],
+        [7062, null],
+        [7063, rec(7063, '10.0.0.6:80', { expiresAt: later(1) })],
+      ]),
+    ).rejects.toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'streams of the set were changed by another host while this one applied them',
+    });
+    expect(etcd.value(7060)).toMatchObject({ by: 'b', op: 'other' });
+    // The other ports are as before the set in etcd: no pending value of it is left there.
+    expect(etcd.value(7061)?.pending).toBeUndefined();
+    expect(etcd.value(7061)?.record?.backends).toEqual([{ address: '10.0.0.2:80' }]);
+    expect(etcd.value(7062)?.pending).toBeUndefined();
+    expect(etcd.value(7062)?.record?.backends).toEqual([{ address: '10.0.0.3:80' }]);
+    expect(etcd.keys.has(`${PREFIX}streams/7063`)).toBe(false);
+    // Another host sees the new port free at once (a fresh pending create would stand for its stream).
+    expect(b.writes.standing(await b.writes.read(7063))).toBeNull();
+    // Host a serves what etcd holds.
+    expect(a.local.get(7060)?.backends).toEqual([{ address: '10.0.0.9:80' }]);
+    expect(a.local.get(7061)?.backends).toEqual([{ address: '10.0.0.2:80' }]);
+    expect(a.local.get(7062)?.backends).toEqual([{ address: '10.0.0.3:80' }]);
+    expect(a.local.get(7063)).toBeUndefined();
+    // The lease granted for the set's expiring stream is revoked with it.
+    await Promise.resolve();
+    expect(etcd.leases.size).toBe(0);
+  });
+
+  it("answers the host's refusal and puts back the ports nobody else touched when another host replaced one port of the refused set meanwhile", async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7067, rec(7067, '10.0.0.1:80'));
+    await a.writes.readStreams();
+    a.local.duringApply = () =>
+      etcd.put(`${PREFIX}streams/7067`, JSON.stringify({ record: rec(7067, '10.0.0.9:80'), by: 'b', op: 'other' }));
+    a.local.refuse.set(7068, new ConductorError(ErrorCode.PortInUse, 'port 7068 is in use by another process'));
+    await expect(
+      set(a, [
+        [7067, rec(7067, '10.0.0.2:80')],
+        [7068, rec(7068, '10.0.0.3:80')],
+      ]),
+    ).rejects.toMatchObject({ code: ErrorCode.PortInUse });
+    expect(etcd.value(7067)).toMatchObject({ by: 'b', op: 'other' });
+    expect(etcd.keys.has(`${PREFIX}streams/7068`)).toBe(false);
+    expect(b.writes.standing(await b.writes.read(7068))).toBeNull();
+    expect(a.local.get(7067)?.backends).toEqual([{ address: '10.0.0.9:80' }]);
+    expect(a.local.get(7068)).toBeUndefined();
+  });
+
   it('commits a set whose removal of an expiring stream found the key gone with its lease, as a single removal is', async () => {
     const etcd = new FakeEtcd();
     const a = host(etcd, 'a');

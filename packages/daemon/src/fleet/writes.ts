@@ -48,9 +48,13 @@ export type WriteKind = { kind: 'one'; killSessions?: boolean } | { kind: 'set' 
 
 /**
  * How step 3 went: done; stopped by another client's change to one of its keys meanwhile; or etcd
- * did not answer (the write may then still be pending). Each is answered differently: 409, 503.
+ * did not answer. Each is answered differently: 409, 503. `left`: the ports whose key may still
+ * hold this write's pending value.
  */
-type Outcome = 'settled' | 'superseded' | 'unanswered';
+interface Settled {
+  outcome: 'settled' | 'superseded' | 'unanswered';
+  left: Writing[];
+}
 
 /** The refusals of a write, as its kind words them. */
 interface Wording {
@@ -208,21 +212,32 @@ export class FleetWrites {
     try {
       warnings = await this.applyHere(ports, how);
     } catch (refusal) {
-      // Step 3, refused: the state before goes back, if nobody changed the keys since.
+      // Step 3, refused: the state before goes back on every port nobody changed since (a port
+      // another client wrote meanwhile keeps that client's change).
       const restored = await this.settle(ports, written, 'restore');
       this.revokeAll(ports.map((port) => port.lease));
       await this.release(ports, how);
-      // Another client's change came after this one's pending write: nothing of this one is left to take back.
-      if (restored === 'unanswered') throw wording.notTakenBack(refusal);
+      if (restored.outcome === 'unanswered') throw wording.notTakenBack(refusal);
       throw refusal;
     }
     // Step 3, taken: commit, if nobody changed the keys since.
     const committed = await this.settle(ports, written, 'commit');
+    // Another client wrote a port meanwhile, so none of this write is committed: its pending values
+    // go back to the state before on the other ports, rather than standing there (another host
+    // takes a fresh pending create for the new stream) until someone writes over them.
+    const left =
+      committed.outcome === 'superseded'
+        ? (await this.settle(committed.left, written, 'restore')).left
+        : committed.left;
     await this.release(ports, how);
-    if (committed === 'unanswered') throw wording.notCommitted();
-    if (committed === 'superseded') throw wording.changedWhileApplying();
-    this.revokeAll(ports.map((port) => port.current?.lease ?? '0').filter((old, i) => old !== ports[i]?.lease));
-    return warnings;
+    if (committed.outcome === 'settled') {
+      this.revokeAll(ports.map((port) => port.current?.lease ?? '0').filter((old, i) => old !== ports[i]?.lease));
+      return warnings;
+    }
+    // The new leases hold nothing of this write, but where its pending value may still stand.
+    this.revokeAll(ports.filter((port) => !left.includes(port)).map((port) => port.lease));
+    if (committed.outcome === 'unanswered') throw wording.notCommitted();
+    throw wording.changedWhileApplying();
   }
 
   /** A lease for each stream that expires (etcd removes the key at its end), or '0'. */
@@ -307,8 +322,10 @@ export class FleetWrites {
   /**
    * Step 3: replaces this host's pending values (mod revisions `written`) with the change
    * (`commit`) or the state before (`restore`), on every port whose key is still that write.
+   * A commit is all or nothing: another client's change to any port stops it ('superseded').
+   * A restore goes on without such a port: each port's state before stands on its own.
    */
-  private async settle(ports: Writing[], written: Map<number, string>, what: 'commit' | 'restore'): Promise<Outcome> {
+  private async settle(ports: Writing[], written: Map<number, string>, what: 'commit' | 'restore'): Promise<Settled> {
     const { keys, hostId, cache, log } = this.options;
     const op = randomUUID();
     const recordOf = (port: Writing): StreamRecord | null => (what === 'commit' ? port.next : port.before);
@@ -332,7 +349,7 @@ export class FleetWrites {
         if (!response.succeeded) {
           // A key that changed is settled already or another client's: each pass leaves out at least one port.
           const changed = await this.changedSince(left, written, recordOf, op);
-          if (changed.superseded) return 'superseded';
+          if (changed.superseded && what === 'commit') return { outcome: 'superseded', left: changed.left };
           left = changed.left;
           continue;
         }
@@ -348,7 +365,7 @@ export class FleetWrites {
               op,
             });
         }
-        return 'settled';
+        return { outcome: 'settled', left: [] };
       } catch (error) {
         log.warn(`could not ${what} a change in the fleet store`, {
           ...(left.length === 1 ? { port: left[0]?.port } : { ports: left.map(({ port }) => port) }),
@@ -358,18 +375,18 @@ export class FleetWrites {
         // A lease that ended meanwhile: the state goes back without it (it has expired anyway).
         if (/lease not found/i.test(message(error))) withoutLeases = true;
         failures += 1;
-        if (failures === SETTLE_ATTEMPTS) return 'unanswered';
+        if (failures === SETTLE_ATTEMPTS) return { outcome: 'unanswered', left };
       }
     }
-    return 'settled';
+    return { outcome: 'settled', left };
   }
 
   /**
    * A settling transaction found keys changed since step 1. A port is settled already when this
    * same settle wrote it (a call the client retried), or when it is to be removed and its key is
-   * gone (with its lease, say: the removal is done, as a single removal is). Another client's
-   * change to any port stops the whole write. Answers the ports whose key still holds this
-   * write's pending value, to settle without the others.
+   * gone (with its lease, say: the removal is done, as a single removal is). Any other change
+   * is another client's. Answers the ports whose key still holds this write's pending value,
+   * to settle without the others.
    */
   private async changedSince(
     left: Writing[],
