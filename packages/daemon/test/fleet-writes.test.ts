@@ -460,6 +460,38 @@ describe('leases', () => {
     expect(etcd.keys.has(`${PREFIX}streams/7021`)).toBe(false);
     expect(a.local.get(7021)).toBeUndefined();
   });
+
+  it('commits a renewal whose old lease ends while the host applies it (its pending value is on the new lease)', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7024, rec(7024, '10.0.0.1:80', { expiresAt: later(1) }));
+    const old = etcd.keys.get(`${PREFIX}streams/7024`)?.lease as string;
+    a.local.during = () => etcd.expire(old);
+    await a.change(7024, rec(7024, '10.0.0.1:80', { expiresAt: later(2) }));
+    expect(etcd.value(7024)?.pending).toBeUndefined();
+    expect(etcd.keys.get(`${PREFIX}streams/7024`)?.lease).not.toBe(old);
+    expect(a.local.get(7024)?.state).toBe('live');
+  });
+
+  it('keeps a stream that does not expire when its replacement by an expiring one is left pending and the new lease ends', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7022, rec(7022, '10.0.0.1:80'));
+    // Step 1 is taken; every try of step 3 fails: the pending value stays, standing for the stream before.
+    a.local.during = () =>
+      etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
+    await expect(a.change(7022, rec(7022, '10.0.0.2:80', { expiresAt: later(1) }))).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+    });
+    // The lease granted for the replacement ends (it was never committed): the stream before stays.
+    expect(etcd.leases.size).toBe(1);
+    for (const lease of [...etcd.leases]) etcd.expire(lease);
+    expect(etcd.value(7022)?.pending).toBeDefined();
+    const all = await etcd.getPrefix(PREFIX);
+    b.cache.takeAll(all.kvs, all.revision);
+    expect(b.cache.effective(7022)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+  });
 });
 
 describe('a store that stops answering', () => {

@@ -43,6 +43,27 @@ interface Writing extends PortWrite {
   lease: string;
 }
 
+/** The lease of the state before a port's write ('0': none): its key's, as read. */
+function leaseBefore({ before, current }: Writing): string {
+  return before?.expiresAt === undefined ? '0' : (current?.lease ?? '0');
+}
+
+/**
+ * The lease a pending value is written on. Until step 3 it stands for the state before, and it
+ * may become `next`: it goes on the lease of whichever of the two ends later (none when either
+ * does not expire), so that etcd does not remove the key while either may still stand. (On
+ * `next`'s lease alone, a change left pending would take a stream that does not expire with it
+ * when that lease ends; on the old one alone, a renewal would lose its key if the stream expired
+ * while the host applied it.)
+ */
+function pendingLease(port: Writing): string {
+  const { before, next } = port;
+  if (next === null) return leaseBefore(port);
+  if (before === null || next.expiresAt === undefined) return port.lease;
+  if (before.expiresAt === undefined) return '0';
+  return Date.parse(next.expiresAt) >= Date.parse(before.expiresAt) ? port.lease : leaseBefore(port);
+}
+
 /** How a write is applied on this host (step 2). */
 export type WriteKind = { kind: 'one'; killSessions?: boolean } | { kind: 'set' };
 
@@ -274,15 +295,14 @@ export class FleetWrites {
     const compares: Compare[] = ports.map(({ port, current }) =>
       current ? { key: keys.stream(port), modRevision: current.modRevision } : { key: keys.stream(port), absent: true },
     );
-    const steps: Step[] = ports.map(({ port, current, next, before, lease }) => ({
-      put: keys.stream(port),
-      value: pendingValue(next ?? before ?? current?.record, hostId, op, {
-        previous: before,
-        remove: next === null,
+    const steps: Step[] = ports.map((port) => ({
+      put: keys.stream(port.port),
+      value: pendingValue(port.next ?? port.before ?? port.current?.record, hostId, op, {
+        previous: port.before,
+        remove: port.next === null,
         at,
       }),
-      // A removal stays on the lease it had until it is committed.
-      lease: next === null ? (current?.lease ?? '0') : lease,
+      lease: pendingLease(port),
     }));
     try {
       const response = await this.call(() => this.options.store.txn(compares, steps));
@@ -329,8 +349,7 @@ export class FleetWrites {
     const { keys, hostId, cache, log } = this.options;
     const op = randomUUID();
     const recordOf = (port: Writing): StreamRecord | null => (what === 'commit' ? port.next : port.before);
-    const leaseOf = (port: Writing): string =>
-      what === 'commit' ? port.lease : port.before ? (port.current?.lease ?? '0') : '0';
+    const leaseOf = (port: Writing): string => (what === 'commit' ? port.lease : leaseBefore(port));
     let withoutLeases = false;
     // The ports whose key still holds this write's pending value.
     let left = ports;
