@@ -492,6 +492,27 @@ describe('leases', () => {
     b.cache.takeAll(all.kvs, all.revision);
     expect(b.cache.effective(7022)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
   });
+
+  it('does not revoke the lease the pending value of a refused renewal stands on when etcd did not take it back', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7023, rec(7023, '10.0.0.1:80', { expiresAt: later(1) }));
+    a.local.refuse.set(7023, new ConductorError(ErrorCode.NginxRejected, 'refused here'));
+    // Step 1 is taken; every try of step 3 fails.
+    a.local.during = () =>
+      etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
+    await expect(a.change(7023, rec(7023, '10.0.0.2:80', { expiresAt: later(2) }))).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+      message: 'this host refused the change (refused here), and the fleet store did not take it back',
+    });
+    await Promise.resolve();
+    // The pending value still stands for the stream before, until that stream's own expiry.
+    expect(etcd.value(7023)?.pending).toBeDefined();
+    const all = await etcd.getPrefix(PREFIX);
+    b.cache.takeAll(all.kvs, all.revision);
+    expect(b.cache.effective(7023)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+  });
 });
 
 describe('a store that stops answering', () => {

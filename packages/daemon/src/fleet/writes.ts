@@ -236,7 +236,7 @@ export class FleetWrites {
       // Step 3, refused: the state before goes back on every port nobody changed since (a port
       // another client wrote meanwhile keeps that client's change).
       const restored = await this.settle(ports, written, 'restore');
-      this.revokeAll(ports.map((port) => port.lease));
+      this.revokeUnused(ports, restored.left);
       await this.release(ports, how);
       if (restored.outcome === 'unanswered') throw wording.notTakenBack(refusal);
       throw refusal;
@@ -255,8 +255,7 @@ export class FleetWrites {
       this.revokeAll(ports.map((port) => port.current?.lease ?? '0').filter((old, i) => old !== ports[i]?.lease));
       return warnings;
     }
-    // The new leases hold nothing of this write, but where its pending value may still stand.
-    this.revokeAll(ports.filter((port) => !left.includes(port)).map((port) => port.lease));
+    this.revokeUnused(ports, left);
     if (committed.outcome === 'unanswered') throw wording.notCommitted();
     throw wording.changedWhileApplying();
   }
@@ -278,6 +277,15 @@ export class FleetWrites {
       throw error;
     }
     return leases;
+  }
+
+  /**
+   * After a write that was not committed: its new leases hold nothing of it, but where its pending
+   * value may still stand (`left`: etcd did not answer). There it stays, standing for the state
+   * before (a renewal's is on the new lease), until the lease ends on its own.
+   */
+  private revokeUnused(ports: Writing[], left: Writing[]): void {
+    this.revokeAll(ports.filter((port) => !left.includes(port)).map((port) => port.lease));
   }
 
   private revokeAll(leases: string[]): void {
