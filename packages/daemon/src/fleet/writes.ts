@@ -7,7 +7,9 @@
  *   2. the host applies it to its own nginx through the verified pipeline (the local service,
  *      whose own file keeps what this host applied, to serve from without etcd);
  *   3. a second transaction commits it (or, when the host refused it, puts the state before back)
- *      if nobody changed the keys since; then the others converge to it.
+ *      if nobody changed the keys since; then the others converge to it. A key another client
+ *      changed meanwhile stops the commit (all or nothing), and the state before goes back on
+ *      the other keys.
  * A writer that dies between 1 and 3 leaves a pending value that means the state before it.
  *
  * One protocol for both kinds of write: a single change is a set of one, applied here through
