@@ -115,13 +115,17 @@ class FakeEtcd implements FleetStore {
   }
 }
 
-/** This host's service, in memory: `refuse` makes a put fail, `during` runs inside a put. */
+/**
+ * This host's service, in memory: `refuse` makes a put (or a set's apply) fail, `during` runs inside
+ * a put, `duringApply` inside a set's apply.
+ */
 class FakeLocal implements LocalService {
   readonly streams = new Map<number, StreamView>();
   readonly refuse = new Map<number, ConductorError>();
   /** Ports this host's pipeline takes but cannot run (it holds them failed, with this reason). */
   readonly holdFailed = new Map<number, string>();
   during: ((spec: StreamSpec) => void) | undefined;
+  duringApply: ((puts: StreamSpec[], deletes: number[]) => void) | undefined;
   applies = 0;
 
   async start(): Promise<void> {}
@@ -151,12 +155,19 @@ class FakeLocal implements LocalService {
   }
   async applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]> {
     this.applies += 1;
+    this.duringApply?.(puts, deletes);
     for (const spec of puts) {
       const refusal = this.refuse.get(spec.port);
       if (refusal) throw refusal;
     }
-    for (const spec of puts)
-      this.streams.set(spec.port, { ...spec, createdAt: new Date().toISOString(), state: 'live' });
+    for (const spec of puts) {
+      const reason = this.holdFailed.get(spec.port);
+      this.streams.set(spec.port, {
+        ...spec,
+        createdAt: new Date().toISOString(),
+        ...(reason === undefined ? { state: 'live' } : { state: 'failed', reason }),
+      });
+    }
     for (const port of deletes) this.streams.delete(port);
     return [];
   }
@@ -449,6 +460,59 @@ describe('leases', () => {
     expect(etcd.keys.has(`${PREFIX}streams/7021`)).toBe(false);
     expect(a.local.get(7021)).toBeUndefined();
   });
+
+  it('commits a renewal whose old lease ends while the host applies it (its pending value is on the new lease)', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7024, rec(7024, '10.0.0.1:80', { expiresAt: later(1) }));
+    const old = etcd.keys.get(`${PREFIX}streams/7024`)?.lease as string;
+    a.local.during = () => etcd.expire(old);
+    await a.change(7024, rec(7024, '10.0.0.1:80', { expiresAt: later(2) }));
+    expect(etcd.value(7024)?.pending).toBeUndefined();
+    expect(etcd.keys.get(`${PREFIX}streams/7024`)?.lease).not.toBe(old);
+    expect(a.local.get(7024)?.state).toBe('live');
+  });
+
+  it('keeps a stream that does not expire when its replacement by an expiring one is left pending and the new lease ends', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7022, rec(7022, '10.0.0.1:80'));
+    // Step 1 is taken; every try of step 3 fails: the pending value stays, standing for the stream before.
+    a.local.during = () =>
+      etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
+    await expect(a.change(7022, rec(7022, '10.0.0.2:80', { expiresAt: later(1) }))).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+    });
+    // The lease granted for the replacement ends (it was never committed): the stream before stays.
+    expect(etcd.leases.size).toBe(1);
+    for (const lease of [...etcd.leases]) etcd.expire(lease);
+    expect(etcd.value(7022)?.pending).toBeDefined();
+    const all = await etcd.getPrefix(PREFIX);
+    b.cache.takeAll(all.kvs, all.revision);
+    expect(b.cache.effective(7022)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+  });
+
+  it('does not revoke the lease the pending value of a refused renewal stands on when etcd did not take it back', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7023, rec(7023, '10.0.0.1:80', { expiresAt: later(1) }));
+    a.local.refuse.set(7023, new ConductorError(ErrorCode.NginxRejected, 'refused here'));
+    // Step 1 is taken; every try of step 3 fails.
+    a.local.during = () =>
+      etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
+    await expect(a.change(7023, rec(7023, '10.0.0.2:80', { expiresAt: later(2) }))).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+      message: 'this host refused the change (refused here), and the fleet store did not take it back',
+    });
+    await Promise.resolve();
+    // The pending value still stands for the stream before, until that stream's own expiry.
+    expect(etcd.value(7023)?.pending).toBeDefined();
+    const all = await etcd.getPrefix(PREFIX);
+    b.cache.takeAll(all.kvs, all.revision);
+    expect(b.cache.effective(7023)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+  });
 });
 
 describe('a store that stops answering', () => {
@@ -537,5 +601,257 @@ describe('a declarative set: the same protocol for many ports', () => {
     expect(etcd.value(7044)?.pending).toBeUndefined();
     expect(etcd.keys.has(`${PREFIX}streams/7045`)).toBe(false);
     expect(a.local.get(7044)?.state).toBe('live');
+  });
+
+  it('answers 503 when etcd does not take the pending write of the set: nothing written, applied or leased', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7046, rec(7046, '10.0.0.1:80'));
+    await a.writes.readStreams();
+    const stored = etcd.keys.get(`${PREFIX}streams/7046`);
+    etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 1 });
+    await expect(
+      set(a, [
+        [7046, rec(7046, '10.0.0.2:80')],
+        [7047, rec(7047, '10.0.0.3:80', { expiresAt: later(1) })],
+      ]),
+    ).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+      message: "the fleet's store (etcd) did not take the change: 14 UNAVAILABLE: no connection",
+    });
+    expect(etcd.keys.get(`${PREFIX}streams/7046`)).toEqual(stored);
+    expect(etcd.keys.has(`${PREFIX}streams/7047`)).toBe(false);
+    expect(a.local.applies).toBe(0);
+    expect(a.local.get(7046)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+    expect(a.local.get(7047)).toBeUndefined();
+    // The lease granted for the expiring stream of the set is not left behind.
+    await Promise.resolve();
+    expect(etcd.leases.size).toBe(0);
+  });
+
+  it('answers 503 and goes back to the state before on every port, here and in the fleet, when etcd does not take the commit of the set', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7048, rec(7048, '10.0.0.1:80'));
+    await a.change(7049, rec(7049, '10.0.0.2:80'));
+    await a.writes.readStreams();
+    // Step 1 is taken; every try of step 3 fails.
+    a.local.duringApply = () =>
+      etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
+    // 503, as for a single change: etcd did not answer, no other host wrote.
+    await expect(
+      set(a, [
+        [7048, rec(7048, '10.0.0.3:80')],
+        [7049, null],
+        [7050, rec(7050, '10.0.0.4:80')],
+      ]),
+    ).rejects.toMatchObject({
+      code: ErrorCode.StoreUnavailable,
+      message: 'the fleet store (etcd) did not take the apply; this host went back to the state before',
+    });
+    expect(a.local.applies).toBe(1);
+    // This host serves the state before again: the replaced stream, the removed one, not the new one.
+    expect(a.local.get(7048)).toMatchObject({ state: 'live', backends: [{ address: '10.0.0.1:80' }] });
+    expect(a.local.get(7049)).toMatchObject({ state: 'live', backends: [{ address: '10.0.0.2:80' }] });
+    expect(a.local.get(7050)).toBeUndefined();
+    // The pending values etcd kept stand for the state before for the other hosts too.
+    expect(etcd.value(7048)?.pending).toBeDefined();
+    const all = await etcd.getPrefix(PREFIX);
+    b.cache.takeAll(all.kvs, all.revision);
+    expect(b.cache.effective(7048)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+    expect(b.cache.effective(7049)?.backends).toEqual([{ address: '10.0.0.2:80' }]);
+    expect(b.cache.effective(7050)).toBeUndefined();
+  });
+
+  it('answers a conflict when another host replaced one port of the set while this one applied it, and follows the winner', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7051, rec(7051, '10.0.0.1:80'));
+    await a.writes.readStreams();
+    // While host a applies the set, host b's change to one of its ports is committed.
+    a.local.duringApply = () =>
+      etcd.put(`${PREFIX}streams/7051`, JSON.stringify({ record: rec(7051, '10.0.0.9:80'), by: 'b', op: 'other' }));
+    await expect(
+      set(a, [
+        [7051, rec(7051, '10.0.0.2:80')],
+        [7052, rec(7052, '10.0.0.3:80')],
+      ]),
+    ).rejects.toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'streams of the set were changed by another host while this one applied them',
+    });
+    expect(a.local.applies).toBe(1);
+    expect(etcd.value(7051)).toMatchObject({
+      by: 'b',
+      op: 'other',
+      record: { backends: [{ address: '10.0.0.9:80' }] },
+    });
+    // Host a goes to what the fleet holds now: the winner, and none of the rest of the set.
+    expect(a.local.get(7051)).toMatchObject({ state: 'live', backends: [{ address: '10.0.0.9:80' }] });
+    expect(a.local.get(7052)).toBeUndefined();
+    const all = await etcd.getPrefix(PREFIX);
+    b.cache.takeAll(all.kvs, all.revision);
+    expect(b.cache.effective(7051)?.backends).toEqual([{ address: '10.0.0.9:80' }]);
+    expect(b.cache.effective(7052)).toBeUndefined();
+  });
+
+  it('takes its pending values back from the ports of the set nobody else touched when another host replaced one of them meanwhile', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7060, rec(7060, '10.0.0.1:80'));
+    await a.change(7061, rec(7061, '10.0.0.2:80'));
+    await a.change(7062, rec(7062, '10.0.0.3:80'));
+    await a.writes.readStreams();
+    a.local.duringApply = () =>
+      etcd.put(`${PREFIX}streams/7060`, JSON.stringify({ record: rec(7060, '10.0.0.9:80'), by: 'b', op: 'other' }));
+    await expect(
+      set(a, [
+        [7060, rec(7060, '10.0.0.4:80')],
+        [7061, rec(7061, '10.0.0.5:80')],
+        [7062, null],
+        [7063, rec(7063, '10.0.0.6:80', { expiresAt: later(1) })],
+      ]),
+    ).rejects.toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'streams of the set were changed by another host while this one applied them',
+    });
+    expect(etcd.value(7060)).toMatchObject({ by: 'b', op: 'other' });
+    // The other ports are as before the set in etcd: no pending value of it is left there.
+    expect(etcd.value(7061)?.pending).toBeUndefined();
+    expect(etcd.value(7061)?.record?.backends).toEqual([{ address: '10.0.0.2:80' }]);
+    expect(etcd.value(7062)?.pending).toBeUndefined();
+    expect(etcd.value(7062)?.record?.backends).toEqual([{ address: '10.0.0.3:80' }]);
+    expect(etcd.keys.has(`${PREFIX}streams/7063`)).toBe(false);
+    // Another host sees the new port free at once (a fresh pending create would stand for its stream).
+    expect(b.writes.standing(await b.writes.read(7063))).toBeNull();
+    // Host a serves what etcd holds.
+    expect(a.local.get(7060)?.backends).toEqual([{ address: '10.0.0.9:80' }]);
+    expect(a.local.get(7061)?.backends).toEqual([{ address: '10.0.0.2:80' }]);
+    expect(a.local.get(7062)?.backends).toEqual([{ address: '10.0.0.3:80' }]);
+    expect(a.local.get(7063)).toBeUndefined();
+    // The lease granted for the set's expiring stream is revoked with it.
+    await Promise.resolve();
+    expect(etcd.leases.size).toBe(0);
+  });
+
+  it("answers the host's refusal and puts back the ports nobody else touched when another host replaced one port of the refused set meanwhile", async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7067, rec(7067, '10.0.0.1:80'));
+    await a.writes.readStreams();
+    a.local.duringApply = () =>
+      etcd.put(`${PREFIX}streams/7067`, JSON.stringify({ record: rec(7067, '10.0.0.9:80'), by: 'b', op: 'other' }));
+    a.local.refuse.set(7068, new ConductorError(ErrorCode.PortInUse, 'port 7068 is in use by another process'));
+    await expect(
+      set(a, [
+        [7067, rec(7067, '10.0.0.2:80')],
+        [7068, rec(7068, '10.0.0.3:80')],
+      ]),
+    ).rejects.toMatchObject({ code: ErrorCode.PortInUse });
+    expect(etcd.value(7067)).toMatchObject({ by: 'b', op: 'other' });
+    expect(etcd.keys.has(`${PREFIX}streams/7068`)).toBe(false);
+    expect(b.writes.standing(await b.writes.read(7068))).toBeNull();
+    expect(a.local.get(7067)?.backends).toEqual([{ address: '10.0.0.9:80' }]);
+    expect(a.local.get(7068)).toBeUndefined();
+  });
+
+  it('commits a set whose removal of an expiring stream found the key gone with its lease, as a single removal is', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7064, rec(7064, '10.0.0.1:80', { expiresAt: later(1) }));
+    await a.change(7065, rec(7065, '10.0.0.2:80'));
+    const lease = etcd.keys.get(`${PREFIX}streams/7064`)?.lease as string;
+    await a.writes.readStreams();
+    // The removal's pending value stays on the stream's lease, which ends while the host applies the set.
+    a.local.duringApply = () => etcd.expire(lease);
+    await set(a, [
+      [7064, null],
+      [7065, rec(7065, '10.0.0.3:80')],
+      [7066, rec(7066, '10.0.0.4:80')],
+    ]);
+    expect(etcd.keys.has(`${PREFIX}streams/7064`)).toBe(false);
+    expect([etcd.value(7065)?.pending, etcd.value(7066)?.pending]).toEqual([undefined, undefined]);
+    expect(etcd.value(7065)?.record?.backends).toEqual([{ address: '10.0.0.3:80' }]);
+    expect(etcd.value(7066)?.record?.backends).toEqual([{ address: '10.0.0.4:80' }]);
+    expect(a.local.get(7064)).toBeUndefined();
+    expect(a.local.get(7065)).toMatchObject({ state: 'live', backends: [{ address: '10.0.0.3:80' }] });
+    expect(a.local.get(7066)?.state).toBe('live');
+  });
+
+  it('commits a set this host took but cannot run all of, keeps the failure to try again and reports it', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.writes.readStreams();
+    a.local.holdFailed.set(7054, 'nginx could not bind 10.0.0.5');
+    await set(a, [
+      [7053, rec(7053, '10.0.0.4:80')],
+      [7054, rec(7054, '10.0.0.5:80')],
+    ]);
+    expect(a.local.applies).toBe(1);
+    expect([etcd.value(7053)?.pending, etcd.value(7054)?.pending]).toEqual([undefined, undefined]);
+    expect(etcd.value(7054)?.record?.backends).toEqual([{ address: '10.0.0.5:80' }]);
+    expect(a.convergence.failures.get(7054)).toBe('nginx could not bind 10.0.0.5');
+    expect(a.convergence.failures.has(7053)).toBe(false);
+    const revision = etcd.keys.get(`${PREFIX}streams/7054`)?.modRevision;
+    expect(JSON.parse(a.reports.get(7054) ?? '{}')).toEqual({
+      state: 'failed',
+      reason: 'nginx could not bind 10.0.0.5',
+      revision,
+    });
+    expect(JSON.parse(a.reports.get(7053) ?? '{}')).toEqual({ state: 'live', revision });
+  });
+
+  it('moves a renewed port of the set to its new lease, gives a new expiring stream its own, and revokes the old lease', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7055, rec(7055, '10.0.0.1:80', { expiresAt: later(1) }));
+    const old = etcd.keys.get(`${PREFIX}streams/7055`)?.lease as string;
+    expect(etcd.leases.has(old)).toBe(true);
+    await a.writes.readStreams();
+    await set(a, [
+      [7055, rec(7055, '10.0.0.1:80', { expiresAt: later(2) })],
+      [7056, rec(7056, '10.0.0.2:80', { expiresAt: later(1) })],
+      [7057, rec(7057, '10.0.0.3:80')],
+    ]);
+    await Promise.resolve();
+    const leaseOf = (port: number): string | undefined => etcd.keys.get(`${PREFIX}streams/${port}`)?.lease;
+    expect(leaseOf(7055)).not.toBe(old);
+    expect(leaseOf(7057)).toBe('0');
+    expect([...etcd.leases].sort()).toEqual([leaseOf(7055), leaseOf(7056)].sort());
+    // The end of the new stream's lease removes it, and nothing else of the set.
+    etcd.expire(leaseOf(7056) as string);
+    expect([7055, 7056, 7057].map((port) => etcd.keys.has(`${PREFIX}streams/${port}`))).toEqual([true, false, true]);
+  });
+
+  it('puts every port of a refused set back, without the lease that ended meanwhile', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7058, rec(7058, '10.0.0.1:80', { expiresAt: later(1) }));
+    const old = etcd.keys.get(`${PREFIX}streams/7058`)?.lease as string;
+    await a.writes.readStreams();
+    // The pending values stand on the set's new leases; the old one ends while the host applies.
+    a.local.duringApply = () => {
+      etcd.leases.delete(old);
+    };
+    a.local.refuse.set(7059, new ConductorError(ErrorCode.NginxRejected, 'refused here'));
+    await expect(
+      set(a, [
+        [7058, rec(7058, '10.0.0.2:80', { expiresAt: later(2) })],
+        [7059, rec(7059, '10.0.0.3:80', { expiresAt: later(1) })],
+      ]),
+    ).rejects.toMatchObject({ code: ErrorCode.NginxRejected, message: 'refused here' });
+    const kv = etcd.keys.get(`${PREFIX}streams/7058`);
+    expect(kv?.lease).toBe('0');
+    expect(etcd.value(7058)?.pending).toBeUndefined();
+    expect(etcd.value(7058)?.record?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+    expect(etcd.keys.has(`${PREFIX}streams/7059`)).toBe(false);
+    expect(a.local.get(7058)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+    // The leases granted for the set are revoked with it.
+    await Promise.resolve();
+    expect(etcd.leases.size).toBe(0);
   });
 });

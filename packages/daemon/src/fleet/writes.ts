@@ -7,7 +7,9 @@
  *   2. the host applies it to its own nginx through the verified pipeline (the local service,
  *      whose own file keeps what this host applied, to serve from without etcd);
  *   3. a second transaction commits it (or, when the host refused it, puts the state before back)
- *      if nobody changed the keys since; then the others converge to it.
+ *      if nobody changed the keys since; then the others converge to it. A key another client
+ *      changed meanwhile stops the commit (all or nothing), and the state before goes back on
+ *      the other keys.
  * A writer that dies between 1 and 3 leaves a pending value that means the state before it.
  *
  * One protocol for both kinds of write: a single change is a set of one, applied here through
@@ -43,11 +45,39 @@ interface Writing extends PortWrite {
   lease: string;
 }
 
+/** The lease of the state before a port's write ('0': none): its key's, as read. */
+function leaseBefore({ before, current }: Writing): string {
+  return before?.expiresAt === undefined ? '0' : (current?.lease ?? '0');
+}
+
+/**
+ * The lease a pending value is written on. Until step 3 it stands for the state before, and it
+ * may become `next`: it goes on the lease of whichever of the two ends later (none when either
+ * does not expire), so that etcd does not remove the key while either may still stand. (On
+ * `next`'s lease alone, a change left pending would take a stream that does not expire with it
+ * when that lease ends; on the old one alone, a renewal would lose its key if the stream expired
+ * while the host applied it.)
+ */
+function pendingLease(port: Writing): string {
+  const { before, next } = port;
+  if (next === null) return leaseBefore(port);
+  if (before === null || next.expiresAt === undefined) return port.lease;
+  if (before.expiresAt === undefined) return '0';
+  return Date.parse(next.expiresAt) >= Date.parse(before.expiresAt) ? port.lease : leaseBefore(port);
+}
+
 /** How a write is applied on this host (step 2). */
 export type WriteKind = { kind: 'one'; killSessions?: boolean } | { kind: 'set' };
 
-/** How step 3 went: done; replaced by another client's change meanwhile; or etcd did not take it. */
-type Outcome = 'settled' | 'superseded' | 'failed';
+/**
+ * How step 3 went: done; stopped by another client's change to one of its keys meanwhile; or etcd
+ * did not answer. Each is answered differently: 409, 503. `left`: the ports whose key may still
+ * hold this write's pending value.
+ */
+interface Settled {
+  outcome: 'settled' | 'superseded' | 'unanswered';
+  left: Writing[];
+}
 
 /** The refusals of a write, as its kind words them. */
 interface Wording {
@@ -75,7 +105,12 @@ function wordingOf(kind: WriteKind['kind'], port: number): Wording {
           },
         ),
       changedWhileApplying,
-      notCommitted: changedWhileApplying,
+      notCommitted: () =>
+        new ConductorError(
+          ErrorCode.StoreUnavailable,
+          'the fleet store (etcd) did not take the apply; this host went back to the state before',
+          { hint: 'look at `conductor ls` and apply again' },
+        ),
       notTakenBack: (refusal) =>
         new ConductorError(
           ErrorCode.StoreUnavailable,
@@ -200,21 +235,31 @@ export class FleetWrites {
     try {
       warnings = await this.applyHere(ports, how);
     } catch (refusal) {
-      // Step 3, refused: the state before goes back, if nobody changed the keys since.
+      // Step 3, refused: the state before goes back on every port nobody changed since (a port
+      // another client wrote meanwhile keeps that client's change).
       const restored = await this.settle(ports, written, 'restore');
-      this.revokeAll(ports.map((port) => port.lease));
+      this.revokeUnused(ports, restored.left);
       await this.release(ports, how);
-      // Another client's change came after this one's pending write: nothing of this one is left to take back.
-      if (restored === 'failed') throw wording.notTakenBack(refusal);
+      if (restored.outcome === 'unanswered') throw wording.notTakenBack(refusal);
       throw refusal;
     }
     // Step 3, taken: commit, if nobody changed the keys since.
     const committed = await this.settle(ports, written, 'commit');
+    // Another client wrote a port meanwhile, so none of this write is committed: its pending values
+    // go back to the state before on the other ports, rather than standing there (another host
+    // takes a fresh pending create for the new stream) until someone writes over them.
+    const left =
+      committed.outcome === 'superseded'
+        ? (await this.settle(committed.left, written, 'restore')).left
+        : committed.left;
     await this.release(ports, how);
-    if (committed === 'failed') throw wording.notCommitted();
-    if (committed === 'superseded') throw wording.changedWhileApplying();
-    this.revokeAll(ports.map((port) => port.current?.lease ?? '0').filter((old, i) => old !== ports[i]?.lease));
-    return warnings;
+    if (committed.outcome === 'settled') {
+      this.revokeAll(ports.map((port) => port.current?.lease ?? '0').filter((old, i) => old !== ports[i]?.lease));
+      return warnings;
+    }
+    this.revokeUnused(ports, left);
+    if (committed.outcome === 'unanswered') throw wording.notCommitted();
+    throw wording.changedWhileApplying();
   }
 
   /** A lease for each stream that expires (etcd removes the key at its end), or '0'. */
@@ -236,6 +281,15 @@ export class FleetWrites {
     return leases;
   }
 
+  /**
+   * After a write that was not committed: its new leases hold nothing of it, but where its pending
+   * value may still stand (`left`: etcd did not answer). There it stays, standing for the state
+   * before (a renewal's is on the new lease), until the lease ends on its own.
+   */
+  private revokeUnused(ports: Writing[], left: Writing[]): void {
+    this.revokeAll(ports.filter((port) => !left.includes(port)).map((port) => port.lease));
+  }
+
   private revokeAll(leases: string[]): void {
     for (const lease of leases) {
       if (lease === '0' || lease === '') continue;
@@ -251,15 +305,14 @@ export class FleetWrites {
     const compares: Compare[] = ports.map(({ port, current }) =>
       current ? { key: keys.stream(port), modRevision: current.modRevision } : { key: keys.stream(port), absent: true },
     );
-    const steps: Step[] = ports.map(({ port, current, next, before, lease }) => ({
-      put: keys.stream(port),
-      value: pendingValue(next ?? before ?? current?.record, hostId, op, {
-        previous: before,
-        remove: next === null,
+    const steps: Step[] = ports.map((port) => ({
+      put: keys.stream(port.port),
+      value: pendingValue(port.next ?? port.before ?? port.current?.record, hostId, op, {
+        previous: port.before,
+        remove: port.next === null,
         at,
       }),
-      // A removal stays on the lease it had until it is committed.
-      lease: next === null ? (current?.lease ?? '0') : lease,
+      lease: pendingLease(port),
     }));
     try {
       const response = await this.call(() => this.options.store.txn(compares, steps));
@@ -298,19 +351,23 @@ export class FleetWrites {
 
   /**
    * Step 3: replaces this host's pending values (mod revisions `written`) with the change
-   * (`commit`) or the state before (`restore`), if every key is still that write.
+   * (`commit`) or the state before (`restore`), on every port whose key is still that write.
+   * A commit is all or nothing: another client's change to any port stops it ('superseded').
+   * A restore goes on without such a port: each port's state before stands on its own.
    */
-  private async settle(ports: Writing[], written: Map<number, string>, what: 'commit' | 'restore'): Promise<Outcome> {
+  private async settle(ports: Writing[], written: Map<number, string>, what: 'commit' | 'restore'): Promise<Settled> {
     const { keys, hostId, cache, log } = this.options;
     const op = randomUUID();
     const recordOf = (port: Writing): StreamRecord | null => (what === 'commit' ? port.next : port.before);
-    const leaseOf = (port: Writing): string =>
-      what === 'commit' ? port.lease : port.before ? (port.current?.lease ?? '0') : '0';
+    const leaseOf = (port: Writing): string => (what === 'commit' ? port.lease : leaseBefore(port));
     let withoutLeases = false;
-    for (let attempt = 0; attempt < SETTLE_ATTEMPTS; attempt += 1) {
+    // The ports whose key still holds this write's pending value.
+    let left = ports;
+    let failures = 0;
+    while (left.length > 0) {
       try {
-        const compares = ports.map(({ port }) => ({ key: keys.stream(port), modRevision: written.get(port) ?? '0' }));
-        const steps: Step[] = ports.map((port) => {
+        const compares = left.map(({ port }) => ({ key: keys.stream(port), modRevision: written.get(port) ?? '0' }));
+        const steps: Step[] = left.map((port) => {
           const record = recordOf(port);
           const key = keys.stream(port.port);
           return record === null
@@ -318,8 +375,14 @@ export class FleetWrites {
             : { put: key, value: settledValue(record, hostId, op), lease: withoutLeases ? '0' : leaseOf(port) };
         });
         const response = await this.options.store.txn(compares, steps);
-        if (!response.succeeded) return await this.settledBefore(ports, written, recordOf, op);
-        for (const port of ports) {
+        if (!response.succeeded) {
+          // A key that changed is settled already or another client's: each pass leaves out at least one port.
+          const changed = await this.changedSince(left, written, recordOf, op);
+          if (changed.superseded && what === 'commit') return { outcome: 'superseded', left: changed.left };
+          left = changed.left;
+          continue;
+        }
+        for (const port of left) {
           const record = recordOf(port);
           if (record === null) cache.forget(port.port, response.revision);
           else
@@ -331,38 +394,43 @@ export class FleetWrites {
               op,
             });
         }
-        return 'settled';
+        return { outcome: 'settled', left: [] };
       } catch (error) {
         log.warn(`could not ${what} a change in the fleet store`, {
-          ...(ports.length === 1 ? { port: ports[0]?.port } : { ports: ports.map(({ port }) => port) }),
-          attempt,
+          ...(left.length === 1 ? { port: left[0]?.port } : { ports: left.map(({ port }) => port) }),
+          attempt: failures,
           reason: message(error),
         });
         // A lease that ended meanwhile: the state goes back without it (it has expired anyway).
         if (/lease not found/i.test(message(error))) withoutLeases = true;
+        failures += 1;
+        if (failures === SETTLE_ATTEMPTS) return { outcome: 'unanswered', left };
       }
     }
-    return 'failed';
+    return { outcome: 'settled', left };
   }
 
   /**
-   * A settling transaction found the keys changed: by this same settle (a call the client
-   * retried), or by another client. 'failed' when a pending value of this write still stands.
+   * A settling transaction found keys changed since step 1. A port is settled already when this
+   * same settle wrote it (a call the client retried), or when it is to be removed and its key is
+   * gone (with its lease, say: the removal is done, as a single removal is). Any other change
+   * is another client's. Answers the ports whose key still holds this write's pending value,
+   * to settle without the others.
    */
-  private async settledBefore(
-    ports: Writing[],
+  private async changedSince(
+    left: Writing[],
     written: Map<number, string>,
     recordOf: (port: Writing) => StreamRecord | null,
     op: string,
-  ): Promise<Outcome> {
-    let mine = 0;
-    let pending = false;
-    for (const port of ports) {
+  ): Promise<{ left: Writing[]; superseded: boolean }> {
+    const still: Writing[] = [];
+    let superseded = false;
+    for (const port of left) {
       const found = await this.read(port.port);
-      if (recordOf(port) === null ? found === undefined : found?.op === op) mine += 1;
-      else if (found?.modRevision === written.get(port.port)) pending = true;
+      if (recordOf(port) === null ? found === undefined : found?.op === op) continue;
+      if (found?.modRevision === written.get(port.port)) still.push(port);
+      else superseded = true;
     }
-    if (mine === ports.length) return 'settled';
-    return pending ? 'failed' : 'superseded';
+    return { left: still, superseded };
   }
 }
