@@ -126,6 +126,29 @@ describe('a drain', () => {
     expect(instance.submitted.length).toBe(submitted);
   });
 
+  it('takes one change to a drain at a time: a second while the first waits for nginx is refused', async () => {
+    const { instance, sessions, service } = await setup();
+    sessions.open.set(9000, 1); // keeps the drain loop from ending it meanwhile
+    const submit = instance.submit.bind(instance);
+    let release = (): void => undefined;
+    const gate = new Promise<void>((done) => {
+      release = done;
+    });
+    instance.submit = async (mutation) => {
+      await gate;
+      return submit(mutation);
+    };
+    const first = service.drain(9000, 60_000);
+    await expect(service.drain(9000, 120_000)).rejects.toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'a change to the drain of port 9000 is under way',
+    });
+    await expect(service.undrain(9000)).rejects.toMatchObject({ code: ErrorCode.Conflict });
+    release();
+    expect((await first).drainingUntil).toBe('2026-12-04T00:01:00.000Z');
+    expect((await service.undrain(9000)).stream.state).toBe('live');
+  });
+
   it('comes back from the store as draining after a restart, without reaching nginx', async () => {
     const draining = { ...record(9001), drainingUntil: '2026-12-04T00:05:00.000Z' };
     const { instance, service } = await setup([record(9000), draining]);

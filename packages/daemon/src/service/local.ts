@@ -78,6 +78,8 @@ export class Conductor implements StreamService {
   private readonly placement: Placement;
   private readonly expiry: ExpiryLoop;
   private readonly drains: DrainLoop;
+  /** Ports whose drain is starting, being called off or ending: one such change at a time. */
+  private readonly drainBusy = new Set<number>();
 
   constructor(private readonly options: ConductorOptions) {
     this.placement = new Placement(options.instances);
@@ -99,11 +101,15 @@ export class Conductor implements StreamService {
       draining: () => this.draining().map((entry) => entry.record),
       sessions: (port) => this.sessions().count(port),
       cut: (port) => this.sessions().cut(port),
-      finish: async (record) => {
-        if (this.parked.get(record.port)?.record !== record) return false;
-        await this.removeParked(record.port);
-        return true;
-      },
+      finish: (record) =>
+        this.drainStep(record.port, async () => {
+          if (this.parked.get(record.port)?.record !== record) return false;
+          await this.removeParked(record.port);
+          return true;
+        }).catch((error: unknown) => {
+          if (error instanceof ConductorError && error.code === ErrorCode.Conflict) return false; // next look
+          throw error;
+        }),
       log: options.log,
       observatory: options.observatory,
     });
@@ -113,6 +119,20 @@ export class Conductor implements StreamService {
     const { sessions } = this.options;
     if (!sessions) throw new ConductorError(ErrorCode.NotSupported, 'this daemon cannot see the sessions of a port');
     return sessions;
+  }
+
+  /** Runs a change to the drain of `port`, refused while another one is under way. */
+  private async drainStep<T>(port: number, step: () => Promise<T>): Promise<T> {
+    if (this.drainBusy.has(port))
+      throw new ConductorError(ErrorCode.Conflict, `a change to the drain of port ${port} is under way`, {
+        hint: 'try again in a moment',
+      });
+    this.drainBusy.add(port);
+    try {
+      return await step();
+    } finally {
+      this.drainBusy.delete(port);
+    }
   }
 
   private draining(): Entry[] {
@@ -305,7 +325,11 @@ export class Conductor implements StreamService {
    * TCP sessions go on, and it is removed when the last one ends or, at `timeoutMs` from now, its
    * sessions are cut. A stream that drains already gets the new deadline.
    */
-  async drain(port: number, timeoutMs: number): Promise<StreamView> {
+  drain(port: number, timeoutMs: number): Promise<StreamView> {
+    return this.drainStep(port, () => this.startDrain(port, timeoutMs));
+  }
+
+  private async startDrain(port: number, timeoutMs: number): Promise<StreamView> {
     const drainingUntil = new Date(this.now().getTime() + timeoutMs).toISOString();
     const parked = this.parked.get(port);
     if (parked?.state === 'draining') {
@@ -340,7 +364,11 @@ export class Conductor implements StreamService {
   }
 
   /** Ends the drain of a stream: its port takes connections again (answered once it does). */
-  async undrain(port: number): Promise<CreateResult> {
+  undrain(port: number): Promise<CreateResult> {
+    return this.drainStep(port, () => this.endDrain(port));
+  }
+
+  private async endDrain(port: number): Promise<CreateResult> {
     const parked = this.parked.get(port);
     if (parked?.state !== 'draining')
       throw new ConductorError(ErrorCode.NotFound, `stream ${port} is not draining`, {
