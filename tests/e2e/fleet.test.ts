@@ -10,7 +10,6 @@
 
 import { execFileSync } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
-import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -19,7 +18,7 @@ import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { type DaemonFixture, daemonFixture } from '../helpers/daemon-fixture.js';
 import { EtcdCluster } from '../helpers/etcd.js';
-import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, openSession, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { eventually, sleep } from '../helpers/wait.js';
@@ -138,19 +137,6 @@ function listeners(ports: number[]): string {
     processes = '(gone)'; // ps answers 1 when none of them runs any more
   }
   return `${lines.join('\n')}\n${processes}`;
-}
-
-/** A session to `address`:`port` that reached its backend and stays open. */
-async function holdSession(port: number, address: string): Promise<Socket> {
-  const socket = connect({ port, host: address });
-  socket.on('error', () => undefined);
-  const answer = await new Promise<string>((resolve) => {
-    socket.once('data', (chunk: Buffer) => resolve(chunk.toString('utf8')));
-    socket.once('close', () => resolve('closed'));
-    socket.write('hold');
-  });
-  if (answer !== 'a:hold') throw new Error(`no session on ${address}:${port}: ${answer}`);
-  return socket;
 }
 
 const everywhere = (fleet: Fleet, what: string, hosts = fleet.hosts.length): string[] =>
@@ -468,7 +454,7 @@ describe('a fleet of three hosts on one etcd', () => {
     check('/v1/streams/{port}', 'get', 200, (await b.get(`/v1/streams/${port}?stats=1`)).json);
     // Host c serves two sessions at once; host b, a separate nginx, has its own count.
     const onC = fleet.addresses[2] as string;
-    const held = [await holdSession(port, onC), await holdSession(port, onC)];
+    const held = [await openSession(port, { host: onC }), await openSession(port, { host: onC })];
     try {
       await expect(roundTrip(port, 'x', { host: onC })).rejects.toThrow(/closed the connection|ECONNRESET/);
       expect(await roundTrip(port, 'x', { host: fleet.addresses[1] as string })).toBe('a:x');

@@ -14,7 +14,7 @@ import type { StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, roundTrip } from '../helpers/net.js';
+import { EchoBackend, exchange, openSession, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { snapshot } from '../helpers/state.js';
 import { eventually } from '../helpers/wait.js';
@@ -40,30 +40,11 @@ afterAll(async () => {
 
 const port = (): number => daemon.rangeStart + next++;
 
-/** A session that reached the backend and stays open: its first bytes came back. */
+/** A session that reached the backend and stays open (closed after the file's tests). */
 async function hold(at: number, localAddress = '127.0.0.1'): Promise<Socket> {
-  const socket = connect({ port: at, host: '127.0.0.1', localAddress });
+  const socket = await openSession(at, { localAddress });
   held.push(socket);
-  socket.on('error', () => undefined);
-  const answer = await exchange(socket, 'hello');
-  if (answer !== 'echo:hello') throw new Error(`session on ${at} from ${localAddress} was not served: ${answer}`);
   return socket;
-}
-
-/** Writes `text` and resolves with the answer, or `closed` when the session ends without one. */
-function exchange(socket: Socket, text: string): Promise<string> {
-  return new Promise((resolve) => {
-    const done = (value: string): void => {
-      socket.off('data', onData);
-      socket.off('close', onClose);
-      resolve(value);
-    };
-    const onData = (chunk: Buffer): void => done(chunk.toString('utf8'));
-    const onClose = (): void => done('closed');
-    socket.on('data', onData);
-    socket.once('close', onClose);
-    socket.write(text);
-  });
 }
 
 /** One new session: `served` when the backend answered, `closed` when nginx ended it unanswered. */

@@ -90,6 +90,41 @@ export function roundTrip(
   });
 }
 
+/** Writes `text` on an open session and resolves with the answer, or `closed` when it ends without one. */
+export function exchange(socket: Socket, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    const done = (value: string): void => {
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      resolve(value);
+    };
+    const onData = (chunk: Buffer): void => done(chunk.toString('utf8'));
+    const onClose = (): void => done('closed');
+    socket.on('data', onData);
+    socket.once('close', onClose);
+    socket.write(text);
+  });
+}
+
+/**
+ * A session to `port` that reached an echo backend (its first bytes came back as
+ * `<name>:<payload>`) and stays open; the caller closes it. Throws when it was not served.
+ */
+export async function openSession(
+  port: number,
+  options: { host?: string; localAddress?: string; payload?: string } = {},
+): Promise<Socket> {
+  const { host = '127.0.0.1', payload = 'hello' } = options;
+  const socket = connect({ port, host, ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
+  socket.on('error', () => undefined);
+  const answer = await exchange(socket, payload);
+  if (!answer.endsWith(`:${payload}`)) {
+    socket.destroy();
+    throw new Error(`a session to ${host}:${port} was not served: ${answer}`);
+  }
+  return socket;
+}
+
 /** 'refused' when nothing listens on the port, 'open' when a connection is accepted. */
 export function connectOutcome(port: number, host = '127.0.0.1'): Promise<'refused' | 'open'> {
   return new Promise((resolve, reject) => {

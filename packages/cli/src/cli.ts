@@ -273,6 +273,44 @@ Examples:
     });
 
   program
+    .command('drain')
+    .description(
+      'drain the stream on a port: it refuses new connections at once, open sessions go on, and it is removed when the last one ends',
+    )
+    .argument('<port>', 'port of the stream')
+    .option('--timeout <duration>', 'cut the sessions left and remove the stream after this long (default 10m)')
+    .option('--cancel', 'call the drain off: the port takes connections again')
+    .option('--wait', 'return only once the stream is gone')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ conductor drain 9000 --timeout 30m\n  $ conductor drain 9000 --wait && deploy-the-backend\n  $ conductor drain 9000 --cancel',
+    )
+    .action(
+      async (portText: string, options: { timeout?: string; cancel?: boolean; wait?: boolean }, command: Command) => {
+        const port = localPort(portText);
+        if (options.cancel && (options.timeout !== undefined || options.wait))
+          throw new ConductorError(ErrorCode.Usage, '--cancel takes neither --timeout nor --wait');
+        if (options.timeout !== undefined) {
+          const timeout = options.timeout;
+          localCheck(() => parseDuration(timeout, 'timeout'));
+        }
+        const { client, output } = await contextFor(command);
+        const drain = await import('./commands/drain.js');
+        if (options.cancel) {
+          const { printCreated } = await import('./commands/create.js');
+          printCreated(await drain.cancelDrain(client, port), output, false);
+          return;
+        }
+        const stream = await drain.drainStream(client, port, options.timeout);
+        drain.printDraining(stream, output);
+        if (options.wait) {
+          await drain.waitDrained(client, port);
+          if (!output.json) output.out(`${port} drained and removed`);
+        }
+      },
+    );
+
+  program
     .command('renew')
     .description('give a stream a new expiry (or none)')
     .argument('<port>', 'port of the stream')

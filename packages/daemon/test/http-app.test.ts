@@ -89,6 +89,12 @@ class FakeService implements StreamService {
   remove(port: string | number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }> {
     return this.change(['remove', port, options], () => ({ warnings: [] }));
   }
+  drain(port: number, timeoutMs: number): Promise<StreamView> {
+    return this.change(['drain', port, timeoutMs], () => ({ ...view({ port }), state: 'draining' }));
+  }
+  undrain(port: number): Promise<CreateResult> {
+    return this.change(['undrain', port], () => ({ stream: view({ port }), warnings: [], change: 'replaced' }));
+  }
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan {
     this.calls.push(['plan', specs, prune]);
     return { create: specs.map((spec) => spec.port), update: [], delete: [], unchanged: [] };
@@ -229,6 +235,44 @@ describe('status codes of the v1 API', () => {
     expect(legacy.status).toBe(404);
     expect(legacy.text).toMatch(/^\{"result": "error", "errors": "no such legacy call: the paths are \/status, /);
     expect(service.calls).toEqual([]);
+  });
+});
+
+describe('drain', () => {
+  it('passes the timeout to the service (10 minutes when not given) and answers the draining stream', async () => {
+    const { request, service } = await harness();
+    const given = await request('POST', '/v1/streams/9000/drain', { body: { timeout: '90s' } });
+    expect(given.status).toBe(200);
+    expect((given.json as { stream: StreamView }).stream).toMatchObject({ port: 9000, state: 'draining' });
+    expect((await request('POST', '/v1/streams/9001/drain')).status).toBe(200);
+    const cancelled = await request('DELETE', '/v1/streams/9000/drain');
+    expect(cancelled.status).toBe(200);
+    expect((cancelled.json as CreateResult).change).toBe('replaced');
+    expect(service.calls).toEqual([
+      ['drain', 9000, 90_000],
+      ['drain', 9001, 600_000],
+      ['undrain', 9000],
+    ]);
+  });
+
+  it('answers a drain the service cannot do in its mode 501 NOT_SUPPORTED with its hint', async () => {
+    const { request, service } = await harness();
+    service.failWith = new ConductorError(
+      ErrorCode.NotSupported,
+      'a drain is not available in fleet mode (port 9000)',
+      {
+        hint: 'remove the stream',
+      },
+    );
+    const answer = await request('POST', '/v1/streams/9000/drain');
+    expect(answer.status).toBe(501);
+    expect(answer.json).toEqual({
+      error: {
+        code: 'NOT_SUPPORTED',
+        message: 'a drain is not available in fleet mode (port 9000)',
+        hint: 'remove the stream',
+      },
+    });
   });
 });
 
@@ -537,6 +581,11 @@ describe('input limits (the service is never called)', () => {
       ['/v1/apply', { streams: [{ port: 9000, backend: BACKEND }, { port: 9001 }] }, 'streams[1]'],
       ['/v1/streams/9000/renew', { ttl: '1h', later: true }, 'later: unknown field (ttl or expiresAt)'],
       ['/v1/streams/9000/renew', {}, 'give either ttl'],
+      ['/v1/streams/9000/drain', { timeout: '10m', force: true }, 'force: unknown field (timeout)'],
+      ['/v1/streams/9000/drain', { timeout: '10 minutes' }, 'timeout: must be a duration'],
+      ['/v1/streams/9000/drain', { timeout: 0 }, 'timeout: must be at least 1 ms'],
+      ['/v1/streams/9000/drain', { timeout: '400d' }, 'timeout: must be at most 365 days'],
+      ['/v1/streams/9000/drain', [], 'must be a JSON object'],
     ];
     for (const [path, body, message] of refusals) {
       const answer = await request('POST', path, { body: body as object });

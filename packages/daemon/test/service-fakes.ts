@@ -153,6 +153,9 @@ export async function startLocalService(parts: {
   portRange: PortRange;
   legacyFolder: string;
   probe?: (port: number) => Promise<PortProbe>;
+  sessions?: { count(port: number): Promise<number>; cut(port: number): Promise<number> };
+  now?: () => Date;
+  drainIntervalMs?: number;
 }): Promise<Conductor> {
   const service = new Conductor({
     version: 'test',
@@ -164,7 +167,9 @@ export async function startLocalService(parts: {
     streamPrefix: '_conductor_',
     probePort: parts.probe ?? fakeProbe().probe,
     log: silentLogger,
-    now: () => new Date('2026-12-04T00:00:00.000Z'),
+    now: parts.now ?? (() => new Date('2026-12-04T00:00:00.000Z')),
+    ...(parts.sessions ? { sessions: parts.sessions } : {}),
+    ...(parts.drainIntervalMs ? { drainIntervalMs: parts.drainIntervalMs } : {}),
   });
   await service.start();
   return service;

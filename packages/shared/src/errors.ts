@@ -46,6 +46,8 @@ export const ErrorCode = {
   StoreCorrupt: 'STORE_CORRUPT',
   /** Another daemon already uses the same home or stream folder: this one does not start. */
   AlreadyRunning: 'ALREADY_RUNNING',
+  /** The daemon does not do this in its current mode (say, a drain in fleet mode). */
+  NotSupported: 'NOT_SUPPORTED',
   /** Anything unexpected: a bug. */
   Internal: 'INTERNAL',
 } as const;
@@ -74,6 +76,7 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   BAD_CONFIG: 500,
   STORE_CORRUPT: 500,
   ALREADY_RUNNING: 500,
+  NOT_SUPPORTED: 501,
   INTERNAL: 500,
 };
 

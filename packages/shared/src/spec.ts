@@ -107,6 +107,9 @@ export const LIMITS = {
   rate: 10 * 1024 ** 3,
 } as const;
 
+/** How long a drain waits for the sessions of a stream before it cuts them, when not told: 10 minutes. */
+export const DEFAULT_DRAIN_MS = 10 * 60_000;
+
 const FIELDS = new Set<string>([
   'port',
   'protocol',

@@ -7,17 +7,25 @@ export interface StreamRecord extends StreamSpec {
   createdAt: string;
   /** ISO 8601 time of the last change (replace or renewal), when there was one. */
   updatedAt?: string;
+  /**
+   * Set while the stream drains: its port refuses new connections, its open sessions go on, and
+   * at this ISO 8601 time the ones left are cut and the stream removed.
+   */
+  drainingUntil?: string;
 }
 
 /**
  * live: nginx serves it. failed: the daemon holds the definition but could not apply it (the
- * reason says why); it is retried when the daemon starts and when nginx comes back.
+ * reason says why); it is retried when the daemon starts and when nginx comes back. draining: its
+ * port refuses new connections while its open sessions end (see drainingUntil).
  */
-export type StreamState = 'live' | 'failed';
+export type StreamState = 'live' | 'failed' | 'draining';
 
 export interface StreamView extends StreamRecord {
   state: StreamState;
   reason?: string;
+  /** Draining: the TCP sessions still open on its port, at the daemon's last look. */
+  openSessions?: number;
   /** Traffic and health, when asked for (`?stats=1`). */
   stats?: StreamStats;
   /** Fleet mode: how each host of the fleet runs this stream. */
@@ -101,7 +109,7 @@ export interface AuditEvent {
   /** The client's address; empty for the daemon's own doing. */
   remote: string;
   /** set-aside: nginx stopped taking a live stream; audit: the audit found nginx out of line or ended a stray. */
-  action: 'create' | 'replace' | 'remove' | 'renew' | 'apply' | 'expire' | 'set-aside' | 'audit';
+  action: 'create' | 'replace' | 'remove' | 'renew' | 'apply' | 'expire' | 'set-aside' | 'audit' | 'drain' | 'undrain';
   ports: number[];
   /** What was asked, in short (the backends, the plan...). */
   detail?: string;
@@ -153,7 +161,8 @@ export interface DaemonStatus {
   version: string;
   mode: NginxMode;
   portRange: { start: number; end: number };
-  streams: { total: number; live: number; failed: number };
+  /** draining: left out when none drains. */
+  streams: { total: number; live: number; failed: number; draining?: number };
   /** All nginx masters together: running when every one runs; restarts and incidents summed up. */
   nginx: NginxStatus;
   /** Each nginx master on its own (managed mode splits the port range over several). */

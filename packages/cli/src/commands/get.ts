@@ -16,7 +16,14 @@ export function printStream(answer: StreamView, output: Output): void {
   const { color } = output;
   const rows: Array<[string, string]> = [
     ['port', String(stream.port)],
-    ['state', stream.state === 'live' ? color.green('live') : `${color.red('failed')}: ${stream.reason ?? ''}`],
+    [
+      'state',
+      stream.state === 'live'
+        ? color.green('live')
+        : stream.state === 'draining'
+          ? `${color.yellow('draining')}: ${stream.openSessions ?? '?'} session(s) open, removed at ${stream.drainingUntil ?? '?'} at the latest`
+          : `${color.red('failed')}: ${stream.reason ?? ''}`,
+    ],
     ['protocol', stream.protocol],
     ['backends', describeBackends(stream.backends)],
     ['balance', stream.balance],

@@ -83,7 +83,12 @@ export async function printStreams(
     color,
   );
   for (const stream of streams) {
-    const state = stream.state === 'live' ? color.green(stream.state) : color.red(stream.state);
+    const state =
+      stream.state === 'live'
+        ? color.green(stream.state)
+        : stream.state === 'draining'
+          ? color.yellow(`draining (${stream.openSessions ?? '?'} open)`)
+          : color.red(stream.state);
     const labels = Object.entries(stream.labels)
       .map(([key, value]) => `${key}=${value}`)
       .join(',');

@@ -220,6 +220,18 @@ export class FleetConductor implements StreamService {
     return { warnings: await this.change(port, current, null, options) };
   }
 
+  /**
+   * Not in fleet mode yet: a fleet-wide drain needs every host's sessions before the stream may
+   * go, which the shared store does not carry.
+   */
+  async drain(port: number, _timeoutMs: number): Promise<StreamView> {
+    throw notInFleet(port);
+  }
+
+  async undrain(port: number): Promise<CreateResult> {
+    throw notInFleet(port);
+  }
+
   private createOnFreePort(spec: StreamSpec): Promise<CreateResult> {
     this.requireConnected();
     return createOnFreePort(
@@ -328,4 +340,10 @@ export class FleetConductor implements StreamService {
     await this.session.close();
     await this.options.local.close();
   }
+}
+
+function notInFleet(port: number): ConductorError {
+  return new ConductorError(ErrorCode.NotSupported, `a drain is not available in fleet mode (port ${port})`, {
+    hint: `remove the stream (conductor rm ${port}); each host keeps its open sessions until they end`,
+  });
 }

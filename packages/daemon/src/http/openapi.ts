@@ -180,8 +180,17 @@ const schemas = {
     required: ['port', 'protocol', 'backends', 'balance', 'allow', 'proxyProtocol', 'labels', 'createdAt', 'state'],
     properties: {
       ...streamFields,
-      state: { enum: ['live', 'failed'] },
+      state: {
+        enum: ['live', 'failed', 'draining'],
+        description: 'draining: the port refuses new connections while its open sessions end',
+      },
       reason: { type: 'string' },
+      drainingUntil: {
+        type: 'string',
+        format: 'date-time',
+        description: 'draining: when the sessions left are cut and the stream removed',
+      },
+      openSessions: { type: 'integer', description: 'draining: TCP sessions still open at the last look' },
       stats: { $ref: '#/components/schemas/Stats' },
       hosts: {
         type: 'array',
@@ -252,7 +261,9 @@ const schemas = {
       at: { type: 'string', format: 'date-time' },
       actor: { type: 'string' },
       remote: { type: 'string' },
-      action: { enum: ['create', 'replace', 'remove', 'renew', 'apply', 'expire'] },
+      action: {
+        enum: ['create', 'replace', 'remove', 'renew', 'apply', 'expire', 'set-aside', 'audit', 'drain', 'undrain'],
+      },
       ports: { type: 'array', items: { type: 'integer' } },
       detail: { type: 'string' },
       result: { enum: ['ok', 'refused'] },
@@ -345,7 +356,12 @@ const schemas = {
         type: 'object',
         additionalProperties: false,
         required: ['total', 'live', 'failed'],
-        properties: { total: { type: 'integer' }, live: { type: 'integer' }, failed: { type: 'integer' } },
+        properties: {
+          total: { type: 'integer' },
+          live: { type: 'integer' },
+          failed: { type: 'integer' },
+          draining: { type: 'integer', description: 'streams whose port refuses while their sessions end' },
+        },
       },
       nginx: nginxStatus,
       nginxInstances: {
@@ -590,6 +606,43 @@ export function openApiDocument(): Record<string, unknown> {
             200: { description: 'renewed', ...(json(ref('StreamAnswer')) as object) },
             400: errorResponse('invalid input'),
             404: errorResponse('no stream on that port'),
+          },
+        },
+      },
+      '/v1/streams/{port}/drain': {
+        parameters: [portParameter],
+        post: {
+          summary:
+            'Drain: the port refuses new connections (answered once the kernel does), open sessions go on; the stream is removed when the last ends, or at the deadline with the rest cut. Again on a draining stream: a new deadline',
+          requestBody: {
+            required: false,
+            ...(json({
+              type: 'object',
+              additionalProperties: false,
+              properties: { timeout: { ...duration, description: 'time to wait for the sessions (default 10m)' } },
+            }) as object),
+          },
+          responses: {
+            200: {
+              description: 'draining',
+              ...(json({
+                type: 'object',
+                additionalProperties: false,
+                required: ['stream'],
+                properties: { stream: ref('Stream') },
+              }) as object),
+            },
+            400: errorResponse('invalid input, or a UDP stream (its sessions cannot be seen)'),
+            404: errorResponse('no stream on that port'),
+            501: errorResponse('fleet mode: not available'),
+          },
+        },
+        delete: {
+          summary: 'Call a drain off: the port takes connections again (answered once it does)',
+          responses: {
+            200: { description: 'live again', ...(json(ref('StreamAnswer')) as object) },
+            404: errorResponse('the stream is not draining'),
+            501: errorResponse('fleet mode: not available'),
           },
         },
       },

@@ -5,6 +5,7 @@
 
 import {
   ConductorError,
+  DEFAULT_DRAIN_MS,
   describeBackends,
   ErrorCode,
   parseDuration,
@@ -153,6 +154,26 @@ export function v1Router(
         () => conductor.renew(port, expiresAt),
       ),
     );
+  });
+
+  // Drain: the port refuses new connections now; the stream goes when its sessions have ended,
+  // or at the deadline with its sessions cut. DELETE calls the drain off.
+  router.post('/streams/:port/drain', async (req: Request<{ port: string }>, res) => {
+    const port = portParam(req);
+    const body = object(req.body ?? {});
+    const unknown = Object.keys(body).filter((key) => key !== 'timeout');
+    if (unknown.length > 0) throw new ConductorError(ErrorCode.InvalidInput, `${unknown[0]}: unknown field (timeout)`);
+    const timeoutMs = body.timeout === undefined ? DEFAULT_DRAIN_MS : parseDuration(body.timeout, 'timeout');
+    const until = new Date(now().getTime() + timeoutMs).toISOString();
+    const stream = await audited(req, res, { action: 'drain', ports: [port], detail: `until ${until}` }, () =>
+      conductor.drain(port, timeoutMs),
+    );
+    res.json({ stream });
+  });
+
+  router.delete('/streams/:port/drain', async (req: Request<{ port: string }>, res) => {
+    const port = portParam(req);
+    res.json(await audited(req, res, { action: 'undrain', ports: [port] }, () => conductor.undrain(port)));
   });
 
   router.delete('/streams/:port', async (req: Request<{ port: string }>, res) => {

@@ -2,6 +2,7 @@
  * The local service: the Conductor does what the APIs ask on this host. It checks ports against
  * the range, routes each port to the nginx instance that owns it (placement.ts), allocates free
  * ports (free-port.ts), runs declarative applies (apply.ts), removes expired streams (expiry.ts),
+ * drains streams (drain.ts: the port refuses at once, the stream goes when its sessions have),
  * and answers lists and status. At start-up it loads the store, takes over old-format files
  * (migrate.ts), drops what expired while it was down, and has every instance bring nginx in line.
  */
@@ -29,6 +30,7 @@ import type { Observatory } from '../observe/observatory.js';
 import type { StreamStore } from '../streams/store.js';
 import type { PortProbe } from '../sys/ports.js';
 import { applyAllOrNothing, checkStreamSet, groupChanges, planApply } from './apply.js';
+import { DrainLoop } from './drain.js';
 import { dropExpired, ExpiryLoop } from './expiry.js';
 import { createOnFreePort, firstFreePort, type PortSearch } from './free-port.js';
 import { adoptOldFiles } from './migrate.js';
@@ -56,10 +58,17 @@ export interface ConductorOptions {
   expiryIntervalMs?: number;
   /** Traffic, health, audit and metrics (see observe/). */
   observatory?: Observatory;
+  /** The kernel's established sessions of a port: counted while it drains, cut at its deadline. */
+  sessions?: { count(port: number): Promise<number>; cut(port: number): Promise<number> };
+  /** How often draining ports are looked at; 1 s by default. */
+  drainIntervalMs?: number;
 }
 
 export class Conductor implements StreamService {
-  /** Stored definitions no instance serves (outside PORT_RANGE since a configuration change). */
+  /**
+   * Stored definitions no instance serves: outside PORT_RANGE since a configuration change
+   * (failed), or draining (their port refuses while their sessions end).
+   */
   private readonly parked = new Map<number, Entry>();
   private readonly problems: string[] = [];
   private readonly startedAt = new Date().toISOString();
@@ -68,6 +77,9 @@ export class Conductor implements StreamService {
   private readonly reserved = new Set<number>();
   private readonly placement: Placement;
   private readonly expiry: ExpiryLoop;
+  private readonly drains: DrainLoop;
+  /** Ports whose drain is starting, being called off or ending: one such change at a time. */
+  private readonly drainBusy = new Set<number>();
 
   constructor(private readonly options: ConductorOptions) {
     this.placement = new Placement(options.instances);
@@ -83,6 +95,48 @@ export class Conductor implements StreamService {
       log: options.log,
       observatory: options.observatory,
     });
+    this.drains = new DrainLoop({
+      now: this.now,
+      intervalMs: options.drainIntervalMs ?? 1000,
+      draining: () => this.draining().map((entry) => entry.record),
+      sessions: (port) => this.sessions().count(port),
+      cut: (port) => this.sessions().cut(port),
+      finish: (record) =>
+        this.drainStep(record.port, async () => {
+          if (this.parked.get(record.port)?.record !== record) return false;
+          await this.removeParked(record.port);
+          return true;
+        }).catch((error: unknown) => {
+          if (error instanceof ConductorError && error.code === ErrorCode.Conflict) return false; // next look
+          throw error;
+        }),
+      log: options.log,
+      observatory: options.observatory,
+    });
+  }
+
+  private sessions(): { count(port: number): Promise<number>; cut(port: number): Promise<number> } {
+    const { sessions } = this.options;
+    if (!sessions) throw new ConductorError(ErrorCode.NotSupported, 'this daemon cannot see the sessions of a port');
+    return sessions;
+  }
+
+  /** Runs a change to the drain of `port`, refused while another one is under way. */
+  private async drainStep<T>(port: number, step: () => Promise<T>): Promise<T> {
+    if (this.drainBusy.has(port))
+      throw new ConductorError(ErrorCode.Conflict, `a change to the drain of port ${port} is under way`, {
+        hint: 'try again in a moment',
+      });
+    this.drainBusy.add(port);
+    try {
+      return await step();
+    } finally {
+      this.drainBusy.delete(port);
+    }
+  }
+
+  private draining(): Entry[] {
+    return [...this.parked.values()].filter((entry) => entry.state === 'draining');
   }
 
   /** Loads the store, adopts old-format files, drops expired streams, brings every nginx in line. */
@@ -99,6 +153,11 @@ export class Conductor implements StreamService {
     await dropExpired(records, store, this.now(), log);
     const served: StreamRecord[] = [];
     for (const record of records.values()) {
+      if (record.drainingUntil !== undefined) {
+        // It drained when the daemon stopped: its port stays closed; the loop ends the drain.
+        this.parked.set(record.port, { record, state: 'draining' });
+        continue;
+      }
       if (isPortInRange(record.port, portRange)) {
         served.push(record);
         continue;
@@ -112,6 +171,7 @@ export class Conductor implements StreamService {
     await Promise.all(instances.map((instance) => instance.start()));
     if (instances.length > 1) await Promise.all(instances.map((instance) => instance.reviveHeldPorts(3000)));
     this.expiry.start();
+    this.drains.start();
   }
 
   /**
@@ -132,12 +192,19 @@ export class Conductor implements StreamService {
 
   list(filter: ListFilter = {}): StreamView[] {
     const selected = this.entries().filter((entry) => matchesFilter(entry.record.labels, filter));
-    return selected.map(viewOf).sort((a, b) => a.port - b.port);
+    return selected.map((entry) => this.view(entry)).sort((a, b) => a.port - b.port);
   }
 
   get(port: number): StreamView | undefined {
     const entry = this.entry(port);
-    return entry ? viewOf(entry) : undefined;
+    return entry ? this.view(entry) : undefined;
+  }
+
+  private view(entry: Entry): StreamView {
+    const view = viewOf(entry);
+    const open = entry.state === 'draining' ? this.drains.openSessions(entry.record.port) : undefined;
+    if (open !== undefined) view.openSessions = open;
+    return view;
   }
 
   /** Probes the backends of a stream now. */
@@ -163,6 +230,12 @@ export class Conductor implements StreamService {
   private checkPort(port: number): void {
     assertPortInRange(port, this.options.portRange);
     const parked = this.parked.get(port);
+    if (parked?.state === 'draining')
+      throw new ConductorError(
+        ErrorCode.StreamExists,
+        `port ${port} is draining until ${parked.record.drainingUntil ?? ''}: its sessions are ending`,
+        { hint: `cancel the drain (conductor drain ${port} --cancel) or remove it (conductor rm ${port})` },
+      );
     if (parked)
       throw new ConductorError(
         ErrorCode.StreamExists,
@@ -232,6 +305,11 @@ export class Conductor implements StreamService {
 
   /** Removes a stream; resolves once its port refuses new connections. */
   async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
+    if (this.parked.get(port)?.state === 'draining' && options.killSessions === true) {
+      const answer = await this.removeParked(port);
+      await this.sessions().cut(port);
+      return answer;
+    }
     if (this.parked.has(port)) return this.removeParked(port);
     if (!isPortInRange(port, this.options.portRange) || !this.placement.ownerOf(port)) {
       throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
@@ -240,6 +318,72 @@ export class Conductor implements StreamService {
       instance.submit({ kind: 'remove', port, killSessions: options.killSessions === true }),
     );
     return { warnings: result.warnings };
+  }
+
+  /**
+   * Drains a stream: its port refuses new connections (answered once the kernel does), its open
+   * TCP sessions go on, and it is removed when the last one ends or, at `timeoutMs` from now, its
+   * sessions are cut. A stream that drains already gets the new deadline.
+   */
+  drain(port: number, timeoutMs: number): Promise<StreamView> {
+    return this.drainStep(port, () => this.startDrain(port, timeoutMs));
+  }
+
+  private async startDrain(port: number, timeoutMs: number): Promise<StreamView> {
+    const drainingUntil = new Date(this.now().getTime() + timeoutMs).toISOString();
+    const parked = this.parked.get(port);
+    if (parked?.state === 'draining') {
+      const record = { ...parked.record, drainingUntil };
+      await this.options.store.commit({ put: [record], remove: [] });
+      this.parked.set(port, { record, state: 'draining' });
+      return this.view({ record, state: 'draining' });
+    }
+    const entry = this.entry(port);
+    if (!entry || parked || !isPortInRange(port, this.options.portRange))
+      throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    if (entry.record.protocol === 'udp')
+      throw new ConductorError(
+        ErrorCode.InvalidInput,
+        `stream ${port} is UDP: the daemon cannot see its sessions to drain them`,
+        { hint: `remove it (conductor rm ${port}); nginx keeps a UDP session until its idle timeout` },
+      );
+    this.sessions(); // refuses before anything changes when this daemon cannot count sessions
+    const record: StreamRecord = { ...entry.record, drainingUntil };
+    // Held here first, so that no create takes the port between the remove and the store's note.
+    const held: Entry = { record, state: 'draining' };
+    this.parked.set(port, held);
+    try {
+      await this.placement.onOwner(port, (instance) => instance.submit({ kind: 'remove', port }));
+      await this.options.store.commit({ put: [record], remove: [] });
+    } catch (error) {
+      if (this.parked.get(port) === held) this.parked.delete(port);
+      throw error;
+    }
+    this.drains.noteSessions(port, await this.sessions().count(port));
+    return this.view(held);
+  }
+
+  /** Ends the drain of a stream: its port takes connections again (answered once it does). */
+  undrain(port: number): Promise<CreateResult> {
+    return this.drainStep(port, () => this.endDrain(port));
+  }
+
+  private async endDrain(port: number): Promise<CreateResult> {
+    const parked = this.parked.get(port);
+    if (parked?.state !== 'draining')
+      throw new ConductorError(ErrorCode.NotFound, `stream ${port} is not draining`, {
+        hint: this.entry(port) ? undefined : `no stream is on port ${port}`,
+      });
+    const { drainingUntil: _until, ...rest } = parked.record;
+    const record: StreamRecord = { ...rest, updatedAt: this.now().toISOString() };
+    assertPortInRange(port, this.options.portRange);
+    // The port stays held as draining until nginx serves it again (or refuses to).
+    const result = await this.placement.onOwner(port, (instance) => instance.submit({ kind: 'create', record }));
+    if (this.parked.get(port) === parked) this.parked.delete(port);
+    // The same stream, back: its traffic counts go on (answer() would start them over).
+    const stream = result.entry ? viewOf(result.entry) : this.get(port);
+    if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
+    return { stream, warnings: result.warnings, change: 'replaced' };
   }
 
   /** What applying `specs` would change (see apply). */
@@ -321,6 +465,7 @@ export class Conductor implements StreamService {
 
   async close(): Promise<void> {
     this.expiry.stop();
+    this.drains.stop();
     await Promise.all(this.options.instances.map((instance) => instance.close()));
   }
 }

@@ -13,7 +13,7 @@ export function stampRecord(spec: StreamSpec, existing: StreamRecord | undefined
 
 /** The definition under a record, without its times. */
 export function specOf(record: StreamRecord): StreamSpec {
-  const { createdAt: _created, updatedAt: _updated, ...spec } = record;
+  const { createdAt: _created, updatedAt: _updated, drainingUntil: _draining, ...spec } = record;
   return spec;
 }
 

@@ -18,6 +18,10 @@ export interface StreamService {
   put(spec: StreamSpec): Promise<CreateResult>;
   renew(port: number, expiresAt: string | undefined): Promise<CreateResult>;
   remove(port: number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
+  /** The port refuses new connections; the stream goes when its sessions have, or at the deadline. */
+  drain(port: number, timeoutMs: number): Promise<StreamView>;
+  /** The drain is called off: the port takes connections again. */
+  undrain(port: number): Promise<CreateResult>;
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan;
   apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult>;
   freePort(): Promise<number | undefined>;

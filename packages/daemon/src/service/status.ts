@@ -67,6 +67,7 @@ export interface StatusParts {
 export function daemonStatus(parts: StatusParts): DaemonStatus {
   const { streams } = parts;
   const failed = streams.filter((stream) => stream.state === 'failed');
+  const draining = streams.filter((stream) => stream.state === 'draining').length;
   const instances = parts.instances.map((instance) => ({
     ...instance.status(),
     id: instance.id,
@@ -76,7 +77,12 @@ export function daemonStatus(parts: StatusParts): DaemonStatus {
     version: parts.version,
     mode: parts.mode,
     portRange: { ...parts.portRange },
-    streams: { total: streams.length, live: streams.length - failed.length, failed: failed.length },
+    streams: {
+      total: streams.length,
+      live: streams.length - failed.length - draining,
+      failed: failed.length,
+      ...(draining > 0 ? { draining } : {}),
+    },
     nginx: aggregateNginx(instances),
     nginxInstances: instances,
     failed: failed.map((stream) => ({

@@ -15,7 +15,7 @@ function isoTime(value: unknown, field: string): string {
 
 export function recordFromJson(entry: unknown): StreamRecord {
   if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new Error('not an object');
-  const { createdAt, updatedAt, expiresAt, connectTimeoutMs, idleTimeoutMs, ...rest } = entry as Record<
+  const { createdAt, updatedAt, expiresAt, drainingUntil, connectTimeoutMs, idleTimeoutMs, ...rest } = entry as Record<
     string,
     unknown
   >;
@@ -31,5 +31,6 @@ export function recordFromJson(entry: unknown): StreamRecord {
   };
   if (updatedAt !== undefined) record.updatedAt = isoTime(updatedAt, 'updatedAt');
   if (expiresAt !== undefined) record.expiresAt = isoTime(expiresAt, 'expiresAt');
+  if (drainingUntil !== undefined) record.drainingUntil = isoTime(drainingUntil, 'drainingUntil');
   return record;
 }

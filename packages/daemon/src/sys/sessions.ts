@@ -5,6 +5,12 @@
  */
 import { execa } from 'execa';
 
+/** Established TCP sessions whose local port is `port`. */
+export async function establishedSessions(port: number): Promise<number> {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port ${String(port)}`);
+  return established(port);
+}
+
 async function established(port: number): Promise<number> {
   const result = await execa('ss', ['-H', '-t', '-n', 'state', 'established', `( sport = :${port} )`], {
     reject: false,

@@ -1,0 +1,43 @@
+/** `conductor drain PORT`: the port refuses new connections; the stream goes when its sessions have. */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ConductorError, type CreateResult, ErrorCode, type StreamView } from '@stream-conductor/shared';
+import type { ApiClient } from '../client.js';
+import type { Output } from '../output.js';
+
+export function drainStream(client: ApiClient, port: number, timeout: string | undefined): Promise<StreamView> {
+  const body = timeout === undefined ? {} : { timeout };
+  return client.call<{ stream: StreamView }>('POST', `/v1/streams/${port}/drain`, body).then((answer) => answer.stream);
+}
+
+export function cancelDrain(client: ApiClient, port: number): Promise<CreateResult> {
+  return client.call<CreateResult>('DELETE', `/v1/streams/${port}/drain`);
+}
+
+/**
+ * Waits until the draining stream on `port` is gone (its sessions ended or were cut), looking
+ * every `pollMs`. A stream that is live again (the drain was called off) is an error.
+ */
+export async function waitDrained(client: ApiClient, port: number, pollMs = 500): Promise<void> {
+  for (;;) {
+    let stream: StreamView;
+    try {
+      stream = (await client.call<{ stream: StreamView }>('GET', `/v1/streams/${port}`)).stream;
+    } catch (error) {
+      if (error instanceof ConductorError && error.code === ErrorCode.NotFound) return;
+      throw error;
+    }
+    if (stream.state !== 'draining')
+      throw new ConductorError(ErrorCode.Conflict, `stream ${port} is ${stream.state} again: its drain was called off`);
+    await sleep(pollMs);
+  }
+}
+
+export function describeDraining(stream: StreamView): string {
+  const open = stream.openSessions === undefined ? '' : `${stream.openSessions} session(s) open, `;
+  return `${stream.port} draining: ${open}cut and removed at ${stream.drainingUntil ?? '?'} at the latest`;
+}
+
+export function printDraining(stream: StreamView, output: Output): void {
+  if (output.json) output.out(JSON.stringify(stream, null, 2));
+  else output.out(describeDraining(stream));
+}
