@@ -7,7 +7,7 @@
  */
 
 import { readFile } from 'node:fs/promises';
-import type { Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { StreamView } from '@stream-conductor/shared';
@@ -107,6 +107,54 @@ describe('a drain', () => {
       ]),
     );
     expect((await stored()).map((record) => record.port)).not.toContain(at);
+  });
+
+  it('waits for a half-closed session whose backend still replies', async () => {
+    // A backend that answers only when told, after the client has finished sending.
+    let reply = (): void => undefined;
+    const replied = new Promise<void>((done) => {
+      reply = done;
+    });
+    const slow = createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on('error', () => undefined);
+      socket.resume();
+      socket.on('end', () => void replied.then(() => socket.end('late reply')));
+    });
+    await new Promise<void>((done) => slow.listen(0, '127.0.0.1', () => done()));
+    try {
+      const at = port();
+      const backend = `127.0.0.1:${(slow.address() as { port: number }).port}`;
+      expect((await daemon.request('POST', '/v1/streams', { port: at, backend })).status).toBe(201);
+      const client = connect({ port: at, host: '127.0.0.1' });
+      sockets.push(client);
+      let received = '';
+      client.on('data', (chunk: Buffer) => {
+        received += chunk.toString('utf8');
+      });
+      const ended = new Promise<void>((done) => client.once('end', () => done()));
+      await new Promise<void>((done) => client.once('connect', () => done()));
+      client.end('request'); // sends, then half-closes: nginx's side waits in CLOSE-WAIT
+      await eventually(
+        async () => ((await daemon.request('GET', `/v1/streams/${at}`)).json as { stream: StreamView }).stream,
+        () => true,
+      );
+      const answer = await daemon.request('POST', `/v1/streams/${at}/drain`, { timeout: '5m' });
+      expect((answer.json as { stream: StreamView }).stream).toMatchObject({ state: 'draining', openSessions: 1 });
+      // Looked at again and again, the session is still there.
+      await eventually(
+        () => streamOf(at),
+        (stream) => stream?.openSessions === 1 && stream.state === 'draining',
+      );
+      reply();
+      await ended;
+      expect(received).toBe('late reply');
+      await eventually(
+        () => streamOf(at),
+        (stream) => stream === undefined,
+      );
+    } finally {
+      await new Promise<void>((done) => slow.close(() => done()));
+    }
   });
 
   it('cuts the sessions left at the deadline and removes the stream', async () => {

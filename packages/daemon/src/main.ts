@@ -23,7 +23,7 @@ import type { StreamService } from './service/service.js';
 import { FileStore } from './streams/file-store.js';
 import { acquireLock, type Lock } from './sys/lock.js';
 import { ephemeralPortRange, probePort } from './sys/ports.js';
-import { establishedSessions, killSessions } from './sys/sessions.js';
+import { killSessions, nginxSessionCount } from './sys/sessions.js';
 import { untrustedBecause } from './sys/trust.js';
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
@@ -168,7 +168,7 @@ async function wireLocal(config: Config, log: Logger): Promise<{ conductor: Cond
     defaultListenAddress: config.listenAddress,
     log,
     observatory,
-    sessions: { count: establishedSessions, cut: killSessions },
+    sessions: { count: nginxSessionCount, cut: killSessions },
   });
   return { conductor, observatory };
 }

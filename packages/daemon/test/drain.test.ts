@@ -28,10 +28,13 @@ afterAll(async () => {
 class FakeSessions {
   readonly open = new Map<number, number>();
   readonly cuts: number[] = [];
+  /** A cut fails with this (no CAP_NET_ADMIN, say). */
+  cutFails: Error | undefined;
   async count(port: number): Promise<number> {
     return this.open.get(port) ?? 0;
   }
   async cut(port: number): Promise<number> {
+    if (this.cutFails) throw this.cutFails;
     const had = this.open.get(port) ?? 0;
     this.cuts.push(port);
     this.open.delete(port);
@@ -56,16 +59,24 @@ async function setup(stored: StreamRecord[] = [record(9000)]) {
     legacyFolder: folder,
     sessions,
     now: () => new Date(clock.ms),
-    drainIntervalMs: 5,
+    drainIntervalMs: 0, // the tests take each look themselves
   });
   services.push(service);
   return { instance, store, sessions, clock, service };
 }
 
-/** Waits for the drain loop to have acted (it looks every 5 ms here). */
-async function until(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 400 && !check(); i += 1) await new Promise((done) => setTimeout(done, 5));
-  expect(check()).toBe(true);
+/** Makes the instance's changes wait until the returned function is called (a change in flight). */
+function holdSubmits(instance: FakeInstance): () => void {
+  const submit = instance.submit.bind(instance);
+  let release = (): void => undefined;
+  const gate = new Promise<void>((done) => {
+    release = done;
+  });
+  instance.submit = async (mutation) => {
+    await gate;
+    return submit(mutation);
+  };
+  return () => release();
 }
 
 describe('a drain', () => {
@@ -96,10 +107,11 @@ describe('a drain', () => {
     const { store, sessions, service } = await setup();
     sessions.open.set(9000, 1);
     await service.drain(9000, 60_000);
-    await new Promise((done) => setTimeout(done, 30));
-    expect(service.get(9000)?.state).toBe('draining');
+    await service.lookAtDrains();
+    expect(service.get(9000)).toMatchObject({ state: 'draining', openSessions: 1 });
     sessions.open.set(9000, 0);
-    await until(() => service.get(9000) === undefined);
+    await service.lookAtDrains();
+    expect(service.get(9000)).toBeUndefined();
     expect(store.records.has(9000)).toBe(false);
     expect(sessions.cuts).toEqual([]);
   });
@@ -108,11 +120,13 @@ describe('a drain', () => {
     const { store, sessions, clock, service } = await setup();
     sessions.open.set(9000, 3);
     await service.drain(9000, 60_000);
+    sessions.open.set(9000, 2);
     clock.ms = START + 59_999;
-    await new Promise((done) => setTimeout(done, 30));
-    expect(service.get(9000)).toMatchObject({ state: 'draining', openSessions: 3 });
+    await service.lookAtDrains();
+    expect(service.get(9000)).toMatchObject({ state: 'draining', openSessions: 2 });
     clock.ms = START + 60_000;
-    await until(() => service.get(9000) === undefined);
+    await service.lookAtDrains();
+    expect(service.get(9000)).toBeUndefined();
     expect(sessions.cuts).toEqual([9000]);
     expect(store.records.has(9000)).toBe(false);
   });
@@ -129,15 +143,7 @@ describe('a drain', () => {
   it('takes one change to a drain at a time: a second while the first waits for nginx is refused', async () => {
     const { instance, sessions, service } = await setup();
     sessions.open.set(9000, 1); // keeps the drain loop from ending it meanwhile
-    const submit = instance.submit.bind(instance);
-    let release = (): void => undefined;
-    const gate = new Promise<void>((done) => {
-      release = done;
-    });
-    instance.submit = async (mutation) => {
-      await gate;
-      return submit(mutation);
-    };
+    const release = holdSubmits(instance);
     const first = service.drain(9000, 60_000);
     await expect(service.drain(9000, 120_000)).rejects.toMatchObject({
       code: ErrorCode.Conflict,
@@ -157,6 +163,42 @@ describe('a drain', () => {
   });
 });
 
+describe('the end of a drain', () => {
+  it('removes the stream at the deadline even when its sessions cannot be cut', async () => {
+    const { store, sessions, clock, service } = await setup();
+    sessions.open.set(9000, 2);
+    await service.drain(9000, 60_000);
+    sessions.cutFails = new Error('ss -K failed: Operation not permitted');
+    clock.ms = START + 60_000;
+    await service.lookAtDrains();
+    expect(service.get(9000)).toBeUndefined();
+    expect(store.records.has(9000)).toBe(false);
+  });
+
+  it('ends at the expiry at the latest', async () => {
+    const expiring = { ...record(9000), expiresAt: '2026-12-04T00:00:30.000Z' };
+    const { sessions, service } = await setup([expiring]);
+    sessions.open.set(9000, 1);
+    expect((await service.drain(9000, 60_000)).drainingUntil).toBe('2026-12-04T00:00:30.000Z');
+  });
+
+  it('waits while a change to the same drain is under way, and leaves a drain called off meanwhile alone', async () => {
+    const { instance, sessions, clock, service } = await setup();
+    sessions.open.set(9000, 1);
+    await service.drain(9000, 60_000);
+    const release = holdSubmits(instance);
+    const cancel = service.undrain(9000);
+    clock.ms = START + 60_000; // due, but being called off
+    await service.lookAtDrains();
+    expect(sessions.cuts).toEqual([]);
+    release();
+    expect((await cancel).stream.state).toBe('live');
+    await service.lookAtDrains();
+    expect(sessions.cuts).toEqual([]);
+    expect(service.get(9000)?.state).toBe('live');
+  });
+});
+
 describe('calling a drain off', () => {
   it('puts the same stream back on nginx, without the drain', async () => {
     const { instance, sessions, clock, service } = await setup();
@@ -168,7 +210,8 @@ describe('calling a drain off', () => {
     expect(answer.stream).toMatchObject({ port: 9000, state: 'live', backends: [{ address: '10.0.0.1:9000' }] });
     expect(answer.stream).not.toHaveProperty('drainingUntil');
     expect(instance.get(9000)?.record).toMatchObject({ updatedAt: '2026-12-04T00:00:01.000Z' });
-    await new Promise((done) => setTimeout(done, 30));
+    sessions.open.set(9000, 0);
+    await service.lookAtDrains(); // the loop leaves a stream that is live again alone
     expect(service.get(9000)?.state).toBe('live');
   });
 
@@ -208,6 +251,33 @@ describe('refusals that change nothing', () => {
     expect([...store.records.values()]).toEqual(before);
   });
 
+  it('refuses while another change to the port is in flight', async () => {
+    const { instance, service } = await setup();
+    const release = holdSubmits(instance);
+    const put = service.put(simpleSpec(9000, 'b:1'));
+    await expect(service.drain(9000, 60_000)).rejects.toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'port 9000 is being changed; drain it once that is done',
+    });
+    release();
+    await put;
+    expect(service.get(9000)?.state).toBe('live');
+  });
+
+  it('puts the stream back when the store does not take the drain', async () => {
+    const { instance, store, sessions, service } = await setup();
+    sessions.open.set(9000, 1);
+    const commit = store.commit.bind(store);
+    store.commit = async (change) => {
+      if (change.put.some((put) => put.drainingUntil !== undefined))
+        throw new ConductorError(ErrorCode.StorageFailed, 'no space left on device');
+      return commit(change);
+    };
+    await expect(service.drain(9000, 60_000)).rejects.toMatchObject({ code: ErrorCode.StorageFailed });
+    expect(instance.get(9000)?.state).toBe('live');
+    expect(service.get(9000)?.state).toBe('live');
+  });
+
   it('gives the port back when nginx refuses the remove', async () => {
     const { instance, store, service } = await setup();
     instance.submit = async () => {
@@ -219,7 +289,35 @@ describe('refusals that change nothing', () => {
   });
 });
 
+describe('a declarative apply beside a drain', () => {
+  it('leaves a draining stream the file lists as it is alone, and refuses one the file changes', async () => {
+    const { instance, sessions, service } = await setup([record(9000), record(9001)]);
+    sessions.open.set(9000, 1);
+    await service.drain(9000, 60_000);
+    const same = [simpleSpec(9000, '10.0.0.1:9000'), simpleSpec(9001, '10.0.0.1:9001')];
+    const applied = await service.apply(same, { prune: true, dryRun: false });
+    expect(applied.plan).toEqual({ create: [], update: [], delete: [], unchanged: [9000, 9001] });
+    expect(service.get(9000)?.state).toBe('draining');
+    await expect(service.apply([simpleSpec(9000, 'b:1')], { prune: false, dryRun: false })).rejects.toMatchObject({
+      code: ErrorCode.StreamExists,
+      message: expect.stringMatching(/^port 9000 is draining/),
+    });
+    expect(instance.get(9000)).toBeUndefined();
+  });
+});
+
 describe('removing a draining stream', () => {
+  it('answers a cut that failed as a warning, the stream removed all the same', async () => {
+    const { sessions, service } = await setup();
+    sessions.open.set(9000, 2);
+    await service.drain(9000, 60_000);
+    sessions.cutFails = new Error('ss -K failed: Operation not permitted');
+    expect(await service.remove(9000, { killSessions: true })).toEqual({
+      warnings: ['its sessions could not be cut: ss -K failed: Operation not permitted'],
+    });
+    expect(service.get(9000)).toBeUndefined();
+  });
+
   it('removes it at once, and cuts its sessions when asked', async () => {
     const { store, sessions, service } = await setup([record(9000), record(9001)]);
     sessions.open.set(9000, 2);

@@ -329,7 +329,7 @@ describe('renderStreamFile with features', () => {
       { listenAddress: undefined },
     );
     expect(text.split('\n').slice(2, 16)).toEqual([
-      'limit_conn_zone $server_port zone=conductor_9100_sessions:32k;',
+      'limit_conn_zone $server_port zone=conductor_9100_sessions:1m;',
       'limit_conn_zone $binary_remote_addr zone=conductor_9100_clients:1m;',
       'server {',
       '    listen 9100;',

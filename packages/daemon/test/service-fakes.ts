@@ -169,7 +169,7 @@ export async function startLocalService(parts: {
     log: silentLogger,
     now: parts.now ?? (() => new Date('2026-12-04T00:00:00.000Z')),
     ...(parts.sessions ? { sessions: parts.sessions } : {}),
-    ...(parts.drainIntervalMs ? { drainIntervalMs: parts.drainIntervalMs } : {}),
+    ...(parts.drainIntervalMs !== undefined ? { drainIntervalMs: parts.drainIntervalMs } : {}),
   });
   await service.start();
   return service;

@@ -101,8 +101,8 @@ export const LIMITS = {
   description: 256,
   /** Longest time to live or timeout: one year. */
   durationMs: 365 * 24 * 3600 * 1000,
-  /** Most concurrent sessions a limit may name. */
-  connections: 1_000_000,
+  /** Most concurrent sessions a limit may name: nginx's stream limit_conn takes at most 65535. */
+  connections: 65_535,
   /** Highest rate a limit may name: 10 GiB per second. */
   rate: 10 * 1024 ** 3,
 } as const;

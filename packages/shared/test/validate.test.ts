@@ -246,16 +246,17 @@ describe('session limits', () => {
       downloadRate: 1024 ** 3,
     });
     expect(parse({})).not.toHaveProperty('maxConnections');
+    expect(parse({ maxConnections: 65_535 }).maxConnections).toBe(65_535); // nginx's largest
     expect(parseRate('10g', 'r')).toBe(10 * 1024 ** 3);
   });
 
   it.each<[Record<string, unknown>, RegExp]>([
-    [{ maxConnections: 0 }, /^maxConnections: must be a whole number of sessions from 1 to 1000000, got 0$/],
+    [{ maxConnections: 0 }, /^maxConnections: must be a whole number of sessions from 1 to 65535, got 0$/],
     [{ maxConnections: -3 }, /^maxConnections: .*got -3$/],
     [{ maxConnections: 2.5 }, /^maxConnections: .*got 2\.5$/],
     [{ maxConnections: '07' }, /^maxConnections: .*got "07"$/],
     [{ maxConnections: '1e3' }, /^maxConnections: .*got "1e3"$/],
-    [{ maxConnections: 1_000_001 }, /^maxConnections: /],
+    [{ maxConnections: 65_536 }, /^maxConnections: .*from 1 to 65535, got 65536$/],
     [{ maxConnections: true }, /^maxConnections: .*got true$/],
     [{ maxConnectionsPerClient: 'four' }, /^maxConnectionsPerClient: .*got "four"$/],
     [

@@ -12,7 +12,7 @@ export interface CommandShape {
 /** Options whose values are one of a few words. */
 const CHOICES: Record<string, string[]> = { '--balance': ['round-robin', 'least-conn', 'hash-ip'] };
 /** Commands whose first argument is the port of an existing stream. */
-const PORT_COMMANDS = ['rm', 'remove', 'get', 'renew'];
+const PORT_COMMANDS = ['rm', 'remove', 'get', 'renew', 'drain'];
 
 export function shapeOf(program: Command): { global: string[]; commands: CommandShape[] } {
   const longs = (command: Command): string[] => command.options.flatMap((option) => (option.long ? [option.long] : []));

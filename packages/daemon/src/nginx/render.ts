@@ -66,7 +66,8 @@ export function limitZoneNames(port: number): { total: string; perClient: string
 function limitZones(record: StreamRecord): string[] {
   const zones = limitZoneNames(record.port);
   const lines: string[] = [];
-  if (record.maxConnections !== undefined) lines.push(`limit_conn_zone $server_port zone=${zones.total}:32k;`);
+  // 1 MiB each: nginx wants at least 8 pages, and pages are 64 KiB on some kernels.
+  if (record.maxConnections !== undefined) lines.push(`limit_conn_zone $server_port zone=${zones.total}:1m;`);
   if (record.maxConnectionsPerClient !== undefined)
     lines.push(`limit_conn_zone $binary_remote_addr zone=${zones.perClient}:1m;`);
   return lines;

@@ -30,12 +30,12 @@ import type { Observatory } from '../observe/observatory.js';
 import type { StreamStore } from '../streams/store.js';
 import type { PortProbe } from '../sys/ports.js';
 import { applyAllOrNothing, checkStreamSet, groupChanges, planApply } from './apply.js';
-import { DrainLoop } from './drain.js';
+import { Drains, type SessionControl } from './drain.js';
 import { dropExpired, ExpiryLoop } from './expiry.js';
 import { createOnFreePort, firstFreePort, type PortSearch } from './free-port.js';
 import { adoptOldFiles } from './migrate.js';
 import { Placement, type ServiceInstance } from './placement.js';
-import { renewedSpec, stampRecord, viewOf } from './records.js';
+import { renewedSpec, specOf, stampRecord, viewOf } from './records.js';
 import { type ListFilter, matchesFilter, type StreamService } from './service.js';
 import { daemonStatus } from './status.js';
 
@@ -58,9 +58,9 @@ export interface ConductorOptions {
   expiryIntervalMs?: number;
   /** Traffic, health, audit and metrics (see observe/). */
   observatory?: Observatory;
-  /** The kernel's established sessions of a port: counted while it drains, cut at its deadline. */
-  sessions?: { count(port: number): Promise<number>; cut(port: number): Promise<number> };
-  /** How often draining ports are looked at; 1 s by default. */
+  /** The sessions nginx holds on a port: counted while it drains, cut at its deadline. */
+  sessions?: SessionControl;
+  /** How often draining ports are looked at; 1 s by default, 0 only when asked (lookAtDrains). */
   drainIntervalMs?: number;
 }
 
@@ -77,9 +77,7 @@ export class Conductor implements StreamService {
   private readonly reserved = new Set<number>();
   private readonly placement: Placement;
   private readonly expiry: ExpiryLoop;
-  private readonly drains: DrainLoop;
-  /** Ports whose drain is starting, being called off or ending: one such change at a time. */
-  private readonly drainBusy = new Set<number>();
+  private readonly drains: Drains;
 
   constructor(private readonly options: ConductorOptions) {
     this.placement = new Placement(options.instances);
@@ -87,7 +85,8 @@ export class Conductor implements StreamService {
     this.expiry = new ExpiryLoop({
       now: this.now,
       intervalMs: options.expiryIntervalMs ?? 1000,
-      records: () => this.entries().map((entry) => entry.record),
+      // A draining stream ends with its drain (whose deadline is at most its expiry).
+      records: () => this.entries().flatMap((entry) => (entry.state === 'draining' ? [] : [entry.record])),
       remove: (port) =>
         this.parked.has(port)
           ? this.removeParked(port)
@@ -95,48 +94,21 @@ export class Conductor implements StreamService {
       log: options.log,
       observatory: options.observatory,
     });
-    this.drains = new DrainLoop({
+    this.drains = new Drains({
       now: this.now,
       intervalMs: options.drainIntervalMs ?? 1000,
-      draining: () => this.draining().map((entry) => entry.record),
-      sessions: (port) => this.sessions().count(port),
-      cut: (port) => this.sessions().cut(port),
-      finish: (record) =>
-        this.drainStep(record.port, async () => {
-          if (this.parked.get(record.port)?.record !== record) return false;
-          await this.removeParked(record.port);
-          return true;
-        }).catch((error: unknown) => {
-          if (error instanceof ConductorError && error.code === ErrorCode.Conflict) return false; // next look
-          throw error;
-        }),
+      portRange: options.portRange,
+      store: options.store,
+      parked: this.parked,
+      entry: (port) => this.entry(port),
+      isHeld: (port) => this.placement.isHeld(port),
+      removeFromNginx: (port) => this.placement.onOwner(port, (instance) => instance.submit({ kind: 'remove', port })),
+      putOnNginx: (record) =>
+        this.placement.onOwner(record.port, (instance) => instance.submit({ kind: 'create', record })),
+      sessions: options.sessions,
       log: options.log,
       observatory: options.observatory,
     });
-  }
-
-  private sessions(): { count(port: number): Promise<number>; cut(port: number): Promise<number> } {
-    const { sessions } = this.options;
-    if (!sessions) throw new ConductorError(ErrorCode.NotSupported, 'this daemon cannot see the sessions of a port');
-    return sessions;
-  }
-
-  /** Runs a change to the drain of `port`, refused while another one is under way. */
-  private async drainStep<T>(port: number, step: () => Promise<T>): Promise<T> {
-    if (this.drainBusy.has(port))
-      throw new ConductorError(ErrorCode.Conflict, `a change to the drain of port ${port} is under way`, {
-        hint: 'try again in a moment',
-      });
-    this.drainBusy.add(port);
-    try {
-      return await step();
-    } finally {
-      this.drainBusy.delete(port);
-    }
-  }
-
-  private draining(): Entry[] {
-    return [...this.parked.values()].filter((entry) => entry.state === 'draining');
   }
 
   /** Loads the store, adopts old-format files, drops expired streams, brings every nginx in line. */
@@ -201,10 +173,7 @@ export class Conductor implements StreamService {
   }
 
   private view(entry: Entry): StreamView {
-    const view = viewOf(entry);
-    const open = entry.state === 'draining' ? this.drains.openSessions(entry.record.port) : undefined;
-    if (open !== undefined) view.openSessions = open;
-    return view;
+    return entry.state === 'draining' ? this.drains.view(entry) : viewOf(entry);
   }
 
   /** Probes the backends of a stream now. */
@@ -305,11 +274,7 @@ export class Conductor implements StreamService {
 
   /** Removes a stream; resolves once its port refuses new connections. */
   async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
-    if (this.parked.get(port)?.state === 'draining' && options.killSessions === true) {
-      const answer = await this.removeParked(port);
-      await this.sessions().cut(port);
-      return answer;
-    }
+    if (this.drains.isDraining(port)) return this.drains.remove(port, options.killSessions === true);
     if (this.parked.has(port)) return this.removeParked(port);
     if (!isPortInRange(port, this.options.portRange) || !this.placement.ownerOf(port)) {
       throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
@@ -322,68 +287,21 @@ export class Conductor implements StreamService {
 
   /**
    * Drains a stream: its port refuses new connections (answered once the kernel does), its open
-   * TCP sessions go on, and it is removed when the last one ends or, at `timeoutMs` from now, its
-   * sessions are cut. A stream that drains already gets the new deadline.
+   * TCP sessions go on, and it is removed when the last one ends or, at `timeoutMs` from now (its
+   * expiry at the latest), its sessions are cut. See drain.ts.
    */
   drain(port: number, timeoutMs: number): Promise<StreamView> {
-    return this.drainStep(port, () => this.startDrain(port, timeoutMs));
+    return this.drains.drain(port, timeoutMs);
   }
 
-  private async startDrain(port: number, timeoutMs: number): Promise<StreamView> {
-    const drainingUntil = new Date(this.now().getTime() + timeoutMs).toISOString();
-    const parked = this.parked.get(port);
-    if (parked?.state === 'draining') {
-      const record = { ...parked.record, drainingUntil };
-      await this.options.store.commit({ put: [record], remove: [] });
-      this.parked.set(port, { record, state: 'draining' });
-      return this.view({ record, state: 'draining' });
-    }
-    const entry = this.entry(port);
-    if (!entry || parked || !isPortInRange(port, this.options.portRange))
-      throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-    if (entry.record.protocol === 'udp')
-      throw new ConductorError(
-        ErrorCode.InvalidInput,
-        `stream ${port} is UDP: the daemon cannot see its sessions to drain them`,
-        { hint: `remove it (conductor rm ${port}); nginx keeps a UDP session until its idle timeout` },
-      );
-    this.sessions(); // refuses before anything changes when this daemon cannot count sessions
-    const record: StreamRecord = { ...entry.record, drainingUntil };
-    // Held here first, so that no create takes the port between the remove and the store's note.
-    const held: Entry = { record, state: 'draining' };
-    this.parked.set(port, held);
-    try {
-      await this.placement.onOwner(port, (instance) => instance.submit({ kind: 'remove', port }));
-      await this.options.store.commit({ put: [record], remove: [] });
-    } catch (error) {
-      if (this.parked.get(port) === held) this.parked.delete(port);
-      throw error;
-    }
-    this.drains.noteSessions(port, await this.sessions().count(port));
-    return this.view(held);
-  }
-
-  /** Ends the drain of a stream: its port takes connections again (answered once it does). */
+  /** Calls a drain off: the port takes connections again (answered once it does). */
   undrain(port: number): Promise<CreateResult> {
-    return this.drainStep(port, () => this.endDrain(port));
+    return this.drains.undrain(port);
   }
 
-  private async endDrain(port: number): Promise<CreateResult> {
-    const parked = this.parked.get(port);
-    if (parked?.state !== 'draining')
-      throw new ConductorError(ErrorCode.NotFound, `stream ${port} is not draining`, {
-        hint: this.entry(port) ? undefined : `no stream is on port ${port}`,
-      });
-    const { drainingUntil: _until, ...rest } = parked.record;
-    const record: StreamRecord = { ...rest, updatedAt: this.now().toISOString() };
-    assertPortInRange(port, this.options.portRange);
-    // The port stays held as draining until nginx serves it again (or refuses to).
-    const result = await this.placement.onOwner(port, (instance) => instance.submit({ kind: 'create', record }));
-    if (this.parked.get(port) === parked) this.parked.delete(port);
-    // The same stream, back: its traffic counts go on (answer() would start them over).
-    const stream = result.entry ? viewOf(result.entry) : this.get(port);
-    if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
-    return { stream, warnings: result.warnings, change: 'replaced' };
+  /** One look of the drain loop at every draining port, now (the loop does it every interval). */
+  lookAtDrains(): Promise<void> {
+    return this.drains.look();
   }
 
   /** What applying `specs` would change (see apply). */
@@ -394,7 +312,8 @@ export class Conductor implements StreamService {
       prune,
       (port) => {
         const entry = this.entry(port);
-        return entry ? { record: entry.record, live: entry.state === 'live' } : undefined;
+        // A draining stream the file lists as it is stays as it is (it drains on).
+        return entry ? { record: specOf(entry.record), live: entry.state !== 'failed' } : undefined;
       },
       live.map((entry) => entry.record.port),
       this.options.defaultListenAddress,
@@ -407,8 +326,11 @@ export class Conductor implements StreamService {
    * the parts already applied are put back and the whole apply is refused.
    */
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
-    checkStreamSet(specs, (port) => this.checkPort(port));
     const plan = this.plan(specs, options.prune);
+    const unchanged = new Set(plan.unchanged);
+    checkStreamSet(specs, (port) => {
+      if (!unchanged.has(port)) this.checkPort(port);
+    });
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
     const changed = new Set([...plan.create, ...plan.update]);
     const warnings = await this.applyChanges(
@@ -435,6 +357,9 @@ export class Conductor implements StreamService {
     const slots = ports.map((port) => [port, this.placement.hold(port)] as const);
     let warnings: string[];
     try {
+      // A drain that began after the check above would be undone by this apply.
+      const draining = ports.find((port) => this.drains.isDraining(port));
+      if (draining !== undefined) this.checkPort(draining);
       const parts = groupChanges(
         slots.map(([port, slot]) => [port, slot.instance] as const),
         (port, existing) => {
@@ -465,7 +390,7 @@ export class Conductor implements StreamService {
 
   async close(): Promise<void> {
     this.expiry.stop();
-    this.drains.stop();
+    await this.drains.stop();
     await Promise.all(this.options.instances.map((instance) => instance.close()));
   }
 }

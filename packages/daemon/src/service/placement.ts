@@ -60,6 +60,11 @@ export class Placement {
     return this.owners.get(port)?.instance;
   }
 
+  /** Whether a change to `port` is in flight (a hold not yet released). */
+  isHeld(port: number): boolean {
+    return (this.owners.get(port)?.inflight ?? 0) > 0;
+  }
+
   /** Holds `port` on its instance (placing it when nothing owns it) until release(). */
   hold(port: number): Slot {
     let slot = this.owners.get(port);

@@ -1,34 +1,61 @@
 /**
- * Cutting the established sessions of a port. nginx keeps the sessions of a removed stream alive
- * on its old workers until they end; `ss -K` (iproute2, with the kernel's SOCK_DESTROY) closes
- * them. Only TCP sessions whose local port is `port` are touched.
+ * The sessions nginx holds on a port, and cutting them. nginx keeps the sessions of a removed
+ * stream alive on its old workers until they end; `ss -K` (iproute2, with the kernel's
+ * SOCK_DESTROY) closes them. Only TCP sockets with local port `port` that an nginx process holds
+ * count: another program's connections that use the same local port (a backend on this host
+ * listening on that port on another address, an outgoing connection from that ephemeral port)
+ * are never counted or cut. Every state of a connection but TIME-WAIT counts: a half-closed
+ * session (CLOSE-WAIT while the backend still replies) is still a session.
  */
 import { execa } from 'execa';
 
-/** Established TCP sessions whose local port is `port`. */
-export async function establishedSessions(port: number): Promise<number> {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port ${String(port)}`);
-  return established(port);
+interface Session {
+  local: string;
+  peer: string;
 }
 
-async function established(port: number): Promise<number> {
-  const result = await execa('ss', ['-H', '-t', '-n', 'state', 'established', `( sport = :${port} )`], {
+// STATE Recv-Q Send-Q Local Peer users:(("nginx",pid=1,fd=5),...)
+const LINE = /^\S+\s+[0-9]+\s+[0-9]+\s+(\S+)\s+(\S+)\s+(.*)$/;
+
+function checkedPort(port: number): number {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port ${String(port)}`);
+  return port;
+}
+
+const STATES = ['state', 'connected', 'exclude', 'time-wait'];
+
+/** The TCP connections on local port `port` that an nginx process holds. */
+async function nginxSessions(port: number): Promise<Session[]> {
+  const result = await execa('ss', ['-H', '-t', '-n', '-p', ...STATES, `( sport = :${checkedPort(port)} )`], {
     reject: false,
   });
   if (result.exitCode !== 0) throw new Error(`ss failed: ${result.stderr || result.shortMessage}`);
-  return result.stdout.split('\n').filter((line) => line.trim() !== '').length;
+  const sessions: Session[] = [];
+  for (const line of result.stdout.split('\n')) {
+    const match = LINE.exec(line.trim());
+    if (match && (match[3] ?? '').includes('(("nginx",'))
+      sessions.push({ local: match[1] ?? '', peer: match[2] ?? '' });
+  }
+  return sessions;
 }
 
-/** Closes every established TCP session on local port `port`; returns how many there were. */
+/** How many sessions nginx holds on local port `port`. */
+export async function nginxSessionCount(port: number): Promise<number> {
+  return (await nginxSessions(port)).length;
+}
+
+/** Closes every session nginx holds on local port `port`; returns how many there were. */
 export async function killSessions(port: number): Promise<number> {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port ${String(port)}`);
-  const before = await established(port);
-  if (before === 0) return 0;
-  const result = await execa('ss', ['-K', '-H', '-t', '-n', 'state', 'established', `( sport = :${port} )`], {
-    reject: false,
-  });
-  if (result.exitCode !== 0) throw new Error(`ss -K failed: ${result.stderr || result.shortMessage}`);
-  const left = await established(port);
+  const sessions = await nginxSessions(port);
+  // Each one by its exact pair of addresses, so that no other program's connection is touched.
+  for (let i = 0; i < sessions.length; i += 32) {
+    const pairs = sessions.slice(i, i + 32).map(({ local, peer }) => `( src ${local} and dst ${peer} )`);
+    const result = await execa('ss', ['-K', '-H', '-t', '-n', ...STATES, `( ${pairs.join(' or ')} )`], {
+      reject: false,
+    });
+    if (result.exitCode !== 0) throw new Error(`ss -K failed: ${result.stderr || result.shortMessage}`);
+  }
+  const left = sessions.length === 0 ? 0 : await nginxSessionCount(port);
   if (left > 0) throw new Error(`${left} session(s) survived (does the kernel allow SOCK_DESTROY?)`);
-  return before;
+  return sessions.length;
 }
