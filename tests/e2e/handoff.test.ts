@@ -66,6 +66,19 @@ async function childrenOf(pid: number): Promise<number[]> {
 }
 
 /** The nginx masters that run this daemon's configuration (found in /proc, not in pid files). */
+/**
+ * Waits until the masters of the daemon's nginx are `expected` (a worker its master has just
+ * forked carries the master's title for a moment); fails when they do not settle so.
+ */
+async function mastersAre(daemon: Daemon, expected: number[]): Promise<void> {
+  const want = JSON.stringify([...expected].sort((a, b) => a - b));
+  await eventually(
+    async () => (await masters(daemon)).sort((a, b) => a - b),
+    (found) => JSON.stringify(found) === want,
+  );
+}
+
+/** The processes titled as a master of the daemon's nginx. */
 async function masters(daemon: Daemon): Promise<number[]> {
   const conf = join(daemon.home, 'nginx', '0', 'nginx.conf');
   const found: number[] = [];
@@ -171,7 +184,7 @@ describe('handoffs between nginx masters', () => {
 
     // One master runs, below the same reaper; the old workers that remain are draining sessions.
     const master = await masterPid(daemon);
-    expect(await masters(daemon)).toEqual([master]);
+    await mastersAre(daemon, [master]);
     expect((await stat(master))?.parent).toBe(reaper);
     const status = (await daemon.get('/v1/status')).json as {
       nginx: { workers: number; drainingWorkers: number; restarts: number; startedAt: string };
@@ -240,7 +253,7 @@ describe('handoffs between nginx masters', () => {
     expect(refused.status).toBe(422);
     expect(JSON.stringify(refused.json)).toContain('host not found');
     expect(await masterPid(daemon)).toBe(before);
-    expect(await masters(daemon)).toEqual([before]);
+    await mastersAre(daemon, [before]);
     expect(await roundTrip(port, 'kept')).toBe('b:kept');
     expect(await roundTrip(port + 1, 'unchanged')).toBe('b:unchanged');
     // The next change goes through.
@@ -262,7 +275,7 @@ describe('handoffs between nginx masters', () => {
     const oldWorkers = await childrenOf(old);
     process.kill(old, 'SIGUSR2');
     const fresher = await runningNewMaster(old);
-    expect((await masters(first)).sort()).toEqual([old, fresher].sort());
+    await mastersAre(first, [old, fresher]);
 
     await daemons.run(
       { home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env },
@@ -277,8 +290,10 @@ describe('handoffs between nginx masters', () => {
             (running) => !running,
             5000,
           );
-        const [only] = await masters(second);
-        expect(await masters(second)).toHaveLength(1);
+        const [only] = await eventually(
+          () => masters(second),
+          (found) => found.length === 1,
+        );
         expect(await roundTrip(port, 'adopted')).toBe('b:adopted');
         expect((await second.get(`/createstream/${port + 1}/127.0.0.1:${backend.port}`)).json).toEqual({
           result: 'ok',
@@ -327,7 +342,7 @@ describe('workers a killed daemon left without a master', () => {
     await daemons.run(
       { home: first.home, rangeStart: first.rangeStart, rangeSize: 40, apiPort: first.apiPort, env: first.env },
       async (second) => {
-        expect(await masters(second)).toEqual([fresher]);
+        await mastersAre(second, [fresher]);
         for (const worker of oldWorkers)
           await eventually(
             async () => (await commandOf(worker)).trim() === 'nginx: worker process',
