@@ -5,10 +5,11 @@
  * the daemon: tests/faults/start-failures.test.ts.)
  */
 
+import { once } from 'node:events';
 import { chmod, chown, lchown, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from '@jest/globals';
-import { daemonEnv, runDaemonExpectingExit } from '../helpers/daemon.js';
+import { daemonEnv, runDaemonExpectingExit, spawnDaemon, untilOutput } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { connectOutcome } from '../helpers/net.js';
 import { freePortBlock } from '../helpers/ports.js';
@@ -69,6 +70,10 @@ describe('bad settings', () => {
     [
       { CONDUCTOR_LOG_LEVEL: 'loud' },
       /^conductor-daemon: CONDUCTOR_LOG_LEVEL \(--log-level\): expected debug, info, warn or error/,
+    ],
+    [
+      { CONDUCTOR_LOG_FORMAT: 'pretty' },
+      /^conductor-daemon: CONDUCTOR_LOG_FORMAT \(--log-format\): expected auto, json or text, got "pretty"/,
     ],
     [
       { CONDUCTOR_ALLOW_NO_AUTH: 'maybe' },
@@ -339,5 +344,27 @@ describe('one daemon per home', () => {
       expect((await first.get('/status')).status).toBe(200);
     });
     expect(await readdir(home)).not.toContain('daemon.pid');
+  });
+});
+
+describe('the log format', () => {
+  it('writes readable lines when told: time, level, message, then key=value', async () => {
+    const child = spawnDaemon(daemonEnv(join(dir, 'readable'), base, 10, base + 10), ['--log-format', 'text']);
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    try {
+      await untilOutput(child, / INFO {2}ready api=http:\/\/127\.0\.0\.1:[0-9]+\n/, 30_000);
+    } finally {
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await once(child, 'exit');
+    }
+    const lines = stderr.trim().split('\n');
+    expect(lines[0]).toMatch(
+      /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z INFO {2}starting version=\S+ mode=managed home=\S+ /,
+    );
+    expect(lines.filter((line) => !/^[0-9]{4}-\S+Z (DEBUG|INFO |WARN |ERROR) \S/.test(line))).toEqual([]);
+    expect(lines.at(-1)).toMatch(/ INFO {2}stopped$/);
   });
 });

@@ -1,7 +1,9 @@
 /**
- * Structured logging: one JSON object per line on stderr (stdout is left alone). Fields are
- * plain values; errors are reduced to their message and code so no stack trace ends up in a log
- * line meant for machines.
+ * Structured logging on stderr (stdout is left alone): one JSON object per line for machines, or
+ * one readable line per event for people at a terminal (`time LEVEL message key=value ...`).
+ * Fields are plain values; errors are reduced to their message and code so no stack trace ends
+ * up in a log line. In the readable form every value that is not a bare word is written as a
+ * JSON string, so a value cannot forge a line or a field.
  */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -16,6 +18,9 @@ export interface Logger {
   error(msg: string, fields?: LogFields): void;
   child(fields: LogFields): Logger;
 }
+
+/** json: a JSON object per line; text: a line for people. */
+export type LogFormat = 'json' | 'text';
 
 export interface LogSink {
   write(line: string): unknown;
@@ -33,7 +38,28 @@ function plain(value: unknown): unknown {
   return value;
 }
 
-export function createLogger(options: { level?: LogLevel; sink?: LogSink; base?: LogFields } = {}): Logger {
+const BARE = /^[A-Za-z0-9_.:/@+-]+$/;
+
+/** A value in a readable line: a bare word as it is, anything else as JSON (quoted, escaped). */
+function readable(value: unknown): string {
+  if (typeof value === 'string') return BARE.test(value) ? value : JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
+  return JSON.stringify(value) ?? String(value);
+}
+
+/** One readable line: `2026-12-05T08:00:00.000Z INFO  stream created port=9000 backend=db:5432`. */
+export function textLine(record: LogFields): string {
+  const { time, level, msg, ...fields } = record;
+  const head = `${String(time)} ${String(level).toUpperCase().padEnd(5)} ${JSON.stringify(String(msg)).slice(1, -1)}`;
+  const rest = Object.entries(fields).map(
+    ([key, value]) => ` ${BARE.test(key) ? key : JSON.stringify(key)}=${readable(value)}`,
+  );
+  return `${head}${rest.join('')}`;
+}
+
+export function createLogger(
+  options: { level?: LogLevel; format?: LogFormat; sink?: LogSink; base?: LogFields } = {},
+): Logger {
   const minimum = levelRank[options.level ?? 'info'];
   const sink = options.sink ?? process.stderr;
   const base = options.base ?? {};
@@ -41,14 +67,14 @@ export function createLogger(options: { level?: LogLevel; sink?: LogSink; base?:
     if (levelRank[level] < minimum) return;
     const record: LogFields = { time: new Date().toISOString(), level, msg, ...base };
     if (fields) for (const [key, value] of Object.entries(fields)) record[key] = plain(value);
-    sink.write(`${JSON.stringify(record)}\n`);
+    sink.write(`${options.format === 'text' ? textLine(record) : JSON.stringify(record)}\n`);
   };
   return {
     debug: (msg, fields) => emit('debug', msg, fields),
     info: (msg, fields) => emit('info', msg, fields),
     warn: (msg, fields) => emit('warn', msg, fields),
     error: (msg, fields) => emit('error', msg, fields),
-    child: (fields) => createLogger({ level: options.level ?? 'info', sink, base: { ...base, ...fields } }),
+    child: (fields) => createLogger({ ...options, sink, base: { ...base, ...fields } }),
   };
 }
 

@@ -280,7 +280,8 @@ class Interrupted extends Error {}
 async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   const config = readEnvironment(argv, env);
   if (config === undefined) return;
-  const log = createLogger({ level: config.logLevel });
+  const format = config.logFormat === 'auto' ? (process.stderr.isTTY ? 'text' : 'json') : config.logFormat;
+  const log = createLogger({ level: config.logLevel, format });
   logStart(config, log);
   await warnOfRisks(config, log);
   const releaseLocks = await claimFolders(config, log);

@@ -52,6 +52,7 @@ const managedDefaults: Config = {
   logMaxBytes: 16777216,
   apiMaxConnections: 512,
   logLevel: 'info',
+  logFormat: 'auto',
   store: { kind: 'file' },
 };
 
@@ -183,6 +184,7 @@ describe('readConfig values', () => {
       CONDUCTOR_RELOAD_TIMEOUT: '2.5',
       CONDUCTOR_NGINX_HANDOFF: 'false',
       CONDUCTOR_LOG_LEVEL: 'debug',
+      CONDUCTOR_LOG_FORMAT: 'text',
     };
     expect(readConfig(env, {}, CWD)).toEqual({
       mode: 'external',
@@ -212,6 +214,7 @@ describe('readConfig values', () => {
       logMaxBytes: 16777216,
       apiMaxConnections: 512,
       logLevel: 'debug',
+      logFormat: 'text',
       store: { kind: 'file' },
     } satisfies Config);
   });
@@ -696,6 +699,10 @@ describe('readConfig errors', () => {
     [
       { CONDUCTOR_LOG_LEVEL: 'INFO' },
       'CONDUCTOR_LOG_LEVEL (--log-level): expected debug, info, warn or error, got "INFO"',
+    ],
+    [
+      { CONDUCTOR_LOG_FORMAT: 'pretty' },
+      'CONDUCTOR_LOG_FORMAT (--log-format): expected auto, json or text, got "pretty"',
     ],
   ])('%j -> %j', (env, message) => {
     expect(configErrorOf(() => readConfig(env, {}, CWD))).toBe(message);

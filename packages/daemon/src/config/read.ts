@@ -75,6 +75,8 @@ export interface Logs {
   /** Each access log (and the audit log) is rotated past this many bytes. */
   logMaxBytes: number;
   logLevel: LogLevel;
+  /** auto: readable lines when stderr is a terminal, JSON otherwise (decided by main). */
+  logFormat: 'auto' | 'json' | 'text';
 }
 
 export interface Config extends Places, Ports, Auth, Timings, Logs {
@@ -213,7 +215,11 @@ function readLogs(values: SettingValues): Logs {
   if (!isLogLevel(logLevel)) {
     values.fail('logLevel', `expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
   }
-  return { logMaxBytes: Number(maxBytes), logLevel: logLevel as LogLevel };
+  const logFormat = values.text('logFormat');
+  if (logFormat !== 'auto' && logFormat !== 'json' && logFormat !== 'text') {
+    values.fail('logFormat', `expected auto, json or text, got ${JSON.stringify(logFormat)}`);
+  }
+  return { logMaxBytes: Number(maxBytes), logLevel: logLevel as LogLevel, logFormat: logFormat as Logs['logFormat'] };
 }
 
 /**

@@ -136,6 +136,12 @@ export const settings = {
     fallback: '512',
   },
   logLevel: { env: 'CONDUCTOR_LOG_LEVEL', flag: 'log-level', help: 'debug, info, warn or error', fallback: 'info' },
+  logFormat: {
+    env: 'CONDUCTOR_LOG_FORMAT',
+    flag: 'log-format',
+    help: 'auto (readable lines on a terminal, JSON otherwise), json or text',
+    fallback: 'auto',
+  },
   store: {
     env: 'CONDUCTOR_STORE',
     flag: 'store',
