@@ -299,7 +299,8 @@ describe('expiry across restarts', () => {
     const own = await daemons.start({ rangeSize: 10 });
     const [soon, later] = [own.rangeStart, own.rangeStart + 1];
     await own.request('POST', '/v1/streams', { port: soon, backend: `127.0.0.1:${backend.port}`, ttl: '2s' });
-    await own.request('POST', '/v1/streams', { port: later, backend: `127.0.0.1:${backend.port}`, ttl: '6s' });
+    // Room for a slow restart (a loaded machine): `later` must still be there when it answers.
+    await own.request('POST', '/v1/streams', { port: later, backend: `127.0.0.1:${backend.port}`, ttl: '15s' });
     await own.stop();
     await sleep(2500);
     await daemons.run(
@@ -314,7 +315,7 @@ describe('expiry across restarts', () => {
         await eventually(
           async () => (await again.get(`/v1/streams/${later}`)).status,
           (status) => status === 404,
-          8000,
+          20_000,
         );
         expect(await connectOutcome(later)).toBe('refused');
       },

@@ -141,6 +141,9 @@ interface Context {
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const program = new Command('conductor');
   let context: Context | undefined;
+  /** A command whose exit codes differ from the others' (diff) sets its answer and its failure here. */
+  let answered: number = EXIT.ok;
+  let failed: number | undefined;
 
   const contextFor = async (command: Command): Promise<Context> => {
     if (context) return context;
@@ -467,6 +470,51 @@ Examples:
     });
 
   program
+    .command('diff')
+    .description(
+      'what apply -f FILE would change, field by field, without applying it (exit 0: nothing; 1: changes; 2: error)',
+    )
+    .requiredOption('-f, --file <path>', 'the file, or - for standard input')
+    .option('--prune', 'also show the streams apply --prune would remove')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ conductor diff -f streams.yaml\n  $ conductor diff -f streams.yaml --prune || conductor apply -f streams.yaml --prune',
+    )
+    .action(async (options: { file: string; prune?: boolean }, command: Command) => {
+      const { DIFF_EXIT, diffStreams, printDiff } = await import('./commands/diff.js');
+      failed = DIFF_EXIT.error;
+      const { readStreamsFile } = await import('./commands/apply.js');
+      const streams = await readStreamsFile(options.file);
+      const { client, output } = await contextFor(command);
+      const result = await diffStreams(client, streams, options.prune === true);
+      printDiff(result, output);
+      answered = result.diffs.length > 0 ? DIFF_EXIT.differs : DIFF_EXIT.same;
+    });
+
+  program
+    .command('wait')
+    .description('wait until the stream on a port is live, healthy (every backend up) or gone')
+    .argument('<port>', 'port of the stream')
+    .requiredOption('--for <condition>', 'live, healthy or gone')
+    .option('--timeout <duration>', 'give up after this long (exit 1)', '60s')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ conductor create 9000 db:5432 && conductor wait 9000 --for healthy --timeout 2m\n  $ conductor rm 9000 && conductor wait 9000 --for gone',
+    )
+    .action(async (portText: string, options: { for: string; timeout: string }, command: Command) => {
+      const port = localPort(portText);
+      const { CONDITIONS, waitFor } = await import('./commands/wait.js');
+      const condition = CONDITIONS.find((one) => one === options.for);
+      if (condition === undefined)
+        throw new ConductorError(ErrorCode.Usage, `--for: live, healthy or gone, got ${JSON.stringify(options.for)}`);
+      const timeoutMs = localCheck(() => parseDuration(options.timeout, '--timeout'));
+      const { client, output } = await contextFor(command);
+      const stream = await waitFor(client, port, condition, timeoutMs);
+      if (output.json) output.out(JSON.stringify(stream ?? { port, gone: true }, null, 2));
+      else output.out(`${port} ${condition}`);
+    });
+
+  program
     .command('free-port')
     .description('print a port of the range that has no stream and no other process holds')
     .addHelpText(
@@ -524,10 +572,10 @@ Examples:
       // Messages can carry text from the daemon: printed with control characters escaped.
       process.stderr.write(`conductor: ${printable(error.message)}\n`);
       if (error.hint !== undefined) process.stderr.write(`hint: ${printable(error.hint)}\n`);
-      return exitCodeFor(error);
+      return failed ?? exitCodeFor(error);
     }
     process.stderr.write(`conductor: unexpected error\n${(error as Error).stack ?? String(error)}\n`);
-    return EXIT.refused;
+    return failed ?? EXIT.refused;
   }
-  return EXIT.ok;
+  return answered;
 }
