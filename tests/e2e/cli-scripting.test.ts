@@ -112,6 +112,17 @@ describe('conductor wait', () => {
     const never = await runCli(['wait', String(daemon.rangeStart + 7), '--for', 'live', '--timeout', '500ms'], env);
     expect(never.code).toBe(1);
     expect(never.stderr).toMatch(/is not live after 500ms: no stream/);
+    const udp = daemon.rangeStart + 8;
+    expect((await runCli(['create', String(udp), `127.0.0.1:${echo.port}`, '--udp'], env)).code).toBe(0);
+    const udpHealthy = await runCli(['wait', String(udp), '--for', 'healthy'], env);
+    expect(udpHealthy.code).toBe(2);
+    expect(udpHealthy.stderr).toMatch(new RegExp(`stream ${udp} is UDP: its backends cannot be probed`));
+    expect((await daemon.request('DELETE', `/v1/streams/${udp}`)).status).toBe(200);
+    const gone = await runCli(['wait', String(port), '--for', 'live', '--timeout', '1s'], {
+      CONDUCTOR_URL: `http://127.0.0.1:${await freePortBlock(1)}`,
+    });
+    expect(gone.code).toBe(3); // asked again until the timeout, then the daemon's own error
+    expect(gone.stderr).toMatch(/daemon not reachable/);
     const unknown = await runCli(['wait', String(port), '--for', 'ready'], env);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/--for: live, healthy or gone, got "ready"/);

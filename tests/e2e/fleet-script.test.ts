@@ -48,10 +48,17 @@ describe('a fleet on one machine', () => {
   it('starts from the script, serves one stream on all three hosts, and stops clean', async () => {
     const started = await run('bash', [SCRIPT, 'start', dir], { env: env(), timeout: 90_000 });
     expect(started.stdout).toMatch(new RegExp(`^fleet up: etcd on 127\\.0\\.0\\.1:${base + 1},`, 'm'));
+    // A second start over a running fleet is refused, and leaves it running.
+    const again = await run('bash', [SCRIPT, 'start', dir], { env: env(), timeout: 30_000 }).catch(
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(again).toMatchObject({ code: 1, stderr: expect.stringMatching(/a fleet already runs in/) });
     const token = (await readFile(join(dir, 'tokens'), 'utf8')).trim();
     const cli = { CONDUCTOR_URL: `http://127.0.0.1:${base + 21}`, CONDUCTOR_TOKEN: token };
 
-    expect((await runCli(['ls'], { CONDUCTOR_URL: cli.CONDUCTOR_URL })).code).toBe(1); // the token is needed
+    const anonymous = await runCli(['ls'], { CONDUCTOR_URL: cli.CONDUCTOR_URL });
+    expect(anonymous.code).toBe(1);
+    expect(anonymous.stderr).toMatch(/token/i); // the token is needed
     const created = await runCli(['create', String(rangeStart), `127.0.0.1:${echo.port}`], cli);
     expect(created.stderr).toBe('');
     expect(created.code).toBe(0);

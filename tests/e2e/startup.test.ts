@@ -358,7 +358,8 @@ describe('the log format', () => {
       await untilOutput(child, / INFO {2}ready api=http:\/\/127\.0\.0\.1:[0-9]+\n/, 30_000);
     } finally {
       child.kill('SIGTERM');
-      if (child.exitCode === null) await once(child, 'exit');
+      // 'close': the process has exited and its output has been read to the end.
+      if (child.exitCode === null || child.stderr?.readable) await once(child, 'close');
     }
     const lines = stderr.trim().split('\n');
     expect(lines[0]).toMatch(

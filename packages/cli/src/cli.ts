@@ -478,7 +478,7 @@ Examples:
     .option('--prune', 'also show the streams apply --prune would remove')
     .addHelpText(
       'after',
-      '\nExamples:\n  $ conductor diff -f streams.yaml\n  $ conductor diff -f streams.yaml --prune || conductor apply -f streams.yaml --prune',
+      '\nExamples:\n  $ conductor diff -f streams.yaml\n  $ conductor diff -f streams.yaml --prune; [ $? -eq 1 ] && conductor apply -f streams.yaml --prune',
     )
     .action(async (options: { file: string; prune?: boolean }, command: Command) => {
       const { DIFF_EXIT, diffStreams, printDiff } = await import('./commands/diff.js');

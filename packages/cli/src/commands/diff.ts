@@ -84,10 +84,15 @@ export async function diffStreams(client: ApiClient, entries: unknown[], prune: 
   ]);
   const now = new Date();
   const wanted = new Map<number, StreamSpec>();
-  // The daemon has validated every entry (else the dry run was refused): parsed here only to compare.
+  // The daemon has validated every entry (else the dry run was refused): parsed here only to
+  // compare. An entry this CLI cannot read (a field of a newer daemon) is shown without its fields.
   for (const entry of entries) {
-    const spec = parseStreamInput(entry, { now });
-    wanted.set(spec.port, spec);
+    try {
+      const spec = parseStreamInput(entry, { now });
+      wanted.set(spec.port, spec);
+    } catch {
+      // planned by the daemon all the same; no field-by-field lines for it
+    }
   }
   const current = new Map(listed.streams.map((stream) => [stream.port, stream]));
   const line = (stream: StreamSpec): string =>

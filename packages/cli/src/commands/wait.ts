@@ -2,7 +2,9 @@
  * `conductor wait PORT --for live|healthy|gone`: returns once the stream on PORT is in that
  * condition, or fails at the timeout saying what it saw last. live: served (on every host of a
  * fleet); healthy: live, and every backend accepted a connection just now (the daemon probes
- * them on each look); gone: no stream on the port.
+ * them on each look, once a second; a UDP stream cannot be probed and is refused); gone: no
+ * stream on the port. A daemon that does not answer (restarting, say) is asked again until the
+ * timeout.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConductorError, ErrorCode, formatDuration, type StreamView } from '@stream-conductor/shared';
@@ -29,6 +31,10 @@ function isLive(stream: StreamView): boolean {
 }
 
 function met(stream: StreamView | undefined, condition: Condition): boolean {
+  if (stream !== undefined && condition === 'healthy' && stream.protocol === 'udp')
+    throw new ConductorError(ErrorCode.Usage, `stream ${stream.port} is UDP: its backends cannot be probed`, {
+      hint: `wait for it to be live: conductor wait ${stream.port} --for live`,
+    });
   if (condition === 'gone') return stream === undefined;
   if (stream === undefined || !isLive(stream)) return false;
   if (condition === 'live') return true;
@@ -49,17 +55,28 @@ function describe(stream: StreamView | undefined): string {
   return parts.join('; ');
 }
 
-/** Looks every `pollMs` until the condition holds; a refusal (exit 1) at the timeout. */
+/**
+ * Looks every `pollMs` (a second for healthy, which probes the backends) until the condition
+ * holds; a refusal (exit 1) at the timeout, or the daemon's own error when it never answered.
+ */
 export async function waitFor(
   client: ApiClient,
   port: number,
   condition: Condition,
   timeoutMs: number,
-  pollMs = 250,
+  pollMs = condition === 'healthy' ? 1000 : 250,
 ): Promise<StreamView | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const stream = await look(client, port, condition);
+    let stream: StreamView | undefined;
+    try {
+      stream = await look(client, port, condition);
+    } catch (error) {
+      if (!(error instanceof ConductorError && error.code === ErrorCode.DaemonUnreachable)) throw error;
+      if (Date.now() >= deadline) throw error;
+      await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())));
+      continue;
+    }
     if (met(stream, condition)) return stream;
     if (Date.now() >= deadline)
       throw new ConductorError(
