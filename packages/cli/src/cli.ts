@@ -19,7 +19,9 @@ import {
 } from '@stream-conductor/shared';
 import { Command, CommanderError, Option } from 'commander';
 import type { ApiClient } from './client.js';
+import type { LsOptions } from './commands/ls-watch.js';
 import type { Output } from './output.js';
+import { chooseFormat, formatsOf, type OutputFormat } from './output-formats.js';
 
 export const EXIT = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
 
@@ -29,6 +31,7 @@ interface GlobalOptions {
   url: string;
   token?: string;
   json?: boolean;
+  output?: string;
   color: boolean;
 }
 
@@ -144,6 +147,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   /** A command whose exit codes differ from the others' (diff) sets its answer and its failure here. */
   let answered: number = EXIT.ok;
   let failed: number | undefined;
+  /** -o (or --json), checked against the command before it runs. */
+  let format: OutputFormat | undefined;
 
   const contextFor = async (command: Command): Promise<Context> => {
     if (context) return context;
@@ -167,7 +172,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
     context = {
       client: new ApiClient({ url: url.href, token }),
-      output: createOutput({ json: options.json === true, color: options.color, env }),
+      output: createOutput({ json: options.json === true, format, color: options.color, env }),
     };
     return context;
   };
@@ -180,9 +185,17 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .addOption(
       new Option('--token <token>', 'API token (prefer the variable: a flag shows in ps)').env('CONDUCTOR_TOKEN'),
     )
-    .option('--json', 'print machine-readable JSON on stdout')
+    .option('--json', 'print machine-readable JSON on stdout (-o json)')
+    .option(
+      '-o, --output <format>',
+      "json, yaml, name (one port per line) or wide (ls); each command's --help says which",
+    )
     .option('--no-color', 'no colours (also NO_COLOR=1)')
     .showHelpAfterError('(run conductor --help for usage)')
+    .hook('preAction', async (_program, action) => {
+      const options = action.optsWithGlobals<GlobalOptions>();
+      format = await chooseFormat(action.name(), options.output, options.json === true);
+    })
     .exitOverride()
     .configureOutput({ writeOut: (text) => process.stdout.write(text), writeErr: (text) => process.stderr.write(text) })
     .addHelpText(
@@ -308,7 +321,7 @@ Examples:
         drain.printDraining(stream, output);
         if (options.wait) {
           await drain.waitDrained(client, port);
-          if (!output.json) output.out(`${port} drained and removed`);
+          if (output.format.name === 'text') output.out(`${port} drained and removed`);
         }
       },
     );
@@ -343,12 +356,23 @@ Examples:
     .description('list the streams: port, protocol, backends, state, expiry, labels')
     .option('--label <key=value>', 'only streams with this label (repeat to require several)', collect, [])
     .option('--stats', 'traffic instead of expiry and labels: sessions, open connections, bytes, backend health')
+    .option(
+      '-w, --watch',
+      'look again every --interval: redrawn on a terminal (q quits), a new listing at each change otherwise',
+    )
+    .option('--interval <duration>', 'with --watch, time between looks: 500ms to 1h (default 2s)')
     .addHelpText(
       'after',
-      "\nExamples:\n  $ conductor ls\n  $ conductor ls --label env=prod --stats\n  $ conductor ls --json | jq -r '.[].port'",
+      "\nExamples:\n  $ conductor ls\n  $ conductor ls --label env=prod --stats\n  $ conductor ls -o name | xargs -n1 conductor get\n  $ conductor ls -o wide --watch\n  $ conductor ls --json | jq -r '.[].port'",
     )
-    .action(async (options: { label: string[]; stats?: boolean }, command: Command) => {
+    .action(async (options: LsOptions, command: Command) => {
       for (const label of options.label) localCheck(() => parseLabelSelector(label));
+      if (options.watch || options.interval !== undefined) {
+        const { watchOptions, watchStreams } = await import('./commands/ls-watch.js');
+        const watch = watchOptions(options);
+        const { client, output } = await contextFor(command);
+        return watchStreams(client, output, { ...watch, url: client.url });
+      }
       const { client, output } = await contextFor(command);
       const { listStreams, printStreams } = await import('./commands/ls.js');
       const stats = options.stats === true;
@@ -503,15 +527,13 @@ Examples:
     )
     .action(async (portText: string, options: { for: string; timeout: string }, command: Command) => {
       const port = localPort(portText);
-      const { CONDITIONS, waitFor } = await import('./commands/wait.js');
+      const { CONDITIONS, printWaited, waitFor } = await import('./commands/wait.js');
       const condition = CONDITIONS.find((one) => one === options.for);
       if (condition === undefined)
         throw new ConductorError(ErrorCode.Usage, `--for: live, healthy or gone, got ${JSON.stringify(options.for)}`);
       const timeoutMs = localCheck(() => parseDuration(options.timeout, '--timeout'));
       const { client, output } = await contextFor(command);
-      const stream = await waitFor(client, port, condition, timeoutMs);
-      if (output.json) output.out(JSON.stringify(stream ?? { port, gone: true }, null, 2));
-      else output.out(`${port} ${condition}`);
+      printWaited(port, condition, await waitFor(client, port, condition, timeoutMs), output);
     });
 
   program
@@ -551,6 +573,9 @@ Examples:
       else if (shell === 'zsh') process.stdout.write(zshCompletion(program));
       else throw new ConductorError(ErrorCode.Usage, `no completion for ${JSON.stringify(shell)}: bash or zsh`);
     });
+
+  for (const command of program.commands)
+    command.addHelpText('after', `\nOutput: -o ${formatsOf(command.name()).join('|')} (--json is -o json)`);
 
   if (argv.length <= 2) {
     process.stderr.write(program.helpInformation());

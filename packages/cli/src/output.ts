@@ -1,8 +1,12 @@
 /** Where output goes: data on stdout, everything else on stderr; colour only when asked for. */
 import { Chalk, type ChalkInstance } from 'chalk';
+import { type OutputFormat, TEXT } from './output-formats.js';
 
 export interface Output {
+  /** -o json (or --json). */
   json: boolean;
+  /** The format -o chose (output-formats.ts); text when none was. */
+  format: OutputFormat;
   color: ChalkInstance;
   /** Colour for stderr, decided on stderr's own terminal. */
   errColor: ChalkInstance;
@@ -12,6 +16,7 @@ export interface Output {
 
 export interface OutputOptions {
   json: boolean;
+  format?: OutputFormat;
   /** false when --no-color was given. */
   color: boolean;
   env: NodeJS.ProcessEnv;
@@ -31,7 +36,8 @@ export function createOutput(options: OutputOptions): Output {
   let color: ChalkInstance | undefined;
   let errColor: ChalkInstance | undefined;
   return {
-    json: options.json,
+    json: options.json || options.format?.name === 'json',
+    format: options.format ?? (options.json ? { ...TEXT, name: 'json' } : TEXT),
     // Made on first use: machine output never needs them.
     get color() {
       color ??= new Chalk({ level: level(stdout, options) });

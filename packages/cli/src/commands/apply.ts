@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { type ApplyResult, ConductorError, ErrorCode, parsePort, printable } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
+import { loadYaml, printData } from '../output-formats.js';
 
 /** Reads the file (`-` is standard input): YAML or JSON, either `streams: [...]` or a bare list. */
 export async function readStreamsFile(path: string): Promise<unknown[]> {
@@ -31,12 +32,6 @@ export async function readStreamsFile(path: string): Promise<unknown[]> {
 }
 
 type Yaml = typeof import('yaml');
-
-async function loadYaml(): Promise<Yaml> {
-  const yaml = await import('yaml');
-  // Bundled, the CommonJS package may arrive as the default export of its namespace.
-  return typeof yaml.parseDocument === 'function' ? yaml : (yaml as unknown as { default: Yaml }).default;
-}
 
 /** Fields besides the port that are whole numbers: the file must write them in decimal digits. */
 const WHOLE_NUMBERS = ['maxConnections', 'maxConnectionsPerClient', 'uploadRate', 'downloadRate'];
@@ -115,10 +110,7 @@ export function applyStreams(
 }
 
 export function printApplied(result: ApplyResult, output: Output): void {
-  if (output.json) {
-    output.out(JSON.stringify(result, null, 2));
-    return;
-  }
+  if (printData(output, result)) return;
   const { color } = output;
   const lines: string[] = [];
   for (const port of result.plan.create) lines.push(`${color.green('create')}    ${port}`);

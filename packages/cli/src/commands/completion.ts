@@ -3,9 +3,12 @@
  * never drifts from them. Ports of existing streams complete from the daemon (`conductor ls --json`).
  */
 import type { Command } from 'commander';
+import { formatsOf, OUTPUT_FORMATS } from '../output-formats.js';
 
 export interface CommandShape {
   name: string;
+  /** The command's own name when `name` is an alias. */
+  command: string;
   options: string[];
 }
 
@@ -14,12 +17,25 @@ const CHOICES: Record<string, string[]> = { '--balance': ['round-robin', 'least-
 /** Commands whose first argument is the port of an existing stream. */
 const PORT_COMMANDS = ['rm', 'remove', 'get', 'renew', 'drain'];
 
+/** The global options that take a value (skipped with it when looking for the command word). */
+function valuedGlobals(program: Command): string {
+  return program.options
+    .filter((option) => option.required || option.optional)
+    .flatMap((option) => [option.short, option.long].filter((flag): flag is string => flag !== undefined))
+    .join('|');
+}
+
+/** -o: the formats each command takes. */
+function formatCases(commands: CommandShape[], line: (names: string, formats: string) => string): string {
+  return commands.map((command) => line(command.name, formatsOf(command.command).join(' '))).join('\n');
+}
+
 export function shapeOf(program: Command): { global: string[]; commands: CommandShape[] } {
   const longs = (command: Command): string[] => command.options.flatMap((option) => (option.long ? [option.long] : []));
   const commands: CommandShape[] = [];
   for (const command of program.commands) {
     for (const name of [command.name(), ...command.aliases()])
-      commands.push({ name, options: [...longs(command), '--help'] });
+      commands.push({ name, command: command.name(), options: [...longs(command), '--help'] });
   }
   return { global: [...longs(program), '--help'], commands };
 }
@@ -40,7 +56,7 @@ _conductor() {
   cmd=""
   for ((i = 1; i < COMP_CWORD; i++)); do
     case "\${COMP_WORDS[i]}" in
-      --url|--token) ((i++)) ;;
+      ${valuedGlobals(program)}) ((i++)) ;;
       -*) ;;
       *) cmd="\${COMP_WORDS[i]}"; break ;;
     esac
@@ -48,6 +64,12 @@ _conductor() {
   case "$prev" in
 ${choices}
     -f|--file) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+    -o|--output)
+      case "$cmd" in
+${formatCases(commands, (name, formats) => `        ${name}) opts="${formats}" ;;`)}
+        *) opts="${OUTPUT_FORMATS.join(' ')}" ;;
+      esac
+      COMPREPLY=( $(compgen -W "$opts" -- "$cur") ); return ;;
   esac
   if [ -z "$cmd" ]; then
     COMPREPLY=( $(compgen -W "${commands.map((command) => command.name).join(' ')} ${global.join(' ')}" -- "$cur") )
@@ -82,7 +104,7 @@ _conductor() {
   local -a opts
   for ((i = 2; i < CURRENT; i++)); do
     case "\${words[i]}" in
-      --url|--token) ((i++)) ;;
+      ${valuedGlobals(program)}) ((i++)) ;;
       -*) ;;
       *) cmd="\${words[i]}"; break ;;
     esac
@@ -90,6 +112,12 @@ _conductor() {
   case "$prev" in
 ${choices}
     -f|--file) _files; return ;;
+    -o|--output)
+      case "$cmd" in
+${formatCases(commands, (name, formats) => `        ${name}) compadd -- ${formats} ;;`)}
+        *) compadd -- ${OUTPUT_FORMATS.join(' ')} ;;
+      esac
+      return ;;
   esac
   if [[ -z "$cmd" ]]; then
     compadd -- ${commands.map((command) => command.name).join(' ')} ${global.join(' ')}

@@ -2,6 +2,7 @@ import { type CreateResult, describeBackends, printable, type StreamInput } from
 import type { ApiClient } from '../client.js';
 import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
+import { printData } from '../output-formats.js';
 
 /** Creates a stream; without a port in `input`, on a free port the daemon picks. */
 export function createStream(client: ApiClient, input: StreamInput): Promise<CreateResult> {
@@ -26,14 +27,15 @@ export function describeStream(result: CreateResult, output: Output): string {
  * stderr. Otherwise one line describing the stream.
  */
 export function printCreated(answer: CreateResult, output: Output, auto: boolean): void {
-  const result = output.json ? answer : safeForTerminal(answer);
-  if (output.json) output.out(JSON.stringify(answer, null, 2));
-  else if (auto) {
-    output.out(String(result.stream.port));
-    output.err(describeStream(result, output));
-  } else {
-    const note = result.change === 'unchanged' ? ' (unchanged)' : result.change === 'replaced' ? ' (replaced)' : '';
-    output.out(`${describeStream(result, output)}${note}`);
+  if (!printData(output, answer, () => [answer.stream.port])) {
+    const result = safeForTerminal(answer);
+    if (auto) {
+      output.out(String(result.stream.port));
+      output.err(describeStream(result, output));
+    } else {
+      const note = result.change === 'unchanged' ? ' (unchanged)' : result.change === 'replaced' ? ' (replaced)' : '';
+      output.out(`${describeStream(result, output)}${note}`);
+    }
   }
-  for (const warning of result.warnings) output.err(`${output.errColor.yellow('warning:')} ${printable(warning)}`);
+  for (const warning of answer.warnings) output.err(`${output.errColor.yellow('warning:')} ${printable(warning)}`);
 }

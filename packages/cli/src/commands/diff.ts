@@ -16,6 +16,7 @@ import {
 } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
+import { printData } from '../output-formats.js';
 
 export const DIFF_EXIT = { same: 0, differs: 1, error: 2 } as const;
 
@@ -117,10 +118,7 @@ export async function diffStreams(client: ApiClient, entries: unknown[], prune: 
 
 /** Prints the plan: `+` create, `~` update (a line per field), `-` delete; a count on stderr. */
 export function printDiff(result: DiffResult, output: Output): void {
-  if (output.json) {
-    output.out(JSON.stringify(result, null, 2));
-    return;
-  }
+  if (printData(output, result)) return;
   const { color } = output;
   const lines: string[] = [];
   for (const diff of result.diffs) {

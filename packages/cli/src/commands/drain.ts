@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConductorError, type CreateResult, ErrorCode, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
+import { printData } from '../output-formats.js';
 
 export function drainStream(client: ApiClient, port: number, timeout: string | undefined): Promise<StreamView> {
   const body = timeout === undefined ? {} : { timeout };
@@ -38,6 +39,5 @@ export function describeDraining(stream: StreamView): string {
 }
 
 export function printDraining(stream: StreamView, output: Output): void {
-  if (output.json) output.out(JSON.stringify(stream, null, 2));
-  else output.out(describeDraining(stream));
+  if (!printData(output, stream, () => [stream.port])) output.out(describeDraining(stream));
 }

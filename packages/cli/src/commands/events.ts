@@ -2,6 +2,7 @@ import { type AuditEvent, printable } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
+import { printData } from '../output-formats.js';
 
 export interface EventsQuery {
   limit: number;
@@ -41,8 +42,15 @@ export async function followEvents(
   query: EventsQuery,
   pollMs = 1000,
 ): Promise<void> {
+  // JSON lines with -o json; with -o yaml, one YAML document per event.
   const show = (event: AuditEvent): void =>
-    output.out(output.json ? JSON.stringify(event) : formatEvent(event, output));
+    output.out(
+      output.json
+        ? JSON.stringify(event)
+        : output.format.name === 'yaml'
+          ? `---\n${output.format.serialize(event)}`
+          : formatEvent(event, output),
+    );
   let since = query.since;
   // Events of the last printed millisecond: another may land in it after the look.
   let seenAtSince = new Set<string>();
@@ -96,10 +104,7 @@ export async function followEvents(
 }
 
 export function printEvents(events: AuditEvent[], output: Output): void {
-  if (output.json) {
-    output.out(JSON.stringify(events, null, 2));
-    return;
-  }
+  if (printData(output, events)) return;
   if (events.length === 0) {
     output.err('no events');
     return;

@@ -6,5 +6,8 @@ export async function findFreePort(client: ApiClient): Promise<number> {
 }
 
 export function printFreePort(port: number, output: Output): void {
-  output.out(output.json ? JSON.stringify({ port }) : String(port));
+  // --json has always been one line here.
+  if (output.json) output.out(JSON.stringify({ port }));
+  else if (output.format.name === 'yaml') output.out(output.format.serialize({ port }));
+  else output.out(String(port));
 }

@@ -2,16 +2,14 @@ import { describeBackends, formatDuration, formatRate, type StreamView } from '@
 import type { ApiClient } from '../client.js';
 import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
+import { printData } from '../output-formats.js';
 
 export async function getStream(client: ApiClient, port: number): Promise<StreamView> {
   return (await client.call<{ stream: StreamView }>('GET', `/v1/streams/${port}`)).stream;
 }
 
 export function printStream(answer: StreamView, output: Output): void {
-  if (output.json) {
-    output.out(JSON.stringify(answer, null, 2));
-    return;
-  }
+  if (printData(output, answer, () => [answer.port])) return;
   const stream = safeForTerminal(answer);
   const { color } = output;
   const rows: Array<[string, string]> = [

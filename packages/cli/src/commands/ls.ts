@@ -1,7 +1,8 @@
-import { describeBackends, type StreamStats, type StreamView } from '@stream-conductor/shared';
+import { describeBackends, formatRate, type StreamStats, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { ago, bytes, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
+import { printData } from '../output-formats.js';
 
 export async function listStreams(client: ApiClient, labels: string[], stats = false): Promise<StreamView[]> {
   const params = labels.map((label) => `label=${encodeURIComponent(label)}`);
@@ -49,39 +50,46 @@ export async function newTable(
   });
 }
 
-export async function printStreams(
+export interface ListingOptions {
+  stats?: boolean;
+  now?: Date;
+}
+
+/** `-o wide`: a stream's limits in one cell (sessions at once, per client, rates per session). */
+export function limitsSummary(stream: StreamView): string {
+  const parts: string[] = [];
+  if (stream.maxConnections !== undefined) parts.push(`max ${stream.maxConnections}`);
+  if (stream.maxConnectionsPerClient !== undefined) parts.push(`${stream.maxConnectionsPerClient}/client`);
+  if (stream.uploadRate !== undefined) parts.push(`up ${formatRate(stream.uploadRate)}`);
+  if (stream.downloadRate !== undefined) parts.push(`down ${formatRate(stream.downloadRate)}`);
+  return parts.length === 0 ? '-' : parts.join(', ');
+}
+
+/**
+ * The listing as a table: the columns of `ls`, `ls --stats`, or with `-o wide` the listen
+ * address, balance, allow-list, limits and creation time as well. An empty listing is a table
+ * with its head only.
+ */
+export async function listingTable(
   answer: StreamView[],
   output: Output,
-  options: { stats?: boolean; now?: Date } = {},
-): Promise<void> {
-  if (output.json) {
-    output.out(JSON.stringify(answer, null, 2));
-    return;
-  }
+  options: ListingOptions = {},
+): Promise<string> {
   const streams = safeForTerminal(answer);
-  if (streams.length === 0) {
-    output.err('no streams');
-    return;
-  }
   const { color } = output;
   const now = options.now ?? new Date();
+  const wide = output.format.name === 'wide';
   const withReasons = streams.some((stream) => stream.reason !== undefined);
   const fleet = streams.some((stream) => stream.hosts !== undefined);
-  const statsHead = options.stats
-    ? ['SESSIONS', 'FAILED', 'LIMITED', 'ACTIVE', 'IN', 'OUT', 'LAST SESSION', 'HEALTH']
-    : ['EXPIRES', 'LABELS'];
-  const table = await newTable(
-    [
-      'PORT',
-      'PROTO',
-      'BACKENDS',
-      'STATE',
-      ...(fleet ? ['HOSTS'] : []),
-      ...statsHead,
-      ...(withReasons ? ['REASON'] : []),
-    ],
-    color,
-  );
+  const statsHead = ['SESSIONS', 'FAILED', 'LIMITED', 'ACTIVE', 'IN', 'OUT', 'LAST SESSION', 'HEALTH'];
+  const head = wide
+    ? ['PORT', 'PROTO', 'LISTEN', 'BACKENDS', 'BALANCE', 'STATE', ...(fleet ? ['HOSTS'] : [])]
+    : ['PORT', 'PROTO', 'BACKENDS', 'STATE', ...(fleet ? ['HOSTS'] : [])];
+  if (wide) head.push('ALLOW', 'LIMITS', 'LABELS', 'CREATED', 'EXPIRES');
+  if (options.stats) head.push(...statsHead);
+  else if (!wide) head.push('EXPIRES', 'LABELS');
+  if (withReasons) head.push('REASON');
+  const table = await newTable(head, color);
   for (const stream of streams) {
     const state =
       stream.state === 'live'
@@ -89,33 +97,60 @@ export async function printStreams(
         : stream.state === 'draining'
           ? color.yellow(`draining (${stream.openSessions ?? '?'} open)`)
           : color.red(stream.state);
-    const labels = Object.entries(stream.labels)
-      .map(([key, value]) => `${key}=${value}`)
-      .join(',');
+    const labels =
+      Object.entries(stream.labels)
+        .map(([key, value]) => `${key}=${value}`)
+        .join(',') || '-';
+    const expires = stream.expiresAt === undefined ? '-' : short(stream.expiresAt);
     const stats = stream.stats;
-    const columns = options.stats
+    const row = wide
       ? [
-          String(stats?.sessions ?? 0),
-          stats !== undefined && stats.failedSessions + stats.deniedSessions > 0
-            ? color.red(`${stats.failedSessions}${stats.deniedSessions > 0 ? ` +${stats.deniedSessions} denied` : ''}`)
-            : '0',
-          stats !== undefined && stats.limitedSessions > 0 ? color.yellow(String(stats.limitedSessions)) : '0',
-          String(stats?.activeConnections ?? 0),
-          bytes(stats?.bytesIn ?? 0),
-          bytes(stats?.bytesOut ?? 0),
-          stats?.lastSessionAt === undefined ? '-' : ago(stats.lastSessionAt, now),
-          healthSummary(stats, color),
+          String(stream.port),
+          stream.protocol,
+          stream.listenAddress ?? '-',
+          describeBackends(stream.backends),
+          stream.balance,
+          state,
+          ...(fleet ? [hostsSummary(stream, color)] : []),
+          stream.allow.length === 0 ? 'everyone' : stream.allow.join(','),
+          limitsSummary(stream),
+          labels,
+          short(stream.createdAt),
+          expires,
         ]
-      : [stream.expiresAt === undefined ? '-' : short(stream.expiresAt), labels === '' ? '-' : labels];
-    table.push([
-      String(stream.port),
-      stream.protocol,
-      describeBackends(stream.backends),
-      state,
-      ...(fleet ? [hostsSummary(stream, color)] : []),
-      ...columns,
-      ...(withReasons ? [stream.reason ?? ''] : []),
-    ]);
+      : [
+          String(stream.port),
+          stream.protocol,
+          describeBackends(stream.backends),
+          state,
+          ...(fleet ? [hostsSummary(stream, color)] : []),
+        ];
+    if (options.stats)
+      row.push(
+        String(stats?.sessions ?? 0),
+        stats !== undefined && stats.failedSessions + stats.deniedSessions > 0
+          ? color.red(`${stats.failedSessions}${stats.deniedSessions > 0 ? ` +${stats.deniedSessions} denied` : ''}`)
+          : '0',
+        stats !== undefined && stats.limitedSessions > 0 ? color.yellow(String(stats.limitedSessions)) : '0',
+        String(stats?.activeConnections ?? 0),
+        bytes(stats?.bytesIn ?? 0),
+        bytes(stats?.bytesOut ?? 0),
+        stats?.lastSessionAt === undefined ? '-' : ago(stats.lastSessionAt, now),
+        healthSummary(stats, color),
+      );
+    else if (!wide) row.push(expires, labels);
+    if (withReasons) row.push(stream.reason ?? '');
+    table.push(row);
   }
-  output.out(table.toString());
+  return table.toString();
+}
+
+/** The listing in the chosen format: a table (or nothing and `no streams` on stderr), JSON, YAML, ports. */
+export async function printStreams(answer: StreamView[], output: Output, options: ListingOptions = {}): Promise<void> {
+  if (printData(output, answer, () => answer.map((stream) => stream.port))) return;
+  if (answer.length === 0) {
+    output.err('no streams');
+    return;
+  }
+  output.out(await listingTable(answer, output, options));
 }

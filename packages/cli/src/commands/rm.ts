@@ -1,6 +1,7 @@
 import { printable } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
+import { printData } from '../output-formats.js';
 
 export interface RemoveResult {
   port: number;
@@ -12,7 +13,6 @@ export function removeStream(client: ApiClient, port: number, killSessions: bool
 }
 
 export function printRemoved(result: RemoveResult, output: Output): void {
-  if (output.json) output.out(JSON.stringify(result, null, 2));
-  else output.out(`${output.color.bold(String(result.port))} removed`);
+  if (!printData(output, result, () => [result.port])) output.out(`${output.color.bold(String(result.port))} removed`);
   for (const warning of result.warnings) output.err(`${output.errColor.yellow('warning:')} ${printable(warning)}`);
 }

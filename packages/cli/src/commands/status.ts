@@ -2,16 +2,14 @@ import type { DaemonStatus } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { ago, duration, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
+import { printData } from '../output-formats.js';
 
 export function collectStatus(client: ApiClient): Promise<DaemonStatus> {
   return client.call<DaemonStatus>('GET', '/v1/status');
 }
 
 export function printStatus(answer: DaemonStatus, output: Output, url: string, now = new Date()): void {
-  if (output.json) {
-    output.out(JSON.stringify(answer, null, 2));
-    return;
-  }
+  if (printData(output, answer)) return;
   const status = safeForTerminal(answer);
   const { color } = output;
   const nginx = status.nginx;

@@ -10,6 +10,7 @@ import { describeBackends, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { bytes, rate, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
+import { HOME_AND_CLEAR, isQuitKey, takeTerminal } from '../terminal.js';
 import { healthSummary, listStreams, newTable } from './ls.js';
 
 export type SortKey = 'port' | 'rate' | 'active';
@@ -156,10 +157,6 @@ function jsonFrame(frame: Frame): string {
   });
 }
 
-const ENTER = '\x1b[?1049h\x1b[?25l';
-const LEAVE = '\x1b[?25h\x1b[?1049l';
-const HOME_AND_CLEAR = '\x1b[H\x1b[2J';
-
 export async function runTop(
   client: ApiClient,
   output: Output,
@@ -206,9 +203,8 @@ export async function runTop(
     if (!stopped) stdout.write(live ? `${HOME_AND_CLEAR}${text}\n` : `${text}\n\n`);
   };
 
-  const keys = (data: Buffer): void => {
-    const key = data.toString('utf8');
-    if (key === 'q' || key === 'Q' || key === '\x03' || key === '\x1b') stop();
+  const keys = (key: string): void => {
+    if (isQuitKey(key)) stop();
     else if (key === 's' || key === 'S') {
       sort = SORT_KEYS[(SORT_KEYS.indexOf(sort) + 1) % SORT_KEYS.length] ?? 'port';
       void draw();
@@ -218,16 +214,7 @@ export async function runTop(
 
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-  const raw = live && stdin.isTTY === true;
-  if (live) {
-    stdout.write(ENTER);
-    stdout.on('resize', onResize);
-  }
-  if (raw) {
-    stdin.setRawMode(true);
-    stdin.on('data', keys);
-    stdin.resume();
-  }
+  const giveBack = live ? takeTerminal(stdin, stdout, keys, onResize) : undefined;
   try {
     let previous: Sample | undefined;
     for (let count = 1; !stopped; count += 1) {
@@ -257,14 +244,6 @@ export async function runTop(
     client.close();
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
-    if (raw) {
-      stdin.off('data', keys);
-      stdin.setRawMode(false);
-      stdin.pause();
-    }
-    if (live) {
-      stdout.off('resize', onResize);
-      stdout.write(LEAVE);
-    }
+    giveBack?.();
   }
 }

@@ -9,6 +9,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConductorError, ErrorCode, formatDuration, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
+import type { Output } from '../output.js';
+import { printData } from '../output-formats.js';
 
 export const CONDITIONS = ['live', 'healthy', 'gone'] as const;
 export type Condition = (typeof CONDITIONS)[number];
@@ -85,4 +87,9 @@ export async function waitFor(
       );
     await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())));
   }
+}
+
+/** What held: the stream (or `{port, gone: true}`) as data, its port with -o name, a line otherwise. */
+export function printWaited(port: number, condition: Condition, stream: StreamView | undefined, output: Output): void {
+  if (!printData(output, stream ?? { port, gone: true }, () => [port])) output.out(`${port} ${condition}`);
 }
