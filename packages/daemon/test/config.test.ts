@@ -83,7 +83,7 @@ describe('readConfig defaults', () => {
       mode: 'external',
       streamConfigPath: '/etc/nginx/stream.d',
       bindAddress: '0.0.0.0',
-      tokens: [{ name: 'token', token: TOKEN }],
+      tokens: [{ name: 'token', token: TOKEN, role: 'write' }],
     });
   });
 
@@ -195,7 +195,7 @@ describe('readConfig values', () => {
       portRange: { start: 20000, end: 20099 },
       bindAddress: '10.0.0.1',
       bindPort: 8080,
-      tokens: [{ name: 'token', token: TOKEN }],
+      tokens: [{ name: 'token', token: TOKEN, role: 'write' }],
       exposedSecretFiles: [],
       allowNoAuth: false,
       allowSharedFolders: false,
@@ -234,7 +234,7 @@ describe('readConfig values', () => {
       'token',
       { token: 'flag-token-0123456789' },
       { CONDUCTOR_TOKEN: 'env-token-0123456789' },
-      { tokens: [{ name: 'token', token: 'flag-token-0123456789' }] },
+      { tokens: [{ name: 'token', token: 'flag-token-0123456789', role: 'write' }] },
     ],
     [
       'a bad env value hidden by a good flag',
@@ -327,14 +327,14 @@ describe('readConfig values', () => {
   it.each<string>([TOKEN, 'x'.repeat(200), '!"#$%&\'()*+,-./0123456789:;<=>?@[\\]^_`{|}~'])(
     'accepts the token %j',
     (token) => {
-      expect(readConfig({ CONDUCTOR_TOKEN: token }, {}, CWD).tokens).toEqual([{ name: 'token', token }]);
+      expect(readConfig({ CONDUCTOR_TOKEN: token }, {}, CWD).tokens).toEqual([{ name: 'token', token, role: 'write' }]);
     },
   );
 
   it.each<string>(['0.0.0.0', '::', '192.0.2.1'])('allows a token to open a non-loopback address (%s)', (address) => {
     expect(readConfig({ BIND_ADDRESS: address, CONDUCTOR_TOKEN: TOKEN }, {}, CWD)).toMatchObject({
       bindAddress: address,
-      tokens: [{ name: 'token', token: TOKEN }],
+      tokens: [{ name: 'token', token: TOKEN, role: 'write' }],
     });
   });
 
@@ -347,20 +347,30 @@ describe('readConfig values', () => {
 });
 
 describe('readConfig token file', () => {
-  it('reads named tokens, one "<name> <token>" a line, comments and blank lines ignored', async () => {
+  it('reads named tokens, one "<name> <token>" a line, comments and blank lines ignored: write tokens', async () => {
     const file = join(folder, 'tokens');
     await writeFile(file, `# who may change streams\nops ${TOKEN}-ops\n\nci-deploy ${TOKEN}-ci\n`);
     expect(readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD).tokens).toEqual([
-      { name: 'ops', token: `${TOKEN}-ops` },
-      { name: 'ci-deploy', token: `${TOKEN}-ci` },
+      { name: 'ops', token: `${TOKEN}-ops`, role: 'write' },
+      { name: 'ci-deploy', token: `${TOKEN}-ci`, role: 'write' },
     ]);
   });
 
-  it('reads the token from a file, trimmed', async () => {
+  it('reads a role after the token: read or write', async () => {
+    const file = join(folder, 'tokens-roles');
+    await writeFile(file, `ops ${TOKEN}-ops write\n  monitoring\t${TOKEN}-mon   read  \nci ${TOKEN}-ci\n`);
+    expect(readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD).tokens).toEqual([
+      { name: 'ops', token: `${TOKEN}-ops`, role: 'write' },
+      { name: 'monitoring', token: `${TOKEN}-mon`, role: 'read' },
+      { name: 'ci', token: `${TOKEN}-ci`, role: 'write' },
+    ]);
+  });
+
+  it('reads the token from a file, trimmed: one token alone may do everything, as before roles', async () => {
     const file = join(folder, 'token');
     await writeFile(file, `  ${TOKEN}-from-file\n\n`, { mode: 0o600 });
     expect(readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD).tokens).toEqual([
-      { name: 'token', token: `${TOKEN}-from-file` },
+      { name: 'token', token: `${TOKEN}-from-file`, role: 'write' },
     ]);
   });
 
@@ -380,7 +390,9 @@ describe('readConfig token file', () => {
 
   it('resolves a relative token file against cwd', async () => {
     await writeFile(join(folder, 'relative-token'), `${TOKEN}\n`);
-    expect(readConfig({}, { tokenFile: 'relative-token' }, folder).tokens).toEqual([{ name: 'token', token: TOKEN }]);
+    expect(readConfig({}, { tokenFile: 'relative-token' }, folder).tokens).toEqual([
+      { name: 'token', token: TOKEN, role: 'write' },
+    ]);
   });
 
   it('a token file opens a non-loopback address', async () => {
@@ -388,43 +400,43 @@ describe('readConfig token file', () => {
     await writeFile(file, TOKEN);
     expect(readConfig({ CONDUCTOR_NGINX_MODE: 'external', CONDUCTOR_TOKEN_FILE: file }, {}, CWD)).toMatchObject({
       bindAddress: '0.0.0.0',
-      tokens: [{ name: 'token', token: TOKEN }],
+      tokens: [{ name: 'token', token: TOKEN, role: 'write' }],
     });
   });
 
+  const FORMAT =
+    'expected "<name> <token>" or "<name> <token> read|write", with a name of lowercase letters, digits, _ . -';
   it.each<[string, string, string]>([
+    ['short', 'short-token\n', 'FILE line 1: the token must be at least 16 characters long (got 11)'],
+    ['empty', '\n', 'FILE holds no token'],
+    ['comments only', '# nobody yet\n\n', 'FILE holds no token'],
+    ['spaced', 'two words in one token\n', `FILE line 1: ${FORMAT}`],
+    ['multi-line', `${TOKEN}\n${TOKEN}\n`, `FILE line 1: ${FORMAT}`],
+    ['a bare token among named ones', `# ops\nops ${TOKEN}\n\n${TOKEN}x\n`, `FILE line 4: ${FORMAT}`],
+    ['name in capitals', `Ops ${TOKEN}\nci ${TOKEN}x\n`, `FILE line 1: ${FORMAT}`],
+    ['unknown role', `ops ${TOKEN}\nmon ${TOKEN}x admin\n`, 'FILE line 2: the role must be read or write, got "admin"'],
+    ['role in capitals', `mon ${TOKEN}x READ\n`, 'FILE line 1: the role must be read or write, got "READ"'],
+    ['role before the token', `mon read ${TOKEN}\n`, 'FILE line 1: the role must be read or write (the third field)'],
+    ['four fields', `mon ${TOKEN} read extra\n`, `FILE line 1: ${FORMAT}`],
+    ['named twice', `ops ${TOKEN}\nops ${TOKEN}x\n`, 'FILE line 2: the token name ops appears twice'],
     [
-      'short',
-      'short-token\n',
-      'CONDUCTOR_TOKEN_FILE (--token-file): the token must be at least 16 characters long (got 11)',
+      'one token twice',
+      `ops ${TOKEN}\nmon ${TOKEN} read\n`,
+      'FILE line 2: the token of mon is the same as the token of ops',
     ],
-    ['empty', '\n', 'holds no token'],
+    ['named, short', `\nops short\n`, 'FILE line 2: the token must be at least 16 characters long (got 5)'],
     [
-      'spaced',
-      'two words in one token\n',
-      'CONDUCTOR_TOKEN_FILE (--token-file): line 1: expected "<name> <token>" with a name of lowercase letters, digits, _ . -',
+      'control character',
+      `ops ${TOKEN}\u0007\n`,
+      'FILE line 1: the token may hold only printable ASCII without spaces',
     ],
-    [
-      'multi-line',
-      `${TOKEN}\n${TOKEN}\n`,
-      'CONDUCTOR_TOKEN_FILE (--token-file): line 1: expected "<name> <token>" with a name of lowercase letters, digits, _ . -',
-    ],
-    [
-      'named twice',
-      `ops ${TOKEN}\nops ${TOKEN}x\n`,
-      'CONDUCTOR_TOKEN_FILE (--token-file): the token name ops appears twice',
-    ],
-    [
-      'named, short',
-      `ops short\n`,
-      'CONDUCTOR_TOKEN_FILE (--token-file): the token must be at least 16 characters long (got 5)',
-    ],
-  ])('refuses a %s token file, naming CONDUCTOR_TOKEN_FILE', async (name, content, message) => {
-    const file = join(folder, `token-${name}`);
+  ])('refuses a %s token file, naming CONDUCTOR_TOKEN_FILE and the line', async (name, content, message) => {
+    const file = join(folder, `token-${name.replace(/ /g, '-')}`);
     await writeFile(file, content);
     const error = configErrorOf(() => readConfig({ CONDUCTOR_TOKEN_FILE: file }, {}, CWD));
-    if (message === 'holds no token') expect(error).toBe(`CONDUCTOR_TOKEN_FILE (--token-file): ${file} holds no token`);
-    else expect(error).toBe(message);
+    expect(error).toBe(`CONDUCTOR_TOKEN_FILE (--token-file): ${message.replace('FILE', file)}`);
+    // The token itself never shows in the refusal.
+    expect(error).not.toContain(TOKEN);
   });
 
   it('refuses a token file that does not exist', () => {

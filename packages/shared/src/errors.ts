@@ -30,6 +30,8 @@ export const ErrorCode = {
   StoreUnavailable: 'STORE_UNAVAILABLE',
   /** Missing or wrong API token. */
   Unauthorized: 'UNAUTHORIZED',
+  /** The token is right but its role does not allow the call (a read token asking for a change). */
+  Forbidden: 'FORBIDDEN',
   /** The daemon is shutting down and takes no more changes. */
   ShuttingDown: 'SHUTTING_DOWN',
   /** Request body or headers too large, or similar transport-level refusal. */
@@ -68,6 +70,7 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   STORAGE_FAILED: 507,
   STORE_UNAVAILABLE: 503,
   UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
   SHUTTING_DOWN: 503,
   PAYLOAD_TOO_LARGE: 413,
   NO_ROUTE: 404,

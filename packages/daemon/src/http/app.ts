@@ -9,15 +9,15 @@ import type { Logger } from '../log.js';
 import type { Observatory } from '../observe/observatory.js';
 import type { StreamService } from '../service/service.js';
 import { auditor } from './audit.js';
-import { requireToken } from './auth.js';
+import { type ApiToken, requireRole, requireToken } from './auth.js';
 import { refuseNonDecimalPorts } from './json-ports.js';
 import { isLegacyPath, legacyRouter, sendLegacy } from './legacy-routes.js';
 import { v1Router } from './v1-routes.js';
 
 export interface AppDeps {
   conductor: StreamService;
-  /** API tokens by name; empty: no authentication. */
-  tokens: Array<{ name: string; token: string }>;
+  /** API tokens by name, with their roles; empty: no authentication. */
+  tokens: ApiToken[];
   log: Logger;
   now?: () => Date;
   observatory?: Observatory;
@@ -77,6 +77,12 @@ export function createApp(deps: AppDeps): express.Express {
   const verify = (_req: unknown, _res: unknown, body: Buffer): void => refuseNonDecimalPorts(body.toString('latin1'));
   app.use('/v1/apply', express.json({ limit: '16mb', strict: true, verify }));
   app.use(express.json({ limit: '64kb', strict: true, verify }));
+  // After the body: a dry-run apply only reads (see access.ts).
+  app.use(
+    requireRole(sendError, (req, actor) =>
+      log.warn('refused a call to a read token', { token: actor, method: req.method, path: req.path }),
+    ),
+  );
 
   const audited = auditor(deps.observatory);
   app.use('/v1', v1Router(conductor, deps.now ?? (() => new Date()), audited, deps.observatory));

@@ -2,6 +2,15 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 import type { NextFunction, Request, Response } from 'express';
+import type { TokenRole } from '../config/tokens.js';
+import { accessFor } from './access.js';
+
+/** A token as the API checks it; a token without a role may do everything (write). */
+export interface ApiToken {
+  name: string;
+  token: string;
+  role?: TokenRole;
+}
 
 const digest = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();
 
@@ -20,12 +29,14 @@ export function bearerMatches(expected: string, header: string | undefined): boo
  * The name of the token an Authorization header carries, or undefined. Every token is compared,
  * whichever matches, so the time taken does not tell which one (or how much of one) was right.
  */
-export function tokenName(
-  tokens: Array<{ name: string; token: string }>,
-  header: string | undefined,
-): string | undefined {
-  let found: string | undefined;
-  for (const { name, token } of tokens) if (bearerMatches(token, header) && found === undefined) found = name;
+export function tokenName(tokens: ApiToken[], header: string | undefined): string | undefined {
+  return tokenFor(tokens, header)?.name;
+}
+
+/** The token an Authorization header carries, or undefined; every token is compared, as above. */
+export function tokenFor(tokens: ApiToken[], header: string | undefined): ApiToken | undefined {
+  let found: ApiToken | undefined;
+  for (const candidate of tokens) if (bearerMatches(candidate.token, header) && found === undefined) found = candidate;
   return found;
 }
 
@@ -37,13 +48,17 @@ const OPEN_PATHS = new Set(['/status']);
  * writes the 401 answer in the shape the path's API uses.
  */
 export function requireToken(
-  tokens: Array<{ name: string; token: string }>,
+  tokens: ApiToken[],
   refuse: (req: Request, res: Response, error: ConductorError) => void,
 ): (req: Request, res: Response, next: NextFunction) => void {
   return (req, res, next) => {
     // Who is asking, for the audit log: the token's name, or anonymous when there is no auth.
-    const actor = tokens.length === 0 ? 'anonymous' : tokenName(tokens, req.get('authorization'));
+    const token = tokens.length === 0 ? undefined : tokenFor(tokens, req.get('authorization'));
+    const actor = tokens.length === 0 ? 'anonymous' : token?.name;
     res.locals.actor = actor ?? 'anonymous';
+    // Without authentication everyone may do everything; a client without a token reaches only the
+    // open paths, which read.
+    res.locals.role = tokens.length === 0 ? 'write' : (token?.role ?? (token === undefined ? 'read' : 'write'));
     if (tokens.length === 0 || actor !== undefined || OPEN_PATHS.has(req.path)) {
       next();
       return;
@@ -57,6 +72,37 @@ export function requireToken(
       new ConductorError(ErrorCode.Unauthorized, 'missing or wrong API token', {
         hint: 'send Authorization: Bearer <token> (conductor --token or CONDUCTOR_TOKEN)',
       }),
+    );
+  };
+}
+
+/**
+ * Express middleware, after the body is parsed (a dry-run apply is told by its body): a token whose
+ * role does not cover the call is answered 403 FORBIDDEN, naming the token, its role and the role
+ * the call needs. `refused` hears of each refusal (the daemon logs it).
+ */
+export function requireRole(
+  refuse: (req: Request, res: Response, error: ConductorError) => void,
+  refused?: (req: Request, actor: string) => void,
+): (req: Request, res: Response, next: NextFunction) => void {
+  return (req, res, next) => {
+    const role = res.locals.role as TokenRole | undefined;
+    if (role === 'write' || accessFor(req.method, req.path, req.body) === 'read') {
+      next();
+      return;
+    }
+    const actor = String(res.locals.actor ?? 'anonymous');
+    refused?.(req, actor);
+    refuse(
+      req,
+      res,
+      new ConductorError(
+        ErrorCode.Forbidden,
+        `the token ${actor} has the read role, which may only look: ${req.method} ${req.path} needs the write role`,
+        {
+          hint: 'use a token with the write role (a line "<name> <token> write" in the daemon\'s CONDUCTOR_TOKEN_FILE)',
+        },
+      ),
     );
   };
 }
