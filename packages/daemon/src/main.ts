@@ -7,13 +7,17 @@
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import { join } from 'node:path';
 import { StartupError } from '@stream-conductor/shared';
 import { type Config, parseCommandLine, readConfig } from './config/read.js';
 import { usage } from './config/settings.js';
+import { tlsMaterial } from './config/tls.js';
+import { isLoopback } from './config/tokens.js';
 import { badSetting } from './config/values.js';
 import { createApp } from './http/app.js';
 import { createHttpServer } from './http/server.js';
+import { certificateFacts, type TlsReloader, watchTlsFiles } from './http/tls-reload.js';
 import { buildInstances, layoutOf } from './layout.js';
 import { bestEffort, createLogger, type Logger } from './log.js';
 import type { PipelineObserver } from './observe/metrics.js';
@@ -55,6 +59,7 @@ function logStart(config: Config, log: Logger): void {
     portRange: `${config.portRange.start}-${config.portRange.end}`,
     api: `${config.bindAddress}:${config.bindPort}`,
     auth: config.tokens.length > 0,
+    https: config.apiTls !== undefined,
     store:
       config.store.kind === 'etcd'
         ? { etcd: config.store.endpoints, prefix: config.store.prefix, host: config.store.hostId }
@@ -66,6 +71,14 @@ function logStart(config: Config, log: Logger): void {
 async function warnOfRisks(config: Config, log: Logger): Promise<void> {
   for (const file of config.exposedSecretFiles) {
     log.warn('a file of secrets can be read by other users; make it mode 0600', { file });
+  }
+  if (config.apiTls === undefined && config.tokens.length > 0 && !isLoopback(config.bindAddress)) {
+    log.warn(
+      'the API takes tokens in clear text on a non-loopback address; serve HTTPS with CONDUCTOR_TLS_CERT and CONDUCTOR_TLS_KEY',
+      {
+        api: `${config.bindAddress}:${config.bindPort}`,
+      },
+    );
   }
   const ephemeral = await ephemeralPortRange();
   if (ephemeral && config.portRange.start <= ephemeral.end && config.portRange.end >= ephemeral.start) {
@@ -217,7 +230,8 @@ async function listenApi(config: Config, server: Server, log: Logger): Promise<v
     throw badSetting('bindPort', `cannot listen on ${config.bindAddress}:${config.bindPort}: ${reason}`);
   }
   const host = config.bindAddress.includes(':') ? `[${config.bindAddress}]` : config.bindAddress;
-  log.info('ready', { api: `http://${host}:${config.bindPort}` });
+  const scheme = config.apiTls === undefined ? 'http' : 'https';
+  log.info('ready', { api: `${scheme}://${host}:${config.bindPort}` });
 }
 
 /**
@@ -261,8 +275,10 @@ function stopInOrder(running: {
   service: RunningService;
   releaseLocks: () => Promise<void>;
   log: Logger;
+  tlsReloader: TlsReloader | undefined;
 }): void {
-  const { server, observatory, service, releaseLocks, log } = running;
+  const { server, observatory, service, releaseLocks, log, tlsReloader } = running;
+  tlsReloader?.stop();
   server.close();
   void (async () => {
     observatory.stop();
@@ -298,9 +314,25 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
     if (signals.received) throw new Interrupted();
 
     const app = createApp({ conductor: service, tokens: config.tokens, log, observatory });
-    const server = createHttpServer(app, { maxConnections: config.apiMaxConnections });
+    const tls = config.apiTls;
+    // The files as they are now: checked when the settings were read, and read again here.
+    const material = tls === undefined ? undefined : tlsMaterial(tls);
+    const server = createHttpServer(
+      app,
+      { maxConnections: config.apiMaxConnections },
+      material === undefined ? undefined : { material, requireClientCert: tls?.clientCa !== undefined },
+    );
     await listenApi(config, server, log);
-    signals.onStop(() => stopInOrder({ server, observatory, service, releaseLocks, log }));
+    let tlsReloader: TlsReloader | undefined;
+    if (tls !== undefined && material !== undefined) {
+      log.info('serving HTTPS', {
+        cert: tls.cert,
+        clientCa: tls.clientCa ?? null,
+        ...certificateFacts(material),
+      });
+      tlsReloader = await watchTlsFiles(server as HttpsServer, tls, log);
+    }
+    signals.onStop(() => stopInOrder({ server, observatory, service, releaseLocks, log, tlsReloader }));
   } catch (error) {
     const closing = started;
     if (closing !== undefined) await bestEffort(log, 'closing what started before the failure', () => closing.close());

@@ -30,6 +30,8 @@ export const HOST_ID = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 export interface ApiAddress {
   bindAddress: string;
   bindPort: number;
+  /** The API serves HTTPS. */
+  https?: boolean;
 }
 
 /** The endpoints of `etcd://host:port[,host:port...]` (etcds:// for TLS). Throws plain errors. */
@@ -124,7 +126,7 @@ function readAdvertiseUrl(values: SettingValues, api: ApiAddress): string {
   if (text === undefined) {
     const { bindAddress } = api;
     const host = bindAddress.includes(':') ? `[${bindAddress}]` : bindAddress === '0.0.0.0' ? hostname() : bindAddress;
-    return `http://${host}:${api.bindPort}`;
+    return `${api.https === true ? 'https' : 'http'}://${host}:${api.bindPort}`;
   }
   try {
     const url = new URL(text);

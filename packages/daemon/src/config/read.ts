@@ -18,6 +18,7 @@ import { isLogLevel, type LogLevel } from '../log.js';
 import { isNginxSafePath } from '../nginx/render.js';
 import { readStore, type StoreConfig } from './etcd.js';
 import { settingRows, settings } from './settings.js';
+import { type ApiTlsFiles, readApiTls } from './tls.js';
 import { type Auth, readAuth } from './tokens.js';
 import { type SettingArgs, SettingValues } from './values.js';
 
@@ -84,6 +85,8 @@ export interface Config extends Places, Ports, Auth, Timings, Logs {
   exposedSecretFiles: string[];
   /** Where the definitions live: this host's file, or a fleet's etcd. */
   store: StoreConfig;
+  /** HTTPS for the API (see config/tls.ts); undefined: plain HTTP. */
+  apiTls?: ApiTlsFiles;
 }
 
 export interface RawArgs {
@@ -232,8 +235,11 @@ export function readConfig(env: NodeJS.ProcessEnv, args: SettingArgs = {}, cwd =
   const ports = readPorts(values, places.mode);
   const exposedSecretFiles: string[] = [];
   const auth = readAuth(values, ports.bindAddress, exposedSecretFiles);
+  const apiTls = readApiTls(values, exposedSecretFiles);
   const timings = readTimings(values);
   const logs = readLogs(values);
-  const store = readStore(values, ports, exposedSecretFiles);
-  return { ...places, ...ports, ...auth, ...timings, ...logs, exposedSecretFiles, store };
+  const store = readStore(values, { ...ports, https: apiTls !== undefined }, exposedSecretFiles);
+  const config: Config = { ...places, ...ports, ...auth, ...timings, ...logs, exposedSecretFiles, store };
+  if (apiTls !== undefined) config.apiTls = apiTls;
+  return config;
 }

@@ -54,7 +54,18 @@ export const settings = {
   tokenFile: {
     env: 'CONDUCTOR_TOKEN_FILE',
     flag: 'token-file',
-    help: 'file holding the API token, or several as lines "<name> <token>" (keeps them out of ps)',
+    help: 'file holding the API token, or several as lines "<name> <token> [read|write]" (keeps them out of ps)',
+  },
+  tlsCert: {
+    env: 'CONDUCTOR_TLS_CERT',
+    flag: 'tls-cert',
+    help: 'certificate (PEM) of the API: serve HTTPS (with CONDUCTOR_TLS_KEY; picked up again when it changes)',
+  },
+  tlsKey: { env: 'CONDUCTOR_TLS_KEY', flag: 'tls-key', help: "the certificate's private key (PEM)" },
+  tlsClientCa: {
+    env: 'CONDUCTOR_TLS_CLIENT_CA',
+    flag: 'tls-client-ca',
+    help: 'CA (PEM) of the client certificates the API then requires (mutual TLS)',
   },
   allowNoAuth: {
     env: 'CONDUCTOR_ALLOW_NO_AUTH',

@@ -3,6 +3,7 @@
  * checks real answers against these schemas, so the document stays true.
  */
 import { BALANCES, ErrorCode, LIMITS, PROFILES, PROTOCOLS } from '@stream-conductor/shared';
+import { accessFor } from './access.js';
 
 const ref = (name: string): { $ref: string } => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown): unknown => ({ content: { 'application/json': { schema } } });
@@ -425,9 +426,44 @@ const legacyBody = {
   content: { 'application/json': { schema: { type: ['object', 'array'] } } },
 };
 
+/**
+ * Adds the 403 of a read token to every operation that needs the write role (as access.ts decides,
+ * so the document cannot drift from it), in the shape of the path's API.
+ */
+function withForbidden(paths: Record<string, Record<string, unknown>>): Record<string, Record<string, unknown>> {
+  for (const [path, item] of Object.entries(paths)) {
+    for (const [method, operation] of Object.entries(item)) {
+      if (method === 'parameters') continue;
+      const responses = (operation as { responses: Record<string, unknown> }).responses;
+      if (accessFor(method, path) === 'read') continue;
+      const legacy = !path.startsWith('/v1/');
+      responses[403] = legacy
+        ? { ...legacyBody, description: 'a read token: this call needs the write role' }
+        : errorResponse(
+            path === '/v1/apply'
+              ? 'FORBIDDEN: a read token may only apply with dryRun: true'
+              : 'FORBIDDEN: a read token; this call needs the write role',
+          );
+    }
+  }
+  return paths;
+}
+
 export function openApiDocument(): Record<string, unknown> {
   return {
     openapi: '3.1.0',
+    servers: [
+      {
+        url: 'https://{host}:5000',
+        description: 'with CONDUCTOR_TLS_CERT and CONDUCTOR_TLS_KEY set',
+        variables: { host: { default: '127.0.0.1' } },
+      },
+      {
+        url: 'http://{host}:5000',
+        description: 'without TLS (loopback)',
+        variables: { host: { default: '127.0.0.1' } },
+      },
+    ],
     info: {
       title: 'stream-conductor',
       version: '1',
@@ -440,12 +476,13 @@ export function openApiDocument(): Record<string, unknown> {
         bearer: {
           type: 'http',
           scheme: 'bearer',
-          description: 'required on every path but /status when the daemon has a token',
+          description:
+            'required on every path but /status when the daemon has a token; a token of the read role may only look (403 FORBIDDEN otherwise)',
         },
       },
     },
     security: [{ bearer: [] }],
-    paths: {
+    paths: withForbidden({
       '/v1/status': {
         get: {
           summary: 'Daemon status',
@@ -711,6 +748,6 @@ export function openApiDocument(): Record<string, unknown> {
         },
       },
       '/getfreeport': { get: { summary: 'Legacy: a free port', responses: { 200: legacyBody } } },
-    },
+    }),
   };
 }

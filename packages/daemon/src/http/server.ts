@@ -10,7 +10,22 @@
  * arrive, not the answer: a change that waits for nginx is not cut off by it.
  */
 import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
+import type { SecureContextOptions } from 'node:tls';
+
+/** HTTPS: the certificate, key and client CA as read (see config/tls.ts). */
+export interface ServerTls {
+  material: SecureContextOptions;
+  /** Require a client certificate signed by `material.ca` (mutual TLS). */
+  requireClientCert: boolean;
+}
+
+/**
+ * Time a client has for its TLS handshake; as long as it has for its headers after it. Node's
+ * default, 2 minutes, would let idle handshakes hold connections.
+ */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
 
 export interface ServerLimits {
   /** Time allowed to receive the request headers. */
@@ -52,22 +67,34 @@ function answerAndDestroy(socket: Duplex, answer: string): void {
   socket.end(answer);
 }
 
-export function createHttpServer(app: RequestListener, limits: Partial<ServerLimits> = {}): Server {
+export function createHttpServer(app: RequestListener, limits: Partial<ServerLimits> = {}, tls?: ServerTls): Server {
   const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, maxHeaderSize, maxConnections } = {
     ...defaultLimits,
     ...limits,
   };
-  const server = createServer(
-    {
-      maxHeaderSize,
-      requestTimeout: requestTimeoutMs,
-      headersTimeout: headersTimeoutMs,
-      keepAliveTimeout: keepAliveTimeoutMs,
-      // Node checks the two timeouts above on this interval; keep it below the shortest one.
-      connectionsCheckingInterval: Math.min(1000, Math.ceil(headersTimeoutMs / 4)),
-    },
-    app,
-  );
+  const httpOptions = {
+    maxHeaderSize,
+    requestTimeout: requestTimeoutMs,
+    headersTimeout: headersTimeoutMs,
+    keepAliveTimeout: keepAliveTimeoutMs,
+    // Node checks the two timeouts above on this interval; keep it below the shortest one.
+    connectionsCheckingInterval: Math.min(1000, Math.ceil(headersTimeoutMs / 4)),
+  };
+  // An https.Server is an http.Server (its requests, limits and events are the same) over TLS.
+  const server: Server =
+    tls === undefined
+      ? createServer(httpOptions, app)
+      : createHttpsServer(
+          {
+            ...httpOptions,
+            ...tls.material,
+            minVersion: 'TLSv1.2',
+            handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+            requestCert: tls.requireClientCert,
+            rejectUnauthorized: tls.requireClientCert,
+          },
+          app,
+        );
   server.maxConnections = maxConnections;
   // Requests node's parser refuses (bad bytes, heads over the limit, too slow) are answered as
   // JSON too, and their connection destroyed.
