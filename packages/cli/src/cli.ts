@@ -22,6 +22,7 @@ import type { ApiClient } from './client.js';
 import type { LsOptions } from './commands/ls-watch.js';
 import type { Output } from './output.js';
 import { chooseFormat, formatsOf, type OutputFormat } from './output-formats.js';
+import { addTransportOptions, transportSettings } from './transport-options.js';
 
 export const EXIT = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
 
@@ -30,6 +31,10 @@ export const DEFAULT_URL = 'http://127.0.0.1:5000';
 interface GlobalOptions {
   url: string;
   token?: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  insecure?: boolean;
   json?: boolean;
   output?: string;
   color: boolean;
@@ -170,8 +175,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         hint: 'tokens are set with CONDUCTOR_TOKEN on the daemon; copy it exactly',
       });
     }
+    const { transportFor } = await import('./transport.js');
+    const transport = transportFor({ url: url.href, token, ...transportSettings(options, env) });
+    for (const warning of transport.warnings) process.stderr.write(`warning: ${warning}\n`);
     context = {
-      client: new ApiClient({ url: url.href, token }),
+      client: new ApiClient({ url: url.href, token, tls: transport.tls }),
       output: createOutput({ json: options.json === true, format, color: options.color, env }),
     };
     return context;
@@ -212,6 +220,7 @@ Examples:
   $ CONDUCTOR_URL=http://edge1:5000 CONDUCTOR_TOKEN=... conductor status --json`,
     );
 
+  addTransportOptions(program);
   const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
   program

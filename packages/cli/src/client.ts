@@ -8,12 +8,15 @@
  */
 import { type ClientRequest, request as httpRequest } from 'node:http';
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
+import type { TlsClientOptions } from './transport.js';
 
 export interface ClientOptions {
   url: string;
   token: string | undefined;
   /** How long to wait for an answer; applies can take a while when nginx retries a bind. */
   timeoutMs?: number;
+  /** https: how the daemon is verified, and the client certificate (see transport.ts). */
+  tls?: TlsClientOptions | undefined;
 }
 
 const UNREACHABLE = new Set([
@@ -51,10 +54,12 @@ export class ApiClient {
     body: string | undefined,
   ): Promise<RawAnswer> {
     // node:https drags in TLS and crypto, a good part of the start-up: only for https URLs.
-    const request = target.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
+    const https = target.protocol === 'https:';
+    const request = https ? (await import('node:https')).request : httpRequest;
     const timeoutMs = this.options.timeoutMs ?? 120_000;
+    const tls = https ? this.options.tls : undefined;
     return new Promise((resolve, reject) => {
-      const outgoing = request(target, { method, headers, timeout: timeoutMs }, (incoming) => {
+      const outgoing = request(target, { method, headers, timeout: timeoutMs, ...tls }, (incoming) => {
         const chunks: Buffer[] = [];
         incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
         incoming.on('end', () =>
@@ -89,6 +94,8 @@ export class ApiClient {
     try {
       answer = await this.send(method, target, headers, text);
     } catch (error) {
+      const tlsProblem = tlsFailure(error, this.url);
+      if (tlsProblem !== undefined) throw tlsProblem;
       // The request did not complete: refused, unresolvable, reset, or a TLS handshake that failed
       // (an https URL for a daemon that speaks plain HTTP). All of it means "not reachable there".
       const code = (error as NodeJS.ErrnoException).code;
@@ -96,8 +103,11 @@ export class ApiClient {
         code !== undefined && (UNREACHABLE.has(code) || !code.startsWith('ERR_'))
           ? code
           : (error as Error).message.split('\n')[0];
+      const reset = reason === 'ECONNRESET' && target.protocol === 'https:';
       throw new ConductorError(ErrorCode.DaemonUnreachable, `daemon not reachable at ${this.url} (${reason})`, {
-        hint: 'is it running? start it with `npm start`, or point --url / CONDUCTOR_URL at it',
+        hint: reset
+          ? 'is it running? is the URL its HTTPS port? A daemon that requires a client certificate resets a client without one it trusts: check --cert and --key'
+          : 'is it running? start it with `npm start`, or point --url / CONDUCTOR_URL at it',
         cause: error,
       });
     }
@@ -118,4 +128,49 @@ export class ApiClient {
       `the daemon at ${this.url} answered ${answer.status} for ${method} ${path}`,
     );
   }
+}
+
+/** Certificate checks that failed on this side: the daemon was reached but could not be trusted. */
+const UNVERIFIED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * A TLS handshake that failed as a DAEMON_UNREACHABLE error (exit 3) that names the cause: the
+ * daemon's certificate could not be verified, or the daemon wants a client certificate.
+ */
+function tlsFailure(error: unknown, url: string): ConductorError | undefined {
+  const code = (error as NodeJS.ErrnoException).code ?? '';
+  const message = (error as Error).message.split('\n')[0];
+  if (UNVERIFIED.has(code)) {
+    return new ConductorError(
+      ErrorCode.DaemonUnreachable,
+      `cannot verify the certificate of the daemon at ${url} (${code}: ${message}); nothing was sent`,
+      {
+        hint: 'give the CA that signed it with --ca FILE (CONDUCTOR_CA); check that the URL names the host the certificate is for',
+        cause: error,
+      },
+    );
+  }
+  if (/ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|HANDSHAKE_FAILURE|CERTIFICATE_UNKNOWN)/.test(code)) {
+    return new ConductorError(
+      ErrorCode.DaemonUnreachable,
+      `the daemon at ${url} refused the TLS handshake (${code}): it requires a client certificate it trusts`,
+      {
+        hint: 'give one with --cert FILE --key FILE (CONDUCTOR_CLIENT_CERT, CONDUCTOR_CLIENT_KEY)',
+        cause: error,
+      },
+    );
+  }
+  return undefined;
 }

@@ -63,7 +63,7 @@ _conductor() {
   done
   case "$prev" in
 ${choices}
-    -f|--file) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+    -f|--file|--ca|--cert|--key) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
     -o|--output)
       case "$cmd" in
 ${formatCases(commands, (name, formats) => `        ${name}) opts="${formats}" ;;`)}
@@ -111,7 +111,7 @@ _conductor() {
   done
   case "$prev" in
 ${choices}
-    -f|--file) _files; return ;;
+    -f|--file|--ca|--cert|--key) _files; return ;;
     -o|--output)
       case "$cmd" in
 ${formatCases(commands, (name, formats) => `        ${name}) compadd -- ${formats} ;;`)}
