@@ -1,0 +1,173 @@
+/**
+ * Real certificates for the TLS tests, made with openssl in a temporary folder: a CA, a server
+ * certificate for 127.0.0.1, ::1 and localhost signed by it, a client certificate signed by it,
+ * and a second, unrelated CA (with a server certificate of its own) that nothing trusts.
+ */
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+async function openssl(dir: string, args: string[]): Promise<void> {
+  await run('openssl', args, { cwd: dir });
+}
+
+export interface Certs {
+  dir: string;
+  ca: string;
+  caKey: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+  /** A CA nobody trusts, and a server certificate for 127.0.0.1 it signed. */
+  wrongCa: string;
+  wrongServerCert: string;
+  wrongServerKey: string;
+  /** A client certificate the wrong CA signed. */
+  wrongClientCert: string;
+  wrongClientKey: string;
+}
+
+async function makeCa(dir: string, name: string): Promise<void> {
+  await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${name}.key`]);
+  await openssl(dir, [
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    `${name}.key`,
+    '-sha256',
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name} test CA`,
+    '-out',
+    `${name}.pem`,
+  ]);
+}
+
+/**
+ * A key and a certificate `name` signed by the CA `ca`: for a server (its names as subjectAltName)
+ * or for a client. Returns the certificate's path; the key is `<name>.key`.
+ */
+export async function signCertificate(
+  dir: string,
+  ca: string,
+  name: string,
+  usage: 'server' | 'client',
+  serial: number,
+  /** An existing key (a path in `dir`) to certify again, as a renewal does; a new one by default. */
+  key = `${name}.key`,
+): Promise<string> {
+  if (key === `${name}.key`) {
+    await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', key]);
+  }
+  await openssl(dir, ['req', '-new', '-key', key, '-subj', `/CN=${name}`, '-out', `${name}.csr`]);
+  const extensions =
+    usage === 'server'
+      ? 'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
+      : 'extendedKeyUsage=clientAuth\n';
+  await writeFile(join(dir, `${name}.ext`), `basicConstraints=CA:FALSE\n${extensions}`);
+  await openssl(dir, [
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${ca}.pem`,
+    '-CAkey',
+    `${ca}.key`,
+    '-set_serial',
+    String(serial),
+    '-days',
+    '2',
+    '-sha256',
+    '-extfile',
+    `${name}.ext`,
+    '-out',
+    `${name}.pem`,
+  ]);
+  return join(dir, `${name}.pem`);
+}
+
+export async function makeCerts(dir: string): Promise<Certs> {
+  await makeCa(dir, 'ca');
+  await makeCa(dir, 'wrong-ca');
+  await signCertificate(dir, 'ca', 'server', 'server', 1);
+  await signCertificate(dir, 'ca', 'client', 'client', 2);
+  await signCertificate(dir, 'wrong-ca', 'wrong-server', 'server', 3);
+  await signCertificate(dir, 'wrong-ca', 'wrong-client', 'client', 4);
+  return {
+    dir,
+    ca: join(dir, 'ca.pem'),
+    caKey: join(dir, 'ca.key'),
+    serverCert: join(dir, 'server.pem'),
+    serverKey: join(dir, 'server.key'),
+    clientCert: join(dir, 'client.pem'),
+    clientKey: join(dir, 'client.key'),
+    wrongCa: join(dir, 'wrong-ca.pem'),
+    wrongServerCert: join(dir, 'wrong-server.pem'),
+    wrongServerKey: join(dir, 'wrong-server.key'),
+    wrongClientCert: join(dir, 'wrong-client.pem'),
+    wrongClientKey: join(dir, 'wrong-client.key'),
+  };
+}
+
+/** The SHA-256 fingerprint of a PEM certificate file, as node's TLS sockets report it. */
+export async function fingerprintOf(file: string): Promise<string> {
+  return new X509Certificate(await readFile(file)).fingerprint256;
+}
+
+/** One HTTPS request, verified against `ca`; with a client certificate when given. */
+export function httpsRequest(
+  url: string,
+  options: {
+    method?: string;
+    ca?: string;
+    cert?: string;
+    key?: string;
+    token?: string;
+    body?: unknown;
+  } = {},
+): Promise<{ status: number; text: string; json: unknown; fingerprint256: string | undefined }> {
+  return (async () => {
+    const { request } = await import('node:https');
+    const read = (file: string | undefined): Promise<Buffer | undefined> =>
+      file === undefined ? Promise.resolve(undefined) : readFile(file);
+    const [ca, cert, key] = await Promise.all([read(options.ca), read(options.cert), read(options.key)]);
+    const body = options.body === undefined ? undefined : JSON.stringify(options.body);
+    const headers: Record<string, string> = {};
+    if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    return new Promise((resolve, reject) => {
+      const outgoing = request(
+        url,
+        // A connection of its own each time (no agent): what is served now, not what was.
+        { method: options.method ?? 'GET', headers, ca, cert, key, agent: false },
+        (incoming) => {
+          const socket = incoming.socket as import('node:tls').TLSSocket;
+          const fingerprint256 = socket.getPeerCertificate?.().fingerprint256;
+          const chunks: Buffer[] = [];
+          incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
+          incoming.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let json: unknown;
+            try {
+              json = JSON.parse(text);
+            } catch {
+              json = undefined;
+            }
+            resolve({ status: incoming.statusCode ?? 0, text, json, fingerprint256 });
+          });
+          incoming.on('error', reject);
+        },
+      );
+      outgoing.on('error', reject);
+      outgoing.end(body);
+    });
+  })();
+}
