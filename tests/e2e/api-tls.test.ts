@@ -103,6 +103,17 @@ describe('HTTPS', () => {
     expect(run.stdout).toBe('');
   });
 
+  it('closes a connection that does not complete its handshake within 5 s', async () => {
+    const { connect } = await import('node:net');
+    const started = Date.now();
+    const socket = connect({ host: '127.0.0.1', port: daemon.apiPort });
+    // Connected, and then silent: no ClientHello.
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThan(4000);
+    expect(elapsed).toBeLessThan(10_000);
+  });
+
   it('refuses TLS older than 1.2', async () => {
     const { connect } = await import('node:tls');
     const outcome = await new Promise<string>((resolve) => {

@@ -19,6 +19,7 @@ import {
 } from '@stream-conductor/shared';
 import { type HttpAnswer, requestJson } from '../../../tests/helpers/http.js';
 import { createApp } from '../src/http/app.js';
+import type { ApiToken } from '../src/http/auth.js';
 import type { LogFields, Logger } from '../src/log.js';
 // The one import of the service interface: moving it means changing this line only.
 import type { StreamService } from '../src/service/service.js';
@@ -162,7 +163,7 @@ afterEach(async () => {
 });
 
 /** The app on a loopback port of its own, with a fresh fake service. */
-async function harness(tokens: Array<{ name: string; token: string }> = []): Promise<Harness> {
+async function harness(tokens: ApiToken[] = []): Promise<Harness> {
   const service = new FakeService();
   const errors: Array<[string, LogFields | undefined]> = [];
   const app = createApp({
@@ -413,6 +414,69 @@ describe('authentication', () => {
     const { request } = await harness([]);
     expect((await request('POST', '/v1/streams', { body: { port: 9000, backend: BACKEND } })).status).toBe(201);
     expect((await request('GET', '/getstreams', { headers: { authorization: 'Bearer anything' } })).status).toBe(200);
+  });
+});
+
+describe('token roles', () => {
+  const TOKENS: ApiToken[] = [
+    { name: 'ops', token: 'ops-token-0123456789', role: 'write' },
+    { name: 'monitoring', token: 'monitoring-token-0123', role: 'read' },
+    { name: 'legacy', token: 'legacy-token-0123456789' },
+  ];
+  const as = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+
+  it('a read token is answered 403 on every change and the service never hears of it', async () => {
+    const { request, service } = await harness(TOKENS);
+    for (const [method, path, body] of [
+      ['POST', '/v1/streams', { port: 9000, backend: BACKEND }],
+      ['PUT', '/v1/streams/9000', { backend: BACKEND }],
+      ['DELETE', '/v1/streams/9000', undefined],
+      ['POST', '/v1/streams/9000/renew', { ttl: '1h' }],
+      ['POST', '/v1/streams/9000/drain', undefined],
+      ['DELETE', '/v1/streams/9000/drain', undefined],
+      ['POST', '/v1/apply', { streams: [{ port: 9000, backend: BACKEND }] }],
+      ['GET', '/v1/nothing-here', undefined],
+    ] as const) {
+      const answer = await request(method, path, { ...as('monitoring-token-0123'), ...(body ? { body } : {}) });
+      expect({ method, path, status: answer.status, body: answer.json }).toEqual({
+        method,
+        path,
+        status: 403,
+        body: {
+          error: {
+            code: 'FORBIDDEN',
+            message: `the token monitoring has the read role, which may only look: ${method} ${path} needs the write role`,
+            hint: 'use a token with the write role (a line "<name> <token> write" in the daemon\'s CONDUCTOR_TOKEN_FILE)',
+          },
+        },
+      });
+    }
+    const legacy = await request('GET', `/removestream/9000`, as('monitoring-token-0123'));
+    expect(legacy.status).toBe(403);
+    expect(legacy.text).toBe(
+      '{"result": "error", "errors": "the token monitoring has the read role, which may only look: GET /removestream/9000 needs the write role"}',
+    );
+    expect(service.calls).toEqual([]);
+  });
+
+  it('a read token reads, probes and plans; a write token, or one without a role, changes', async () => {
+    const { request, service } = await harness(TOKENS);
+    service.streams.set(9000, view({ port: 9000 }));
+    expect((await request('GET', '/v1/streams', as('monitoring-token-0123'))).status).toBe(200);
+    expect((await request('GET', '/getstreams', as('monitoring-token-0123'))).status).toBe(200);
+    const plan = await request('POST', '/v1/apply', {
+      ...as('monitoring-token-0123'),
+      body: { streams: [{ port: 9000, backend: BACKEND }], dryRun: true },
+    });
+    expect(plan.status).toBe(200);
+    expect((await request('DELETE', '/v1/streams/9000', as('ops-token-0123456789'))).status).toBe(200);
+    const created = await request('POST', '/v1/streams', {
+      ...as('legacy-token-0123456789'),
+      body: { port: 9001, backend: BACKEND },
+    });
+    expect(created.status).toBe(201);
+    expect(service.calls.map((call) => call[0])).toEqual(['list', 'list', 'apply', 'remove', 'create']);
+    expect(JSON.stringify(service.calls[2])).toContain('"dryRun":true');
   });
 });
 

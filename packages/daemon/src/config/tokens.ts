@@ -69,7 +69,7 @@ export function parseTokenFile(file: string, text: string): FileToken[] {
 
 /** Checks each token's text, and that names and tokens are each used once. Throws plain errors. */
 function checkTokens(tokens: Array<NamedToken & { line?: number }>, file: string | undefined): void {
-  const names = new Map<string, number | undefined>();
+  const names = new Set<string>();
   const seen = new Map<string, string>();
   for (const { name, token, line } of tokens) {
     const where = line === undefined ? '' : `${file} line ${line}: `;
@@ -79,7 +79,7 @@ function checkTokens(tokens: Array<NamedToken & { line?: number }>, file: string
     if (names.has(name)) throw new Error(`${where}the token name ${name} appears twice`);
     const other = seen.get(token);
     if (other !== undefined) throw new Error(`${where}the token of ${name} is the same as the token of ${other}`);
-    names.set(name, line);
+    names.add(name);
     seen.set(token, name);
   }
 }

@@ -56,9 +56,10 @@ export function requireToken(
     const token = tokens.length === 0 ? undefined : tokenFor(tokens, req.get('authorization'));
     const actor = tokens.length === 0 ? 'anonymous' : token?.name;
     res.locals.actor = actor ?? 'anonymous';
-    // Without authentication everyone may do everything; a client without a token reaches only the
-    // open paths, which read.
-    res.locals.role = tokens.length === 0 ? 'write' : (token?.role ?? (token === undefined ? 'read' : 'write'));
+    // Without authentication everyone may do everything; a client without a token gets past this
+    // check only on the open paths, which read; a token without a role may do everything.
+    const role: TokenRole = tokens.length === 0 ? 'write' : token === undefined ? 'read' : (token.role ?? 'write');
+    res.locals.role = role;
     if (tokens.length === 0 || actor !== undefined || OPEN_PATHS.has(req.path)) {
       next();
       return;
