@@ -8,7 +8,6 @@
 import {
   ConductorError,
   ErrorCode,
-  isTokenText,
   parseBackend,
   parseDuration,
   parseLabelSelector,
@@ -17,28 +16,15 @@ import {
   printable,
   type StreamInput,
 } from '@stream-conductor/shared';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import type { ApiClient } from './client.js';
 import type { LsOptions } from './commands/ls-watch.js';
+import { addContextOptions, clientOptionsOf, registerContextCommands, type TargetOptions } from './context-cli.js';
 import type { Output } from './output.js';
 import { chooseFormat, formatsOf, type OutputFormat } from './output-formats.js';
-import { addTransportOptions, transportSettings } from './transport-options.js';
+import { addTransportOptions } from './transport-options.js';
 
 export const EXIT = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
-
-export const DEFAULT_URL = 'http://127.0.0.1:5000';
-
-interface GlobalOptions {
-  url: string;
-  token?: string;
-  ca?: string;
-  cert?: string;
-  key?: string;
-  insecure?: boolean;
-  json?: boolean;
-  output?: string;
-  color: boolean;
-}
 
 function usageError(error: unknown): ConductorError {
   const message = error instanceof Error ? error.message : String(error);
@@ -135,6 +121,11 @@ function createInput(port: number | undefined, backendTexts: string[], options: 
   return input;
 }
 
+/** A subcommand's name with its parent's (`context ls`), as output-formats.ts lists it. */
+function commandKey(action: Command): string {
+  return action.parent?.parent ? `${action.parent.name()} ${action.name()}` : action.name();
+}
+
 export function exitCodeFor(error: ConductorError): number {
   if (error.code === ErrorCode.Usage) return EXIT.usage;
   if (error.code === ErrorCode.DaemonUnreachable) return EXIT.unreachable;
@@ -157,29 +148,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
   const contextFor = async (command: Command): Promise<Context> => {
     if (context) return context;
-    const options = command.optsWithGlobals<GlobalOptions>();
-    let url: URL;
-    try {
-      url = new URL(options.url);
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http');
-    } catch {
-      throw new ConductorError(
-        ErrorCode.Usage,
-        `--url must be an http:// or https:// URL, got ${JSON.stringify(options.url)}`,
-      );
-    }
     const [{ ApiClient }, { createOutput }] = await Promise.all([import('./client.js'), import('./output.js')]);
-    const token = options.token === undefined || options.token === '' ? undefined : options.token;
-    if (token !== undefined && !isTokenText(token)) {
-      throw new ConductorError(ErrorCode.Usage, 'the token may hold only printable ASCII characters without spaces', {
-        hint: 'tokens are set with CONDUCTOR_TOKEN on the daemon; copy it exactly',
-      });
-    }
-    const { transportFor } = await import('./transport.js');
-    const transport = transportFor({ url: url.href, token, ...transportSettings(options, env) });
-    for (const warning of transport.warnings) process.stderr.write(`warning: ${warning}\n`);
+    const options = command.optsWithGlobals<TargetOptions>();
     context = {
-      client: new ApiClient({ url: url.href, token, tls: transport.tls }),
+      client: new ApiClient(await clientOptionsOf(options, env)),
       output: createOutput({ json: options.json === true, format, color: options.color, env }),
     };
     return context;
@@ -189,10 +161,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .description(
       'Open ports on this edge host and forward them, as TCP streams, to backends (talks to the conductor daemon).',
     )
-    .addOption(new Option('--url <url>', 'daemon API URL').env('CONDUCTOR_URL').default(DEFAULT_URL))
-    .addOption(
-      new Option('--token <token>', 'API token (prefer the variable: a flag shows in ps)').env('CONDUCTOR_TOKEN'),
+    .option(
+      '--url <url>',
+      'daemon API URL (env: CONDUCTOR_URL; default: the current context, else http://127.0.0.1:5000)',
     )
+    .option('--token <token>', 'API token (env: CONDUCTOR_TOKEN; prefer it or --token-file: a flag shows in ps)')
     .option('--json', 'print machine-readable JSON on stdout (-o json)')
     .option(
       '-o, --output <format>',
@@ -201,8 +174,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--no-color', 'no colours (also NO_COLOR=1)')
     .showHelpAfterError('(run conductor --help for usage)')
     .hook('preAction', async (_program, action) => {
-      const options = action.optsWithGlobals<GlobalOptions>();
-      format = await chooseFormat(action.name(), options.output, options.json === true);
+      const options = action.optsWithGlobals<TargetOptions>();
+      format = await chooseFormat(commandKey(action), options.output, options.json === true);
     })
     .exitOverride()
     .configureOutput({ writeOut: (text) => process.stdout.write(text), writeErr: (text) => process.stderr.write(text) })
@@ -217,8 +190,10 @@ Examples:
   $ conductor rm 9000
   $ PORT=$(conductor create auto db.internal:5432 --ttl 2h)
   $ conductor apply -f streams.yaml --dry-run
-  $ CONDUCTOR_URL=http://edge1:5000 CONDUCTOR_TOKEN=... conductor status --json`,
+  $ CONDUCTOR_URL=http://edge1:5000 CONDUCTOR_TOKEN=... conductor status --json
+  $ conductor --context edge1 ls`,
     );
+  addContextOptions(program);
 
   addTransportOptions(program);
   const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -567,6 +542,8 @@ Examples:
       const { collectStatus, printStatus } = await import('./commands/status.js');
       printStatus(await collectStatus(client), output, client.url);
     });
+
+  registerContextCommands(program, env);
 
   program
     .command('completion')

@@ -33,6 +33,8 @@ export const COMMAND_FORMATS: Record<string, readonly OutputFormatName[]> = {
   events: ['json', 'yaml'],
   apply: ['json', 'yaml'],
   diff: ['json', 'yaml'],
+  'context ls': ['json', 'yaml', 'name'],
+  'context show': ['json', 'yaml'],
 };
 
 export function formatsOf(command: string): readonly OutputFormatName[] {

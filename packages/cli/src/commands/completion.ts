@@ -30,6 +30,18 @@ function formatCases(commands: CommandShape[], line: (names: string, formats: st
   return commands.map((command) => line(command.name, formatsOf(command.command).join(' '))).join('\n');
 }
 
+/** The names of the contexts in the config file, for --context and `context use|show|rm`. */
+const CONTEXTS = 'conductor context ls -q 2>/dev/null';
+/** The subcommands of `context` and their options. */
+function contextShape(program: Command): CommandShape[] {
+  const context = program.commands.find((command) => command.name() === 'context');
+  return (context?.commands ?? []).map((command) => ({
+    name: command.name(),
+    command: `context ${command.name()}`,
+    options: [...command.options.flatMap((option) => (option.long ? [option.long] : [])), '--help'],
+  }));
+}
+
 export function shapeOf(program: Command): { global: string[]; commands: CommandShape[] } {
   const longs = (command: Command): string[] => command.options.flatMap((option) => (option.long ? [option.long] : []));
   const commands: CommandShape[] = [];
@@ -44,18 +56,21 @@ const PORTS = `conductor ls --json 2>/dev/null | grep -o '"port": [0-9]*' | grep
 
 export function bashCompletion(program: Command): string {
   const { global, commands } = shapeOf(program);
+  const subs = contextShape(program);
+  const subCases = subs.map((sub) => `      ${sub.name}) opts="${sub.options.join(' ')}" ;;`).join('\n');
   const cases = commands.map((command) => `    ${command.name}) opts="${command.options.join(' ')}" ;;`).join('\n');
   const choices = Object.entries(CHOICES)
     .map(([option, words]) => `    ${option}) COMPREPLY=( $(compgen -W "${words.join(' ')}" -- "$cur") ); return ;;`)
     .join('\n');
   return `# bash completion for conductor: source <(conductor completion bash)
 _conductor() {
-  local cur prev cmd opts i
+  local cur prev cmd sub opts i where=""
   cur="\${COMP_WORDS[COMP_CWORD]}"
   prev="\${COMP_WORDS[COMP_CWORD-1]}"
   cmd=""
   for ((i = 1; i < COMP_CWORD; i++)); do
     case "\${COMP_WORDS[i]}" in
+      --url|--context) where="$where \${COMP_WORDS[i]} \${COMP_WORDS[i+1]}"; ((i++)) ;;
       ${valuedGlobals(program)}) ((i++)) ;;
       -*) ;;
       *) cmd="\${COMP_WORDS[i]}"; break ;;
@@ -63,7 +78,8 @@ _conductor() {
   done
   case "$prev" in
 ${choices}
-    -f|--file|--ca|--cert|--key) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+    --context) COMPREPLY=( $(compgen -W "$(${CONTEXTS})" -- "$cur") ); return ;;
+    -f|--file|--token-file|--ca|--cert|--key) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
     -o|--output)
       case "$cmd" in
 ${formatCases(commands, (name, formats) => `        ${name}) opts="${formats}" ;;`)}
@@ -79,9 +95,25 @@ ${formatCases(commands, (name, formats) => `        ${name}) opts="${formats}" ;
   case "$cmd" in
 ${cases}
   esac
+  if [ "$cmd" = context ]; then
+    sub=""
+    for ((i = i + 1; i < COMP_CWORD; i++)); do
+      case "\${COMP_WORDS[i]}" in -*) ;; *) sub="\${COMP_WORDS[i]}"; break ;; esac
+    done
+    if [ -z "$sub" ]; then
+      [[ "$cur" != -* ]] && opts="${subs.map((sub) => sub.name).join(' ')}"
+    else
+      case "$sub" in
+${subCases}
+      esac
+      case "$sub" in
+        use|show|rm) [[ "$cur" != -* ]] && { COMPREPLY=( $(compgen -W "$(${CONTEXTS})" -- "$cur") ); return; } ;;
+      esac
+    fi
+  fi
   if [[ "$cur" != -* ]]; then
     case "$cmd" in
-      ${PORT_COMMANDS.join('|')}) COMPREPLY=( $(compgen -W "$(${PORTS})" -- "$cur") ); return ;;
+      ${PORT_COMMANDS.join('|')}) COMPREPLY=( $(compgen -W "$(${PORTS.replace('conductor ', 'conductor $where ')})" -- "$cur") ); return ;;
       completion) COMPREPLY=( $(compgen -W "bash zsh" -- "$cur") ); return ;;
     esac
   fi
@@ -93,6 +125,8 @@ complete -F _conductor conductor
 
 export function zshCompletion(program: Command): string {
   const { global, commands } = shapeOf(program);
+  const subs = contextShape(program);
+  const subCases = subs.map((sub) => `      ${sub.name}) opts=(${sub.options.join(' ')}) ;;`).join('\n');
   const cases = commands.map((command) => `    ${command.name}) opts=(${command.options.join(' ')}) ;;`).join('\n');
   const choices = Object.entries(CHOICES)
     .map(([option, words]) => `    ${option}) compadd -- ${words.join(' ')}; return ;;`)
@@ -100,10 +134,11 @@ export function zshCompletion(program: Command): string {
   return `#compdef conductor
 # zsh completion for conductor: source <(conductor completion zsh)
 _conductor() {
-  local cmd="" prev="\${words[CURRENT-1]}" i
-  local -a opts
+  local cmd="" sub="" prev="\${words[CURRENT-1]}" i
+  local -a opts where
   for ((i = 2; i < CURRENT; i++)); do
     case "\${words[i]}" in
+      --url|--context) where+=("\${words[i]}" "\${words[i+1]}"); ((i++)) ;;
       ${valuedGlobals(program)}) ((i++)) ;;
       -*) ;;
       *) cmd="\${words[i]}"; break ;;
@@ -111,7 +146,8 @@ _conductor() {
   done
   case "$prev" in
 ${choices}
-    -f|--file|--ca|--cert|--key) _files; return ;;
+    --context) compadd -- $(${CONTEXTS}); return ;;
+    -f|--file|--token-file|--ca|--cert|--key) _files; return ;;
     -o|--output)
       case "$cmd" in
 ${formatCases(commands, (name, formats) => `        ${name}) compadd -- ${formats} ;;`)}
@@ -126,9 +162,24 @@ ${formatCases(commands, (name, formats) => `        ${name}) compadd -- ${format
   case "$cmd" in
 ${cases}
   esac
+  if [[ "$cmd" == context ]]; then
+    for ((i = i + 1; i < CURRENT; i++)); do
+      case "\${words[i]}" in -*) ;; *) sub="\${words[i]}"; break ;; esac
+    done
+    if [[ -z "$sub" ]]; then
+      [[ "\${words[CURRENT]}" != -* ]] && opts=(${subs.map((sub) => sub.name).join(' ')})
+    else
+      case "$sub" in
+${subCases}
+      esac
+      case "$sub" in
+        use|show|rm) [[ "\${words[CURRENT]}" != -* ]] && { compadd -- $(${CONTEXTS}); return; } ;;
+      esac
+    fi
+  fi
   if [[ "\${words[CURRENT]}" != -* ]]; then
     case "$cmd" in
-      ${PORT_COMMANDS.join('|')}) compadd -- $(${PORTS}); return ;;
+      ${PORT_COMMANDS.join('|')}) compadd -- $(${PORTS.replace('conductor ', 'conductor "${where[@]}" ')}); return ;;
       completion) compadd -- bash zsh; return ;;
     esac
   fi
