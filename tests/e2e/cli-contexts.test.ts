@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { type Certs, makeCerts } from '../helpers/certs.js';
 import { type CliRun, runCli } from '../helpers/cli.js';
 import { CLI, type Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -220,7 +221,7 @@ describe('context add', () => {
     expect(inline).toEqual({
       code: 0,
       stdout: 'context inline added\n',
-      stderr: `conductor: warning: the token of context inline is written in ${h.config}; a --token-file keeps it out of it\n`,
+      stderr: `warning: the token of context inline is written in ${h.config}; a --token-file keeps it out of it\n`,
     });
     text = await readFile(h.config, 'utf8');
     expect(text).toContain(`token: ${TOKEN_A}`);
@@ -321,5 +322,78 @@ describe('completion', () => {
     expect(await complete(['conductor', '--context', 'b', 'rm', ''])).toEqual([String(pb)]);
     expect(await complete(['conductor', 'rm', ''])).toEqual([]);
     await b.request('DELETE', `/v1/streams/${pb}`, undefined, { authorization: `Bearer ${TOKEN_B}` });
+  });
+});
+
+describe('a context for a daemon over HTTPS with client certificates', () => {
+  let secure: Daemon;
+  let certs: Certs;
+  const TOKEN_S = 'token-of-the-https-daemon-0123';
+
+  beforeAll(async () => {
+    certs = await makeCerts(await daemons.dir());
+    secure = await daemons.start({
+      rangeSize: 4,
+      env: {
+        CONDUCTOR_NGINX_INSTANCES: '1',
+        CONDUCTOR_TOKEN: TOKEN_S,
+        CONDUCTOR_TLS_CERT: certs.serverCert,
+        CONDUCTOR_TLS_KEY: certs.serverKey,
+        CONDUCTOR_TLS_CLIENT_CA: certs.ca,
+      },
+    });
+  }, 60_000);
+
+  it("uses the context's ca, cert, key and token file; each one missing fails; flags and variables win", async () => {
+    const h = await freshHome();
+    const tokenS = join(h.home, 's.token');
+    await writeFile(tokenS, `${TOKEN_S}\n`, { mode: 0o600 });
+    const tls = ['--ca', certs.ca, '--cert', certs.clientCert, '--key', certs.clientKey];
+    const add = async (name: string, args: string[], env: Record<string, string> = {}): Promise<void> => {
+      const run = await runCli(['context', 'add', name, '--url', secure.url, ...args], { ...h.env, ...env });
+      expect([run.code, run.stderr]).toEqual([0, '']);
+    };
+    // A CA given by the variable is not stored: only what the command line says is.
+    await add('s', ['--token-file', tokenS, ...tls], { CONDUCTOR_CA: certs.wrongCa });
+    await add('no-ca', ['--token-file', tokenS, '--cert', certs.clientCert, '--key', certs.clientKey]);
+    await add('no-cert', ['--token-file', tokenS, '--ca', certs.ca]);
+    await add('no-token', tls);
+    await add('wrong-ca', [
+      '--token-file',
+      tokenS,
+      '--ca',
+      certs.wrongCa,
+      '--cert',
+      certs.clientCert,
+      '--key',
+      certs.clientKey,
+    ]);
+    const text = await readFile(h.config, 'utf8');
+    expect(text).not.toContain(TOKEN_S);
+    expect(text.split(`ca: ${certs.wrongCa}`).length).toBe(2); // only in wrong-ca
+
+    const port = secure.rangeStart;
+    const created = await runCli(['--context', 's', 'create', String(port), `127.0.0.1:${echo.port}`], h.env);
+    expect([created.code, created.stderr]).toEqual([0, '']);
+    expect(listed(await runCli(['ls', '--json'], { ...h.env, CONDUCTOR_CONTEXT: 's' }))).toEqual([port]);
+
+    const noCa = await runCli(['--context', 'no-ca', 'ls'], h.env);
+    expect([noCa.code, noCa.stdout]).toEqual([3, '']);
+    expect(noCa.stderr).toMatch(/^conductor: cannot verify the certificate of the daemon at https:\/\/127\.0\.0\.1:/);
+    const wrongCa = await runCli(['--context', 'wrong-ca', 'ls'], h.env);
+    expect([wrongCa.code, wrongCa.stderr]).toEqual([3, expect.stringContaining('cannot verify the certificate')]);
+    const noCert = await runCli(['--context', 'no-cert', 'ls'], h.env);
+    expect([noCert.code, noCert.stderr]).toEqual([3, expect.stringContaining('requires a client certificate')]);
+    const noToken = await runCli(['--context', 'no-token', 'ls'], h.env);
+    expect([noToken.code, noToken.stderr]).toEqual([1, expect.stringContaining('missing or wrong API token')]);
+
+    // --ca and CONDUCTOR_CA win over the context's CA; the variable CONDUCTOR_CA over none.
+    expect(listed(await runCli(['--context', 'wrong-ca', '--ca', certs.ca, 'ls', '--json'], h.env))).toEqual([port]);
+    expect(listed(await runCli(['--context', 'no-ca', 'ls', '--json'], { ...h.env, CONDUCTOR_CA: certs.ca }))).toEqual([
+      port,
+    ]);
+    const wrongFlag = await runCli(['--context', 's', '--ca', certs.wrongCa, 'ls'], h.env);
+    expect(wrongFlag.code).toBe(3);
+    expect((await runCli(['--context', 's', 'rm', String(port)], h.env)).code).toBe(0);
   });
 });
