@@ -148,6 +148,13 @@ describe('choosing the daemon by context', () => {
       ['b', true, b.url, h.tokenB],
     ]);
     expect((await runCli(['context', 'ls', '-q'], h.env)).stdout).toBe('a\nb\n');
+    expect((await runCli(['context', 'ls', '-o', 'name'], h.env)).stdout).toBe('a\nb\n');
+    const asYaml = await runCli(['context', 'ls', '-o', 'yaml'], h.env);
+    expect(asYaml.code).toBe(0);
+    expect(asYaml.stdout).toContain(`- name: a\n  current: false\n  url: ${a.url}\n`);
+    const wide = await runCli(['context', 'ls', '-o', 'wide'], h.env);
+    expect([wide.code, wide.stdout]).toEqual([2, '']);
+    expect(wide.stderr).toContain('context ls does not print -o wide');
     expect((await runCli(['context', 'use', 'a'], h.env)).code).toBe(0);
     expect(listed(await runCli(['ls', '--json'], h.env))).toEqual([]);
     // rm of the current context: no context is current, commands go to the default again.
