@@ -23,6 +23,7 @@ import { addContextOptions, clientOptionsOf, registerContextCommands, type Targe
 import type { Output } from './output.js';
 import { chooseFormat, formatsOf, type OutputFormat } from './output-formats.js';
 import { addTransportOptions } from './transport-options.js';
+import { version } from './version.js';
 
 export const EXIT = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
 
@@ -172,6 +173,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       "json, yaml, name (one port per line) or wide (ls); each command's --help says which",
     )
     .option('--no-color', 'no colours (also NO_COLOR=1)')
+    .version(version, '-V, --version', 'print the version')
     .showHelpAfterError('(run conductor --help for usage)')
     .hook('preAction', async (_program, action) => {
       const options = action.optsWithGlobals<TargetOptions>();
