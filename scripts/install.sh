@@ -117,6 +117,11 @@ command -v npm >/dev/null 2>&1 || fail "npm is not on PATH"
 node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 18) ? 0 : 1)' ||
   fail "Node.js 20.18 or later is needed; this is $(node --version)"
 
+# The unit runs conductor-daemon, whose #! line finds node on systemd's PATH.
+if ! PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v node >/dev/null 2>&1; then
+  printf 'install: warning: node (%s) is not on the PATH systemd gives services; link it into /usr/local/bin\n' "$(command -v node)" >&2
+fi
+
 live=0 # this machine's own root, with systemd running: systemctl and the user database are ours to use
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then live=1; fi
 dest() { printf '%s%s' "$root" "$1"; }
