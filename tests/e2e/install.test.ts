@@ -383,6 +383,37 @@ describe('npm run pack and scripts/install.sh', () => {
     expect(await run(waitReady, ['--pid'])).toMatchObject({ code: 2 });
   });
 
+  it("the installed daemon loads fleet mode's code, etcd's protocol files included", async () => {
+    const api = await freePortBlock(1);
+    const etcd = await freePortBlock(1); // nothing listens there: the daemon serves from its own file meanwhile
+    const env = {
+      PATH: SYSTEMD_PATH,
+      CONDUCTOR_HOME: join(work, 'fleet-home'),
+      BIND_PORT: String(api),
+      PORT_RANGE: `${etcd + 1}-${etcd + 1}`,
+      CONDUCTOR_LISTEN_ADDRESS: '127.0.0.1',
+      CONDUCTOR_STORE: `etcd://127.0.0.1:${etcd}`,
+      CONDUCTOR_HOST_ID: 'installed',
+    };
+    const daemon = spawn(inRoot(`${PREFIX}/bin/conductor-daemon`), [], {
+      env,
+      cwd: '/',
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    started.push(daemon);
+    let logs = '';
+    daemon.stderr.on('data', (chunk: Buffer) => {
+      logs += chunk.toString('utf8');
+    });
+    const exited = new Promise<number | null>((resolve) => daemon.once('exit', (code) => resolve(code)));
+    const waitReady = inRoot(`${PKG}/daemon/packaging/wait-ready.mjs`);
+    const ready = await run(waitReady, ['--pid', String(daemon.pid), '--timeout', '60'], { env });
+    expect({ ...ready, logs }).toMatchObject({ code: 0 });
+    expect(logs).toContain(`"store":{"etcd":["http://127.0.0.1:${etcd}"]`);
+    daemon.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
   it('refuses each kind of bad argument with exit 2 and changes nothing', async () => {
     const other = join(work, 'other');
     await mkdir(join(other, 'package'), { recursive: true });
