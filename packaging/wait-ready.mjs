@@ -5,7 +5,13 @@
 // in line with the stored streams and the API listens. Exit 0 then; exit 1 when the daemon's
 // process (--pid) is gone or --timeout passes first; exit 2 on bad arguments.
 // The address is the daemon's, read from the same environment: BIND_ADDRESS (default 127.0.0.1 in
-// managed mode, 0.0.0.0 in external mode; a wildcard is asked on loopback) and BIND_PORT (5000).
+// managed mode, 0.0.0.0 in external mode; a wildcard is asked on loopback) and BIND_PORT (5000);
+// HTTPS when CONDUCTOR_TLS_CERT is set. Only whether the daemon answers counts, so its certificate
+// is not checked (nothing secret is sent), and a server that requires a client certificate
+// (CONDUCTOR_TLS_CLIENT_CA) and says so in the handshake answers too: the API listens only once
+// the daemon is ready.
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 function fail(code, message) {
@@ -33,7 +39,32 @@ function statusUrl(env) {
   if (host === '::' || host === '[::]') host = '::1';
   if (host.includes(':') && !host.startsWith('[')) host = `[${host}]`;
   const port = env.BIND_PORT || '5000';
-  return `http://${host}:${port}/status`;
+  return `${env.CONDUCTOR_TLS_CERT ? 'https' : 'http'}://${host}:${port}/status`;
+}
+
+/** TLS alerts that mean: a server is there, and wants a client certificate. */
+const CERTIFICATE_WANTED = new Set([
+  'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+  'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE',
+]);
+
+/** 'ready', or what kept it from being ready. */
+function ask(url) {
+  return new Promise((resolve) => {
+    const request = (url.startsWith('https:') ? httpsRequest : httpRequest)(
+      url,
+      { rejectUnauthorized: false, timeout: 2000 },
+      (answer) => {
+        answer.resume();
+        resolve(answer.statusCode === 200 ? 'ready' : `HTTP ${answer.statusCode}`);
+      },
+    );
+    request.on('timeout', () => request.destroy(new Error('no answer in 2 s')));
+    request.on('error', (error) =>
+      resolve(CERTIFICATE_WANTED.has(error.code) ? 'ready' : (error.code ?? error.message)),
+    );
+    request.end();
+  });
 }
 
 function running(pid) {
@@ -52,14 +83,8 @@ let last = 'no answer yet';
 for (;;) {
   if (options.pid !== undefined && !running(options.pid))
     fail(1, `the daemon (pid ${options.pid}) exited before it was ready`);
-  try {
-    const answer = await fetch(url, { signal: AbortSignal.timeout(2000) });
-    await answer.body?.cancel();
-    if (answer.status === 200) break;
-    last = `HTTP ${answer.status}`;
-  } catch (error) {
-    last = error.cause?.code ?? error.cause?.message ?? error.message;
-  }
+  last = await ask(url);
+  if (last === 'ready') break;
   if (Date.now() >= deadline) fail(1, `${url} not ready after ${options.timeoutMs / 1000} s (${last})`);
   await sleep(200);
 }

@@ -383,6 +383,63 @@ describe('npm run pack and scripts/install.sh', () => {
     expect(await run(waitReady, ['--pid'])).toMatchObject({ code: 2 });
   });
 
+  it('the readiness check knows an API on HTTPS that requires client certificates', async () => {
+    const tls = join(work, 'tls');
+    await mkdir(tls);
+    const made = await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-keyout',
+      join(tls, 'key.pem'),
+      '-out',
+      join(tls, 'cert.pem'),
+    ]);
+    expect(made).toMatchObject({ code: 0 });
+    await chmod(join(tls, 'key.pem'), 0o600);
+    const api = await freePortBlock(1);
+    const env = {
+      PATH: SYSTEMD_PATH,
+      CONDUCTOR_HOME: join(work, 'tls-home'),
+      BIND_PORT: String(api),
+      PORT_RANGE: `${api + 1}-${api + 1}`,
+      CONDUCTOR_TOKEN: 'a-token-of-the-readiness-test',
+      CONDUCTOR_TLS_CERT: join(tls, 'cert.pem'),
+      CONDUCTOR_TLS_KEY: join(tls, 'key.pem'),
+      CONDUCTOR_TLS_CLIENT_CA: join(tls, 'cert.pem'),
+    };
+    const daemon = spawn(inRoot(`${PREFIX}/bin/conductor-daemon`), [], {
+      env,
+      cwd: '/',
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    started.push(daemon);
+    let logs = '';
+    daemon.stderr.on('data', (chunk: Buffer) => {
+      logs += chunk.toString('utf8');
+    });
+    const exited = new Promise<number | null>((resolve) => daemon.once('exit', (code) => resolve(code)));
+    const { CONDUCTOR_TOKEN: _token, ...unitEnv } = env;
+    const ready = await run(inRoot(`${PKG}/daemon/packaging/wait-ready.mjs`), ['--pid', String(daemon.pid)], {
+      env: unitEnv,
+    });
+    expect({ ...ready, logs }).toMatchObject({
+      code: 0,
+      stderr: `wait-ready: https://127.0.0.1:${api}/status answers\n`,
+    });
+    expect(logs).toContain('"msg":"ready"');
+    daemon.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
   it("the installed daemon loads fleet mode's code, etcd's protocol files included", async () => {
     const api = await freePortBlock(1);
     const etcd = await freePortBlock(1); // nothing listens there: the daemon serves from its own file meanwhile
