@@ -48,8 +48,11 @@ const CERTIFICATE_WANTED = new Set([
   'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE',
 ]);
 
-/** 'ready', or what kept it from being ready. */
-function ask(url) {
+/**
+ * 'ready', or what kept it from being ready. A refused handshake counts only when the daemon is
+ * set to want client certificates (`clientCertificates`): from anything else it is not ours.
+ */
+function ask(url, clientCertificates) {
   return new Promise((resolve) => {
     const request = (url.startsWith('https:') ? httpsRequest : httpRequest)(
       url,
@@ -61,7 +64,7 @@ function ask(url) {
     );
     request.on('timeout', () => request.destroy(new Error('no answer in 2 s')));
     request.on('error', (error) =>
-      resolve(CERTIFICATE_WANTED.has(error.code) ? 'ready' : (error.code ?? error.message)),
+      resolve(clientCertificates && CERTIFICATE_WANTED.has(error.code) ? 'ready' : (error.code ?? error.message)),
     );
     request.end();
   });
@@ -83,7 +86,10 @@ let last = 'no answer yet';
 for (;;) {
   if (options.pid !== undefined && !running(options.pid))
     fail(1, `the daemon (pid ${options.pid}) exited before it was ready`);
-  last = await ask(url);
+  last = await ask(url, Boolean(process.env.CONDUCTOR_TLS_CLIENT_CA));
+  // An answer from the port while our daemon is gone is another process's: not ready.
+  if (last === 'ready' && options.pid !== undefined && !running(options.pid))
+    fail(1, `the daemon (pid ${options.pid}) exited before it was ready`);
   if (last === 'ready') break;
   if (Date.now() >= deadline) fail(1, `${url} not ready after ${options.timeoutMs / 1000} s (${last})`);
   await sleep(200);

@@ -127,11 +127,27 @@ if [ -z "$root" ] && [ -d /run/systemd/system ]; then live=1; fi
 dest() { printf '%s%s' "$root" "$1"; }
 pkgdir=$prefix/lib/node_modules/@$NAME/daemon
 unit_file=$unit_dir/$NAME.service
-sysusers_file=$prefix/lib/sysusers.d/$NAME.conf
+# systemd-sysusers reads /usr/lib/sysusers.d and /usr/local/lib/sysusers.d (and /etc, /run), not
+# $prefix/lib/sysusers.d: under any other prefix the entry goes to /usr/local/lib/sysusers.d.
+if [ "$prefix" = /usr ]; then sysusers_file=/usr/lib/sysusers.d/$NAME.conf; else sysusers_file=/usr/local/lib/sysusers.d/$NAME.conf; fi
 env_file=/etc/$NAME/conductor.env
 npm_cache=$(mktemp -d)
 trap 'rm -rf "$npm_cache"' EXIT
-npm_flags=(--global --prefix "$(dest "$prefix")" --cache "$npm_cache" --offline --no-audit --no-fund --no-update-notifier --loglevel=error)
+# --ignore-scripts: nothing in a package runs as root at install time (ours have no scripts).
+npm_flags=(--global --prefix "$(dest "$prefix")" --cache "$npm_cache" --offline --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error)
+
+# Under --root, every path we write or remove must stay inside it: a link in the staging root
+# (an etc that points at the host's /etc, say) is refused before anything changes.
+if [ -n "$root" ]; then
+  real_root=$(realpath -e "$root")
+  for path in "$prefix" "$unit_dir" "$(dirname "$sysusers_file")" /etc/$NAME /var/lib/$NAME; do
+    real=$(realpath -m "$(dest "$path")")
+    case "$real" in
+      "$real_root" | "$real_root"/*) ;;
+      *) bad "$path under --root $root leads to $real, outside the root (a symbolic link?)" ;;
+    esac
+  done
+fi
 
 if [ "$uninstall" = 1 ]; then
   if [ "$live" = 1 ] && systemctl cat "$NAME.service" >/dev/null 2>&1; then
@@ -179,8 +195,11 @@ printf 'u %s - "stream-conductor daemon" /var/lib/%s /usr/sbin/nologin\n' "$NAME
 chmod 0644 "$(dest "$sysusers_file")"
 say "wrote $sysusers_file"
 
-mkdir -p "$(dest /etc/$NAME)"
-chmod 0755 "$(dest /etc/$NAME)"
+if [ ! -d "$(dest /etc/$NAME)" ]; then
+  # Made here: readable by all (the settings file in it is 0600); a folder that exists keeps its mode.
+  mkdir -p "$(dest /etc/$NAME)"
+  chmod 0755 "$(dest /etc/$NAME)"
+fi
 if [ -e "$(dest "$env_file")" ]; then
   say "kept $env_file (this version's template: $pkgdir/packaging/conductor.env)"
 else

@@ -7,9 +7,17 @@
  */
 
 import { copyFile, rename, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { type Certs, fingerprintOf, httpsRequest, makeCerts, signCertificate } from '../helpers/certs.js';
+import {
+  type Certs,
+  certificateValidBetween,
+  fingerprintOf,
+  httpsRequest,
+  makeCerts,
+  signCertificate,
+} from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, daemonEnv, runDaemonExpectingExit, untilOutput } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -130,18 +138,29 @@ describe('HTTPS', () => {
 
 describe('the token in clear text', () => {
   it('the CLI refuses to send a token over http:// to a non-loopback address, before connecting', async () => {
-    // 192.0.2.1 (TEST-NET-1) is never connected to: the refusal comes before any connection.
-    const started = Date.now();
-    const run = await runCli(['ls'], { CONDUCTOR_URL: 'http://192.0.2.1:5000', CONDUCTOR_TOKEN: ADMIN });
-    const elapsed = Date.now() - started;
-    expect(run.code).toBe(2);
-    expect(run.stdout).toBe('');
-    expect(run.stderr).toBe(
-      'conductor: refusing to send the API token in clear text to http://192.0.2.1:5000: it is not a loopback address\n' +
-        'hint: use https:// (the daemon serves it with CONDUCTOR_TLS_CERT and CONDUCTOR_TLS_KEY), or --insecure on a network you trust\n',
-    );
-    // Exit 2 is a usage error: nothing was sent. It answers at once (no connect, no timeout).
-    expect(elapsed).toBeLessThan(5000);
+    // 0.0.0.0 is not a loopback address, yet Linux sends a connection to it to 127.0.0.1: the
+    // listener there sees whether anything was sent, and nothing can leave the host even if the
+    // refusal broke.
+    let connections = 0;
+    const listener = createServer((socket) => {
+      connections += 1;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    const { port } = listener.address() as AddressInfo;
+    try {
+      const url = `http://0.0.0.0:${port}`;
+      const run = await runCli(['ls'], { CONDUCTOR_URL: url, CONDUCTOR_TOKEN: ADMIN });
+      expect(run.code).toBe(2);
+      expect(run.stdout).toBe('');
+      expect(run.stderr).toBe(
+        `conductor: refusing to send the API token in clear text to ${url}: it is not a loopback address\n` +
+          'hint: use https:// (the daemon serves it with CONDUCTOR_TLS_CERT and CONDUCTOR_TLS_KEY), or --insecure on a network you trust\n',
+      );
+      expect(connections).toBe(0);
+    } finally {
+      await new Promise((resolve) => listener.close(resolve));
+    }
   });
 
   it('--ca with an http:// URL is a usage error: nothing would be verified', async () => {
@@ -183,13 +202,32 @@ describe('a renewed certificate', () => {
     expect(await served()).toBe(fingerprint);
     expect((await cli(['--ca', certs.ca, 'ls'])).code).toBe(0);
 
+    // A renewal that expired, and one not valid yet: both logged, the renewed certificate still served.
+    for (const [name, start, end] of [
+      ['expired', '20200101000000Z', '20200102000000Z'],
+      ['not-yet', '20991231000000Z', '21000101000000Z'],
+    ] as const) {
+      const kept = untilOutput(
+        daemon.child,
+        /"msg":"the API TLS files changed but cannot serve; the certificate in use is kept".*"error":"the new certificate (expired|is not valid before)/,
+        20_000,
+      );
+      const bad = await certificateValidBetween(certs.dir, 'ca', name, 'server.key', start, end);
+      await copyFile(certs.serverKey, tls.key);
+      await copyFile(bad, `${tls.cert}.new`);
+      await rename(`${tls.cert}.new`, tls.cert);
+      await kept;
+      expect(await served()).toBe(fingerprint);
+    }
+
     // The right key back: served again, by the same process all along.
     const back = untilOutput(
       daemon.child,
       new RegExp(`new certificate","cert":"[^"]*","fingerprint256":"${fingerprint}"`),
       20_000,
     );
-    await copyFile(certs.serverKey, tls.key);
+    await copyFile(renewed, `${tls.cert}.new`);
+    await rename(`${tls.cert}.new`, tls.cert);
     await back;
     expect(await served()).toBe(fingerprint);
     expect(daemon.child.pid).toBe(pid);

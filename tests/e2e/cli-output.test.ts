@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { parse as parseYaml } from 'yaml';
-import { runCli } from '../helpers/cli.js';
+import { type CliRun, runCli, runProgram } from '../helpers/cli.js';
 import { CLI, type Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EchoBackend } from '../helpers/net.js';
@@ -184,23 +184,8 @@ describe('-o on the commands', () => {
   it('prints names that work as arguments again: ls -o name | xargs get, then rm', async () => {
     const ports = [daemon.rangeStart + 3, daemon.rangeStart + 5, daemon.rangeStart + 8];
     for (const port of ports) expect((await runCli(['create', String(port), backend], env)).code).toBe(0);
-    const pipe = async (script: string): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-      new Promise((resolve, reject) => {
-        const child = spawn('sh', ['-c', script], {
-          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env, C: `${process.execPath} ${CLI}` },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk: Buffer) => {
-          stdout += chunk.toString('utf8');
-        });
-        child.stderr.on('data', (chunk: Buffer) => {
-          stderr += chunk.toString('utf8');
-        });
-        child.once('error', reject);
-        child.once('exit', (code) => resolve({ code, stdout, stderr }));
-      });
+    const pipe = (script: string): Promise<CliRun> =>
+      runProgram('sh', ['-c', script], { ...env, C: `${process.execPath} ${CLI}` });
     const got = await pipe('$C ls -o name | xargs -n1 $C get -o json');
     expect([got.code, got.stderr]).toEqual([0, '']);
     const streams = got.stdout

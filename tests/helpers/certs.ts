@@ -171,3 +171,66 @@ export function httpsRequest(
     });
   })();
 }
+
+/**
+ * A server certificate for an existing key (a path in `dir`), signed by `ca`, valid only between
+ * two given times (openssl's YYYYMMDDHHMMSSZ): one that expired, or one not valid yet. `openssl ca`
+ * is the one openssl command that takes explicit dates.
+ */
+export async function certificateValidBetween(
+  dir: string,
+  ca: string,
+  name: string,
+  key: string,
+  start: string,
+  end: string,
+): Promise<string> {
+  const db = join(dir, `${name}.ca`);
+  await run('mkdir', ['-p', db]);
+  await writeFile(join(db, 'index.txt'), '');
+  await writeFile(join(db, 'serial'), '1000\n');
+  await writeFile(
+    join(db, 'ca.cnf'),
+    [
+      '[ca]',
+      'default_ca = here',
+      '[here]',
+      `database = ${join(db, 'index.txt')}`,
+      `new_certs_dir = ${db}`,
+      `serial = ${join(db, 'serial')}`,
+      'default_md = sha256',
+      'policy = any',
+      'unique_subject = no',
+      '[any]',
+      'commonName = supplied',
+      '',
+    ].join('\n'),
+  );
+  await openssl(dir, ['req', '-new', '-key', key, '-subj', `/CN=${name}`, '-out', `${name}.csr`]);
+  await writeFile(
+    join(dir, `${name}.ext`),
+    'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\nextendedKeyUsage=serverAuth\n',
+  );
+  await openssl(dir, [
+    'ca',
+    '-batch',
+    '-config',
+    join(db, 'ca.cnf'),
+    '-cert',
+    `${ca}.pem`,
+    '-keyfile',
+    `${ca}.key`,
+    '-in',
+    `${name}.csr`,
+    '-startdate',
+    start,
+    '-enddate',
+    end,
+    '-extfile',
+    `${name}.ext`,
+    '-notext',
+    '-out',
+    `${name}.pem`,
+  ]);
+  return join(dir, `${name}.pem`);
+}

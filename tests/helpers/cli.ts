@@ -9,8 +9,13 @@ export interface CliRun {
 }
 
 export function runCli(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return runProgram(process.execPath, [CLI, ...args], env);
+}
+
+/** Runs any program with only PATH and `env` in its environment, and captures what it prints. */
+export function runProgram(file: string, args: string[], env: Record<string, string> = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(file, args, {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

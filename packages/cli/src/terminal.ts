@@ -47,6 +47,35 @@ export function takeTerminal(
   };
 }
 
+/**
+ * How a live view stops: `stop()` (q, Ctrl-C or a signal) settles `quitting` at once, so a pause
+ * or a request in flight raced against it is not waited for.
+ */
+export class StopSwitch {
+  stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+  private quit: () => void = () => undefined;
+  readonly quitting = new Promise<'quit'>((resolve) => {
+    this.quit = () => resolve('quit');
+  });
+
+  readonly stop = (): void => {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.quit();
+  };
+
+  /** Waits `ms`, or until stopped. */
+  pause(ms: number): Promise<unknown> {
+    return Promise.race([
+      new Promise((resolve) => {
+        this.timer = setTimeout(resolve, ms);
+      }),
+      this.quitting,
+    ]);
+  }
+}
+
 /** The first `rows` lines of `text`, the last of them saying how many were left out. */
 export function fitRows(text: string, rows: number | undefined, more: (hidden: number) => string): string {
   const lines = text.split('\n');

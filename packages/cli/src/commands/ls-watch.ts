@@ -19,7 +19,7 @@ import {
 } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
-import { fitRows, HOME_AND_CLEAR, isQuitKey, takeTerminal } from '../terminal.js';
+import { fitRows, HOME_AND_CLEAR, isQuitKey, StopSwitch, takeTerminal } from '../terminal.js';
 import { listingTable, listStreams } from './ls.js';
 
 export const WATCH_INTERVAL = { min: 500, max: 3_600_000, default: 2000 } as const;
@@ -94,23 +94,13 @@ export async function watchStreams(
   const live = stdout.isTTY === true && (output.format.name === 'text' || output.format.name === 'wide');
   const look = (): Promise<StreamView[]> => listStreams(client, options.labels, options.stats);
   let streams: StreamView[] = [];
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let quit: () => void = () => undefined;
-  const quitting = new Promise<'quit'>((resolve) => {
-    quit = () => resolve('quit');
-  });
-  const stop = (): void => {
-    stopped = true;
-    if (timer) clearTimeout(timer);
-    quit();
-  };
-  const pause = (ms: number): Promise<unknown> =>
-    Promise.race([new Promise((resolve) => (timer = setTimeout(resolve, ms))), quitting]);
+  // Settles on q, Ctrl-C or a signal: a wait or a request in flight is not waited for.
+  const run = new StopSwitch();
+  const { stop, quitting } = run;
 
   let unreachable: string | undefined;
   const draw = async (): Promise<void> => {
-    if (stopped) return;
+    if (run.stopped) return;
     const { color } = output;
     const time = new Date().toISOString().slice(11, 19);
     const lines = [
@@ -122,7 +112,7 @@ export async function watchStreams(
     const text = fitRows(lines.join('\n'), rows, (hidden) =>
       color.dim(`... ${hidden} more line(s): a taller terminal, or --label, shows them`),
     );
-    if (!stopped) stdout.write(`${HOME_AND_CLEAR}${text}\n`);
+    if (!run.stopped) stdout.write(`${HOME_AND_CLEAR}${text}\n`);
   };
 
   const signals = io.signals ?? ['SIGINT', 'SIGTERM'];
@@ -147,12 +137,12 @@ export async function watchStreams(
       if (live) await draw();
       else if (fingerprint(streams) !== shown) {
         const text = await listingText(streams, output, options.stats);
-        if (stopped) break;
+        if (run.stopped) break;
         output.out(text);
         shown = fingerprint(streams);
       }
-      await pause(options.intervalMs);
-      if (stopped) break;
+      await run.pause(options.intervalMs);
+      if (run.stopped) break;
       try {
         const answer = await Promise.race([look(), quitting]);
         if (answer === 'quit') break;
@@ -161,15 +151,14 @@ export async function watchStreams(
         unreachable = undefined;
       } catch (error) {
         // A daemon that went away (restarting, perhaps) is asked again; any other refusal ends the watch.
-        if (stopped) break;
+        if (run.stopped) break;
         if (!(error instanceof ConductorError && error.code === ErrorCode.DaemonUnreachable)) throw error;
         if (unreachable === undefined) output.err(`conductor: ${printable(error.message)}; still trying`);
         unreachable = printable(error.message);
       }
     }
   } finally {
-    stopped = true;
-    if (timer) clearTimeout(timer);
+    stop();
     client.close();
     for (const signal of signals) process.off(signal, stop);
     giveBack?.();

@@ -10,7 +10,7 @@ import { describeBackends, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { bytes, rate, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
-import { HOME_AND_CLEAR, isQuitKey, takeTerminal } from '../terminal.js';
+import { HOME_AND_CLEAR, isQuitKey, StopSwitch, takeTerminal } from '../terminal.js';
 import { healthSummary, listStreams, newTable } from './ls.js';
 
 export type SortKey = 'port' | 'rate' | 'active';
@@ -171,24 +171,13 @@ export async function runTop(
   // The first look fails like any command: a daemon that is not there is exit code 3.
   let streams = await listStreams(client, options.labels, true);
 
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let quit: () => void = () => undefined;
   // Settles on q, Ctrl-C or a signal: a wait or a request in flight is not waited for.
-  const quitting = new Promise<'quit'>((resolve) => {
-    quit = () => resolve('quit');
-  });
-  const stop = (): void => {
-    stopped = true;
-    if (timer) clearTimeout(timer);
-    quit();
-  };
-  const pause = (ms: number): Promise<unknown> =>
-    Promise.race([new Promise((resolve) => (timer = setTimeout(resolve, ms))), quitting]);
+  const run = new StopSwitch();
+  const { stop, quitting } = run;
 
   let last: Frame | undefined;
   const draw = async (): Promise<void> => {
-    if (!last || stopped) return;
+    if (!last || run.stopped) return;
     if (output.json) {
       stdout.write(`${jsonFrame(last)}\n`);
       return;
@@ -200,7 +189,7 @@ export async function runTop(
       rows: live && stdout.rows > 0 ? stdout.rows : undefined,
       live,
     });
-    if (!stopped) stdout.write(live ? `${HOME_AND_CLEAR}${text}\n` : `${text}\n\n`);
+    if (!run.stopped) stdout.write(live ? `${HOME_AND_CLEAR}${text}\n` : `${text}\n\n`);
   };
 
   const keys = (key: string): void => {
@@ -217,7 +206,7 @@ export async function runTop(
   const giveBack = live ? takeTerminal(stdin, stdout, keys, onResize) : undefined;
   try {
     let previous: Sample | undefined;
-    for (let count = 1; !stopped; count += 1) {
+    for (let count = 1; !run.stopped; count += 1) {
       const at = Date.now();
       const sample = sampleOf(streams, at);
       last = { streams, rates: ratesBetween(previous, sample), at: new Date(at) };
@@ -225,8 +214,8 @@ export async function runTop(
       await draw();
       if (options.iterations !== undefined && count >= options.iterations) break;
       for (;;) {
-        await pause(options.intervalMs);
-        if (stopped) break;
+        await run.pause(options.intervalMs);
+        if (run.stopped) break;
         try {
           const answer = await Promise.race([listStreams(client, options.labels, true), quitting]);
           if (answer !== 'quit') streams = answer;
@@ -239,8 +228,7 @@ export async function runTop(
       }
     }
   } finally {
-    stopped = true;
-    if (timer) clearTimeout(timer);
+    stop();
     client.close();
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);

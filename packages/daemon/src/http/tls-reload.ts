@@ -63,6 +63,11 @@ export async function watchTlsFiles(
     try {
       material = tlsMaterial(files);
       checkMaterial(material);
+      // A renewal that is not valid now (expired, or not yet valid) would break every client.
+      const { validFrom, validTo } = new X509Certificate(material.cert as Buffer);
+      const now = Date.now();
+      if (now < Date.parse(validFrom)) throw new Error(`the new certificate is not valid before ${validFrom}`);
+      if (now > Date.parse(validTo)) throw new Error(`the new certificate expired ${validTo}`);
     } catch (error) {
       log.warn('the API TLS files changed but cannot serve; the certificate in use is kept', {
         cert: files.cert,
