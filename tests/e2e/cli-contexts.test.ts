@@ -200,6 +200,10 @@ describe('flags and variables win over the context', () => {
       expect([run.code, run.stderr]).toEqual([1, expect.stringContaining('missing or wrong API token')]);
     }
     expect(listed(await runCli(['--context', 'b', '--token', TOKEN_B, 'ls', '--json'], h.env))).toEqual([pb]);
+    // A context named by --context brings its own token file: the token exported for a is not sent to b.
+    expect(listed(await runCli(['--context', 'b', 'ls', '--json'], { ...h.env, CONDUCTOR_TOKEN: TOKEN_A }))).toEqual([
+      pb,
+    ]);
     const both = await runCli(['--url', b.url, '--context', 'b', 'ls'], h.env);
     expect([both.code, both.stderr]).toEqual([2, 'conductor: --url and --context both name a daemon: give one\n']);
     expect(

@@ -4,7 +4,8 @@
  *
  * Per value, the first that is set wins:
  *   URL:   --url; --context NAME; CONDUCTOR_URL; CONDUCTOR_CONTEXT; the file's current context; the default.
- *   token: --token; --token-file; CONDUCTOR_TOKEN; the chosen context's tokenFile (or token).
+ *   token: --token; --token-file; the tokenFile (or token) of a context named by --context;
+ *          CONDUCTOR_TOKEN; the chosen context's tokenFile (or token).
  *   TLS:   the flags; the chosen context's ca, cert, key and insecure.
  * A URL from --url or CONDUCTOR_URL means no context at all: the file is not even read.
  */
@@ -148,12 +149,20 @@ export async function targetFor(flags: TargetFlags, env: TargetEnv, deps: Target
   const fromFile = (path: string | undefined): string | undefined =>
     path === undefined || chosen === undefined ? undefined : resolvePath(path, chosen.config.path, deps.home);
 
+  const contextToken = async (): Promise<string | undefined> => {
+    if (entry?.token !== undefined) return entry.token;
+    if (entry?.tokenFile !== undefined) return deps.readToken(fromFile(entry.tokenFile) ?? '');
+    return undefined;
+  };
+  // A context named by --context brings its own token before CONDUCTOR_TOKEN, as its URL comes
+  // before CONDUCTOR_URL: a token exported for one daemon is not sent to the one the flag names.
+  const flagContextHasToken = flags.context !== undefined && (entry?.token ?? entry?.tokenFile) !== undefined;
   let token: string | undefined;
   if (flags.token !== undefined) token = given(flags.token);
   else if (flags.tokenFile !== undefined) token = await deps.readToken(flags.tokenFile);
+  else if (flagContextHasToken) token = await contextToken();
   else if (given(env.CONDUCTOR_TOKEN) !== undefined) token = env.CONDUCTOR_TOKEN;
-  else if (entry?.token !== undefined) token = entry.token;
-  else if (entry?.tokenFile !== undefined) token = await deps.readToken(fromFile(entry.tokenFile) ?? '');
+  else token = await contextToken();
   if (token !== undefined && !isTokenText(token)) {
     throw usage(
       'the token may hold only printable ASCII characters without spaces',

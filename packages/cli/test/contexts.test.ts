@@ -175,7 +175,24 @@ describe('targetFor: the token', () => {
     ["the current context's token file (relative to the config file)", {}, {}, 'token-of-a-0123456789'],
     ["a chosen context's token file (~ is the home folder)", { context: 'b' }, {}, 'token-of-b-0123456789'],
     ['a token written in the file', { context: 'c' }, {}, 'inline-token-0123456789'],
-    ['CONDUCTOR_TOKEN over the context', {}, { CONDUCTOR_TOKEN: 'env-token-0123456789' }, 'env-token-0123456789'],
+    [
+      'CONDUCTOR_TOKEN over the current context',
+      {},
+      { CONDUCTOR_TOKEN: 'env-token-0123456789' },
+      'env-token-0123456789',
+    ],
+    [
+      'CONDUCTOR_TOKEN over a context CONDUCTOR_CONTEXT names',
+      {},
+      { CONDUCTOR_CONTEXT: 'b', CONDUCTOR_TOKEN: 'env-token-0123456789' },
+      'env-token-0123456789',
+    ],
+    [
+      'the token file of the context --context names over CONDUCTOR_TOKEN',
+      { context: 'b' },
+      { CONDUCTOR_TOKEN: 'env-token-0123456789' },
+      'token-of-b-0123456789',
+    ],
     [
       '--token-file over CONDUCTOR_TOKEN',
       { tokenFile: '/tmp/flag.token' },
