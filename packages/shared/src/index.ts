@@ -1,4 +1,5 @@
 export * from './errors.js';
+export * from './port-ranges.js';
 export * from './spec.js';
 export * from './types.js';
 export * from './validate.js';

@@ -5,6 +5,14 @@
  */
 import { isIPv6 } from 'node:net';
 import { ConductorError, ErrorCode } from './errors.js';
+import {
+  checkRangeBackend,
+  describeRangeBackend,
+  isRangeText,
+  type PortSpan,
+  parsePortSpan,
+  rangeBackendText,
+} from './port-ranges.js';
 import { isIPv4, parseBackend, parsePort, quote, shown } from './validate.js';
 
 export const PROTOCOLS = ['tcp', 'udp', 'tcp+udp'] as const;
@@ -36,7 +44,10 @@ export interface BackendSpec {
 
 /** A stream as a client defines it. */
 export interface StreamSpec {
+  /** The port, or the first port of a range. */
   port: number;
+  /** A range's last port (inclusive); left out for a single port. See port-ranges.ts. */
+  portEnd?: number;
   protocol: Protocol;
   backends: BackendSpec[];
   balance: Balance;
@@ -68,7 +79,9 @@ export interface StreamSpec {
 
 /** What a client may send: a spec with defaults left out, a single `backend`, a `ttl`. */
 export interface StreamInput {
+  /** A port, or a range such as "30000-30100". */
   port?: number | string;
+  portEnd?: number | string;
   protocol?: Protocol;
   backend?: string;
   backends?: Array<string | { address: string; weight?: number; backup?: boolean }>;
@@ -112,6 +125,7 @@ export const DEFAULT_DRAIN_MS = 10 * 60_000;
 
 const FIELDS = new Set<string>([
   'port',
+  'portEnd',
   'protocol',
   'backend',
   'backends',
@@ -301,8 +315,8 @@ export function parseLabelSelector(value: string): [string, string] {
   return [key, labels[key] ?? ''];
 }
 
-function parseBackendEntry(value: unknown, field: string): BackendSpec {
-  if (typeof value === 'string') return { address: checkedBackend(value, field) };
+function parseBackendEntry(value: unknown, field: string, span: PortSpan): BackendSpec {
+  if (typeof value === 'string') return { address: checkedBackend(rangeBackendText(value, span), field, span) };
   if (typeof value !== 'object' || value === null || Array.isArray(value))
     throw invalid(field, 'must be host:port or {address, weight, backup}');
   const { address, weight, backup, ...rest } = value as Record<string, unknown>;
@@ -310,7 +324,7 @@ function parseBackendEntry(value: unknown, field: string): BackendSpec {
   if (unknown.length > 0)
     throw invalid(`${field}.${unknown[0]}`, 'unknown field (address, weight and backup are known)');
   if (typeof address !== 'string') throw invalid(`${field}.address`, 'is required: host:port');
-  const backend: BackendSpec = { address: checkedBackend(address, `${field}.address`) };
+  const backend: BackendSpec = { address: checkedBackend(rangeBackendText(address, span), `${field}.address`, span) };
   if (weight !== undefined) {
     if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 1 || weight > LIMITS.weight) {
       throw invalid(`${field}.weight`, `must be a whole number from 1 to ${LIMITS.weight}`);
@@ -324,9 +338,11 @@ function parseBackendEntry(value: unknown, field: string): BackendSpec {
   return backend;
 }
 
-function checkedBackend(text: string, field: string): string {
+function checkedBackend(text: string, field: string, span: PortSpan): string {
   try {
-    return parseBackend(text).address;
+    const address = parseBackend(text).address;
+    checkRangeBackend(address, span, field);
+    return address;
   } catch (error) {
     // parseBackend's messages already start with "backend": only a deeper field needs its path.
     if (error instanceof ConductorError && field !== 'backend') {
@@ -346,6 +362,8 @@ function choice<T extends string>(value: unknown, allowed: readonly T[], field: 
 export interface ParseOptions {
   /** The port from the URL, when the body may leave it out. */
   port?: number;
+  /** The last port, when the URL names a range (30000-30100). */
+  portEnd?: number;
   /** Whether a missing port is allowed (the daemon picks one). */
   portOptional?: boolean;
   /** "Now", to turn a ttl into expiresAt. */
@@ -363,10 +381,12 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
   }
 
   let port = 0;
+  let portEnd: number | undefined;
   if (body.port !== undefined && body.port !== null) {
     if (typeof body.port !== 'number' && typeof body.port !== 'string')
       throw invalid('port', 'must be a whole number from 1 to 65535');
-    port = parsePort(body.port);
+    if (typeof body.port === 'string' && isRangeText(body.port)) ({ port, portEnd } = parsePortSpan(body.port));
+    else port = parsePort(body.port);
     if (options.port !== undefined && port !== options.port)
       throw invalid('port', `the body says ${port} but the path says ${options.port}`);
   } else if (options.port !== undefined) {
@@ -374,6 +394,16 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
   } else if (!options.portOptional) {
     throw invalid('port', 'is required: a whole number from 1 to 65535');
   }
+  if (body.portEnd !== undefined && body.portEnd !== null) {
+    if (portEnd !== undefined) throw invalid('portEnd', 'give either port "FIRST-LAST" or portEnd, not both');
+    if (port === 0) throw invalid('portEnd', 'a range needs its first port (port)');
+    if (typeof body.portEnd !== 'number' && typeof body.portEnd !== 'string')
+      throw invalid('portEnd', 'must be a whole number from 1 to 65535');
+    ({ port, portEnd } = parsePortSpan(`${port}-${String(body.portEnd)}`, 'portEnd'));
+  }
+  if (options.port !== undefined && options.portEnd !== undefined && portEnd !== options.portEnd)
+    throw invalid('port', `the body says ${portEnd ?? port} as the last port but the path says ${options.portEnd}`);
+  const span: PortSpan = portEnd === undefined ? { port } : { port, portEnd };
 
   if (body.backend !== undefined && body.backends !== undefined)
     throw invalid('backend', 'give either backend or backends, not both');
@@ -382,10 +412,10 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
     if (!Array.isArray(body.backends) || body.backends.length === 0)
       throw invalid('backends', 'must be a non-empty list');
     if (body.backends.length > LIMITS.backends) throw invalid('backends', `at most ${LIMITS.backends} backends`);
-    backends = body.backends.map((entry, index) => parseBackendEntry(entry, `backends[${index}]`));
+    backends = body.backends.map((entry, index) => parseBackendEntry(entry, `backends[${index}]`, span));
   } else if (body.backend !== undefined) {
     if (typeof body.backend !== 'string') throw invalid('backend', 'must be host:port');
-    backends = [{ address: checkedBackend(body.backend, 'backend') }];
+    backends = [{ address: checkedBackend(rangeBackendText(body.backend, span), 'backend', span) }];
   } else {
     throw invalid('backend', 'is required: host:port (or backends: a list)');
   }
@@ -411,6 +441,7 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
   }
 
   const spec: StreamSpec = { port, protocol, backends, balance, allow, proxyProtocol: false, labels: {} };
+  if (portEnd !== undefined) spec.portEnd = portEnd;
   if (body.connectTimeout !== undefined) spec.connectTimeoutMs = parseDuration(body.connectTimeout, 'connectTimeout');
   if (body.idleTimeout !== undefined) spec.idleTimeoutMs = parseDuration(body.idleTimeout, 'idleTimeout');
   if (body.proxyProtocol !== undefined) {
@@ -500,6 +531,7 @@ export function sameSpec(a: StreamSpec, b: StreamSpec): boolean {
 function canonical(spec: StreamSpec): unknown {
   return {
     port: spec.port,
+    portEnd: spec.portEnd ?? null,
     protocol: spec.protocol,
     backends: spec.backends.map((backend) => [backend.address, backend.weight ?? 1, backend.backup === true]),
     balance: spec.balance,
@@ -543,4 +575,12 @@ export function describeBackends(backends: BackendSpec[]): string {
         `${backend.address}${backend.weight !== undefined ? `*${backend.weight}` : ''}${backend.backup ? ' (backup)' : ''}`,
     )
     .join(', ');
+}
+
+/** describeBackends for a whole stream: a range's backends with the ports they take (host:40000-40100). */
+export function describeStreamBackends(spec: Pick<StreamSpec, 'port' | 'portEnd' | 'backends'>): string {
+  if (spec.portEnd === undefined) return describeBackends(spec.backends);
+  return describeBackends(
+    spec.backends.map((backend) => ({ ...backend, address: describeRangeBackend(backend.address, spec) })),
+  );
 }
