@@ -475,7 +475,7 @@ describe('token roles', () => {
       body: { port: 9001, backend: BACKEND },
     });
     expect(created.status).toBe(201);
-    expect(service.calls.map((call) => call[0])).toEqual(['list', 'list', 'apply', 'remove', 'create']);
+    expect(service.calls.map((call) => call[0])).toEqual(['list', 'list', 'apply', 'get', 'remove', 'create']);
     expect(JSON.stringify(service.calls[2])).toContain('"dryRun":true');
   });
 });

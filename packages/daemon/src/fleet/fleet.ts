@@ -42,6 +42,7 @@ import { DesiredCache } from './desired.js';
 import { createEtcdClient, type EtcdConfig, EtcdStore } from './etcd.js';
 import { type Desired, FleetKeys } from './keys.js';
 import type { LocalService } from './local.js';
+import { refuseRangeInFleet } from './ranges.js';
 import { Session } from './session.js';
 import { FleetViews } from './views.js';
 import { FleetWrites } from './writes.js';
@@ -167,6 +168,7 @@ export class FleetConductor implements StreamService {
   }
 
   async create(spec: StreamSpec): Promise<CreateResult> {
+    refuseRangeInFleet(spec);
     if (spec.port === 0) return this.createOnFreePort(spec);
     assertPortInRange(spec.port, this.options.portRange);
     this.requireConnected();
@@ -187,6 +189,7 @@ export class FleetConductor implements StreamService {
   }
 
   async put(spec: StreamSpec): Promise<CreateResult> {
+    refuseRangeInFleet(spec);
     assertPortInRange(spec.port, this.options.portRange);
     this.requireConnected();
     const current = await this.writes.read(spec.port);
@@ -274,7 +277,10 @@ export class FleetConductor implements StreamService {
    * all-or-nothing apply on this host, one transaction commits it all (or puts it all back).
    */
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
-    checkStreamSet(specs, (port) => assertPortInRange(port, this.options.portRange));
+    checkStreamSet(specs, (port, spec) => {
+      refuseRangeInFleet(spec);
+      assertPortInRange(port, this.options.portRange);
+    });
     this.requireConnected();
     // Plan against the store as it is now, not the watch's copy.
     await this.writes.readStreams();

@@ -2,17 +2,32 @@
  * The OpenAPI 3.1 description of the daemon's API, served at GET /v1/openapi.json. The test suite
  * checks real answers against these schemas, so the document stays true.
  */
-import { BALANCES, ErrorCode, LIMITS, PROFILES, PROTOCOLS } from '@stream-conductor/shared';
+import { BALANCES, ErrorCode, LIMITS, MAX_RANGE_PORTS, PROFILES, PROTOCOLS } from '@stream-conductor/shared';
 import { accessFor } from './access.js';
 
 const ref = (name: string): { $ref: string } => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown): unknown => ({ content: { 'application/json': { schema } } });
 const errorResponse = (description: string): unknown => ({ description, ...(json(ref('Error')) as object) });
+const RANGE_PATTERN = '^[1-9][0-9]{0,4}-[1-9][0-9]{0,4}$';
 const portParameter = {
   name: 'port',
   in: 'path',
   required: true,
-  schema: { type: 'integer', minimum: 1, maximum: 65535 },
+  description:
+    'a port, or a range FIRST-LAST as the daemon has it; a port inside a range finds the range (a DELETE of one is refused with 409: a range is removed whole, by its first port or as FIRST-LAST)',
+  schema: {
+    oneOf: [
+      { type: 'integer', minimum: 1, maximum: 65535 },
+      { type: 'string', pattern: RANGE_PATTERN },
+    ],
+  },
+};
+/** A range's last port, beside its first (`port`). */
+const portEndField = {
+  type: 'integer',
+  minimum: 1,
+  maximum: 65535,
+  description: `a port range's last port (inclusive, at most ${MAX_RANGE_PORTS} ports with port); left out for one port. Each backend's port is the backend port of the first port, shifted as far for each next one`,
 };
 
 const backend = {
@@ -28,6 +43,7 @@ const backend = {
 
 const streamFields = {
   port: { type: 'integer', minimum: 1, maximum: 65535 },
+  portEnd: portEndField,
   protocol: { enum: [...PROTOCOLS] },
   backends: { type: 'array', minItems: 1, maxItems: LIMITS.backends, items: backend },
   balance: { enum: [...BALANCES] },
@@ -277,7 +293,14 @@ const schemas = {
     additionalProperties: false,
     description: 'A stream as a client sends it: give backend or backends; ttl or expiresAt.',
     properties: {
-      port: { type: 'integer', minimum: 1, maximum: 65535 },
+      port: {
+        oneOf: [
+          { type: 'integer', minimum: 1, maximum: 65535 },
+          { type: 'string', pattern: `^[0-9]+$|${RANGE_PATTERN}` },
+        ],
+        description: `a port, or a range FIRST-LAST (at most ${MAX_RANGE_PORTS} ports) whose backends may leave their port out (each port to the same port)`,
+      },
+      portEnd: { oneOf: [portEndField, { type: 'string', pattern: '^[0-9]+$' }] },
       protocol: streamFields.protocol,
       backend: { type: 'string' },
       backends: {
@@ -317,7 +340,11 @@ const schemas = {
     type: 'object',
     additionalProperties: false,
     required: ['port', 'warnings'],
-    properties: { port: { type: 'integer' }, warnings: { type: 'array', items: { type: 'string' } } },
+    properties: {
+      port: { type: 'integer' },
+      portEnd: portEndField,
+      warnings: { type: 'array', items: { type: 'string' } },
+    },
   },
   ApplyResult: {
     type: 'object',

@@ -8,10 +8,14 @@ import {
   DEFAULT_DRAIN_MS,
   describeBackends,
   ErrorCode,
+  formatPorts,
+  isRangeText,
   parseDuration,
   parseLabelSelector,
   parsePort,
+  parsePortSpan,
   parseStreamInput,
+  portsOf,
   type StreamSpec,
   type StreamView,
 } from '@stream-conductor/shared';
@@ -52,7 +56,8 @@ function labelSelectors(value: unknown): Array<[string, string]> {
   });
 }
 
-const describe = (spec: StreamSpec): string => describeBackends(spec.backends);
+const describe = (spec: StreamSpec): string =>
+  `${spec.portEnd === undefined ? '' : `ports ${formatPorts(spec)} to `}${describeBackends(spec.backends)}`;
 
 export function v1Router(
   conductor: StreamService,
@@ -61,6 +66,22 @@ export function v1Router(
   observatory: Observatory | undefined,
 ): Router {
   const router = Router();
+
+  /**
+   * The port of the path: a port (a port inside a range finds the range), or a range written
+   * FIRST-LAST, which must be a range the daemon has exactly (404 otherwise, naming what is there).
+   */
+  const portOf = (req: Request<{ port: string }>): number => {
+    if (!isRangeText(req.params.port)) return portParam(req);
+    const span = parsePortSpan(req.params.port);
+    const stream = conductor.get(span.port);
+    if (!stream || stream.port !== span.port || stream.portEnd !== span.portEnd)
+      throw new ConductorError(
+        ErrorCode.NotFound,
+        `no stream listens on ports ${formatPorts(span)}${stream ? ` (port ${span.port} is part of ${formatPorts(stream)})` : ''}`,
+      );
+    return span.port;
+  };
 
   router.get('/status', (_req, res) => {
     res.json(conductor.status());
@@ -80,7 +101,7 @@ export function v1Router(
   });
 
   router.get('/streams/:port', async (req: Request<{ port: string }>, res) => {
-    const port = portParam(req);
+    const port = portOf(req);
     const stream = conductor.get(port);
     if (!stream) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     const [shown] = await withStats([stream], flag(req.query.stats));
@@ -89,7 +110,7 @@ export function v1Router(
 
   // Probes the stream's backends now and answers the stream with its fresh health.
   router.post('/streams/:port/health', async (req: Request<{ port: string }>, res) => {
-    const [shown] = await withStats([await conductor.checkHealth(portParam(req))], true);
+    const [shown] = await withStats([await conductor.checkHealth(portOf(req))], true);
     res.json({ stream: shown });
   });
 
@@ -113,7 +134,7 @@ export function v1Router(
     const result = await audited(
       req,
       res,
-      { action: 'create', ports: spec.port === 0 ? [] : [spec.port], detail: describe(spec) },
+      { action: 'create', ports: spec.port === 0 ? [] : portsOf(spec), detail: describe(spec) },
       () => withBackendCheck(observatory, spec, () => conductor.create(spec)),
     );
     res.status(201).json(result);
@@ -121,15 +142,16 @@ export function v1Router(
 
   // Create or replace, idempotent: the same body twice changes nothing the second time.
   router.put('/streams/:port', async (req: Request<{ port: string }>, res) => {
-    const spec = parseStreamInput(object(req.body), { port: portParam(req), now: now() });
-    const result = await audited(req, res, { action: 'replace', ports: [spec.port], detail: describe(spec) }, () =>
+    const path = isRangeText(req.params.port) ? parsePortSpan(req.params.port) : { port: portParam(req) };
+    const spec = parseStreamInput(object(req.body), { ...path, now: now() });
+    const result = await audited(req, res, { action: 'replace', ports: portsOf(spec), detail: describe(spec) }, () =>
       withBackendCheck(observatory, spec, () => conductor.put(spec)),
     );
     res.status(result.change === 'created' ? 201 : 200).json(result);
   });
 
   router.post('/streams/:port/renew', async (req: Request<{ port: string }>, res) => {
-    const port = portParam(req);
+    const port = portOf(req);
     const body = object(req.body ?? {});
     const unknown = Object.keys(body).filter((key) => key !== 'ttl' && key !== 'expiresAt');
     if (unknown.length > 0)
@@ -159,7 +181,7 @@ export function v1Router(
   // Drain: the port refuses new connections now; the stream goes when its sessions have ended,
   // or at the deadline with its sessions cut. DELETE calls the drain off.
   router.post('/streams/:port/drain', async (req: Request<{ port: string }>, res) => {
-    const port = portParam(req);
+    const port = portOf(req);
     const body = object(req.body ?? {});
     const unknown = Object.keys(body).filter((key) => key !== 'timeout');
     if (unknown.length > 0) throw new ConductorError(ErrorCode.InvalidInput, `${unknown[0]}: unknown field (timeout)`);
@@ -172,20 +194,22 @@ export function v1Router(
   });
 
   router.delete('/streams/:port/drain', async (req: Request<{ port: string }>, res) => {
-    const port = portParam(req);
+    const port = portOf(req);
     res.json(await audited(req, res, { action: 'undrain', ports: [port] }, () => conductor.undrain(port)));
   });
 
   router.delete('/streams/:port', async (req: Request<{ port: string }>, res) => {
-    const port = portParam(req);
+    const port = portOf(req);
+    const stream = conductor.get(port);
+    const portEnd = stream?.port === port ? stream.portEnd : undefined;
     const killSessions = flag(req.query.kill_sessions);
     const { warnings } = await audited(
       req,
       res,
-      { action: 'remove', ports: [port], detail: killSessions ? 'sessions cut' : undefined },
+      { action: 'remove', ports: portsOf(stream ?? { port }), detail: killSessions ? 'sessions cut' : undefined },
       () => conductor.remove(port, { killSessions }),
     );
-    res.json({ port, warnings });
+    res.json({ port, ...(portEnd === undefined ? {} : { portEnd }), warnings });
   });
 
   router.get('/free-port', async (_req, res) => {

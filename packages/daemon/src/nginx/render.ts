@@ -7,11 +7,14 @@
 import { isIP } from 'node:net';
 import {
   type BackendSpec,
+  backendForPort,
   formatDuration,
+  formatPorts,
   LIMITS,
   PROFILE_BUFFER,
   parseBackend,
   parseCidr,
+  portsOf,
   protocolsOf,
   type StreamRecord,
   type StreamSpec,
@@ -53,9 +56,13 @@ export function upstreamName(port: number): string {
   return `conductor_${port}`;
 }
 
-/** The shared-memory zones that count a stream's sessions: all of them, and per client address. */
-export function limitZoneNames(port: number): { total: string; perClient: string } {
-  return { total: `conductor_${port}_sessions`, perClient: `conductor_${port}_clients` };
+/**
+ * The shared-memory zones that count a stream's sessions: all of them, and per client address. A
+ * range's zones carry its last port too (their key differs from a single port's: see limitZones).
+ */
+export function limitZoneNames(port: number, portEnd?: number): { total: string; perClient: string } {
+  const name = portEnd === undefined ? `conductor_${port}` : `conductor_${port}_${portEnd}`;
+  return { total: `${name}_sessions`, perClient: `${name}_clients` };
 }
 
 /**
@@ -64,12 +71,13 @@ export function limitZoneNames(port: number): { total: string; perClient: string
  * 16,000 client addresses (1 MiB); when it is full nginx refuses new clients as over the limit.
  */
 function limitZones(record: StreamRecord): string[] {
-  const zones = limitZoneNames(record.port);
+  const zones = limitZoneNames(record.port, record.portEnd);
   const lines: string[] = [];
   // 1 MiB each: nginx wants at least 8 pages, and pages are 64 KiB on some kernels.
   if (record.maxConnections !== undefined) lines.push(`limit_conn_zone $server_port zone=${zones.total}:1m;`);
-  if (record.maxConnectionsPerClient !== undefined)
-    lines.push(`limit_conn_zone $binary_remote_addr zone=${zones.perClient}:1m;`);
+  // A range's limits hold for each of its ports: the client's address with the port it came to.
+  const client = record.portEnd === undefined ? '$binary_remote_addr' : '$binary_remote_addr$server_port';
+  if (record.maxConnectionsPerClient !== undefined) lines.push(`limit_conn_zone ${client} zone=${zones.perClient}:1m;`);
   return lines;
 }
 
@@ -90,13 +98,34 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
   const port = record.port;
   const backends = record.backends.map((backend) => ({ ...backend, address: parseBackend(backend.address).address }));
   if (backends.length === 0) throw new Error(`stream ${port} has no backend`);
-  const listenAddress = record.listenAddress ?? options.listenAddress;
   const created = /^[0-9T:.Z+-]+$/.test(record.createdAt) ? ` (created ${record.createdAt})` : '';
   const lines = [
+    // The first port alone: a bundle finds each stream's part by this line (stream-files.ts).
     `# stream-conductor: port ${port} -> ${backends.map((backend) => backend.address).join(', ')}${created}`,
   ];
   lines.push('# Generated file: change streams through the conductor API, not here.');
+  if (record.portEnd !== undefined)
+    lines.push(`# Ports ${formatPorts(record)}: one server per port, each to its backends' port shifted as far.`);
   lines.push(...limitZones(record));
+  // A range is one server block per port (nginx has no port arithmetic, and a variable in
+  // proxy_pass would need a resolver for a backend name): see BENCHMARKS.md, port ranges.
+  for (const each of portsOf(record)) {
+    const shifted = backends.map((backend) => ({ ...backend, address: backendForPort(backend.address, record, each) }));
+    lines.push(...renderServer(record, each, shifted, options));
+  }
+  lines.push('');
+  return lines.join('\n');
+}
+
+/** The upstream (when needed) and server block of one port of a stream. */
+function renderServer(
+  record: StreamRecord,
+  port: number,
+  backends: BackendSpec[],
+  options: StreamRenderOptions,
+): string[] {
+  const listenAddress = record.listenAddress ?? options.listenAddress;
+  const lines: string[] = [];
   if (needsUpstream(record)) {
     lines.push(`upstream ${upstreamName(port)} {`);
     if (record.balance === 'least-conn') lines.push('    least_conn;');
@@ -120,7 +149,7 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
   if (record.idleTimeoutMs !== undefined)
     lines.push(`    proxy_timeout ${formatDuration(integer(record.idleTimeoutMs, 1, LIMITS.durationMs))};`);
   if (record.proxyProtocol) lines.push('    proxy_protocol on;');
-  const zones = limitZoneNames(port);
+  const zones = limitZoneNames(record.port, record.portEnd);
   if (record.maxConnections !== undefined)
     lines.push(`    limit_conn ${zones.total} ${integer(record.maxConnections, 1, LIMITS.connections)};`);
   if (record.maxConnectionsPerClient !== undefined)
@@ -142,8 +171,8 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
   if (options.accessLog !== undefined)
     lines.push(`    access_log ${nginxPath(options.accessLog)} ${ACCESS_LOG_FORMAT_NAME};`);
   lines.push(`    proxy_pass ${needsUpstream(record) ? upstreamName(port) : (backends[0] as BackendSpec).address};`);
-  lines.push('}', '');
-  return lines.join('\n');
+  lines.push('}');
+  return lines;
 }
 
 function integer(value: number, min: number, max: number): number {

@@ -7,22 +7,35 @@ import {
   type ApplyPlan,
   ConductorError,
   ErrorCode,
+  formatPorts,
   type StreamRecord,
   type StreamSpec,
   sameSpec,
+  spansOverlap,
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import type { PortChange } from '../nginx/instance.js';
 import type { ServiceInstance } from './placement.js';
 
 /** Refuses a set of streams that names a port twice, or a port `check` refuses. */
-export function checkStreamSet(specs: StreamSpec[], check: (port: number) => void): void {
+export function checkStreamSet(specs: StreamSpec[], check: (port: number, spec: StreamSpec) => void): void {
   const seen = new Set<number>();
+  const ranges: StreamSpec[] = [];
   for (const spec of specs) {
     if (seen.has(spec.port))
       throw new ConductorError(ErrorCode.InvalidInput, `port ${spec.port} appears twice in the set`);
     seen.add(spec.port);
-    check(spec.port);
+    if (spec.portEnd !== undefined) ranges.push(spec);
+    check(spec.port, spec);
+  }
+  // A range of the set must not take a port another stream of the set names.
+  for (const range of ranges) {
+    const other = specs.find((spec) => spec !== range && spansOverlap(spec, range));
+    if (other)
+      throw new ConductorError(
+        ErrorCode.InvalidInput,
+        `port ${Math.max(other.port, range.port)} appears twice in the set (in ${formatPorts(range)} and ${formatPorts(other)})`,
+      );
   }
 }
 

@@ -16,7 +16,9 @@ import {
   describeBackends,
   ErrorCode,
   formatPortRange,
+  formatPorts,
   isPortInRange,
+  lastPort,
   type NginxMode,
   type PortRange,
   protocolsOf,
@@ -35,6 +37,7 @@ import { dropExpired, ExpiryLoop } from './expiry.js';
 import { createOnFreePort, firstFreePort, type PortSearch } from './free-port.js';
 import { adoptOldFiles } from './migrate.js';
 import { Placement, type ServiceInstance } from './placement.js';
+import { checkSpan, coveringEntry, refuseRangePart } from './ranges.js';
 import { renewedSpec, specOf, stampRecord, viewOf } from './records.js';
 import { type ListFilter, matchesFilter, type StreamService } from './service.js';
 import { daemonStatus } from './status.js';
@@ -130,11 +133,11 @@ export class Conductor implements StreamService {
         this.parked.set(record.port, { record, state: 'draining' });
         continue;
       }
-      if (isPortInRange(record.port, portRange)) {
+      if (isPortInRange(record.port, portRange) && isPortInRange(lastPort(record), portRange)) {
         served.push(record);
         continue;
       }
-      const reason = `port ${record.port} is outside PORT_RANGE ${formatPortRange(portRange)}`;
+      const reason = `port ${formatPorts(record)} is outside PORT_RANGE ${formatPortRange(portRange)}`;
       this.parked.set(record.port, { record, state: 'failed', reason });
       this.problems.push(`stream on port ${record.port} is not served: ${reason}`);
     }
@@ -158,8 +161,9 @@ export class Conductor implements StreamService {
     return [...this.parked.values(), ...this.options.instances.flatMap((instance) => instance.list())];
   }
 
+  /** The stream on `port`: keyed by it, or a range that holds it. */
   private entry(port: number): Entry | undefined {
-    return this.parked.get(port) ?? this.placement.ownerOf(port)?.get(port);
+    return this.parked.get(port) ?? this.placement.ownerOf(port)?.get(port) ?? coveringEntry(this.entries(), port);
   }
 
   list(filter: ListFilter = {}): StreamView[] {
@@ -196,6 +200,12 @@ export class Conductor implements StreamService {
     return { stream, warnings: result.warnings, change };
   }
 
+  /** checkPort for each port of a spec, and no other stream on any of them (see ranges.ts). */
+  private checkSpec(spec: StreamSpec): void {
+    checkSpan(spec, this.options.portRange, this.entries());
+    this.checkPort(spec.port);
+  }
+
   private checkPort(port: number): void {
     assertPortInRange(port, this.options.portRange);
     const parked = this.parked.get(port);
@@ -215,7 +225,7 @@ export class Conductor implements StreamService {
   /** Creates a stream (port 0: on a free port the daemon picks); resolves once it is live. */
   async create(spec: StreamSpec): Promise<CreateResult> {
     if (spec.port === 0) return this.createOnFreePort(spec);
-    this.checkPort(spec.port);
+    this.checkSpec(spec);
     const result = await this.placement.onOwner(spec.port, (instance) =>
       instance.submit({ kind: 'create', record: stampRecord(spec, undefined, this.now()) }),
     );
@@ -224,7 +234,7 @@ export class Conductor implements StreamService {
 
   /** Creates or replaces the stream on `spec.port`; a spec equal to the current one changes nothing. */
   async put(spec: StreamSpec): Promise<CreateResult> {
-    this.checkPort(spec.port);
+    this.checkSpec(spec);
     const result = await this.placement.onOwner(spec.port, (instance) =>
       instance.submit({ kind: 'put', record: stampRecord(spec, instance.get(spec.port)?.record, this.now()) }),
     );
@@ -274,6 +284,7 @@ export class Conductor implements StreamService {
 
   /** Removes a stream; resolves once its port refuses new connections. */
   async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
+    refuseRangePart(this.entry(port), port, options.killSessions === true);
     if (this.drains.isDraining(port)) return this.drains.remove(port, options.killSessions === true);
     if (this.parked.has(port)) return this.removeParked(port);
     if (!isPortInRange(port, this.options.portRange) || !this.placement.ownerOf(port)) {
@@ -291,6 +302,13 @@ export class Conductor implements StreamService {
    * expiry at the latest), its sessions are cut. See drain.ts.
    */
   drain(port: number, timeoutMs: number): Promise<StreamView> {
+    const entry = this.entry(port);
+    if (entry?.record.portEnd !== undefined)
+      throw new ConductorError(
+        ErrorCode.NotSupported,
+        `port ${port} belongs to the range ${formatPorts(entry.record)}, and a range cannot be drained`,
+        { hint: `remove it (conductor rm ${formatPorts(entry.record)}) once its sessions are done` },
+      );
     return this.drains.drain(port, timeoutMs);
   }
 
@@ -328,8 +346,8 @@ export class Conductor implements StreamService {
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
     const plan = this.plan(specs, options.prune);
     const unchanged = new Set(plan.unchanged);
-    checkStreamSet(specs, (port) => {
-      if (!unchanged.has(port)) this.checkPort(port);
+    checkStreamSet(specs, (port, spec) => {
+      if (!unchanged.has(port)) this.checkSpec(spec);
     });
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
     const changed = new Set([...plan.create, ...plan.update]);
@@ -346,7 +364,7 @@ export class Conductor implements StreamService {
    * Answers the warnings.
    */
   async applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]> {
-    for (const spec of puts) this.checkPort(spec.port);
+    for (const spec of puts) this.checkSpec(spec);
     const bySpec = new Map(puts.map((spec) => [spec.port, spec]));
     const created = puts.filter((spec) => this.entry(spec.port) === undefined).map((spec) => spec.port);
     const ports = [

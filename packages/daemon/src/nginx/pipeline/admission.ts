@@ -7,12 +7,14 @@ import {
   ConductorError,
   describeBackends,
   ErrorCode,
+  formatPorts,
   protocolsOf,
   type StreamRecord,
   sameSpec,
 } from '@stream-conductor/shared';
 import { isIPv4Mapped } from '../../sys/ports.js';
 import { exhaustionError, internal } from './errors.js';
+import { overlapping, probeEach } from './ranges.js';
 import type { InstanceState } from './state.js';
 import type { Accepted, Entry, Pending } from './types.js';
 
@@ -26,22 +28,28 @@ async function checkPortFree(state: InstanceState, next: StreamRecord, current: 
   const held = current?.state === 'live' ? protocolsOf(current.record) : [];
   const needed = protocolsOf(next).filter((protocol) => !held.includes(protocol));
   if (needed.length === 0) return;
-  const probe = await state.options
-    .probePort(next.port, needed, state.listenAddressOf(next))
-    .catch((error: unknown) => {
-      throw exhaustionError(error) ?? error;
-    });
+  // A range already live keeps its sockets; a new one (or one that grows) probes every port.
+  const { probe, port } = await probeEach(next, (each) =>
+    held.length > 0 &&
+    current !== undefined &&
+    each >= current.record.port &&
+    each <= (current.record.portEnd ?? current.record.port)
+      ? Promise.resolve('free' as const)
+      : state.options.probePort(each, needed, state.listenAddressOf(next)),
+  ).catch((error: unknown) => {
+    throw exhaustionError(error) ?? error;
+  });
   if (probe === 'in-use') {
     throw new ConductorError(
       ErrorCode.PortInUse,
-      `port ${next.port}${needed.includes('tcp') ? '' : '/udp'} is held by another process on this host`,
+      `port ${port}${needed.includes('tcp') ? '' : '/udp'} is held by another process on this host`,
       {
         hint: 'free the port or pick another one (conductor free-port finds one)',
       },
     );
   }
   if (probe === 'denied') {
-    throw new ConductorError(ErrorCode.PortInUse, `port ${next.port} cannot be bound on this host: permission denied`, {
+    throw new ConductorError(ErrorCode.PortInUse, `port ${port} cannot be bound on this host: permission denied`, {
       hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE',
     });
   }
@@ -88,6 +96,14 @@ async function admitOne(
     throw new ConductorError(ErrorCode.StreamExists, `port ${port} already has a stream (${describe(existing)})`, {
       hint: 'remove it first, pick another port, or replace it (PUT /v1/streams/{port})',
     });
+  }
+  const clash = overlapping(working, port, record);
+  if (clash) {
+    throw new ConductorError(
+      ErrorCode.StreamExists,
+      `port ${clash.port} already has a stream (${formatPorts(clash.entry.record)}, ${describe(clash.entry)})`,
+      { hint: 'remove it first, or pick ports that no stream uses' },
+    );
   }
   // What our nginx listens on right now, on this port, is ours to reuse.
   const current = state.entries.get(port);

@@ -3,7 +3,7 @@
  * generations): strays are told to go (see audit.ts), and a master found serving other ports than
  * the definitions twice in a row is brought back in line by a reconcile, as after a crash.
  */
-import { type NginxAudit, protocolsOf } from '@stream-conductor/shared';
+import { type NginxAudit, portsOf, protocolsOf } from '@stream-conductor/shared';
 import { NginxAuditor } from './audit.js';
 import type { BatchQueue } from './queue.js';
 import type { InstanceState } from './state.js';
@@ -27,7 +27,8 @@ export class AuditLoop {
         const expected = new Set<string>();
         for (const entry of state.entries.values()) {
           if (entry.state === 'live')
-            for (const protocol of protocolsOf(entry.record)) expected.add(`${protocol}:${entry.record.port}`);
+            for (const protocol of protocolsOf(entry.record))
+              for (const port of portsOf(entry.record)) expected.add(`${protocol}:${port}`);
         }
         return expected;
       },

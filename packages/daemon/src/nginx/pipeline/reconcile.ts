@@ -3,11 +3,12 @@
  * Every definition is tried, also those set aside before; what nginx cannot take is set aside
  * again with the reason, and the rest is served.
  */
-import { ConductorError, describeBackends, ErrorCode, protocolsOf } from '@stream-conductor/shared';
+import { ConductorError, describeBackends, ErrorCode, portsOf, protocolsOf } from '@stream-conductor/shared';
 import { type PortProbe, probeReason } from '../../sys/ports.js';
 import { withoutPaths } from '../binary.js';
 import type { ReloadOutcome } from '../process/controller.js';
 import { blamedAtStart } from './blame.js';
+import { probeEach } from './ranges.js';
 import { verifySockets } from './sockets.js';
 import type { InstanceState } from './state.js';
 import type { Entry, Ports } from './types.js';
@@ -26,8 +27,12 @@ async function setAside(state: InstanceState, port: number, reason: string): Pro
 async function setAsideHeldPorts(state: InstanceState): Promise<void> {
   const { controller, probePort } = state.options;
   for (const entry of state.entries.values()) {
-    const probeNow = (): Promise<PortProbe> =>
-      probePort(entry.record.port, protocolsOf(entry.record), state.listenAddressOf(entry.record));
+    const probeNow = async (): Promise<PortProbe> =>
+      (
+        await probeEach(entry.record, (port) =>
+          probePort(port, protocolsOf(entry.record), state.listenAddressOf(entry.record)),
+        )
+      ).probe;
     let probe = await probeNow();
     if (probe === 'in-use') {
       // A worker the dead master forked just before it died still had its master's title at
@@ -89,7 +94,7 @@ export async function reconcile(state: InstanceState): Promise<void> {
   const live = (entry: Entry | undefined): boolean => entry?.state === 'live';
   const opened: Ports = { tcp: [], udp: [] };
   for (const entry of state.entries.values()) {
-    if (live(entry)) for (const protocol of protocolsOf(entry.record)) opened[protocol].push(entry.record.port);
+    if (live(entry)) for (const protocol of protocolsOf(entry.record)) opened[protocol].push(...portsOf(entry.record));
   }
   // Ports a running nginx served from files that are gone now close once its old workers leave.
   const gone = scan.ours.filter((port) => !live(state.entries.get(port)));

@@ -8,6 +8,7 @@ import { describeBackends, protocolsOf } from '@stream-conductor/shared';
 import { probeReason } from '../../sys/ports.js';
 import type { BatchApplier } from './batches.js';
 import type { BatchQueue } from './queue.js';
+import { probeEach } from './ranges.js';
 import { reconcile } from './reconcile.js';
 import type { InstanceState } from './state.js';
 import type { Accepted, Entry, Pending } from './types.js';
@@ -94,14 +95,10 @@ export class Recovery {
       for (;;) {
         let free = true;
         for (const entry of held()) {
-          if (
-            (await state.options.probePort(
-              entry.record.port,
-              protocolsOf(entry.record),
-              state.listenAddressOf(entry.record),
-            )) !== 'free'
-          )
-            free = false;
+          const { probe } = await probeEach(entry.record, (port) =>
+            state.options.probePort(port, protocolsOf(entry.record), state.listenAddressOf(entry.record)),
+          );
+          if (probe !== 'free') free = false;
         }
         if (free || Date.now() > deadline) break;
         await sleep(50);

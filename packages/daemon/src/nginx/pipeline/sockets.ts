@@ -1,15 +1,17 @@
 /** The kernel's view of a change: the sockets it closes or changes, and whether its ports listen as they should. */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { canonicalAddress, type KernelSocket, kernelSockets } from '../../sys/sockets.js';
+import { coverOf } from './ranges.js';
 import type { InstanceState } from './state.js';
 import type { Entry, Ports } from './types.js';
 
 /** The kernel's sockets our nginx holds now for `ports`, as `entries` defines them (port, protocol, address). */
 export function socketsOf(state: InstanceState, ports: Ports, entries: Map<number, Entry>): KernelSocket[] {
   const wanted = new Map<string, string>();
+  const cover = coverOf(entries);
   for (const protocol of ['tcp', 'udp'] as const) {
     for (const port of ports[protocol]) {
-      const entry = entries.get(port);
+      const entry = cover.get(port);
       if (entry) wanted.set(`${protocol}:${port}`, canonicalAddress(state.listenAddressOf(entry.record) ?? '0.0.0.0'));
     }
   }

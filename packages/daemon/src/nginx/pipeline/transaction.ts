@@ -8,7 +8,14 @@
  * reloaded back when it had already taken it.
  */
 import { performance } from 'node:perf_hooks';
-import { ConductorError, ErrorCode, protocolsOf, type StreamRecord, sameTraffic } from '@stream-conductor/shared';
+import {
+  ConductorError,
+  ErrorCode,
+  portsOf,
+  protocolsOf,
+  type StreamRecord,
+  sameTraffic,
+} from '@stream-conductor/shared';
 import type { StoreChange } from '../../streams/store.js';
 import type { KernelSocket } from '../../sys/sockets.js';
 import { quietOldWorkers, quitOldWorkers, type ReloadOutcome } from '../process/controller.js';
@@ -61,14 +68,23 @@ export function planChange(entries: ReadonlyMap<number, Entry>, accepted: Accept
     const after = target.get(port);
     const was = before?.state === 'live' ? protocolsOf(before.record) : [];
     const will = after?.state === 'live' ? protocolsOf(after.record) : [];
-    for (const protocol of will) if (!was.includes(protocol)) plan.opened[protocol].push(port);
-    for (const protocol of was) if (!will.includes(protocol)) plan.closed[protocol].push(port);
+    // Every port of a range opens, closes or changes, not only the first (its key).
+    const wasPorts = before?.state === 'live' ? portsOf(before.record) : [];
+    const willPorts = after?.state === 'live' ? portsOf(after.record) : [];
+    for (const protocol of ['tcp', 'udp'] as const) {
+      const had = new Set(was.includes(protocol) ? wasPorts : []);
+      const has = new Set(will.includes(protocol) ? willPorts : []);
+      for (const each of has) if (!had.has(each)) plan.opened[protocol].push(each);
+      for (const each of had) if (!has.has(each)) plan.closed[protocol].push(each);
+    }
     if (after?.state === 'live') {
       plan.write.push(after.record);
       if (before?.state !== 'live' || !sameTraffic(before.record, after.record)) plan.nginxChanges = true;
       if (before?.state === 'live' && !sameTraffic(before.record, after.record)) {
         plan.changedInPlace = true;
-        for (const protocol of will) if (was.includes(protocol)) plan.inPlace[protocol].push(port);
+        for (const protocol of will)
+          if (was.includes(protocol))
+            plan.inPlace[protocol].push(...willPorts.filter((each) => wasPorts.includes(each)));
       }
     } else if (before?.state === 'live') {
       plan.remove.push(port);

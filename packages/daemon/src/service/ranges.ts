@@ -1,0 +1,62 @@
+/**
+ * The service's part of port ranges: a range takes every port from its first to its last, so a
+ * new stream may use none of them, a port inside one finds it, and its ports are removed together.
+ */
+import {
+  assertSpanInRange,
+  ConductorError,
+  describeBackends,
+  ErrorCode,
+  formatPorts,
+  type PortRange,
+  type StreamSpec,
+  spanHas,
+  spansOverlap,
+} from '@stream-conductor/shared';
+import type { Entry } from '../nginx/instance.js';
+
+/** The stream whose range holds `port`, if any. */
+export function coveringEntry(entries: readonly Entry[], port: number): Entry | undefined {
+  return entries.find((entry) => entry.record.portEnd !== undefined && spanHas(entry.record, port));
+}
+
+/**
+ * Refuses a spec with a port outside `range`, or one that shares a port with another stream (a
+ * stream on the spec's own first port is a replacement, judged further on). Names the port.
+ */
+export function checkSpan(spec: StreamSpec, range: PortRange, entries: readonly Entry[]): void {
+  assertSpanInRange(spec, range);
+  for (const entry of entries) {
+    if (entry.record.port === spec.port || !spansOverlap(entry.record, spec)) continue;
+    const port = Math.max(entry.record.port, spec.port);
+    throw new ConductorError(
+      ErrorCode.StreamExists,
+      `port ${port} already has a stream (${formatPorts(entry.record)} to ${describeBackends(entry.record.backends)})`,
+      {
+        hint:
+          entry.record.portEnd === undefined
+            ? 'remove it first, or pick ports that no stream uses'
+            : `it is part of the range ${formatPorts(entry.record)}: remove the range first (conductor rm ${formatPorts(entry.record)}), or pick ports outside it`,
+      },
+    );
+  }
+}
+
+/**
+ * A port inside a range other than its first is not a stream of its own: removing it is refused,
+ * with the range to remove named. Cutting a range's sessions on removal is not offered yet.
+ */
+export function refuseRangePart(entry: Entry | undefined, port: number, killSessions: boolean): void {
+  if (entry?.record.portEnd === undefined) return;
+  const range = formatPorts(entry.record);
+  if (entry.record.port !== port)
+    throw new ConductorError(
+      ErrorCode.Conflict,
+      `port ${port} is part of the range ${range}: a range is removed whole`,
+      { hint: `remove the range: conductor rm ${range}` },
+    );
+  if (killSessions)
+    throw new ConductorError(ErrorCode.NotSupported, `cutting the sessions of a range (${range}) is not supported`, {
+      hint: `remove it without --kill-sessions: conductor rm ${range}`,
+    });
+}
