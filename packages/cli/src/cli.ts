@@ -8,12 +8,17 @@
 import {
   ConductorError,
   ErrorCode,
+  formatPorts,
+  isRangeText,
+  type PortSpan,
   parseBackend,
   parseDuration,
   parseLabelSelector,
   parsePort,
+  parsePortSpan,
   parseStreamInput,
   printable,
+  rangeBackendText,
   type StreamInput,
 } from '@stream-conductor/shared';
 import { Command, CommanderError } from 'commander';
@@ -40,6 +45,11 @@ function localPort(text: string): number {
   } catch (error) {
     throw usageError(error);
   }
+}
+
+/** A port, or a range FIRST-LAST (as the path of the v1 API takes it). */
+function localPortText(text: string): number | string {
+  return isRangeText(text) ? formatPorts(localCheck(() => parsePortSpan(text))) : localPort(text);
 }
 
 function localCheck<T>(check: () => T): T {
@@ -72,10 +82,11 @@ interface CreateOptions {
 }
 
 /** `host:port[,weight=N][,backup]` as the API's backend object. */
-function backendArgument(text: string): { address: string; weight?: number; backup?: boolean } {
+function backendArgument(text: string, span: PortSpan): { address: string; weight?: number; backup?: boolean } {
   const [address = '', ...parts] = text.split(',');
   const backend: { address: string; weight?: number; backup?: boolean } = {
-    address: localCheck(() => parseBackend(address).address),
+    // A range's backend may leave its port out: each port to the same port.
+    address: localCheck(() => parseBackend(rangeBackendText(address, span)).address),
   };
   for (const part of parts) {
     const weight = /^weight=([0-9]+)$/.exec(part);
@@ -91,14 +102,15 @@ function backendArgument(text: string): { address: string; weight?: number; back
 }
 
 /** Builds the API input of `create` and checks it here, so that a typo costs no round trip. */
-function createInput(port: number | undefined, backendTexts: string[], options: CreateOptions): StreamInput {
+function createInput(port: number | string | undefined, backendTexts: string[], options: CreateOptions): StreamInput {
   if (options.udp && options.tcpUdp)
     throw new ConductorError(ErrorCode.Usage, '--udp and --tcp-udp exclude each other');
   if (options.ttl !== undefined && options.expiresAt !== undefined)
     throw new ConductorError(ErrorCode.Usage, '--ttl and --expires-at exclude each other');
   if (options.replace && port === undefined)
     throw new ConductorError(ErrorCode.Usage, '--replace needs a port, not auto');
-  const input: StreamInput = { backends: backendTexts.map(backendArgument) };
+  const span: PortSpan = typeof port === 'string' ? parsePortSpan(port) : { port: port ?? 0 };
+  const input: StreamInput = { backends: backendTexts.map((text) => backendArgument(text, span)) };
   if (port !== undefined) input.port = port;
   if (options.udp) input.protocol = 'udp';
   if (options.tcpUdp) input.protocol = 'tcp+udp';
@@ -203,7 +215,7 @@ Examples:
   program
     .command('create')
     .description('forward a port of this host to one or more backends; answers once the port is live')
-    .argument('<port>', "port to open, inside the daemon's PORT_RANGE, or auto for a free one")
+    .argument('<port>', "port to open, inside the daemon's PORT_RANGE, a range FIRST-LAST, or auto for a free one")
     .argument('<backends...>', 'where to forward: host:port, IPv4:port or [IPv6]:port; add ,weight=N or ,backup')
     .option('--udp', 'forward UDP instead of TCP')
     .option('--tcp-udp', 'forward both TCP and UDP on the port')
@@ -237,13 +249,13 @@ Examples:
     )
     .action(async (portText: string, backendTexts: string[], options: CreateOptions, command: Command) => {
       const auto = portText === 'auto';
-      const input = createInput(auto ? undefined : localPort(portText), backendTexts, options);
+      const input = createInput(auto ? undefined : localPortText(portText), backendTexts, options);
       const { client, output } = await contextFor(command);
       const { createStream, putStream, printCreated } = await import('./commands/create.js');
       const port = input.port;
       const result =
-        options.replace === true && typeof port === 'number'
-          ? await putStream(client, port, input)
+        options.replace === true && port !== undefined
+          ? await putStream(client, typeof port === 'number' ? port : parsePortSpan(port).port, input)
           : await createStream(client, input);
       printCreated(result, output, auto);
     });
@@ -254,7 +266,7 @@ Examples:
     .argument('<port>', 'port of the stream')
     .addHelpText('after', '\nExamples:\n  $ conductor get 9000\n  $ conductor get 9000 --json')
     .action(async (portText: string, _options: unknown, command: Command) => {
-      const port = localPort(portText);
+      const port = localPortText(portText);
       const { client, output } = await contextFor(command);
       const { getStream, printStream } = await import('./commands/get.js');
       printStream(await getStream(client, port), output);
@@ -268,7 +280,7 @@ Examples:
     .option('--kill-sessions', 'also cut its established sessions (nginx keeps them alive otherwise)')
     .addHelpText('after', '\nExamples:\n  $ conductor rm 9000\n  $ conductor rm 9000 --kill-sessions --json')
     .action(async (portText: string, options: { killSessions?: boolean }, command: Command) => {
-      const port = localPort(portText);
+      const port = localPortText(portText);
       const { client, output } = await contextFor(command);
       const { removeStream, printRemoved } = await import('./commands/rm.js');
       printRemoved(await removeStream(client, port, options.killSessions === true), output);

@@ -1,4 +1,10 @@
-import { type CreateResult, describeBackends, printable, type StreamInput } from '@stream-conductor/shared';
+import {
+  type CreateResult,
+  describeStreamBackends,
+  formatPorts,
+  printable,
+  type StreamInput,
+} from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
@@ -19,7 +25,7 @@ export function describeStream(result: CreateResult, output: Output): string {
   const state = stream.state === 'live' ? output.color.green(stream.state) : output.color.red(stream.state);
   const proto = stream.protocol === 'tcp' ? '' : ` ${stream.protocol}`;
   const expiry = stream.expiresAt === undefined ? '' : ` (expires ${stream.expiresAt})`;
-  return `${output.color.bold(String(stream.port))}${proto} -> ${describeBackends(stream.backends)} ${state}${expiry}`;
+  return `${output.color.bold(formatPorts(stream))}${proto} -> ${describeStreamBackends(stream)} ${state}${expiry}`;
 }
 
 /**

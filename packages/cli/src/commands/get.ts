@@ -1,10 +1,17 @@
-import { describeBackends, formatDuration, formatRate, type StreamView } from '@stream-conductor/shared';
+import {
+  describeStreamBackends,
+  formatDuration,
+  formatPorts,
+  formatRate,
+  type StreamView,
+} from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 import { printData } from '../output-formats.js';
 
-export async function getStream(client: ApiClient, port: number): Promise<StreamView> {
+/** `port`: a port (one inside a range finds the range), or a range as FIRST-LAST. */
+export async function getStream(client: ApiClient, port: number | string): Promise<StreamView> {
   return (await client.call<{ stream: StreamView }>('GET', `/v1/streams/${port}`)).stream;
 }
 
@@ -13,7 +20,7 @@ export function printStream(answer: StreamView, output: Output): void {
   const stream = safeForTerminal(answer);
   const { color } = output;
   const rows: Array<[string, string]> = [
-    ['port', String(stream.port)],
+    ['port', formatPorts(stream)],
     [
       'state',
       stream.state === 'live'
@@ -23,7 +30,7 @@ export function printStream(answer: StreamView, output: Output): void {
           : `${color.red('failed')}: ${stream.reason ?? ''}`,
     ],
     ['protocol', stream.protocol],
-    ['backends', describeBackends(stream.backends)],
+    ['backends', describeStreamBackends(stream)],
     ['balance', stream.balance],
     ['allow', stream.allow.length === 0 ? 'everyone' : stream.allow.join(', ')],
   ];

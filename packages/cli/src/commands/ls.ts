@@ -1,4 +1,10 @@
-import { describeBackends, formatRate, type StreamStats, type StreamView } from '@stream-conductor/shared';
+import {
+  describeStreamBackends,
+  formatPorts,
+  formatRate,
+  type StreamStats,
+  type StreamView,
+} from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import { ago, bytes, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
@@ -105,10 +111,10 @@ export async function listingTable(
     const stats = stream.stats;
     const row = wide
       ? [
-          String(stream.port),
+          formatPorts(stream),
           stream.protocol,
           stream.listenAddress ?? '-',
-          describeBackends(stream.backends),
+          describeStreamBackends(stream),
           stream.balance,
           state,
           ...(fleet ? [hostsSummary(stream, color)] : []),
@@ -119,9 +125,9 @@ export async function listingTable(
           expires,
         ]
       : [
-          String(stream.port),
+          formatPorts(stream),
           stream.protocol,
-          describeBackends(stream.backends),
+          describeStreamBackends(stream),
           state,
           ...(fleet ? [hostsSummary(stream, color)] : []),
         ];
