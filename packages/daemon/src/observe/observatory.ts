@@ -9,6 +9,7 @@ import { AuditLog } from './audit.js';
 import { type OpenTraffic, openConnections } from './connections.js';
 import { HealthChecker, type ProbeTarget } from './health.js';
 import { Metrics } from './metrics.js';
+import { sumFinished, sumOpen, trafficPorts } from './range-stats.js';
 import { type LogWriter, releaseLog, writtenBy } from './release.js';
 import { AccessLogTail, TrafficCounter } from './traffic.js';
 
@@ -118,12 +119,13 @@ export class Observatory {
    */
   async withStats(streams: StreamView[]): Promise<StreamView[]> {
     const { finished: done, open } = await this.snapshot(
-      streams.map((stream) => stream.port),
-      streams.filter((stream) => protocolsOf(stream).includes('tcp')).map((stream) => stream.port),
+      trafficPorts(streams),
+      trafficPorts(streams.filter((stream) => protocolsOf(stream).includes('tcp'))),
     );
     return streams.map((stream) => {
-      const finished = done.get(stream.port) ?? this.traffic.get(stream.port); // always there: asked for
-      const now = open.get(stream.port);
+      // Always there: asked for. A range's is the sum over its ports.
+      const finished = sumFinished(stream, (port) => done.get(port) ?? this.traffic.get(port));
+      const now = sumOpen(stream, open);
       // Between a session's end and the look that reads its log line, its bytes are in neither
       // source: the totals hold at their last value instead of dipping (they are counters).
       const before = this.shown.get(stream.port);

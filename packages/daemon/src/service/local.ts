@@ -21,6 +21,7 @@ import {
   lastPort,
   type NginxMode,
   type PortRange,
+  portsOf,
   protocolsOf,
   type StreamRecord,
   type StreamSpec,
@@ -189,7 +190,8 @@ export class Conductor implements StreamService {
   }
 
   private answer(port: number, result: MutationResult): CreateResult {
-    if (result.change === 'created') this.options.observatory?.traffic.reset(port);
+    if (result.change === 'created')
+      for (const each of portsOf(result.entry?.record ?? { port })) this.options.observatory?.traffic.reset(each);
     // What this change made live, even if a later change to the port was applied since.
     const stream = result.entry ? viewOf(result.entry) : this.get(port);
     if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
@@ -389,7 +391,8 @@ export class Conductor implements StreamService {
     } finally {
       for (const [port, slot] of slots) this.placement.release(port, slot);
     }
-    for (const port of created) this.options.observatory?.traffic.reset(port);
+    for (const port of created)
+      for (const each of portsOf(bySpec.get(port) ?? { port })) this.options.observatory?.traffic.reset(each);
     return warnings;
   }
 
