@@ -5,7 +5,7 @@
 import {
   assertSpanInRange,
   ConductorError,
-  describeBackends,
+  describeStreamBackends,
   ErrorCode,
   formatPorts,
   type PortRange,
@@ -31,7 +31,7 @@ export function checkSpan(spec: StreamSpec, range: PortRange, entries: readonly 
     const port = Math.max(entry.record.port, spec.port);
     throw new ConductorError(
       ErrorCode.StreamExists,
-      `port ${port} already has a stream (${formatPorts(entry.record)} to ${describeBackends(entry.record.backends)})`,
+      `port ${port} already has a stream (${formatPorts(entry.record)} to ${describeStreamBackends(entry.record)})`,
       {
         hint:
           entry.record.portEnd === undefined
