@@ -7,6 +7,7 @@
  * bad range refused naming the value; ls, get, the audit log and a declarative apply.
  */
 
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -14,10 +15,12 @@ import type { AuditEvent, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, tempDir } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
+import { EtcdCluster } from '../helpers/etcd.js';
+import { connectOutcome, EchoBackend, roundTrip, udpRoundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { snapshot } from '../helpers/state.js';
+import { eventually } from '../helpers/wait.js';
 
 let daemon: Daemon;
 let env: Record<string, string>;
@@ -114,6 +117,12 @@ describe('a range to the same ports (CLI)', () => {
     expect(rm.code).toBe(1);
     expect(rm.stderr).toContain(`port ${S + 5} is part of the range ${S}-${S + 9}`);
     expect(rm.stderr).toContain(`conductor rm ${S}-${S + 9}`);
+    const api409 = await daemon.request('DELETE', `/v1/streams/${S + 9}`);
+    expect(api409.status).toBe(409);
+    api.check('/v1/streams/{port}', 'delete', 409, api409.json);
+    const cut = await daemon.request('DELETE', `/v1/streams/${S}?kill_sessions=1`);
+    expect(cut.status).toBe(501);
+    api.check('/v1/streams/{port}', 'delete', 501, cut.json);
     expect(await snapshot(daemon)).toEqual(before);
     expect(await roundTrip(S + 5, 'still')).toBe(`a${S + 5}:still`);
   });
@@ -150,6 +159,17 @@ describe('a range with an offset (v1 API)', () => {
     expect((await daemon.get(`/v1/streams/${first()}-${last()}`)).status).toBe(200);
     const list = await daemon.get('/v1/streams');
     api.check('/v1/streams', 'get', 200, list.json);
+  });
+
+  it('counts the sessions of every port of the range in its stats and metrics', async () => {
+    // The three sessions of the test above, on its first, middle and last port, one byte each way.
+    const stats = await eventually(
+      async () => ((await daemon.get(`/v1/streams/${first()}?stats=1`)).json as { stream: StreamView }).stream.stats,
+      (value) => value?.sessions === 3,
+    );
+    expect(stats).toMatchObject({ sessions: 3, bytesIn: 3 });
+    const metrics = (await daemon.get('/metrics')).text;
+    expect(metrics).toMatch(new RegExp(`conductor_stream_sessions_total\\{port="${first()}"\\} 3`));
   });
 
   it('refuses a stream or a range on any of its ports with 409 naming the port, and changes nothing', async () => {
@@ -269,6 +289,24 @@ describe('several backends, and a declarative apply', () => {
     await expectAllRefused(span(S + 20, S + 22));
   });
 
+  it('forwards UDP datagrams on every port of a --udp range to the same port', async () => {
+    const sockets: UdpSocket[] = [];
+    try {
+      for (const port of span(S + 30, S + 32)) {
+        const socket = createSocket('udp4');
+        socket.on('message', (message, from) => socket.send(`u${port}:${message.toString()}`, from.port, from.address));
+        await new Promise<void>((resolve) => socket.bind(port, '127.0.0.2', () => resolve()));
+        sockets.push(socket);
+      }
+      const created = await runCli(['create', `${S + 30}-${S + 32}`, '127.0.0.2', '--udp'], env);
+      expect(created.code).toBe(0);
+      for (const port of [S + 30, S + 31, S + 32]) expect(await udpRoundTrip(port, 'd')).toBe(`u${port}:d`);
+      expect((await runCli(['rm', `${S + 30}-${S + 32}`], env)).code).toBe(0);
+    } finally {
+      for (const socket of sockets) socket.close();
+    }
+  });
+
   it('conductor apply -f creates a range, leaves it as it is when applied again, and prunes it', async () => {
     const file = join(await tempDir(), 'streams.yaml');
     await writeFile(file, `streams:\n  - port: "${S + 25}-${S + 29}"\n    backend: 127.0.0.3\n`);
@@ -280,19 +318,70 @@ describe('several backends, and a declarative apply', () => {
     expect(await roundTrip(S + 27, 'y')).toBe(`b${S + 27}:y`);
     const again = await runCli(['--json', 'apply', '-f', file], env);
     expect((JSON.parse(again.stdout) as { plan: { unchanged: number[] } }).plan.unchanged).toEqual([S + 25]);
-    // A set with a stream inside the range is refused whole.
+    // A set with a stream inside the range is refused whole, naming the port, nothing changed.
+    const before = await snapshot(daemon);
     const clash = await daemon.request('POST', '/v1/apply', {
       streams: [
         { port: `${S + 25}-${S + 29}`, backend: '127.0.0.3' },
         { port: S + 27, backend: '127.0.0.2:1' },
       ],
     });
-    expect(clash.status).toBe(400);
-    expect(JSON.stringify(clash.json)).toContain(`port ${S + 27} appears twice in the set`);
+    expect(clash.status).toBe(409);
+    expect(JSON.stringify(clash.json)).toContain(`port ${S + 27} already has a stream (${S + 25}-${S + 29}`);
+    expect(await snapshot(daemon)).toEqual(before);
     await writeFile(file, 'streams: []\n');
     const pruned = await runCli(['--json', 'apply', '--prune', '-f', file], env);
     expect(pruned.code).toBe(0);
     expect((JSON.parse(pruned.stdout) as { plan: { delete: number[] } }).plan.delete).toEqual([S + 25]);
     await expectAllRefused(span(S + 25, S + 29));
+  });
+});
+
+describe('across a restart of the daemon', () => {
+  it('serves every port of a stored range again, and a removed one stays closed', async () => {
+    const created = await daemon.request('POST', '/v1/streams', { port: `${S}-${S + 4}`, backend: '127.0.0.2' });
+    expect(created.status).toBe(201);
+    const home = daemon.home;
+    const { rangeStart, rangeEnd, apiPort } = daemon;
+    expect(await daemon.stop()).toBe(0);
+    daemon = await daemons.start({ home, rangeStart, rangeSize: rangeEnd - rangeStart + 1, apiPort });
+    await expectAllListening(span(S, S + 4));
+    for (const port of [S, S + 2, S + 4]) expect(await roundTrip(port, 'again')).toBe(`a${port}:again`);
+    expect((await daemon.request('DELETE', `/v1/streams/${S}-${S + 4}`)).status).toBe(200);
+    await expectAllRefused(span(S, S + 4));
+  });
+});
+
+describe('fleet mode', () => {
+  const fleetDaemons = daemonFixture();
+
+  it('refuses a range with 501 NOT_SUPPORTED, through create, replace and apply, with nothing changed', async () => {
+    const etcd = await EtcdCluster.start(await fleetDaemons.dir(), 1);
+    fleetDaemons.beforeRemoving(() => etcd.stop());
+    const base = await freePortBlock(11);
+    const host = await fleetDaemons.start({
+      rangeStart: base,
+      rangeSize: 10,
+      apiPort: base + 10,
+      env: { CONDUCTOR_STORE: `etcd://${etcd.endpoints}`, CONDUCTOR_ETCD_PREFIX: `/sc-ranges-${base}/` },
+    });
+    const range = { port: `${base}-${base + 3}`, backend: '127.0.0.2' };
+    for (const [method, path, body] of [
+      ['POST', '/v1/streams', range],
+      ['PUT', `/v1/streams/${base}`, range],
+      ['POST', '/v1/apply', { streams: [range] }],
+    ] as const) {
+      const answer = await host.request(method, path, body);
+      expect([path, answer.status]).toEqual([path, 501]);
+      api.check(path.startsWith('/v1/streams/') ? '/v1/streams/{port}' : path, method.toLowerCase(), 501, answer.json);
+      expect(answer.json).toMatchObject({ error: { code: 'NOT_SUPPORTED' } });
+      expect(JSON.stringify(answer.json)).toContain(
+        `port ${base}-${base + 3}: port ranges are not available in fleet mode`,
+      );
+    }
+    expect(((await host.get('/v1/streams')).json as { streams: StreamView[] }).streams).toEqual([]);
+    const cli = await runCli(['create', `${base}-${base + 3}`, '127.0.0.2'], { CONDUCTOR_URL: host.url });
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toContain('not available in fleet mode');
   });
 });
