@@ -329,6 +329,12 @@ describe('several backends, and a declarative apply', () => {
     expect(clash.status).toBe(409);
     expect(JSON.stringify(clash.json)).toContain(`port ${S + 27} already has a stream (${S + 25}-${S + 29}`);
     expect(await snapshot(daemon)).toEqual(before);
+    // diff names a changed range, and changes nothing.
+    await writeFile(file, `streams:\n  - port: "${S + 25}-${S + 28}"\n    backend: 127.0.0.3\n`);
+    const diff = await runCli(['diff', '-f', file], env);
+    expect(diff.code).toBe(1);
+    expect(diff.stdout).toContain(`ports: ${S + 25}-${S + 29} -> ${S + 25}-${S + 28}`);
+    expect(diff.stdout).toContain(`backends: 127.0.0.3:${S + 25}-${S + 29} -> 127.0.0.3:${S + 25}-${S + 28}`);
     await writeFile(file, 'streams: []\n');
     const pruned = await runCli(['--json', 'apply', '--prune', '-f', file], env);
     expect(pruned.code).toBe(0);

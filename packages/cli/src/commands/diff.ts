@@ -6,8 +6,9 @@
  */
 import {
   type ApplyResult,
-  describeBackends,
+  describeStreamBackends,
   formatDuration,
+  formatPorts,
   formatRate,
   parseStreamInput,
   printable,
@@ -36,8 +37,9 @@ export interface DiffResult {
 
 /** The fields a person compares, each shown in one short form. */
 const FIELDS: Array<[string, (stream: StreamSpec) => string]> = [
+  ['ports', (stream) => formatPorts(stream)],
   ['protocol', (stream) => stream.protocol],
-  ['backends', (stream) => describeBackends(stream.backends)],
+  ['backends', (stream) => describeStreamBackends(stream)],
   ['balance', (stream) => stream.balance],
   ['allow', (stream) => (stream.allow.length === 0 ? 'everyone' : [...stream.allow].sort().join(', '))],
   ['listenAddress', (stream) => stream.listenAddress ?? '-'],
@@ -97,7 +99,7 @@ export async function diffStreams(client: ApiClient, entries: unknown[], prune: 
   }
   const current = new Map(listed.streams.map((stream) => [stream.port, stream]));
   const line = (stream: StreamSpec): string =>
-    `${stream.protocol === 'tcp' ? '' : `${stream.protocol} `}-> ${describeBackends(stream.backends)}`;
+    `${stream.protocol === 'tcp' ? '' : `${stream.protocol} `}-> ${describeStreamBackends(stream)}`;
   const diffs: StreamDiff[] = [];
   for (const port of planned.plan.create) {
     const spec = wanted.get(port);
