@@ -11,7 +11,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { AuditEvent, StreamView } from '@stream-conductor/shared';
+import type { AuditEvent, DaemonStatus, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, tempDir } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -90,6 +90,13 @@ describe('a range to the same ports (CLI)', () => {
     // Live when answered: every port of the range listens, not only the first.
     await expectAllListening(span(S, S + 9));
     for (const port of [S, S + 5, S + 9]) expect(await roundTrip(port, 'ping')).toBe(`a${port}:ping`);
+    // The audit against the kernel expects every port of the range: none missing, none extra.
+    const audited = await eventually(
+      async () => ((await daemon.get('/v1/status')).json as DaemonStatus).nginxInstances.map((one) => one.audit),
+      (audits) => audits.every((audit) => audit !== undefined && Date.parse(audit.at) > Date.parse(stream.createdAt)),
+      15_000,
+    );
+    for (const audit of audited) expect(audit).toMatchObject({ inLine: true, missing: [], extra: [] });
   });
 
   it('ls shows one row for the range, get finds it from any of its ports', async () => {
