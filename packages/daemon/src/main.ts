@@ -24,6 +24,7 @@ import type { PipelineObserver } from './observe/metrics.js';
 import { Observatory } from './observe/observatory.js';
 import { Conductor } from './service/local.js';
 import type { StreamService } from './service/service.js';
+import { streamTlsDir } from './service/stream-tls.js';
 import { FileStore } from './streams/file-store.js';
 import { acquireLock, type Lock } from './sys/lock.js';
 import { ephemeralPortRange, probePort } from './sys/ports.js';
@@ -182,6 +183,7 @@ async function wireLocal(config: Config, log: Logger): Promise<{ conductor: Cond
     log,
     observatory,
     sessions: { count: nginxSessionCount, cut: killSessions },
+    streamTls: { dir: streamTlsDir(config.home), intervalMs: config.streamTlsIntervalMs },
   });
   return { conductor, observatory };
 }

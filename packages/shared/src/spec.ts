@@ -75,6 +75,44 @@ export interface StreamSpec {
   uploadRate?: number;
   /** Bytes per second sent to the client, per session (nginx's proxy_download_rate). */
   downloadRate?: number;
+  /** TLS at the edge: the certificate chain (PEM) clients are shown; absolute path, with tlsKey. */
+  tlsCert?: string;
+  /** The private key (PEM) of tlsCert; absolute path. */
+  tlsKey?: string;
+  /** Speak TLS to the backends (nginx's proxy_ssl). */
+  backendTls?: boolean;
+  /** The CA certificates (PEM) a backend's certificate must chain to; absolute path. */
+  backendCa?: string;
+  /** The name a backend's certificate must carry (and the SNI sent); the backend's host when left out. */
+  backendName?: string;
+  /** false: the backend's certificate is not checked. Verified when left out. */
+  backendVerify?: boolean;
+  /**
+   * Set by the daemon, never by a client: the copies of the TLS files it checked and serves, and
+   * what their certificates say. A renewal of the operator's files gives a new set.
+   */
+  tlsMaterial?: TlsMaterial;
+}
+
+/** One certificate the daemon serves or trusts for a stream. */
+export interface CertificateFacts {
+  /** The field whose file holds it: tlsCert or backendCa. */
+  field: 'tlsCert' | 'backendCa';
+  subject: string;
+  notBefore: string;
+  /** ISO 8601 end of validity. */
+  notAfter: string;
+  fingerprint256: string;
+}
+
+/** The daemon's checked copies of a stream's TLS files. */
+export interface TlsMaterial {
+  /** Digest of the files' content: a new one whenever any of them changes. */
+  id: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
+  certificates: CertificateFacts[];
 }
 
 /** What a client may send: a spec with defaults left out, a single `backend`, a `ttl`. */
@@ -102,6 +140,12 @@ export interface StreamInput {
   /** Bytes per second: a number, or digits with k, m or g (KiB, MiB, GiB), such as 512k or 10m. */
   uploadRate?: number | string;
   downloadRate?: number | string;
+  tlsCert?: string;
+  tlsKey?: string;
+  backendTls?: boolean;
+  backendCa?: string;
+  backendName?: string;
+  backendVerify?: boolean;
 }
 
 export const LIMITS = {
@@ -122,6 +166,20 @@ export const LIMITS = {
 
 /** How long a drain waits for the sessions of a stream before it cuts them, when not told: 10 minutes. */
 export const DEFAULT_DRAIN_MS = 10 * 60_000;
+
+/** The TLS fields of a stream (see parseTls). */
+export const TLS_FIELDS = ['tlsCert', 'tlsKey', 'backendTls', 'backendCa', 'backendName', 'backendVerify'] as const;
+
+/** The host of a canonical host:port (an IPv6 address without its brackets). */
+export function backendHost(address: string): string {
+  const host = address.slice(0, address.lastIndexOf(':'));
+  return host.startsWith('[') ? host.slice(1, -1) : host;
+}
+
+/** Whether a stream speaks TLS on either side. */
+export function usesTls(spec: StreamSpec): boolean {
+  return spec.tlsCert !== undefined || spec.backendTls === true;
+}
 
 const FIELDS = new Set<string>([
   'port',
@@ -144,6 +202,7 @@ const FIELDS = new Set<string>([
   'maxConnectionsPerClient',
   'uploadRate',
   'downloadRate',
+  ...TLS_FIELDS,
 ]);
 
 function invalid(field: string, message: string, hint?: string): ConductorError {
@@ -488,7 +547,75 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
     spec.expiresAt = at.toISOString();
   }
   parseLimits(body, spec);
+  parseTls(body, spec);
   return spec;
+}
+
+/** A file of the operator's: an absolute path of plain characters (it is copied, never written into nginx's files). */
+function tlsPath(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value === '')
+    throw invalid(field, `must be the absolute path of a PEM file, got ${shown(value)}`);
+  if (!value.startsWith('/')) throw invalid(field, `must be an absolute path, got ${shown(value)}`);
+  if (value.length > 4096 || /[\u0000-\u001f\u007f]/.test(value) || value.split('/').includes('..'))
+    throw invalid(field, `must be a plain absolute path without control characters or .., got ${shown(value)}`);
+  return value;
+}
+
+function flag(value: unknown, field: string): boolean {
+  if (typeof value !== 'boolean') throw invalid(field, `must be true or false, got ${shown(value)}`);
+  return value;
+}
+
+/**
+ * TLS at the edge (tlsCert and tlsKey, both or neither) and to the backends (backendTls, with
+ * backendCa to verify them unless backendVerify is false). TCP streams only. Whether the files can
+ * be read, are PEM, match and are valid now is the daemon's check (it reads them).
+ */
+function parseTls(body: Record<string, unknown>, spec: StreamSpec): void {
+  if (body.tlsCert !== undefined) spec.tlsCert = tlsPath(body.tlsCert, 'tlsCert');
+  if (body.tlsKey !== undefined) spec.tlsKey = tlsPath(body.tlsKey, 'tlsKey');
+  if (spec.tlsCert !== undefined && spec.tlsKey === undefined)
+    throw invalid('tlsKey', 'is required with tlsCert: the private key of the certificate');
+  if (spec.tlsKey !== undefined && spec.tlsCert === undefined)
+    throw invalid('tlsCert', 'is required with tlsKey: the certificate of the key');
+  if (body.backendTls !== undefined && flag(body.backendTls, 'backendTls')) spec.backendTls = true;
+  if (body.backendVerify !== undefined && !flag(body.backendVerify, 'backendVerify')) spec.backendVerify = false;
+  if (body.backendCa !== undefined) spec.backendCa = tlsPath(body.backendCa, 'backendCa');
+  if (body.backendName !== undefined) {
+    if (
+      typeof body.backendName !== 'string' ||
+      !/^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(body.backendName)
+    )
+      throw invalid('backendName', `must be a host name such as db.internal, got ${shown(body.backendName)}`);
+    spec.backendName = body.backendName.toLowerCase();
+  }
+  if (spec.backendTls !== true) {
+    for (const field of ['backendCa', 'backendName', 'backendVerify'] as const)
+      if (spec[field] !== undefined) throw invalid(field, 'needs backendTls: true (TLS to the backends)');
+  } else if (spec.backendVerify !== false && spec.backendCa === undefined) {
+    throw invalid('backendCa', "is required to verify the backends' certificates (or set backendVerify: false)");
+  } else if (spec.backendVerify === false && spec.backendCa !== undefined) {
+    throw invalid('backendCa', 'is not used with backendVerify: false');
+  }
+  if (spec.backendTls === true && spec.backendVerify !== false && spec.backendName === undefined) {
+    const hosts = new Set(spec.backends.map((backend) => backendHost(backend.address)));
+    const [host] = hosts;
+    if (hosts.size > 1)
+      throw invalid(
+        'backendName',
+        'is required when the backends have different hosts: the name their certificates carry',
+      );
+    if (host !== undefined && (isIPv4(host) || isIPv6(host)))
+      throw invalid(
+        'backendName',
+        `is required for a backend given by address (${host}): the DNS name its certificate carries`,
+      );
+  }
+  if (usesTls(spec) && spec.protocol !== 'tcp')
+    throw invalid(
+      spec.tlsCert !== undefined ? 'tlsCert' : 'backendTls',
+      `TLS is for TCP streams only, not ${spec.protocol}`,
+    );
 }
 
 /** The session limits of a stream: counts and rates, each left out when not given. */
@@ -548,6 +675,13 @@ function canonical(spec: StreamSpec): unknown {
     maxConnectionsPerClient: spec.maxConnectionsPerClient ?? null,
     uploadRate: spec.uploadRate ?? null,
     downloadRate: spec.downloadRate ?? null,
+    tlsCert: spec.tlsCert ?? null,
+    tlsKey: spec.tlsKey ?? null,
+    backendTls: spec.backendTls === true,
+    backendCa: spec.backendCa ?? null,
+    backendName: spec.backendName ?? null,
+    backendVerify: spec.backendVerify !== false,
+    tlsMaterial: spec.tlsMaterial?.id ?? null,
   };
 }
 

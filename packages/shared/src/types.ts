@@ -24,6 +24,8 @@ export type StreamState = 'live' | 'failed' | 'draining';
 export interface StreamView extends StreamRecord {
   state: StreamState;
   reason?: string;
+  /** The last change of its TLS files that could not be served, and why (the previous files are served). */
+  tlsProblem?: string;
   /** Draining: the TCP sessions still open on its port, at the daemon's last look. */
   openSessions?: number;
   /** Traffic and health, when asked for (`?stats=1`). */
@@ -109,7 +111,18 @@ export interface AuditEvent {
   /** The client's address; empty for the daemon's own doing. */
   remote: string;
   /** set-aside: nginx stopped taking a live stream; audit: the audit found nginx out of line or ended a stray. */
-  action: 'create' | 'replace' | 'remove' | 'renew' | 'apply' | 'expire' | 'set-aside' | 'audit' | 'drain' | 'undrain';
+  action:
+    | 'create'
+    | 'replace'
+    | 'remove'
+    | 'renew'
+    | 'apply'
+    | 'expire'
+    | 'set-aside'
+    | 'audit'
+    | 'drain'
+    | 'undrain'
+    | 'tls-renewal';
   ports: number[];
   /** What was asked, in short (the backends, the plan...). */
   detail?: string;

@@ -70,6 +70,8 @@ export interface Timings {
   nginxWorkers: number | 'auto';
   /** Backend probes every this many ms; 0: only on demand. */
   healthIntervalMs: number;
+  /** The streams' TLS files are looked at every this many ms. */
+  streamTlsIntervalMs: number;
 }
 
 export interface Logs {
@@ -205,6 +207,7 @@ function readTimings(values: SettingValues): Timings {
     nginxInstances: values.wholeNumber('nginxInstances', 1, 32, 2),
     nginxWorkers: readWorkers(values),
     healthIntervalMs: readHealthInterval(values),
+    streamTlsIntervalMs: values.milliseconds('streamTlsInterval', 0.1, 3600),
     testBeforeReload: values.bool('testBeforeReload'),
   };
 }

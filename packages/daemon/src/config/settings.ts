@@ -122,6 +122,12 @@ export const settings = {
     help: 'seconds between TCP probes of the backends, 0 for on demand only',
     fallback: '10',
   },
+  streamTlsInterval: {
+    env: 'CONDUCTOR_STREAM_TLS_INTERVAL',
+    flag: 'stream-tls-interval',
+    help: "seconds between looks at the streams' TLS files (a renewed certificate is checked and served without a restart)",
+    fallback: '5',
+  },
   logMaxBytes: {
     env: 'CONDUCTOR_LOG_MAX_BYTES',
     flag: 'log-max-bytes',

@@ -29,6 +29,7 @@ import {
   type StreamSpec,
   type StreamView,
   sameSpec,
+  usesTls,
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import { checkStreamSet, planApply } from '../service/apply.js';
@@ -169,6 +170,7 @@ export class FleetConductor implements StreamService {
 
   async create(spec: StreamSpec): Promise<CreateResult> {
     refuseRangeInFleet(spec);
+    refuseTls([spec]);
     if (spec.port === 0) return this.createOnFreePort(spec);
     assertPortInRange(spec.port, this.options.portRange);
     this.requireConnected();
@@ -190,6 +192,7 @@ export class FleetConductor implements StreamService {
 
   async put(spec: StreamSpec): Promise<CreateResult> {
     refuseRangeInFleet(spec);
+    refuseTls([spec]);
     assertPortInRange(spec.port, this.options.portRange);
     this.requireConnected();
     const current = await this.writes.read(spec.port);
@@ -277,6 +280,7 @@ export class FleetConductor implements StreamService {
    * all-or-nothing apply on this host, one transaction commits it all (or puts it all back).
    */
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+    refuseTls(specs);
     checkStreamSet(specs, (port, spec) => {
       refuseRangeInFleet(spec);
       assertPortInRange(port, this.options.portRange);
@@ -346,6 +350,20 @@ export class FleetConductor implements StreamService {
     await this.session.close();
     await this.options.local.close();
   }
+}
+
+/**
+ * TLS on a stream names files on the host that checks them; a fleet's hosts would each need their
+ * own copies checked and renewed, which they do not do yet: refused before anything is written.
+ */
+function refuseTls(specs: StreamSpec[]): void {
+  const spec = specs.find(usesTls);
+  if (spec === undefined) return;
+  throw new ConductorError(
+    ErrorCode.NotSupported,
+    `TLS on a stream is not available in fleet mode (port ${spec.port}): ${spec.tlsCert !== undefined ? 'tlsCert' : 'backendTls'}`,
+    { hint: 'run the stream on a daemon with a file store (CONDUCTOR_STORE), or terminate TLS in the backend' },
+  );
 }
 
 function notInFleet(port: number): ConductorError {

@@ -41,6 +41,56 @@ const backend = {
   },
 };
 
+/** TLS on a stream (TCP only): the operator's files by absolute path, checked when given. */
+const tlsFields = {
+  tlsCert: {
+    type: 'string',
+    pattern: '^/',
+    description: 'TLS at the edge: absolute path of the PEM certificate (chain) clients are shown; with tlsKey',
+  },
+  tlsKey: { type: 'string', pattern: '^/', description: 'absolute path of the PEM private key of tlsCert' },
+  backendTls: { type: 'boolean', description: 'speak TLS to the backends' },
+  backendCa: {
+    type: 'string',
+    pattern: '^/',
+    description:
+      "absolute path of the PEM CA certificates the backends' certificates must chain to (required unless backendVerify is false)",
+  },
+  backendName: {
+    type: 'string',
+    description: "the name the backends' certificates must carry, sent as SNI (default: the backend's host)",
+  },
+  backendVerify: { type: 'boolean', description: "false: the backends' certificates are not checked (default true)" },
+};
+
+const certificateFacts = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['field', 'subject', 'notBefore', 'notAfter', 'fingerprint256'],
+  properties: {
+    field: { enum: ['tlsCert', 'backendCa'] },
+    subject: { type: 'string' },
+    notBefore: { type: 'string', format: 'date-time' },
+    notAfter: { type: 'string', format: 'date-time', description: 'end of validity' },
+    fingerprint256: { type: 'string' },
+  },
+};
+
+const tlsMaterial = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'certificates'],
+  description:
+    "set by the daemon: its checked copies of the stream's TLS files (what nginx reads) and their certificates",
+  properties: {
+    id: { type: 'string' },
+    cert: { type: 'string' },
+    key: { type: 'string' },
+    ca: { type: 'string' },
+    certificates: { type: 'array', items: certificateFacts },
+  },
+};
+
 const streamFields = {
   port: { type: 'integer', minimum: 1, maximum: 65535 },
   portEnd: portEndField,
@@ -85,6 +135,7 @@ const streamFields = {
     maximum: LIMITS.rate,
     description: 'bytes per second sent to the client, per session',
   },
+  ...tlsFields,
   createdAt: { type: 'string', format: 'date-time' },
   updatedAt: { type: 'string', format: 'date-time' },
 };
@@ -208,6 +259,11 @@ const schemas = {
         description: 'draining: when the sessions left are cut and the stream removed',
       },
       openSessions: { type: 'integer', description: 'draining: TCP sessions still open at the last look' },
+      tlsMaterial,
+      tlsProblem: {
+        type: 'string',
+        description: 'why the last change of its TLS files was not served (the previous files are served)',
+      },
       stats: { $ref: '#/components/schemas/Stats' },
       hosts: {
         type: 'array',
@@ -279,7 +335,19 @@ const schemas = {
       actor: { type: 'string' },
       remote: { type: 'string' },
       action: {
-        enum: ['create', 'replace', 'remove', 'renew', 'apply', 'expire', 'set-aside', 'audit', 'drain', 'undrain'],
+        enum: [
+          'create',
+          'replace',
+          'remove',
+          'renew',
+          'apply',
+          'expire',
+          'set-aside',
+          'audit',
+          'drain',
+          'undrain',
+          'tls-renewal',
+        ],
       },
       ports: { type: 'array', items: { type: 'integer' } },
       detail: { type: 'string' },
@@ -324,6 +392,7 @@ const schemas = {
       maxConnectionsPerClient: count,
       uploadRate: rate,
       downloadRate: rate,
+      ...tlsFields,
     },
   },
   StreamAnswer: {
@@ -561,6 +630,7 @@ export function openApiDocument(): Record<string, unknown> {
             422: errorResponse('nginx refused the configuration'),
             501: errorResponse('a port range in fleet mode'),
             503: errorResponse('nginx not running'),
+            501: errorResponse('fleet mode: TLS on a stream is not available'),
           },
         },
       },
@@ -590,7 +660,7 @@ export function openApiDocument(): Record<string, unknown> {
             400: errorResponse('invalid input'),
             409: errorResponse('port in use'),
             422: errorResponse('nginx refused the configuration'),
-            501: errorResponse('a port range in fleet mode'),
+            501: errorResponse('a port range, or TLS on a stream, in fleet mode'),
           },
         },
         delete: {
@@ -752,7 +822,7 @@ export function openApiDocument(): Record<string, unknown> {
             400: errorResponse('invalid input'),
             409: errorResponse('a port is in use'),
             422: errorResponse('nginx refused the configuration; nothing was changed'),
-            501: errorResponse('a port range in fleet mode'),
+            501: errorResponse('a port range, or TLS on a stream, in fleet mode'),
           },
         },
       },

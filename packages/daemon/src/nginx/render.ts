@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import {
   type BackendSpec,
   backendForPort,
+  backendHost,
   formatDuration,
   formatPorts,
   LIMITS,
@@ -138,8 +139,10 @@ function renderServer(
   }
   lines.push('server {');
   for (const protocol of protocolsOf(record)) {
-    lines.push(`    listen ${renderListen(port, listenAddress)}${protocol === 'udp' ? ' udp' : ''};`);
+    const ssl = protocol === 'tcp' && record.tlsCert !== undefined ? ' ssl' : '';
+    lines.push(`    listen ${renderListen(port, listenAddress)}${protocol === 'udp' ? ' udp' : ''}${ssl};`);
   }
+  lines.push(...renderTls(record, backends));
   if (record.allow.length > 0) {
     for (const network of record.allow) lines.push(`    allow ${parseCidr(network)};`);
     lines.push('    deny all;');
@@ -172,6 +175,44 @@ function renderServer(
     lines.push(`    access_log ${nginxPath(options.accessLog)} ${ACCESS_LOG_FORMAT_NAME};`);
   lines.push(`    proxy_pass ${needsUpstream(record) ? upstreamName(port) : (backends[0] as BackendSpec).address};`);
   lines.push('}');
+  return lines;
+}
+
+const HOST_NAME = /^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/;
+
+/**
+ * TLS at the edge and to the backends. nginx reads the daemon's checked copies (tlsMaterial), never
+ * the operator's files; a stream that names files but has no copies is not rendered.
+ */
+export function renderTls(record: StreamRecord, backends: BackendSpec[]): string[] {
+  const lines: string[] = [];
+  const material = record.tlsMaterial;
+  if (record.tlsCert !== undefined) {
+    if (record.protocol !== 'tcp') throw new Error(`refusing to render TLS on a ${record.protocol} stream`);
+    if (material?.cert === undefined || material.key === undefined)
+      throw new Error(`stream ${record.port}: its TLS files were not checked`);
+    lines.push(`    ssl_certificate ${nginxPath(material.cert)};`);
+    lines.push(`    ssl_certificate_key ${nginxPath(material.key)};`);
+    lines.push('    ssl_protocols TLSv1.2 TLSv1.3;');
+    lines.push('    ssl_handshake_timeout 10s;');
+  }
+  if (record.backendTls === true) {
+    if (record.protocol !== 'tcp') throw new Error(`refusing to render TLS on a ${record.protocol} stream`);
+    lines.push('    proxy_ssl on;');
+    lines.push('    proxy_ssl_protocols TLSv1.2 TLSv1.3;');
+    const first = backends[0] as BackendSpec;
+    const name = record.backendName ?? backendHost(first.address);
+    if (!HOST_NAME.test(name) && isIP(name) === 0)
+      throw new Error(`refusing to render backend name ${JSON.stringify(name)}`);
+    lines.push('    proxy_ssl_server_name on;');
+    lines.push(`    proxy_ssl_name ${name};`);
+    if (record.backendVerify !== false) {
+      if (material?.ca === undefined) throw new Error(`stream ${record.port}: its backend CA was not checked`);
+      lines.push('    proxy_ssl_verify on;');
+      lines.push('    proxy_ssl_verify_depth 4;');
+      lines.push(`    proxy_ssl_trusted_certificate ${nginxPath(material.ca)};`);
+    }
+  }
   return lines;
 }
 

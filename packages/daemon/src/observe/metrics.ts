@@ -93,6 +93,23 @@ export class Metrics implements PipelineObserver {
           this.set({ port: String(stream.port), protocol: stream.protocol }, stream.state === 'live' ? 1 : 0);
       },
     });
+    new Gauge({
+      name: 'conductor_stream_certificate_expiry_seconds',
+      help: 'End of validity (Unix time) of the certificate a stream serves (field tlsCert) or the first of its backend CA file to end (backendCa)',
+      labelNames: ['port', 'field'],
+      registers,
+      collect() {
+        this.reset();
+        for (const stream of streams.current) {
+          const ends = new Map<string, number>();
+          for (const facts of stream.tlsMaterial?.certificates ?? []) {
+            const seconds = Math.floor(new Date(facts.notAfter).getTime() / 1000);
+            ends.set(facts.field, Math.min(ends.get(facts.field) ?? seconds, seconds));
+          }
+          for (const [field, seconds] of ends) this.set({ port: String(stream.port), field }, seconds);
+        }
+      },
+    });
     perStream('conductor_stream_sessions_total', 'Finished sessions', (stream) => stream.stats?.sessions);
     perStream(
       'conductor_stream_failed_sessions_total',

@@ -42,6 +42,7 @@ import { checkSpan, coveringEntry, refuseRangePart } from './ranges.js';
 import { renewedSpec, specOf, stampRecord, viewOf } from './records.js';
 import { type ListFilter, matchesFilter, type StreamService } from './service.js';
 import { daemonStatus } from './status.js';
+import { TlsRenewals, withTlsMaterial } from './stream-tls.js';
 
 export interface ConductorOptions {
   version: string;
@@ -66,6 +67,13 @@ export interface ConductorOptions {
   sessions?: SessionControl;
   /** How often draining ports are looked at; 1 s by default, 0 only when asked (lookAtDrains). */
   drainIntervalMs?: number;
+  /** Streams' TLS files: where their checked copies go, and how often the originals are looked at. */
+  streamTls?: { dir: string; intervalMs: number };
+}
+
+/** Whether a spec names TLS files not checked yet (a renewal of its lifetime carries its copies). */
+function hasTlsFiles(spec: StreamSpec): boolean {
+  return (spec.tlsCert !== undefined || spec.backendCa !== undefined) && spec.tlsMaterial === undefined;
 }
 
 export class Conductor implements StreamService {
@@ -82,6 +90,7 @@ export class Conductor implements StreamService {
   private readonly placement: Placement;
   private readonly expiry: ExpiryLoop;
   private readonly drains: Drains;
+  private readonly tlsRenewals: TlsRenewals | undefined;
 
   constructor(private readonly options: ConductorOptions) {
     this.placement = new Placement(options.instances);
@@ -113,6 +122,43 @@ export class Conductor implements StreamService {
       log: options.log,
       observatory: options.observatory,
     });
+    const streamTls = options.streamTls;
+    this.tlsRenewals =
+      streamTls === undefined
+        ? undefined
+        : new TlsRenewals({
+            dir: streamTls.dir,
+            now: this.now,
+            intervalMs: streamTls.intervalMs,
+            records: () => this.entries().map((entry) => entry.record),
+            put: (spec) => this.put(spec),
+            record: (port, result, detail, message) =>
+              options.observatory?.record({
+                actor: 'daemon',
+                remote: '',
+                action: 'tls-renewal',
+                ports: [port],
+                detail,
+                result,
+                ...(message === undefined ? {} : { code: ErrorCode.InvalidInput, message }),
+              }),
+            log: options.log,
+          });
+  }
+
+  /**
+   * `spec` with its TLS files checked and copied (see stream-tls.ts); a 400 naming the field when
+   * they cannot serve. Without a folder for them (unit tests), TLS files are refused.
+   */
+  private async withTls(spec: StreamSpec, dryRun = false): Promise<StreamSpec> {
+    if (this.options.streamTls === undefined)
+      throw new ConductorError(ErrorCode.NotSupported, 'TLS files are not available on this daemon');
+    return withTlsMaterial(spec, { dir: this.options.streamTls.dir, now: this.now }, dryRun);
+  }
+
+  /** One look at every stream's TLS files, now (the loop does it every interval). */
+  lookAtTlsFiles(): Promise<void> {
+    return this.tlsRenewals?.look() ?? Promise.resolve();
   }
 
   /** Loads the store, adopts old-format files, drops expired streams, brings every nginx in line. */
@@ -148,6 +194,7 @@ export class Conductor implements StreamService {
     if (instances.length > 1) await Promise.all(instances.map((instance) => instance.reviveHeldPorts(3000)));
     this.expiry.start();
     this.drains.start();
+    this.tlsRenewals?.start();
   }
 
   /**
@@ -178,7 +225,9 @@ export class Conductor implements StreamService {
   }
 
   private view(entry: Entry): StreamView {
-    return entry.state === 'draining' ? this.drains.view(entry) : viewOf(entry);
+    const view = entry.state === 'draining' ? this.drains.view(entry) : viewOf(entry);
+    const tlsProblem = this.tlsRenewals?.problem(entry.record.port);
+    return tlsProblem === undefined ? view : { ...view, tlsProblem };
   }
 
   /** Probes the backends of a stream now. */
@@ -225,7 +274,9 @@ export class Conductor implements StreamService {
   }
 
   /** Creates a stream (port 0: on a free port the daemon picks); resolves once it is live. */
-  async create(spec: StreamSpec): Promise<CreateResult> {
+  async create(given: StreamSpec): Promise<CreateResult> {
+    // Without TLS files nothing is awaited before the change is submitted (its order among others holds).
+    const spec = hasTlsFiles(given) ? await this.withTls(given) : given;
     if (spec.port === 0) return this.createOnFreePort(spec);
     this.checkSpec(spec);
     const result = await this.placement.onOwner(spec.port, (instance) =>
@@ -235,7 +286,8 @@ export class Conductor implements StreamService {
   }
 
   /** Creates or replaces the stream on `spec.port`; a spec equal to the current one changes nothing. */
-  async put(spec: StreamSpec): Promise<CreateResult> {
+  async put(given: StreamSpec): Promise<CreateResult> {
+    const spec = hasTlsFiles(given) ? await this.withTls(given) : given;
     this.checkSpec(spec);
     const result = await this.placement.onOwner(spec.port, (instance) =>
       instance.submit({ kind: 'put', record: stampRecord(spec, instance.get(spec.port)?.record, this.now()) }),
@@ -345,7 +397,21 @@ export class Conductor implements StreamService {
    * others) in one verified reload per nginx instance, all or nothing: when any part is refused,
    * the parts already applied are put back and the whole apply is refused.
    */
-  async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+  async apply(given: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+    const specs: StreamSpec[] = [];
+    for (const [index, spec] of given.entries()) {
+      if (!hasTlsFiles(spec)) {
+        specs.push(spec);
+        continue;
+      }
+      try {
+        specs.push(await this.withTls(spec, options.dryRun));
+      } catch (error) {
+        if (error instanceof ConductorError && error.code === ErrorCode.InvalidInput)
+          throw new ConductorError(ErrorCode.InvalidInput, `streams[${index}].${error.message}`);
+        throw error;
+      }
+    }
     const plan = this.plan(specs, options.prune);
     const unchanged = new Set(plan.unchanged);
     checkStreamSet(specs, (port, spec) => {
@@ -365,7 +431,9 @@ export class Conductor implements StreamService {
    * when any part is refused, the parts already applied are put back and the error is thrown.
    * Answers the warnings.
    */
-  async applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]> {
+  async applyChanges(given: StreamSpec[], deletes: number[]): Promise<string[]> {
+    const puts: StreamSpec[] = [];
+    for (const spec of given) puts.push(hasTlsFiles(spec) ? await this.withTls(spec) : spec);
     for (const spec of puts) this.checkSpec(spec);
     const bySpec = new Map(puts.map((spec) => [spec.port, spec]));
     const created = puts.filter((spec) => this.entry(spec.port) === undefined).map((spec) => spec.port);
@@ -410,6 +478,7 @@ export class Conductor implements StreamService {
   }
 
   async close(): Promise<void> {
+    this.tlsRenewals?.stop();
     this.expiry.stop();
     await this.drains.stop();
     await Promise.all(this.options.instances.map((instance) => instance.close()));

@@ -1,0 +1,337 @@
+/**
+ * The TLS files of streams. An operator names a certificate, its key and a CA by path; the daemon
+ * reads them, checks them (readable, PEM, the key the certificate's, valid now) and copies them
+ * into its own folder ($CONDUCTOR_HOME/stream-tls, 0700, files 0600) under a name made of their
+ * content's digest. nginx reads those copies: its master (the daemon's user, or root for an
+ * external nginx) can read them whoever owns the originals, and a renewal written half-way, or a
+ * file removed, never reaches nginx: only a set that passed the check does.
+ *
+ * TlsRenewals looks at the operator's files every few seconds (size, modification time, inode)
+ * and, when they changed, checks them again; a set that passes is served through the verified
+ * pipeline (one reload), a set that does not is logged and reported on the stream (tlsProblem) and
+ * in the audit log, and the certificate in use is kept.
+ */
+import { createHash, createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
+import { chmod, mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  type CertificateFacts,
+  ConductorError,
+  ErrorCode,
+  type StreamRecord,
+  type StreamSpec,
+  sameSpec,
+  type TlsMaterial,
+  usesTls,
+} from '@stream-conductor/shared';
+import type { Logger } from '../log.js';
+
+/** A TLS file larger than this is not a certificate anyone meant. */
+const MAX_FILE_BYTES = 1024 * 1024;
+
+/** The files a stream names, by field. */
+type TlsField = 'tlsCert' | 'tlsKey' | 'backendCa';
+
+function refused(field: string, message: string): ConductorError {
+  return new ConductorError(ErrorCode.InvalidInput, `${field}: ${message}`);
+}
+
+async function readTlsFile(field: TlsField, path: string): Promise<Buffer> {
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(path);
+  } catch (error) {
+    throw refused(field, `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (!info.isFile()) throw refused(field, `${path} is not a regular file`);
+  if (info.size > MAX_FILE_BYTES) throw refused(field, `${path} is larger than 1 MiB: not a PEM file`);
+  try {
+    return await readFile(path);
+  } catch (error) {
+    throw refused(field, `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** Every certificate of a PEM file, in order; refuses a file with none or with a broken one. */
+function certificatesOf(field: TlsField, path: string, content: Buffer): X509Certificate[] {
+  const blocks = content.toString('latin1').match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) throw refused(field, `${path} holds no PEM certificate`);
+  return blocks.map((block, index) => {
+    try {
+      return new X509Certificate(block);
+    } catch {
+      throw refused(field, `${path}: certificate ${index + 1} is not a valid PEM certificate`);
+    }
+  });
+}
+
+function checkValidity(field: TlsField, path: string, certificate: X509Certificate, now: Date): CertificateFacts {
+  const notBefore = new Date(certificate.validFrom);
+  const notAfter = new Date(certificate.validTo);
+  if (now.getTime() < notBefore.getTime())
+    throw refused(
+      field,
+      `${path}: the certificate (${certificate.subject}) is not valid before ${notBefore.toISOString()}`,
+    );
+  if (now.getTime() > notAfter.getTime())
+    throw refused(field, `${path}: the certificate (${certificate.subject}) expired at ${notAfter.toISOString()}`);
+  return {
+    field: field === 'backendCa' ? 'backendCa' : 'tlsCert',
+    subject: certificate.subject.replace(/\n/g, ', '),
+    notBefore: notBefore.toISOString(),
+    notAfter: notAfter.toISOString(),
+    fingerprint256: certificate.fingerprint256,
+  };
+}
+
+function privateKeyOf(path: string, content: Buffer): KeyObject {
+  const text = content.toString('latin1');
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)) throw refused('tlsKey', `${path} holds no PEM private key`);
+  if (/ENCRYPTED/.test(text)) throw refused('tlsKey', `${path} is encrypted: nginx needs the key without a passphrase`);
+  try {
+    return createPrivateKey(content);
+  } catch {
+    throw refused('tlsKey', `${path} is not a valid PEM private key`);
+  }
+}
+
+/** The files read and checked: what the copies will hold. */
+interface CheckedFiles {
+  material: TlsMaterial;
+  contents: Partial<Record<'cert' | 'key' | 'ca', Buffer>>;
+}
+
+/** Reads and checks the TLS files `spec` names; throws a 400 naming the field of the first problem. */
+export async function checkTlsFiles(spec: StreamSpec, dir: string, now: Date): Promise<CheckedFiles> {
+  const contents: CheckedFiles['contents'] = {};
+  const certificates: CertificateFacts[] = [];
+  if (spec.tlsCert !== undefined && spec.tlsKey !== undefined) {
+    const cert = await readTlsFile('tlsCert', spec.tlsCert);
+    const key = await readTlsFile('tlsKey', spec.tlsKey);
+    const chain = certificatesOf('tlsCert', spec.tlsCert, cert);
+    const leaf = chain[0] as X509Certificate;
+    certificates.push(checkValidity('tlsCert', spec.tlsCert, leaf, now));
+    if (!leaf.checkPrivateKey(privateKeyOf(spec.tlsKey, key)))
+      throw refused('tlsKey', `${spec.tlsKey} is not the key of the certificate in ${spec.tlsCert}`);
+    contents.cert = cert;
+    contents.key = key;
+  }
+  if (spec.backendCa !== undefined) {
+    const ca = await readTlsFile('backendCa', spec.backendCa);
+    for (const certificate of certificatesOf('backendCa', spec.backendCa, ca))
+      certificates.push(checkValidity('backendCa', spec.backendCa, certificate, now));
+    contents.ca = ca;
+  }
+  const digest = createHash('sha256');
+  for (const part of ['cert', 'key', 'ca'] as const) {
+    digest.update(`${part}:${contents[part]?.length ?? -1}:`);
+    if (contents[part] !== undefined) digest.update(contents[part]);
+  }
+  const id = digest.digest('hex').slice(0, 32);
+  const material: TlsMaterial = { id, certificates };
+  for (const part of ['cert', 'key', 'ca'] as const)
+    if (contents[part] !== undefined) material[part] = join(dir, `${id}.${part}.pem`);
+  return { material, contents };
+}
+
+/** Writes the checked copies (0600, renamed into place), once per content. */
+async function writeCopies(dir: string, checked: CheckedFiles): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+  for (const part of ['cert', 'key', 'ca'] as const) {
+    const path = checked.material[part];
+    const content = checked.contents[part];
+    if (path === undefined || content === undefined) continue;
+    const existing = await readFile(path).catch(() => undefined);
+    if (existing?.equals(content)) continue;
+    const temporary = `${path}.${process.pid}.tmp`;
+    await writeFile(temporary, content, { mode: 0o600 });
+    await rename(temporary, path);
+  }
+}
+
+/** The folder of the copies under $CONDUCTOR_HOME. */
+export function streamTlsDir(home: string): string {
+  return join(home, 'stream-tls');
+}
+
+export interface StreamTlsOptions {
+  dir: string;
+  now: () => Date;
+}
+
+/**
+ * `spec` with its TLS files checked and, unless `dryRun`, copied: its tlsMaterial set. A spec
+ * without TLS files, or one that already carries its material (a renewal of its lifetime, an
+ * undrain), is returned as it is.
+ */
+export async function withTlsMaterial(
+  spec: StreamSpec,
+  options: StreamTlsOptions,
+  dryRun = false,
+): Promise<StreamSpec> {
+  if (spec.tlsMaterial !== undefined || (spec.tlsCert === undefined && spec.backendCa === undefined)) return spec;
+  const checked = await checkTlsFiles(spec, options.dir, options.now());
+  if (!dryRun) await writeCopies(options.dir, checked);
+  return { ...spec, tlsMaterial: checked.material };
+}
+
+/** The operator's files a stream names. */
+function sourceFiles(spec: StreamSpec): string[] {
+  return [spec.tlsCert, spec.tlsKey, spec.backendCa].filter((file): file is string => file !== undefined);
+}
+
+/** Size, modification time and inode of each file: any change means a file changed. */
+async function signatureOf(files: string[]): Promise<string> {
+  const parts: string[] = [];
+  for (const file of files) {
+    try {
+      const { size, mtimeMs, ino } = await stat(file);
+      parts.push(`${ino}:${size}:${mtimeMs}`);
+    } catch (error) {
+      parts.push((error as NodeJS.ErrnoException).code ?? 'unreadable');
+    }
+  }
+  return parts.join('|');
+}
+
+export interface RenewalOptions extends StreamTlsOptions {
+  intervalMs: number;
+  /** Every stream the daemon holds (a draining one's copies are kept, its files not looked at). */
+  records: () => StreamRecord[];
+  /** Serves `spec` (with its new material) through the verified pipeline. */
+  put: (spec: StreamSpec) => Promise<unknown>;
+  /** Records a renewal served or refused (the audit log). */
+  record: (port: number, result: 'ok' | 'refused', detail: string, message?: string) => void;
+  log: Logger;
+}
+
+/** A copy no stream has used for this long may go (one just written may be on its way to a stream). */
+const COPY_GRACE_MS = 10 * 60_000;
+
+/** Picks up renewed TLS files of the streams: see the top of this file. */
+export class TlsRenewals {
+  private timer: NodeJS.Timeout | undefined;
+  private busy = false;
+  /** The signature of each port's files at the last look. */
+  private readonly seen = new Map<number, string>();
+  /** The last renewal of each port that could not be served, and why. */
+  private readonly problems = new Map<number, string>();
+
+  constructor(private readonly options: RenewalOptions) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (this.busy) return;
+      this.busy = true;
+      this.look()
+        .catch((error: unknown) => this.options.log.warn("looking at the streams' TLS files failed", { error }))
+        .finally(() => {
+          this.busy = false;
+        });
+    }, this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Why the last change of a stream's TLS files was not served; undefined when it was. */
+  problem(port: number): string | undefined {
+    return this.problems.get(port);
+  }
+
+  /** One look at every stream's files, now. */
+  async look(): Promise<void> {
+    const all = this.options.records();
+    const records = all.filter(
+      (record) => usesTls(record) && record.tlsMaterial !== undefined && record.drainingUntil === undefined,
+    );
+    const ports = new Set(records.map((record) => record.port));
+    for (const port of [...this.seen.keys()]) if (!ports.has(port)) this.seen.delete(port);
+    for (const port of [...this.problems.keys()]) if (!ports.has(port)) this.problems.delete(port);
+    for (const record of records) await this.lookAt(record);
+    await this.removeUnused(all);
+  }
+
+  private async lookAt(record: StreamRecord): Promise<void> {
+    const { log } = this.options;
+    const signature = await signatureOf(sourceFiles(record));
+    if (this.seen.get(record.port) === signature) return;
+    this.seen.set(record.port, signature);
+    const { tlsMaterial: current, ...spec } = record;
+    let checked: CheckedFiles;
+    try {
+      checked = await checkTlsFiles(spec, this.options.dir, this.options.now());
+    } catch (error) {
+      const message = (error as Error).message;
+      if (this.problems.get(record.port) === message) return;
+      this.problems.set(record.port, message);
+      log.warn('the TLS files of a stream changed but cannot serve; the certificate in use is kept', {
+        port: record.port,
+        error: message,
+      });
+      this.options.record(record.port, 'refused', 'TLS files changed', message);
+      return;
+    }
+    if (checked.material.id === current?.id) {
+      this.problems.delete(record.port);
+      return;
+    }
+    await writeCopies(this.options.dir, checked);
+    // A change through the API meanwhile wins: only the definition that was looked at is renewed.
+    const latest = this.options.records().find((other) => other.port === record.port);
+    if (latest === undefined || !sameSpec(latest, record)) {
+      this.seen.delete(record.port);
+      return;
+    }
+    const { createdAt: _created, updatedAt: _updated, drainingUntil: _draining, ...base } = spec as StreamRecord;
+    try {
+      await this.options.put({ ...base, tlsMaterial: checked.material });
+    } catch (error) {
+      const message = (error as Error).message;
+      this.problems.set(record.port, message);
+      log.warn('a renewed TLS file of a stream was refused by nginx; the certificate in use is kept', {
+        port: record.port,
+        error: message,
+      });
+      this.options.record(record.port, 'refused', 'TLS files changed', message);
+      return;
+    }
+    this.problems.delete(record.port);
+    const leaf = checked.material.certificates[0];
+    log.info('the TLS files of a stream changed; nginx serves the new ones', {
+      port: record.port,
+      fingerprint256: leaf?.fingerprint256,
+      notAfter: leaf?.notAfter,
+    });
+    this.options.record(
+      record.port,
+      'ok',
+      `TLS files changed: now ${checked.material.certificates.map((facts) => `${facts.field} until ${facts.notAfter}`).join(', ')}`,
+    );
+  }
+
+  /** Removes copies no stream uses any more (past a grace time). */
+  private async removeUnused(records: StreamRecord[]): Promise<void> {
+    const used = new Set(
+      records.flatMap((record) => [record.tlsMaterial?.cert, record.tlsMaterial?.key, record.tlsMaterial?.ca]),
+    );
+    let names: string[];
+    try {
+      names = await readdir(this.options.dir);
+    } catch {
+      return;
+    }
+    const now = this.options.now().getTime();
+    for (const name of names) {
+      const path = join(this.options.dir, name);
+      if (used.has(path)) continue;
+      const info = await stat(path).catch(() => undefined);
+      if (info !== undefined && now - info.mtimeMs > COPY_GRACE_MS) await unlink(path).catch(() => undefined);
+    }
+  }
+}
