@@ -156,12 +156,12 @@ describe('-o on the commands', () => {
     const wide = await runCli(['ls', '-o', 'wide'], env);
     expect([wide.code, wide.stderr]).toEqual([0, '']);
     expect(wide.stdout).toMatch(
-      /│ PORT +│ PROTO │ LISTEN +│ BACKENDS +│ BALANCE +│ STATE │ ALLOW +│ LIMITS +│ LABELS +│ CREATED +│ EXPIRES │/,
+      /│ PORT +│ PROTO │ LISTEN +│ BACKENDS +│ BALANCE +│ STATE │ ALLOW +│ LIMITS +│ TLS │ LABELS +│ CREATED +│ EXPIRES │/,
     );
     const createdAt = (listing[0] as unknown as { createdAt: string }).createdAt.replace(/\.[0-9]+Z$/, 'Z');
     expect(wide.stdout).toMatch(
       new RegExp(
-        `│ ${a} +│ tcp +│ - +│ 127\\.0\\.0\\.1:${echo.port} +│ round-robin │ live +│ everyone │ max 10 +│ team=yes │ ${createdAt} │ - +│`,
+        `│ ${a} +│ tcp +│ - +│ 127\\.0\\.0\\.1:${echo.port} +│ round-robin │ live +│ everyone │ max 10 +│ - +│ team=yes │ ${createdAt} │ - +│`,
       ),
     );
     expect(wide.stdout).toMatch(new RegExp(`│ ${c} +│ tcp +│ 127\\.0\\.0\\.1 │`));

@@ -24,6 +24,7 @@ import {
 import { Command, CommanderError } from 'commander';
 import type { ApiClient } from './client.js';
 import type { LsOptions } from './commands/ls-watch.js';
+import { addTlsOptions, type TlsOptions, tlsInput } from './commands/tls.js';
 import { addContextOptions, clientOptionsOf, registerContextCommands, type TargetOptions } from './context-cli.js';
 import type { Output } from './output.js';
 import { chooseFormat, formatsOf, type OutputFormat } from './output-formats.js';
@@ -80,6 +81,7 @@ interface CreateOptions {
   downloadRate?: string;
   replace?: boolean;
 }
+type CreateFlags = CreateOptions & TlsOptions;
 
 /** `host:port[,weight=N][,backup]` as the API's backend object. */
 function backendArgument(text: string, span: PortSpan): { address: string; weight?: number; backup?: boolean } {
@@ -102,7 +104,7 @@ function backendArgument(text: string, span: PortSpan): { address: string; weigh
 }
 
 /** Builds the API input of `create` and checks it here, so that a typo costs no round trip. */
-function createInput(port: number | string | undefined, backendTexts: string[], options: CreateOptions): StreamInput {
+function createInput(port: number | string | undefined, backendTexts: string[], options: CreateFlags): StreamInput {
   if (options.udp && options.tcpUdp)
     throw new ConductorError(ErrorCode.Usage, '--udp and --tcp-udp exclude each other');
   if (options.ttl !== undefined && options.expiresAt !== undefined)
@@ -130,6 +132,7 @@ function createInput(port: number | string | undefined, backendTexts: string[], 
   if (options.maxConnectionsPerClient !== undefined) input.maxConnectionsPerClient = options.maxConnectionsPerClient;
   if (options.uploadRate !== undefined) input.uploadRate = options.uploadRate;
   if (options.downloadRate !== undefined) input.downloadRate = options.downloadRate;
+  tlsInput(options, input);
   localCheck(() => parseStreamInput(input, { portOptional: true, now: new Date() }));
   return input;
 }
@@ -245,9 +248,11 @@ Examples:
   $ conductor create 9002 dns1:53 dns2:53 --udp
   $ conductor create 9003 10.1.0.1:443 --allow 192.0.2.0/24 --allow 2001:db8::/32 --proxy-protocol
   $ conductor create 9004 '[2001:db8::5]:443' --label env=prod --label team=db --description "replica" --json
-  $ conductor create 9005 files.internal:873 --max-connections 100 --max-connections-per-client 4 --download-rate 10m`,
+  $ conductor create 9005 files.internal:873 --max-connections 100 --max-connections-per-client 4 --download-rate 10m
+  $ conductor create 9443 127.0.0.1:8080 --tls-cert /etc/letsencrypt/live/example.org/fullchain.pem --tls-key /etc/letsencrypt/live/example.org/privkey.pem
+  $ conductor create 9006 db.internal:5433 --backend-tls --backend-ca /etc/ssl/internal-ca.pem`,
     )
-    .action(async (portText: string, backendTexts: string[], options: CreateOptions, command: Command) => {
+    .action(async (portText: string, backendTexts: string[], options: CreateFlags, command: Command) => {
       const auto = portText === 'auto';
       const input = createInput(auto ? undefined : localPortText(portText), backendTexts, options);
       const { client, output } = await contextFor(command);
@@ -259,6 +264,7 @@ Examples:
           : await createStream(client, input);
       printCreated(result, output, auto);
     });
+  addTlsOptions(program.commands.find((command) => command.name() === 'create') as Command);
 
   program
     .command('get')

@@ -290,7 +290,7 @@ describe('each command in each format it takes', () => {
     expect(run.stderr()).toBe('warning: the backend did not answer\n');
   });
 
-  it('adds listen address, balance, allow-list, limits and creation time with -o wide', async () => {
+  it('adds listen address, balance, allow-list, limits, TLS and creation time with -o wide', async () => {
     const wide = await capture('ls', 'wide');
     await printStreams(LISTING, wide.output, { now: new Date('2026-12-05T08:00:00Z') });
     const lines = wide.stdout().split('\n');
@@ -308,6 +308,7 @@ describe('each command in each format it takes', () => {
       'STATE',
       'ALLOW',
       'LIMITS',
+      'TLS',
       'LABELS',
       'CREATED',
       'EXPIRES',
@@ -322,6 +323,7 @@ describe('each command in each format it takes', () => {
       'live',
       '192.0.2.0/24,2001:db8::/32',
       'max 100, 4/client, up 512 KiB/s, down 10 MiB/s',
+      '-',
       'env=prod,team=db',
       '2026-12-05T07:35:13Z',
       '2026-12-06T00:00:00Z',
@@ -362,6 +364,7 @@ describe('each command in each format it takes', () => {
       'STATE',
       'ALLOW',
       'LIMITS',
+      'TLS',
       'LABELS',
       'CREATED',
       'EXPIRES',

@@ -79,7 +79,7 @@ _conductor() {
   case "$prev" in
 ${choices}
     --context) COMPREPLY=( $(compgen -W "$(${CONTEXTS})" -- "$cur") ); return ;;
-    -f|--file|--token-file|--ca|--cert|--key) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+    -f|--file|--token-file|--ca|--cert|--key|--tls-cert|--tls-key|--backend-ca) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
     -o|--output)
       case "$cmd" in
 ${formatCases(commands, (name, formats) => `        ${name}) opts="${formats}" ;;`)}
@@ -147,7 +147,7 @@ _conductor() {
   case "$prev" in
 ${choices}
     --context) compadd -- $(${CONTEXTS}); return ;;
-    -f|--file|--token-file|--ca|--cert|--key) _files; return ;;
+    -f|--file|--token-file|--ca|--cert|--key|--tls-cert|--tls-key|--backend-ca) _files; return ;;
     -o|--output)
       case "$cmd" in
 ${formatCases(commands, (name, formats) => `        ${name}) compadd -- ${formats} ;;`)}

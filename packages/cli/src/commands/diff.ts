@@ -51,6 +51,12 @@ const FIELDS: Array<[string, (stream: StreamSpec) => string]> = [
   ['maxConnectionsPerClient', (stream) => String(stream.maxConnectionsPerClient ?? '-')],
   ['uploadRate', (stream) => rate(stream.uploadRate)],
   ['downloadRate', (stream) => rate(stream.downloadRate)],
+  ['tlsCert', (stream) => stream.tlsCert ?? '-'],
+  ['tlsKey', (stream) => stream.tlsKey ?? '-'],
+  ['backendTls', (stream) => (stream.backendTls === true ? 'on' : 'off')],
+  ['backendCa', (stream) => stream.backendCa ?? '-'],
+  ['backendName', (stream) => stream.backendName ?? '-'],
+  ['backendVerify', (stream) => (stream.backendVerify === false ? 'off' : 'on')],
   [
     'labels',
     (stream) =>

@@ -9,6 +9,7 @@ import type { ApiClient } from '../client.js';
 import { safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 import { printData } from '../output-formats.js';
+import { tlsRows } from './tls.js';
 
 /** `port`: a port (one inside a range finds the range), or a range as FIRST-LAST. */
 export async function getStream(client: ApiClient, port: number | string): Promise<StreamView> {
@@ -44,6 +45,7 @@ export function printStream(answer: StreamView, output: Output): void {
     rows.push(['max per client', String(stream.maxConnectionsPerClient)]);
   if (stream.uploadRate !== undefined) rows.push(['upload rate', `${formatRate(stream.uploadRate)} per session`]);
   if (stream.downloadRate !== undefined) rows.push(['download rate', `${formatRate(stream.downloadRate)} per session`]);
+  rows.push(...tlsRows(stream));
   const labels = Object.entries(stream.labels);
   if (labels.length > 0) rows.push(['labels', labels.map(([key, value]) => `${key}=${value}`).join(', ')]);
   if (stream.description !== undefined) rows.push(['description', stream.description]);

@@ -9,6 +9,7 @@ import type { ApiClient } from '../client.js';
 import { ago, bytes, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 import { printData } from '../output-formats.js';
+import { tlsSummary } from './tls.js';
 
 export async function listStreams(client: ApiClient, labels: string[], stats = false): Promise<StreamView[]> {
   const params = labels.map((label) => `label=${encodeURIComponent(label)}`);
@@ -91,7 +92,7 @@ export async function listingTable(
   const head = wide
     ? ['PORT', 'PROTO', 'LISTEN', 'BACKENDS', 'BALANCE', 'STATE', ...(fleet ? ['HOSTS'] : [])]
     : ['PORT', 'PROTO', 'BACKENDS', 'STATE', ...(fleet ? ['HOSTS'] : [])];
-  if (wide) head.push('ALLOW', 'LIMITS', 'LABELS', 'CREATED', 'EXPIRES');
+  if (wide) head.push('ALLOW', 'LIMITS', 'TLS', 'LABELS', 'CREATED', 'EXPIRES');
   if (options.stats) head.push(...statsHead);
   else if (!wide) head.push('EXPIRES', 'LABELS');
   if (withReasons) head.push('REASON');
@@ -120,6 +121,7 @@ export async function listingTable(
           ...(fleet ? [hostsSummary(stream, color)] : []),
           stream.allow.length === 0 ? 'everyone' : stream.allow.join(','),
           limitsSummary(stream),
+          tlsSummary(stream),
           labels,
           short(stream.createdAt),
           expires,
