@@ -278,6 +278,9 @@ export class TlsRenewals {
       return;
     }
     if (checked.material.id === current?.id) {
+      // The copies are written again if they went (a home restored without them): the retry of a
+      // stream nginx could not take then finds them.
+      await writeCopies(this.options.dir, checked);
       this.problems.delete(record.port);
       return;
     }
