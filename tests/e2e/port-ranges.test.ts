@@ -398,3 +398,39 @@ describe('fleet mode', () => {
     expect(cli.stderr).toContain('not available in fleet mode');
   });
 });
+
+describe('a range and a stream on one of its ports, asked for at the same time', () => {
+  it('one is refused, and the kernel listens on exactly the ports the listing shows', async () => {
+    // Two nginx masters (the default): the two changes may be placed on different ones, where
+    // only the kernel's probe or nginx's bind stands between them.
+    const other = await daemons.start({ rangeSize: 10 });
+    const T = other.rangeStart;
+    const held = async (): Promise<number[]> => {
+      const listening = await listeningPorts();
+      return span(T, T + 9).filter((port) => listening.has(port));
+    };
+    for (let round = 0; round < 10; round += 1) {
+      const asks = [
+        () => other.request('POST', '/v1/streams', { port: `${T}-${T + 4}`, backend: '127.0.0.2' }),
+        () => other.request('POST', '/v1/streams', { port: T + 2, backend: '127.0.0.2:1' }),
+      ];
+      const order = round % 2 === 0 ? asks : [...asks].reverse();
+      const answers = await Promise.all(order.map((ask) => ask()));
+      const [range, single] = round % 2 === 0 ? answers : [...answers].reverse();
+      // The answers' bodies ride along, so that a failure shows what was said.
+      // The loser is refused as taken: by the daemon's own check, or by nginx's bind on the one
+      // master when the two went to different masters; never a 5xx for a change that did not happen.
+      const rangeWon = range!.status === 201;
+      const loser = rangeWon ? single! : range!;
+      expect([range!.status, single!.status].sort()).toEqual([201, 409]);
+      expect((loser.json as { error: { code: string } }).error.code).toMatch(/^(STREAM_EXISTS|PORT_IN_USE)$/);
+      const listed = ((await other.get('/v1/streams')).json as { streams: StreamView[] }).streams;
+      expect(listed.map((stream) => [stream.port, stream.portEnd])).toEqual(
+        rangeWon ? [[T, T + 4]] : [[T + 2, undefined]],
+      );
+      expect(await held()).toEqual(rangeWon ? span(T, T + 4) : [T + 2]);
+      expect((await other.request('DELETE', `/v1/streams/${rangeWon ? T : T + 2}`)).status).toBe(200);
+      expect(await held()).toEqual([]);
+    }
+  });
+});

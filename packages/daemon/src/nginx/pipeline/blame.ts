@@ -7,6 +7,7 @@
 import { ConductorError, ErrorCode } from '@stream-conductor/shared';
 import { type NginxLogLine, withoutPaths } from '../binary.js';
 import type { StreamFileSet } from '../stream-files.js';
+import { coverOf } from './ranges.js';
 import type { Accepted, Attempt, Entry } from './types.js';
 
 /** Finds the port of the stream whose file holds a line. */
@@ -48,8 +49,13 @@ export function blame(
   const touched = new Set(accepted.map((one) => one.port));
   const culprits = new Map<number, ConductorError>();
   const bystanders = new Map<number, string>();
+  // A port nginx could not bind may be inside a range: the stream to blame is keyed by its first port.
+  const changing = coverOf(new Map(accepted.flatMap((one) => (one.next ? [[one.port, one.next] as const] : []))));
+  const standing = coverOf(entries);
+  const keyOf = (port: number | undefined): number | undefined =>
+    port === undefined ? undefined : ((changing.get(port) ?? standing.get(port))?.record.port ?? port);
   for (const line of lines) {
-    const port = portBlamed(line, files);
+    const port = keyOf(portBlamed(line, files));
     const fatal = line.level === 'emerg' || line.level === 'alert';
     if (
       fatal &&
@@ -67,7 +73,7 @@ export function blame(
       port,
       new ConductorError(
         inUse ? ErrorCode.PortInUse : code,
-        `nginx refused the stream on port ${port}: ${withoutPaths(line.text)}`,
+        `nginx refused the stream on port ${describeKey(port, accepted)}: ${withoutPaths(line.text)}`,
         {
           hint: inUse ? 'another process took the port' : undefined,
         },
@@ -79,6 +85,12 @@ export function blame(
   return { kind: 'all', error: new ConductorError(code, `${prefix}: ${withoutPaths(message)}`) };
 }
 
+/** A stream's port as an answer names it: a range as FIRST-LAST. */
+function describeKey(port: number, accepted: Accepted[]): string {
+  const record = accepted.find((one) => one.port === port)?.next?.record;
+  return record?.portEnd === undefined ? String(port) : `${port}-${record.portEnd}`;
+}
+
 /** At start-up: the live streams nginx's lines name, each with nginx's reason (without paths). */
 export function blamedAtStart(
   lines: NginxLogLine[],
@@ -86,8 +98,10 @@ export function blamedAtStart(
   files: PortLocator,
 ): Map<number, string> {
   const blamed = new Map<number, string>();
+  const cover = coverOf(entries);
   for (const line of lines) {
-    const port = portBlamed(line, files);
+    const named = portBlamed(line, files);
+    const port = named === undefined ? undefined : (cover.get(named)?.record.port ?? named);
     if (port !== undefined && entries.get(port)?.state === 'live' && !blamed.has(port))
       blamed.set(port, withoutPaths(line.text));
   }
