@@ -212,6 +212,31 @@ describe('batches', () => {
     expect([...store.records.keys()].sort()).toEqual([9000, 9001, 9002, 9003, 9004, 9005]);
   });
 
+  it('a put on condition (ifSpec) is refused with CONFLICT when a change queued before it replaced the definition', async () => {
+    await instance.submit(create(9000));
+    const lookedAt = record(9000);
+    let release: () => void = () => undefined;
+    nginx.gate = new Promise((done) => (release = done));
+    const blocker = instance.submit(create(9001));
+    await new Promise((done) => setTimeout(done, 20));
+    // An operator's replace, then a background change based on the definition it looked at before.
+    const operator = instance.submit({ kind: 'put', record: record(9000, '127.0.0.1:2222') });
+    const background = instance.submit({ kind: 'put', record: record(9000, '127.0.0.1:3333'), ifSpec: lookedAt });
+    nginx.gate = undefined;
+    release();
+    await blocker;
+    await expect(operator).resolves.toMatchObject({ change: 'replaced' });
+    const refused = await refusal(background);
+    expect(refused.code).toBe(ErrorCode.Conflict);
+    expect(refused.message).toContain('stream 9000 changed meanwhile');
+    expect(store.records.get(9000)?.backends).toEqual([{ address: '127.0.0.1:2222' }]);
+    // On the definition that holds, the same condition lets it through.
+    await expect(
+      instance.submit({ kind: 'put', record: record(9000, '127.0.0.1:3333'), ifSpec: record(9000, '127.0.0.1:2222') }),
+    ).resolves.toMatchObject({ change: 'replaced' });
+    expect(store.records.get(9000)?.backends).toEqual([{ address: '127.0.0.1:3333' }]);
+  });
+
   it('refuses only the request nginx blames, and applies the others', async () => {
     await instance.submit(create(9009));
     nginx.reloads = 0;

@@ -131,7 +131,7 @@ export class Conductor implements StreamService {
             now: this.now,
             intervalMs: streamTls.intervalMs,
             records: () => this.entries().map((entry) => entry.record),
-            put: (spec) => this.put(spec),
+            put: (spec, ifSpec) => this.put(spec, ifSpec),
             record: (port, result, detail, message) =>
               options.observatory?.record({
                 actor: 'daemon',
@@ -285,12 +285,19 @@ export class Conductor implements StreamService {
     return this.answer(spec.port, result);
   }
 
-  /** Creates or replaces the stream on `spec.port`; a spec equal to the current one changes nothing. */
-  async put(given: StreamSpec): Promise<CreateResult> {
+  /**
+   * Creates or replaces the stream on `spec.port`; a spec equal to the current one changes nothing.
+   * With `ifSpec`, only while the port still holds that definition when the change is admitted.
+   */
+  async put(given: StreamSpec, ifSpec?: StreamRecord): Promise<CreateResult> {
     const spec = hasTlsFiles(given) ? await this.withTls(given) : given;
     this.checkSpec(spec);
     const result = await this.placement.onOwner(spec.port, (instance) =>
-      instance.submit({ kind: 'put', record: stampRecord(spec, instance.get(spec.port)?.record, this.now()) }),
+      instance.submit({
+        kind: 'put',
+        record: stampRecord(spec, instance.get(spec.port)?.record, this.now()),
+        ...(ifSpec === undefined ? {} : { ifSpec }),
+      }),
     );
     return this.answer(spec.port, result);
   }

@@ -201,8 +201,11 @@ export interface RenewalOptions extends StreamTlsOptions {
   intervalMs: number;
   /** Every stream the daemon holds (a draining one's copies are kept, its files not looked at). */
   records: () => StreamRecord[];
-  /** Serves `spec` (with its new material) through the verified pipeline. */
-  put: (spec: StreamSpec) => Promise<unknown>;
+  /**
+   * Serves `spec` (with its new material) through the verified pipeline, only while the port still
+   * holds `ifSpec` when the change is admitted (a change through the API meanwhile wins: CONFLICT).
+   */
+  put: (spec: StreamSpec, ifSpec: StreamRecord) => Promise<unknown>;
   /** Records a renewal served or refused (the audit log). */
   record: (port: number, result: 'ok' | 'refused', detail: string, message?: string) => void;
   log: Logger;
@@ -293,8 +296,13 @@ export class TlsRenewals {
     }
     const { createdAt: _created, updatedAt: _updated, drainingUntil: _draining, ...base } = spec as StreamRecord;
     try {
-      await this.options.put({ ...base, tlsMaterial: checked.material });
+      await this.options.put({ ...base, tlsMaterial: checked.material }, record);
     } catch (error) {
+      if (error instanceof ConductorError && error.code === ErrorCode.Conflict) {
+        // Changed through the API between the look and the change: the next look judges the new one.
+        this.seen.delete(record.port);
+        return;
+      }
       const message = (error as Error).message;
       this.problems.set(record.port, message);
       log.warn('a renewed TLS file of a stream was refused by nginx; the certificate in use is kept', {

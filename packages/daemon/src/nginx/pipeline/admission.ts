@@ -148,6 +148,14 @@ export async function admit(state: InstanceState, batch: Pending[]): Promise<Acc
           await admitOne(state, item, { port: mutation.port, record: undefined, createOnly: false }, working),
         );
       } else {
+        if (mutation.kind === 'put' && mutation.ifSpec !== undefined) {
+          const now = working.get(mutation.record.port);
+          if (now === undefined || !sameSpec(now.record, mutation.ifSpec))
+            throw new ConductorError(
+              ErrorCode.Conflict,
+              `stream ${mutation.record.port} changed meanwhile: the change based on its earlier definition is not made`,
+            );
+        }
         const one = await admitOne(
           state,
           item,

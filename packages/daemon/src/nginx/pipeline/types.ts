@@ -16,8 +16,11 @@ export interface PortChange {
 export type Mutation =
   /** A new stream; refused when the port has one. */
   | { kind: 'create'; record: StreamRecord }
-  /** Create or replace; a spec equal to the current one changes nothing. */
-  | { kind: 'put'; record: StreamRecord }
+  /**
+   * Create or replace; a spec equal to the current one changes nothing. With `ifSpec`, only while
+   * the port still holds that definition (a change made meanwhile wins; refused with CONFLICT).
+   */
+  | { kind: 'put'; record: StreamRecord; ifSpec?: StreamRecord }
   /** killSessions: also cut the sessions nginx keeps alive on its old workers. */
   | { kind: 'remove'; port: number; killSessions?: boolean }
   /** Several changes applied together in one reload, or not at all. */
