@@ -26,6 +26,7 @@ import {
   type StreamRecord,
   type StreamSpec,
   type StreamView,
+  sameSpec,
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import type { Entry, MutationResult } from '../nginx/instance.js';
@@ -331,10 +332,23 @@ export class Conductor implements StreamService {
 
   /** Extends (or shortens) the life of a stream; resolves once recorded. */
   async renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
-    const entry = this.entry(port);
-    if (!entry || this.parked.has(port))
-      throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-    return this.put(renewedSpec(entry.record, expiresAt));
+    // Only the lifetime changes: the put holds on condition that the definition is still the one
+    // read here, so a change admitted first (a TLS renewal, say) is kept, and its result renewed.
+    for (let attempt = 1; ; attempt += 1) {
+      const entry = this.entry(port);
+      if (!entry || this.parked.has(port))
+        throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+      try {
+        return await this.put(renewedSpec(entry.record, expiresAt), entry.record);
+      } catch (error) {
+        const changed = this.entry(port)?.record;
+        const raced =
+          error instanceof ConductorError &&
+          error.code === ErrorCode.Conflict &&
+          (changed === undefined || !sameSpec(changed, entry.record));
+        if (!raced || attempt >= 5) throw error;
+      }
+    }
   }
 
   private async removeParked(port: number): Promise<{ warnings: string[] }> {
