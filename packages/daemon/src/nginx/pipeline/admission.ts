@@ -26,23 +26,27 @@ function describe(entry: Entry): string {
 /** Refuses `next` when another process holds a port or protocol our nginx does not hold yet. */
 async function checkPortFree(state: InstanceState, next: StreamRecord, current: Entry | undefined): Promise<void> {
   const held = current?.state === 'live' ? protocolsOf(current.record) : [];
-  const needed = protocolsOf(next).filter((protocol) => !held.includes(protocol));
-  if (needed.length === 0) return;
-  // A range already live keeps its sockets; a new one (or one that grows) probes every port.
-  const { probe, port } = await probeEach(next, (each) =>
-    held.length > 0 &&
-    current !== undefined &&
-    each >= current.record.port &&
-    each <= (current.record.portEnd ?? current.record.port)
+  const all = protocolsOf(next);
+  const needed = all.filter((protocol) => !held.includes(protocol));
+  const heldFirst = held.length > 0 && current !== undefined ? current.record.port : undefined;
+  const heldLast = current === undefined ? undefined : (current.record.portEnd ?? current.record.port);
+  // The ports our nginx listens on now keep their sockets and need only a protocol they lack; a
+  // port outside that span (a range that grows, a single port turned into a range) is not ours
+  // yet and needs every protocol of the new definition.
+  const protocolsAt = (each: number): Array<'tcp' | 'udp'> =>
+    heldFirst !== undefined && heldLast !== undefined && each >= heldFirst && each <= heldLast ? needed : all;
+  const { probe, port } = await probeEach(next, (each) => {
+    const protocols = protocolsAt(each);
+    return protocols.length === 0
       ? Promise.resolve('free' as const)
-      : state.options.probePort(each, needed, state.listenAddressOf(next)),
-  ).catch((error: unknown) => {
+      : state.options.probePort(each, protocols, state.listenAddressOf(next));
+  }).catch((error: unknown) => {
     throw exhaustionError(error) ?? error;
   });
   if (probe === 'in-use') {
     throw new ConductorError(
       ErrorCode.PortInUse,
-      `port ${port}${needed.includes('tcp') ? '' : '/udp'} is held by another process on this host`,
+      `port ${port}${protocolsAt(port).includes('tcp') ? '' : '/udp'} is held by another process on this host`,
       {
         hint: 'free the port or pick another one (conductor free-port finds one)',
       },
