@@ -10,7 +10,7 @@
 
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { copyFile, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type Server as TlsServer, connect as tlsConnect } from 'node:tls';
@@ -518,6 +518,42 @@ describe('bad input', () => {
     });
     expect(answer.status).toBe(400);
     expect((answer.json as { error: { message: string } }).error.message).toMatch(/^tlsCert: .* is not a regular file/);
+  });
+
+  it.each<[string, () => Promise<Record<string, unknown>>, RegExp]>([
+    [
+      'a FIFO (a read would wait for a writer for ever)',
+      async () => {
+        const fifo = join(dir, 'key.fifo');
+        await rm(fifo, { force: true });
+        await run('mkfifo', [fifo]);
+        return { tlsCert: certs.serverCert, tlsKey: fifo };
+      },
+      /^tlsKey: .*key\.fifo is not a regular file/,
+    ],
+    [
+      'a /proc file that claims size 0 and never ends',
+      async () => ({ tlsCert: '/proc/self/pagemap', tlsKey: certs.serverKey }),
+      /^tlsCert: \/proc\/self\/pagemap is under \/proc, \/sys or \/dev/,
+    ],
+    [
+      'a link into /proc',
+      async () => {
+        const link = join(dir, 'ca-link.pem');
+        await rm(link, { force: true });
+        await symlink('/proc/self/environ', link);
+        return { backendTls: true, backendName: 'localhost', backendCa: link };
+      },
+      /^backendCa: .*ca-link\.pem is under \/proc, \/sys or \/dev/,
+    ],
+  ])('refuses %s promptly, naming the field, with nothing changed', async (_name, fields, message) => {
+    const before = await everything();
+    const started = Date.now();
+    const answer = await daemon.request('POST', '/v1/streams', { port: port(), ...base(), ...(await fields()) });
+    expect(answer.status).toBe(400);
+    expect((answer.json as { error: { message: string } }).error.message).toMatch(message);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(await everything()).toEqual(before);
   });
 });
 

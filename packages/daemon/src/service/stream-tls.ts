@@ -12,7 +12,20 @@
  * in the audit log, and the certificate in use is kept.
  */
 import { createHash, createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import {
+  chmod,
+  type FileHandle,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  stat,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type CertificateFacts,
@@ -36,19 +49,56 @@ function refused(field: string, message: string): ConductorError {
   return new ConductorError(ErrorCode.InvalidInput, `${field}: ${message}`);
 }
 
-async function readTlsFile(field: TlsField, path: string): Promise<Buffer> {
-  let info: Awaited<ReturnType<typeof stat>>;
+/** Folders whose files are the kernel's or devices, never an operator's certificate. */
+const SPECIAL_ROOTS = ['/proc', '/sys', '/dev'];
+
+function underSpecialRoot(path: string): boolean {
+  return SPECIAL_ROOTS.some((root) => path === root || path.startsWith(`${root}/`));
+}
+
+/**
+ * Reads one TLS file, bounded: the path is resolved (a link into /proc, /sys or /dev is refused),
+ * opened without blocking (a FIFO or a device never holds the caller), the handle checked (a
+ * regular file of 1 byte to 1 MiB) and at most 1 MiB + 1 byte read from it (a file that grows
+ * past the bound, or that claims a size it does not have, is refused).
+ */
+export async function readTlsFile(field: TlsField, path: string): Promise<Buffer> {
+  const cannot = (error: unknown) =>
+    refused(field, `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  if (underSpecialRoot(path)) throw refused(field, `${path} is under /proc, /sys or /dev: not a PEM file`);
+  let real: string;
   try {
-    info = await stat(path);
+    real = await realpath(path);
   } catch (error) {
-    throw refused(field, `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw cannot(error);
   }
-  if (!info.isFile()) throw refused(field, `${path} is not a regular file`);
-  if (info.size > MAX_FILE_BYTES) throw refused(field, `${path} is larger than 1 MiB: not a PEM file`);
+  if (underSpecialRoot(real)) throw refused(field, `${path} is under /proc, /sys or /dev: not a PEM file`);
+  let handle: FileHandle;
   try {
-    return await readFile(path);
+    handle = await open(real, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
   } catch (error) {
-    throw refused(field, `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw cannot(error);
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw refused(field, `${path} is not a regular file`);
+    if (info.size === 0) throw refused(field, `${path} is empty`);
+    if (info.size > MAX_FILE_BYTES) throw refused(field, `${path} is larger than 1 MiB: not a PEM file`);
+    const buffer = Buffer.alloc(MAX_FILE_BYTES + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    if (length > MAX_FILE_BYTES) throw refused(field, `${path} is larger than 1 MiB: not a PEM file`);
+    if (length === 0) throw refused(field, `${path} is empty`);
+    return Buffer.from(buffer.subarray(0, length));
+  } catch (error) {
+    if (error instanceof ConductorError) throw error;
+    throw cannot(error);
+  } finally {
+    await handle.close().catch(() => undefined);
   }
 }
 
