@@ -1,7 +1,9 @@
 /**
  * Changing a port range in place with the real daemon, nginx and CLI on loopback: a PUT that grows
  * a range (or turns a single port into a range) onto a port another process holds is refused 409
- * PORT_IN_USE naming that port, with nothing changed and the range still serving.
+ * PORT_IN_USE naming that port, with nothing changed and the range still serving; a PUT on
+ * FIRST-LAST whose body gives no port or only the first takes the last port from the path; a PUT
+ * on a range's first port with a single-port body is refused unless it names the ports.
  */
 
 import { createServer, type Server } from 'node:net';
@@ -9,12 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { StreamView } from '@stream-conductor/shared';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
+import { openApiChecker } from '../helpers/openapi.js';
 import { snapshot } from '../helpers/state.js';
 
 let daemon: Daemon;
 let S: number;
 const backends: EchoBackend[] = [];
+let api: Awaited<ReturnType<typeof openApiChecker>>;
 
 const daemons = daemonFixture();
 
@@ -27,6 +31,7 @@ beforeAll(async () => {
   S = daemon.rangeStart;
   // Backends on the streams' own port numbers, on another loopback address than nginx's 127.0.0.1.
   for (const port of span(S, S + 29)) backends.push(await EchoBackend.start(`a${port}`, port, '127.0.0.2'));
+  api = await openApiChecker(daemon);
 });
 
 afterAll(async () => {
@@ -99,5 +104,79 @@ describe('growing a range onto a port another process holds', () => {
       await close(holder);
     }
     expect((await daemon.request('DELETE', `/v1/streams/${P}`)).status).toBe(200);
+  });
+});
+
+describe('replacing a range by PUT', () => {
+  const first = (): number => S + 10;
+  const last = (): number => S + 14;
+  const path = (): string => `/v1/streams/${first()}-${last()}`;
+  const view = async (): Promise<StreamView> =>
+    ((await daemon.get(`/v1/streams/${first()}`)).json as { stream: StreamView }).stream;
+
+  beforeAll(async () => {
+    const created = await daemon.request('POST', '/v1/streams', { port: `${first()}-${last()}`, backend: '127.0.0.2' });
+    expect(created.status).toBe(201);
+  });
+
+  it('PUT /v1/streams/FIRST-LAST with no port, or only the first port, in the body replaces the range', async () => {
+    const noPort = await daemon.request('PUT', path(), { backend: '127.0.0.2', description: 'no port' });
+    expect(noPort.status).toBe(200);
+    expect(await view()).toMatchObject({ port: first(), portEnd: last(), description: 'no port' });
+    const firstOnly = await daemon.request('PUT', path(), {
+      port: first(),
+      backend: '127.0.0.2',
+      description: 'first',
+    });
+    expect(firstOnly.status).toBe(200);
+    expect(await view()).toMatchObject({ port: first(), portEnd: last(), description: 'first' });
+    for (const port of [first(), last()]) expect(await roundTrip(port, 'r')).toBe(`a${port}:r`);
+  });
+
+  it('a body naming other ports than the path is refused 400 saying both, nothing changed', async () => {
+    const before = await snapshot(daemon);
+    const other = await daemon.request('PUT', path(), { port: `${first()}-${last() - 2}`, backend: '127.0.0.2' });
+    expect(other.status).toBe(400);
+    api.check('/v1/streams/{port}', 'put', 400, other.json);
+    expect(errorOf(other.json).message).toBe(
+      `port: the body names ports ${first()}-${last() - 2} but the path names ${first()}-${last()}`,
+    );
+    expect(await snapshot(daemon)).toEqual(before);
+  });
+
+  it('PUT on the first port with a single-port body is refused 409 CONFLICT with a hint, nothing changed', async () => {
+    const before = await snapshot(daemon);
+    for (const body of [{ port: first(), backend: `127.0.0.2:${first()}` }, { backend: `127.0.0.2:${first()}` }]) {
+      const shrink = await daemon.request('PUT', `/v1/streams/${first()}`, body);
+      expect(shrink.status).toBe(409);
+      api.check('/v1/streams/{port}', 'put', 409, shrink.json);
+      const error = (shrink.json as { error: { code: string; message: string; hint: string } }).error;
+      expect(error.code).toBe('CONFLICT');
+      expect(error.message).toContain(`the first port of the range ${first()}-${last()}`);
+      expect(error.hint).toContain(`PUT /v1/streams/${first()}-${last()}`);
+      expect(error.hint).toContain(`"port": "${first()}-${first()}"`);
+    }
+    expect(await snapshot(daemon)).toEqual(before);
+    for (const port of [first(), first() + 2, last()]) expect(await roundTrip(port, 's')).toBe(`a${port}:s`);
+  });
+
+  it('PUT on the first port naming the range by portEnd replaces it; "N-N" shrinks it to one port', async () => {
+    const kept = await daemon.request('PUT', `/v1/streams/${first()}`, {
+      port: first(),
+      portEnd: last(),
+      backend: '127.0.0.2',
+      description: 'kept',
+    });
+    expect(kept.status).toBe(200);
+    expect(await view()).toMatchObject({ port: first(), portEnd: last(), description: 'kept' });
+    const shrunk = await daemon.request('PUT', `/v1/streams/${first()}`, {
+      port: `${first()}-${first()}`,
+      backend: `127.0.0.2:${first()}`,
+    });
+    expect(shrunk.status).toBe(200);
+    expect((await view()).portEnd).toBeUndefined();
+    expect(await roundTrip(first(), 'one')).toBe(`a${first()}:one`);
+    for (const port of [first() + 1, last()]) expect(await connectOutcome(port)).toBe('refused');
+    expect((await daemon.request('DELETE', `/v1/streams/${first()}`)).status).toBe(200);
   });
 });

@@ -460,8 +460,16 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
       throw invalid('portEnd', 'must be a whole number from 1 to 65535');
     ({ port, portEnd } = parsePortSpan(`${port}-${String(body.portEnd)}`, 'portEnd'));
   }
+  // A path FIRST-LAST gives the last port to a body that names no span of its own (no port, or the
+  // first port alone, and no portEnd); a body that names one must name the same.
+  const bodyNamesSpan =
+    (body.portEnd !== undefined && body.portEnd !== null) || (typeof body.port === 'string' && isRangeText(body.port));
+  if (options.portEnd !== undefined && !bodyNamesSpan) portEnd = options.portEnd;
   if (options.port !== undefined && options.portEnd !== undefined && portEnd !== options.portEnd)
-    throw invalid('port', `the body says ${portEnd ?? port} as the last port but the path says ${options.portEnd}`);
+    throw invalid(
+      'port',
+      `the body names ${portEnd === undefined ? `port ${port}` : `ports ${port}-${portEnd}`} but the path names ${options.port}-${options.portEnd}`,
+    );
   const span: PortSpan = portEnd === undefined ? { port } : { port, portEnd };
 
   if (body.backend !== undefined && body.backends !== undefined)

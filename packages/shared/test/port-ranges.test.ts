@@ -83,8 +83,24 @@ describe('a range in parseStreamInput', () => {
     expect(refusal(() => parseStreamInput({ port: '9001-9010', backend: 'h' }, { now, port: 9000 })).message).toContain(
       'the path says 9000',
     );
-    const error = refusal(() => parseStreamInput({ port: 9000, backend: 'h:1' }, { now, port: 9000, portEnd: 9010 }));
-    expect(error.message).toContain('the path says 9010');
+  });
+
+  it('a path FIRST-LAST gives the last port to a body without one; a body naming other ports is refused', () => {
+    const path = { now, port: 9000, portEnd: 9010 };
+    expect(parseStreamInput({ backend: 'h' }, path)).toMatchObject({ port: 9000, portEnd: 9010 });
+    expect(parseStreamInput({ port: 9000, backend: 'h' }, path)).toMatchObject({ port: 9000, portEnd: 9010 });
+    expect(parseStreamInput({ port: '9000', backend: 'h' }, path)).toMatchObject({ port: 9000, portEnd: 9010 });
+    expect(parseStreamInput({ port: '9000-9010', backend: 'h' }, path)).toMatchObject({ port: 9000, portEnd: 9010 });
+    expect(parseStreamInput({ portEnd: 9010, backend: 'h' }, path)).toMatchObject({ port: 9000, portEnd: 9010 });
+    expect(refusal(() => parseStreamInput({ port: '9000-9005', backend: 'h' }, path)).message).toBe(
+      'port: the body names ports 9000-9005 but the path names 9000-9010',
+    );
+    expect(refusal(() => parseStreamInput({ portEnd: 9020, backend: 'h' }, path)).message).toBe(
+      'port: the body names ports 9000-9020 but the path names 9000-9010',
+    );
+    expect(refusal(() => parseStreamInput({ port: '9000-9000', backend: 'h:1' }, path)).message).toBe(
+      'port: the body names port 9000 but the path names 9000-9010',
+    );
   });
 });
 

@@ -657,7 +657,9 @@ export function openApiDocument(): Record<string, unknown> {
             200: { description: 'replaced, or unchanged', ...(json(ref('StreamAnswer')) as object) },
             201: { description: 'created', ...(json(ref('StreamAnswer')) as object) },
             400: errorResponse('invalid input'),
-            409: errorResponse('port in use'),
+            409: errorResponse(
+              "port in use, or a single-port body on a range's first port (name the ports to replace or shrink the range)",
+            ),
             422: errorResponse('nginx refused the configuration'),
             501: errorResponse('a port range, or TLS on a stream, in fleet mode'),
           },

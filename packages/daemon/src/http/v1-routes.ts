@@ -59,6 +59,32 @@ function labelSelectors(value: unknown): Array<[string, string]> {
 const describe = (spec: StreamSpec): string =>
   `${spec.portEnd === undefined ? '' : `ports ${formatPorts(spec)} to `}${describeBackends(spec.backends)}`;
 
+/**
+ * A PUT on a range's first port whose body names no span (a single port, no portEnd) would turn the
+ * range into that one port and close all the others: refused unless the path or the body names the
+ * ports (PUT /v1/streams/FIRST-LAST, "portEnd", or "port": "FIRST-LAST", which may be "N-N").
+ */
+function refuseSilentShrink(
+  conductor: StreamService,
+  spec: StreamSpec,
+  body: Record<string, unknown>,
+  pathIsRange: boolean,
+): void {
+  if (pathIsRange || spec.portEnd !== undefined) return;
+  if (body.portEnd !== undefined && body.portEnd !== null) return;
+  if (typeof body.port === 'string' && isRangeText(body.port)) return;
+  const current = conductor.get(spec.port);
+  if (current?.port !== spec.port || current.portEnd === undefined) return;
+  const range = formatPorts(current);
+  throw new ConductorError(
+    ErrorCode.Conflict,
+    `port ${spec.port} is the first port of the range ${range}: this body would make it the single port ${spec.port} and close the others`,
+    {
+      hint: `to replace the range, PUT /v1/streams/${range} (or give "portEnd": ${current.portEnd}); to shrink it to one port, say so: "port": "${spec.port}-${spec.port}"`,
+    },
+  );
+}
+
 export function v1Router(
   conductor: StreamService,
   now: () => Date,
@@ -143,7 +169,9 @@ export function v1Router(
   // Create or replace, idempotent: the same body twice changes nothing the second time.
   router.put('/streams/:port', async (req: Request<{ port: string }>, res) => {
     const path = isRangeText(req.params.port) ? parsePortSpan(req.params.port) : { port: portParam(req) };
-    const spec = parseStreamInput(object(req.body), { ...path, now: now() });
+    const body = object(req.body);
+    const spec = parseStreamInput(body, { ...path, now: now() });
+    refuseSilentShrink(conductor, spec, body, isRangeText(req.params.port));
     const result = await audited(req, res, { action: 'replace', ports: portsOf(spec), detail: describe(spec) }, () =>
       withBackendCheck(observatory, spec, () => conductor.put(spec)),
     );
