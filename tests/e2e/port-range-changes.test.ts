@@ -3,7 +3,9 @@
  * a range (or turns a single port into a range) onto a port another process holds is refused 409
  * PORT_IN_USE naming that port, with nothing changed and the range still serving; a PUT on
  * FIRST-LAST whose body gives no port or only the first takes the last port from the path; a PUT
- * on a range's first port with a single-port body is refused unless it names the ports.
+ * on a range's first port with a single-port body is refused unless it names the ports; what the
+ * legacy API does with a range (one /getstreams entry, /hasstream true inside, /createstream inside
+ * and /removestream of any of its ports refused, nothing changed).
  */
 
 import { createServer, type Server } from 'node:net';
@@ -178,5 +180,58 @@ describe('replacing a range by PUT', () => {
     expect(await roundTrip(first(), 'one')).toBe(`a${first()}:one`);
     for (const port of [first() + 1, last()]) expect(await connectOutcome(port)).toBe('refused');
     expect((await daemon.request('DELETE', `/v1/streams/${first()}`)).status).toBe(200);
+  });
+});
+
+describe('a range seen through the legacy API', () => {
+  const first = (): number => S + 20;
+  const last = (): number => S + 24;
+
+  beforeAll(async () => {
+    const created = await daemon.request('POST', '/v1/streams', { port: `${first()}-${last()}`, backend: '127.0.0.2' });
+    expect(created.status).toBe(201);
+  });
+
+  afterAll(async () => {
+    expect((await daemon.request('DELETE', `/v1/streams/${first()}-${last()}`)).status).toBe(200);
+  });
+
+  it('/getstreams shows the range as one entry, its first port with listen_end its last', async () => {
+    expect((await daemon.get('/getstreams')).text).toBe(
+      `[{"listen": ${first()}, "listen_end": ${last()}, "proxy_pass": "127.0.0.2:${first()}"}]`,
+    );
+  });
+
+  it('/hasstream answers "true" for a port inside the range, "false" past it', async () => {
+    expect((await daemon.get(`/hasstream/${first() + 2}`)).text).toBe('{"result": "true"}');
+    expect((await daemon.get(`/hasstream/${last() + 1}`)).text).toBe('{"result": "false"}');
+  });
+
+  it('/createstream on a port inside the range is refused naming the range, nothing changed', async () => {
+    const before = await snapshot(daemon);
+    const created = await daemon.get(`/createstream/${first() + 2}/127.0.0.1:1`);
+    expect(created.status).toBe(200);
+    const body = JSON.parse(created.text) as { result: string; errors: string };
+    expect(body.result).toBe('error');
+    expect(body.errors).toContain(`port ${first() + 2} already has a stream (${first()}-${last()}`);
+    expect(await snapshot(daemon)).toEqual(before);
+  });
+
+  it('/removestream of its first port or a port inside is refused pointing to the v1 API, nothing changed', async () => {
+    const before = await snapshot(daemon);
+    const head = await daemon.get(`/removestream/${first()}`);
+    expect(head.status).toBe(200);
+    const headBody = JSON.parse(head.text) as { result: string; errors: string };
+    expect(headBody.result).toBe('error');
+    expect(headBody.errors).toContain(`the first port of the range ${first()}-${last()}`);
+    expect(headBody.errors).toContain(`DELETE /v1/streams/${first()}-${last()}`);
+    const inside = JSON.parse((await daemon.get(`/removestream/${first() + 2}`)).text) as {
+      result: string;
+      errors: string;
+    };
+    expect(inside.result).toBe('error');
+    expect(inside.errors).toContain(`port ${first() + 2} is part of the range ${first()}-${last()}`);
+    expect(await snapshot(daemon)).toEqual(before);
+    for (const port of [first(), last()]) expect(await roundTrip(port, 'l')).toBe(`a${port}:l`);
   });
 });

@@ -5,7 +5,7 @@
  * 404, as it did not match the old routes.
  */
 
-import { ConductorError, ErrorCode, parsePort, simpleSpec } from '@stream-conductor/shared';
+import { ConductorError, ErrorCode, formatPorts, parsePort, simpleSpec } from '@stream-conductor/shared';
 import { type Request, type Response, Router } from 'express';
 import type { Logger } from '../log.js';
 import { type Observatory, withBackendCheck } from '../observe/observatory.js';
@@ -38,6 +38,21 @@ export function pythonRange(start: number, end: number): string {
   return `range(${start}, ${end + 1})`;
 }
 
+/**
+ * The legacy API removes single ports only: a range's first port would close all its ports from
+ * a path that names one, so it is refused, pointing to the v1 API (a port inside a range is
+ * refused by the service: a range is removed whole).
+ */
+function refuseLegacyRangeRemoval(conductor: StreamService, port: number): void {
+  const stream = conductor.get(port);
+  if (stream?.port !== port || stream.portEnd === undefined) return;
+  const range = formatPorts(stream);
+  throw new ConductorError(
+    ErrorCode.Conflict,
+    `port ${port} is the first port of the range ${range}: the legacy API removes single ports only; remove the range with DELETE /v1/streams/${range} (conductor rm ${range})`,
+  );
+}
+
 export function legacyRouter(
   conductor: StreamService,
   log: Logger,
@@ -67,8 +82,13 @@ export function legacyRouter(
     sendLegacy(
       res,
       200,
-      // A stream with several backends shows its first one: the old service knew only one.
-      conductor.list().map((stream) => ({ listen: stream.port, proxy_pass: stream.backends[0]?.address ?? '' })),
+      // A stream with several backends shows its first one: the old service knew only one. A port
+      // range is one entry, its first port, with `listen_end` its last (single ports as before).
+      conductor.list().map((stream) => ({
+        listen: stream.port,
+        ...(stream.portEnd === undefined ? {} : { listen_end: stream.portEnd }),
+        proxy_pass: stream.backends[0]?.address ?? '',
+      })),
     );
   });
 
@@ -103,9 +123,11 @@ export function legacyRouter(
     try {
       // Parsed inside the audited change, so a port out of 1-65535 is recorded as refused and
       // answered as the old service did (200, "result": "error").
-      const { warnings } = await audited(req, res, { action: 'remove', ports: [Number(port)] }, async () =>
-        conductor.remove(parsePort(port)),
-      );
+      const { warnings } = await audited(req, res, { action: 'remove', ports: [Number(port)] }, async () => {
+        const parsed = parsePort(port);
+        refuseLegacyRangeRemoval(conductor, parsed);
+        return conductor.remove(parsed);
+      });
       sendLegacy(res, 200, { result: 'ok', errors: warnings.join('; ') });
     } catch (error) {
       if (error instanceof ConductorError && error.code === ErrorCode.NotFound) {
