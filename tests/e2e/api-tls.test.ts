@@ -300,6 +300,18 @@ describe('token roles', () => {
       ['DELETE', `/v1/streams/${port}/drain`, undefined, '/v1/streams/{port}/drain'],
       ['POST', '/v1/apply', { streams: [], prune: true }, '/v1/apply'],
       ['POST', '/v1/apply', { streams: [], prune: true, dryRun: false }, '/v1/apply'],
+      // Planning a TLS file reads it: a read token could learn whether a path exists and holds a key.
+      [
+        'POST',
+        '/v1/apply',
+        {
+          streams: [
+            { port: other, backend: `127.0.0.1:${backend.port}`, tlsCert: '/etc/passwd', tlsKey: '/etc/passwd' },
+          ],
+          dryRun: true,
+        },
+        '/v1/apply',
+      ],
       ['POST', `/V1/Streams/${port}/Renew/`, { ttl: '1h' }, '/v1/streams/{port}/renew'],
     ];
     for (const [method, path, body, template] of v1) {

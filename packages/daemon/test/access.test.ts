@@ -65,6 +65,22 @@ describe('accessFor', () => {
     ]) {
       expect(accessFor('POST', '/v1/apply', body)).toBe('write');
     }
+    // A dry run that names a TLS file makes the daemon read that file: a write.
+    const stream = { port: 9443, backend: '127.0.0.1:8080' };
+    expect(accessFor('POST', '/v1/apply', { streams: [stream], dryRun: true })).toBe('read');
+    for (const files of [
+      { tlsCert: '/etc/shadow', tlsKey: '/etc/shadow' },
+      { tlsCert: '/etc/ssl/a.pem' },
+      { tlsKey: '/root/.ssh/id_ed25519' },
+      { backendTls: true, backendName: 'localhost', backendCa: '/etc/ssl/ca.pem' },
+      { tlsCert: null },
+    ]) {
+      expect(accessFor('POST', '/v1/apply', { streams: [stream, { ...stream, ...files }], dryRun: true })).toBe(
+        'write',
+      );
+    }
+    for (const streams of [{ 0: { tlsCert: '/a' } }, [null], ['x'], [[{ tlsCert: '/a' }]]])
+      expect(accessFor('POST', '/v1/apply', { streams, dryRun: true })).toBe('write');
     // The body makes a read of nothing else.
     expect(accessFor('POST', '/v1/streams', { dryRun: true })).toBe('write');
     expect(accessFor('PUT', '/v1/apply', { dryRun: true })).toBe('write');

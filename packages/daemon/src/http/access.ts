@@ -1,6 +1,7 @@
 /**
  * What a request needs of a token's role: `read` for the calls that only look (listings, get,
- * status, stats, events, metrics, a health probe, a dry-run apply), `write` for everything else.
+ * status, stats, events, metrics, a health probe, a dry-run apply that names no TLS file), `write`
+ * for everything else.
  * Reads are listed; anything not listed, an unknown path or method included, needs write, so a
  * route added later is closed to read tokens until it is listed here.
  */
@@ -53,8 +54,28 @@ export function accessFor(method: string, path: string, body?: unknown): TokenRo
   return 'write';
 }
 
+/** The fields that make the daemon read a file of the host's: a dry run with them is a write. */
+const FILE_FIELDS = ['tlsCert', 'tlsKey', 'backendCa'];
+
 function isDryRun(body: unknown): boolean {
-  return (
-    typeof body === 'object' && body !== null && !Array.isArray(body) && (body as { dryRun?: unknown }).dryRun === true
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return false;
+  const { dryRun, streams } = body as { dryRun?: unknown; streams?: unknown };
+  return dryRun === true && !namesFiles(streams);
+}
+
+/**
+ * Whether any stream of an apply names a TLS file: planning it reads the file, which would tell a
+ * read token whether a path exists and holds a certificate or a key. Anything not a plain list of
+ * objects counts as naming files (the route refuses it anyway).
+ */
+function namesFiles(streams: unknown): boolean {
+  if (streams === undefined) return false;
+  if (!Array.isArray(streams)) return true;
+  return streams.some(
+    (stream) =>
+      typeof stream !== 'object' ||
+      stream === null ||
+      Array.isArray(stream) ||
+      FILE_FIELDS.some((field) => (stream as Record<string, unknown>)[field] !== undefined),
   );
 }

@@ -537,7 +537,7 @@ function withForbidden(paths: Record<string, Record<string, unknown>>): Record<s
         ? { ...legacyBody, description: 'a read token: this call needs the write role' }
         : errorResponse(
             path === '/v1/apply'
-              ? 'FORBIDDEN: a read token may only apply with dryRun: true'
+              ? 'FORBIDDEN: a read token may only apply with dryRun: true and no TLS file (tlsCert, tlsKey, backendCa)'
               : 'FORBIDDEN: a read token; this call needs the write role',
           );
     }
