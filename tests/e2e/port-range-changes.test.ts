@@ -5,7 +5,8 @@
  * FIRST-LAST whose body gives no port or only the first takes the last port from the path; a PUT
  * on a range's first port with a single-port body is refused unless it names the ports; what the
  * legacy API does with a range (one /getstreams entry, /hasstream true inside, /createstream inside
- * and /removestream of any of its ports refused, nothing changed).
+ * and /removestream of any of its ports refused, nothing changed); a drain of a range refused 501;
+ * a range with a TTL expiring with every port closed.
  */
 
 import { createServer, type Server } from 'node:net';
@@ -16,6 +17,7 @@ import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { snapshot } from '../helpers/state.js';
+import { eventually } from '../helpers/wait.js';
 
 let daemon: Daemon;
 let S: number;
@@ -233,5 +235,43 @@ describe('a range seen through the legacy API', () => {
     expect(inside.errors).toContain(`port ${first() + 2} is part of the range ${first()}-${last()}`);
     expect(await snapshot(daemon)).toEqual(before);
     for (const port of [first(), last()]) expect(await roundTrip(port, 'l')).toBe(`a${port}:l`);
+  });
+});
+
+describe('drain and expiry of a range', () => {
+  const first = (): number => S + 25;
+  const last = (): number => S + 29;
+
+  it('a drain of a range, by its first port or one inside, is refused 501 NOT_SUPPORTED, nothing changed', async () => {
+    const created = await daemon.request('POST', '/v1/streams', { port: `${first()}-${last()}`, backend: '127.0.0.2' });
+    expect(created.status).toBe(201);
+    const before = await snapshot(daemon);
+    for (const port of [first(), first() + 2]) {
+      const drain = await daemon.request('POST', `/v1/streams/${port}/drain`, { timeout: '30s' });
+      expect(drain.status).toBe(501);
+      api.check('/v1/streams/{port}/drain', 'post', 501, drain.json);
+      expect(errorOf(drain.json).code).toBe('NOT_SUPPORTED');
+      expect(errorOf(drain.json).message).toContain(`belongs to the range ${first()}-${last()}`);
+    }
+    expect(await snapshot(daemon)).toEqual(before);
+    for (const port of [first(), last()]) expect(await roundTrip(port, 'd')).toBe(`a${port}:d`);
+    expect((await daemon.request('DELETE', `/v1/streams/${first()}-${last()}`)).status).toBe(200);
+  });
+
+  it('a range with a TTL expires: it leaves the listing and every one of its ports closes', async () => {
+    const created = await daemon.request('POST', '/v1/streams', {
+      port: `${first()}-${last()}`,
+      backend: '127.0.0.2',
+      ttl: '2s',
+    });
+    expect(created.status).toBe(201);
+    for (const port of [first(), last()]) expect(await roundTrip(port, 't')).toBe(`a${port}:t`);
+    await eventually(
+      async () => (await daemon.get(`/v1/streams/${first()}`)).status,
+      (status) => status === 404,
+      15_000,
+    );
+    for (const port of span(first(), last())) expect(await connectOutcome(port)).toBe('refused');
+    expect(((await daemon.get('/v1/streams')).json as { streams: StreamView[] }).streams).toEqual([]);
   });
 });

@@ -1,9 +1,21 @@
-import { describe, expect, it } from '@jest/globals';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { parseStreamInput, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import { planChange } from '../src/nginx/pipeline/transaction.js';
 import type { Accepted, Entry } from '../src/nginx/pipeline/types.js';
 import { renderStreamFile } from '../src/nginx/render.js';
 import { checkStreamSet } from '../src/service/apply.js';
+import type { Conductor } from '../src/service/local.js';
+import {
+  CREATED_AT,
+  FakeInstance,
+  fakeProbe,
+  MemoryStore,
+  record as singleRecord,
+  startLocalService,
+} from './service-fakes.js';
 
 const now = new Date('2026-01-01T00:00:00Z');
 const record = (input: Record<string, unknown>): StreamRecord => ({
@@ -73,5 +85,47 @@ describe('checkStreamSet with ranges', () => {
       'port 9005 appears twice in the set (in 9000-9010 and 9005)',
     );
     expect(() => checkStreamSet([range, simpleSpec(9011, 'h:1')], () => undefined)).not.toThrow();
+  });
+});
+
+describe("the service's free-port search and a range's ports", () => {
+  // Every port looks free to the host probe here, so only the service's own `taken` can skip a
+  // range's ports (on a real host nginx's sockets would hide the bug from free-port).
+  const range = (first: number, last: number): StreamRecord => ({
+    ...simpleSpec(first, `10.0.0.1:${first}`),
+    portEnd: last,
+    createdAt: CREATED_AT,
+  });
+  let folder: string;
+  const services: Conductor[] = [];
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), 'sc-range-free-'));
+  });
+  afterAll(async () => {
+    for (const service of services.splice(0)) await service.close();
+    await rm(folder, { recursive: true, force: true });
+  });
+  const start = async (records: StreamRecord[]): Promise<Conductor> => {
+    const service = await startLocalService({
+      instances: [new FakeInstance(0)],
+      store: new MemoryStore(records),
+      portRange: { start: 9000, end: 9009 },
+      legacyFolder: folder,
+      probe: fakeProbe().probe,
+    });
+    services.push(service);
+    return service;
+  };
+
+  it("never answers a port inside a live range, nor a parked range's ports", async () => {
+    // 9000-9002 is served; 9004-9012 reaches past PORT_RANGE, so it is parked (failed), not served.
+    const service = await start([range(9000, 9002), range(9004, 9012)]);
+    expect(service.get(9004)?.state).toBe('failed');
+    expect(await service.freePort()).toBe(9003);
+  });
+
+  it('answers none when ranges and streams take every port', async () => {
+    const service = await start([range(9000, 9002), singleRecord(9003), range(9004, 9012)]);
+    expect(await service.freePort()).toBeUndefined();
   });
 });

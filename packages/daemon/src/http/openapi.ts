@@ -773,7 +773,7 @@ export function openApiDocument(): Record<string, unknown> {
             },
             400: errorResponse('invalid input, or a UDP stream (its sessions cannot be seen)'),
             404: errorResponse('no stream on that port'),
-            501: errorResponse('fleet mode: not available'),
+            501: errorResponse('a port range (not drained), or fleet mode: not available'),
           },
         },
         delete: {
