@@ -520,6 +520,24 @@ describe('bad input', () => {
     expect((answer.json as { error: { message: string } }).error.message).toMatch(/^tlsCert: .* is not a regular file/);
   });
 
+  it('leaves no copy of a key behind when a change with valid TLS files is refused (a taken port)', async () => {
+    const taken = port();
+    expect((await daemon.request('POST', '/v1/streams', { port: taken, ...base() })).status).toBe(201);
+    const before = await everything();
+    const files = { tlsCert: certs.serverCert, tlsKey: certs.serverKey };
+    const answer = await daemon.request('POST', '/v1/streams', { port: taken, ...base(), ...files });
+    expect(answer.status).toBe(409);
+    const applied = await daemon.request('POST', '/v1/apply', {
+      streams: [
+        { port: taken, ...base() },
+        { port: taken, ...base(), ...files },
+      ],
+    });
+    expect(applied.status).toBe(400);
+    expect(await everything()).toEqual(before);
+    await remove(taken);
+  });
+
   it.each<[string, () => Promise<Record<string, unknown>>, RegExp]>([
     [
       'a FIFO (a read would wait for a writer for ever)',

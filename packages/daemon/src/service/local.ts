@@ -43,7 +43,7 @@ import { checkSpan, coveringEntry, refuseRangePart } from './ranges.js';
 import { renewedSpec, specOf, stampRecord, viewOf } from './records.js';
 import { type ListFilter, matchesFilter, type StreamService } from './service.js';
 import { daemonStatus } from './status.js';
-import { TlsRenewals, withTlsMaterial } from './stream-tls.js';
+import { TlsCopies, TlsRenewals } from './stream-tls.js';
 
 export interface ConductorOptions {
   version: string;
@@ -92,6 +92,7 @@ export class Conductor implements StreamService {
   private readonly expiry: ExpiryLoop;
   private readonly drains: Drains;
   private readonly tlsRenewals: TlsRenewals | undefined;
+  private readonly tlsCopies: TlsCopies | undefined;
 
   constructor(private readonly options: ConductorOptions) {
     this.placement = new Placement(options.instances);
@@ -124,6 +125,10 @@ export class Conductor implements StreamService {
       observatory: options.observatory,
     });
     const streamTls = options.streamTls;
+    this.tlsCopies =
+      streamTls === undefined
+        ? undefined
+        : new TlsCopies({ dir: streamTls.dir, now: this.now, records: () => this.entries().map((e) => e.record) });
     this.tlsRenewals =
       streamTls === undefined
         ? undefined
@@ -152,9 +157,21 @@ export class Conductor implements StreamService {
    * they cannot serve. Without a folder for them (unit tests), TLS files are refused.
    */
   private async withTls(spec: StreamSpec, dryRun = false): Promise<StreamSpec> {
-    if (this.options.streamTls === undefined)
+    if (this.tlsCopies === undefined)
       throw new ConductorError(ErrorCode.NotSupported, 'TLS files are not available on this daemon');
-    return withTlsMaterial(spec, { dir: this.options.streamTls.dir, now: this.now }, dryRun);
+    return this.tlsCopies.prepare(spec, dryRun);
+  }
+
+  /** Runs `change` on `specs` (as withTls made them); a refused change leaves no copy unused. */
+  private async keepingCopies<T>(specs: StreamSpec[], change: () => Promise<T>): Promise<T> {
+    let refused = true;
+    try {
+      const result = await change();
+      refused = false;
+      return result;
+    } finally {
+      await this.tlsCopies?.release(specs, refused);
+    }
   }
 
   /** One look at every stream's TLS files, now (the loop does it every interval). */
@@ -277,7 +294,12 @@ export class Conductor implements StreamService {
   /** Creates a stream (port 0: on a free port the daemon picks); resolves once it is live. */
   async create(given: StreamSpec): Promise<CreateResult> {
     // Without TLS files nothing is awaited before the change is submitted (its order among others holds).
-    const spec = hasTlsFiles(given) ? await this.withTls(given) : given;
+    if (!hasTlsFiles(given)) return this.createPrepared(given);
+    const spec = await this.withTls(given);
+    return this.keepingCopies([spec], () => this.createPrepared(spec));
+  }
+
+  private async createPrepared(spec: StreamSpec): Promise<CreateResult> {
     if (spec.port === 0) return this.createOnFreePort(spec);
     this.checkSpec(spec);
     const result = await this.placement.onOwner(spec.port, (instance) =>
@@ -291,7 +313,12 @@ export class Conductor implements StreamService {
    * With `ifSpec`, only while the port still holds that definition when the change is admitted.
    */
   async put(given: StreamSpec, ifSpec?: StreamRecord): Promise<CreateResult> {
-    const spec = hasTlsFiles(given) ? await this.withTls(given) : given;
+    if (!hasTlsFiles(given)) return this.putPrepared(given, ifSpec);
+    const spec = await this.withTls(given);
+    return this.keepingCopies([spec], () => this.putPrepared(spec, ifSpec));
+  }
+
+  private async putPrepared(spec: StreamSpec, ifSpec?: StreamRecord): Promise<CreateResult> {
     this.checkSpec(spec);
     const result = await this.placement.onOwner(spec.port, (instance) =>
       instance.submit({
@@ -420,19 +447,28 @@ export class Conductor implements StreamService {
    */
   async apply(given: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
     const specs: StreamSpec[] = [];
-    for (const [index, spec] of given.entries()) {
-      if (!hasTlsFiles(spec)) {
-        specs.push(spec);
-        continue;
+    const prepared: StreamSpec[] = [];
+    return this.keepingCopies(prepared, async () => {
+      for (const [index, spec] of given.entries()) {
+        if (!hasTlsFiles(spec)) {
+          specs.push(spec);
+          continue;
+        }
+        try {
+          const withMaterial = await this.withTls(spec, options.dryRun);
+          if (!options.dryRun) prepared.push(withMaterial);
+          specs.push(withMaterial);
+        } catch (error) {
+          if (error instanceof ConductorError && error.code === ErrorCode.InvalidInput)
+            throw new ConductorError(ErrorCode.InvalidInput, `streams[${index}].${error.message}`);
+          throw error;
+        }
       }
-      try {
-        specs.push(await this.withTls(spec, options.dryRun));
-      } catch (error) {
-        if (error instanceof ConductorError && error.code === ErrorCode.InvalidInput)
-          throw new ConductorError(ErrorCode.InvalidInput, `streams[${index}].${error.message}`);
-        throw error;
-      }
-    }
+      return this.applyPrepared(specs, options);
+    });
+  }
+
+  private async applyPrepared(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
     const plan = this.plan(specs, options.prune);
     const unchanged = new Set(plan.unchanged);
     checkStreamSet(specs, (port, spec) => {
@@ -454,7 +490,21 @@ export class Conductor implements StreamService {
    */
   async applyChanges(given: StreamSpec[], deletes: number[]): Promise<string[]> {
     const puts: StreamSpec[] = [];
-    for (const spec of given) puts.push(hasTlsFiles(spec) ? await this.withTls(spec) : spec);
+    const prepared: StreamSpec[] = [];
+    return this.keepingCopies(prepared, async () => {
+      for (const spec of given) {
+        if (!hasTlsFiles(spec)) puts.push(spec);
+        else {
+          const withMaterial = await this.withTls(spec);
+          prepared.push(withMaterial);
+          puts.push(withMaterial);
+        }
+      }
+      return this.applyPuts(puts, deletes);
+    });
+  }
+
+  private async applyPuts(puts: StreamSpec[], deletes: number[]): Promise<string[]> {
     for (const spec of puts) this.checkSpec(spec);
     const bySpec = new Map(puts.map((spec) => [spec.port, spec]));
     const created = puts.filter((spec) => this.entry(spec.port) === undefined).map((spec) => spec.port);

@@ -186,8 +186,9 @@ export async function checkTlsFiles(spec: StreamSpec, dir: string, now: Date): P
   return { material, contents };
 }
 
-/** Writes the checked copies (0600, renamed into place), once per content. */
-async function writeCopies(dir: string, checked: CheckedFiles): Promise<void> {
+/** Writes the checked copies (0600, renamed into place), once per content; answers the paths written. */
+async function writeCopies(dir: string, checked: CheckedFiles): Promise<string[]> {
+  const written: string[] = [];
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await chmod(dir, 0o700);
   for (const part of ['cert', 'key', 'ca'] as const) {
@@ -199,7 +200,9 @@ async function writeCopies(dir: string, checked: CheckedFiles): Promise<void> {
     const temporary = `${path}.${process.pid}.tmp`;
     await writeFile(temporary, content, { mode: 0o600 });
     await rename(temporary, path);
+    written.push(path);
   }
+  return written;
 }
 
 /** The folder of the copies under $CONDUCTOR_HOME. */
@@ -213,19 +216,75 @@ export interface StreamTlsOptions {
 }
 
 /**
- * `spec` with its TLS files checked and, unless `dryRun`, copied: its tlsMaterial set. A spec
- * without TLS files, or one that already carries its material (a renewal of its lifetime, an
- * undrain), is returned as it is.
+ * The copies of changes in flight. A change's copies are written before it is admitted; when it is
+ * refused (a port taken, nginx refusing), those no stream uses and no other change in flight holds
+ * are removed at once, so a refused change leaves no copy of a key behind. Writes and removals run
+ * one after the other, so a removal never takes a copy another change has just found in place.
  */
-export async function withTlsMaterial(
-  spec: StreamSpec,
-  options: StreamTlsOptions,
-  dryRun = false,
-): Promise<StreamSpec> {
-  if (spec.tlsMaterial !== undefined || (spec.tlsCert === undefined && spec.backendCa === undefined)) return spec;
-  const checked = await checkTlsFiles(spec, options.dir, options.now());
-  if (!dryRun) await writeCopies(options.dir, checked);
-  return { ...spec, tlsMaterial: checked.material };
+export class TlsCopies {
+  private readonly held = new Map<string, number>();
+  /** The copies changes in flight wrote (those that were in place already are left alone). */
+  private readonly fresh = new Map<string, Set<string>>();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: StreamTlsOptions & { records: () => StreamRecord[] }) {}
+
+  private serial<T>(task: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(task, task);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** `spec` with its files checked and, unless `dryRun`, copied and held until `release`. */
+  async prepare(spec: StreamSpec, dryRun: boolean): Promise<StreamSpec> {
+    if (spec.tlsMaterial !== undefined || (spec.tlsCert === undefined && spec.backendCa === undefined)) return spec;
+    const checked = await checkTlsFiles(spec, this.options.dir, this.options.now());
+    const prepared = { ...spec, tlsMaterial: checked.material };
+    if (dryRun) return prepared;
+    const { id } = checked.material;
+    this.held.set(id, (this.held.get(id) ?? 0) + 1);
+    try {
+      const written = await this.serial(() => writeCopies(this.options.dir, checked));
+      const fresh = this.fresh.get(id) ?? new Set<string>();
+      for (const path of written) fresh.add(path);
+      this.fresh.set(id, fresh);
+    } catch (error) {
+      await this.release([prepared], true);
+      throw error;
+    }
+    return prepared;
+  }
+
+  /**
+   * Lets go of the copies `prepare` held for `specs`; when the change was refused, removes those it
+   * wrote that no stream uses and no change in flight holds.
+   */
+  async release(specs: StreamSpec[], refused: boolean): Promise<void> {
+    const materials = specs.flatMap((spec) => (spec.tlsMaterial === undefined ? [] : [spec.tlsMaterial]));
+    const gone: string[] = [];
+    for (const { id } of materials) {
+      const count = (this.held.get(id) ?? 0) - 1;
+      if (count > 0) this.held.set(id, count);
+      else {
+        this.held.delete(id);
+        if (refused) gone.push(...(this.fresh.get(id) ?? []));
+        this.fresh.delete(id);
+      }
+    }
+    if (gone.length === 0) return;
+    await this.serial(async () => {
+      const used = new Set(
+        this.options
+          .records()
+          .flatMap((record) => [record.tlsMaterial?.cert, record.tlsMaterial?.key, record.tlsMaterial?.ca]),
+      );
+      const heldNow = new Set([...this.fresh.keys(), ...this.held.keys()]);
+      for (const path of gone) {
+        const id = path.slice(this.options.dir.length + 1).split('.')[0] ?? '';
+        if (!used.has(path) && !heldNow.has(id)) await unlink(path).catch(() => undefined);
+      }
+    });
+  }
 }
 
 /** The operator's files a stream names. */
