@@ -412,7 +412,11 @@ export class TlsRenewals {
         this.seen.delete(record.port);
         return;
       }
+      // A refusal may be passing (nginx away, another change of the same reload failing): the next
+      // look tries again, and says so only when the reason changes.
+      this.seen.delete(record.port);
       const message = (error as Error).message;
+      if (this.problems.get(record.port) === message) return;
       this.problems.set(record.port, message);
       log.warn('a renewed TLS file of a stream was refused by nginx; the certificate in use is kept', {
         port: record.port,

@@ -1,0 +1,75 @@
+/**
+ * TlsRenewals over fakes: a renewal whose change is refused for a passing reason (nginx away, a
+ * reload another change made fail) is tried again at the next look, and reported once.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { ConductorError, ErrorCode, parseStreamInput, type StreamRecord } from '@stream-conductor/shared';
+import { type Certs, makeCerts } from '../../../tests/helpers/certs.js';
+import { silentLogger } from '../src/log.js';
+import { TlsRenewals } from '../src/service/stream-tls.js';
+
+let dir: string;
+let certs: Certs;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sc-tls-renewals-'));
+  certs = await makeCerts(dir);
+}, 30_000);
+
+afterAll(async () => {
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+});
+
+describe('TlsRenewals', () => {
+  it('tries a renewal refused for a passing reason again at the next look, and reports it once', async () => {
+    const now = new Date();
+    const spec = parseStreamInput(
+      { port: 9443, backend: '127.0.0.1:8080', tlsCert: certs.serverCert, tlsKey: certs.serverKey },
+      { now },
+    );
+    let record = {
+      ...spec,
+      tlsMaterial: { id: 'an-older-set', certificates: [] },
+      createdAt: now.toISOString(),
+      updatedAt: now.toISOString(),
+    } as StreamRecord;
+    const failures = [ErrorCode.NginxUnavailable, ErrorCode.ReloadFailed, ErrorCode.ReloadFailed];
+    const puts: string[] = [];
+    const recorded: Array<[string, string | undefined]> = [];
+    const renewals = new TlsRenewals({
+      dir: join(dir, 'stream-tls'),
+      now: () => new Date(),
+      intervalMs: 1000,
+      records: () => [record],
+      put: async (next) => {
+        puts.push(next.tlsMaterial?.id ?? '');
+        const code = failures.shift();
+        if (code !== undefined) throw new ConductorError(code, `refused: ${code}`);
+        record = { ...record, tlsMaterial: next.tlsMaterial };
+        return {};
+      },
+      record: (_port, result, _detail, message) => recorded.push([result, message]),
+      log: silentLogger,
+    });
+    await renewals.look();
+    expect(renewals.problem(9443)).toBe('refused: NGINX_UNAVAILABLE');
+    await renewals.look();
+    await renewals.look();
+    expect(renewals.problem(9443)).toBe('refused: RELOAD_FAILED');
+    await renewals.look();
+    expect(puts).toHaveLength(4);
+    expect(record.tlsMaterial?.id).not.toBe('an-older-set');
+    expect(renewals.problem(9443)).toBeUndefined();
+    expect(recorded).toEqual([
+      ['refused', 'refused: NGINX_UNAVAILABLE'],
+      ['refused', 'refused: RELOAD_FAILED'],
+      ['ok', undefined],
+    ]);
+    // Served: the next look leaves it alone.
+    await renewals.look();
+    expect(puts).toHaveLength(4);
+  });
+});
