@@ -2,14 +2,14 @@
  * TlsRenewals over fakes: a renewal whose change is refused for a passing reason (nginx away, a
  * reload another change made fail) is tried again at the next look, and reported once.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm, stat, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ConductorError, ErrorCode, parseStreamInput, type StreamRecord } from '@stream-conductor/shared';
 import { type Certs, makeCerts } from '../../../tests/helpers/certs.js';
 import { silentLogger } from '../src/log.js';
-import { TlsRenewals } from '../src/service/stream-tls.js';
+import { TlsCopies, TlsRenewals } from '../src/service/stream-tls.js';
 
 let dir: string;
 let certs: Certs;
@@ -71,5 +71,27 @@ describe('TlsRenewals', () => {
     // Served: the next look leaves it alone.
     await renewals.look();
     expect(puts).toHaveLength(4);
+  });
+});
+
+describe('TlsCopies', () => {
+  it('makes a copy found in place young again and 0600, so the removal of unused copies spares it', async () => {
+    const copies = new TlsCopies({ dir: join(dir, 'copies'), now: () => new Date(), records: () => [] });
+    const spec = parseStreamInput(
+      { port: 9444, backend: '127.0.0.1:8080', tlsCert: certs.serverCert, tlsKey: certs.serverKey },
+      { now: new Date() },
+    );
+    const first = await copies.prepare(spec, false);
+    await copies.release([first], false);
+    const key = first.tlsMaterial?.key as string;
+    const old = new Date(Date.now() - 3600_000);
+    await utimes(key, old, old);
+    await chmod(key, 0o644);
+    const again = await copies.prepare(spec, false);
+    const info = await stat(key);
+    expect(Date.now() - info.mtimeMs).toBeLessThan(60_000);
+    expect(info.mode & 0o777).toBe(0o600);
+    await copies.release([again], false);
+    expect((await readdir(join(dir, 'copies'))).sort()).toHaveLength(2);
   });
 });

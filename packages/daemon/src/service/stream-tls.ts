@@ -24,6 +24,7 @@ import {
   rename,
   stat,
   unlink,
+  utimes,
   writeFile,
 } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -196,7 +197,14 @@ async function writeCopies(dir: string, checked: CheckedFiles): Promise<string[]
     const content = checked.contents[part];
     if (path === undefined || content === undefined) continue;
     const existing = await readFile(path).catch(() => undefined);
-    if (existing?.equals(content)) continue;
+    if (existing?.equals(content)) {
+      // In place already: made young again (the removal of unused copies spares it for its grace
+      // time, while the change that found it is on its way) and kept to its owner.
+      const at = new Date();
+      await utimes(path, at, at);
+      await chmod(path, 0o600);
+      continue;
+    }
     const temporary = `${path}.${process.pid}.tmp`;
     await writeFile(temporary, content, { mode: 0o600 });
     await rename(temporary, path);
