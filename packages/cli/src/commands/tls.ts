@@ -2,18 +2,14 @@
  * TLS on a stream in the CLI: the flags of create, what get shows (each certificate's end of
  * validity, a renewal that could not be served) and the one-cell summary of `ls -o wide`.
  */
-import type { StreamInput, StreamView } from '@stream-conductor/shared';
+import type { StreamInput, StreamSpec, StreamView } from '@stream-conductor/shared';
 import type { Command } from 'commander';
 
-export interface TlsOptions {
-  tlsCert?: string;
-  tlsKey?: string;
-  backendTls?: boolean;
-  backendCa?: string;
-  backendName?: string;
-  /** false with --no-backend-verify. */
-  backendVerify?: boolean;
-}
+/** What the TLS flags give, named as the API's fields (backendVerify false with --no-backend-verify). */
+export type TlsOptions = Pick<
+  StreamSpec,
+  'tlsCert' | 'tlsKey' | 'backendTls' | 'backendCa' | 'backendName' | 'backendVerify'
+>;
 
 export function addTlsOptions(command: Command): Command {
   return command
