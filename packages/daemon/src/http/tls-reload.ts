@@ -6,11 +6,11 @@
  * one in use kept; it is tried again at the next change. Connections already open keep theirs.
  */
 import { X509Certificate } from 'node:crypto';
-import { stat } from 'node:fs/promises';
 import type { Server as HttpsServer } from 'node:https';
 import type { SecureContextOptions } from 'node:tls';
 import { type ApiTlsFiles, checkMaterial, tlsMaterial } from '../config/tls.js';
 import type { Logger } from '../log.js';
+import { filesSignature } from '../sys/files.js';
 
 export const TLS_RELOAD_INTERVAL_MS = 2_000;
 
@@ -25,18 +25,8 @@ export function certificateFacts(material: SecureContextOptions): { fingerprint2
 }
 
 /** What is looked at: a change in any of it means the file changed. */
-async function signatureOf(files: ApiTlsFiles): Promise<string> {
-  const parts: string[] = [];
-  for (const file of [files.cert, files.key, files.clientCa]) {
-    if (file === undefined) continue;
-    try {
-      const { size, mtimeMs, ino } = await stat(file);
-      parts.push(`${ino}:${size}:${mtimeMs}`);
-    } catch (error) {
-      parts.push((error as NodeJS.ErrnoException).code ?? 'unreadable');
-    }
-  }
-  return parts.join('|');
+function signatureOf(files: ApiTlsFiles): Promise<string> {
+  return filesSignature([files.cert, files.key, files.clientCa]);
 }
 
 export interface TlsReloader {

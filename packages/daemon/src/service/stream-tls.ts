@@ -39,6 +39,8 @@ import {
   usesTls,
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
+import { filesSignature } from '../sys/files.js';
+import { specOf } from './records.js';
 
 /** A TLS file larger than this is not a certificate anyone meant. */
 const MAX_FILE_BYTES = 1024 * 1024;
@@ -300,20 +302,6 @@ function sourceFiles(spec: StreamSpec): string[] {
   return [spec.tlsCert, spec.tlsKey, spec.backendCa].filter((file): file is string => file !== undefined);
 }
 
-/** Size, modification time and inode of each file: any change means a file changed. */
-async function signatureOf(files: string[]): Promise<string> {
-  const parts: string[] = [];
-  for (const file of files) {
-    try {
-      const { size, mtimeMs, ino } = await stat(file);
-      parts.push(`${ino}:${size}:${mtimeMs}`);
-    } catch (error) {
-      parts.push((error as NodeJS.ErrnoException).code ?? 'unreadable');
-    }
-  }
-  return parts.join('|');
-}
-
 export interface RenewalOptions extends StreamTlsOptions {
   intervalMs: number;
   /** Every stream the daemon holds (a draining one's copies are kept, its files not looked at). */
@@ -379,7 +367,7 @@ export class TlsRenewals {
 
   private async lookAt(record: StreamRecord): Promise<void> {
     const { log } = this.options;
-    const signature = await signatureOf(sourceFiles(record));
+    const signature = await filesSignature(sourceFiles(record));
     if (this.seen.get(record.port) === signature) return;
     this.seen.set(record.port, signature);
     const { tlsMaterial: current, ...spec } = record;
@@ -387,14 +375,7 @@ export class TlsRenewals {
     try {
       checked = await checkTlsFiles(spec, this.options.dir, this.options.now());
     } catch (error) {
-      const message = (error as Error).message;
-      if (this.problems.get(record.port) === message) return;
-      this.problems.set(record.port, message);
-      log.warn('the TLS files of a stream changed but cannot serve; the certificate in use is kept', {
-        port: record.port,
-        error: message,
-      });
-      this.options.record(record.port, 'refused', 'TLS files changed', message);
+      this.refused(record.port, 'the TLS files of a stream changed but cannot serve', (error as Error).message);
       return;
     }
     if (checked.material.id === current?.id) {
@@ -411,9 +392,8 @@ export class TlsRenewals {
       this.seen.delete(record.port);
       return;
     }
-    const { createdAt: _created, updatedAt: _updated, drainingUntil: _draining, ...base } = spec as StreamRecord;
     try {
-      await this.options.put({ ...base, tlsMaterial: checked.material }, record);
+      await this.options.put({ ...specOf(record), tlsMaterial: checked.material }, record);
     } catch (error) {
       if (error instanceof ConductorError && error.code === ErrorCode.Conflict) {
         // Changed through the API between the look and the change: the next look judges the new one.
@@ -423,14 +403,7 @@ export class TlsRenewals {
       // A refusal may be passing (nginx away, another change of the same reload failing): the next
       // look tries again, and says so only when the reason changes.
       this.seen.delete(record.port);
-      const message = (error as Error).message;
-      if (this.problems.get(record.port) === message) return;
-      this.problems.set(record.port, message);
-      log.warn('a renewed TLS file of a stream was refused by nginx; the certificate in use is kept', {
-        port: record.port,
-        error: message,
-      });
-      this.options.record(record.port, 'refused', 'TLS files changed', message);
+      this.refused(record.port, 'a renewed TLS file of a stream was refused by nginx', (error as Error).message);
       return;
     }
     this.problems.delete(record.port);
@@ -445,6 +418,14 @@ export class TlsRenewals {
       'ok',
       `TLS files changed: now ${checked.material.certificates.map((facts) => `${facts.field} until ${facts.notAfter}`).join(', ')}`,
     );
+  }
+
+  /** Reports a renewal that could not be served (log, audit), once per reason; the certificate in use stays. */
+  private refused(port: number, what: string, message: string): void {
+    if (this.problems.get(port) === message) return;
+    this.problems.set(port, message);
+    this.options.log.warn(`${what}; the certificate in use is kept`, { port, error: message });
+    this.options.record(port, 'refused', 'TLS files changed', message);
   }
 
   /** Removes copies no stream uses any more (past a grace time). */

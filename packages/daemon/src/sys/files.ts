@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writevSync } from 'node:fs';
-import { type FileHandle, open, readdir } from 'node:fs/promises';
+import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Temporary files start with this, so that no `*.conf` glob ever matches them. */
@@ -120,6 +120,24 @@ export async function syncFolder(folder: string): Promise<void> {
 }
 
 /** The file's content, or undefined when it does not exist. */
+/**
+ * Inode, size and modification time of each file (or why it cannot be looked at), as one string:
+ * a file replaced, rewritten or gone changes it. What the watchers of renewed files compare.
+ */
+export async function filesSignature(files: ReadonlyArray<string | undefined>): Promise<string> {
+  const parts: string[] = [];
+  for (const file of files) {
+    if (file === undefined) continue;
+    try {
+      const { size, mtimeMs, ino } = await stat(file);
+      parts.push(`${ino}:${size}:${mtimeMs}`);
+    } catch (error) {
+      parts.push((error as NodeJS.ErrnoException).code ?? 'unreadable');
+    }
+  }
+  return parts.join('|');
+}
+
 export async function readIfExists(path: string): Promise<string | undefined> {
   try {
     return readFileSync(path, 'utf8');
