@@ -5,9 +5,11 @@
  */
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { appendFile, chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { fingerprintOf, makeCerts, tlsRoundTrip } from '../helpers/certs.js';
 import { ROOT, untilOutput, withLocalResolver } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
@@ -200,6 +202,44 @@ describe('the container entrypoint (external mode)', () => {
     expect(container.output()).toContain('nginx exited');
     // Outside a container nothing reaps the workers of the killed master; in one, they go with it.
     expect(killProcessesUsing(container.paths.run)).toBeGreaterThan(0);
+  });
+});
+
+describe('TLS on a stream in external mode', () => {
+  it("serves the operator's certificate from the daemon's checked copy, and again after a restart", async () => {
+    const certs = await makeCerts(await mkdtemp(join(tmpdir(), 'sc-ext-tls-')));
+    const container = await startEntrypoint('t');
+    const port = container.base;
+    try {
+      const created = await fetch(`${container.api}/v1/streams`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          port,
+          backend: `127.0.0.1:${backend.port}`,
+          tlsCert: certs.serverCert,
+          tlsKey: certs.serverKey,
+        }),
+      });
+      expect(created.status).toBe(201);
+      const served = await fingerprintOf(certs.serverCert);
+      expect(await tlsRoundTrip(port, 'sealed', certs.ca)).toEqual({ answer: 'ext:sealed', fingerprint256: served });
+      // The nginx the entrypoint runs reads the daemon's copy in its home, never the operator's file.
+      const conf = await readFile(join(container.paths.streams, `_conductor_${port}.conf`), 'utf8');
+      expect(conf).toContain(join(container.paths.home, 'stream-tls'));
+      expect(conf).not.toContain(certs.serverCert);
+    } finally {
+      container.child.kill('SIGTERM');
+      await container.exited;
+    }
+    // The entrypoint starts nginx without the per-stream files; the daemon puts the TLS stream back.
+    const again = await startEntrypoint('t', container.base);
+    try {
+      expect((await tlsRoundTrip(port, 'back', certs.ca)).answer).toBe('ext:back');
+    } finally {
+      again.child.kill('SIGTERM');
+      await again.exited;
+    }
   });
 });
 

@@ -234,3 +234,29 @@ export async function certificateValidBetween(
   ]);
   return join(dir, `${name}.pem`);
 }
+
+/**
+ * One TLS session to a loopback port, verified against `ca` for `servername`: the first answer
+ * to `text`, and the SHA-256 fingerprint of the certificate the server showed.
+ */
+export async function tlsRoundTrip(
+  port: number,
+  text: string,
+  ca: string,
+  servername = 'localhost',
+): Promise<{ answer: string; fingerprint256: string }> {
+  const { connect } = await import('node:tls');
+  const trusted = await readFile(ca);
+  return new Promise((resolve, reject) => {
+    const socket = connect({ port, host: '127.0.0.1', servername, ca: trusted }, () => {
+      const fingerprint256 = socket.getPeerCertificate().fingerprint256;
+      socket.once('data', (chunk: Buffer) => {
+        socket.destroy();
+        resolve({ answer: chunk.toString('utf8'), fingerprint256 });
+      });
+      socket.write(text);
+    });
+    socket.setTimeout(10_000, () => socket.destroy(new Error(`no TLS answer from port ${port} in 10 s`)));
+    socket.once('error', reject);
+  });
+}

@@ -154,6 +154,54 @@ describe('FileStore commit', () => {
     expect(await readFile(path, 'utf8')).toBe(storeText([rec(9000, 'x:1'), rec(9001, 'a:1')]));
   });
 
+  it('loads a TLS stream back with the copies it serves, as written', async () => {
+    const id = '0123456789abcdef0123456789abcdef';
+    const tls: StreamRecord = {
+      ...rec(9001, '127.0.0.1:22'),
+      tlsCert: '/etc/ssl/edge.pem',
+      tlsKey: '/etc/ssl/edge.key',
+      tlsMaterial: {
+        id,
+        cert: `/var/lib/sc/stream-tls/${id}.cert.pem`,
+        key: `/var/lib/sc/stream-tls/${id}.key.pem`,
+        certificates: [
+          {
+            field: 'tlsCert',
+            subject: 'CN=edge',
+            notBefore: '2026-01-01T00:00:00.000Z',
+            notAfter: '2027-01-01T00:00:00.000Z',
+            fingerprint256: 'AB:CD',
+          },
+        ],
+      },
+    };
+    const path = join(folder, 'streams.json');
+    await new FileStore(path).commit({ put: [tls], remove: [] });
+    expect(await new FileStore(path).load()).toEqual({ records: [tls], problems: [] });
+  });
+
+  it.each<[string, Record<string, unknown>, RegExp]>([
+    ['a copy path outside its naming', { cert: '/etc/shadow' }, /tlsMaterial\.cert is not a copy the daemon made/],
+    ['a path nginx would read as syntax', { cert: `/x;/${'a'.repeat(32)}.cert.pem` }, /tlsMaterial\.cert/],
+    ['a relative path', { cert: `${'a'.repeat(32)}.cert.pem` }, /tlsMaterial\.cert/],
+    ['an unknown part', { extra: '/x' }, /tlsMaterial\.extra: unknown field/],
+    ['an id that is no digest', { id: '../x' }, /tlsMaterial\.id is not a digest/],
+    ['facts of an unknown field', { certificates: [{ field: 'tlsKey' }] }, /certificates\[0\]\.field/],
+  ])('skips a TLS stream whose recorded copies were tampered with: %s', async (_, change, message) => {
+    const id = 'a'.repeat(32);
+    const entry = {
+      ...rec(9001, '127.0.0.1:22'),
+      tlsCert: '/etc/ssl/edge.pem',
+      tlsKey: '/etc/ssl/edge.key',
+      tlsMaterial: { id, cert: `/h/${id}.cert.pem`, key: `/h/${id}.key.pem`, certificates: [], ...change },
+    };
+    await writeFile(join(folder, 'streams.json'), storeText([entry as StreamRecord]));
+    const { records, problems } = await new FileStore(join(folder, 'streams.json')).load();
+    expect(records).toEqual([]);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(message);
+  });
+
   it('leaves out entries load skipped once it commits', async () => {
     const path = join(folder, 'streams.json');
     await writeFile(path, JSON.stringify({ format: 1, streams: [rec(9001, 'a:1'), { port: 9002, backend: 'bad' }] }));

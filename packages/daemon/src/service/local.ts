@@ -184,6 +184,8 @@ export class Conductor implements StreamService {
     const { store, instances, portRange, log } = this.options;
     const loaded = await store.load();
     this.problems.push(...loaded.problems);
+    // Status lists them too; the log is where an operator looks first after a restart.
+    for (const problem of loaded.problems) log.warn('store entry skipped', { problem });
     const records = new Map(loaded.records.map((record) => [record.port, record]));
     const old = { folder: this.options.legacyFolder, streamPrefix: this.options.streamPrefix, portRange };
     const { adopted, problems } = await adoptOldFiles(old, new Set(records.keys()), this.now, log);
