@@ -43,7 +43,7 @@ import { checkSpan, coveringEntry, refuseRangePart } from './ranges.js';
 import { renewedSpec, specOf, stampRecord, viewOf } from './records.js';
 import { type ListFilter, matchesFilter, type StreamService } from './service.js';
 import { daemonStatus } from './status.js';
-import { TlsCopies, TlsRenewals } from './stream-tls.js';
+import { restoreCopies, TlsCopies, TlsRenewals } from './stream-tls.js';
 
 export interface ConductorOptions {
   version: string;
@@ -136,7 +136,8 @@ export class Conductor implements StreamService {
             dir: streamTls.dir,
             now: this.now,
             intervalMs: streamTls.intervalMs,
-            records: () => this.entries().map((entry) => entry.record),
+            // A stream not served for want of its TLS copies is not renewed (see restoreTlsCopies).
+            records: () => this.entries().flatMap((entry) => (entry.state === 'failed' ? [] : [entry.record])),
             put: (spec, ifSpec) => this.put(spec, ifSpec),
             record: (port, result, detail, message) =>
               options.observatory?.record({
@@ -193,8 +194,17 @@ export class Conductor implements StreamService {
     for (const record of adopted) records.set(record.port, record);
     if (adopted.length > 0) await store.commit({ put: adopted, remove: [] });
     await dropExpired(records, store, this.now(), log);
+    const tlsFailed = await this.restoreTlsCopies(records);
     const served: StreamRecord[] = [];
     for (const record of records.values()) {
+      const tlsReason = tlsFailed.get(record.port);
+      if (tlsReason !== undefined) {
+        // Its copies are gone and cannot be made again: nginx is not given it (a configuration
+        // naming a missing file would be refused whole), every other stream is served.
+        this.parked.set(record.port, { record, state: 'failed', reason: tlsReason });
+        this.problems.push(`stream on port ${formatPorts(record)} is not served: ${tlsReason}`);
+        continue;
+      }
       if (record.drainingUntil !== undefined) {
         // It drained when the daemon stopped: its port stays closed; the loop ends the drain.
         this.parked.set(record.port, { record, state: 'draining' });
@@ -215,6 +225,42 @@ export class Conductor implements StreamService {
     this.expiry.start();
     this.drains.start();
     this.tlsRenewals?.start();
+  }
+
+  /**
+   * Makes again the TLS copies of stored streams that lost them (see restoreCopies), storing the new
+   * material of one whose files were renewed meanwhile; answers the streams that cannot be served,
+   * with why.
+   */
+  private async restoreTlsCopies(records: Map<number, StreamRecord>): Promise<Map<number, string>> {
+    const failed = new Map<number, string>();
+    const streamTls = this.options.streamTls;
+    if (streamTls === undefined) return failed;
+    const renewed: StreamRecord[] = [];
+    for (const record of records.values()) {
+      if (record.tlsMaterial === undefined) continue;
+      try {
+        const material = await restoreCopies(record, streamTls.dir, this.now());
+        if (material === undefined) continue;
+        this.options.log.warn("a stream's TLS copies were missing; made again from the operator's files", {
+          port: record.port,
+        });
+        if (material.id !== record.tlsMaterial.id) {
+          const changed = { ...record, tlsMaterial: material };
+          records.set(record.port, changed);
+          renewed.push(changed);
+        }
+      } catch (error) {
+        const reason = (error as Error).message;
+        this.options.log.warn("a stream's TLS copies are missing and cannot be made again; it is not served", {
+          port: record.port,
+          error: reason,
+        });
+        failed.set(record.port, reason);
+      }
+    }
+    if (renewed.length > 0) await this.options.store.commit({ put: renewed, remove: [] });
+    return failed;
   }
 
   /**

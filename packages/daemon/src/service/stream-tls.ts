@@ -156,6 +156,16 @@ interface CheckedFiles {
   contents: Partial<Record<'cert' | 'key' | 'ca', Buffer>>;
 }
 
+/** The name of a set of copies: the digest of their contents. */
+function contentsId(contents: CheckedFiles['contents']): string {
+  const digest = createHash('sha256');
+  for (const part of ['cert', 'key', 'ca'] as const) {
+    digest.update(`${part}:${contents[part]?.length ?? -1}:`);
+    if (contents[part] !== undefined) digest.update(contents[part]);
+  }
+  return digest.digest('hex').slice(0, 32);
+}
+
 /** Reads and checks the TLS files `spec` names; throws a 400 naming the field of the first problem. */
 export async function checkTlsFiles(spec: StreamSpec, dir: string, now: Date): Promise<CheckedFiles> {
   const contents: CheckedFiles['contents'] = {};
@@ -177,12 +187,7 @@ export async function checkTlsFiles(spec: StreamSpec, dir: string, now: Date): P
       certificates.push(checkValidity('backendCa', spec.backendCa, certificate, now));
     contents.ca = ca;
   }
-  const digest = createHash('sha256');
-  for (const part of ['cert', 'key', 'ca'] as const) {
-    digest.update(`${part}:${contents[part]?.length ?? -1}:`);
-    if (contents[part] !== undefined) digest.update(contents[part]);
-  }
-  const id = digest.digest('hex').slice(0, 32);
+  const id = contentsId(contents);
   const material: TlsMaterial = { id, certificates };
   for (const part of ['cert', 'key', 'ca'] as const)
     if (contents[part] !== undefined) material[part] = join(dir, `${id}.${part}.pem`);
@@ -213,6 +218,42 @@ async function writeCopies(dir: string, checked: CheckedFiles): Promise<string[]
     written.push(path);
   }
   return written;
+}
+
+/**
+ * At start-up: whether the copies `record` is served from are in place and whole (their contents
+ * still make the id they are named by). When one is missing or changed (a home restored without
+ * stream-tls/, a copy deleted), they are made again from the operator's files, checked as at
+ * create; the answer is then the material to serve (a new one when the files were renewed
+ * meanwhile). Undefined when every copy is in place. Throws a ConductorError naming the copy and
+ * the operator's file when the copies cannot be made again: the stream is then not served.
+ */
+export async function restoreCopies(record: StreamRecord, dir: string, now: Date): Promise<TlsMaterial | undefined> {
+  const material = record.tlsMaterial;
+  if (material === undefined) return undefined;
+  const contents: CheckedFiles['contents'] = {};
+  let missing: string | undefined;
+  for (const part of ['cert', 'key', 'ca'] as const) {
+    const path = material[part];
+    if (path === undefined) continue;
+    const content = await readFile(path).catch(() => undefined);
+    if (content === undefined) missing ??= `its TLS copy ${path} is missing`;
+    else contents[part] = content;
+  }
+  if (missing === undefined && contentsId(contents) === material.id) return undefined;
+  missing ??= `its TLS copies under ${dir} do not hold what they were made from`;
+  const { tlsMaterial: _copies, ...spec } = record;
+  let checked: CheckedFiles;
+  try {
+    checked = await checkTlsFiles(spec, dir, now);
+  } catch (error) {
+    throw new ConductorError(
+      ErrorCode.InvalidInput,
+      `${missing} and cannot be made again: ${(error as Error).message}`,
+    );
+  }
+  await writeCopies(dir, checked);
+  return checked.material;
 }
 
 /** The folder of the copies under $CONDUCTOR_HOME. */
