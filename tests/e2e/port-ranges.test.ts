@@ -15,7 +15,6 @@ import type { AuditEvent, DaemonStatus, StreamView } from '@stream-conductor/sha
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, tempDir } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EtcdCluster } from '../helpers/etcd.js';
 import { connectOutcome, EchoBackend, roundTrip, udpRoundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
@@ -362,40 +361,6 @@ describe('across a restart of the daemon', () => {
     for (const port of [S, S + 2, S + 4]) expect(await roundTrip(port, 'again')).toBe(`a${port}:again`);
     expect((await daemon.request('DELETE', `/v1/streams/${S}-${S + 4}`)).status).toBe(200);
     await expectAllRefused(span(S, S + 4));
-  });
-});
-
-describe('fleet mode', () => {
-  const fleetDaemons = daemonFixture();
-
-  it('refuses a range with 501 NOT_SUPPORTED, through create, replace and apply, with nothing changed', async () => {
-    const etcd = await EtcdCluster.start(await fleetDaemons.dir(), 1);
-    fleetDaemons.beforeRemoving(() => etcd.stop());
-    const base = await freePortBlock(11);
-    const host = await fleetDaemons.start({
-      rangeStart: base,
-      rangeSize: 10,
-      apiPort: base + 10,
-      env: { CONDUCTOR_STORE: `etcd://${etcd.endpoints}`, CONDUCTOR_ETCD_PREFIX: `/sc-ranges-${base}/` },
-    });
-    const range = { port: `${base}-${base + 3}`, backend: '127.0.0.2' };
-    for (const [method, path, body] of [
-      ['POST', '/v1/streams', range],
-      ['PUT', `/v1/streams/${base}`, range],
-      ['POST', '/v1/apply', { streams: [range] }],
-    ] as const) {
-      const answer = await host.request(method, path, body);
-      expect([path, answer.status]).toEqual([path, 501]);
-      api.check(path.startsWith('/v1/streams/') ? '/v1/streams/{port}' : path, method.toLowerCase(), 501, answer.json);
-      expect(answer.json).toMatchObject({ error: { code: 'NOT_SUPPORTED' } });
-      expect(JSON.stringify(answer.json)).toContain(
-        `port ${base}-${base + 3}: port ranges are not available in fleet mode`,
-      );
-    }
-    expect(((await host.get('/v1/streams')).json as { streams: StreamView[] }).streams).toEqual([]);
-    const cli = await runCli(['create', `${base}-${base + 3}`, '127.0.0.2'], { CONDUCTOR_URL: host.url });
-    expect(cli.code).toBe(1);
-    expect(cli.stderr).toContain('not available in fleet mode');
   });
 });
 

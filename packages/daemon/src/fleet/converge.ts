@@ -6,7 +6,9 @@
 import {
   ConductorError,
   ErrorCode,
+  formatPorts,
   isPortInRange,
+  lastPort,
   type PortRange,
   type StreamRecord,
   sameSpec,
@@ -96,8 +98,8 @@ export class Convergence {
       await this.removeHere(port, revision, options);
       return [];
     }
-    if (!isPortInRange(port, this.options.portRange)) {
-      const reason = `port ${port} is outside this host's PORT_RANGE`;
+    if (!isPortInRange(port, this.options.portRange) || !isPortInRange(lastPort(target), this.options.portRange)) {
+      const reason = `port ${formatPorts(target)} is outside this host's PORT_RANGE`;
       this.failures.set(port, reason);
       await this.report(port, { state: 'failed', reason, revision });
       throw new ConductorError(ErrorCode.PortOutOfRange, reason);

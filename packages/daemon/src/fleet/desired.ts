@@ -7,6 +7,7 @@ import type { StreamRecord } from '@stream-conductor/shared';
 import { HOST_ID } from '../config/etcd.js';
 import type { Logger } from '../log.js';
 import { isExpired } from '../service/expiry.js';
+import { coveringEntry } from '../service/ranges.js';
 import { message } from './etcd.js';
 import {
   type AppliedReport,
@@ -161,5 +162,19 @@ export class DesiredCache {
   /** Ports the fleet has a stream on now. */
   effectivePorts(): number[] {
     return [...this.desired.keys()].filter((port) => this.effective(port) !== undefined);
+  }
+
+  /** The fleet's streams now, each as `{ record }` (the shape service/ranges.ts checks). */
+  effectiveStreams(): Array<{ record: StreamRecord }> {
+    return this.effectivePorts().flatMap((port) => {
+      const record = this.effective(port);
+      return record ? [{ record }] : [];
+    });
+  }
+
+  /** The key (first port) of the stream that holds `port`: its own, or a range's that covers it. */
+  keyOf(port: number): number {
+    if (this.effective(port)) return port;
+    return coveringEntry(this.effectiveStreams(), port)?.record.port ?? port;
   }
 }

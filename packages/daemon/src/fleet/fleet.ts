@@ -34,6 +34,7 @@ import {
 import type { Logger } from '../log.js';
 import { checkStreamSet, planApply } from '../service/apply.js';
 import { createOnFreePort, firstFreePort } from '../service/free-port.js';
+import { checkSpan, refuseRangePart } from '../service/ranges.js';
 import { renewedSpec } from '../service/records.js';
 import type { ListFilter, StreamService } from '../service/service.js';
 import type { PortProbe } from '../sys/ports.js';
@@ -43,7 +44,6 @@ import { DesiredCache } from './desired.js';
 import { createEtcdClient, type EtcdConfig, EtcdStore } from './etcd.js';
 import { type Desired, FleetKeys } from './keys.js';
 import type { LocalService } from './local.js';
-import { refuseRangeInFleet } from './ranges.js';
 import { Session } from './session.js';
 import { FleetViews } from './views.js';
 import { FleetWrites } from './writes.js';
@@ -168,12 +168,21 @@ export class FleetConductor implements StreamService {
     return answer(port, this.get(port), this.cache.effective(port), { warnings, change, applied });
   }
 
-  async create(spec: StreamSpec): Promise<CreateResult> {
-    refuseRangeInFleet(spec);
-    refuseTls([spec]);
-    if (spec.port === 0) return this.createOnFreePort(spec);
+  /**
+   * Refuses a spec that shares a port with another of the fleet's streams (a range holds every
+   * port from its first to its last), as the store holds them now, naming the port.
+   */
+  private async checkPorts(spec: StreamSpec): Promise<void> {
     assertPortInRange(spec.port, this.options.portRange);
     this.requireConnected();
+    await this.writes.readStreams();
+    checkSpan(spec, this.options.portRange, this.cache.effectiveStreams());
+  }
+
+  async create(spec: StreamSpec): Promise<CreateResult> {
+    refuseTls([spec]);
+    if (spec.port === 0) return this.createOnFreePort(spec);
+    await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
     const standing = this.writes.standing(current);
     if (standing) {
@@ -191,10 +200,8 @@ export class FleetConductor implements StreamService {
   }
 
   async put(spec: StreamSpec): Promise<CreateResult> {
-    refuseRangeInFleet(spec);
     refuseTls([spec]);
-    assertPortInRange(spec.port, this.options.portRange);
-    this.requireConnected();
+    await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
     const standing = this.writes.standing(current);
     if (standing && !current?.pending && sameSpec(standing, spec)) {
@@ -218,6 +225,10 @@ export class FleetConductor implements StreamService {
 
   async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
     this.requireConnected();
+    await this.writes.readStreams();
+    const key = this.cache.keyOf(port);
+    const held = this.cache.effective(key);
+    refuseRangePart(held && { record: held }, port, options.killSessions === true);
     const current = await this.writes.read(port);
     if (!this.writes.standing(current)) {
       if (this.options.local.get(port)) return { warnings: await this.convergence.converge(port, options) };
@@ -238,13 +249,18 @@ export class FleetConductor implements StreamService {
     throw notInFleet(port);
   }
 
+  /** Whether the fleet (a stream, a range that holds it, or a change under way) or this host has `port`. */
+  private taken(port: number): boolean {
+    return this.cache.desired.has(this.cache.keyOf(port)) || this.options.local.get(port) !== undefined;
+  }
+
   private createOnFreePort(spec: StreamSpec): Promise<CreateResult> {
     this.requireConnected();
     return createOnFreePort(
       {
         range: this.options.portRange,
         reserved: this.reserved,
-        taken: (port) => this.cache.desired.has(port) || this.options.local.get(port) !== undefined,
+        taken: (port) => this.taken(port),
         probe: (port) =>
           this.options.probePort(port, protocolsOf(spec), spec.listenAddress ?? this.options.defaultListenAddress),
         // Another host took it first (conflict), or this host cannot bind it after all.
@@ -281,14 +297,15 @@ export class FleetConductor implements StreamService {
    */
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
     refuseTls(specs);
-    checkStreamSet(specs, (port, spec) => {
-      refuseRangeInFleet(spec);
-      assertPortInRange(port, this.options.portRange);
-    });
+    checkStreamSet(specs, (port) => assertPortInRange(port, this.options.portRange));
     this.requireConnected();
     // Plan against the store as it is now, not the watch's copy.
     await this.writes.readStreams();
     const plan = this.plan(specs, options.prune);
+    // Each port of a changed stream free of the fleet's other streams, as on a single host.
+    const unchanged = new Set(plan.unchanged);
+    const standing = this.cache.effectiveStreams();
+    for (const spec of specs) if (!unchanged.has(spec.port)) checkSpan(spec, this.options.portRange, standing);
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
     const ports = [...plan.create, ...plan.update, ...plan.delete];
     if (ports.length === 0) return { dryRun: false, applied: true, plan, warnings: [] };
@@ -313,7 +330,7 @@ export class FleetConductor implements StreamService {
     return firstFreePort({
       range: this.options.portRange,
       reserved: this.reserved,
-      taken: (port) => this.cache.desired.has(port) || this.options.local.get(port) !== undefined,
+      taken: (port) => this.taken(port),
       probe: (port) => this.options.probePort(port, ['tcp'], this.options.defaultListenAddress),
     });
   }

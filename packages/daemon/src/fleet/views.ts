@@ -62,10 +62,12 @@ export class FleetViews {
     return states;
   }
 
-  get(port: number): StreamView | undefined {
+  /** The stream on `port`: keyed by it, or a range that holds it (as a single host shows it). */
+  get(given: number): StreamView | undefined {
     const { cache, local, failures } = this.options;
+    const port = cache.keyOf(given);
     const target = cache.effective(port);
-    const here = local.get(port);
+    const here = local.get(target ? port : given);
     if (!target) {
       if (!here) return undefined;
       return { ...here, reason: here.reason ?? "not in the fleet's set: being removed", hosts: [] };

@@ -15,8 +15,11 @@ import {
 } from '@stream-conductor/shared';
 import type { Entry } from '../nginx/instance.js';
 
+/** What the checks here read of a stream: its record (a pipeline's entry, or a fleet's desired stream). */
+type Held = Pick<Entry, 'record'>;
+
 /** The stream whose range holds `port`, if any. */
-export function coveringEntry(entries: readonly Entry[], port: number): Entry | undefined {
+export function coveringEntry<T extends Held>(entries: readonly T[], port: number): T | undefined {
   return entries.find((entry) => entry.record.portEnd !== undefined && spanHas(entry.record, port));
 }
 
@@ -24,7 +27,7 @@ export function coveringEntry(entries: readonly Entry[], port: number): Entry | 
  * Refuses a spec with a port outside `range`, or one that shares a port with another stream (a
  * stream on the spec's own first port is a replacement, judged further on). Names the port.
  */
-export function checkSpan(spec: StreamSpec, range: PortRange, entries: readonly Entry[]): void {
+export function checkSpan(spec: StreamSpec, range: PortRange, entries: readonly Held[]): void {
   assertSpanInRange(spec, range);
   for (const entry of entries) {
     if (entry.record.port === spec.port || !spansOverlap(entry.record, spec)) continue;
@@ -46,7 +49,7 @@ export function checkSpan(spec: StreamSpec, range: PortRange, entries: readonly 
  * A port inside a range other than its first is not a stream of its own: removing it is refused,
  * with the range to remove named. Cutting a range's sessions on removal is not offered yet.
  */
-export function refuseRangePart(entry: Entry | undefined, port: number, killSessions: boolean): void {
+export function refuseRangePart(entry: Held | undefined, port: number, killSessions: boolean): void {
   if (entry?.record.portEnd === undefined) return;
   const range = formatPorts(entry.record);
   if (entry.record.port !== port)
