@@ -13,7 +13,7 @@ import {
   parsePortSpan,
   rangeBackendText,
 } from './port-ranges.js';
-import { isIPv4, parseBackend, parsePort, quote, shown } from './validate.js';
+import { isIPv4, parseBackend, parsePort, quote, shown, unsafeCharacter } from './validate.js';
 
 export const PROTOCOLS = ['tcp', 'udp', 'tcp+udp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
@@ -564,7 +564,13 @@ function tlsPath(value: unknown, field: string): string {
   if (typeof value !== 'string' || value === '')
     throw invalid(field, `must be the absolute path of a PEM file, got ${shown(value)}`);
   if (!value.startsWith('/')) throw invalid(field, `must be an absolute path, got ${shown(value)}`);
-  if (value.length > 4096 || /[\u0000-\u001f\u007f]/.test(value) || value.split('/').includes('..'))
+  const unsafe = unsafeCharacter(value);
+  if (unsafe !== undefined)
+    throw invalid(
+      field,
+      `must be a plain absolute path: ${unsafe} (a control, bidirectional or invisible character) in ${shown(value)}`,
+    );
+  if (value.length > 4096 || value.split('/').includes('..'))
     throw invalid(field, `must be a plain absolute path without control characters or .., got ${shown(value)}`);
   return value;
 }

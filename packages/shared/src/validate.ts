@@ -30,10 +30,23 @@ const MAX_QUOTED = 80;
 const MAX_BACKEND_LENGTH = 261; // a 253-character name, a colon and a 5-digit port, with room
 
 // What JSON leaves as it is but a terminal acts on: DEL, the C1 controls (U+009B starts an escape
-// sequence in some terminals), line and paragraph separators, and bidirectional overrides.
-const UNPRINTABLE_BEYOND_JSON = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+// sequence in some terminals), line and paragraph separators, and bidirectional marks, embeddings,
+// overrides and isolates (text shown in another order than it is).
+const UNPRINTABLE_BEYOND_JSON = /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 // The same, and the C0 controls.
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+// What no file name an operator types holds: the above, and characters that show as nothing (zero
+// width spaces and joiners, word joiner and invisible operators, the byte order mark).
+const UNSAFE_IN_NAME = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/;
+
+/**
+ * The first character of `text` no file name an operator types holds (a control character, a
+ * bidirectional mark or override, an invisible character), as U+XXXX; undefined when there is none.
+ */
+export function unsafeCharacter(text: string): string | undefined {
+  const found = UNSAFE_IN_NAME.exec(text);
+  return found === null ? undefined : `U+${(found[0].codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
+}
 
 const escapeCodePoint = (char: string): string => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
 

@@ -113,6 +113,33 @@ describe('TLS fields of a stream', () => {
     expect(sameTraffic(copied, { ...base, tlsMaterial: { id: 'a', certificates: [] } })).toBe(true);
   });
 
+  it.each([
+    ['\u0085', 'U+0085'],
+    ['\u009b', 'U+009B'],
+    ['\u061c', 'U+061C'],
+    ['\u200b', 'U+200B'],
+    ['\u200e', 'U+200E'],
+    ['\u200f', 'U+200F'],
+    ['\u202a', 'U+202A'],
+    ['\u202e', 'U+202E'],
+    ['\u2066', 'U+2066'],
+    ['\u2069', 'U+2069'],
+    ['\ufeff', 'U+FEFF'],
+    ['\u0007', 'U+0007'],
+  ])('refuses %j in a TLS path, naming the field and the character, printable', (char, named) => {
+    for (const field of ['tlsCert', 'tlsKey', 'backendCa'] as const) {
+      const fields: Record<string, unknown> =
+        field === 'backendCa'
+          ? { backendTls: true, backendCa: `/etc/tls/a${char}b.pem` }
+          : { tlsCert: '/etc/tls/cert.pem', tlsKey: '/etc/tls/key.pem', [field]: `/etc/tls/a${char}b.pem` };
+      const error = refusal(() => parse(fields));
+      expect(error.code).toBe(ErrorCode.InvalidInput);
+      expect(error.message).toContain(`${field}: must be a plain absolute path: ${named}`);
+      // The path is shown, the character in it escaped unless it shows as nothing.
+      expect(error.message).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/);
+    }
+  });
+
   it('does not take tlsMaterial from a client', () => {
     expect(refusal(() => parse({ tlsMaterial: { id: 'x', certificates: [] } })).message).toMatch(/tlsMaterial/);
   });

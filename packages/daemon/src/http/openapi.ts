@@ -42,19 +42,24 @@ const backend = {
 };
 
 /** TLS on a stream (TCP only): the operator's files by absolute path, checked when given. */
+const PATH_RULE =
+  'no control character (C0 or C1), bidirectional mark, override or isolate, or invisible character (400 naming it as U+XXXX), no ..';
 const tlsFields = {
   tlsCert: {
     type: 'string',
     pattern: '^/',
-    description: 'TLS at the edge: absolute path of the PEM certificate (chain) clients are shown; with tlsKey',
+    description: `TLS at the edge: absolute path of the PEM certificate (chain) clients are shown; with tlsKey. ${PATH_RULE}`,
   },
-  tlsKey: { type: 'string', pattern: '^/', description: 'absolute path of the PEM private key of tlsCert' },
+  tlsKey: {
+    type: 'string',
+    pattern: '^/',
+    description: `absolute path of the PEM private key of tlsCert. ${PATH_RULE}`,
+  },
   backendTls: { type: 'boolean', description: 'speak TLS to the backends' },
   backendCa: {
     type: 'string',
     pattern: '^/',
-    description:
-      "absolute path of the PEM CA certificates the backends' certificates must chain to (required unless backendVerify is false)",
+    description: `absolute path of the PEM CA certificates the backends' certificates must chain to (required unless backendVerify is false). ${PATH_RULE}`,
   },
   backendName: {
     type: 'string',
@@ -252,7 +257,11 @@ const schemas = {
         enum: ['live', 'failed', 'draining'],
         description: 'draining: the port refuses new connections while its open sessions end',
       },
-      reason: { type: 'string' },
+      reason: {
+        type: 'string',
+        description:
+          'failed: why the stream is not served (outside PORT_RANGE; TLS copies missing at start-up that could not be made again from the files named)',
+      },
       drainingUntil: {
         type: 'string',
         format: 'date-time',
