@@ -8,14 +8,13 @@
  * finds it by an inner port; rm of an inner port is refused naming the range; rm removes it on both.
  */
 
-import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { EtcdCluster } from '../helpers/etcd.js';
-import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, listeningOn, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { eventually } from '../helpers/wait.js';
@@ -63,22 +62,6 @@ afterAll(async () => {
 });
 
 const host = (i: number): Daemon => hosts[i] as Daemon;
-
-/** The TCP ports in LISTEN on `address` (the kernel's table). */
-async function listeningOn(address: string): Promise<Set<number>> {
-  const hex = address
-    .split('.')
-    .reverse()
-    .map((part) => Number(part).toString(16).padStart(2, '0').toUpperCase())
-    .join('');
-  const ports = new Set<number>();
-  for (const line of (await readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1)) {
-    const [, local = '', , state] = line.trim().split(/\s+/);
-    const [where, port = '0'] = local.split(':');
-    if (state === '0A' && where === hex) ports.add(Number.parseInt(port, 16));
-  }
-  return ports;
-}
 
 /** Per host address: the ports of `ports` that listen there. */
 async function listening(ports: number[]): Promise<number[][]> {

@@ -5,7 +5,7 @@
  * session fails), a renewed certificate file is served without a restart while the sessions of
  * other streams go on, a bad renewal keeps the certificate in use and says why, every bad input is
  * refused naming its field with nothing changed, get and /metrics show each certificate's end of
- * validity, a declarative file carries the TLS fields, and fleet mode refuses them (501).
+ * validity, and a declarative file carries the TLS fields (fleet mode: fleet-tls.test.ts).
  */
 
 import { execFile } from 'node:child_process';
@@ -21,7 +21,6 @@ import { type Certs, fingerprintOf, makeCerts, signCertificate } from '../helper
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EtcdCluster } from '../helpers/etcd.js';
 import { EchoBackend, exchange, openSession, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { folderContents, snapshot } from '../helpers/state.js';
@@ -625,33 +624,4 @@ describe('declarative apply', () => {
     expect(await everything()).toEqual(before);
     await remove(at);
   });
-});
-
-describe('fleet mode', () => {
-  const fleetDaemons = daemonFixture();
-  let etcd: EtcdCluster | undefined;
-  afterAll(async () => {
-    await etcd?.stop();
-  });
-
-  it('refuses TLS on a stream with 501 before anything is written', async () => {
-    const etcdDir = await mkdtemp(join(tmpdir(), 'sc-stream-tls-etcd-'));
-    etcd = await EtcdCluster.start(etcdDir, 1);
-    const host = await fleetDaemons.start({
-      rangeSize: 5,
-      env: { CONDUCTOR_STORE: `etcd://${etcd.endpoints}`, CONDUCTOR_ETCD_PREFIX: '/sc-stream-tls/' },
-    });
-    const at = host.rangeStart;
-    const answer = await host.request('POST', '/v1/streams', {
-      port: at,
-      backend: `127.0.0.1:${echo.port}`,
-      tlsCert: certs.serverCert,
-      tlsKey: certs.serverKey,
-    });
-    expect(answer.status).toBe(501);
-    expect((answer.json as { error: { code: string; message: string } }).error.message).toMatch(
-      /TLS on a stream is not available in fleet mode/,
-    );
-    expect(((await host.get('/v1/streams')).json as { streams: unknown[] }).streams).toEqual([]);
-  }, 60_000);
 });

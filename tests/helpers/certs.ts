@@ -244,11 +244,12 @@ export async function tlsRoundTrip(
   text: string,
   ca: string,
   servername = 'localhost',
+  host = '127.0.0.1',
 ): Promise<{ answer: string; fingerprint256: string }> {
   const { connect } = await import('node:tls');
   const trusted = await readFile(ca);
   return new Promise((resolve, reject) => {
-    const socket = connect({ port, host: '127.0.0.1', servername, ca: trusted }, () => {
+    const socket = connect({ port, host, servername, ca: trusted }, () => {
       const fingerprint256 = socket.getPeerCertificate().fingerprint256;
       socket.once('data', (chunk: Buffer) => {
         socket.destroy();

@@ -154,6 +154,23 @@ export async function listeningPorts(): Promise<Set<number>> {
   return ports;
 }
 
+/** The TCP ports in LISTEN state on one IPv4 address (`127.0.0.2`, say), from the kernel's table. */
+export async function listeningOn(address: string): Promise<Set<number>> {
+  const { readFile } = await import('node:fs/promises');
+  const hex = address
+    .split('.')
+    .reverse()
+    .map((part) => Number(part).toString(16).padStart(2, '0').toUpperCase())
+    .join('');
+  const ports = new Set<number>();
+  for (const line of (await readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1)) {
+    const [, local = '', , state] = line.trim().split(/\s+/);
+    const [where, port = '0'] = local.split(':');
+    if (state === '0A' && where === hex) ports.add(Number.parseInt(port, 16));
+  }
+  return ports;
+}
+
 /** A UDP backend that answers every datagram with `<name>:<datagram>`. */
 export class UdpEchoBackend {
   received = 0;

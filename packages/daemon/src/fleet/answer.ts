@@ -2,13 +2,8 @@
  * The answer to a fleet write: what the change did, with a warning when another client's change to
  * the port followed it at once (the local service answers from its own master, so it has no twin).
  */
-import {
-  type CreateResult,
-  describeBackends,
-  type StreamRecord,
-  type StreamView,
-  sameSpec,
-} from '@stream-conductor/shared';
+import { type CreateResult, describeBackends, type StreamRecord, type StreamView } from '@stream-conductor/shared';
+import { sameDefinition } from './definition.js';
 
 /**
  * The answer to a change that was applied as `applied`, given the port's view now (`stream`) and
@@ -23,7 +18,7 @@ export function answer(
   result: { warnings: string[]; change: CreateResult['change']; applied: StreamRecord },
 ): CreateResult {
   const { warnings, change, applied } = result;
-  if (stream && sameSpec(stream, applied)) return { stream, warnings, change };
+  if (stream && sameDefinition(stream, applied)) return { stream, warnings, change };
   const after = now ? `replaced it (to ${describeBackends(now.backends)})` : 'removed it';
   return {
     stream: { ...applied, state: 'live', hosts: [] },

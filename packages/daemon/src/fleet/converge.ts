@@ -11,10 +11,10 @@ import {
   lastPort,
   type PortRange,
   type StreamRecord,
-  sameSpec,
 } from '@stream-conductor/shared';
 import { bestEffort, type Logger, settled } from '../log.js';
 import { specOf } from '../service/records.js';
+import { sameDefinition, withoutCopies } from './definition.js';
 import type { DesiredCache } from './desired.js';
 import { message } from './etcd.js';
 import type { AppliedReport } from './keys.js';
@@ -107,9 +107,9 @@ export class Convergence {
     const { local } = this.options;
     let warnings: string[] = [];
     const before = local.get(port);
-    if (before?.state !== 'live' || !sameSpec(before, target)) {
+    if (before?.state !== 'live' || !sameDefinition(before, target)) {
       try {
-        warnings = (await local.put(specOf(target))).warnings;
+        warnings = (await local.put(withoutCopies(specOf(target)))).warnings;
       } catch (error) {
         this.failures.set(port, message(error));
         await this.report(port, { state: 'failed', reason: message(error), revision });
@@ -118,7 +118,7 @@ export class Convergence {
     }
     // Reported as this host's pipeline holds it now, not as asked.
     const now = local.get(port);
-    if (now?.state !== 'live' || !sameSpec(now, target)) {
+    if (now?.state !== 'live' || !sameDefinition(now, target)) {
       const reason = now?.reason ?? (now ? 'this host serves another definition' : 'this host does not serve it');
       this.failures.set(port, reason);
       // Tried again with the failures.
@@ -196,7 +196,7 @@ export class Convergence {
         continue;
       const target = cache.effective(port);
       const here = local.get(port);
-      const inLine = target ? here?.state === 'live' && sameSpec(here, target) : here === undefined;
+      const inLine = target ? here?.state === 'live' && sameDefinition(here, target) : here === undefined;
       const expected = target
         ? JSON.stringify({ state: 'live', revision: cache.desired.get(port)?.modRevision ?? '0' })
         : '';

@@ -29,7 +29,6 @@ import {
   type StreamSpec,
   type StreamView,
   sameSpec,
-  usesTls,
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import { checkStreamSet, planApply } from '../service/apply.js';
@@ -40,6 +39,7 @@ import type { ListFilter, StreamService } from '../service/service.js';
 import type { PortProbe } from '../sys/ports.js';
 import { answer } from './answer.js';
 import { Convergence } from './converge.js';
+import { sameDefinition } from './definition.js';
 import { DesiredCache } from './desired.js';
 import { createEtcdClient, type EtcdConfig, EtcdStore } from './etcd.js';
 import { type Desired, FleetKeys } from './keys.js';
@@ -180,7 +180,6 @@ export class FleetConductor implements StreamService {
   }
 
   async create(spec: StreamSpec): Promise<CreateResult> {
-    refuseTls([spec]);
     if (spec.port === 0) return this.createOnFreePort(spec);
     await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
@@ -200,7 +199,6 @@ export class FleetConductor implements StreamService {
   }
 
   async put(spec: StreamSpec): Promise<CreateResult> {
-    refuseTls([spec]);
     await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
     const standing = this.writes.standing(current);
@@ -283,7 +281,7 @@ export class FleetConductor implements StreamService {
         const record = this.cache.effective(port);
         if (!record) return undefined;
         const local = this.options.local.get(port);
-        return { record, live: local?.state === 'live' && sameSpec(local, record) };
+        return { record, live: local?.state === 'live' && sameDefinition(local, record) };
       },
       this.cache.effectivePorts(),
       this.options.defaultListenAddress,
@@ -296,7 +294,6 @@ export class FleetConductor implements StreamService {
    * all-or-nothing apply on this host, one transaction commits it all (or puts it all back).
    */
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
-    refuseTls(specs);
     checkStreamSet(specs, (port) => assertPortInRange(port, this.options.portRange));
     this.requireConnected();
     // Plan against the store as it is now, not the watch's copy.
@@ -367,20 +364,6 @@ export class FleetConductor implements StreamService {
     await this.session.close();
     await this.options.local.close();
   }
-}
-
-/**
- * TLS on a stream names files on the host that checks them; a fleet's hosts would each need their
- * own copies checked and renewed, which they do not do yet: refused before anything is written.
- */
-function refuseTls(specs: StreamSpec[]): void {
-  const spec = specs.find(usesTls);
-  if (spec === undefined) return;
-  throw new ConductorError(
-    ErrorCode.NotSupported,
-    `TLS on a stream is not available in fleet mode (port ${spec.port}): ${spec.tlsCert !== undefined ? 'tlsCert' : 'backendTls'}`,
-    { hint: 'run the stream on a daemon with a file store (CONDUCTOR_STORE), or terminate TLS in the backend' },
-  );
 }
 
 function notInFleet(port: number): ConductorError {

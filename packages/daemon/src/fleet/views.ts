@@ -9,9 +9,9 @@ import {
   type HostStreamState,
   type StreamRecord,
   type StreamView,
-  sameSpec,
 } from '@stream-conductor/shared';
 import type { ListFilter } from '../service/service.js';
+import { sameDefinition } from './definition.js';
 import type { DesiredCache } from './desired.js';
 import { newer } from './keys.js';
 import type { LocalService } from './local.js';
@@ -45,7 +45,7 @@ export class FleetViews {
       if (id === hostId) {
         const here = local.get(port);
         const failure = failures.get(port);
-        if (here?.state === 'live' && sameSpec(here, target)) states.push({ host: id, state: 'live' });
+        if (here?.state === 'live' && sameDefinition(here, target)) states.push({ host: id, state: 'live' });
         else if (failure !== undefined) states.push({ host: id, state: 'failed', reason: failure });
         else states.push({ host: id, state: 'pending' });
         continue;
@@ -73,7 +73,7 @@ export class FleetViews {
       return { ...here, reason: here.reason ?? "not in the fleet's set: being removed", hosts: [] };
     }
     let view: StreamView;
-    if (here && sameSpec(here, target)) {
+    if (here && sameDefinition(here, target)) {
       view = { ...here, createdAt: target.createdAt };
       if (target.updatedAt !== undefined) view.updatedAt = target.updatedAt;
       else delete view.updatedAt;

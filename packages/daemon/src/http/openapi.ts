@@ -637,7 +637,6 @@ export function openApiDocument(): Record<string, unknown> {
             400: errorResponse('invalid input'),
             409: errorResponse('port taken, in use, or no free port'),
             422: errorResponse('nginx refused the configuration'),
-            501: errorResponse('TLS on a stream, in fleet mode'),
             503: errorResponse('nginx not running'),
           },
         },
@@ -670,7 +669,6 @@ export function openApiDocument(): Record<string, unknown> {
               "port in use, or a single-port body on a range's first port (name the ports to replace or shrink the range)",
             ),
             422: errorResponse('nginx refused the configuration'),
-            501: errorResponse('TLS on a stream, in fleet mode'),
           },
         },
         delete: {
@@ -832,7 +830,6 @@ export function openApiDocument(): Record<string, unknown> {
             400: errorResponse('invalid input'),
             409: errorResponse('a port is in use'),
             422: errorResponse('nginx refused the configuration; nothing was changed'),
-            501: errorResponse('TLS on a stream, in fleet mode'),
           },
         },
       },

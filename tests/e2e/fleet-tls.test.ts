@@ -1,0 +1,215 @@
+/**
+ * TLS on a stream in fleet mode: two daemons, each with its own nginx on its own loopback address
+ * (127.0.0.2, .3), one desired set in a real etcd. The fleet holds the file paths; each host
+ * checks and copies its own files. A TLS stream created through one host serves its certificate
+ * on both (a verified TLS client through each host's nginx); files that do not pass on the host
+ * that takes the call are refused naming the field, nothing changed on either host; a renewal is
+ * picked up by each host; a host whose files are missing reports the stream failed with the
+ * reason (its port closed in the kernel) while the other serves on, and serves it once the files
+ * are back.
+ */
+
+import { copyFile, mkdtemp, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { StreamView } from '@stream-conductor/shared';
+import { type Certs, fingerprintOf, makeCerts, signCertificate, tlsRoundTrip } from '../helpers/certs.js';
+import { runCli } from '../helpers/cli.js';
+import type { Daemon, DaemonOptions } from '../helpers/daemon.js';
+import { daemonFixture } from '../helpers/daemon-fixture.js';
+import { EtcdCluster } from '../helpers/etcd.js';
+import { connectOutcome, EchoBackend, listeningOn } from '../helpers/net.js';
+import { openApiChecker } from '../helpers/openapi.js';
+import { freePortBlock } from '../helpers/ports.js';
+import { eventually } from '../helpers/wait.js';
+
+const SIZE = 6;
+const ADDRESSES = ['127.0.0.2', '127.0.0.3'];
+
+const daemons = daemonFixture();
+let hosts: Daemon[];
+let options: DaemonOptions[];
+let P: number;
+let certs: Certs;
+let echo: EchoBackend;
+let api: Awaited<ReturnType<typeof openApiChecker>>;
+
+beforeAll(async () => {
+  const etcd = await EtcdCluster.start(await daemons.dir(), 1);
+  daemons.beforeRemoving(() => etcd.stop());
+  certs = await makeCerts(await mkdtemp(join(tmpdir(), 'sc-fleet-tls-')));
+  echo = await EchoBackend.start('e');
+  P = await freePortBlock(SIZE + ADDRESSES.length);
+  options = ADDRESSES.map((address, i) => ({
+    rangeStart: P,
+    rangeSize: SIZE,
+    apiPort: P + SIZE + i,
+    env: {
+      CONDUCTOR_STORE: `etcd://${etcd.endpoints}`,
+      CONDUCTOR_ETCD_PREFIX: `/sc-fleet-tls-${P}/`,
+      CONDUCTOR_HOST_ID: `host-${i}`,
+      CONDUCTOR_LISTEN_ADDRESS: address,
+      CONDUCTOR_RETRY_INTERVAL: '1',
+      CONDUCTOR_STREAM_TLS_INTERVAL: '1',
+    },
+  }));
+  hosts = [];
+  for (const each of options) hosts.push(await daemons.start(each));
+  api = await openApiChecker(hosts[0] as Daemon);
+});
+
+afterAll(async () => {
+  await echo?.close();
+  await rm(certs.dir, { recursive: true, force: true });
+});
+
+const host = (i: number): Daemon => hosts[i] as Daemon;
+
+const streamOn = async (i: number, port: number): Promise<StreamView | undefined> => {
+  const answer = await host(i).get(`/v1/streams/${port}`);
+  return answer.status === 200 ? (answer.json as { stream: StreamView }).stream : undefined;
+};
+
+/** The certificate each host's nginx shows on `port` (verified against the test CA), or why not. */
+async function served(port: number): Promise<string[]> {
+  return Promise.all(
+    ADDRESSES.map(async (address) => {
+      if ((await connectOutcome(port, address)) === 'refused') return 'refused';
+      const { answer, fingerprint256 } = await tlsRoundTrip(port, 'hi', certs.ca, 'localhost', address);
+      return answer === 'e:hi' ? fingerprint256 : `answered ${answer}`;
+    }),
+  );
+}
+
+/** What each host lists, and which ports of the range listen on each host's address. */
+async function everything(): Promise<unknown> {
+  const lists = await Promise.all(
+    ADDRESSES.map(async (_, i) => ((await host(i).get('/v1/streams')).json as { streams: StreamView[] }).streams),
+  );
+  const kernel = await Promise.all(
+    ADDRESSES.map(async (address) =>
+      [...(await listeningOn(address))].filter((port) => port >= P && port < P + SIZE).sort(),
+    ),
+  );
+  return { lists: lists.map((list) => list.map(({ port, state, tlsCert }) => ({ port, state, tlsCert }))), kernel };
+}
+
+describe('TLS on a stream in fleet mode, on two hosts', () => {
+  it('is created through one host and served with its certificate by both, each from its own files', async () => {
+    const created = await runCli(
+      [
+        '--json',
+        'create',
+        String(P),
+        `127.0.0.1:${echo.port}`,
+        '--tls-cert',
+        certs.serverCert,
+        '--tls-key',
+        certs.serverKey,
+      ],
+      { CONDUCTOR_URL: host(0).url },
+    );
+    expect(created.stderr).toBe('');
+    expect(created.code).toBe(0);
+    const { stream } = JSON.parse(created.stdout) as { stream: StreamView };
+    expect(stream).toMatchObject({ port: P, state: 'live', tlsCert: certs.serverCert });
+    expect(stream.hosts).toContainEqual({ host: 'host-0', state: 'live' });
+    const print = await fingerprintOf(certs.serverCert);
+    expect((await served(P))[0]).toBe(print);
+    const both = await eventually(
+      () => served(P),
+      (seen) => seen.every((one) => one === print),
+      15_000,
+    );
+    expect(both).toEqual([print, print]);
+    // Each host shows the certificate it serves, and every host live.
+    for (const i of [0, 1]) {
+      const view = await eventually(
+        () => streamOn(i, P),
+        (one) => one?.hosts?.every((entry) => entry.state === 'live') === true,
+        15_000,
+      );
+      expect(view?.tlsMaterial?.certificates[0]?.fingerprint256).toBe(print);
+    }
+  });
+
+  it('refuses files that do not pass on the host taking the call, naming the field, with nothing changed on any host', async () => {
+    const before = await everything();
+    const bad = await host(1).request('POST', '/v1/streams', {
+      port: P + 1,
+      backend: `127.0.0.1:${echo.port}`,
+      tlsCert: certs.serverCert,
+      tlsKey: certs.wrongServerKey,
+    });
+    expect(bad.status).toBe(400);
+    api.check('/v1/streams', 'post', 400, bad.json);
+    expect(JSON.stringify(bad.json)).toMatch(/tlsKey: .* is not the key of the certificate/);
+    const missing = await host(0).request('PUT', `/v1/streams/${P}`, {
+      backend: `127.0.0.1:${echo.port}`,
+      tlsCert: join(certs.dir, 'nowhere.pem'),
+      tlsKey: certs.serverKey,
+    });
+    expect(missing.status).toBe(400);
+    expect(JSON.stringify(missing.json)).toContain('tlsCert: cannot read');
+    expect(await everything()).toEqual(before);
+  });
+
+  it('a renewal (certbot style) is picked up by each host', async () => {
+    const renewedPem = await signCertificate(certs.dir, 'ca', 'renewed', 'server', 60);
+    await copyFile(join(certs.dir, 'renewed.key'), `${certs.serverKey}.new`);
+    await copyFile(renewedPem, `${certs.serverCert}.new`);
+    await rename(`${certs.serverKey}.new`, certs.serverKey);
+    await rename(`${certs.serverCert}.new`, certs.serverCert);
+    const renewed = await fingerprintOf(renewedPem);
+    expect(
+      await eventually(
+        () => served(P),
+        (seen) => seen.every((one) => one === renewed),
+        20_000,
+      ),
+    ).toEqual([renewed, renewed]);
+  });
+
+  it('a host whose files are missing reports the stream failed with the reason, and serves it once they are back', async () => {
+    const cert = join(certs.dir, 'only-here.pem');
+    const key = join(certs.dir, 'only-here.key');
+    await copyFile(certs.serverCert, cert);
+    await copyFile(certs.serverKey, key);
+    const print = await fingerprintOf(cert);
+    await host(1).stop();
+    const created = await host(0).request('POST', '/v1/streams', {
+      port: P + 2,
+      backend: `127.0.0.1:${echo.port}`,
+      tlsCert: cert,
+      tlsKey: key,
+    });
+    expect(created.status).toBe(201);
+    api.check('/v1/streams', 'post', 201, created.json);
+    // Host 0 serves from its own copies; host 1, started again, finds no files.
+    await rm(cert);
+    hosts[1] = await daemons.start({ ...(options[1] as DaemonOptions), home: host(1).home });
+    const view = await eventually(
+      () => streamOn(0, P + 2),
+      (one) => one?.hosts?.find((entry) => entry.host === 'host-1')?.state === 'failed',
+      20_000,
+    );
+    expect(view?.state).toBe('live');
+    expect(view?.hosts?.find((entry) => entry.host === 'host-1')?.reason).toMatch(
+      /tlsCert: cannot read .*only-here\.pem/,
+    );
+    expect((await streamOn(1, P + 2))?.state).toBe('failed');
+    expect(await served(P + 2)).toEqual([print, 'refused']);
+    // The stream on P is served on both all along.
+    expect((await served(P)).every((one) => one !== 'refused')).toBe(true);
+    // The files back: host 1 tries again and serves it.
+    await copyFile(certs.serverCert, cert);
+    expect(
+      await eventually(
+        () => served(P + 2),
+        (seen) => seen[1] === print,
+        20_000,
+      ),
+    ).toEqual([print, print]);
+  });
+});
