@@ -478,7 +478,7 @@ describe('create auto and PUT', () => {
       [{ backend: 'a:1', expiresAt: '2001-01-01T00:00:00Z' }, 'expiresAt: lies in the past'],
       [
         { backend: 'a:1', color: 'red' },
-        'color: unknown field (known: port, portEnd, protocol, backend, backends, balance, allow, connectTimeout, idleTimeout, proxyProtocol, profile, listenAddress, labels, description, ttl, expiresAt, maxConnections, maxConnectionsPerClient, uploadRate, downloadRate, tlsCert, tlsKey, backendTls, backendCa, backendName, backendVerify)',
+        'color: unknown field (known: port, portEnd, protocol, backend, backends, balance, allow, connectTimeout, idleTimeout, proxyProtocol, profile, listenAddress, labels, description, ttl, expiresAt, maxConnections, maxConnectionsPerClient, uploadRate, downloadRate, tlsCert, tlsKey, backendTls, backendCa, backendName, backendVerify, routes)',
       ],
     ] as const) {
       const answer = await daemon.request('PUT', `/v1/streams/${at}`, body);

@@ -72,6 +72,9 @@ async function expectServed(daemon: Daemon, base: number): Promise<void> {
   for (const port of [base + 2, base + 4]) expect(await roundTrip(port, 'r')).toBe(`r${port}:r`);
   expect((await tlsRoundTrip(base + 5, 'edge', certs.ca)).answer).toBe('e:edge');
   expect(await roundTrip(base + 6, 'inner')).toBe('t:inner');
+  // Routes by server name: TLS passed through to the named route, plain bytes to the no-TLS route.
+  expect((await tlsRoundTrip(base + 7, 'by-name', certs.ca, 'localhost')).answer).toBe('t:by-name');
+  expect(await roundTrip(base + 7, 'no-hello')).toBe('e:no-hello');
 }
 
 describe('a restart keeps every definition as it was', () => {
@@ -117,6 +120,13 @@ describe('a restart keeps every definition as it was', () => {
         backendCa: certs.ca,
         backendName: 'localhost',
         backendVerify: true,
+      },
+      {
+        port: base + 7,
+        routes: [
+          { sni: 'localhost', backend: `127.0.0.1:${tlsBackendPort}` },
+          { noTls: true, backend: `127.0.0.1:${echo.port}` },
+        ],
       },
     ];
     // Every field the API knows is set somewhere above: its refusal of an unknown one lists them.

@@ -7,15 +7,19 @@
 
 import {
   ConductorError,
+  DEFAULT_ROUTE_ID,
   ErrorCode,
   formatPorts,
   isRangeText,
+  NO_TLS_ROUTE_ID,
   type PortSpan,
   parseBackend,
   parseDuration,
   parseLabelSelector,
   parsePort,
   parsePortSpan,
+  parseRoute,
+  parseServerName,
   parseStreamInput,
   printable,
   rangeBackendText,
@@ -24,6 +28,7 @@ import {
 import { Command, CommanderError } from 'commander';
 import type { ApiClient } from './client.js';
 import type { LsOptions } from './commands/ls-watch.js';
+import type { RouteInput } from './commands/routes.js';
 import { addTlsOptions, type TlsOptions, tlsInput } from './commands/tls.js';
 import { addContextOptions, clientOptionsOf, registerContextCommands, type TargetOptions } from './context-cli.js';
 import type { Output } from './output.js';
@@ -80,6 +85,9 @@ interface CreateOptions {
   uploadRate?: string;
   downloadRate?: string;
   replace?: boolean;
+  sni?: string;
+  sniDefault?: boolean;
+  plain?: boolean;
 }
 type CreateFlags = CreateOptions & TlsOptions;
 
@@ -101,6 +109,53 @@ function backendArgument(text: string, span: PortSpan): { address: string; weigh
       );
   }
   return backend;
+}
+
+/** The route flags of create and rm: at most one of --sni NAME, --sni-default, --plain; its route id. */
+function routeFlagId(options: { sni?: string; sniDefault?: boolean; plain?: boolean }): string | undefined {
+  const given = [options.sni !== undefined, options.sniDefault === true, options.plain === true].filter(Boolean).length;
+  if (given > 1) throw new ConductorError(ErrorCode.Usage, '--sni, --sni-default and --plain exclude each other');
+  if (options.sni !== undefined) return localCheck(() => parseServerName(options.sni, '--sni'));
+  if (options.sniDefault === true) return DEFAULT_ROUTE_ID;
+  if (options.plain === true) return NO_TLS_ROUTE_ID;
+  return undefined;
+}
+
+/**
+ * The route `create PORT --sni NAME BACKEND...` adds. Port-wide options (--allow, --ttl, limits...)
+ * belong to the port's definition (PUT or apply), not to one route: refused here.
+ */
+function routeInput(
+  id: string,
+  port: number | string | undefined,
+  backendTexts: string[],
+  options: CreateFlags,
+): RouteInput {
+  if (typeof port !== 'number')
+    throw new ConductorError(ErrorCode.Usage, 'a route by server name needs one port (not auto, not a range)');
+  const portWide = Object.entries(options).filter(
+    ([key, value]) =>
+      !['sni', 'sniDefault', 'plain'].includes(key) &&
+      // --no-backend-verify's default.
+      !(key === 'backendVerify' && value === true) &&
+      value !== undefined &&
+      value !== false &&
+      !(Array.isArray(value) && value.length === 0),
+  );
+  if (portWide.length > 0)
+    throw new ConductorError(
+      ErrorCode.Usage,
+      `--${portWide[0]?.[0].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to the whole port, not to one route: give it in the port's definition (conductor apply, or PUT /v1/streams/${port})`,
+    );
+  const match =
+    id === DEFAULT_ROUTE_ID
+      ? { default: true as const }
+      : id === NO_TLS_ROUTE_ID
+        ? { noTls: true as const }
+        : { sni: id };
+  const route = { ...match, backends: backendTexts.map((text) => backendArgument(text, { port })) };
+  localCheck(() => parseRoute(route, 'route', { port }));
+  return route;
 }
 
 /** Builds the API input of `create` and checks it here, so that a typo costs no round trip. */
@@ -219,7 +274,7 @@ Examples:
     .command('create')
     .description('forward a port of this host to one or more backends; answers once the port is live')
     .argument('<port>', "port to open, inside the daemon's PORT_RANGE, a range FIRST-LAST, or auto for a free one")
-    .argument('<backends...>', 'where to forward: host:port, IPv4:port or [IPv6]:port; add ,weight=N or ,backup')
+    .argument('[backends...]', 'where to forward: host:port, IPv4:port or [IPv6]:port; add ,weight=N or ,backup')
     .option('--udp', 'forward UDP instead of TCP')
     .option('--tcp-udp', 'forward both TCP and UDP on the port')
     .option('--balance <method>', 'round-robin (default), least-conn, or hash-ip (a client sticks to one backend)')
@@ -238,6 +293,18 @@ Examples:
     .option('--upload-rate <rate>', 'bytes per second from each client, per session: 512k, 10m, 1g')
     .option('--download-rate <rate>', 'bytes per second to each client, per session: 512k, 10m, 1g')
     .option('--replace', 'replace the stream if the port has one (idempotent)')
+    .option(
+      '--sni <name>',
+      'add a route: TLS clients naming this server (git.example.com, *.db.example.com) go to the backends; TLS passes through untouched',
+    )
+    .option(
+      '--sni-default',
+      'add the route for TLS clients whose server name matches no other route (or who send none)',
+    )
+    .option(
+      '--plain',
+      'add the route for clients that send no TLS hello at all (SSH, plain HTTP) on a port that routes by server name',
+    )
     .addHelpText(
       'after',
       `
@@ -250,9 +317,26 @@ Examples:
   $ conductor create 9004 '[2001:db8::5]:443' --label env=prod --label team=db --description "replica" --json
   $ conductor create 9005 files.internal:873 --max-connections 100 --max-connections-per-client 4 --download-rate 10m
   $ conductor create 9443 127.0.0.1:8080 --tls-cert /etc/letsencrypt/live/example.org/fullchain.pem --tls-key /etc/letsencrypt/live/example.org/privkey.pem
-  $ conductor create 9006 db.internal:5433 --backend-tls --backend-ca /etc/ssl/internal-ca.pem`,
+  $ conductor create 9006 db.internal:5433 --backend-tls --backend-ca /etc/ssl/internal-ca.pem
+  $ conductor create 8443 --sni git.example.com 10.0.0.5:443
+  $ conductor create 8443 --sni '*.db.example.com' 10.0.0.6:5432
+  $ conductor create 8443 --plain 10.0.0.5:22`,
     )
     .action(async (portText: string, backendTexts: string[], options: CreateFlags, command: Command) => {
+      const routeId = routeFlagId(options);
+      if (routeId !== undefined) {
+        const route = routeInput(
+          routeId,
+          portText === 'auto' ? undefined : localPortText(portText),
+          backendTexts,
+          options,
+        );
+        const { client, output } = await contextFor(command);
+        const { addRoute } = await import('./commands/routes.js');
+        const { printCreated } = await import('./commands/create.js');
+        printCreated(await addRoute(client, Number(portText), route), output, false);
+        return;
+      }
       const auto = portText === 'auto';
       const input = createInput(auto ? undefined : localPortText(portText), backendTexts, options);
       const { client, output } = await contextFor(command);
@@ -284,13 +368,42 @@ Examples:
     .description('remove the stream on a port; answers once the port refuses connections')
     .argument('<port>', 'port of the stream')
     .option('--kill-sessions', 'also cut its established sessions (nginx keeps them alive otherwise)')
-    .addHelpText('after', '\nExamples:\n  $ conductor rm 9000\n  $ conductor rm 9000 --kill-sessions --json')
-    .action(async (portText: string, options: { killSessions?: boolean }, command: Command) => {
-      const port = localPortText(portText);
-      const { client, output } = await contextFor(command);
-      const { removeStream, printRemoved } = await import('./commands/rm.js');
-      printRemoved(await removeStream(client, port, options.killSessions === true), output);
-    });
+    .option(
+      '--sni <name>',
+      'remove only this route of a port that routes by server name (the last route closes the port)',
+    )
+    .option('--sni-default', 'remove only the default route')
+    .option('--plain', 'remove only the route for clients that send no TLS hello')
+    .addHelpText(
+      'after',
+      "\nExamples:\n  $ conductor rm 9000\n  $ conductor rm 9000 --kill-sessions --json\n  $ conductor rm 8443 --sni '*.db.example.com'",
+    )
+    .action(
+      async (
+        portText: string,
+        options: { killSessions?: boolean; sni?: string; sniDefault?: boolean; plain?: boolean },
+        command: Command,
+      ) => {
+        const port = localPortText(portText);
+        const routeId = routeFlagId(options);
+        if (routeId !== undefined) {
+          if (typeof port !== 'number')
+            throw new ConductorError(ErrorCode.Usage, 'a route lives on one port, not a range');
+          if (options.killSessions === true)
+            throw new ConductorError(
+              ErrorCode.Usage,
+              '--kill-sessions applies to the whole port: the sessions of a removed route go on',
+            );
+          const { client, output } = await contextFor(command);
+          const { removeRoute, printRouteRemoved } = await import('./commands/routes.js');
+          printRouteRemoved(await removeRoute(client, port, routeId), output);
+          return;
+        }
+        const { client, output } = await contextFor(command);
+        const { removeStream, printRemoved } = await import('./commands/rm.js');
+        printRemoved(await removeStream(client, port, options.killSessions === true), output);
+      },
+    );
 
   program
     .command('drain')

@@ -96,6 +96,12 @@ class FakeService implements StreamService {
   undrain(port: number): Promise<CreateResult> {
     return this.change(['undrain', port], () => ({ stream: view({ port }), warnings: [], change: 'replaced' }));
   }
+  addRoute(port: number): Promise<CreateResult> {
+    return this.change(['addRoute', port], () => ({ stream: view({ port }), warnings: [], change: 'replaced' }));
+  }
+  removeRoute(port: number): Promise<{ removed: 'route'; warnings: string[] }> {
+    return this.change(['removeRoute', port], () => ({ removed: 'route' as const, warnings: [] }));
+  }
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan {
     this.calls.push(['plan', specs, prune]);
     return { create: specs.map((spec) => spec.port), update: [], delete: [], unchanged: [] };

@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './port-ranges.js';
+export * from './sni.js';
 export * from './spec.js';
 export * from './types.js';
 export * from './validate.js';

@@ -13,6 +13,7 @@ import {
   parsePortSpan,
   rangeBackendText,
 } from './port-ranges.js';
+import { checkRouteBackendsEcho, checkRoutesFit, parseRoutes, routeBackends, routeLabel } from './sni.js';
 import { isIPv4, parseBackend, parsePort, quote, shown, unsafeCharacter } from './validate.js';
 
 export const PROTOCOLS = ['tcp', 'udp', 'tcp+udp'] as const;
@@ -92,6 +93,24 @@ export interface StreamSpec {
    * what their certificates say. A renewal of the operator's files gives a new set.
    */
   tlsMaterial?: TlsMaterial;
+  /**
+   * Routing by TLS server name (SNI) on this port: each route sends the connections it matches to
+   * its own backends; the TLS bytes pass through untouched (nginx's ssl_preread). `backends` is then
+   * every route's backends together (set by the daemon, for health checks and listings). See
+   * sni.ts for the names and the precedence.
+   */
+  routes?: RouteSpec[];
+}
+
+/** What a route matches: a server name (exact or *.suffix), no match (default), or no TLS hello at all. */
+export type RouteKind = 'name' | 'default' | 'no-tls';
+
+/** One route of a port that routes by server name. */
+export interface RouteSpec {
+  kind: RouteKind;
+  /** The server name, lowercase, for kind name: git.example.com or *.db.example.com. */
+  name?: string;
+  backends: BackendSpec[];
 }
 
 /** One certificate the daemon serves or trusts for a stream. */
@@ -146,6 +165,8 @@ export interface StreamInput {
   backendCa?: string;
   backendName?: string;
   backendVerify?: boolean;
+  /** Routing by server name: [{sni: "git.example.com", backend}, {default: true, backend}, {noTls: true, backend}]. */
+  routes?: unknown[];
 }
 
 export const LIMITS = {
@@ -203,9 +224,10 @@ const FIELDS = new Set<string>([
   'uploadRate',
   'downloadRate',
   ...TLS_FIELDS,
+  'routes',
 ]);
 
-function invalid(field: string, message: string, hint?: string): ConductorError {
+export function invalid(field: string, message: string, hint?: string): ConductorError {
   return new ConductorError(ErrorCode.InvalidInput, `${field}: ${message}`, { hint });
 }
 
@@ -374,7 +396,7 @@ export function parseLabelSelector(value: string): [string, string] {
   return [key, labels[key] ?? ''];
 }
 
-function parseBackendEntry(value: unknown, field: string, span: PortSpan): BackendSpec {
+export function parseBackendEntry(value: unknown, field: string, span: PortSpan): BackendSpec {
   if (typeof value === 'string') return { address: checkedBackend(rangeBackendText(value, span), field, span) };
   if (typeof value !== 'object' || value === null || Array.isArray(value))
     throw invalid(field, 'must be host:port or {address, weight, backup}');
@@ -475,7 +497,11 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
   if (body.backend !== undefined && body.backends !== undefined)
     throw invalid('backend', 'give either backend or backends, not both');
   let backends: BackendSpec[];
-  if (body.backends !== undefined) {
+  const routes = body.routes === undefined ? undefined : parseRoutes(body.routes, span);
+  if (routes !== undefined) {
+    backends = routeBackends(routes);
+    checkRouteBackendsEcho(body, backends);
+  } else if (body.backends !== undefined) {
     if (!Array.isArray(body.backends) || body.backends.length === 0)
       throw invalid('backends', 'must be a non-empty list');
     if (body.backends.length > LIMITS.backends) throw invalid('backends', `at most ${LIMITS.backends} backends`);
@@ -556,6 +582,10 @@ export function parseStreamInput(input: unknown, options: ParseOptions): StreamS
   }
   parseLimits(body, spec);
   parseTls(body, spec);
+  if (routes !== undefined) {
+    spec.routes = routes;
+    checkRoutesFit(spec);
+  }
   return spec;
 }
 
@@ -669,12 +699,16 @@ export function sameSpec(a: StreamSpec, b: StreamSpec): boolean {
   return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
 }
 
+function canonicalBackends(backends: BackendSpec[]): unknown {
+  return backends.map((backend) => [backend.address, backend.weight ?? 1, backend.backup === true]);
+}
+
 function canonical(spec: StreamSpec): unknown {
   return {
     port: spec.port,
     portEnd: spec.portEnd ?? null,
     protocol: spec.protocol,
-    backends: spec.backends.map((backend) => [backend.address, backend.weight ?? 1, backend.backup === true]),
+    backends: canonicalBackends(spec.backends),
     balance: spec.balance,
     allow: [...spec.allow].sort(),
     connectTimeoutMs: spec.connectTimeoutMs ?? null,
@@ -696,6 +730,7 @@ function canonical(spec: StreamSpec): unknown {
     backendName: spec.backendName ?? null,
     backendVerify: spec.backendVerify !== false,
     tlsMaterial: spec.tlsMaterial?.id ?? null,
+    routes: spec.routes?.map((route) => [route.kind, route.name ?? null, canonicalBackends(route.backends)]) ?? null,
   };
 }
 
@@ -726,7 +761,9 @@ export function describeBackends(backends: BackendSpec[]): string {
 }
 
 /** describeBackends for a whole stream: a range's backends with the ports they take (host:40000-40100). */
-export function describeStreamBackends(spec: Pick<StreamSpec, 'port' | 'portEnd' | 'backends'>): string {
+export function describeStreamBackends(spec: Pick<StreamSpec, 'port' | 'portEnd' | 'backends' | 'routes'>): string {
+  if (spec.routes !== undefined)
+    return spec.routes.map((route) => `${routeLabel(route)} -> ${describeBackends(route.backends)}`).join('; ');
   if (spec.portEnd === undefined) return describeBackends(spec.backends);
   return describeBackends(
     spec.backends.map((backend) => ({ ...backend, address: describeRangeBackend(backend.address, spec) })),

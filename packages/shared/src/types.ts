@@ -122,6 +122,8 @@ export interface AuditEvent {
     | 'audit'
     | 'drain'
     | 'undrain'
+    | 'route-add'
+    | 'route-remove'
     | 'tls-renewal';
   ports: number[];
   /** What was asked, in short (the backends, the plan...). */

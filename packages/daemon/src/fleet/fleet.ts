@@ -25,6 +25,7 @@ import {
   ErrorCode,
   type PortRange,
   protocolsOf,
+  type RouteSpec,
   type StreamRecord,
   type StreamSpec,
   type StreamView,
@@ -44,6 +45,7 @@ import { DesiredCache } from './desired.js';
 import { createEtcdClient, type EtcdConfig, EtcdStore } from './etcd.js';
 import { type Desired, FleetKeys } from './keys.js';
 import type { LocalService } from './local.js';
+import { refuseRoutesInFleet, routesNotInFleet } from './routes.js';
 import { Session } from './session.js';
 import { FleetViews } from './views.js';
 import { FleetWrites } from './writes.js';
@@ -180,6 +182,7 @@ export class FleetConductor implements StreamService {
   }
 
   async create(spec: StreamSpec): Promise<CreateResult> {
+    refuseRoutesInFleet([spec]);
     if (spec.port === 0) return this.createOnFreePort(spec);
     await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
@@ -199,6 +202,7 @@ export class FleetConductor implements StreamService {
   }
 
   async put(spec: StreamSpec): Promise<CreateResult> {
+    refuseRoutesInFleet([spec]);
     await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
     const standing = this.writes.standing(current);
@@ -252,6 +256,15 @@ export class FleetConductor implements StreamService {
     return this.cache.desired.has(this.cache.keyOf(port)) || this.options.local.get(port) !== undefined;
   }
 
+  /** Not in fleet mode yet: refused (501) before anything is read or written. */
+  async addRoute(port: number, _route: RouteSpec): Promise<CreateResult> {
+    throw routesNotInFleet(port);
+  }
+
+  async removeRoute(port: number, _id: string): Promise<{ removed: 'route' | 'stream'; warnings: string[] }> {
+    throw routesNotInFleet(port);
+  }
+
   private createOnFreePort(spec: StreamSpec): Promise<CreateResult> {
     this.requireConnected();
     return createOnFreePort(
@@ -294,6 +307,7 @@ export class FleetConductor implements StreamService {
    * all-or-nothing apply on this host, one transaction commits it all (or puts it all back).
    */
   async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+    refuseRoutesInFleet(specs);
     checkStreamSet(specs, (port) => assertPortInRange(port, this.options.portRange));
     this.requireConnected();
     // Plan against the store as it is now, not the watch's copy.

@@ -45,6 +45,13 @@ export function pythonRange(start: number, end: number): string {
  */
 function refuseLegacyRangeRemoval(conductor: StreamService, port: number): void {
   const stream = conductor.get(port);
+  // A port that routes by server name carries several services (one per route): the legacy API,
+  // which knows one backend per port, does not remove them all from a path that names one.
+  if (stream?.port === port && stream.routes !== undefined)
+    throw new ConductorError(
+      ErrorCode.Conflict,
+      `port ${port} routes by TLS server name (${stream.routes.length} route(s)): the legacy API removes plain streams only; remove one route with conductor rm ${port} --sni NAME, or the whole port with DELETE /v1/streams/${port} (conductor rm ${port})`,
+    );
   if (stream?.port !== port || stream.portEnd === undefined) return;
   const range = formatPorts(stream);
   throw new ConductorError(

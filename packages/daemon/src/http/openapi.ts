@@ -2,7 +2,15 @@
  * The OpenAPI 3.1 description of the daemon's API, served at GET /v1/openapi.json. The test suite
  * checks real answers against these schemas, so the document stays true.
  */
-import { BALANCES, ErrorCode, LIMITS, MAX_RANGE_PORTS, PROFILES, PROTOCOLS } from '@stream-conductor/shared';
+import {
+  BALANCES,
+  ErrorCode,
+  LIMITS,
+  MAX_RANGE_PORTS,
+  MAX_ROUTES,
+  PROFILES,
+  PROTOCOLS,
+} from '@stream-conductor/shared';
 import { accessFor } from './access.js';
 
 const ref = (name: string): { $ref: string } => ({ $ref: `#/components/schemas/${name}` });
@@ -96,7 +104,55 @@ const tlsMaterial = {
   },
 };
 
+/** A route by TLS server name (see README, routing by server name). */
+const routeMatch = {
+  sni: {
+    type: 'string',
+    maxLength: 253,
+    description: 'a server name, exact (git.example.com) or a leading wildcard (*.db.example.com); case-insensitive',
+  },
+  default: { const: true, description: 'the route for names that match no other route, and for hellos without a name' },
+  noTls: { const: true, description: 'the route for clients that send no TLS hello at all (SSH, plain HTTP)' },
+  kind: { enum: ['name', 'default', 'no-tls'], description: 'as the API shows a route (with name for kind name)' },
+  name: { type: 'string', maxLength: 253 },
+};
+
+const routeInput = {
+  type: 'object',
+  additionalProperties: false,
+  description: 'one of sni, default: true, noTls: true (or kind); and backend or backends',
+  properties: {
+    ...routeMatch,
+    backend: { type: 'string' },
+    backends: {
+      type: 'array',
+      minItems: 1,
+      maxItems: LIMITS.backends,
+      items: { oneOf: [{ type: 'string' }, backend] },
+    },
+  },
+};
+
+const routeShown = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['kind', 'backends'],
+  properties: {
+    kind: routeMatch.kind,
+    name: routeMatch.name,
+    backends: { type: 'array', minItems: 1, maxItems: LIMITS.backends, items: backend },
+  },
+};
+
 const streamFields = {
+  routes: {
+    type: 'array',
+    minItems: 1,
+    maxItems: MAX_ROUTES,
+    items: routeShown,
+    description:
+      "routing by TLS server name (passed through, not terminated): exact name, then the longest leading wildcard, then the default route; a client with no TLS hello takes the noTls route. backends is then every route's backends",
+  },
   port: { type: 'integer', minimum: 1, maximum: 65535 },
   portEnd: portEndField,
   protocol: { enum: [...PROTOCOLS] },
@@ -355,6 +411,8 @@ const schemas = {
           'audit',
           'drain',
           'undrain',
+          'route-add',
+          'route-remove',
           'tls-renewal',
         ],
       },
@@ -402,6 +460,26 @@ const schemas = {
       uploadRate: rate,
       downloadRate: rate,
       ...tlsFields,
+      routes: {
+        type: 'array',
+        minItems: 1,
+        maxItems: MAX_ROUTES,
+        items: { oneOf: [routeInput, routeShown] },
+        description: 'routing by TLS server name on this port (TCP, one port, no tlsCert); leave backend(s) out',
+      },
+    },
+  },
+  RouteInput: routeInput,
+  RouteRemoved: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['port', 'route', 'removed', 'warnings'],
+    properties: {
+      port: { type: 'integer' },
+      route: { type: 'string' },
+      removed: { enum: ['route', 'stream'], description: 'stream: it was the last route, the port is closed' },
+      result: ref('StreamAnswer'),
+      warnings: { type: 'array', items: { type: 'string' } },
     },
   },
   StreamAnswer: {
@@ -788,6 +866,42 @@ export function openApiDocument(): Record<string, unknown> {
           responses: {
             200: { description: 'live again', ...(json(ref('StreamAnswer')) as object) },
             404: errorResponse('the stream is not draining'),
+            501: errorResponse('fleet mode: not available'),
+          },
+        },
+      },
+      '/v1/streams/{port}/routes': {
+        parameters: [portParameter],
+        post: {
+          summary:
+            "Add one route by TLS server name; a port without a stream is made with that route alone (answered once live). Other routes' sessions go on",
+          requestBody: { required: true, ...(json(ref('RouteInput')) as object) },
+          responses: {
+            200: { description: 'added', ...(json(ref('StreamAnswer')) as object) },
+            201: { description: 'the port was made with this route', ...(json(ref('StreamAnswer')) as object) },
+            400: errorResponse('invalid route (the bad value named), or more than the routes a port takes'),
+            409: errorResponse('the port has a plain stream or a range, or already routes that name'),
+            501: errorResponse('fleet mode: not available'),
+          },
+        },
+      },
+      '/v1/streams/{port}/routes/{route}': {
+        parameters: [
+          portParameter,
+          {
+            name: 'route',
+            in: 'path',
+            required: true,
+            description: 'the server name of the route, @default or @no-tls',
+            schema: { type: 'string' },
+          },
+        ],
+        delete: {
+          summary: 'Remove one route; the last one removes the port. Sessions already routed go on',
+          responses: {
+            200: { description: 'removed', ...(json(ref('RouteRemoved')) as object) },
+            400: errorResponse('not a server name'),
+            404: errorResponse('no stream, or no such route'),
             501: errorResponse('fleet mode: not available'),
           },
         },

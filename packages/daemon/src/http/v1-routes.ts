@@ -6,18 +6,25 @@
 import {
   ConductorError,
   DEFAULT_DRAIN_MS,
+  DEFAULT_ROUTE_ID,
   describeBackends,
   ErrorCode,
   formatPorts,
   isRangeText,
+  NO_TLS_ROUTE_ID,
   parseDuration,
   parseLabelSelector,
   parsePort,
   parsePortSpan,
+  parseRoute,
+  parseServerName,
   parseStreamInput,
   portsOf,
+  type RouteSpec,
+  routeId,
   type StreamSpec,
   type StreamView,
+  simpleSpec,
 } from '@stream-conductor/shared';
 import { type Request, Router } from 'express';
 import { type Observatory, withBackendCheck } from '../observe/observatory.js';
@@ -83,6 +90,11 @@ function refuseSilentShrink(
       hint: `to replace the range, PUT /v1/streams/${range} (or give "portEnd": ${current.portEnd}); to shrink it to one port, say so: "port": "${spec.port}-${spec.port}"`,
     },
   );
+}
+
+/** What withBackendCheck needs to probe one route's backends. */
+function routeProbeSpec(port: number, route: RouteSpec): StreamSpec {
+  return { ...simpleSpec(port, route.backends[0]?.address ?? '127.0.0.1:1'), backends: route.backends };
 }
 
 export function v1Router(
@@ -238,6 +250,32 @@ export function v1Router(
       () => conductor.remove(port, { killSessions }),
     );
     res.json({ port, ...(portEnd === undefined ? {} : { portEnd }), warnings });
+  });
+
+  // Routes by TLS server name: one route added (the port made when it has no stream) or removed
+  // (the last one takes the port). The route's id in the path: its name, @default or @no-tls.
+  router.post('/streams/:port/routes', async (req: Request<{ port: string }>, res) => {
+    const port = portParam(req);
+    const route = parseRoute(object(req.body), 'route', { port });
+    const id = routeId(route);
+    const result = await audited(
+      req,
+      res,
+      { action: 'route-add', ports: [port], detail: `${id} to ${describeBackends(route.backends)}` },
+      // The new route's backends are probed, as a create probes a stream's.
+      () => withBackendCheck(observatory, routeProbeSpec(port, route), () => conductor.addRoute(port, route)),
+    );
+    res.status(result.change === 'created' ? 201 : 200).json(result);
+  });
+
+  router.delete('/streams/:port/routes/:route', async (req: Request<{ port: string; route: string }>, res) => {
+    const port = portParam(req);
+    const given = req.params.route;
+    const id = given === DEFAULT_ROUTE_ID || given === NO_TLS_ROUTE_ID ? given : parseServerName(given, 'route');
+    const answer = await audited(req, res, { action: 'route-remove', ports: [port], detail: id }, () =>
+      conductor.removeRoute(port, id),
+    );
+    res.json({ port, route: id, ...answer });
   });
 
   router.get('/free-port', async (_req, res) => {

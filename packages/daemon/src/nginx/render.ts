@@ -20,6 +20,7 @@ import {
   type StreamRecord,
   type StreamSpec,
   simpleSpec,
+  usesTls,
 } from '@stream-conductor/shared';
 import { ACCESS_LOG_FORMAT, ACCESS_LOG_FORMAT_NAME } from './access-log.js';
 
@@ -108,6 +109,10 @@ export function renderStreamFile(record: StreamRecord, options: StreamRenderOpti
   if (record.portEnd !== undefined)
     lines.push(`# Ports ${formatPorts(record)}: one server per port, each to its backends' port shifted as far.`);
   lines.push(...limitZones(record));
+  if (record.routes !== undefined) {
+    lines.push(...renderRoutes(record, options), '');
+    return lines.join('\n');
+  }
   // A range is one server block per port (nginx has no port arithmetic, and a variable in
   // proxy_pass would need a resolver for a backend name): see BENCHMARKS.md, port ranges.
   for (const each of portsOf(record)) {
@@ -125,7 +130,6 @@ function renderServer(
   backends: BackendSpec[],
   options: StreamRenderOptions,
 ): string[] {
-  const listenAddress = record.listenAddress ?? options.listenAddress;
   const lines: string[] = [];
   if (needsUpstream(record)) {
     lines.push(`upstream ${upstreamName(port)} {`);
@@ -138,6 +142,83 @@ function renderServer(
     lines.push('}');
   }
   lines.push('server {');
+  lines.push(...renderServerBody(record, port, backends, options));
+  lines.push(`    proxy_pass ${needsUpstream(record) ? upstreamName(port) : (backends[0] as BackendSpec).address};`);
+  lines.push('}');
+  return lines;
+}
+
+/** The upstream block of one route of a port that routes by server name. */
+function renderRouteUpstream(record: StreamRecord, name: string, backends: BackendSpec[]): string[] {
+  const lines = [`upstream ${name} {`];
+  if (record.balance === 'least-conn') lines.push('    least_conn;');
+  if (record.balance === 'hash-ip') lines.push('    hash $remote_addr consistent;');
+  for (const backend of backends) {
+    const address = parseBackend(backend.address).address;
+    const weight = backend.weight === undefined ? '' : ` weight=${integer(backend.weight, 1, 1000)}`;
+    lines.push(`    server ${address}${weight}${backend.backup ? ' backup' : ''};`);
+  }
+  lines.push('}');
+  return lines;
+}
+
+/** A server name as a map key: checked again (lowercase labels, an optional leading *.). */
+function mapName(name: string | undefined): string {
+  if (name === undefined || !/^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(name) || name.includes('..'))
+    throw new Error(`refusing to render server name ${JSON.stringify(name)}`);
+  return name;
+}
+
+/**
+ * A port that routes by server name (see shared/sni.ts): nginx reads the TLS hello (ssl_preread),
+ * a map on the name picks a route's upstream (exact, then the longest leading wildcard, then the
+ * default), a second map on the protocol sends a client that sent no hello to the no-tls route.
+ * proxy_pass names an upstream block of this file, so nginx never resolves a name. A name that
+ * matches nothing with no default route goes to an upstream whose one server is down: nginx
+ * closes the connection ("no live upstreams").
+ */
+function renderRoutes(record: StreamRecord, options: StreamRenderOptions): string[] {
+  const port = record.port;
+  if (record.protocol !== 'tcp' || record.portEnd !== undefined || usesTls(record))
+    throw new Error(`refusing to render routes on stream ${port}`);
+  const routes = record.routes ?? [];
+  if (routes.length === 0) throw new Error(`stream ${port} has no route`);
+  const base = upstreamName(port);
+  const lines: string[] = [];
+  const none = `${base}_none`;
+  lines.push(`upstream ${none} {`, '    server 127.0.0.1:1 down;', '}');
+  let fallback = none;
+  let noTls: string | undefined;
+  const names: string[] = [];
+  for (const [index, route] of routes.entries()) {
+    const upstream = `${base}_r${index}`;
+    if (route.backends.length === 0) throw new Error(`stream ${port}: a route has no backend`);
+    lines.push(...renderRouteUpstream(record, upstream, route.backends));
+    if (route.kind === 'default') fallback = upstream;
+    else if (route.kind === 'no-tls') noTls = upstream;
+    else names.push(`    ${mapName(route.name)} ${upstream};`);
+  }
+  const byName = `$${base}_sni`;
+  lines.push(`map $ssl_preread_server_name ${byName} {`, '    hostnames;', ...names, `    default ${fallback};`, '}');
+  lines.push(`map $ssl_preread_protocol $${base}_route {`);
+  lines.push(`    "" ${noTls ?? fallback};`, `    default ${byName};`, '}');
+  lines.push('server {');
+  lines.push(...renderServerBody(record, port, record.backends, options));
+  lines.push('    ssl_preread on;');
+  lines.push(`    proxy_pass $${base}_route;`);
+  lines.push('}');
+  return lines;
+}
+
+/** What a server block says besides its proxy_pass: listen, TLS, allow, timeouts, limits, buffers, log. */
+function renderServerBody(
+  record: StreamRecord,
+  port: number,
+  backends: BackendSpec[],
+  options: StreamRenderOptions,
+): string[] {
+  const listenAddress = record.listenAddress ?? options.listenAddress;
+  const lines: string[] = [];
   for (const protocol of protocolsOf(record)) {
     const ssl = protocol === 'tcp' && record.tlsCert !== undefined ? ' ssl' : '';
     lines.push(`    listen ${renderListen(port, listenAddress)}${protocol === 'udp' ? ' udp' : ''}${ssl};`);
@@ -173,8 +254,6 @@ function renderServer(
   }
   if (options.accessLog !== undefined)
     lines.push(`    access_log ${nginxPath(options.accessLog)} ${ACCESS_LOG_FORMAT_NAME};`);
-  lines.push(`    proxy_pass ${needsUpstream(record) ? upstreamName(port) : (backends[0] as BackendSpec).address};`);
-  lines.push('}');
   return lines;
 }
 

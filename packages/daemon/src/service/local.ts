@@ -23,6 +23,8 @@ import {
   type PortRange,
   portsOf,
   protocolsOf,
+  type RouteSpec,
+  routeBackends,
   type StreamRecord,
   type StreamSpec,
   type StreamView,
@@ -40,7 +42,7 @@ import { createOnFreePort, firstFreePort, type PortSearch } from './free-port.js
 import { adoptOldFiles } from './migrate.js';
 import { Placement, type ServiceInstance } from './placement.js';
 import { checkSpan, coveringEntry, refuseRangePart } from './ranges.js';
-import { renewedSpec, specOf, stampRecord, viewOf } from './records.js';
+import { renewedSpec, specOf, stampRecord, viewOf, withoutRoute, withRoute } from './records.js';
 import { type ListFilter, matchesFilter, type StreamService } from './service.js';
 import { daemonStatus } from './status.js';
 import { restoreCopies, TlsCopies, TlsRenewals } from './stream-tls.js';
@@ -415,6 +417,66 @@ export class Conductor implements StreamService {
         throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
       try {
         return await this.put(renewedSpec(entry.record, expiresAt), entry.record);
+      } catch (error) {
+        const changed = this.entry(port)?.record;
+        const raced =
+          error instanceof ConductorError &&
+          error.code === ErrorCode.Conflict &&
+          (changed === undefined || !sameSpec(changed, entry.record));
+        if (!raced || attempt >= 5) throw error;
+      }
+    }
+  }
+
+  async addRoute(port: number, route: RouteSpec): Promise<CreateResult> {
+    // As renew: the put holds only while the port keeps the definition read here (a route added
+    // or removed at the same moment is kept, and this one added to its result).
+    for (let attempt = 1; ; attempt += 1) {
+      const entry = this.entry(port);
+      if (this.parked.has(port))
+        throw new ConductorError(
+          ErrorCode.Conflict,
+          `port ${port} has a stream that is not running: fix or remove it first`,
+        );
+      try {
+        if (!entry) {
+          const spec: StreamSpec = {
+            port,
+            protocol: 'tcp',
+            backends: routeBackends([route]),
+            balance: 'round-robin',
+            allow: [],
+            proxyProtocol: false,
+            labels: {},
+            routes: [route],
+          };
+          return await this.create(spec);
+        }
+        return await this.put(withRoute(entry.record, route, port), entry.record);
+      } catch (error) {
+        const changed = this.entry(port)?.record;
+        const raced =
+          error instanceof ConductorError &&
+          (error.code === ErrorCode.Conflict || error.code === ErrorCode.StreamExists) &&
+          (entry === undefined ? changed !== undefined : changed === undefined || !sameSpec(changed, entry.record));
+        if (!raced || attempt >= 5) throw error;
+      }
+    }
+  }
+
+  async removeRoute(
+    port: number,
+    id: string,
+  ): Promise<{ removed: 'route' | 'stream'; result?: CreateResult; warnings: string[] }> {
+    for (let attempt = 1; ; attempt += 1) {
+      const entry = this.entry(port);
+      if (!entry || this.parked.has(port))
+        throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+      const rest = withoutRoute(entry.record, id, port);
+      try {
+        if (rest === undefined) return { removed: 'stream', ...(await this.remove(port)) };
+        const result = await this.put(rest, entry.record);
+        return { removed: 'route', result, warnings: result.warnings ?? [] };
       } catch (error) {
         const changed = this.entry(port)?.record;
         const raced =

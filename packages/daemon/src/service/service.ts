@@ -9,6 +9,7 @@ import type {
   ApplyResult,
   CreateResult,
   DaemonStatus,
+  RouteSpec,
   StreamSpec,
   StreamView,
 } from '@stream-conductor/shared';
@@ -22,6 +23,16 @@ export interface StreamService {
   drain(port: number, timeoutMs: number): Promise<StreamView>;
   /** The drain is called off: the port takes connections again. */
   undrain(port: number): Promise<CreateResult>;
+  /**
+   * Adds a route by server name to `port` (creating the port with that route alone when it has no
+   * stream); 409 when the port has a plain stream or the route's name already.
+   */
+  addRoute(port: number, route: RouteSpec): Promise<CreateResult>;
+  /** Removes one route (routeId: a name, @default or @no-tls); the last one takes the port with it. */
+  removeRoute(
+    port: number,
+    id: string,
+  ): Promise<{ removed: 'route' | 'stream'; result?: CreateResult; warnings: string[] }>;
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan;
   apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult>;
   freePort(): Promise<number | undefined>;
