@@ -94,12 +94,9 @@ const tlsMaterial = {
   additionalProperties: false,
   required: ['id', 'certificates'],
   description:
-    "set by the daemon: its checked copies of the stream's TLS files (what nginx reads) and their certificates",
+    "set by the daemon: the certificates of its checked copies of the stream's TLS files (what nginx reads). Where the copies are is not shown",
   properties: {
-    id: { type: 'string' },
-    cert: { type: 'string' },
-    key: { type: 'string' },
-    ca: { type: 'string' },
+    id: { type: 'string', description: "a digest of the files' content: a new one whenever any of them changes" },
     certificates: { type: 'array', items: certificateFacts },
   },
 };

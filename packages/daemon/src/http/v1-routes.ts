@@ -31,6 +31,7 @@ import { type Observatory, withBackendCheck } from '../observe/observatory.js';
 import { noFreePort } from '../service/free-port.js';
 import type { StreamService } from '../service/service.js';
 import type { Audited } from './audit.js';
+import { withoutCopyPaths } from './copy-paths.js';
 import { openApiDocument } from './openapi.js';
 
 function portParam(req: Request<{ port: string }>): number {
@@ -104,6 +105,11 @@ export function v1Router(
   observatory: Observatory | undefined,
 ): Router {
   const router = Router();
+  router.use((_req, res, next) => {
+    const json = res.json.bind(res);
+    res.json = (body: unknown) => json(withoutCopyPaths(body));
+    next();
+  });
 
   /**
    * The port of the path: a port (a port inside a range finds the range), or a range written

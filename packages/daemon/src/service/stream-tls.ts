@@ -27,7 +27,7 @@ import {
   utimes,
   writeFile,
 } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import {
   type CertificateFacts,
   ConductorError,
@@ -237,11 +237,11 @@ export async function restoreCopies(record: StreamRecord, dir: string, now: Date
     const path = material[part];
     if (path === undefined) continue;
     const content = await readFile(path).catch(() => undefined);
-    if (content === undefined) missing ??= `its TLS copy ${path} is missing`;
+    if (content === undefined) missing ??= `its TLS copy stream-tls/${basename(path)} is missing`;
     else contents[part] = content;
   }
   if (missing === undefined && contentsId(contents) === material.id) return undefined;
-  missing ??= `its TLS copies under ${dir} do not hold what they were made from`;
+  missing ??= 'its TLS copies in stream-tls/ do not hold what they were made from';
   const { tlsMaterial: _copies, ...spec } = record;
   let checked: CheckedFiles;
   try {
