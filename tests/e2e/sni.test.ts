@@ -26,7 +26,8 @@ import { type Certs, makeCerts, signCertificate } from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, untilOutput } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, exchange } from '../helpers/net.js';
+import { EtcdCluster } from '../helpers/etcd.js';
+import { EchoBackend, exchange, listeningPorts } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { snapshot } from '../helpers/state.js';
@@ -325,6 +326,53 @@ describe('routing by server name', () => {
   }, 120_000);
 });
 
+describe('a declarative file with routes', () => {
+  it('applies routes, shows a changed route in diff, and applies the change', async () => {
+    const listen = port();
+    const file = join(dir, 'routes.yaml');
+    const write = (fallback: string): Promise<void> =>
+      writeFile(
+        file,
+        [
+          'streams:',
+          `  - port: ${listen}`,
+          '    routes:',
+          `      - { sni: "git.example.com", backend: "${at('git')}" }`,
+          `      - { default: true, backend: "${at(fallback)}" }`,
+          '',
+        ].join('\n'),
+      );
+    await write('fallback');
+    expect((await runCli(['apply', '-f', file], env)).code).toBe(0);
+    expect(await whoAnswers(listen, 'git.example.com')).toBe('git');
+    expect(await whoAnswers(listen, 'x.example.com')).toBe('fallback');
+    const same = await runCli(['diff', '-f', file], env);
+    expect([same.code, same.stdout]).toEqual([0, '']);
+    await write('other');
+    const diff = await runCli(['diff', '-f', file, '--no-color'], env);
+    expect(diff.code).toBe(1);
+    expect(diff.stdout).toBe(
+      [
+        `~ ${listen}`,
+        `    backends: git.example.com -> ${at('git')}; (default) -> ${at('fallback')} -> git.example.com -> ${at('git')}; (default) -> ${at('other')}`,
+        '',
+      ].join('\n'),
+    );
+    expect((await runCli(['apply', '-f', file], env)).code).toBe(0);
+    expect(await whoAnswers(listen, 'x.example.com')).toBe('other');
+    expect(await whoAnswers(listen, 'git.example.com')).toBe('git');
+    expect((await daemon.request('DELETE', `/v1/streams/${listen}`)).status).toBe(200);
+  }, 60_000);
+
+  it('completes the route flags of create and rm', async () => {
+    const { stdout } = await run('bash', [
+      '-c',
+      `source <(node ${join(process.cwd(), 'packages/cli/bin/conductor.cjs')} completion bash); COMP_WORDS=(conductor rm 1 --s); COMP_CWORD=3; _conductor; printf '%s\\n' "\${COMPREPLY[@]}"`,
+    ]);
+    expect(stdout.split('\n')).toEqual(expect.arrayContaining(['--sni', '--sni-default']));
+  });
+});
+
 describe('SSH and HTTPS on one port', () => {
   let sshd: ChildProcess | undefined;
   let sshPort: number;
@@ -445,4 +493,47 @@ describe('the legacy API and a port with routes', () => {
     expect(await snapshot(daemon)).toEqual(before);
     expect(await whoAnswers(listen, 'git.example.com')).toBe('git');
   }, 30_000);
+});
+
+describe('fleet mode', () => {
+  it('refuses routes (501 NOT_SUPPORTED) in create, PUT, apply and the route calls, with nothing written', async () => {
+    const etcd = await EtcdCluster.start(await daemons.dir(), 1);
+    daemons.beforeRemoving(() => etcd.stop());
+    const start = await freePortBlock(5);
+    {
+      const host = await daemons.start({
+        rangeStart: start,
+        rangeSize: 4,
+        apiPort: start + 4,
+        env: {
+          CONDUCTOR_STORE: `etcd://${etcd.endpoints}`,
+          CONDUCTOR_ETCD_PREFIX: `/sc-sni-${start}/`,
+          CONDUCTOR_HOST_ID: 'h',
+        },
+      });
+      const routes = [{ sni: 'git.example.com', backend: at('git') }];
+      const calls: Array<[string, string, unknown]> = [
+        ['POST', '/v1/streams', { port: start, routes }],
+        ['PUT', `/v1/streams/${start}`, { routes }],
+        ['POST', '/v1/apply', { streams: [{ port: start, routes }] }],
+        ['POST', `/v1/streams/${start}/routes`, routes[0]],
+        ['DELETE', `/v1/streams/${start}/routes/git.example.com`, undefined],
+      ];
+      for (const [method, path, body] of calls) {
+        const answer = await host.request(method, path, body);
+        expect([path, answer.status, (answer.json as { error?: { code: string; message: string } }).error]).toEqual([
+          path,
+          501,
+          {
+            code: 'NOT_SUPPORTED',
+            message: expect.stringContaining('not available in fleet mode'),
+            hint: expect.any(String),
+          },
+        ]);
+      }
+      expect(((await host.get('/v1/streams')).json as { streams: unknown[] }).streams).toEqual([]);
+      expect([...(await listeningPorts())].filter((each) => each >= start && each < start + 4)).toEqual([]);
+      await host.stop();
+    }
+  }, 60_000);
 });
