@@ -212,3 +212,42 @@ describe('a port range in fleet mode, on two hosts', () => {
     expect(await streamsOf(0)).toEqual([]);
   });
 });
+
+describe('a range and a stream on one of its ports, asked of two hosts at the same time', () => {
+  it('never are both taken: every host ends up serving exactly the one the fleet lists', async () => {
+    const T = P + 6;
+    for (let round = 0; round < 10; round += 1) {
+      const [range, single] = await Promise.all([
+        host(round % 2).request('POST', '/v1/streams', { port: `${T}-${T + 4}`, backend: `127.0.0.1:${B}` }),
+        host((round + 1) % 2).request('POST', '/v1/streams', { port: T + 2, backend: '127.0.0.1:1' }),
+      ]);
+      // The bodies ride along, so that a failure shows what was said.
+      expect([range?.status, single?.status, range?.json, single?.json]).not.toMatchObject([201, 201]);
+      const rangeWon = range?.status === 201;
+      const singleWon = single?.status === 201;
+      const ports = rangeWon ? span(T, T + 4) : singleWon ? [T + 2] : [];
+      const listed = rangeWon ? [[T, T + 4]] : singleWon ? [[T + 2, undefined]] : [];
+      await eventually(
+        async () => [
+          await listening(span(T, T + 4)),
+          ...(await Promise.all([0, 1].map(async (i) => (await streamsOf(i)).filter((one) => one.port >= T)))),
+        ],
+        ([held, ...lists]) =>
+          JSON.stringify(held) === JSON.stringify([ports, ports]) &&
+          lists.every(
+            (list) =>
+              JSON.stringify((list as StreamView[]).map((one) => [one.port, one.portEnd])) === JSON.stringify(listed) &&
+              (list as StreamView[]).every((one) => one.hosts?.every((entry) => entry.state === 'live')),
+          ),
+        15_000,
+      );
+      if (rangeWon || singleWon)
+        expect((await host(0).request('DELETE', `/v1/streams/${rangeWon ? T : T + 2}`)).status).toBe(200);
+      await eventually(
+        async () => (await listening(span(T, T + 4))).flat(),
+        (held) => held.length === 0,
+        15_000,
+      );
+    }
+  });
+});

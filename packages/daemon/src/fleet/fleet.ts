@@ -158,7 +158,30 @@ export class FleetConductor implements StreamService {
     next: StreamRecord | null,
     options: { killSessions?: boolean } = {},
   ): Promise<string[]> {
-    return this.writes.write([{ port, current, next }], { kind: 'one', ...options });
+    return this.writes.write([{ port, current, next }], { kind: 'one', ...options }, () =>
+      this.admitSpans(next ? [next] : []),
+    );
+  }
+
+  /**
+   * Once a write's own keys hold it as pending: refuses it when another stream of the fleet,
+   * standing or pending, shares a port with it. Each port's key guards only that port, so a range
+   * and a stream on one of its ports written at once through two hosts would both pass the check
+   * before step 1; whichever checks here second sees the other pending (both may be refused,
+   * never both taken).
+   */
+  private async admitSpans(specs: StreamSpec[]): Promise<void> {
+    if (specs.length === 0) return;
+    await this.writes.readStreams();
+    const own = new Set(specs.map((spec) => spec.port));
+    const held: Array<{ record: StreamRecord }> = [];
+    for (const [port, desired] of this.cache.desired) {
+      if (own.has(port)) continue;
+      const standing = this.cache.effective(port);
+      if (standing) held.push({ record: standing });
+      if (desired.pending && !desired.pending.remove) held.push({ record: desired.record });
+    }
+    for (const spec of specs) checkSpan(spec, this.options.portRange, held);
   }
 
   private answer(
@@ -333,7 +356,9 @@ export class FleetConductor implements StreamService {
         : null;
       return { port, current, next };
     });
-    const warnings = await this.writes.write(writes, { kind: 'set' });
+    const warnings = await this.writes.write(writes, { kind: 'set' }, () =>
+      this.admitSpans(writes.flatMap(({ next }) => (next ? [next] : []))),
+    );
     return { dryRun: false, applied: true, plan, warnings };
   }
 

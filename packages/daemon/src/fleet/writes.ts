@@ -215,11 +215,12 @@ export class FleetWrites {
   }
 
   /**
-   * Writes `writes` in the three steps (see the top of the file). Resolves with the local warnings
+   * Writes `writes` in the three steps (see the top of the file); `admit`, after step 1, may refuse
+   * it as this host's own refusal would. Resolves with the local warnings
    * once the change is live here and committed; rejects with this host's refusal (the fleet
    * unchanged), a conflict, or 503.
    */
-  async write(writes: PortWrite[], how: WriteKind): Promise<string[]> {
+  async write(writes: PortWrite[], how: WriteKind, admit?: () => Promise<void>): Promise<string[]> {
     const wording = wordingOf(how.kind, writes[0]?.port ?? 0);
     const leases = await this.leasesFor(writes);
     const ports: Writing[] = writes.map((write, i) => ({
@@ -233,6 +234,8 @@ export class FleetWrites {
     for (const port of ports) this.options.convergence.hold(port.port, port.next);
     let warnings: string[];
     try {
+      // What only the fleet's state with this write pending can refuse (see FleetConductor.admitSpans).
+      await admit?.();
       warnings = await this.applyHere(ports, how);
     } catch (refusal) {
       // Step 3, refused: the state before goes back on every port nobody changed since (a port
