@@ -31,6 +31,7 @@ import { EchoBackend, exchange, listeningPorts } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { snapshot } from '../helpers/state.js';
+import { eventually } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 
@@ -172,6 +173,12 @@ describe('routing by server name', () => {
     expect(await whoAnswers(listen, 'git.example.com')).toBe('git');
     expect(await whoAnswers(listen, 'nothing.example.com')).toBe('closed');
     expect(await whoAnswers(listen, undefined)).toBe('closed');
+    // The port's traffic counts every session: one served, two closed for want of a route.
+    const stats = await eventually(
+      async () => (await daemon.get(`/v1/streams/${listen}?stats=1`)).json as { stream: StreamView },
+      (answer) => (answer.stream.stats?.sessions ?? 0) >= 3,
+    );
+    expect(stats.stream.stats).toMatchObject({ sessions: 3, failedSessions: 2 });
     // The CLI adds a wildcard route to the same port; it answers at once.
     expect((await runCli(['create', String(listen), '--sni', '*.db.example.com', at('db')], env)).code).toBe(0);
     expect(await whoAnswers(listen, 'a.db.example.com')).toBe('db');
