@@ -14,6 +14,7 @@ import {
   type DaemonStatus,
   ErrorCode,
   httpStatusFor,
+  type RouteSpec,
   type StreamSpec,
   type StreamView,
 } from '@stream-conductor/shared';
@@ -96,11 +97,11 @@ class FakeService implements StreamService {
   undrain(port: number): Promise<CreateResult> {
     return this.change(['undrain', port], () => ({ stream: view({ port }), warnings: [], change: 'replaced' }));
   }
-  addRoute(port: number): Promise<CreateResult> {
-    return this.change(['addRoute', port], () => ({ stream: view({ port }), warnings: [], change: 'replaced' }));
+  addRoute(port: number, route: RouteSpec): Promise<CreateResult> {
+    return this.change(['addRoute', port, route], () => ({ stream: view({ port }), warnings: [], change: 'replaced' }));
   }
-  removeRoute(port: number): Promise<{ removed: 'route'; warnings: string[] }> {
-    return this.change(['removeRoute', port], () => ({ removed: 'route' as const, warnings: [] }));
+  removeRoute(port: number, id: string): Promise<{ removed: 'route'; warnings: string[] }> {
+    return this.change(['removeRoute', port, id], () => ({ removed: 'route' as const, warnings: [] }));
   }
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan {
     this.calls.push(['plan', specs, prune]);
@@ -242,6 +243,33 @@ describe('status codes of the v1 API', () => {
     expect(legacy.status).toBe(404);
     expect(legacy.text).toMatch(/^\{"result": "error", "errors": "no such legacy call: the paths are \/status, /);
     expect(service.calls).toEqual([]);
+  });
+});
+
+describe('routes by server name', () => {
+  it('passes a parsed route to addRoute and a route id to removeRoute; a bad one reaches no service call', async () => {
+    const { request, service } = await harness();
+    const added = await request('POST', '/v1/streams/9000/routes', {
+      body: { sni: 'Git.Example.com', backend: BACKEND },
+    });
+    expect(added.status).toBe(200);
+    const removed = await request('DELETE', '/v1/streams/9000/routes/@default');
+    expect([removed.status, removed.json]).toEqual([
+      200,
+      { port: 9000, route: '@default', removed: 'route', warnings: [] },
+    ]);
+    expect((await request('DELETE', '/v1/streams/9000/routes/*.db.example.com')).status).toBe(200);
+    const bad = await request('POST', '/v1/streams/9000/routes', { body: { sni: 'a.*.b', backend: BACKEND } });
+    expect([bad.status, (bad.json as { error: { message: string } }).error.message]).toEqual([
+      400,
+      'route.sni: "a.*.b": * may only be the whole first label (*.example.com)',
+    ]);
+    expect((await request('DELETE', '/v1/streams/9000/routes/10.0.0.1')).status).toBe(400);
+    expect(service.calls).toEqual([
+      ['addRoute', 9000, { kind: 'name', name: 'git.example.com', backends: [{ address: BACKEND }] }],
+      ['removeRoute', 9000, '@default'],
+      ['removeRoute', 9000, '*.db.example.com'],
+    ]);
   });
 });
 
