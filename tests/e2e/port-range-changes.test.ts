@@ -164,6 +164,32 @@ describe('replacing a range by PUT', () => {
     for (const port of [first(), first() + 2, last()]) expect(await roundTrip(port, 's')).toBe(`a${port}:s`);
   });
 
+  it('apply listing the first port alone is refused 409 like PUT (also as a dry run), nothing changed; naming the ports applies', async () => {
+    const before = await snapshot(daemon);
+    const alone = { port: first(), backend: `127.0.0.2:${first()}`, description: 'alone' };
+    for (const dryRun of [false, true]) {
+      const applied = await daemon.request('POST', '/v1/apply', { streams: [alone], dryRun });
+      expect([dryRun, applied.status]).toEqual([dryRun, 409]);
+      api.check('/v1/apply', 'post', 409, applied.json);
+      const error = (applied.json as { error: { code: string; message: string; hint: string } }).error;
+      expect(error.code).toBe('CONFLICT');
+      expect(error.message).toContain(`the first port of the range ${first()}-${last()}`);
+      expect(error.hint).toContain(`"port": "${first()}-${first()}"`);
+    }
+    expect(await snapshot(daemon)).toEqual(before);
+    for (const port of [first(), first() + 2, last()]) expect(await roundTrip(port, 'p')).toBe(`a${port}:p`);
+    // Naming the ports, as a range or by portEnd, applies.
+    for (const named of [
+      { port: `${first()}-${last()}`, backend: '127.0.0.2', description: 'applied' },
+      { port: first(), portEnd: last(), backend: '127.0.0.2', description: 'applied again' },
+    ]) {
+      const applied = await daemon.request('POST', '/v1/apply', { streams: [named] });
+      expect(applied.status).toBe(200);
+      expect(await view()).toMatchObject({ port: first(), portEnd: last(), description: named.description });
+    }
+    for (const port of [first(), last()]) expect(await roundTrip(port, 'q')).toBe(`a${port}:q`);
+  });
+
   it('PUT on the first port naming the range by portEnd replaces it; "N-N" shrinks it to one port', async () => {
     const kept = await daemon.request('PUT', `/v1/streams/${first()}`, {
       port: first(),

@@ -109,7 +109,7 @@ export class Convergence {
     const before = local.get(port);
     if (before?.state !== 'live' || !sameDefinition(before, target)) {
       try {
-        warnings = (await local.put(withoutCopies(specOf(target)))).warnings;
+        warnings = (await local.put(withoutCopies(specOf(target)), undefined, true)).warnings;
       } catch (error) {
         this.failures.set(port, message(error));
         await this.report(port, { state: 'failed', reason: message(error), revision });

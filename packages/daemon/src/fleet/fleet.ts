@@ -14,6 +14,7 @@
  * reports what it applied. Without etcd a host keeps serving what it has, refuses changes (503),
  * says so in its status, expires streams itself, and converges to the full set once etcd answers.
  */
+
 import {
   type ApplyPlan,
   type ApplyResult,
@@ -32,6 +33,7 @@ import {
   sameSpec,
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
+import { refuseSilentShrink } from '../nginx/pipeline/admission.js';
 import { checkStreamSet, planApply } from '../service/apply.js';
 import { createOnFreePort, firstFreePort } from '../service/free-port.js';
 import { checkSpan, refuseRangePart } from '../service/ranges.js';
@@ -224,11 +226,12 @@ export class FleetConductor implements StreamService {
     return this.answer(spec.port, warnings, 'created', record);
   }
 
-  async put(spec: StreamSpec): Promise<CreateResult> {
+  async put(spec: StreamSpec, _ifSpec?: undefined, spanNamed = false): Promise<CreateResult> {
     refuseRoutesInFleet([spec]);
     await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
     const standing = this.writes.standing(current);
+    refuseSilentShrink(standing ?? undefined, spec, spanNamed);
     if (standing && !current?.pending && sameSpec(standing, spec)) {
       const warnings = await this.convergence.converge(spec.port);
       return this.answer(spec.port, warnings, 'unchanged', standing);
@@ -329,7 +332,10 @@ export class FleetConductor implements StreamService {
    * writes the whole plan as pending (it holds only if no port of it changed since the read), one
    * all-or-nothing apply on this host, one transaction commits it all (or puts it all back).
    */
-  async apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+  async apply(
+    specs: StreamSpec[],
+    options: { prune: boolean; dryRun: boolean; spanNamed?: ReadonlySet<number> },
+  ): Promise<ApplyResult> {
     refuseRoutesInFleet(specs);
     checkStreamSet(specs, (port) => assertPortInRange(port, this.options.portRange));
     this.requireConnected();
@@ -339,7 +345,11 @@ export class FleetConductor implements StreamService {
     // Each port of a changed stream free of the fleet's other streams, as on a single host.
     const unchanged = new Set(plan.unchanged);
     const standing = this.cache.effectiveStreams();
-    for (const spec of specs) if (!unchanged.has(spec.port)) checkSpan(spec, this.options.portRange, standing);
+    for (const spec of specs) {
+      if (unchanged.has(spec.port)) continue;
+      checkSpan(spec, this.options.portRange, standing);
+      refuseSilentShrink(this.cache.effective(spec.port), spec, options.spanNamed?.has(spec.port) === true);
+    }
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
     const ports = [...plan.create, ...plan.update, ...plan.delete];
     if (ports.length === 0) return { dryRun: false, applied: true, plan, warnings: [] };

@@ -10,7 +10,8 @@ export interface LocalService {
   close(): Promise<void>;
   list(): StreamView[];
   get(port: number): StreamView | undefined;
-  put(spec: StreamSpec): Promise<CreateResult>;
+  /** spanNamed: the definition is the fleet's, whatever its ports (see refuseSilentShrink). */
+  put(spec: StreamSpec, ifSpec?: undefined, spanNamed?: boolean): Promise<CreateResult>;
   remove(port: number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
   /** All or nothing: puts and deletes in one verified apply; answers the warnings. */
   applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]>;

@@ -939,7 +939,9 @@ export function openApiDocument(): Record<string, unknown> {
           responses: {
             200: { description: 'the plan, and whether it was applied', ...(json(ref('ApplyResult')) as object) },
             400: errorResponse('invalid input'),
-            409: errorResponse('a port is in use'),
+            409: errorResponse(
+              "a port is in use, or an entry lists a range's first port alone (name the ports to replace or shrink the range)",
+            ),
             422: errorResponse('nginx refused the configuration; nothing was changed'),
           },
         },

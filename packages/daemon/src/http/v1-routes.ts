@@ -67,30 +67,12 @@ function labelSelectors(value: unknown): Array<[string, string]> {
 const describe = (spec: StreamSpec): string =>
   `${spec.portEnd === undefined ? '' : `ports ${formatPorts(spec)} to `}${describeBackends(spec.backends)}`;
 
-/**
- * A PUT on a range's first port whose body names no span (a single port, no portEnd) would turn the
- * range into that one port and close all the others: refused unless the path or the body names the
- * ports (PUT /v1/streams/FIRST-LAST, "portEnd", or "port": "FIRST-LAST", which may be "N-N").
- */
-function refuseSilentShrink(
-  conductor: StreamService,
-  spec: StreamSpec,
-  body: Record<string, unknown>,
-  pathIsRange: boolean,
-): void {
-  if (pathIsRange || spec.portEnd !== undefined) return;
-  if (body.portEnd !== undefined && body.portEnd !== null) return;
-  if (typeof body.port === 'string' && isRangeText(body.port)) return;
-  const current = conductor.get(spec.port);
-  if (current?.port !== spec.port || current.portEnd === undefined) return;
-  const range = formatPorts(current);
-  throw new ConductorError(
-    ErrorCode.Conflict,
-    `port ${spec.port} is the first port of the range ${range}: this body would make it the single port ${spec.port} and close the others`,
-    {
-      hint: `to replace the range, PUT /v1/streams/${range} (or give "portEnd": ${current.portEnd}); to shrink it to one port, say so: "port": "${spec.port}-${spec.port}"`,
-    },
-  );
+/** Whether a PUT or apply entry names its ports (a range in the path or body, or portEnd). */
+function namesSpan(body: unknown, pathIsRange = false): boolean {
+  if (pathIsRange) return true;
+  if (typeof body !== 'object' || body === null) return false;
+  const { port, portEnd } = body as { port?: unknown; portEnd?: unknown };
+  return (portEnd !== undefined && portEnd !== null) || (typeof port === 'string' && isRangeText(port));
 }
 
 /** What withBackendCheck needs to probe one route's backends. */
@@ -189,9 +171,9 @@ export function v1Router(
     const path = isRangeText(req.params.port) ? parsePortSpan(req.params.port) : { port: portParam(req) };
     const body = object(req.body);
     const spec = parseStreamInput(body, { ...path, now: now() });
-    refuseSilentShrink(conductor, spec, body, isRangeText(req.params.port));
+    const spanNamed = namesSpan(body, isRangeText(req.params.port));
     const result = await audited(req, res, { action: 'replace', ports: portsOf(spec), detail: describe(spec) }, () =>
-      withBackendCheck(observatory, spec, () => conductor.put(spec)),
+      withBackendCheck(observatory, spec, () => conductor.put(spec, undefined, spanNamed)),
     );
     res.status(result.change === 'created' ? 201 : 200).json(result);
   });
@@ -318,7 +300,10 @@ export function v1Router(
         throw error;
       }
     });
-    const options = { prune: body.prune === true, dryRun: body.dryRun === true };
+    const spanNamed = new Set(
+      specs.filter((_spec, index) => namesSpan((body.streams as unknown[])[index])).map((spec) => spec.port),
+    );
+    const options = { prune: body.prune === true, dryRun: body.dryRun === true, spanNamed };
     if (options.dryRun) {
       res.json(await conductor.apply(specs, options));
       return;

@@ -90,13 +90,15 @@ export interface ApplyPart {
 export function groupChanges(
   ports: Iterable<readonly [number, ServiceInstance]>,
   record: (port: number, existing: StreamRecord | undefined) => StreamRecord | undefined,
+  spanNamed: (port: number) => boolean = () => false,
 ): Map<ServiceInstance, ApplyPart> {
   const parts = new Map<ServiceInstance, ApplyPart>();
   for (const [port, instance] of ports) {
     const existing = instance.get(port)?.record;
     const part = parts.get(instance) ?? { forward: [], backward: [] };
-    part.forward.push({ port, record: record(port, existing) });
-    part.backward.push({ port, record: existing });
+    part.forward.push({ port, record: record(port, existing), spanNamed: spanNamed(port) });
+    // Putting back what was there is never a silent shrink.
+    part.backward.push({ port, record: existing, spanNamed: true });
     parts.set(instance, part);
   }
   return parts;

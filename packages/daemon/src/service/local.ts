@@ -32,6 +32,7 @@ import {
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
 import type { Entry, MutationResult } from '../nginx/instance.js';
+import { refuseSilentShrink } from '../nginx/pipeline/admission.js';
 import type { Observatory } from '../observe/observatory.js';
 import type { StreamStore } from '../streams/store.js';
 import type { PortProbe } from '../sys/ports.js';
@@ -362,19 +363,24 @@ export class Conductor implements StreamService {
    * Creates or replaces the stream on `spec.port`; a spec equal to the current one changes nothing.
    * With `ifSpec`, only while the port still holds that definition when the change is admitted.
    */
-  async put(given: StreamSpec, ifSpec?: StreamRecord): Promise<CreateResult> {
-    if (!hasTlsFiles(given)) return this.putPrepared(given, ifSpec);
+  async put(given: StreamSpec, ifSpec?: StreamRecord, spanNamed = false): Promise<CreateResult> {
+    if (!hasTlsFiles(given)) return this.putPrepared(given, ifSpec, spanNamed);
     const spec = await this.withTls(given);
-    return this.keepingCopies([spec], () => this.putPrepared(spec, ifSpec));
+    return this.keepingCopies([spec], () => this.putPrepared(spec, ifSpec, spanNamed));
   }
 
-  private async putPrepared(spec: StreamSpec, ifSpec?: StreamRecord): Promise<CreateResult> {
+  private async putPrepared(
+    spec: StreamSpec,
+    ifSpec: StreamRecord | undefined,
+    spanNamed: boolean,
+  ): Promise<CreateResult> {
     this.checkSpec(spec);
     const result = await this.placement.onOwner(spec.port, (instance) =>
       instance.submit({
         kind: 'put',
         record: stampRecord(spec, instance.get(spec.port)?.record, this.now()),
         ...(ifSpec === undefined ? {} : { ifSpec }),
+        spanNamed,
       }),
     );
     return this.answer(spec.port, result);
@@ -555,7 +561,10 @@ export class Conductor implements StreamService {
    * others) in one verified reload per nginx instance, all or nothing: when any part is refused,
    * the parts already applied are put back and the whole apply is refused.
    */
-  async apply(given: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+  async apply(
+    given: StreamSpec[],
+    options: { prune: boolean; dryRun: boolean; spanNamed?: ReadonlySet<number> },
+  ): Promise<ApplyResult> {
     const specs: StreamSpec[] = [];
     const prepared: StreamSpec[] = [];
     return this.keepingCopies(prepared, async () => {
@@ -578,17 +587,25 @@ export class Conductor implements StreamService {
     });
   }
 
-  private async applyPrepared(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult> {
+  private async applyPrepared(
+    specs: StreamSpec[],
+    options: { prune: boolean; dryRun: boolean; spanNamed?: ReadonlySet<number> },
+  ): Promise<ApplyResult> {
     const plan = this.plan(specs, options.prune);
     const unchanged = new Set(plan.unchanged);
+    const spanNamed = (port: number): boolean => options.spanNamed?.has(port) === true;
     checkStreamSet(specs, (port, spec) => {
-      if (!unchanged.has(port)) this.checkSpec(spec);
+      if (unchanged.has(port)) return;
+      this.checkSpec(spec);
+      // The rule admission applies, also to a dry run (which admission never sees).
+      refuseSilentShrink(this.entry(port)?.record, spec, spanNamed(port));
     });
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
     const changed = new Set([...plan.create, ...plan.update]);
     const warnings = await this.applyChanges(
       specs.filter((spec) => changed.has(spec.port)),
       plan.delete,
+      spanNamed,
     );
     return { dryRun: false, applied: true, plan, warnings };
   }
@@ -598,7 +615,12 @@ export class Conductor implements StreamService {
    * when any part is refused, the parts already applied are put back and the error is thrown.
    * Answers the warnings.
    */
-  async applyChanges(given: StreamSpec[], deletes: number[]): Promise<string[]> {
+  async applyChanges(
+    given: StreamSpec[],
+    deletes: number[],
+    // The fleet's converge applies the fleet's definitions as they are.
+    spanNamed: (port: number) => boolean = () => true,
+  ): Promise<string[]> {
     const puts: StreamSpec[] = [];
     const prepared: StreamSpec[] = [];
     return this.keepingCopies(prepared, async () => {
@@ -610,11 +632,15 @@ export class Conductor implements StreamService {
           puts.push(withMaterial);
         }
       }
-      return this.applyPuts(puts, deletes);
+      return this.applyPuts(puts, deletes, spanNamed);
     });
   }
 
-  private async applyPuts(puts: StreamSpec[], deletes: number[]): Promise<string[]> {
+  private async applyPuts(
+    puts: StreamSpec[],
+    deletes: number[],
+    spanNamed: (port: number) => boolean,
+  ): Promise<string[]> {
     for (const spec of puts) this.checkSpec(spec);
     const bySpec = new Map(puts.map((spec) => [spec.port, spec]));
     const created = puts.filter((spec) => this.entry(spec.port) === undefined).map((spec) => spec.port);
@@ -635,6 +661,7 @@ export class Conductor implements StreamService {
           const spec = bySpec.get(port);
           return spec ? stampRecord(spec, existing, this.now()) : undefined;
         },
+        spanNamed,
       );
       warnings = await applyAllOrNothing(parts, this.options.log);
     } finally {

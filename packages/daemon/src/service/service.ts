@@ -16,7 +16,11 @@ import type {
 
 export interface StreamService {
   create(spec: StreamSpec): Promise<CreateResult>;
-  put(spec: StreamSpec): Promise<CreateResult>;
+  /**
+   * spanNamed: the caller named the ports (a range in the path, portEnd, "port": "9000-9000"), so a
+   * single port on a range's first port shrinks the range rather than being refused.
+   */
+  put(spec: StreamSpec, ifSpec?: undefined, spanNamed?: boolean): Promise<CreateResult>;
   renew(port: number, expiresAt: string | undefined): Promise<CreateResult>;
   remove(port: number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
   /** The port refuses new connections; the stream goes when its sessions have, or at the deadline. */
@@ -34,7 +38,11 @@ export interface StreamService {
     id: string,
   ): Promise<{ removed: 'route' | 'stream'; result?: CreateResult; warnings: string[] }>;
   plan(specs: StreamSpec[], prune: boolean): ApplyPlan;
-  apply(specs: StreamSpec[], options: { prune: boolean; dryRun: boolean }): Promise<ApplyResult>;
+  /** spanNamed: the ports whose entries named their ports (see put). */
+  apply(
+    specs: StreamSpec[],
+    options: { prune: boolean; dryRun: boolean; spanNamed?: ReadonlySet<number> },
+  ): Promise<ApplyResult>;
   freePort(): Promise<number | undefined>;
   list(filter?: ListFilter): StreamView[];
   get(port: number): StreamView | undefined;

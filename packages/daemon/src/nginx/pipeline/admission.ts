@@ -71,11 +71,39 @@ async function checkPortFree(state: InstanceState, next: StreamRecord, current: 
   }
 }
 
+/**
+ * A definition of a single port where a range starts is refused unless its caller named the ports
+ * (`"port": "9000-9000"`, `portEnd`, a range in the path): a body written for one port, or an
+ * apply file listing the first port alone, would otherwise close every other port of the range.
+ */
+export function refuseSilentShrink(
+  existing: StreamRecord | undefined,
+  record: StreamRecord | StreamSpecLike,
+  spanNamed: boolean,
+): void {
+  if (spanNamed || existing?.portEnd === undefined || record.portEnd !== undefined) return;
+  if (existing.port !== record.port) return;
+  const range = formatPorts(existing);
+  throw new ConductorError(
+    ErrorCode.Conflict,
+    `port ${record.port} is the first port of the range ${range}: this definition would make it the single port ${record.port} and close the others`,
+    {
+      hint: `to replace the range, name its ports (PUT /v1/streams/${range}, "portEnd": ${existing.portEnd}, or "port": "${range}" in an apply file); to shrink it to one port, say so: "port": "${record.port}-${record.port}"`,
+    },
+  );
+}
+
+/** What refuseSilentShrink reads of a definition. */
+interface StreamSpecLike {
+  port: number;
+  portEnd?: number;
+}
+
 /** Checks one port's change against the state the earlier changes leave in `working`. */
 async function admitOne(
   state: InstanceState,
   item: Pending,
-  change: { port: number; record: StreamRecord | undefined; createOnly: boolean },
+  change: { port: number; record: StreamRecord | undefined; createOnly: boolean; spanNamed?: boolean | undefined },
   working: Map<number, Entry>,
 ): Promise<Accepted> {
   const { port, record, createOnly } = change;
@@ -85,6 +113,7 @@ async function admitOne(
     working.delete(port);
     return { item, port, next: undefined, change: 'removed' };
   }
+  refuseSilentShrink(existing?.record, record, change.spanNamed === true);
   if (existing && !createOnly && existing.state === 'live' && sameSpec(existing.record, record)) {
     // Unchanged from what runs: answered at once. Unchanged from what an earlier request of this
     // batch asks: answered with that request's outcome (nginx may still refuse it).
@@ -163,7 +192,12 @@ export async function admit(state: InstanceState, batch: Pending[]): Promise<Acc
         const one = await admitOne(
           state,
           item,
-          { port: mutation.record.port, record: mutation.record, createOnly: mutation.kind === 'create' },
+          {
+            port: mutation.record.port,
+            record: mutation.record,
+            createOnly: mutation.kind === 'create',
+            spanNamed: mutation.kind === 'put' && mutation.spanNamed === true,
+          },
           working,
         );
         if (one.change === 'unchanged' && !one.afterEarlier)

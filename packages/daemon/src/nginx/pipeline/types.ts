@@ -11,6 +11,8 @@ import type { StreamFileSet } from '../stream-files.js';
 export interface PortChange {
   port: number;
   record: StreamRecord | undefined;
+  /** The caller named the ports: a single port on a range's first port shrinks the range (see admission). */
+  spanNamed?: boolean;
 }
 
 export type Mutation =
@@ -20,7 +22,7 @@ export type Mutation =
    * Create or replace; a spec equal to the current one changes nothing. With `ifSpec`, only while
    * the port still holds that definition (a change made meanwhile wins; refused with CONFLICT).
    */
-  | { kind: 'put'; record: StreamRecord; ifSpec?: StreamRecord }
+  | { kind: 'put'; record: StreamRecord; ifSpec?: StreamRecord; spanNamed?: boolean }
   /** killSessions: also cut the sessions nginx keeps alive on its old workers. */
   | { kind: 'remove'; port: number; killSessions?: boolean }
   /** Several changes applied together in one reload, or not at all. */
