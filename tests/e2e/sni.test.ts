@@ -333,6 +333,35 @@ describe('routing by server name', () => {
   }, 120_000);
 });
 
+describe('a draining port with routes', () => {
+  it('refuses route changes while it drains, naming the drain, with nothing changed', async () => {
+    const listen = port();
+    const put = await daemon.request('PUT', `/v1/streams/${listen}`, {
+      routes: [
+        { sni: 'git.example.com', backend: at('git') },
+        { sni: 'db.example.com', backend: at('db') },
+      ],
+    });
+    expect(put.status).toBe(201);
+    expect((await daemon.request('POST', `/v1/streams/${listen}/drain`, { timeout: '1m' })).status).toBe(200);
+    const before = await snapshot(daemon);
+    const added = await daemon.request('POST', `/v1/streams/${listen}/routes`, {
+      sni: 'x.example.com',
+      backend: at('other'),
+    });
+    const removed = await daemon.request('DELETE', `/v1/streams/${listen}/routes/db.example.com`);
+    for (const answer of [added, removed])
+      expect([answer.status, (answer.json as { error: { message: string } }).error.message]).toEqual([
+        409,
+        expect.stringContaining('draining'),
+      ]);
+    expect(await snapshot(daemon)).toEqual(before);
+    expect((await daemon.request('DELETE', `/v1/streams/${listen}/drain`)).status).toBe(200);
+    expect(await whoAnswers(listen, 'db.example.com')).toBe('db');
+    expect((await daemon.request('DELETE', `/v1/streams/${listen}`)).status).toBe(200);
+  }, 60_000);
+});
+
 describe('a declarative file with routes', () => {
   it('applies routes, shows a changed route in diff, and applies the change', async () => {
     const listen = port();

@@ -419,8 +419,7 @@ export class Conductor implements StreamService {
     // read here, so a change admitted first (a TLS renewal, say) is kept, and its result renewed.
     for (let attempt = 1; ; attempt += 1) {
       const entry = this.entry(port);
-      if (!entry || this.parked.has(port))
-        throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+      if (!entry) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
       try {
         return await this.put(renewedSpec(entry.record, expiresAt), entry.record);
       } catch (error) {
@@ -438,12 +437,8 @@ export class Conductor implements StreamService {
     // As renew: the put holds only while the port keeps the definition read here (a route added
     // or removed at the same moment is kept, and this one added to its result).
     for (let attempt = 1; ; attempt += 1) {
+      // A parked stream (draining, or not running) is found here too: put and create answer for it.
       const entry = this.entry(port);
-      if (this.parked.has(port))
-        throw new ConductorError(
-          ErrorCode.Conflict,
-          `port ${port} has a stream that is not running: fix or remove it first`,
-        );
       try {
         if (!entry) {
           const spec: StreamSpec = {
@@ -476,8 +471,7 @@ export class Conductor implements StreamService {
   ): Promise<{ removed: 'route' | 'stream'; result?: CreateResult; warnings: string[] }> {
     for (let attempt = 1; ; attempt += 1) {
       const entry = this.entry(port);
-      if (!entry || this.parked.has(port))
-        throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+      if (!entry) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
       const rest = withoutRoute(entry.record, id, port);
       try {
         if (rest === undefined) return { removed: 'stream', ...(await this.remove(port)) };
