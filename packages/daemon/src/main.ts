@@ -183,7 +183,11 @@ async function wireLocal(config: Config, log: Logger): Promise<{ conductor: Cond
     log,
     observatory,
     sessions: { count: nginxSessionCount, cut: killSessions },
-    streamTls: { dir: streamTlsDir(config.home), intervalMs: config.streamTlsIntervalMs },
+    streamTls: {
+      dir: streamTlsDir(config.home),
+      intervalMs: config.streamTlsIntervalMs,
+      allowedDirs: config.streamTlsDirs,
+    },
   });
   return { conductor, observatory };
 }

@@ -50,6 +50,7 @@ const managedDefaults: Config = {
   nginxWorkers: 1,
   healthIntervalMs: 10000,
   streamTlsIntervalMs: 5000,
+  streamTlsDirs: undefined,
   logMaxBytes: 16777216,
   apiMaxConnections: 512,
   logLevel: 'info',
@@ -104,6 +105,25 @@ describe('readConfig defaults', () => {
       bindAddress: '0.0.0.0',
       allowNoAuth: true,
     });
+  });
+
+  it('reads CONDUCTOR_STREAM_TLS_DIRS (--stream-tls-dirs): absolute folders, colon-separated; unset is any', () => {
+    expect(readConfig({}, {}, CWD).streamTlsDirs).toBeUndefined();
+    expect(readConfig({ CONDUCTOR_STREAM_TLS_DIRS: '' }, {}, CWD).streamTlsDirs).toBeUndefined();
+    expect(readConfig({ CONDUCTOR_STREAM_TLS_DIRS: '/etc/letsencrypt:/etc/ssl/:/' }, {}, CWD).streamTlsDirs).toEqual([
+      '/etc/letsencrypt',
+      '/etc/ssl',
+      '/',
+    ]);
+    expect(readConfig({}, { streamTlsDirs: '/srv/tls' }, CWD).streamTlsDirs).toEqual(['/srv/tls']);
+    for (const value of ['etc/ssl', '/etc/ssl:', '/etc/../root', '/etc/ssl::/srv', '/a\u0085b']) {
+      const folder = value
+        .split(':')
+        .find((part) => !part.startsWith('/') || part.includes('..') || /\u0085/.test(part));
+      expect(() => readConfig({ CONDUCTOR_STREAM_TLS_DIRS: value }, {}, CWD)).toThrow(
+        `CONDUCTOR_STREAM_TLS_DIRS (--stream-tls-dirs): expected absolute folders separated by colons, got ${JSON.stringify(folder)}`,
+      );
+    }
   });
 
   it('reads CONDUCTOR_API_MAX_CONNECTIONS (--api-max-connections) and refuses what is not 16-65536', () => {
@@ -213,6 +233,7 @@ describe('readConfig values', () => {
       nginxWorkers: 1,
       healthIntervalMs: 10000,
       streamTlsIntervalMs: 5000,
+      streamTlsDirs: undefined,
       logMaxBytes: 16777216,
       apiMaxConnections: 512,
       logLevel: 'debug',

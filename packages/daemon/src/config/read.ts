@@ -72,6 +72,8 @@ export interface Timings {
   healthIntervalMs: number;
   /** The streams' TLS files are looked at every this many ms. */
   streamTlsIntervalMs: number;
+  /** The folders the streams' TLS files must lie in (CONDUCTOR_STREAM_TLS_DIRS); undefined: any. */
+  streamTlsDirs: string[] | undefined;
 }
 
 export interface Logs {
@@ -198,6 +200,17 @@ function readHealthInterval(values: SettingValues): number {
   return Math.round(seconds * 1000);
 }
 
+/** CONDUCTOR_STREAM_TLS_DIRS: absolute folders, colon-separated, each without .. or control characters. */
+function readStreamTlsDirs(values: SettingValues): string[] | undefined {
+  const text = values.raw('streamTlsDirs');
+  if (text === undefined || text.trim() === '') return undefined;
+  return text.split(':').map((folder) => {
+    if (!folder.startsWith('/') || folder.split('/').includes('..') || /[\u0000-\u001f\u007f-\u009f]/.test(folder))
+      values.fail('streamTlsDirs', `expected absolute folders separated by colons, got ${JSON.stringify(folder)}`);
+    return folder.length > 1 ? folder.replace(/\/+$/, '') : folder;
+  });
+}
+
 function readTimings(values: SettingValues): Timings {
   return {
     reloadTimeoutMs: values.milliseconds('reloadTimeout', 1, 600),
@@ -208,6 +221,7 @@ function readTimings(values: SettingValues): Timings {
     nginxWorkers: readWorkers(values),
     healthIntervalMs: readHealthInterval(values),
     streamTlsIntervalMs: values.milliseconds('streamTlsInterval', 0.1, 3600),
+    streamTlsDirs: readStreamTlsDirs(values),
     testBeforeReload: values.bool('testBeforeReload'),
   };
 }

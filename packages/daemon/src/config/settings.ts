@@ -128,6 +128,11 @@ export const settings = {
     help: "seconds between looks at the streams' TLS files (a renewed certificate is checked and served without a restart)",
     fallback: '5',
   },
+  streamTlsDirs: {
+    env: 'CONDUCTOR_STREAM_TLS_DIRS',
+    flag: 'stream-tls-dirs',
+    help: "colon-separated absolute folders the streams' TLS files (tlsCert, tlsKey, backendCa) must lie in, after links are resolved; unset: any readable file outside /proc, /sys and /dev (set it, e.g. /etc/letsencrypt:/etc/ssl:/etc/stream-conductor, so that a write token cannot make the daemon read other files of the host)",
+  },
   logMaxBytes: {
     env: 'CONDUCTOR_LOG_MAX_BYTES',
     flag: 'log-max-bytes',

@@ -72,7 +72,7 @@ export interface ConductorOptions {
   /** How often draining ports are looked at; 1 s by default, 0 only when asked (lookAtDrains). */
   drainIntervalMs?: number;
   /** Streams' TLS files: where their checked copies go, and how often the originals are looked at. */
-  streamTls?: { dir: string; intervalMs: number };
+  streamTls?: { dir: string; intervalMs: number; allowedDirs?: string[] | undefined };
 }
 
 /** Whether a spec names TLS files not checked yet (a renewal of its lifetime carries its copies). */
@@ -131,12 +131,18 @@ export class Conductor implements StreamService {
     this.tlsCopies =
       streamTls === undefined
         ? undefined
-        : new TlsCopies({ dir: streamTls.dir, now: this.now, records: () => this.entries().map((e) => e.record) });
+        : new TlsCopies({
+            dir: streamTls.dir,
+            allowedDirs: streamTls.allowedDirs,
+            now: this.now,
+            records: () => this.entries().map((e) => e.record),
+          });
     this.tlsRenewals =
       streamTls === undefined
         ? undefined
         : new TlsRenewals({
             dir: streamTls.dir,
+            allowedDirs: streamTls.allowedDirs,
             now: this.now,
             intervalMs: streamTls.intervalMs,
             // A stream not served for want of its TLS copies is not renewed (see restoreTlsCopies).
@@ -243,7 +249,7 @@ export class Conductor implements StreamService {
     for (const record of records.values()) {
       if (record.tlsMaterial === undefined) continue;
       try {
-        const material = await restoreCopies(record, streamTls.dir, this.now());
+        const material = await restoreCopies(record, streamTls.dir, this.now(), streamTls.allowedDirs);
         if (material === undefined) continue;
         this.options.log.warn("a stream's TLS copies were missing; made again from the operator's files", {
           port: record.port,

@@ -20,6 +20,7 @@ import {
   open,
   readdir,
   readFile,
+  readlink,
   realpath,
   rename,
   stat,
@@ -65,10 +66,13 @@ function underSpecialRoot(path: string): boolean {
  * regular file of 1 byte to 1 MiB) and at most 1 MiB + 1 byte read from it (a file that grows
  * past the bound, or that claims a size it does not have, is refused).
  */
-export async function readTlsFile(field: TlsField, path: string): Promise<Buffer> {
+export async function readTlsFile(field: TlsField, path: string, allowedDirs?: string[]): Promise<Buffer> {
   const cannot = (error: unknown) =>
     refused(field, `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   if (underSpecialRoot(path)) throw refused(field, `${path} is under /proc, /sys or /dev: not a PEM file`);
+  // A path outside the allowed folders is refused before it is looked at (nothing said of whether it exists).
+  if (allowedDirs !== undefined && !(await isAllowed(path, allowedDirs)))
+    throw notAllowed(field, path, undefined, allowedDirs);
   let real: string;
   try {
     real = await realpath(path);
@@ -76,6 +80,8 @@ export async function readTlsFile(field: TlsField, path: string): Promise<Buffer
     throw cannot(error);
   }
   if (underSpecialRoot(real)) throw refused(field, `${path} is under /proc, /sys or /dev: not a PEM file`);
+  if (allowedDirs !== undefined && !(await isAllowed(real, allowedDirs)))
+    throw notAllowed(field, path, real, allowedDirs);
   let handle: FileHandle;
   try {
     handle = await open(real, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
@@ -83,6 +89,7 @@ export async function readTlsFile(field: TlsField, path: string): Promise<Buffer
     throw cannot(error);
   }
   try {
+    if (allowedDirs !== undefined) await checkAllowed(field, path, handle, allowedDirs);
     const info = await handle.stat();
     if (!info.isFile()) throw refused(field, `${path} is not a regular file`);
     if (info.size === 0) throw refused(field, `${path} is empty`);
@@ -103,6 +110,44 @@ export async function readTlsFile(field: TlsField, path: string): Promise<Buffer
   } finally {
     await handle.close().catch(() => undefined);
   }
+}
+
+/** Whether `path` is `folder` or lies under it. */
+function inside(path: string, folder: string): boolean {
+  return folder === '/' || path === folder || path.startsWith(`${folder}/`);
+}
+
+/**
+ * Refuses a file that does not lie in one of `allowedDirs` (CONDUCTOR_STREAM_TLS_DIRS). The file
+ * judged is the one opened: its path as the kernel has it for the handle (/proc/self/fd), so a link
+ * swapped between the resolution and the open does not lead out. A folder named through a link
+ * counts as where the link leads too.
+ */
+async function checkAllowed(field: TlsField, path: string, handle: FileHandle, allowedDirs: string[]): Promise<void> {
+  const opened = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined);
+  if (opened !== undefined && (await isAllowed(opened, allowedDirs))) return;
+  throw notAllowed(field, path, opened, allowedDirs);
+}
+
+/** Whether the resolved `path` lies in one of `allowedDirs` (as named, or where a link among them leads). */
+async function isAllowed(path: string, allowedDirs: string[]): Promise<boolean> {
+  const folders = [
+    ...allowedDirs,
+    ...(await Promise.all(allowedDirs.map((folder) => realpath(folder).catch(() => folder)))),
+  ];
+  return folders.some((folder) => inside(path, folder));
+}
+
+function notAllowed(
+  field: TlsField,
+  path: string,
+  resolved: string | undefined,
+  allowedDirs: string[],
+): ConductorError {
+  return refused(
+    field,
+    `${path}${resolved !== undefined && resolved !== path ? ` (${resolved})` : ''} is not inside the folders TLS files may come from (CONDUCTOR_STREAM_TLS_DIRS: ${allowedDirs.join(':')})`,
+  );
 }
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
@@ -167,12 +212,17 @@ function contentsId(contents: CheckedFiles['contents']): string {
 }
 
 /** Reads and checks the TLS files `spec` names; throws a 400 naming the field of the first problem. */
-export async function checkTlsFiles(spec: StreamSpec, dir: string, now: Date): Promise<CheckedFiles> {
+export async function checkTlsFiles(
+  spec: StreamSpec,
+  dir: string,
+  now: Date,
+  allowedDirs?: string[],
+): Promise<CheckedFiles> {
   const contents: CheckedFiles['contents'] = {};
   const certificates: CertificateFacts[] = [];
   if (spec.tlsCert !== undefined && spec.tlsKey !== undefined) {
-    const cert = await readTlsFile('tlsCert', spec.tlsCert);
-    const key = await readTlsFile('tlsKey', spec.tlsKey);
+    const cert = await readTlsFile('tlsCert', spec.tlsCert, allowedDirs);
+    const key = await readTlsFile('tlsKey', spec.tlsKey, allowedDirs);
     const chain = certificatesOf('tlsCert', spec.tlsCert, cert);
     const leaf = chain[0] as X509Certificate;
     certificates.push(checkValidity('tlsCert', spec.tlsCert, leaf, now));
@@ -182,7 +232,7 @@ export async function checkTlsFiles(spec: StreamSpec, dir: string, now: Date): P
     contents.key = key;
   }
   if (spec.backendCa !== undefined) {
-    const ca = await readTlsFile('backendCa', spec.backendCa);
+    const ca = await readTlsFile('backendCa', spec.backendCa, allowedDirs);
     for (const certificate of certificatesOf('backendCa', spec.backendCa, ca))
       certificates.push(checkValidity('backendCa', spec.backendCa, certificate, now));
     contents.ca = ca;
@@ -228,7 +278,12 @@ async function writeCopies(dir: string, checked: CheckedFiles): Promise<string[]
  * meanwhile). Undefined when every copy is in place. Throws a ConductorError naming the copy and
  * the operator's file when the copies cannot be made again: the stream is then not served.
  */
-export async function restoreCopies(record: StreamRecord, dir: string, now: Date): Promise<TlsMaterial | undefined> {
+export async function restoreCopies(
+  record: StreamRecord,
+  dir: string,
+  now: Date,
+  allowedDirs?: string[],
+): Promise<TlsMaterial | undefined> {
   const material = record.tlsMaterial;
   if (material === undefined) return undefined;
   const contents: CheckedFiles['contents'] = {};
@@ -245,7 +300,7 @@ export async function restoreCopies(record: StreamRecord, dir: string, now: Date
   const { tlsMaterial: _copies, ...spec } = record;
   let checked: CheckedFiles;
   try {
-    checked = await checkTlsFiles(spec, dir, now);
+    checked = await checkTlsFiles(spec, dir, now, allowedDirs);
   } catch (error) {
     throw new ConductorError(
       ErrorCode.InvalidInput,
@@ -263,6 +318,8 @@ export function streamTlsDir(home: string): string {
 
 export interface StreamTlsOptions {
   dir: string;
+  /** CONDUCTOR_STREAM_TLS_DIRS: the folders the operator's files must lie in; undefined: any. */
+  allowedDirs?: string[] | undefined;
   now: () => Date;
 }
 
@@ -289,7 +346,7 @@ export class TlsCopies {
   /** `spec` with its files checked and, unless `dryRun`, copied and held until `release`. */
   async prepare(spec: StreamSpec, dryRun: boolean): Promise<StreamSpec> {
     if (spec.tlsMaterial !== undefined || (spec.tlsCert === undefined && spec.backendCa === undefined)) return spec;
-    const checked = await checkTlsFiles(spec, this.options.dir, this.options.now());
+    const checked = await checkTlsFiles(spec, this.options.dir, this.options.now(), this.options.allowedDirs);
     const prepared = { ...spec, tlsMaterial: checked.material };
     if (dryRun) return prepared;
     const { id } = checked.material;
@@ -414,7 +471,7 @@ export class TlsRenewals {
     const { tlsMaterial: current, ...spec } = record;
     let checked: CheckedFiles;
     try {
-      checked = await checkTlsFiles(spec, this.options.dir, this.options.now());
+      checked = await checkTlsFiles(spec, this.options.dir, this.options.now(), this.options.allowedDirs);
     } catch (error) {
       this.refused(record.port, 'the TLS files of a stream changed but cannot serve', (error as Error).message);
       return;
