@@ -179,6 +179,9 @@ describe('routing by server name', () => {
       (answer) => (answer.stream.stats?.sessions ?? 0) >= 3,
     );
     expect(stats.stream.stats).toMatchObject({ sessions: 3, failedSessions: 2 });
+    const metrics = (await daemon.get('/metrics')).text;
+    expect(metrics).toMatch(new RegExp(`conductor_stream_sessions_total\\{port="${listen}"\\} 3`));
+    expect(metrics).toMatch(new RegExp(`conductor_stream_failed_sessions_total\\{port="${listen}"\\} 2`));
     // The CLI adds a wildcard route to the same port; it answers at once.
     expect((await runCli(['create', String(listen), '--sni', '*.db.example.com', at('db')], env)).code).toBe(0);
     expect(await whoAnswers(listen, 'a.db.example.com')).toBe('db');
