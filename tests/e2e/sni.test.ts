@@ -336,6 +336,33 @@ describe('routing by server name', () => {
   }, 120_000);
 });
 
+describe('route calls at the same moment', () => {
+  it('keeps every route of eight adds sent at once to a new port, then of removals sent at once', async () => {
+    const listen = port();
+    const names = Array.from({ length: 8 }, (_, index) => `n${index}.example.com`);
+    const added = await Promise.all(
+      names.map((name, index) =>
+        daemon.request('POST', `/v1/streams/${listen}/routes`, {
+          sni: name,
+          backend: at(index % 2 === 0 ? 'git' : 'db'),
+        }),
+      ),
+    );
+    expect(added.map((answer) => answer.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 201]);
+    const stream = await getStream(listen);
+    expect(stream.routes?.map((route) => route.name).sort()).toEqual(names);
+    expect(await whoAnswers(listen, 'n7.example.com')).toBe('db');
+    const removed = await Promise.all(
+      names.slice(0, 4).map((name) => daemon.request('DELETE', `/v1/streams/${listen}/routes/${name}`)),
+    );
+    expect(removed.map((answer) => answer.status)).toEqual([200, 200, 200, 200]);
+    expect((await getStream(listen)).routes?.map((route) => route.name).sort()).toEqual(names.slice(4));
+    expect(await whoAnswers(listen, 'n0.example.com')).toBe('closed');
+    expect(await whoAnswers(listen, 'n6.example.com')).toBe('git');
+    expect((await daemon.request('DELETE', `/v1/streams/${listen}`)).status).toBe(200);
+  }, 60_000);
+});
+
 describe('a draining port with routes', () => {
   it('refuses route changes while it drains, naming the drain, with nothing changed', async () => {
     const listen = port();

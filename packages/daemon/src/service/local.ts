@@ -86,6 +86,8 @@ export class Conductor implements StreamService {
    * (failed), or draining (their port refuses while their sessions end).
    */
   private readonly parked = new Map<number, Entry>();
+  /** The last route call on each port (see routeTurn). */
+  private readonly routeCalls = new Map<number, Promise<void>>();
   private readonly problems: string[] = [];
   private readonly startedAt = new Date().toISOString();
   private readonly now: () => Date;
@@ -439,9 +441,42 @@ export class Conductor implements StreamService {
     }
   }
 
-  async addRoute(port: number, route: RouteSpec): Promise<CreateResult> {
-    // As renew: the put holds only while the port keeps the definition read here (a route added
-    // or removed at the same moment is kept, and this one added to its result).
+  /**
+   * Route calls on one port run one after another: each reads the definition the one before it
+   * left. (Put conditionally on what it read, several at once would be admitted in one batch
+   * against the same definition, and all but one refused.)
+   */
+  private routeTurn(port: number): <T>(work: () => Promise<T>) => Promise<T> {
+    return async <T>(work: () => Promise<T>): Promise<T> => {
+      const before = this.routeCalls.get(port) ?? Promise.resolve();
+      const mine = before.then(work, work);
+      const settled = mine.then(
+        () => undefined,
+        () => undefined,
+      );
+      this.routeCalls.set(port, settled);
+      try {
+        return await mine;
+      } finally {
+        if (this.routeCalls.get(port) === settled) this.routeCalls.delete(port);
+      }
+    };
+  }
+
+  addRoute(port: number, route: RouteSpec): Promise<CreateResult> {
+    return this.routeTurn(port)(() => this.addRouteNow(port, route));
+  }
+
+  removeRoute(
+    port: number,
+    id: string,
+  ): Promise<{ removed: 'route' | 'stream'; result?: CreateResult; warnings: string[] }> {
+    return this.routeTurn(port)(() => this.removeRouteNow(port, id));
+  }
+
+  private async addRouteNow(port: number, route: RouteSpec): Promise<CreateResult> {
+    // As renew: the put holds only while the port keeps the definition read here (another change
+    // admitted first, a PUT or an apply, is kept, and this route added to its result).
     for (let attempt = 1; ; attempt += 1) {
       // A parked stream (draining, or not running) is found here too: put and create answer for it.
       const entry = this.entry(port);
@@ -471,7 +506,7 @@ export class Conductor implements StreamService {
     }
   }
 
-  async removeRoute(
+  private async removeRouteNow(
     port: number,
     id: string,
   ): Promise<{ removed: 'route' | 'stream'; result?: CreateResult; warnings: string[] }> {
