@@ -5,16 +5,20 @@
  * FIRST-LAST whose body gives no port or only the first takes the last port from the path; a PUT
  * on a range's first port with a single-port body is refused unless it names the ports; what the
  * legacy API does with a range (one /getstreams entry, /hasstream true inside, /createstream inside
- * and /removestream of any of its ports refused, nothing changed); a drain of a range refused 501;
- * a range with a TTL expiring with every port closed.
+ * and /removestream of any of its ports refused, nothing changed); a range drained whole (every
+ * port refusing at once, sessions on any port going on, removed when the last ends or cut at the
+ * deadline, called off with every port back), a drain of an inner port refused naming the range,
+ * rm --kill-sessions cutting the sessions of every port; a range with a TTL expiring with every
+ * port closed.
  */
 
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { StreamView } from '@stream-conductor/shared';
+import type { AuditEvent, StreamView } from '@stream-conductor/shared';
+import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
+import { connectOutcome, EchoBackend, exchange, openSession, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { snapshot } from '../helpers/state.js';
 import { eventually } from '../helpers/wait.js';
@@ -53,6 +57,8 @@ async function holdPort(port: number): Promise<Server> {
 }
 
 const close = (server: Server): Promise<void> => new Promise((resolve) => server.close(() => resolve()));
+
+const env = (): Record<string, string> => ({ CONDUCTOR_URL: daemon.url });
 
 const errorOf = (json: unknown): { code: string; message: string } =>
   (json as { error: { code: string; message: string } }).error;
@@ -268,20 +274,107 @@ describe('drain and expiry of a range', () => {
   const first = (): number => S + 25;
   const last = (): number => S + 29;
 
-  it('a drain of a range, by its first port or one inside, is refused 501 NOT_SUPPORTED, nothing changed', async () => {
+  it('a drain of a port inside a range is refused 409 naming the range, nothing changed', async () => {
     const created = await daemon.request('POST', '/v1/streams', { port: `${first()}-${last()}`, backend: '127.0.0.2' });
     expect(created.status).toBe(201);
     const before = await snapshot(daemon);
-    for (const port of [first(), first() + 2]) {
-      const drain = await daemon.request('POST', `/v1/streams/${port}/drain`, { timeout: '30s' });
-      expect(drain.status).toBe(501);
-      api.check('/v1/streams/{port}/drain', 'post', 501, drain.json);
-      expect(errorOf(drain.json).code).toBe('NOT_SUPPORTED');
-      expect(errorOf(drain.json).message).toContain(`belongs to the range ${first()}-${last()}`);
-    }
+    const drain = await daemon.request('POST', `/v1/streams/${first() + 2}/drain`, { timeout: '30s' });
+    expect(drain.status).toBe(409);
+    api.check('/v1/streams/{port}/drain', 'post', 409, drain.json);
+    expect(errorOf(drain.json).message).toBe(
+      `port ${first() + 2} is part of the range ${first()}-${last()}: a range is drained whole`,
+    );
+    const cli = await runCli(['drain', String(first() + 2)], env());
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toContain(`conductor drain ${first()}-${last()}`);
     expect(await snapshot(daemon)).toEqual(before);
     for (const port of [first(), last()]) expect(await roundTrip(port, 'd')).toBe(`a${port}:d`);
     expect((await daemon.request('DELETE', `/v1/streams/${first()}-${last()}`)).status).toBe(200);
+  });
+
+  it('drains a whole range: every port refuses at once, sessions on any port go on, removed when the last ends', async () => {
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: `${first()}-${last()}`, backend: '127.0.0.2' })).status,
+    ).toBe(201);
+    // Sessions on an inner port and on the last: the drain waits for both.
+    const inner = await openSession(first() + 2);
+    const end = await openSession(last());
+    const drained = await runCli(['--json', 'drain', `${first()}-${last()}`, '--timeout', '10m'], env());
+    expect(drained.stderr).toBe('');
+    expect(drained.code).toBe(0);
+    expect(JSON.parse(drained.stdout)).toMatchObject({
+      port: first(),
+      portEnd: last(),
+      state: 'draining',
+      openSessions: 2,
+    });
+    // Answered when the kernel refuses every port of the range, not only the first.
+    for (const port of span(first(), last())) expect(await connectOutcome(port)).toBe('refused');
+    expect(await exchange(inner, 'on')).toBe(`a${first() + 2}:on`);
+    expect(await exchange(end, 'on')).toBe(`a${last()}:on`);
+    const listed = await runCli(['ls'], env());
+    expect(listed.stdout).toMatch(new RegExp(`${first()}-${last()}.*draining \\(2 open\\)`));
+    // No port of a draining range can be taken meanwhile.
+    const taken = await daemon.request('POST', '/v1/streams', { port: first() + 1, backend: '127.0.0.2:1' });
+    expect(taken.status).toBe(409);
+    inner.destroy();
+    await eventually(
+      async () => ((await daemon.get(`/v1/streams/${first()}`)).json as { stream?: StreamView }).stream?.openSessions,
+      (open) => open === 1,
+      15_000,
+    );
+    end.destroy();
+    await eventually(
+      async () => (await daemon.get(`/v1/streams/${first()}`)).status,
+      (status) => status === 404,
+      15_000,
+    );
+    const removal = await eventually(
+      async () => ((await daemon.get(`/v1/events?port=${first()}`)).json as { events: AuditEvent[] }).events,
+      (events) => events.some((event) => event.action === 'remove' && event.actor === 'daemon'),
+    );
+    expect(removal.find((event) => event.action === 'remove' && event.actor === 'daemon')?.detail).toBe(
+      'drained: its last session ended',
+    );
+  });
+
+  it('at the deadline cuts the sessions of every port of a range; a drain called off brings every port back', async () => {
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: `${first()}-${last()}`, backend: '127.0.0.2' })).status,
+    ).toBe(201);
+    const kept = await openSession(first() + 3);
+    expect((await runCli(['drain', `${first()}-${last()}`], env())).code).toBe(0);
+    for (const port of span(first(), last())) expect(await connectOutcome(port)).toBe('refused');
+    const back = await runCli(['drain', `${first()}-${last()}`, '--cancel'], env());
+    expect(back.stderr).toBe('');
+    expect(back.code).toBe(0);
+    // Live again on every port when answered; the open session never noticed.
+    for (const port of span(first(), last())) expect(await roundTrip(port, 'b')).toBe(`a${port}:b`);
+    expect(await exchange(kept, 'same')).toBe(`a${first() + 3}:same`);
+
+    const closed = new Promise<void>((resolve) => kept.once('close', () => resolve()));
+    expect((await runCli(['drain', `${first()}-${last()}`, '--timeout', '1s'], env())).code).toBe(0);
+    await closed; // cut by the daemon at the deadline (ss -K), on an inner port of the range
+    await eventually(
+      async () => (await daemon.get(`/v1/streams/${first()}`)).status,
+      (status) => status === 404,
+      15_000,
+    );
+    const events = ((await daemon.get(`/v1/events?port=${first()}`)).json as { events: AuditEvent[] }).events;
+    expect(events.some((event) => event.detail === 'drain deadline: 1 session(s) cut')).toBe(true);
+  });
+
+  it('rm --kill-sessions of a range cuts the sessions of every one of its ports', async () => {
+    expect(
+      (await daemon.request('POST', '/v1/streams', { port: `${first()}-${last()}`, backend: '127.0.0.2' })).status,
+    ).toBe(201);
+    const sessions = [await openSession(first()), await openSession(first() + 4)];
+    const closed = sessions.map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
+    const removed = await runCli(['rm', `${first()}-${last()}`, '--kill-sessions'], env());
+    expect(removed.stderr).toBe('');
+    expect(removed.code).toBe(0);
+    await Promise.all(closed);
+    for (const port of span(first(), last())) expect(await connectOutcome(port)).toBe('refused');
   });
 
   it('a range with a TTL expires: it leaves the listing and every one of its ports closes', async () => {

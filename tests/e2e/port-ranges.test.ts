@@ -126,9 +126,6 @@ describe('a range to the same ports (CLI)', () => {
     const api409 = await daemon.request('DELETE', `/v1/streams/${S + 9}`);
     expect(api409.status).toBe(409);
     api.check('/v1/streams/{port}', 'delete', 409, api409.json);
-    const cut = await daemon.request('DELETE', `/v1/streams/${S}?kill_sessions=1`);
-    expect(cut.status).toBe(501);
-    api.check('/v1/streams/{port}', 'delete', 501, cut.json);
     expect(await snapshot(daemon)).toEqual(before);
     expect(await roundTrip(S + 5, 'still')).toBe(`a${S + 5}:still`);
   });

@@ -410,17 +410,17 @@ Examples:
     .description(
       'drain the stream on a port: it refuses new connections at once, open sessions go on, and it is removed when the last one ends',
     )
-    .argument('<port>', 'port of the stream')
+    .argument('<port>', 'port of the stream, or a range FIRST-LAST')
     .option('--timeout <duration>', 'cut the sessions left and remove the stream after this long (default 10m)')
     .option('--cancel', 'call the drain off: the port takes connections again')
     .option('--wait', 'return only once the stream is gone')
     .addHelpText(
       'after',
-      '\nExamples:\n  $ conductor drain 9000 --timeout 30m\n  $ conductor drain 9000 --wait && deploy-the-backend\n  $ conductor drain 9000 --cancel',
+      '\nExamples:\n  $ conductor drain 9000 --timeout 30m\n  $ conductor drain 9000 --wait && deploy-the-backend\n  $ conductor drain 9000 --cancel\n  $ conductor drain 30000-30100 --timeout 1h',
     )
     .action(
       async (portText: string, options: { timeout?: string; cancel?: boolean; wait?: boolean }, command: Command) => {
-        const port = localPort(portText);
+        const port = localPortText(portText);
         if (options.cancel && (options.timeout !== undefined || options.wait))
           throw new ConductorError(ErrorCode.Usage, '--cancel takes neither --timeout nor --wait');
         if (options.timeout !== undefined) {

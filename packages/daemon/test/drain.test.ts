@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
-import { ConductorError, ErrorCode, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
+import { ConductorError, ErrorCode, type PortSpan, type StreamRecord, simpleSpec } from '@stream-conductor/shared';
 import type { Conductor } from '../src/service/local.js';
 import { FakeInstance, MemoryStore, record, startLocalService } from './service-fakes.js';
 
@@ -30,10 +30,10 @@ class FakeSessions {
   readonly cuts: number[] = [];
   /** A cut fails with this (no CAP_NET_ADMIN, say). */
   cutFails: Error | undefined;
-  async count(port: number): Promise<number> {
+  async count({ port }: PortSpan): Promise<number> {
     return this.open.get(port) ?? 0;
   }
-  async cut(port: number): Promise<number> {
+  async cut({ port }: PortSpan): Promise<number> {
     if (this.cutFails) throw this.cutFails;
     const had = this.open.get(port) ?? 0;
     this.cuts.push(port);

@@ -14,6 +14,7 @@ import {
 import { silentLogger } from '../src/log.js';
 import type { Entry, Mutation, MutationResult } from '../src/nginx/instance.js';
 import type { FolderScan } from '../src/nginx/stream-files.js';
+import type { SessionControl } from '../src/service/drain.js';
 import { Conductor } from '../src/service/local.js';
 import type { ServiceInstance } from '../src/service/placement.js';
 import type { StoreChange, StoreLoad, StreamStore } from '../src/streams/store.js';
@@ -153,7 +154,7 @@ export async function startLocalService(parts: {
   portRange: PortRange;
   legacyFolder: string;
   probe?: (port: number) => Promise<PortProbe>;
-  sessions?: { count(port: number): Promise<number>; cut(port: number): Promise<number> };
+  sessions?: SessionControl;
   now?: () => Date;
   drainIntervalMs?: number;
 }): Promise<Conductor> {

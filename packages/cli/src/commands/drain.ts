@@ -1,16 +1,20 @@
 /** `conductor drain PORT`: the port refuses new connections; the stream goes when its sessions have. */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConductorError, type CreateResult, ErrorCode, type StreamView } from '@stream-conductor/shared';
+import { ConductorError, type CreateResult, ErrorCode, formatPorts, type StreamView } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
 import { printData } from '../output-formats.js';
 
-export function drainStream(client: ApiClient, port: number, timeout: string | undefined): Promise<StreamView> {
+export function drainStream(
+  client: ApiClient,
+  port: number | string,
+  timeout: string | undefined,
+): Promise<StreamView> {
   const body = timeout === undefined ? {} : { timeout };
   return client.call<{ stream: StreamView }>('POST', `/v1/streams/${port}/drain`, body).then((answer) => answer.stream);
 }
 
-export function cancelDrain(client: ApiClient, port: number): Promise<CreateResult> {
+export function cancelDrain(client: ApiClient, port: number | string): Promise<CreateResult> {
   return client.call<CreateResult>('DELETE', `/v1/streams/${port}/drain`);
 }
 
@@ -18,7 +22,7 @@ export function cancelDrain(client: ApiClient, port: number): Promise<CreateResu
  * Waits until the draining stream on `port` is gone (its sessions ended or were cut), looking
  * every `pollMs`. A stream that is live again (the drain was called off) is an error.
  */
-export async function waitDrained(client: ApiClient, port: number, pollMs = 500): Promise<void> {
+export async function waitDrained(client: ApiClient, port: number | string, pollMs = 500): Promise<void> {
   for (;;) {
     let stream: StreamView;
     try {
@@ -35,7 +39,7 @@ export async function waitDrained(client: ApiClient, port: number, pollMs = 500)
 
 export function describeDraining(stream: StreamView): string {
   const open = stream.openSessions === undefined ? '' : `${stream.openSessions} session(s) open, `;
-  return `${stream.port} draining: ${open}cut and removed at ${stream.drainingUntil ?? '?'} at the latest`;
+  return `${formatPorts(stream)} draining: ${open}cut and removed at ${stream.drainingUntil ?? '?'} at the latest`;
 }
 
 export function printDraining(stream: StreamView, output: Output): void {

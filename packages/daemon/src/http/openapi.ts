@@ -761,7 +761,6 @@ export function openApiDocument(): Record<string, unknown> {
             200: { description: 'removed; every port of it refuses connections', ...(json(ref('Removed')) as object) },
             404: errorResponse('no stream on that port'),
             409: errorResponse('a port inside a range: a range is removed whole'),
-            501: errorResponse('kill_sessions on a port range'),
           },
         },
       },
@@ -855,7 +854,8 @@ export function openApiDocument(): Record<string, unknown> {
             },
             400: errorResponse('invalid input, or a UDP stream (its sessions cannot be seen)'),
             404: errorResponse('no stream on that port'),
-            501: errorResponse('a port range (not drained), or fleet mode: not available'),
+            409: errorResponse('a port inside a range (a range is drained whole), or a change to the port under way'),
+            501: errorResponse('fleet mode: not available'),
           },
         },
         delete: {

@@ -13,6 +13,7 @@ import {
   ErrorCode,
   isPortInRange,
   type PortRange,
+  type PortSpan,
   type StreamRecord,
   type StreamView,
 } from '@stream-conductor/shared';
@@ -22,10 +23,13 @@ import type { Observatory } from '../observe/observatory.js';
 import type { StreamStore } from '../streams/store.js';
 import { viewOf } from './records.js';
 
-/** The kernel's sessions of a port that nginx holds: counted while it drains, cut at its deadline. */
+/**
+ * The kernel's sessions that nginx holds on a stream's port, or every port of a range: counted
+ * while it drains, cut at its deadline.
+ */
 export interface SessionControl {
-  count(port: number): Promise<number>;
-  cut(port: number): Promise<number>;
+  count(span: PortSpan): Promise<number>;
+  cut(span: PortSpan): Promise<number>;
 }
 
 export interface DrainOptions {
@@ -174,7 +178,7 @@ export class Drains {
         throw error;
       }
       try {
-        this.counts.set(port, await sessions.count(port));
+        this.counts.set(port, await sessions.count(record));
       } catch (error) {
         this.options.log.warn('could not count the sessions of a draining port yet', { port, error });
       }
@@ -205,11 +209,13 @@ export class Drains {
   /** Removes a draining stream at once (`rm`); its sessions are cut when asked. */
   remove(port: number, killSessions: boolean): Promise<{ warnings: string[] }> {
     return this.step(port, async () => {
-      if (!this.isDraining(port)) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+      const drained = this.options.parked.get(port);
+      if (drained?.state !== 'draining')
+        throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
       const warnings: string[] = [];
       await this.forget(port);
       if (killSessions) {
-        const cut = await this.cut(port);
+        const cut = await this.cut(drained.record);
         if (cut.error !== undefined) warnings.push(`its sessions could not be cut: ${cut.error}`);
       }
       return { warnings };
@@ -222,11 +228,11 @@ export class Drains {
     this.counts.delete(port);
   }
 
-  private async cut(port: number): Promise<{ cut: number; error?: string }> {
+  private async cut(span: PortSpan): Promise<{ cut: number; error?: string }> {
     try {
-      return { cut: await this.sessions().cut(port) };
+      return { cut: await this.sessions().cut(span) };
     } catch (error) {
-      this.options.log.warn('could not cut the sessions of a drained port', { port, error });
+      this.options.log.warn('could not cut the sessions of a drained port', { port: span.port, error });
       return { cut: 0, error: error instanceof Error ? error.message : String(error) };
     }
   }
@@ -235,7 +241,7 @@ export class Drains {
     for (const { record } of this.draining()) {
       const port = record.port;
       try {
-        const open = await this.sessions().count(port);
+        const open = await this.sessions().count(record);
         this.counts.set(port, open);
         if (open > 0 && !drainIsDue(record, this.options.now())) continue;
         await this.end(record, open);
@@ -253,7 +259,7 @@ export class Drains {
     return this.step(port, async () => {
       // A drain called off or given a new deadline meanwhile is not this one.
       if (this.options.parked.get(port)?.record !== record) return;
-      const cut = open > 0 ? await this.cut(port) : { cut: 0 };
+      const cut = open > 0 ? await this.cut(record) : { cut: 0 };
       // The port is closed already: the stream goes even when its sessions could not be cut.
       await this.forget(port);
       const detail =

@@ -537,7 +537,7 @@ export class Conductor implements StreamService {
 
   /** Removes a stream; resolves once its port refuses new connections. */
   async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
-    refuseRangePart(this.entry(port), port, options.killSessions === true);
+    refuseRangePart(this.entry(port), port, 'rm');
     if (this.drains.isDraining(port)) return this.drains.remove(port, options.killSessions === true);
     if (this.parked.has(port)) return this.removeParked(port);
     if (!isPortInRange(port, this.options.portRange) || !this.placement.ownerOf(port)) {
@@ -555,13 +555,7 @@ export class Conductor implements StreamService {
    * expiry at the latest), its sessions are cut. See drain.ts.
    */
   drain(port: number, timeoutMs: number): Promise<StreamView> {
-    const entry = this.entry(port);
-    if (entry?.record.portEnd !== undefined)
-      throw new ConductorError(
-        ErrorCode.NotSupported,
-        `port ${port} belongs to the range ${formatPorts(entry.record)}, and a range cannot be drained`,
-        { hint: `remove it (conductor rm ${formatPorts(entry.record)}) once its sessions are done` },
-      );
+    refuseRangePart(this.entry(port), port, 'drain');
     return this.drains.drain(port, timeoutMs);
   }
 

@@ -46,20 +46,16 @@ export function checkSpan(spec: StreamSpec, range: PortRange, entries: readonly 
 }
 
 /**
- * A port inside a range other than its first is not a stream of its own: removing it is refused,
- * with the range to remove named. Cutting a range's sessions on removal is not offered yet.
+ * A port inside a range other than its first is not a stream of its own: removing or draining it
+ * is refused, with the range to remove or drain named, so that no one takes a whole range out of
+ * service by naming one of its ports.
  */
-export function refuseRangePart(entry: Held | undefined, port: number, killSessions: boolean): void {
-  if (entry?.record.portEnd === undefined) return;
+export function refuseRangePart(entry: Held | undefined, port: number, action: 'rm' | 'drain'): void {
+  if (entry?.record.portEnd === undefined || entry.record.port === port) return;
   const range = formatPorts(entry.record);
-  if (entry.record.port !== port)
-    throw new ConductorError(
-      ErrorCode.Conflict,
-      `port ${port} is part of the range ${range}: a range is removed whole`,
-      { hint: `remove the range: conductor rm ${range}` },
-    );
-  if (killSessions)
-    throw new ConductorError(ErrorCode.NotSupported, `cutting the sessions of a range (${range}) is not supported`, {
-      hint: `remove it without --kill-sessions: conductor rm ${range}`,
-    });
+  throw new ConductorError(
+    ErrorCode.Conflict,
+    `port ${port} is part of the range ${range}: a range is ${action === 'rm' ? 'removed' : 'drained'} whole`,
+    { hint: `${action === 'rm' ? 'remove' : 'drain'} the range: conductor ${action} ${range}` },
+  );
 }

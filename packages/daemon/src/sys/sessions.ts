@@ -1,12 +1,13 @@
 /**
- * The sessions nginx holds on a port, and cutting them. nginx keeps the sessions of a removed
- * stream alive on its old workers until they end; `ss -K` (iproute2, with the kernel's
- * SOCK_DESTROY) closes them. Only TCP sockets with local port `port` that an nginx process holds
+ * The sessions nginx holds on a port or a range of ports, and cutting them. nginx keeps the
+ * sessions of a removed stream alive on its old workers until they end; `ss -K` (iproute2, with
+ * the kernel's SOCK_DESTROY) closes them. Only TCP sockets on the stream's local ports that an nginx process holds
  * count: another program's connections that use the same local port (a backend on this host
  * listening on that port on another address, an outgoing connection from that ephemeral port)
  * are never counted or cut. Every state of a connection but TIME-WAIT counts: a half-closed
  * session (CLOSE-WAIT while the backend still replies) is still a session.
  */
+import { lastPort, type PortSpan } from '@stream-conductor/shared';
 import { execa } from 'execa';
 
 interface Session {
@@ -22,11 +23,19 @@ function checkedPort(port: number): number {
   return port;
 }
 
+/** ss's filter for the local ports of `span`: one port, or first to last. */
+function portFilter(span: PortSpan): string {
+  const first = checkedPort(span.port);
+  const last = checkedPort(lastPort(span));
+  if (last < first) throw new Error(`invalid ports ${first}-${last}`);
+  return first === last ? `( sport = :${first} )` : `( sport >= :${first} and sport <= :${last} )`;
+}
+
 const STATES = ['state', 'connected', 'exclude', 'time-wait'];
 
-/** The TCP connections on local port `port` that an nginx process holds. */
-async function nginxSessions(port: number): Promise<Session[]> {
-  const result = await execa('ss', ['-H', '-t', '-n', '-p', ...STATES, `( sport = :${checkedPort(port)} )`], {
+/** The TCP connections on the local ports of `span` that an nginx process holds. */
+async function nginxSessions(span: PortSpan): Promise<Session[]> {
+  const result = await execa('ss', ['-H', '-t', '-n', '-p', ...STATES, portFilter(span)], {
     reject: false,
   });
   if (result.exitCode !== 0) throw new Error(`ss failed: ${result.stderr || result.shortMessage}`);
@@ -39,14 +48,14 @@ async function nginxSessions(port: number): Promise<Session[]> {
   return sessions;
 }
 
-/** How many sessions nginx holds on local port `port`. */
-export async function nginxSessionCount(port: number): Promise<number> {
-  return (await nginxSessions(port)).length;
+/** How many sessions nginx holds on the local ports of `span`. */
+export async function nginxSessionCount(span: PortSpan): Promise<number> {
+  return (await nginxSessions(span)).length;
 }
 
-/** Closes every session nginx holds on local port `port`; returns how many there were. */
-export async function killSessions(port: number): Promise<number> {
-  const sessions = await nginxSessions(port);
+/** Closes every session nginx holds on the local ports of `span`; returns how many there were. */
+export async function killSessions(span: PortSpan): Promise<number> {
+  const sessions = await nginxSessions(span);
   // Each one by its exact pair of addresses, so that no other program's connection is touched.
   for (let i = 0; i < sessions.length; i += 32) {
     const pairs = sessions.slice(i, i + 32).map(({ local, peer }) => `( src ${local} and dst ${peer} )`);
@@ -55,7 +64,7 @@ export async function killSessions(port: number): Promise<number> {
     });
     if (result.exitCode !== 0) throw new Error(`ss -K failed: ${result.stderr || result.shortMessage}`);
   }
-  const left = sessions.length === 0 ? 0 : await nginxSessionCount(port);
+  const left = sessions.length === 0 ? 0 : await nginxSessionCount(span);
   if (left > 0) throw new Error(`${left} session(s) survived (does the kernel allow SOCK_DESTROY?)`);
   return sessions.length;
 }

@@ -111,7 +111,7 @@ async function admitOne(
   if (record === undefined) {
     if (!existing) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     working.delete(port);
-    return { item, port, next: undefined, change: 'removed' };
+    return { item, port, next: undefined, previous: existing, change: 'removed' };
   }
   refuseSilentShrink(existing?.record, record, change.spanNamed === true);
   if (existing && !createOnly && existing.state === 'live' && sameSpec(existing.record, record)) {

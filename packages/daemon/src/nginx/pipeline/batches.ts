@@ -5,7 +5,7 @@
  * nginx no longer takes is set aside so that it does not block every other change of its master.
  */
 import { performance } from 'node:perf_hooks';
-import { ConductorError, describeBackends, ErrorCode } from '@stream-conductor/shared';
+import { ConductorError, describeBackends, ErrorCode, formatPorts, type PortSpan } from '@stream-conductor/shared';
 import { withoutPaths } from '../binary.js';
 import { quitOldWorkers } from '../process/controller.js';
 import { admit, consistent } from './admission.js';
@@ -148,7 +148,8 @@ export class BatchApplier {
   private async answer(done: Accepted[], warnings: string[]): Promise<void> {
     for (const one of done) {
       const { mutation } = one.item;
-      if (mutation.kind === 'remove' && mutation.killSessions) await this.cutSessions(one.port, warnings);
+      if (mutation.kind === 'remove' && mutation.killSessions)
+        await this.cutSessions({ port: one.port, portEnd: one.previous?.record.portEnd }, warnings);
       one.item.resolve({ warnings, change: one.change, ...(one.next ? { entry: { ...one.next } } : {}) });
     }
   }
@@ -184,18 +185,20 @@ export class BatchApplier {
     this.onSetAside();
   }
 
-  /** Cuts the sessions nginx keeps alive on its old workers after a remove. */
-  private async cutSessions(port: number, warnings: string[]): Promise<void> {
+  /** Cuts the sessions nginx keeps alive on its old workers after a remove (every port of a range). */
+  private async cutSessions(span: PortSpan, warnings: string[]): Promise<void> {
     const { options, log } = this.state;
     if (!options.killSessions) {
       warnings.push('cutting established sessions is not available on this host');
       return;
     }
     try {
-      const cut = await options.killSessions(port);
-      log.info('sessions cut', { port, sessions: cut });
+      const cut = await options.killSessions(span);
+      log.info('sessions cut', { ports: formatPorts(span), sessions: cut });
     } catch (error) {
-      warnings.push(`the established sessions of port ${port} could not be cut: ${(error as Error).message}`);
+      warnings.push(
+        `the established sessions of port${span.portEnd === undefined ? '' : 's'} ${formatPorts(span)} could not be cut: ${(error as Error).message}`,
+      );
     }
   }
 }

@@ -1,5 +1,5 @@
 /** The types of the apply pipeline: what callers submit and get back, and what flows between its steps. */
-import type { ConductorError, StreamRecord, StreamState } from '@stream-conductor/shared';
+import type { ConductorError, PortSpan, StreamRecord, StreamState } from '@stream-conductor/shared';
 import type { Logger } from '../../log.js';
 import type { PipelineObserver } from '../../observe/metrics.js';
 import type { StreamStore } from '../../streams/store.js';
@@ -57,6 +57,8 @@ export interface Accepted {
   item: Pending;
   port: number;
   next: Entry | undefined;
+  /** A remove: what the port ran before (a range's sessions are cut on all of its ports). */
+  previous?: Entry;
   /** A set-aside definition being tried again (its port already has an entry). */
   revive?: boolean;
   /** What the answer says this change did. */
@@ -86,8 +88,8 @@ export interface InstanceOptions {
   probePort(port: number, protocols: Array<'tcp' | 'udp'>, listenAddress: string | undefined): Promise<PortProbe>;
   /** The ports with listening sockets now (see listeningPorts). */
   listeningPorts(): Promise<ListeningPorts>;
-  /** Cuts the established sessions of a port (see sys/sessions.ts). */
-  killSessions?(port: number): Promise<number>;
+  /** Cuts the established sessions of a port or a range (see sys/sessions.ts). */
+  killSessions?(span: PortSpan): Promise<number>;
   /** The address streams listen on when their definition names none. */
   defaultListenAddress?: string | undefined;
   log: Logger;
