@@ -256,7 +256,7 @@ export class FleetConductor implements StreamService {
     await this.writes.readStreams();
     const key = this.cache.keyOf(port);
     const held = this.cache.effective(key);
-    refuseRangePart(held && { record: held }, port, options.killSessions === true);
+    refuseRangePart(held && { record: held }, port, 'rm');
     const current = await this.writes.read(port);
     if (!this.writes.standing(current)) {
       if (this.options.local.get(port)) return { warnings: await this.convergence.converge(port, options) };

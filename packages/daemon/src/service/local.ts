@@ -427,7 +427,9 @@ export class Conductor implements StreamService {
     // read here, so a change admitted first (a TLS renewal, say) is kept, and its result renewed.
     for (let attempt = 1; ; attempt += 1) {
       const entry = this.entry(port);
-      if (!entry) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+      // A parked stream (draining, or not running) has no lifetime to renew.
+      if (!entry || this.parked.has(port))
+        throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
       try {
         return await this.put(renewedSpec(entry.record, expiresAt), entry.record);
       } catch (error) {
