@@ -433,14 +433,20 @@ export class Conductor implements StreamService {
       try {
         return await this.put(renewedSpec(entry.record, expiresAt), entry.record);
       } catch (error) {
-        const changed = this.entry(port)?.record;
-        const raced =
-          error instanceof ConductorError &&
-          error.code === ErrorCode.Conflict &&
-          (changed === undefined || !sameSpec(changed, entry.record));
-        if (!raced || attempt >= 5) throw error;
+        if (!this.changedMeanwhile(error, port, entry.record) || attempt >= 5) throw error;
       }
     }
+  }
+
+  /**
+   * Whether a conditional put based on `read` (undefined: the port was free) was refused because
+   * the port's definition changed meanwhile: then the caller reads again and retries.
+   */
+  private changedMeanwhile(error: unknown, port: number, read: StreamRecord | undefined): boolean {
+    if (!(error instanceof ConductorError)) return false;
+    if (error.code !== ErrorCode.Conflict && error.code !== ErrorCode.StreamExists) return false;
+    const now = this.entry(port)?.record;
+    return read === undefined ? now !== undefined : now === undefined || !sameSpec(now, read);
   }
 
   /**
@@ -498,12 +504,7 @@ export class Conductor implements StreamService {
         }
         return await this.put(withRoute(entry.record, route, port), entry.record);
       } catch (error) {
-        const changed = this.entry(port)?.record;
-        const raced =
-          error instanceof ConductorError &&
-          (error.code === ErrorCode.Conflict || error.code === ErrorCode.StreamExists) &&
-          (entry === undefined ? changed !== undefined : changed === undefined || !sameSpec(changed, entry.record));
-        if (!raced || attempt >= 5) throw error;
+        if (!this.changedMeanwhile(error, port, entry?.record) || attempt >= 5) throw error;
       }
     }
   }
@@ -521,12 +522,7 @@ export class Conductor implements StreamService {
         const result = await this.put(rest, entry.record);
         return { removed: 'route', result, warnings: result.warnings ?? [] };
       } catch (error) {
-        const changed = this.entry(port)?.record;
-        const raced =
-          error instanceof ConductorError &&
-          error.code === ErrorCode.Conflict &&
-          (changed === undefined || !sameSpec(changed, entry.record));
-        if (!raced || attempt >= 5) throw error;
+        if (!this.changedMeanwhile(error, port, entry.record) || attempt >= 5) throw error;
       }
     }
   }
