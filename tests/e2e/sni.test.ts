@@ -165,6 +165,28 @@ describe('routing by server name', () => {
     expect((again.json as { change: string }).change).toBe('unchanged');
   }, 60_000);
 
+  it('routes names nginx would read as its own words (default, include, a name starting with t) and a 253-character name', async () => {
+    const listen = port();
+    // 63 + 1 + 63 + 1 + 63 + 1 + 61 = 253 characters: the longest a route may name.
+    const long = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
+    const answer = await daemon.request('PUT', `/v1/streams/${listen}`, {
+      routes: [
+        { sni: 'default', backend: at('git') },
+        { sni: 'include', backend: at('db') },
+        { sni: 'test.example.com', backend: at('wide') },
+        { sni: long, backend: at('other') },
+        { default: true, backend: at('fallback') },
+      ],
+    });
+    expect(answer.status).toBe(201);
+    expect(await whoAnswers(listen, 'default')).toBe('git');
+    expect(await whoAnswers(listen, 'include')).toBe('db');
+    expect(await whoAnswers(listen, 'test.example.com')).toBe('wide');
+    expect(await whoAnswers(listen, long)).toBe('other');
+    expect(await whoAnswers(listen, 'anything.else')).toBe('fallback');
+    expect((await daemon.request('DELETE', `/v1/streams/${listen}`)).status).toBe(200);
+  }, 60_000);
+
   it('closes a connection whose name matches no route when the port has no default route', async () => {
     const listen = port();
     const cli = await runCli(['create', String(listen), '--sni', 'git.example.com', at('git')], env);

@@ -23,7 +23,7 @@ describe('renderStreamFile with routes by server name', () => {
       'upstream conductor_8443_r1 {\n    server 127.0.0.1:5433;\n    server 127.0.0.2:5433 backup;\n}',
     );
     expect(text).toContain(
-      'map $ssl_preread_server_name $conductor_8443_sni {\n    hostnames;\n    git.example.com conductor_8443_r0;\n    *.db.example.com conductor_8443_r1;\n    default conductor_8443_r2;\n}',
+      'map $ssl_preread_server_name $conductor_8443_sni {\n    hostnames;\n    \\\\git.example.com conductor_8443_r0;\n    \\\\*.db.example.com conductor_8443_r1;\n    default conductor_8443_r2;\n}',
     );
     expect(text).toContain(
       'map $ssl_preread_protocol $conductor_8443_route {\n    "" conductor_8443_r3;\n    default $conductor_8443_sni;\n}',

@@ -162,12 +162,26 @@ function renderRouteUpstream(record: StreamRecord, name: string, backends: Backe
   return lines;
 }
 
-/** A server name as a map key: checked again (lowercase labels, an optional leading *.). */
+/**
+ * A server name as a map key: checked again (lowercase labels, an optional leading *.), and
+ * escaped. nginx reads some first words of a map line as its own parameters (`default`, `include`,
+ * `hostnames`, `volatile`), so a route named `default` would become the catch-all and one named
+ * `include` a file to read; a key that starts with a backslash is always a key (nginx drops the
+ * backslash, then reads the wildcard). The backslash is written doubled: nginx's configuration
+ * reader turns `\\` into one and would read `\t` of a name starting with t as a tab.
+ */
 function mapName(name: string | undefined): string {
   if (name === undefined || !/^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(name) || name.includes('..'))
     throw new Error(`refusing to render server name ${JSON.stringify(name)}`);
-  return name;
+  return `\\\\${name}`;
 }
+
+/**
+ * The hash bucket of the maps that route by server name: nginx's default (one cache line, 64
+ * bytes) holds exact names of at most 46 characters, and refuses the whole configuration for a
+ * longer one; 512 holds the longest name a route may have (253).
+ */
+export const MAP_HASH_BUCKET_SIZE = 'map_hash_bucket_size 512;';
 
 /**
  * A port that routes by server name (see shared/sni.ts): nginx reads the TLS hello (ssl_preread),
@@ -350,6 +364,7 @@ export function renderMainConf(options: MainConfOptions): string {
     '',
     'stream {',
     `    ${ACCESS_LOG_FORMAT}`,
+    `    ${MAP_HASH_BUCKET_SIZE}`,
     `    include ${nginxPath(options.includeGlob)};`,
     '}',
     '',
@@ -381,8 +396,10 @@ export function logFormatFileName(prefix: string): string {
 
 export function renderLogFormatFile(): string {
   return [
-    '# stream-conductor: the format of the per-session access log its streams write.',
+    '# stream-conductor: the format of the per-session access log its streams write, and the map',
+    '# hash bucket its server-name routes need.',
     ACCESS_LOG_FORMAT,
+    MAP_HASH_BUCKET_SIZE,
     '',
   ].join('\n');
 }
