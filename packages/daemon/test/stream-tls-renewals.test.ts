@@ -2,14 +2,14 @@
  * TlsRenewals over fakes: a renewal whose change is refused for a passing reason (nginx away, a
  * reload another change made fail) is tried again at the next look, and reported once.
  */
-import { chmod, mkdtemp, readdir, rm, stat, utimes } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ConductorError, ErrorCode, parseStreamInput, type StreamRecord } from '@stream-conductor/shared';
 import { type Certs, makeCerts } from '../../../tests/helpers/certs.js';
 import { silentLogger } from '../src/log.js';
-import { TlsCopies, TlsRenewals } from '../src/service/stream-tls.js';
+import { checkTlsFiles, restoreCopies, TlsCopies, TlsRenewals } from '../src/service/stream-tls.js';
 
 let dir: string;
 let certs: Certs;
@@ -93,5 +93,31 @@ describe('TlsCopies', () => {
     expect(info.mode & 0o777).toBe(0o600);
     await copies.release([again], false);
     expect((await readdir(join(dir, 'copies'))).sort()).toHaveLength(2);
+  });
+});
+
+describe('restoreCopies', () => {
+  it('never serves a copy a store names outside stream-tls/: it makes the copies again from the operator files', async () => {
+    const now = new Date();
+    const copies = join(dir, 'restore', 'stream-tls');
+    const spec = parseStreamInput(
+      { port: 9444, backend: '127.0.0.1:8080', tlsCert: certs.serverCert, tlsKey: certs.serverKey },
+      { now },
+    );
+    const made = await checkTlsFiles(spec, copies, now);
+    // As a hand-edited store would have it: copies with the right contents, outside stream-tls/.
+    const id = made.material.id;
+    const record = {
+      ...spec,
+      tlsMaterial: { ...made.material, cert: join(dir, `${id}.cert.pem`), key: join(dir, `${id}.key.pem`) },
+      createdAt: now.toISOString(),
+    } as StreamRecord;
+    await copyFile(certs.serverCert, join(dir, `${id}.cert.pem`));
+    await copyFile(certs.serverKey, join(dir, `${id}.key.pem`));
+    const restored = await restoreCopies(record, copies, now);
+    expect(restored?.id).toBe(id);
+    expect(restored?.key).toBe(join(copies, `${id}.key.pem`));
+    expect(restored?.cert).toBe(join(copies, `${id}.cert.pem`));
+    expect(await readFile(restored?.key ?? '')).toEqual(await readFile(certs.serverKey));
   });
 });

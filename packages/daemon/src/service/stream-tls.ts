@@ -28,11 +28,12 @@ import {
   utimes,
   writeFile,
 } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import {
   type CertificateFacts,
   ConductorError,
   ErrorCode,
+  printable,
   type StreamRecord,
   type StreamSpec,
   sameSpec,
@@ -40,6 +41,7 @@ import {
   usesTls,
 } from '@stream-conductor/shared';
 import type { Logger } from '../log.js';
+import { isNginxSafePath } from '../nginx/render.js';
 import { filesSignature } from '../sys/files.js';
 import { specOf } from './records.js';
 
@@ -291,6 +293,12 @@ export async function restoreCopies(
   for (const part of ['cert', 'key', 'ca'] as const) {
     const path = material[part];
     if (path === undefined) continue;
+    // A store edited by hand (or restored from elsewhere) may name a file outside the copies'
+    // folder, or one nginx's configuration cannot carry: never read or served, made again instead.
+    if (resolve(dirname(path)) !== resolve(dir) || !isNginxSafePath(path)) {
+      missing ??= `its TLS copy ${printable(path)} is not one of stream-tls/`;
+      continue;
+    }
     const content = await readFile(path).catch(() => undefined);
     if (content === undefined) missing ??= `its TLS copy stream-tls/${basename(path)} is missing`;
     else contents[part] = content;
