@@ -237,6 +237,29 @@ describe('batches', () => {
     expect(store.records.get(9000)?.backends).toEqual([{ address: '127.0.0.1:3333' }]);
   });
 
+  it('a remove on condition (ifSpec) is refused with CONFLICT when a change queued before it replaced the definition', async () => {
+    await instance.submit(create(9000));
+    const lookedAt = record(9000);
+    let release: () => void = () => undefined;
+    nginx.gate = new Promise((done) => (release = done));
+    const blocker = instance.submit(create(9001));
+    await new Promise((done) => setTimeout(done, 20));
+    // A replace, then the removal of the last route of the definition read before it.
+    const operator = instance.submit({ kind: 'put', record: record(9000, '127.0.0.1:2222') });
+    const removal = instance.submit({ kind: 'remove', port: 9000, ifSpec: lookedAt });
+    nginx.gate = undefined;
+    release();
+    await blocker;
+    await expect(operator).resolves.toMatchObject({ change: 'replaced' });
+    expect((await refusal(removal)).message).toContain('stream 9000 changed meanwhile');
+    expect(store.records.get(9000)?.backends).toEqual([{ address: '127.0.0.1:2222' }]);
+    // On the definition that holds, the same condition lets it through.
+    await expect(
+      instance.submit({ kind: 'remove', port: 9000, ifSpec: record(9000, '127.0.0.1:2222') }),
+    ).resolves.toMatchObject({ change: 'removed' });
+    expect(store.records.has(9000)).toBe(false);
+  });
+
   it('refuses only the request nginx blames, and applies the others', async () => {
     await instance.submit(create(9009));
     nginx.reloads = 0;

@@ -518,7 +518,8 @@ export class Conductor implements StreamService {
       if (!entry) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
       const rest = withoutRoute(entry.record, id, port);
       try {
-        if (rest === undefined) return { removed: 'stream', ...(await this.remove(port)) };
+        // The last route: the port goes, on condition that it still holds what was read here.
+        if (rest === undefined) return { removed: 'stream', ...(await this.remove(port, { ifSpec: entry.record })) };
         const result = await this.put(rest, entry.record);
         return { removed: 'route', result, warnings: result.warnings ?? [] };
       } catch (error) {
@@ -534,15 +535,28 @@ export class Conductor implements StreamService {
   }
 
   /** Removes a stream; resolves once its port refuses new connections. */
-  async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
+  async remove(
+    port: number,
+    options: { killSessions?: boolean; ifSpec?: StreamRecord } = {},
+  ): Promise<{ warnings: string[] }> {
     refuseRangePart(this.entry(port), port, 'rm');
+    const parked = this.parked.get(port);
+    if (options.ifSpec !== undefined && parked !== undefined)
+      throw new ConductorError(ErrorCode.Conflict, `stream ${port} is ${parked.state}: its routes cannot change now`, {
+        hint: parked.state === 'draining' ? `call the drain off first: conductor drain ${port} --cancel` : undefined,
+      });
     if (this.drains.isDraining(port)) return this.drains.remove(port, options.killSessions === true);
     if (this.parked.has(port)) return this.removeParked(port);
     if (!isPortInRange(port, this.options.portRange) || !this.placement.ownerOf(port)) {
       throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     }
     const result = await this.placement.onOwner(port, (instance) =>
-      instance.submit({ kind: 'remove', port, killSessions: options.killSessions === true }),
+      instance.submit({
+        kind: 'remove',
+        port,
+        killSessions: options.killSessions === true,
+        ...(options.ifSpec === undefined ? {} : { ifSpec: options.ifSpec }),
+      }),
     );
     return { warnings: result.warnings };
   }

@@ -99,6 +99,16 @@ interface StreamSpecLike {
   portEnd?: number;
 }
 
+/** A change made on condition (ifSpec) is refused once the port holds another definition. */
+function refuseChangedMeanwhile(working: Map<number, Entry>, port: number, ifSpec: StreamRecord): void {
+  const now = working.get(port);
+  if (now === undefined || !sameSpec(now.record, ifSpec))
+    throw new ConductorError(
+      ErrorCode.Conflict,
+      `stream ${port} changed meanwhile: the change based on its earlier definition is not made`,
+    );
+}
+
 /** Checks one port's change against the state the earlier changes leave in `working`. */
 async function admitOne(
   state: InstanceState,
@@ -177,18 +187,13 @@ export async function admit(state: InstanceState, batch: Pending[]): Promise<Acc
         accepted.push(...group.filter((one) => one.change !== 'unchanged'));
         if (group.every((one) => one.change === 'unchanged')) item.resolve({ warnings: [], change: 'unchanged' });
       } else if (mutation.kind === 'remove') {
+        if (mutation.ifSpec !== undefined) refuseChangedMeanwhile(working, mutation.port, mutation.ifSpec);
         accepted.push(
           await admitOne(state, item, { port: mutation.port, record: undefined, createOnly: false }, working),
         );
       } else {
-        if (mutation.kind === 'put' && mutation.ifSpec !== undefined) {
-          const now = working.get(mutation.record.port);
-          if (now === undefined || !sameSpec(now.record, mutation.ifSpec))
-            throw new ConductorError(
-              ErrorCode.Conflict,
-              `stream ${mutation.record.port} changed meanwhile: the change based on its earlier definition is not made`,
-            );
-        }
+        if (mutation.kind === 'put' && mutation.ifSpec !== undefined)
+          refuseChangedMeanwhile(working, mutation.record.port, mutation.ifSpec);
         const one = await admitOne(
           state,
           item,

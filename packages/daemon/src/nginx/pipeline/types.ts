@@ -23,8 +23,11 @@ export type Mutation =
    * the port still holds that definition (a change made meanwhile wins; refused with CONFLICT).
    */
   | { kind: 'put'; record: StreamRecord; ifSpec?: StreamRecord; spanNamed?: boolean }
-  /** killSessions: also cut the sessions nginx keeps alive on its old workers. */
-  | { kind: 'remove'; port: number; killSessions?: boolean }
+  /**
+   * killSessions: also cut the sessions nginx keeps alive on its old workers. With `ifSpec`, only
+   * while the port still holds that definition (as a put's).
+   */
+  | { kind: 'remove'; port: number; killSessions?: boolean; ifSpec?: StreamRecord }
   /** Several changes applied together in one reload, or not at all. */
   | { kind: 'group'; changes: PortChange[] };
 
