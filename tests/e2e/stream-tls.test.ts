@@ -13,11 +13,11 @@ import { X509Certificate } from 'node:crypto';
 import { copyFile, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer as createTlsServer, type Server as TlsServer, connect as tlsConnect } from 'node:tls';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { AuditEvent, StreamView } from '@stream-conductor/shared';
-import { type Certs, fingerprintOf, makeCerts, signCertificate } from '../helpers/certs.js';
+import { type Certs, fingerprintOf, makeCerts, signCertificate, tlsRoundTrip } from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -105,22 +105,8 @@ afterAll(async () => {
 const port = (): number => daemon.rangeStart + next++;
 
 /** One TLS session to a stream: the answer to `text`, and the certificate nginx showed. */
-function tlsExchange(at: number, text: string, ca = certs.ca): Promise<{ answer: string; fingerprint256: string }> {
-  return (async () => {
-    const trusted = await readFile(ca);
-    return new Promise((resolve, reject) => {
-      const socket = tlsConnect({ port: at, host: '127.0.0.1', servername: 'localhost', ca: trusted }, () => {
-        const fingerprint256 = socket.getPeerCertificate().fingerprint256;
-        socket.once('data', (chunk) => {
-          socket.destroy();
-          resolve({ answer: chunk.toString('utf8'), fingerprint256 });
-        });
-        socket.write(text);
-      });
-      socket.on('error', reject);
-    });
-  })();
-}
+const tlsExchange = (at: number, text: string, ca = certs.ca): Promise<{ answer: string; fingerprint256: string }> =>
+  tlsRoundTrip(at, text, ca);
 
 async function getStream(at: number): Promise<StreamView> {
   const answer = await daemon.request('GET', `/v1/streams/${at}?stats=1`);
