@@ -125,6 +125,8 @@ class FakeLocal implements LocalService {
   /** Ports this host's pipeline takes but cannot run (it holds them failed, with this reason). */
   readonly holdFailed = new Map<number, string>();
   during: ((spec: StreamSpec) => void) | undefined;
+  /** Runs inside a removal, before the stream is gone (its ports closing). */
+  duringRemove: ((port: number) => void) | undefined;
   duringApply: ((puts: StreamSpec[], deletes: number[]) => void) | undefined;
   applies = 0;
 
@@ -150,6 +152,7 @@ class FakeLocal implements LocalService {
     return { stream, warnings: [], change: 'created' };
   }
   async remove(port: number): Promise<{ warnings: string[] }> {
+    this.duringRemove?.(port);
     this.streams.delete(port);
     return { warnings: [] };
   }
@@ -402,6 +405,47 @@ describe('a host that cannot run what it took', () => {
       id: 'b',
     });
     expect(views.get(7016)?.hosts).toEqual([{ host: 'a', state: 'live' }]);
+  });
+});
+
+describe('a removal as the listing shows it', () => {
+  it('is never shown live: removing on the host that takes it while it runs, and on another until that host has removed it', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    const viewsOf = (one: typeof a): FleetViews =>
+      new FleetViews({
+        cache: one.cache,
+        local: one.local,
+        hostId: 'a',
+        failures: one.convergence.failures,
+        removing: (port) => one.convergence.removing(port),
+      });
+    await a.change(7030, rec(7030, '10.0.0.1:80'));
+    await b.writes.read(7030);
+    await b.convergence.converge(7030);
+    expect(viewsOf(b).get(7030)?.state).toBe('live');
+    // Host a's own removal closes its ports before the fleet's key goes.
+    const seenByA: unknown[] = [];
+    a.local.duringRemove = (port) => {
+      const view = viewsOf(a).get(port);
+      seenByA.push([view?.state, view?.reason]);
+    };
+    await a.change(7030, null);
+    expect(seenByA).toEqual([['removing', 'this host is removing it']]);
+    expect(viewsOf(a).get(7030)).toBeUndefined();
+    // Host b has seen the key go but not removed its own stream yet (its ports may be closing).
+    await b.writes.read(7030);
+    expect(b.cache.effective(7030)).toBeUndefined();
+    const views = viewsOf(b);
+    expect(views.get(7030)).toMatchObject({ state: 'removing', reason: "not in the fleet's set: being removed" });
+    expect(views.list().map(({ port, state }) => ({ port, state }))).toEqual([{ port: 7030, state: 'removing' }]);
+    // A removal that fails is shown failed, with the reason.
+    b.convergence.failures.set(7030, 'could not remove it: nginx did not answer');
+    expect(views.get(7030)).toMatchObject({ state: 'failed', reason: 'could not remove it: nginx did not answer' });
+    b.convergence.failures.delete(7030);
+    await b.convergence.converge(7030);
+    expect(views.get(7030)).toBeUndefined();
   });
 });
 

@@ -17,9 +17,11 @@ export interface StreamRecord extends StreamSpec {
 /**
  * live: nginx serves it. failed: the daemon holds the definition but could not apply it (the
  * reason says why); it is retried when the daemon starts and when nginx comes back. draining: its
- * port refuses new connections while its open sessions end (see drainingUntil).
+ * port refuses new connections while its open sessions end (see drainingUntil). removing (fleet
+ * mode): the fleet's set no longer has it, or this host's own removal of it runs, and this host is
+ * closing its ports (they may be closed already); it leaves the listing once its removal is done.
  */
-export type StreamState = 'live' | 'failed' | 'draining';
+export type StreamState = 'live' | 'failed' | 'draining' | 'removing';
 
 export interface StreamView extends StreamRecord {
   state: StreamState;
@@ -177,7 +179,7 @@ export interface DaemonStatus {
   mode: NginxMode;
   portRange: { start: number; end: number };
   /** draining: left out when none drains. */
-  streams: { total: number; live: number; failed: number; draining?: number };
+  streams: { total: number; live: number; failed: number; draining?: number; removing?: number };
   /** All nginx masters together: running when every one runs; restarts and incidents summed up. */
   nginx: NginxStatus;
   /** Each nginx master on its own (managed mode splits the port range over several). */

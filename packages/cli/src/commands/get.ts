@@ -28,7 +28,9 @@ export function printStream(answer: StreamView, output: Output): void {
         ? color.green('live')
         : stream.state === 'draining'
           ? `${color.yellow('draining')}: ${stream.openSessions ?? '?'} session(s) open, removed at ${stream.drainingUntil ?? '?'} at the latest`
-          : `${color.red('failed')}: ${stream.reason ?? ''}`,
+          : stream.state === 'removing'
+            ? `${color.yellow('removing')}: ${stream.reason ?? ''}`
+            : `${color.red('failed')}: ${stream.reason ?? ''}`,
     ],
     ['protocol', stream.protocol],
     ['backends', describeStreamBackends(stream)],

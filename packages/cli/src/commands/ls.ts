@@ -103,7 +103,9 @@ export async function listingTable(
         ? color.green(stream.state)
         : stream.state === 'draining'
           ? color.yellow(`draining (${stream.openSessions ?? '?'} open)`)
-          : color.red(stream.state);
+          : stream.state === 'removing'
+            ? color.yellow('removing')
+            : color.red(stream.state);
     const labels =
       Object.entries(stream.labels)
         .map(([key, value]) => `${key}=${value}`)

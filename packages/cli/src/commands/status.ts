@@ -61,7 +61,7 @@ export function printStatus(answer: DaemonStatus, output: Output, url: string, n
   for (const incident of nginx.incidents ?? []) lines.push(`incident:   ${incident.at} ${incident.message}`);
   lines.push(
     `ports:      ${status.portRange.start}-${status.portRange.end} (${size} ports, ${status.streams.total} used, ${size - status.streams.total} free)`,
-    `streams:    ${status.streams.live} live, ${status.streams.failed} failed${status.streams.draining ? `, ${status.streams.draining} draining` : ''}`,
+    `streams:    ${status.streams.live} live, ${status.streams.failed} failed${status.streams.draining ? `, ${status.streams.draining} draining` : ''}${status.streams.removing ? `, ${status.streams.removing} removing` : ''}`,
   );
   const store = status.store;
   if (store?.kind === 'etcd') {

@@ -61,6 +61,11 @@ export class Convergence {
     this.inflight.delete(port);
   }
 
+  /** Whether this host's own change in flight removes `port`. */
+  removing(port: number): boolean {
+    return this.inflight.has(port) && this.inflight.get(port) === null;
+  }
+
   /** A new lease holds none of the reports written before. */
   forgetReports(): void {
     this.reported.clear();

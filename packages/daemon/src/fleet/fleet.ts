@@ -131,7 +131,13 @@ export class FleetConductor implements StreamService {
       connected: () => this.session.connected,
       reread: () => this.session.reread(),
     });
-    this.views = new FleetViews({ cache, local, hostId: config.hostId, failures: this.convergence.failures });
+    this.views = new FleetViews({
+      cache,
+      local,
+      hostId: config.hostId,
+      failures: this.convergence.failures,
+      removing: (port) => this.convergence.removing(port),
+    });
     // While etcd answers, its leases remove expired streams; cut off from it, this host does.
     local.setExpiryGate(() => !this.session.connected);
   }

@@ -22,6 +22,8 @@ export interface ViewsOptions {
   hostId: string;
   /** Why this host failed to apply a port, if it did. */
   failures: ReadonlyMap<number, string>;
+  /** Whether this host's own change in flight removes the port (see Convergence.removing). */
+  removing?: (port: number) => boolean;
 }
 
 /** The store's part of the status. */
@@ -68,9 +70,16 @@ export class FleetViews {
     const port = cache.keyOf(given);
     const target = cache.effective(port);
     const here = local.get(target ? port : given);
+    // A stream on its way out is never shown live: its ports may be closed already.
     if (!target) {
       if (!here) return undefined;
-      return { ...here, reason: here.reason ?? "not in the fleet's set: being removed", hosts: [] };
+      const failure = failures.get(port);
+      if (failure !== undefined) return { ...here, state: 'failed', reason: failure, hosts: [] };
+      return { ...here, state: 'removing', reason: "not in the fleet's set: being removed", hosts: [] };
+    }
+    if (this.options.removing?.(port) === true) {
+      const hosts = this.hostStates(port, target, cache.desired.get(port)?.modRevision ?? '0');
+      return { ...(here ?? target), state: 'removing', reason: 'this host is removing it', hosts };
     }
     let view: StreamView;
     if (here && sameDefinition(here, target)) {
@@ -101,6 +110,7 @@ export class FleetViews {
     const local = this.options.local.status();
     const streams = this.list();
     const failed = streams.filter((stream) => stream.state === 'failed');
+    const removing = streams.filter((stream) => stream.state === 'removing').length;
     const hosts: FleetHost[] = [...this.options.cache.hosts.values()]
       .map((host) => {
         const counts = { live: 0, failed: 0, pending: 0 };
@@ -113,7 +123,12 @@ export class FleetViews {
       .sort((a, b) => a.id.localeCompare(b.id));
     return {
       ...local,
-      streams: { total: streams.length, live: streams.length - failed.length, failed: failed.length },
+      streams: {
+        total: streams.length,
+        live: streams.length - failed.length - removing,
+        failed: failed.length,
+        ...(removing > 0 ? { removing } : {}),
+      },
       failed: failed.map((stream) => ({
         port: stream.port,
         backends: describeBackends(stream.backends),

@@ -307,13 +307,14 @@ const schemas = {
     properties: {
       ...streamFields,
       state: {
-        enum: ['live', 'failed', 'draining'],
-        description: 'draining: the port refuses new connections while its open sessions end',
+        enum: ['live', 'failed', 'draining', 'removing'],
+        description:
+          "draining: the port refuses new connections while its open sessions end. removing (fleet mode): the fleet's set no longer has it, or this host's own removal of it runs; its ports may be closed already",
       },
       reason: {
         type: 'string',
         description:
-          'failed: why the stream is not served (outside PORT_RANGE; TLS copies missing at start-up that could not be made again from the files named)',
+          'failed: why the stream is not served (outside PORT_RANGE; TLS copies missing at start-up that could not be made again from the files named); removing: why it goes',
       },
       drainingUntil: {
         type: 'string',
@@ -542,6 +543,7 @@ const schemas = {
           live: { type: 'integer' },
           failed: { type: 'integer' },
           draining: { type: 'integer', description: 'streams whose port refuses while their sessions end' },
+          removing: { type: 'integer', description: 'fleet mode: streams this host is removing' },
         },
       },
       nginx: nginxStatus,
