@@ -6,7 +6,7 @@
  * without a name, and is closed when nothing matches and there is no default; an ssh client reaches
  * a real sshd through the route for clients that send no TLS hello, on the same port; a session
  * keeps passing bytes while other routes are added and removed; every bad input is refused naming
- * the value with nothing changed; fleet mode is not involved (see fleet tests for the 501).
+ * the value with nothing changed. Fleet mode: fleet-sni.test.ts.
  */
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -26,8 +26,7 @@ import { type Certs, makeCerts, signCertificate } from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, untilOutput } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EtcdCluster } from '../helpers/etcd.js';
-import { EchoBackend, exchange, listeningPorts } from '../helpers/net.js';
+import { EchoBackend, exchange } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { snapshot } from '../helpers/state.js';
@@ -581,47 +580,4 @@ describe('the legacy API and a port with routes', () => {
     expect(await snapshot(daemon)).toEqual(before);
     expect(await whoAnswers(listen, 'git.example.com')).toBe('git');
   }, 30_000);
-});
-
-describe('fleet mode', () => {
-  it('refuses routes (501 NOT_SUPPORTED) in create, PUT, apply and the route calls, with nothing written', async () => {
-    const etcd = await EtcdCluster.start(await daemons.dir(), 1);
-    daemons.beforeRemoving(() => etcd.stop());
-    const start = await freePortBlock(5);
-    {
-      const host = await daemons.start({
-        rangeStart: start,
-        rangeSize: 4,
-        apiPort: start + 4,
-        env: {
-          CONDUCTOR_STORE: `etcd://${etcd.endpoints}`,
-          CONDUCTOR_ETCD_PREFIX: `/sc-sni-${start}/`,
-          CONDUCTOR_HOST_ID: 'h',
-        },
-      });
-      const routes = [{ sni: 'git.example.com', backend: at('git') }];
-      const calls: Array<[string, string, unknown]> = [
-        ['POST', '/v1/streams', { port: start, routes }],
-        ['PUT', `/v1/streams/${start}`, { routes }],
-        ['POST', '/v1/apply', { streams: [{ port: start, routes }] }],
-        ['POST', `/v1/streams/${start}/routes`, routes[0]],
-        ['DELETE', `/v1/streams/${start}/routes/git.example.com`, undefined],
-      ];
-      for (const [method, path, body] of calls) {
-        const answer = await host.request(method, path, body);
-        expect([path, answer.status, (answer.json as { error?: { code: string; message: string } }).error]).toEqual([
-          path,
-          501,
-          {
-            code: 'NOT_SUPPORTED',
-            message: expect.stringContaining('not available in fleet mode'),
-            hint: expect.any(String),
-          },
-        ]);
-      }
-      expect(((await host.get('/v1/streams')).json as { streams: unknown[] }).streams).toEqual([]);
-      expect([...(await listeningPorts())].filter((each) => each >= start && each < start + 4)).toEqual([]);
-      await host.stop();
-    }
-  }, 60_000);
 });

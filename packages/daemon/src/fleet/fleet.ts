@@ -9,6 +9,7 @@
  *   writes.ts    the write protocol (pending, apply here, commit or restore)
  *   views.ts     streams, hosts and status as the API shows them
  *   answer.ts    the answer to a write (warns when another client's change followed at once)
+ *   routes.ts    routes by TLS server name: a read-modify-write of one port's definition
  *
  * Every host watches the prefix, converges its nginx to it (one port at a time, in order), and
  * reports what it applied. Without etcd a host keeps serving what it has, refuses changes (503),
@@ -47,7 +48,7 @@ import { DesiredCache } from './desired.js';
 import { createEtcdClient, type EtcdConfig, EtcdStore } from './etcd.js';
 import { type Desired, FleetKeys } from './keys.js';
 import type { LocalService } from './local.js';
-import { refuseRoutesInFleet, routesNotInFleet } from './routes.js';
+import { FleetRoutes } from './routes.js';
 import { Session } from './session.js';
 import { FleetViews } from './views.js';
 import { FleetWrites } from './writes.js';
@@ -77,6 +78,7 @@ export class FleetConductor implements StreamService {
   private readonly session: Session;
   private readonly writes: FleetWrites;
   private readonly views: FleetViews;
+  private readonly routes: FleetRoutes;
   /** Ports an automatic allocation is trying right now. */
   private readonly reserved = new Set<number>();
 
@@ -137,6 +139,20 @@ export class FleetConductor implements StreamService {
       hostId: config.hostId,
       failures: this.convergence.failures,
       removing: (port) => this.convergence.removing(port),
+    });
+    this.routes = new FleetRoutes({
+      now,
+      store: {
+        read: (port) => this.writes.read(port),
+        standing: (current) => this.writes.standing(current),
+        changing: (current) => this.writes.changing(current),
+        rangeHolding: async (port) => {
+          await this.writes.readStreams();
+          const key = this.cache.keyOf(port);
+          return key === port ? undefined : this.cache.effective(key);
+        },
+        write: (port, current, next) => this.change(port, current, next),
+      },
     });
     // While etcd answers, its leases remove expired streams; cut off from it, this host does.
     local.setExpiryGate(() => !this.session.connected);
@@ -213,7 +229,6 @@ export class FleetConductor implements StreamService {
   }
 
   async create(spec: StreamSpec): Promise<CreateResult> {
-    refuseRoutesInFleet([spec]);
     if (spec.port === 0) return this.createOnFreePort(spec);
     await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
@@ -233,7 +248,6 @@ export class FleetConductor implements StreamService {
   }
 
   async put(spec: StreamSpec, _ifSpec?: undefined, spanNamed = false): Promise<CreateResult> {
-    refuseRoutesInFleet([spec]);
     await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
     const standing = this.writes.standing(current);
@@ -288,13 +302,23 @@ export class FleetConductor implements StreamService {
     return this.cache.desired.has(this.cache.keyOf(port)) || this.options.local.get(port) !== undefined;
   }
 
-  /** Not in fleet mode yet: refused (501) before anything is read or written. */
-  async addRoute(port: number, _route: RouteSpec): Promise<CreateResult> {
-    throw routesNotInFleet(port);
+  /** A read-modify-write of the port's definition in the store, tried again when another change got in (routes.ts). */
+  async addRoute(port: number, route: RouteSpec): Promise<CreateResult> {
+    assertPortInRange(port, this.options.portRange);
+    this.requireConnected();
+    const { record, change, warnings } = await this.routes.add(port, route);
+    return this.answer(port, warnings, change, record);
   }
 
-  async removeRoute(port: number, _id: string): Promise<{ removed: 'route' | 'stream'; warnings: string[] }> {
-    throw routesNotInFleet(port);
+  async removeRoute(
+    port: number,
+    id: string,
+  ): Promise<{ removed: 'route' | 'stream'; result?: CreateResult; warnings: string[] }> {
+    assertPortInRange(port, this.options.portRange);
+    this.requireConnected();
+    const { record, warnings } = await this.routes.remove(port, id);
+    if (record === null) return { removed: 'stream', warnings };
+    return { removed: 'route', result: this.answer(port, warnings, 'replaced', record), warnings };
   }
 
   private createOnFreePort(spec: StreamSpec): Promise<CreateResult> {
@@ -342,7 +366,6 @@ export class FleetConductor implements StreamService {
     specs: StreamSpec[],
     options: { prune: boolean; dryRun: boolean; spanNamed?: ReadonlySet<number> },
   ): Promise<ApplyResult> {
-    refuseRoutesInFleet(specs);
     checkStreamSet(specs, (port) => assertPortInRange(port, this.options.portRange));
     this.requireConnected();
     // Plan against the store as it is now, not the watch's copy.

@@ -200,14 +200,21 @@ export class FleetWrites {
     this.options.cache.rememberAll(all.kvs, all.revision);
   }
 
+  /** Whether a change of the key is under way: a pending value neither old nor of a host that is gone. */
+  changing(current: Desired | undefined): boolean {
+    if (!current?.pending) return false;
+    const stale =
+      Date.now() - Date.parse(current.pending.at) > PENDING_STALE_MS || !this.options.cache.hosts.has(current.by);
+    return !stale;
+  }
+
   /** The stream a key stands for now, for a write to compare with: a stale pending or expired one is none. */
   standing(current: Desired | undefined): StreamRecord | null {
     if (!current) return null;
     const now = this.options.now();
     if (current.pending) {
-      const stale =
-        Date.now() - Date.parse(current.pending.at) > PENDING_STALE_MS || !this.options.cache.hosts.has(current.by);
-      if (!stale && current.by !== this.options.hostId) return current.pending.previous ?? current.record;
+      if (this.changing(current) && current.by !== this.options.hostId)
+        return current.pending.previous ?? current.record;
       const previous = current.pending.previous;
       return previous && !isExpired(previous, now) ? previous : null;
     }

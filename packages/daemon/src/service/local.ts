@@ -24,7 +24,6 @@ import {
   portsOf,
   protocolsOf,
   type RouteSpec,
-  routeBackends,
   type StreamRecord,
   type StreamSpec,
   type StreamView,
@@ -43,7 +42,7 @@ import { createOnFreePort, firstFreePort, type PortSearch } from './free-port.js
 import { adoptOldFiles } from './migrate.js';
 import { Placement, type ServiceInstance } from './placement.js';
 import { checkSpan, coveringEntry, refuseRangePart } from './ranges.js';
-import { renewedSpec, specOf, stampRecord, viewOf, withoutRoute, withRoute } from './records.js';
+import { portWithRoute, renewedSpec, specOf, stampRecord, viewOf, withoutRoute, withRoute } from './records.js';
 import { type ListFilter, matchesFilter, type StreamService } from './service.js';
 import { daemonStatus } from './status.js';
 import { restoreCopies, TlsCopies, TlsRenewals } from './stream-tls.js';
@@ -489,19 +488,7 @@ export class Conductor implements StreamService {
       // A parked stream (draining, or not running) is found here too: put and create answer for it.
       const entry = this.entry(port);
       try {
-        if (!entry) {
-          const spec: StreamSpec = {
-            port,
-            protocol: 'tcp',
-            backends: routeBackends([route]),
-            balance: 'round-robin',
-            allow: [],
-            proxyProtocol: false,
-            labels: {},
-            routes: [route],
-          };
-          return await this.create(spec);
-        }
+        if (!entry) return await this.create(portWithRoute(port, route));
         return await this.put(withRoute(entry.record, route, port), entry.record);
       } catch (error) {
         if (!this.changedMeanwhile(error, port, entry?.record) || attempt >= 5) throw error;

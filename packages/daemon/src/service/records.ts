@@ -44,6 +44,20 @@ export function viewOf(entry: Entry): StreamView {
   return stream;
 }
 
+/** The spec of a port made by adding `route` to it while it has no stream: that route alone. */
+export function portWithRoute(port: number, route: RouteSpec): StreamSpec {
+  return {
+    port,
+    protocol: 'tcp',
+    backends: routeBackends([route]),
+    balance: 'round-robin',
+    allow: [],
+    proxyProtocol: false,
+    labels: {},
+    routes: [route],
+  };
+}
+
 /**
  * The spec of `record` with `route` added: 409 when the port has a plain stream (or a range) or the
  * route's name already, 400 past MAX_ROUTES.
