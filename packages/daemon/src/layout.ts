@@ -44,6 +44,8 @@ export interface InstanceLayout {
   streamDir: string;
   /** The access log the streams of this instance write. */
   accessLog: string;
+  /** The master's error log (managed: ManagedNginx writes it in nginxDir; external: the operator's, when named). */
+  errorLog: string | undefined;
 }
 
 export function instanceCount(config: Config): number {
@@ -56,10 +58,16 @@ export function layoutOf(config: Config, id: number): InstanceLayout {
       nginxDir: join(config.home, 'nginx'),
       streamDir: config.streamConfigPath,
       accessLog: join(config.home, 'access.log'),
+      errorLog: config.nginxErrorLog,
     };
   }
   const nginxDir = join(config.home, 'nginx', String(id));
-  return { nginxDir, streamDir: join(config.streamConfigPath, String(id)), accessLog: join(nginxDir, 'access.log') };
+  return {
+    nginxDir,
+    streamDir: join(config.streamConfigPath, String(id)),
+    accessLog: join(nginxDir, 'access.log'),
+    errorLog: join(nginxDir, 'error.log'),
+  };
 }
 
 async function externalController(config: Config, log: Logger): Promise<NginxController> {

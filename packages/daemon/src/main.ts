@@ -164,6 +164,7 @@ async function wireLocal(config: Config, log: Logger): Promise<{ conductor: Cond
       },
     })),
     accessLogMaxBytes: config.logMaxBytes,
+    errorLogs: instances.flatMap((instance) => layoutOf(config, instance.id).errorLog ?? []),
     auditPath: join(config.home, 'audit.log'),
     auditMaxBytes: config.logMaxBytes,
     healthIntervalMs: config.healthIntervalMs,

@@ -406,6 +406,27 @@ describe('a host that cannot run what it took', () => {
     });
     expect(views.get(7016)?.hosts).toEqual([{ host: 'a', state: 'live' }]);
   });
+  it("keeps what this host saw of the stream's TLS handshakes with its backends in the fleet's view", async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7017, rec(7017, '10.0.0.1:80'));
+    const failures = {
+      count: 2,
+      reasons: { untrusted: 2 },
+      last: {
+        at: '2026-12-06T03:23:05.000Z',
+        reason: 'untrusted' as const,
+        message: 'certificate verify error 21: unable to verify the first certificate',
+        backend: '10.0.0.1:80',
+        client: '127.0.0.1',
+      },
+    };
+    const here = a.local.streams.get(7017) as StreamView;
+    a.local.streams.set(7017, { ...here, backendTlsFailures: failures });
+    const views = new FleetViews({ cache: a.cache, local: a.local, hostId: 'a', failures: a.convergence.failures });
+    expect(views.get(7017)).toMatchObject({ state: 'live', backendTlsFailures: failures });
+    expect(views.list().find((view) => view.port === 7017)?.backendTlsFailures).toEqual(failures);
+  });
 });
 
 describe('a removal as the listing shows it', () => {

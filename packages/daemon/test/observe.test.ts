@@ -25,9 +25,10 @@ import { silentLogger } from '../src/log.js';
 import { AuditLog } from '../src/observe/audit.js';
 import { type OpenTraffic, parseSs } from '../src/observe/connections.js';
 import { HealthChecker, probe } from '../src/observe/health.js';
+import { LogTail } from '../src/observe/log-tail.js';
 import { Metrics } from '../src/observe/metrics.js';
 import { Observatory } from '../src/observe/observatory.js';
-import { AccessLogTail, TrafficCounter } from '../src/observe/traffic.js';
+import { parseAccessLine, TrafficCounter } from '../src/observe/traffic.js';
 
 let dir: string;
 beforeEach(() => {
@@ -53,7 +54,16 @@ describe('the access log reader', () => {
     maxBytes = 1 << 20,
     release = async (_rotated: string): Promise<void> => undefined,
     stillWritten = async (_rotated: string): Promise<boolean> => false,
-  ): AccessLogTail => new AccessLogTail({ path, counter, maxBytes, release, stillWritten, log: silentLogger });
+  ): LogTail =>
+    new LogTail({
+      path,
+      onLine: (text) => {
+        const parsed = parseAccessLine(text);
+        if (parsed) counter.add(parsed);
+      },
+      rotation: { maxBytes, release, stillWritten },
+      log: silentLogger,
+    });
 
   it('counts sessions, bytes, failures and refusals per port, and skips what was there before it started', async () => {
     const path = join(dir, 'access.log');
@@ -396,6 +406,7 @@ describe('the stats of a list', () => {
     new Observatory({
       accessLogs: [],
       accessLogMaxBytes: 1 << 20,
+      errorLogs: [],
       auditPath: join(dir, 'audit.log'),
       auditMaxBytes: 1 << 20,
       healthIntervalMs: 0,

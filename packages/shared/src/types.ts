@@ -30,10 +30,56 @@ export interface StreamView extends StreamRecord {
   tlsProblem?: string;
   /** Draining: the TCP sessions still open on its port, at the daemon's last look. */
   openSessions?: number;
+  /** TLS to the backends: the handshakes nginx could not complete, when there were any. */
+  backendTlsFailures?: BackendTlsFailures;
   /** Traffic and health, when asked for (`?stats=1`). */
   stats?: StreamStats;
   /** Fleet mode: how each host of the fleet runs this stream. */
   hosts?: HostStreamState[];
+}
+
+/**
+ * Why nginx could not complete a TLS handshake with a backend, a fixed set (a metric label):
+ * untrusted: the certificate does not chain to backendCa; expired, not-yet-valid: outside its
+ * validity; name-mismatch: it does not carry backendName (or the backend's host); verify-other:
+ * another verification error; handshake: the handshake failed before the certificate was checked
+ * (the backend does not speak TLS, closed the connection, offers no common protocol...). A
+ * backend that never finishes the handshake leaves no line in nginx 1.22's error log (measured):
+ * its sessions count as failed in the traffic, not here.
+ */
+export const BACKEND_TLS_REASONS = [
+  'untrusted',
+  'expired',
+  'not-yet-valid',
+  'name-mismatch',
+  'verify-other',
+  'handshake',
+] as const;
+export type BackendTlsReason = (typeof BACKEND_TLS_REASONS)[number];
+
+/** One failed TLS handshake with a backend, as nginx's error log tells it. */
+export interface BackendTlsFailure {
+  /** When nginx logged it (to the second). */
+  at: string;
+  reason: BackendTlsReason;
+  /** nginx's words, such as `certificate verify error 20: unable to get local issuer certificate`. */
+  message: string;
+  /** The backend it was talking to, host:port. */
+  backend: string;
+  /** The client whose session it was. */
+  client: string;
+}
+
+/**
+ * The TLS handshakes with a stream's backends that failed since the daemon started or the stream
+ * was created. `last` is the latest, shown while it is news: it is left out once the stream was
+ * changed after it (a replace, or renewed TLS files served) or a session through that same backend
+ * went through after it.
+ */
+export interface BackendTlsFailures {
+  count: number;
+  reasons: Partial<Record<BackendTlsReason, number>>;
+  last?: BackendTlsFailure;
 }
 
 /**

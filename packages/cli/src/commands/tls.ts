@@ -1,6 +1,7 @@
 /**
  * TLS on a stream in the CLI: the flags of create, what get shows (each certificate's end of
- * validity, a renewal that could not be served) and the one-cell summary of `ls -o wide`.
+ * validity, a renewal that could not be served, the last failed handshake with a backend) and the
+ * one-cell summary of `ls -o wide`.
  */
 import type { StreamInput, StreamSpec, StreamView } from '@stream-conductor/shared';
 import type { Command } from 'commander';
@@ -53,6 +54,16 @@ export function tlsRows(stream: StreamView): Array<[string, string]> {
       `${facts.subject}, valid until ${facts.notAfter} (sha256 ${facts.fingerprint256})`,
     ]);
   if (stream.tlsProblem !== undefined) rows.push(['tls renewal', `not served: ${stream.tlsProblem}`]);
+  const failures = stream.backendTlsFailures;
+  if (failures !== undefined) {
+    const { last } = failures;
+    rows.push([
+      'tls to backend',
+      last === undefined
+        ? `${failures.count} handshake(s) failed, none since the stream last changed or a session went through`
+        : `${last.at} ${last.reason}: ${last.message} (backend ${last.backend}, client ${last.client}); ${failures.count} in all`,
+    ]);
+  }
   return rows;
 }
 
@@ -67,5 +78,7 @@ export function tlsSummary(stream: StreamView): string {
   if (stream.tlsCert !== undefined) parts.push(`edge${until('tlsCert')}`);
   if (stream.backendTls === true) parts.push(stream.backendVerify === false ? 'backend (unverified)' : 'backend');
   if (stream.tlsProblem !== undefined) parts.push('renewal refused');
+  if (stream.backendTlsFailures?.last !== undefined)
+    parts.push(`backend failing (${stream.backendTlsFailures.last.reason})`);
   return parts.length === 0 ? '-' : parts.join(', ');
 }

@@ -3,6 +3,7 @@
  * checks real answers against these schemas, so the document stays true.
  */
 import {
+  BACKEND_TLS_REASONS,
   BALANCES,
   ErrorCode,
   LIMITS,
@@ -86,6 +87,45 @@ const certificateFacts = {
     notBefore: { type: 'string', format: 'date-time' },
     notAfter: { type: 'string', format: 'date-time', description: 'end of validity' },
     fingerprint256: { type: 'string' },
+  },
+};
+
+/** A stream's failed TLS handshakes with its backends (from nginx's error log). */
+const backendTlsFailures = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['count', 'reasons'],
+  description:
+    "TLS to the backends: the handshakes nginx could not complete since the daemon started or the stream was created (the client's connection was closed). Left out when there were none",
+  properties: {
+    count: { type: 'integer', minimum: 1 },
+    reasons: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'the count by reason',
+      properties: Object.fromEntries(BACKEND_TLS_REASONS.map((reason) => [reason, { type: 'integer', minimum: 1 }])),
+    },
+    last: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['at', 'reason', 'message', 'backend', 'client'],
+      description:
+        'the latest failure, while it is news: left out once the stream was changed after it (a replace, or renewed TLS files served) or a session went through that same backend after it',
+      properties: {
+        at: { type: 'string', format: 'date-time', description: 'when nginx logged it, to the second' },
+        reason: {
+          enum: [...BACKEND_TLS_REASONS],
+          description:
+            'untrusted: the certificate does not chain to backendCa; expired, not-yet-valid; name-mismatch: it does not carry backendName (or the backend host); verify-other: another verification error; handshake: the handshake failed before the certificate was checked (not TLS, connection closed, no common protocol)',
+        },
+        message: {
+          type: 'string',
+          description: "nginx's words, such as certificate verify error 20: unable to get local issuer certificate",
+        },
+        backend: { type: 'string', description: 'the backend (host:port) nginx was talking to' },
+        client: { type: 'string', description: 'the client whose connection was closed' },
+      },
+    },
   },
 };
 
@@ -322,6 +362,7 @@ const schemas = {
         description: 'draining: when the sessions left are cut and the stream removed',
       },
       openSessions: { type: 'integer', description: 'draining: TCP sessions still open at the last look' },
+      backendTlsFailures,
       tlsMaterial,
       tlsProblem: {
         type: 'string',

@@ -132,6 +132,18 @@ export class Metrics implements PipelineObserver {
       (stream) => stream.stats?.bytesIn,
     );
     perStream('conductor_stream_sent_bytes_total', 'Bytes sent to clients', (stream) => stream.stats?.bytesOut);
+    new Counter({
+      name: 'conductor_stream_backend_tls_failures_total',
+      help: 'TLS handshakes with a backend that nginx could not complete, by reason (untrusted, expired, not-yet-valid, name-mismatch, verify-other, handshake)',
+      labelNames: ['port', 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const stream of streams.current)
+          for (const [reason, count] of Object.entries(stream.backendTlsFailures?.reasons ?? {}))
+            this.inc({ port: String(stream.port), reason }, count);
+      },
+    });
     new Gauge({
       name: 'conductor_stream_active_connections',
       help: 'Client connections open now',

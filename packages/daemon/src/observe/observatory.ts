@@ -1,22 +1,30 @@
 /**
- * Everything the daemon watches: traffic from nginx's access logs, open connections from the
- * kernel, backend health from TCP probes, the audit log of changes, and the metrics built on them.
+ * Everything the daemon watches: traffic from nginx's access logs, failed TLS handshakes with
+ * backends from its error logs, open connections from the kernel, backend health from TCP probes,
+ * the audit log of changes, and the metrics built on them.
  */
 import type { AuditEvent, NginxStatus, StreamSpec, StreamView, TrafficStats } from '@stream-conductor/shared';
 import { protocolsOf } from '@stream-conductor/shared';
 import { type Logger, settled } from '../log.js';
 import { AuditLog } from './audit.js';
+import { BackendTlsWatch, parseBackendTlsLine } from './backend-tls.js';
 import { type OpenTraffic, openConnections } from './connections.js';
 import { HealthChecker, type ProbeTarget } from './health.js';
+import { LogTail } from './log-tail.js';
 import { Metrics } from './metrics.js';
 import { sumFinished, sumOpen, trafficPorts } from './range-stats.js';
 import { type LogWriter, releaseLog, writtenBy } from './release.js';
-import { AccessLogTail, TrafficCounter } from './traffic.js';
+import { parseAccessLine, TrafficCounter } from './traffic.js';
 
 export interface ObservatoryOptions {
   /** One access log per nginx instance, and the nginx that writes it. */
   accessLogs: Array<{ path: string; writer: LogWriter }>;
   accessLogMaxBytes: number;
+  /**
+   * The error log of each nginx master, read for failed TLS handshakes with backends; bounded by
+   * whoever owns it (a managed master's supervisor trims it, an external nginx's operator).
+   */
+  errorLogs: string[];
   auditPath: string;
   auditMaxBytes: number;
   healthIntervalMs: number;
@@ -40,10 +48,11 @@ export interface ObservedDaemon {
 
 export class Observatory {
   readonly traffic = new TrafficCounter();
+  readonly backendTls = new BackendTlsWatch();
   readonly audit: AuditLog;
   readonly health: HealthChecker;
   readonly metrics: Metrics;
-  private readonly tails: AccessLogTail[];
+  private readonly tails: LogTail[];
   private timer: NodeJS.Timeout | undefined;
   private daemon: ObservedDaemon | undefined;
   /** The byte totals last shown per port, for the stream created at `createdAt`. */
@@ -55,20 +64,39 @@ export class Observatory {
 
   constructor(private readonly options: ObservatoryOptions) {
     this.audit = new AuditLog(options.auditPath, { maxBytes: options.auditMaxBytes, keep: 1000, log: options.log });
-    this.tails = options.accessLogs.map(
+    const accessTails = options.accessLogs.map(
       ({ path, writer }) =>
-        new AccessLogTail({
+        new LogTail({
           path,
-          counter: this.traffic,
-          maxBytes: options.accessLogMaxBytes,
-          release: async (rotated) => {
-            const how = await releaseLog(writer, rotated, options.log);
-            options.log.info('rotated an access log', { path, how });
+          onLine: (text) => {
+            const line = parseAccessLine(text);
+            if (!line) return;
+            this.traffic.add(line);
+            this.backendTls.sessionEnded(line);
           },
-          stillWritten: (rotated) => writtenBy(writer.master(), rotated),
+          rotation: {
+            maxBytes: options.accessLogMaxBytes,
+            release: async (rotated) => {
+              const how = await releaseLog(writer, rotated, options.log);
+              options.log.info('rotated an access log', { path, how });
+            },
+            stillWritten: (rotated) => writtenBy(writer.master(), rotated),
+          },
           log: options.log,
         }),
     );
+    const errorTails = options.errorLogs.map(
+      (path) =>
+        new LogTail({
+          path,
+          onLine: (text) => {
+            const failure = parseBackendTlsLine(text);
+            if (failure) this.backendTls.failed(failure);
+          },
+          log: options.log,
+        }),
+    );
+    this.tails = [...accessTails, ...errorTails];
     this.health = new HealthChecker(() => this.targets(), {
       intervalMs: options.healthIntervalMs,
       timeoutMs: options.healthTimeoutMs,
@@ -98,11 +126,11 @@ export class Observatory {
     this.health.start();
   }
 
-  /** Reads what the access logs gained since the last look. */
+  /** Reads what the access and error logs gained since the last look. */
   async poll(): Promise<void> {
     await Promise.all(
       this.tails.map((tail) =>
-        tail.poll().catch((error: unknown) => this.options.log.warn('could not read an access log', { error })),
+        tail.poll().catch((error: unknown) => this.options.log.warn('could not read an nginx log', { error })),
       ),
     );
   }

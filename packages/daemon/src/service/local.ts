@@ -303,7 +303,19 @@ export class Conductor implements StreamService {
   private view(entry: Entry): StreamView {
     const view = entry.state === 'draining' ? this.drains.view(entry) : viewOf(entry);
     const tlsProblem = this.tlsRenewals?.problem(entry.record.port);
-    return tlsProblem === undefined ? view : { ...view, tlsProblem };
+    if (tlsProblem !== undefined) view.tlsProblem = tlsProblem;
+    const { record } = entry;
+    const failures = this.options.observatory?.backendTls.of(portsOf(record), record.updatedAt ?? record.createdAt);
+    if (failures !== undefined) view.backendTlsFailures = failures;
+    return view;
+  }
+
+  /** A new stream's counts (traffic, failed backend handshakes) start from zero on each of its ports. */
+  private startCounts(stream: { port: number; portEnd?: number }): void {
+    for (const each of portsOf(stream)) {
+      this.options.observatory?.traffic.reset(each);
+      this.options.observatory?.backendTls.reset(each);
+    }
   }
 
   /** Probes the backends of a stream now. */
@@ -315,8 +327,7 @@ export class Conductor implements StreamService {
   }
 
   private answer(port: number, result: MutationResult): CreateResult {
-    if (result.change === 'created')
-      for (const each of portsOf(result.entry?.record ?? { port })) this.options.observatory?.traffic.reset(each);
+    if (result.change === 'created') this.startCounts(result.entry?.record ?? { port });
     // What this change made live, even if a later change to the port was applied since.
     const stream = result.entry ? viewOf(result.entry) : this.get(port);
     if (!stream) throw new ConductorError(ErrorCode.Internal, `stream ${port} vanished after it was applied`);
@@ -695,8 +706,7 @@ export class Conductor implements StreamService {
     } finally {
       for (const [port, slot] of slots) this.placement.release(port, slot);
     }
-    for (const port of created)
-      for (const each of portsOf(bySpec.get(port) ?? { port })) this.options.observatory?.traffic.reset(each);
+    for (const port of created) this.startCounts(bySpec.get(port) ?? { port });
     return warnings;
   }
 
