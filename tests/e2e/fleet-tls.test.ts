@@ -14,7 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { StreamView } from '@stream-conductor/shared';
-import { type Certs, fingerprintOf, makeCerts, signCertificate, tlsRoundTrip } from '../helpers/certs.js';
+import {
+  type Certs,
+  certificateValidBetween,
+  fingerprintOf,
+  makeCerts,
+  signCertificate,
+  tlsRoundTrip,
+} from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon, DaemonOptions } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -152,6 +159,67 @@ describe('TLS on a stream in fleet mode, on two hosts', () => {
     });
     expect(missing.status).toBe(400);
     expect(JSON.stringify(missing.json)).toContain('tlsCert: cannot read');
+    expect(await everything()).toEqual(before);
+  });
+
+  it('a dry run of a set checks its TLS files on the host taking the call as the apply does, with nothing changed on any host', async () => {
+    const expired = await certificateValidBetween(
+      certs.dir,
+      'ca',
+      'expired',
+      certs.serverKey,
+      '20200101000000Z',
+      '20200102000000Z',
+    );
+    const backend = `127.0.0.1:${echo.port}`;
+    const nowhere = join(certs.dir, 'nowhere.pem');
+    const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+      ['missing', { tlsCert: nowhere, tlsKey: certs.serverKey }, /streams\[1\]\.tlsCert: cannot read .*nowhere\.pem/],
+      // A folder where the certificate should be (the tests may run as root, who reads any file).
+      [
+        'not a file',
+        { tlsCert: certs.dir, tlsKey: certs.serverKey },
+        /streams\[1\]\.tlsCert: .* is not a regular file/,
+      ],
+      [
+        'mismatched',
+        { tlsCert: certs.serverCert, tlsKey: certs.wrongServerKey },
+        /streams\[1\]\.tlsKey: .*wrong-server\.key is not the key of the certificate/,
+      ],
+      ['expired', { tlsCert: expired, tlsKey: certs.serverKey }, /streams\[1\]\.tlsCert: .*expired at 2020-01-02/],
+      [
+        'a missing backend CA',
+        { backendTls: true, backendCa: nowhere, backendName: 'localhost' },
+        /streams\[1\]\.backendCa: cannot read .*nowhere\.pem/,
+      ],
+    ];
+    const before = await everything();
+    for (const [what, fields, message] of cases) {
+      const set = {
+        streams: [
+          { port: P + 4, backend },
+          { port: P + 3, backend, ...fields },
+        ],
+      };
+      for (const [i, dryRun] of [
+        [0, true],
+        [1, true],
+        [0, false],
+      ] as const) {
+        const answer = await host(i).request('POST', '/v1/apply', { ...set, dryRun });
+        expect([what, dryRun, answer.status]).toEqual([what, dryRun, 400]);
+        api.check('/v1/apply', 'post', 400, answer.json);
+        expect(JSON.stringify(answer.json)).toMatch(message);
+      }
+      expect(await everything()).toEqual(before);
+    }
+    // Files that pass: the dry run plans, and nothing changes.
+    const good = await host(1).request('POST', '/v1/apply', {
+      streams: [{ port: P + 3, backend, tlsCert: certs.serverCert, tlsKey: certs.serverKey }],
+      dryRun: true,
+    });
+    expect(good.status).toBe(200);
+    expect(good.json).toMatchObject({ dryRun: true, applied: false, plan: { create: [P + 3] } });
     expect(await everything()).toEqual(before);
   });
 

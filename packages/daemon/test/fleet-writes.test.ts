@@ -174,6 +174,7 @@ class FakeLocal implements LocalService {
     for (const port of deletes) this.streams.delete(port);
     return [];
   }
+  async checkSetTls(): Promise<void> {}
   async checkHealth(port: number): Promise<StreamView> {
     return this.streams.get(port) as StreamView;
   }

@@ -379,6 +379,8 @@ export class FleetConductor implements StreamService {
       checkSpan(spec, this.options.portRange, standing);
       refuseSilentShrink(this.cache.effective(spec.port), spec, options.spanNamed?.has(spec.port) === true);
     }
+    // The files are checked here as a single host checks them, for a dry run too; nothing is written.
+    await this.options.local.checkSetTls(specs);
     if (options.dryRun) return { dryRun: true, applied: false, plan, warnings: [] };
     const ports = [...plan.create, ...plan.update, ...plan.delete];
     if (ports.length === 0) return { dryRun: false, applied: true, plan, warnings: [] };

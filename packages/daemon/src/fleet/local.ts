@@ -15,6 +15,8 @@ export interface LocalService {
   remove(port: number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
   /** All or nothing: puts and deletes in one verified apply; answers the warnings. */
   applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]>;
+  /** Checks a set's TLS files as an apply here does (nothing copied): a 400 naming streams[i] and the field. */
+  checkSetTls(specs: StreamSpec[]): Promise<void>;
   checkHealth(port: number): Promise<StreamView>;
   status(): DaemonStatus;
   /** Whether this host removes expired streams itself (fleet: only while cut off from etcd). */

@@ -612,18 +612,31 @@ export class Conductor implements StreamService {
           specs.push(spec);
           continue;
         }
-        try {
-          const withMaterial = await this.withTls(spec, options.dryRun);
-          if (!options.dryRun) prepared.push(withMaterial);
-          specs.push(withMaterial);
-        } catch (error) {
-          if (error instanceof ConductorError && error.code === ErrorCode.InvalidInput)
-            throw new ConductorError(ErrorCode.InvalidInput, `streams[${index}].${error.message}`);
-          throw error;
-        }
+        const withMaterial = await this.withSetTls(index, spec, options.dryRun);
+        if (!options.dryRun) prepared.push(withMaterial);
+        specs.push(withMaterial);
       }
       return this.applyPrepared(specs, options);
     });
+  }
+
+  /**
+   * Checks the TLS files of a set as an apply (or its dry run) here does, copying nothing: a 400
+   * naming `streams[i]` and the field. Fleet mode's apply checks them on the host taking the call.
+   */
+  async checkSetTls(given: StreamSpec[]): Promise<void> {
+    for (const [index, spec] of given.entries()) if (hasTlsFiles(spec)) await this.withSetTls(index, spec, true);
+  }
+
+  /** withTls for the `index`th stream of a set: a refusal names it. */
+  private async withSetTls(index: number, spec: StreamSpec, dryRun: boolean): Promise<StreamSpec> {
+    try {
+      return await this.withTls(spec, dryRun);
+    } catch (error) {
+      if (error instanceof ConductorError && error.code === ErrorCode.InvalidInput)
+        throw new ConductorError(ErrorCode.InvalidInput, `streams[${index}].${error.message}`);
+      throw error;
+    }
   }
 
   private async applyPrepared(
