@@ -8,7 +8,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFile, chmod, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { StreamView } from '@stream-conductor/shared';
 import { fingerprintOf, makeCerts, tlsRoundTrip } from '../helpers/certs.js';
 import { ROOT, untilOutput, withLocalResolver } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -239,6 +241,50 @@ describe('TLS on a stream in external mode', () => {
     } finally {
       again.child.kill('SIGTERM');
       await again.exited;
+    }
+  });
+});
+
+describe('backend TLS in external mode', () => {
+  it("reads the failed handshakes with a backend from the nginx's error log it is given", async () => {
+    const certs = await makeCerts(await mkdtemp(join(tmpdir(), 'sc-ext-backend-tls-')));
+    // A backend whose certificate the other CA signed.
+    const server = createTlsServer(
+      { cert: await readFile(certs.wrongServerCert), key: await readFile(certs.wrongServerKey) },
+      (socket) => socket.on('error', () => socket.destroy()),
+    );
+    server.on('tlsClientError', () => undefined);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const backendPort = (server.address() as { port: number }).port;
+    const container = await startEntrypoint('b');
+    const port = container.base;
+    try {
+      const created = await fetch(`${container.api}/v1/streams`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          port,
+          backend: `127.0.0.1:${backendPort}`,
+          backendTls: true,
+          backendCa: certs.ca,
+          backendName: 'localhost',
+        }),
+      });
+      expect(created.status).toBe(201);
+      await expect(roundTrip(port, 'x', { timeoutMs: 5000 })).rejects.toThrow();
+      const stream = await eventually(
+        async () => (await get(container.api, `/v1/streams/${port}`)).stream as StreamView,
+        (view) => view.backendTlsFailures?.last !== undefined,
+      );
+      expect(stream.backendTlsFailures).toMatchObject({
+        count: 1,
+        reasons: { untrusted: 1 },
+        last: { reason: 'untrusted', backend: `127.0.0.1:${backendPort}`, client: '127.0.0.1' },
+      });
+    } finally {
+      container.child.kill('SIGTERM');
+      await container.exited;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
     }
   });
 });
