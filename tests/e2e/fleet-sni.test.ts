@@ -364,10 +364,19 @@ describe('routes by TLS server name in fleet mode, on two hosts', () => {
         /x\.example\.com/i,
       ],
     ];
+    // A plain stream on the port where the routes live, by create and by replace.
+    refusals.push(
+      [1, 'POST', '/v1/streams', { port: P, backend: `127.0.0.1:${plain.port}` }, 409, /already has a stream/],
+      [0, 'POST', '/v1/streams', { port: P, routes: [{ sni: 'y.example.com', backend: at('git') }] }, 409, /already/],
+    );
     for (const [i, method, path, body, status, pattern] of refusals) {
       const answer = await host(i).request(method, path, body);
       expect([method, path, answer.status]).toEqual([method, path, status]);
       expect((answer.json as { error: { message: string } }).error.message).toMatch(pattern);
+      const template = path
+        .replace(/^\/v1\/streams\/[0-9]+\/routes\/.*$/, '/v1/streams/{port}/routes/{route}')
+        .replace(/^\/v1\/streams\/[0-9]+/, '/v1/streams/{port}');
+      api.check(template, method.toLowerCase(), answer.status, answer.json);
     }
     const cli = await runCli(['create', String(P), '--sni', 'git.example.com', at('db')], {
       CONDUCTOR_URL: host(1).url,
