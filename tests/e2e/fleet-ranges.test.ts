@@ -13,7 +13,7 @@ import type { StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EtcdCluster } from '../helpers/etcd.js';
+import { startFleetHosts } from '../helpers/fleet-hosts.js';
 import { connectOutcome, EchoBackend, listeningOn, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
@@ -32,25 +32,7 @@ let B: number;
 let api: Awaited<ReturnType<typeof openApiChecker>>;
 
 beforeAll(async () => {
-  const etcd = await EtcdCluster.start(await daemons.dir(), 1);
-  daemons.beforeRemoving(() => etcd.stop());
-  P = await freePortBlock(SIZE + ADDRESSES.length);
-  hosts = [];
-  for (const [i, address] of ADDRESSES.entries())
-    hosts.push(
-      await daemons.start({
-        rangeStart: P,
-        rangeSize: SIZE,
-        apiPort: P + SIZE + i,
-        env: {
-          CONDUCTOR_STORE: `etcd://${etcd.endpoints}`,
-          CONDUCTOR_ETCD_PREFIX: `/sc-fleet-ranges-${P}/`,
-          CONDUCTOR_HOST_ID: `host-${i}`,
-          CONDUCTOR_LISTEN_ADDRESS: address,
-          CONDUCTOR_RETRY_INTERVAL: '1',
-        },
-      }),
-    );
+  ({ start: P, hosts } = await startFleetHosts(daemons, { name: 'fleet-ranges', size: SIZE, addresses: ADDRESSES }));
   // The range's backends: the offset form, a block of their own on 127.0.0.1.
   B = await freePortBlock(5);
   for (const port of span(B, B + 4)) backends.push(await EchoBackend.start(`o${port}`, port));

@@ -25,10 +25,9 @@ import {
 import { runCli } from '../helpers/cli.js';
 import type { Daemon, DaemonOptions } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EtcdCluster } from '../helpers/etcd.js';
+import { startFleetHosts } from '../helpers/fleet-hosts.js';
 import { connectOutcome, EchoBackend, listeningOn } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
-import { freePortBlock } from '../helpers/ports.js';
 import { eventually } from '../helpers/wait.js';
 
 const SIZE = 6;
@@ -43,26 +42,18 @@ let echo: EchoBackend;
 let api: Awaited<ReturnType<typeof openApiChecker>>;
 
 beforeAll(async () => {
-  const etcd = await EtcdCluster.start(await daemons.dir(), 1);
-  daemons.beforeRemoving(() => etcd.stop());
   certs = await makeCerts(await mkdtemp(join(tmpdir(), 'sc-fleet-tls-')));
   echo = await EchoBackend.start('e');
-  P = await freePortBlock(SIZE + ADDRESSES.length);
-  options = ADDRESSES.map((address, i) => ({
-    rangeStart: P,
-    rangeSize: SIZE,
-    apiPort: P + SIZE + i,
-    env: {
-      CONDUCTOR_STORE: `etcd://${etcd.endpoints}`,
-      CONDUCTOR_ETCD_PREFIX: `/sc-fleet-tls-${P}/`,
-      CONDUCTOR_HOST_ID: `host-${i}`,
-      CONDUCTOR_LISTEN_ADDRESS: address,
-      CONDUCTOR_RETRY_INTERVAL: '1',
-      CONDUCTOR_STREAM_TLS_INTERVAL: '1',
-    },
+  ({
+    start: P,
+    hosts,
+    options,
+  } = await startFleetHosts(daemons, {
+    name: 'fleet-tls',
+    size: SIZE,
+    addresses: ADDRESSES,
+    env: { CONDUCTOR_STREAM_TLS_INTERVAL: '1' },
   }));
-  hosts = [];
-  for (const each of options) hosts.push(await daemons.start(each));
   api = await openApiChecker(hosts[0] as Daemon);
 });
 
