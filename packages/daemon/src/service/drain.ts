@@ -13,7 +13,6 @@ import {
   ErrorCode,
   isPortInRange,
   type PortRange,
-  type PortSpan,
   type StreamRecord,
   type StreamView,
 } from '@stream-conductor/shared';
@@ -21,6 +20,7 @@ import type { Logger } from '../log.js';
 import type { Entry, MutationResult } from '../nginx/instance.js';
 import type { Observatory } from '../observe/observatory.js';
 import type { StreamStore } from '../streams/store.js';
+import type { SessionSpan } from '../sys/sessions.js';
 import { viewOf } from './records.js';
 
 /**
@@ -28,8 +28,8 @@ import { viewOf } from './records.js';
  * while it drains, cut at its deadline.
  */
 export interface SessionControl {
-  count(span: PortSpan): Promise<number>;
-  cut(span: PortSpan): Promise<number>;
+  count(span: SessionSpan): Promise<number>;
+  cut(span: SessionSpan): Promise<number>;
 }
 
 export interface DrainOptions {
@@ -49,6 +49,8 @@ export interface DrainOptions {
   /** Creates `record` on nginx through the verified pipeline. */
   putOnNginx(record: StreamRecord): Promise<MutationResult>;
   sessions: SessionControl | undefined;
+  /** The address streams listen on when their definition names none: their sessions are there. */
+  defaultListenAddress?: string | undefined;
   log: Logger;
   observatory?: Observatory | undefined;
 }
@@ -124,17 +126,16 @@ export class Drains {
   }
 
   /**
-   * Drains the stream on `port` until `timeoutMs` from now (or its expiry, when sooner). A stream
-   * that drains already gets the new deadline.
+   * Drains the stream on `port` until `deadline` (or its expiry, when sooner). A stream that
+   * drains already gets the new deadline.
    */
-  drain(port: number, timeoutMs: number): Promise<StreamView> {
+  drain(port: number, deadline: Date): Promise<StreamView> {
     return this.step(port, async () => {
-      const now = this.options.now();
       const parked = this.options.parked.get(port);
       const entry = this.options.entry(port);
       if (!entry || (parked && parked.state !== 'draining') || !isPortInRange(port, this.options.portRange))
         throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-      const until = Math.min(now.getTime() + timeoutMs, Date.parse(entry.record.expiresAt ?? '9999-12-31T00:00:00Z'));
+      const until = Math.min(deadline.getTime(), Date.parse(entry.record.expiresAt ?? '9999-12-31T00:00:00Z'));
       const record: StreamRecord = { ...entry.record, drainingUntil: new Date(until).toISOString() };
       if (parked) {
         await this.options.store.commit({ put: [record], remove: [] });
@@ -178,7 +179,7 @@ export class Drains {
         throw error;
       }
       try {
-        this.counts.set(port, await sessions.count(record));
+        this.counts.set(port, await sessions.count(this.spanOf(record)));
       } catch (error) {
         this.options.log.warn('could not count the sessions of a draining port yet', { port, error });
       }
@@ -215,7 +216,7 @@ export class Drains {
       const warnings: string[] = [];
       await this.forget(port);
       if (killSessions) {
-        const cut = await this.cut(drained.record);
+        const cut = await this.cut(this.spanOf(drained.record));
         if (cut.error !== undefined) warnings.push(`its sessions could not be cut: ${cut.error}`);
       }
       return { warnings };
@@ -228,7 +229,16 @@ export class Drains {
     this.counts.delete(port);
   }
 
-  private async cut(span: PortSpan): Promise<{ cut: number; error?: string }> {
+  /** The ports of a stream and the address its sessions are on. */
+  private spanOf(record: StreamRecord): SessionSpan {
+    return {
+      port: record.port,
+      portEnd: record.portEnd,
+      listenAddress: record.listenAddress ?? this.options.defaultListenAddress,
+    };
+  }
+
+  private async cut(span: SessionSpan): Promise<{ cut: number; error?: string }> {
     try {
       return { cut: await this.sessions().cut(span) };
     } catch (error) {
@@ -241,7 +251,7 @@ export class Drains {
     for (const { record } of this.draining()) {
       const port = record.port;
       try {
-        const open = await this.sessions().count(record);
+        const open = await this.sessions().count(this.spanOf(record));
         this.counts.set(port, open);
         if (open > 0 && !drainIsDue(record, this.options.now())) continue;
         await this.end(record, open);
@@ -259,7 +269,7 @@ export class Drains {
     return this.step(port, async () => {
       // A drain called off or given a new deadline meanwhile is not this one.
       if (this.options.parked.get(port)?.record !== record) return;
-      const cut = open > 0 ? await this.cut(record) : { cut: 0 };
+      const cut = open > 0 ? await this.cut(this.spanOf(record)) : { cut: 0 };
       // The port is closed already: the stream goes even when its sessions could not be cut.
       await this.forget(port);
       const detail =

@@ -125,6 +125,7 @@ export class Conductor implements StreamService {
       putOnNginx: (record) =>
         this.placement.onOwner(record.port, (instance) => instance.submit({ kind: 'create', record })),
       sessions: options.sessions,
+      defaultListenAddress: options.defaultListenAddress,
       log: options.log,
       observatory: options.observatory,
     });
@@ -565,8 +566,13 @@ export class Conductor implements StreamService {
    * expiry at the latest), its sessions are cut. See drain.ts.
    */
   drain(port: number, timeoutMs: number): Promise<StreamView> {
+    return this.drainUntil(port, new Date(this.now().getTime() + timeoutMs));
+  }
+
+  /** A drain until `deadline` (its expiry at the latest): a fleet's hosts drain to the one deadline. */
+  drainUntil(port: number, deadline: Date): Promise<StreamView> {
     refuseRangePart(this.entry(port), port, 'drain');
-    return this.drains.drain(port, timeoutMs);
+    return this.drains.drain(port, deadline);
   }
 
   /** Calls a drain off: the port takes connections again (answered once it does). */

@@ -5,9 +5,15 @@
  * count: another program's connections that use the same local port (a backend on this host
  * listening on that port on another address, an outgoing connection from that ephemeral port)
  * are never counted or cut. Every state of a connection but TIME-WAIT counts: a half-closed
- * session (CLOSE-WAIT while the backend still replies) is still a session.
+ * session (CLOSE-WAIT while the backend still replies) is still a session. A stream that listens on
+ * one address (its own, or the daemon's default) counts only the sessions on that address: another
+ * nginx on this machine may serve the same port on another address (a second daemon, say).
  */
 import { lastPort, type PortSpan } from '@stream-conductor/shared';
+
+/** The local ports of a stream, and the address it listens on (undefined: every address). */
+export type SessionSpan = PortSpan & { listenAddress?: string | undefined };
+
 import { execa } from 'execa';
 
 interface Session {
@@ -33,8 +39,20 @@ function portFilter(span: PortSpan): string {
 
 const STATES = ['state', 'connected', 'exclude', 'time-wait'];
 
-/** The TCP connections on the local ports of `span` that an nginx process holds. */
-async function nginxSessions(span: PortSpan): Promise<Session[]> {
+const WILDCARDS = new Set(['', '*', '0.0.0.0', '::']);
+
+/** An address without the brackets of an IPv6 literal, in lower case. */
+const bare = (address: string): string => address.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+
+/** Whether a socket's local `address:port` (`[v6]:port` for IPv6) is on `listenAddress` (a wildcard: any). */
+export function onAddress(local: string, listenAddress: string | undefined): boolean {
+  if (listenAddress === undefined || WILDCARDS.has(bare(listenAddress))) return true;
+  const at = local.lastIndexOf(':');
+  return at > 0 && bare(local.slice(0, at)) === bare(listenAddress);
+}
+
+/** The TCP connections on the local ports (and address) of `span` that an nginx process holds. */
+async function nginxSessions(span: SessionSpan): Promise<Session[]> {
   const result = await execa('ss', ['-H', '-t', '-n', '-p', ...STATES, portFilter(span)], {
     reject: false,
   });
@@ -42,19 +60,20 @@ async function nginxSessions(span: PortSpan): Promise<Session[]> {
   const sessions: Session[] = [];
   for (const line of result.stdout.split('\n')) {
     const match = LINE.exec(line.trim());
-    if (match && (match[3] ?? '').includes('(("nginx",'))
-      sessions.push({ local: match[1] ?? '', peer: match[2] ?? '' });
+    const local = match?.[1] ?? '';
+    if (match && (match[3] ?? '').includes('(("nginx",') && onAddress(local, span.listenAddress))
+      sessions.push({ local, peer: match[2] ?? '' });
   }
   return sessions;
 }
 
 /** How many sessions nginx holds on the local ports of `span`. */
-export async function nginxSessionCount(span: PortSpan): Promise<number> {
+export async function nginxSessionCount(span: SessionSpan): Promise<number> {
   return (await nginxSessions(span)).length;
 }
 
 /** Closes every session nginx holds on the local ports of `span`; returns how many there were. */
-export async function killSessions(span: PortSpan): Promise<number> {
+export async function killSessions(span: SessionSpan): Promise<number> {
   const sessions = await nginxSessions(span);
   // Each one by its exact pair of addresses, so that no other program's connection is touched.
   for (let i = 0; i < sessions.length; i += 32) {

@@ -5,7 +5,8 @@
  * nginx no longer takes is set aside so that it does not block every other change of its master.
  */
 import { performance } from 'node:perf_hooks';
-import { ConductorError, describeBackends, ErrorCode, formatPorts, type PortSpan } from '@stream-conductor/shared';
+import { ConductorError, describeBackends, ErrorCode, formatPorts } from '@stream-conductor/shared';
+import type { SessionSpan } from '../../sys/sessions.js';
 import { withoutPaths } from '../binary.js';
 import { quitOldWorkers } from '../process/controller.js';
 import { admit, consistent } from './admission.js';
@@ -149,7 +150,14 @@ export class BatchApplier {
     for (const one of done) {
       const { mutation } = one.item;
       if (mutation.kind === 'remove' && mutation.killSessions)
-        await this.cutSessions({ port: one.port, portEnd: one.previous?.record.portEnd }, warnings);
+        await this.cutSessions(
+          {
+            port: one.port,
+            portEnd: one.previous?.record.portEnd,
+            listenAddress: one.previous && this.state.listenAddressOf(one.previous.record),
+          },
+          warnings,
+        );
       one.item.resolve({ warnings, change: one.change, ...(one.next ? { entry: { ...one.next } } : {}) });
     }
   }
@@ -186,7 +194,7 @@ export class BatchApplier {
   }
 
   /** Cuts the sessions nginx keeps alive on its old workers after a remove (every port of a range). */
-  private async cutSessions(span: PortSpan, warnings: string[]): Promise<void> {
+  private async cutSessions(span: SessionSpan, warnings: string[]): Promise<void> {
     const { options, log } = this.state;
     if (!options.killSessions) {
       warnings.push('cutting established sessions is not available on this host');

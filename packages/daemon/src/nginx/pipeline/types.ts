@@ -1,9 +1,10 @@
 /** The types of the apply pipeline: what callers submit and get back, and what flows between its steps. */
-import type { ConductorError, PortSpan, StreamRecord, StreamState } from '@stream-conductor/shared';
+import type { ConductorError, StreamRecord, StreamState } from '@stream-conductor/shared';
 import type { Logger } from '../../log.js';
 import type { PipelineObserver } from '../../observe/metrics.js';
 import type { StreamStore } from '../../streams/store.js';
 import type { ListeningPorts, PortProbe } from '../../sys/ports.js';
+import type { SessionSpan } from '../../sys/sessions.js';
 import type { NginxController } from '../process/controller.js';
 import type { StreamFileSet } from '../stream-files.js';
 
@@ -92,7 +93,7 @@ export interface InstanceOptions {
   /** The ports with listening sockets now (see listeningPorts). */
   listeningPorts(): Promise<ListeningPorts>;
   /** Cuts the established sessions of a port or a range (see sys/sessions.ts). */
-  killSessions?(span: PortSpan): Promise<number>;
+  killSessions?(span: SessionSpan): Promise<number>;
   /** The address streams listen on when their definition names none. */
   defaultListenAddress?: string | undefined;
   log: Logger;
