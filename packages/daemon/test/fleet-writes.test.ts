@@ -79,11 +79,15 @@ class FakeEtcd implements FleetStore {
     return { succeeded: true, revision: modRevision };
   }
 
-  async grantLease(_seconds: number): Promise<string> {
+  /** The length asked of each lease granted, by its id. */
+  readonly granted = new Map<string, number>();
+
+  async grantLease(seconds: number): Promise<string> {
     this.fail('grantLease');
     this.nextLease += 1;
     const id = String(this.nextLease);
     this.leases.add(id);
+    this.granted.set(id, seconds);
     return id;
   }
 
@@ -156,6 +160,19 @@ class FakeLocal implements LocalService {
     this.streams.delete(port);
     return { warnings: [] };
   }
+  async drainUntil(port: number, deadline: Date): Promise<StreamView> {
+    const stream = this.streams.get(port);
+    if (!stream) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    const draining: StreamView = { ...stream, state: 'draining', drainingUntil: deadline.toISOString() };
+    this.streams.set(port, draining);
+    return draining;
+  }
+  async undrain(port: number): Promise<CreateResult> {
+    const { drainingUntil: _until, ...stream } = this.streams.get(port) as StreamView;
+    const live: StreamView = { ...stream, state: 'live' };
+    this.streams.set(port, live);
+    return { stream: live, warnings: [], change: 'replaced' };
+  }
   async applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]> {
     this.applies += 1;
     this.duringApply?.(puts, deletes);
@@ -185,7 +202,7 @@ class FakeLocal implements LocalService {
 }
 
 /** One host of the fleet on the shared fake store. */
-function host(etcd: FakeEtcd, id: string) {
+function host(etcd: FakeEtcd, id: string, drained: (port: number, revision: string) => Promise<void> = async () => {}) {
   const keys = new FleetKeys(PREFIX);
   const cache = new DesiredCache(keys, () => new Date(), silentLogger);
   for (const name of ['a', 'b'])
@@ -203,6 +220,8 @@ function host(etcd: FakeEtcd, id: string) {
     portRange: RANGE,
     log: silentLogger,
     busy: () => false,
+    drained: (port, revision) => drained(port, revision),
+    now: () => new Date(),
   });
   const writes = new FleetWrites({
     store: etcd,
@@ -578,6 +597,84 @@ describe('leases', () => {
     const all = await etcd.getPrefix(PREFIX);
     b.cache.takeAll(all.kvs, all.revision);
     expect(b.cache.effective(7023)?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+  });
+});
+
+describe('a drain', () => {
+  const key = `${PREFIX}streams/7050`;
+
+  it('puts the draining stream on a lease that ends just after its deadline, drains it here, and a cancel takes it back for good', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7050, rec(7050, '10.0.0.1:80'));
+    expect(etcd.keys.get(key)?.lease).toBe('0');
+    const until = new Date(Date.now() + 60_000).toISOString();
+    await a.change(7050, rec(7050, '10.0.0.1:80', { drainingUntil: until }));
+    const lease = etcd.keys.get(key)?.lease ?? '0';
+    expect(lease).not.toBe('0');
+    // Its deadline plus a few seconds (each host cuts at the deadline, then etcd drops the key).
+    expect(etcd.granted.get(lease)).toBeGreaterThanOrEqual(64);
+    expect(etcd.granted.get(lease)).toBeLessThanOrEqual(66);
+    expect(a.local.get(7050)).toMatchObject({ state: 'draining', drainingUntil: until });
+    expect(JSON.parse(a.reports.get(7050) ?? '{}')).toMatchObject({ state: 'draining' });
+    await a.change(7050, rec(7050, '10.0.0.1:80'));
+    await Promise.resolve();
+    expect(etcd.keys.get(key)?.lease).toBe('0');
+    expect(etcd.leases.size).toBe(0);
+    expect(a.local.get(7050)?.state).toBe('live');
+    expect(a.local.get(7050)).not.toHaveProperty('drainingUntil');
+  });
+
+  it('ends on the lease of its expiry when that comes first', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const expiresAt = new Date(Date.now() + 30_000).toISOString();
+    await a.change(7050, rec(7050, '10.0.0.1:80', { expiresAt }));
+    await a.change(7050, rec(7050, '10.0.0.1:80', { expiresAt, drainingUntil: expiresAt }));
+    expect(etcd.granted.get(etcd.keys.get(key)?.lease ?? '0')).toBeLessThanOrEqual(30);
+  });
+
+  it('removes the key once every host reported it drained at its revision, and not before', async () => {
+    const etcd = new FakeEtcd();
+    const asked: string[] = [];
+    const a = host(etcd, 'a', async (port, revision) => {
+      asked.push(revision);
+      await a.writes.removeIfUnchanged(port, revision);
+    });
+    await a.change(7050, rec(7050, '10.0.0.1:80'));
+    const older = etcd.keys.get(key)?.modRevision ?? '0';
+    await a.change(7050, rec(7050, '10.0.0.1:80', { drainingUntil: new Date(Date.now() + 60_000).toISOString() }));
+    const revision = etcd.keys.get(key)?.modRevision ?? '0';
+    const report = (id: string, state: 'draining' | 'drained', at: string): void => {
+      a.cache.applied.set(id, new Map([[7050, { state, revision: at }]]));
+    };
+    const look = async (): Promise<void> => {
+      a.convergence.checkLocal();
+      await new Promise((done) => setImmediate(done));
+    };
+    a.local.streams.delete(7050); // this host's own drain ended
+    report('a', 'drained', revision);
+    report('b', 'draining', revision);
+    await look();
+    // A report about the stream before the drain does not count.
+    report('b', 'drained', older);
+    await look();
+    expect(asked).toEqual([]);
+    expect(etcd.keys.has(key)).toBe(true);
+    report('b', 'drained', revision);
+    await look();
+    expect(asked).toEqual([revision]);
+    expect(etcd.keys.has(key)).toBe(false);
+  });
+
+  it('leaves a key that changed since every host reported it drained', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7050, rec(7050, '10.0.0.1:80', { drainingUntil: new Date(Date.now() + 60_000).toISOString() }));
+    const revision = etcd.keys.get(key)?.modRevision ?? '0';
+    etcd.put(key, JSON.stringify({ record: rec(7050, '10.0.0.2:80'), by: 'b', op: 'x' }));
+    expect(await a.writes.removeIfUnchanged(7050, revision)).toBe(false);
+    expect(etcd.value(7050)?.record?.backends).toEqual([{ address: '10.0.0.2:80' }]);
   });
 });
 

@@ -85,12 +85,16 @@ export interface BackendTlsFailures {
 /**
  * One host's report on one stream of the fleet. live: applied and served; failed: the host could
  * not apply it (the reason says why) and retries; pending: the host has not applied the latest
- * definition yet.
+ * definition yet. While the fleet drains the stream: draining, its port refuses new connections
+ * on that host and `openSessions` are still open there; drained, that host has none left and no
+ * longer has the stream.
  */
 export interface HostStreamState {
   host: string;
-  state: 'live' | 'failed' | 'pending';
+  state: 'live' | 'failed' | 'pending' | 'draining' | 'drained';
   reason?: string;
+  /** Draining: the TCP sessions still open on that host at its last look. */
+  openSessions?: number;
 }
 
 /** A host of the fleet as it registered itself in the shared store. */
@@ -100,10 +104,11 @@ export interface FleetHost {
   api: string;
   version: string;
   startedAt: string;
-  /** Streams of the desired set it serves, could not apply, or has not applied yet. */
+  /** Streams of the desired set it serves, could not apply, has not applied yet, or drains. */
   live: number;
   failed: number;
   pending: number;
+  draining: number;
 }
 
 /** Where the definitions live: this host's file, or a fleet's etcd. */

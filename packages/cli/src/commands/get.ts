@@ -59,7 +59,11 @@ export function printStream(answer: StreamView, output: Output): void {
         ? color.green('live')
         : host.state === 'failed'
           ? `${color.red('failed')}: ${host.reason ?? ''}`
-          : color.yellow('pending');
+          : host.state === 'draining'
+            ? `${color.yellow('draining')}: ${host.openSessions ?? '?'} session(s) open`
+            : host.state === 'drained'
+              ? 'drained'
+              : color.yellow('pending');
     rows.push([`host ${host.host}`, state]);
   }
   output.out(rows.map(([key, value]) => `${`${key}:`.padEnd(17)}${value}`).join('\n'));

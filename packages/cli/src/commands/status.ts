@@ -74,7 +74,7 @@ export function printStatus(answer: DaemonStatus, output: Output, url: string, n
       lines.push(`            ${store.message ?? ''}; serving what this host has, changes refused until etcd answers`);
   }
   for (const host of status.hosts ?? []) {
-    const counts = `${host.live} live, ${host.failed > 0 ? color.red(`${host.failed} failed`) : '0 failed'}, ${host.pending} pending`;
+    const counts = `${host.live} live, ${host.failed > 0 ? color.red(`${host.failed} failed`) : '0 failed'}, ${host.pending} pending${host.draining > 0 ? `, ${host.draining} draining` : ''}`;
     lines.push(`host:       ${host.id} ${host.api} (version ${host.version}, up since ${host.startedAt}): ${counts}`);
   }
   for (const failed of status.failed)

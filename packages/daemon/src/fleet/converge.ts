@@ -11,14 +11,33 @@ import {
   lastPort,
   type PortRange,
   type StreamRecord,
+  type StreamView,
 } from '@stream-conductor/shared';
 import { bestEffort, type Logger, settled } from '../log.js';
+import { drainIsDue } from '../service/drain.js';
 import { specOf } from '../service/records.js';
 import { sameDefinition, withoutCopies } from './definition.js';
 import type { DesiredCache } from './desired.js';
 import { message } from './etcd.js';
-import type { AppliedReport } from './keys.js';
+import { type AppliedReport, newer } from './keys.js';
 import type { LocalService } from './local.js';
+
+/**
+ * A stream the fleet drains whose key goes away within this much of its deadline has its sessions
+ * here cut as at the deadline: the hosts' clocks are not quite the same.
+ */
+const CLOCK_SLACK_MS = 2000;
+
+/**
+ * Whether this host's stream (`here`) drains as the fleet's draining stream (`target`) asks: gone
+ * here (drained), or draining to the same deadline. A stream of another definition (a host that
+ * had not caught up) drains to its own deadline: its expiry may come sooner.
+ */
+function drainInLine(here: StreamView | undefined, target: StreamRecord): boolean {
+  if (!here) return true;
+  if (here.state !== 'draining') return false;
+  return here.drainingUntil === target.drainingUntil || !sameDefinition(here, target);
+}
 
 /** Where reports go: this host's lease in etcd (see session.ts). */
 export interface Reporter {
@@ -36,6 +55,12 @@ export interface ConvergenceOptions {
   log: Logger;
   /** Ports another job holds right now (an automatic allocation): the self-check leaves them alone. */
   busy(port: number): boolean;
+  /**
+   * Every host reported the fleet's draining stream on `port` drained (as of the key's mod
+   * revision `revision`): the key goes, on condition that it is still that revision.
+   */
+  drained(port: number, revision: string): Promise<void>;
+  now: () => Date;
 }
 
 export class Convergence {
@@ -49,6 +74,8 @@ export class Convergence {
   private readonly inflight = new Map<number, StreamRecord | null>();
   /** One convergence at a time per port, in order. */
   private readonly chains = new Map<number, Promise<unknown>>();
+  /** The key revision of each drained stream this host asked to remove (once per revision). */
+  private readonly finished = new Map<number, string>();
 
   constructor(private readonly options: ConvergenceOptions) {}
 
@@ -103,6 +130,10 @@ export class Convergence {
       await this.removeHere(port, revision, options);
       return [];
     }
+    if (target.drainingUntil !== undefined) {
+      await this.drainHere(port, target, revision);
+      return [];
+    }
     if (!isPortInRange(port, this.options.portRange) || !isPortInRange(lastPort(target), this.options.portRange)) {
       const reason = `port ${formatPorts(target)} is outside this host's PORT_RANGE`;
       this.failures.set(port, reason);
@@ -111,10 +142,16 @@ export class Convergence {
     }
     const { local } = this.options;
     let warnings: string[] = [];
-    const before = local.get(port);
+    let before = local.get(port);
     if (before?.state !== 'live' || !sameDefinition(before, target)) {
       try {
-        warnings = (await local.put(withoutCopies(specOf(target)), undefined, true)).warnings;
+        // The fleet called a drain off: the port takes connections again, then as the fleet has it.
+        if (before?.state === 'draining') {
+          await local.undrain(port);
+          before = local.get(port);
+        }
+        if (before?.state !== 'live' || !sameDefinition(before, target))
+          warnings = (await local.put(withoutCopies(specOf(target)), undefined, true)).warnings;
       } catch (error) {
         this.failures.set(port, message(error));
         await this.report(port, { state: 'failed', reason: message(error), revision });
@@ -135,12 +172,64 @@ export class Convergence {
     return warnings;
   }
 
+  /**
+   * The fleet drains the stream: this host's port refuses new connections while its sessions end
+   * (its own drain loop removes the stream at the last one, or cuts them at the deadline). A host
+   * without it (drained already, or it never served it) has nothing to drain; one that could not
+   * serve it (failed) has no sessions and lets it go.
+   */
+  private async drainHere(port: number, target: StreamRecord, revision: string): Promise<void> {
+    const { local } = this.options;
+    const here = local.get(port);
+    try {
+      if (here?.state === 'failed') await local.remove(port);
+      else if (here && !drainInLine(here, target)) await local.drainUntil(port, new Date(target.drainingUntil ?? 0));
+    } catch (error) {
+      this.failures.set(port, message(error));
+      await this.report(port, { state: 'failed', reason: message(error), revision });
+      throw error;
+    }
+    this.failures.delete(port);
+    await this.report(port, this.drainReport(port, revision));
+  }
+
+  /** What this host says of a stream the fleet drains: its sessions still open, or drained. */
+  private drainReport(port: number, revision: string): AppliedReport {
+    const here = this.options.local.get(port);
+    if (here?.state !== 'draining') return { state: 'drained', revision };
+    return {
+      state: 'draining',
+      revision,
+      ...(here.openSessions === undefined ? {} : { openSessions: here.openSessions }),
+    };
+  }
+
+  /** Removes the fleet's draining stream on `port` once every host reports it drained (once per revision). */
+  private finishDrain(port: number): void {
+    const { cache } = this.options;
+    const desired = cache.desired.get(port);
+    if (!desired || desired.pending || cache.hosts.size === 0 || this.finished.get(port) === desired.modRevision)
+      return;
+    for (const id of cache.hosts.keys()) {
+      const report = cache.applied.get(id)?.get(port);
+      if (report?.state !== 'drained' || newer(desired.modRevision, report.revision)) return;
+    }
+    this.finished.set(port, desired.modRevision);
+    void bestEffort(this.options.log, `remove drained port ${port}`, () =>
+      this.options.drained(port, desired.modRevision),
+    );
+  }
+
   /** Removes this host's stream on a port the fleet does not have. */
   private async removeHere(port: number, revision: string, options: { killSessions?: boolean }): Promise<void> {
     const { local } = this.options;
-    if (local.get(port)) {
+    const here = local.get(port);
+    if (here) {
+      // A drain that ends at its deadline on the fleet (its key's lease) ends so here too: sessions cut.
+      const due =
+        here.state === 'draining' && drainIsDue(here, new Date(this.options.now().getTime() + CLOCK_SLACK_MS));
       try {
-        await local.remove(port, options);
+        await local.remove(port, due ? { ...options, killSessions: true } : options);
       } catch (error) {
         if (!(error instanceof ConductorError && error.code === ErrorCode.NotFound)) {
           this.failures.set(port, `could not remove it: ${message(error)}`);
@@ -162,6 +251,7 @@ export class Convergence {
       return;
     }
     this.failures.delete(port);
+    this.finished.delete(port);
     await this.report(port, undefined);
   }
 
@@ -201,10 +291,17 @@ export class Convergence {
         continue;
       const target = cache.effective(port);
       const here = local.get(port);
-      const inLine = target ? here?.state === 'live' && sameDefinition(here, target) : here === undefined;
-      const expected = target
-        ? JSON.stringify({ state: 'live', revision: cache.desired.get(port)?.modRevision ?? '0' })
-        : '';
+      const revision = cache.desired.get(port)?.modRevision ?? '0';
+      const draining = target?.drainingUntil !== undefined;
+      if (target && draining) this.finishDrain(port);
+      const inLine = !target
+        ? here === undefined
+        : draining
+          ? drainInLine(here, target)
+          : here?.state === 'live' && sameDefinition(here, target);
+      const expected = !target
+        ? ''
+        : JSON.stringify(draining ? this.drainReport(port, revision) : { state: 'live', revision });
       if (inLine && (this.reported.get(port) ?? '') === expected) continue;
       if (!inLine)
         log.warn('a stream of this host is not what the fleet wants; converging it', {

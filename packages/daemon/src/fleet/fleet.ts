@@ -16,6 +16,7 @@
  * says so in its status, expires streams itself, and converges to the full set once etcd answers.
  */
 
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   type ApplyPlan,
   type ApplyResult,
@@ -25,6 +26,7 @@ import {
   type DaemonStatus,
   describeBackends,
   ErrorCode,
+  type HostStreamState,
   type PortRange,
   protocolsOf,
   type RouteSpec,
@@ -102,6 +104,11 @@ export class FleetConductor implements StreamService {
       portRange: options.portRange,
       log,
       busy: (port) => this.reserved.has(port),
+      drained: async (port, revision) => {
+        if (await this.writes.removeIfUnchanged(port, revision))
+          log.info('drained on every host of the fleet: removed', { port });
+      },
+      now,
     });
     const host = {
       id: config.hostId,
@@ -251,6 +258,7 @@ export class FleetConductor implements StreamService {
     await this.checkPorts(spec);
     const current = await this.writes.read(spec.port);
     const standing = this.writes.standing(current);
+    refuseWhileDraining(standing);
     refuseSilentShrink(standing ?? undefined, spec, spanNamed);
     if (standing && !current?.pending && sameSpec(standing, spec)) {
       const warnings = await this.convergence.converge(spec.port);
@@ -267,7 +275,9 @@ export class FleetConductor implements StreamService {
   async renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
     this.requireConnected();
     const standing = this.writes.standing(await this.writes.read(port));
-    if (!standing) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    // A draining stream has no lifetime to renew (as on a single host).
+    if (!standing || standing.drainingUntil !== undefined)
+      throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     return this.put(renewedSpec(standing, expiresAt));
   }
 
@@ -286,15 +296,67 @@ export class FleetConductor implements StreamService {
   }
 
   /**
-   * Not in fleet mode yet: a fleet-wide drain needs every host's sessions before the stream may
-   * go, which the shared store does not carry.
+   * Drains a stream on every host: the fleet's record says until when (its key on a lease that
+   * ends a little after that), each host closes its port and keeps its sessions (converge.ts), and
+   * reports `draining` with its open sessions, then `drained`. The key goes when every host has
+   * reported drained, or with its lease at the deadline, when each host cuts what is left.
+   * Answered once this host's port refuses connections and every other host says its port does
+   * (or, past a bound, with the hosts that have not said so yet named).
    */
-  async drain(port: number, _timeoutMs: number): Promise<StreamView> {
-    throw notInFleet(port);
+  async drain(port: number, timeoutMs: number): Promise<StreamView> {
+    const { current, standing } = await this.standingWhole(port, 'drain');
+    if (standing.protocol === 'udp')
+      throw new ConductorError(
+        ErrorCode.InvalidInput,
+        `stream ${port} is UDP: the daemon cannot see its sessions to drain them`,
+        { hint: `remove it (conductor rm ${port}); nginx keeps a UDP session until its idle timeout` },
+      );
+    const until = Math.min(this.now().getTime() + timeoutMs, Date.parse(standing.expiresAt ?? '9999-12-31T00:00:00Z'));
+    const record: StreamRecord = { ...standing, drainingUntil: new Date(until).toISOString() };
+    await this.change(port, current, record);
+    return this.confirmed(port, (state) => state !== 'live' && state !== 'pending');
   }
 
+  /** Calls a fleet-wide drain off: every host serves the stream again (see drain). */
   async undrain(port: number): Promise<CreateResult> {
-    throw notInFleet(port);
+    const { current, standing } = await this.standingWhole(port, 'drain');
+    if (standing.drainingUntil === undefined)
+      throw new ConductorError(ErrorCode.NotFound, `stream ${port} is not draining`);
+    const { drainingUntil: _until, ...rest } = standing;
+    const record: StreamRecord = { ...rest, updatedAt: this.now().toISOString() };
+    const warnings = await this.change(port, current, record);
+    return this.answer(port, warnings, 'replaced', record);
+  }
+
+  /** The fleet's stream keyed on `port` as the store holds it now; a part of a range is refused. */
+  private async standingWhole(
+    port: number,
+    action: 'rm' | 'drain',
+  ): Promise<{ current: Desired | undefined; standing: StreamRecord }> {
+    this.requireConnected();
+    await this.writes.readStreams();
+    const held = this.cache.effective(this.cache.keyOf(port));
+    refuseRangePart(held && { record: held }, port, action);
+    const current = await this.writes.read(port);
+    const standing = this.writes.standing(current);
+    if (!standing) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+    return { current, standing };
+  }
+
+  /**
+   * The stream on `port` once every host of the fleet says what `done` asks of its state (or a
+   * failure), waiting up to CONFIRM_MS for the others' reports; a host that has not said so by then
+   * is shown as it is (pending, say) in `hosts`.
+   */
+  private async confirmed(port: number, done: (state: HostStreamState['state']) => boolean): Promise<StreamView> {
+    const deadline = Date.now() + CONFIRM_MS;
+    for (;;) {
+      const view = this.get(port);
+      if (!view) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+      const waiting = (view.hosts ?? []).filter((host) => !done(host.state));
+      if (waiting.length === 0 || Date.now() >= deadline) return view;
+      await delay(CONFIRM_POLL_MS);
+    }
   }
 
   /** Whether the fleet (a stream, a range that holds it, or a change under way) or this host has `port`. */
@@ -350,7 +412,9 @@ export class FleetConductor implements StreamService {
         const record = this.cache.effective(port);
         if (!record) return undefined;
         const local = this.options.local.get(port);
-        return { record, live: local?.state === 'live' && sameDefinition(local, record) };
+        // A stream the fleet drains is as it should be while it drains (listed as it is, it drains on).
+        const live = record.drainingUntil !== undefined || (local?.state === 'live' && sameDefinition(local, record));
+        return { record, live };
       },
       this.cache.effectivePorts(),
       this.options.defaultListenAddress,
@@ -371,6 +435,8 @@ export class FleetConductor implements StreamService {
     // Plan against the store as it is now, not the watch's copy.
     await this.writes.readStreams();
     const plan = this.plan(specs, options.prune);
+    // As on a single host: a draining stream is changed or removed by its own calls only.
+    for (const port of [...plan.update, ...plan.delete]) refuseWhileDraining(this.cache.effective(port));
     // Each port of a changed stream free of the fleet's other streams, as on a single host.
     const unchanged = new Set(plan.unchanged);
     const standing = this.cache.effectiveStreams();
@@ -446,8 +512,18 @@ export class FleetConductor implements StreamService {
   }
 }
 
-function notInFleet(port: number): ConductorError {
-  return new ConductorError(ErrorCode.NotSupported, `a drain is not available in fleet mode (port ${port})`, {
-    hint: `remove the stream (conductor rm ${port}); each host keeps its open sessions until they end`,
-  });
+/** How long a drain waits for the other hosts to say their port refuses connections. */
+const CONFIRM_MS = 10_000;
+const CONFIRM_POLL_MS = 50;
+
+/** A draining stream changes through its own calls only (drain, cancel, rm), as on a single host. */
+function refuseWhileDraining(standing: StreamRecord | null | undefined): void {
+  if (standing?.drainingUntil === undefined) return;
+  throw new ConductorError(
+    ErrorCode.StreamExists,
+    `port ${standing.port} is draining until ${standing.drainingUntil}: its sessions are ending`,
+    {
+      hint: `cancel the drain (conductor drain ${standing.port} --cancel) or remove it (conductor rm ${standing.port})`,
+    },
+  );
 }

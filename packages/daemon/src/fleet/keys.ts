@@ -35,8 +35,10 @@ export interface Desired {
 }
 
 export interface AppliedReport {
-  state: 'live' | 'failed';
+  /** draining: the port refuses new connections here, `openSessions` still open; drained: none left, gone here. */
+  state: 'live' | 'failed' | 'draining' | 'drained';
   reason?: string;
+  openSessions?: number;
   /** The mod revision of the desired key this report is about. */
   revision: string;
 }
@@ -150,19 +152,21 @@ export function parseDesired(kv: Pick<StoredKey, 'value' | 'modRevision' | 'leas
 const MAX_REASON = 1024;
 const MAX_FIELD = 256;
 
+const REPORT_STATES: ReadonlySet<unknown> = new Set(['live', 'failed', 'draining', 'drained']);
+
 export function parseReport(text: string): AppliedReport {
   const value = JSON.parse(text) as Partial<AppliedReport>;
-  if (
-    (value.state !== 'live' && value.state !== 'failed') ||
-    typeof value.revision !== 'string' ||
-    !/^[0-9]+$/.test(value.revision)
-  ) {
+  if (!REPORT_STATES.has(value.state) || typeof value.revision !== 'string' || !/^[0-9]+$/.test(value.revision)) {
     throw new Error('not a report');
   }
+  const sessions = value.openSessions;
   return {
-    state: value.state,
+    state: value.state as AppliedReport['state'],
     revision: value.revision,
     ...(typeof value.reason === 'string' ? { reason: printable(value.reason, MAX_REASON) } : {}),
+    ...(value.state === 'draining' && Number.isSafeInteger(sessions) && (sessions as number) >= 0
+      ? { openSessions: sessions as number }
+      : {}),
   };
 }
 

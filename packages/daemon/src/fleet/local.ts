@@ -13,6 +13,10 @@ export interface LocalService {
   /** spanNamed: the definition is the fleet's, whatever its ports (see refuseSilentShrink). */
   put(spec: StreamSpec, ifSpec?: undefined, spanNamed?: boolean): Promise<CreateResult>;
   remove(port: number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
+  /** Closes the port and keeps its sessions until they end or `deadline` (see service/drain.ts). */
+  drainUntil(port: number, deadline: Date): Promise<StreamView>;
+  /** Calls a drain off: the port takes connections again. */
+  undrain(port: number): Promise<CreateResult>;
   /** All or nothing: puts and deletes in one verified apply; answers the warnings. */
   applyChanges(puts: StreamSpec[], deletes: number[]): Promise<string[]>;
   /** Checks a set's TLS files as an apply here does (nothing copied): a 400 naming streams[i] and the field. */

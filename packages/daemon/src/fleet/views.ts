@@ -47,7 +47,16 @@ export class FleetViews {
       if (id === hostId) {
         const here = local.get(port);
         const failure = failures.get(port);
-        if (here?.state === 'live' && sameDefinition(here, target)) states.push({ host: id, state: 'live' });
+        if (target.drainingUntil !== undefined && failure === undefined) {
+          if (here?.state === 'draining')
+            states.push({
+              host: id,
+              state: 'draining',
+              ...(here.openSessions === undefined ? {} : { openSessions: here.openSessions }),
+            });
+          else if (here === undefined) states.push({ host: id, state: 'drained' });
+          else states.push({ host: id, state: 'pending' });
+        } else if (here?.state === 'live' && sameDefinition(here, target)) states.push({ host: id, state: 'live' });
         else if (failure !== undefined) states.push({ host: id, state: 'failed', reason: failure });
         else states.push({ host: id, state: 'pending' });
         continue;
@@ -59,6 +68,7 @@ export class FleetViews {
           host: id,
           state: report.state,
           ...(report.reason !== undefined ? { reason: report.reason } : {}),
+          ...(report.openSessions !== undefined ? { openSessions: report.openSessions } : {}),
         });
     }
     return states;
@@ -82,6 +92,7 @@ export class FleetViews {
       return { ...(here ?? target), state: 'removing', reason: 'this host is removing it', hosts };
     }
     let view: StreamView;
+    if (target.drainingUntil !== undefined) return this.drainingView(port, target, here);
     if (here && sameDefinition(here, target)) {
       view = { ...here, createdAt: target.createdAt };
       if (target.updatedAt !== undefined) view.updatedAt = target.updatedAt;
@@ -90,6 +101,20 @@ export class FleetViews {
       view = { ...target, state: 'failed', reason: failures.get(port) ?? 'not applied on this host yet' };
     }
     view.hosts = this.hostStates(port, target, cache.desired.get(port)?.modRevision ?? '0');
+    return view;
+  }
+
+  /**
+   * A stream the fleet drains: as this host has it while it drains here, the fleet's record once
+   * it drained here; its open sessions are those of every host, as each last reported them.
+   */
+  private drainingView(port: number, target: StreamRecord, here: StreamView | undefined): StreamView {
+    const view: StreamView =
+      here?.state === 'draining' ? { ...here, createdAt: target.createdAt } : { ...target, state: 'draining' };
+    view.hosts = this.hostStates(port, target, this.options.cache.desired.get(port)?.modRevision ?? '0');
+    const counts = view.hosts.flatMap((host) => (host.openSessions === undefined ? [] : [host.openSessions]));
+    if (counts.length > 0) view.openSessions = counts.reduce((sum, count) => sum + count, 0);
+    else delete view.openSessions;
     return view;
   }
 
@@ -111,12 +136,14 @@ export class FleetViews {
     const streams = this.list();
     const failed = streams.filter((stream) => stream.state === 'failed');
     const removing = streams.filter((stream) => stream.state === 'removing').length;
+    const draining = streams.filter((stream) => stream.state === 'draining').length;
     const hosts: FleetHost[] = [...this.options.cache.hosts.values()]
       .map((host) => {
-        const counts = { live: 0, failed: 0, pending: 0 };
+        const counts = { live: 0, failed: 0, pending: 0, draining: 0 };
         for (const stream of streams) {
           const state = stream.hosts?.find((entry) => entry.host === host.id)?.state;
-          if (state !== undefined) counts[state] += 1;
+          // A host that drained a stream has it no more.
+          if (state !== undefined && state !== 'drained') counts[state] += 1;
         }
         return { id: host.id, api: host.api, version: host.version, startedAt: host.startedAt, ...counts };
       })
@@ -125,9 +152,10 @@ export class FleetViews {
       ...local,
       streams: {
         total: streams.length,
-        live: streams.length - failed.length - removing,
+        live: streams.length - failed.length - removing - draining,
         failed: failed.length,
         ...(removing > 0 ? { removing } : {}),
+        ...(draining > 0 ? { draining } : {}),
       },
       failed: failed.map((stream) => ({
         port: stream.port,

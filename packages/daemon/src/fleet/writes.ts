@@ -45,9 +45,26 @@ interface Writing extends PortWrite {
   lease: string;
 }
 
+/**
+ * How long a draining stream's key outlives its deadline: each host's own drain ends it at the
+ * deadline (sessions cut), then etcd removes the key.
+ */
+const DRAIN_GRACE_MS = 5000;
+
+/**
+ * When etcd should remove a stream's key (undefined: never): at its expiry, or once its drain is
+ * over, whichever comes first.
+ */
+export function keyEnd(record: StreamRecord): number | undefined {
+  const ends = [record.expiresAt, record.drainingUntil]
+    .map((at, i) => (at === undefined ? undefined : Date.parse(at) + (i === 1 ? DRAIN_GRACE_MS : 0)))
+    .filter((end): end is number => end !== undefined);
+  return ends.length === 0 ? undefined : Math.min(...ends);
+}
+
 /** The lease of the state before a port's write ('0': none): its key's, as read. */
 function leaseBefore({ before, current }: Writing): string {
-  return before?.expiresAt === undefined ? '0' : (current?.lease ?? '0');
+  return before === null || keyEnd(before) === undefined ? '0' : (current?.lease ?? '0');
 }
 
 /**
@@ -61,9 +78,11 @@ function leaseBefore({ before, current }: Writing): string {
 function pendingLease(port: Writing): string {
   const { before, next } = port;
   if (next === null) return leaseBefore(port);
-  if (before === null || next.expiresAt === undefined) return port.lease;
-  if (before.expiresAt === undefined) return '0';
-  return Date.parse(next.expiresAt) >= Date.parse(before.expiresAt) ? port.lease : leaseBefore(port);
+  const nextEnd = keyEnd(next);
+  const beforeEnd = before === null ? undefined : keyEnd(before);
+  if (before === null || nextEnd === undefined) return port.lease;
+  if (beforeEnd === undefined) return '0';
+  return nextEnd >= beforeEnd ? port.lease : leaseBefore(port);
 }
 
 /** How a write is applied on this host (step 2). */
@@ -208,6 +227,17 @@ export class FleetWrites {
     return !stale;
   }
 
+  /**
+   * Removes a port's key if it is still at mod revision `revision` (a drained stream: every host
+   * reported its sessions ended). Answers whether it did; a key changed meanwhile stays.
+   */
+  async removeIfUnchanged(port: number, revision: string): Promise<boolean> {
+    const key = this.options.keys.stream(port);
+    const response = await this.call(() => this.options.store.txn([{ key, modRevision: revision }], [{ delete: key }]));
+    if (response.succeeded) this.options.cache.forget(port, response.revision);
+    return response.succeeded;
+  }
+
   /** The stream a key stands for now, for a write to compare with: a stale pending or expired one is none. */
   standing(current: Desired | undefined): StreamRecord | null {
     if (!current) return null;
@@ -272,16 +302,17 @@ export class FleetWrites {
     throw wording.changedWhileApplying();
   }
 
-  /** A lease for each stream that expires (etcd removes the key at its end), or '0'. */
+  /** A lease for each stream whose key ends (its expiry or its drain, see keyEnd; etcd removes the key then), or '0'. */
   private async leasesFor(writes: PortWrite[]): Promise<string[]> {
     const leases: string[] = [];
     try {
       for (const { next } of writes) {
-        if (!next || next.expiresAt === undefined) {
+        const end = next ? keyEnd(next) : undefined;
+        if (end === undefined) {
           leases.push('0');
           continue;
         }
-        const seconds = Math.max(1, Math.ceil((Date.parse(next.expiresAt) - this.options.now().getTime()) / 1000));
+        const seconds = Math.max(1, Math.ceil((end - this.options.now().getTime()) / 1000));
         leases.push(await this.call(() => this.options.store.grantLease(seconds)));
       }
     } catch (error) {

@@ -378,8 +378,13 @@ const schemas = {
           required: ['host', 'state'],
           properties: {
             host: { type: 'string' },
-            state: { enum: ['live', 'failed', 'pending'] },
+            state: {
+              enum: ['live', 'failed', 'pending', 'draining', 'drained'],
+              description:
+                'draining: the port refuses new connections on that host, openSessions still open; drained: none left there',
+            },
             reason: { type: 'string' },
+            openSessions: { type: 'integer', description: 'draining: TCP sessions still open on that host' },
           },
         },
       },
@@ -628,7 +633,7 @@ const schemas = {
         items: {
           type: 'object',
           additionalProperties: false,
-          required: ['id', 'api', 'version', 'startedAt', 'live', 'failed', 'pending'],
+          required: ['id', 'api', 'version', 'startedAt', 'live', 'failed', 'pending', 'draining'],
           properties: {
             id: { type: 'string' },
             api: { type: 'string' },
@@ -637,6 +642,7 @@ const schemas = {
             live: { type: 'integer' },
             failed: { type: 'integer' },
             pending: { type: 'integer' },
+            draining: { type: 'integer' },
           },
         },
       },
@@ -898,7 +904,6 @@ export function openApiDocument(): Record<string, unknown> {
             400: errorResponse('invalid input, or a UDP stream (its sessions cannot be seen)'),
             404: errorResponse('no stream on that port'),
             409: errorResponse('a port inside a range (a range is drained whole), or a change to the port under way'),
-            501: errorResponse('fleet mode: not available'),
           },
         },
         delete: {
@@ -906,7 +911,6 @@ export function openApiDocument(): Record<string, unknown> {
           responses: {
             200: { description: 'live again', ...(json(ref('StreamAnswer')) as object) },
             404: errorResponse('the stream is not draining'),
-            501: errorResponse('fleet mode: not available'),
           },
         },
       },
