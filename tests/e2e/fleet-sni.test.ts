@@ -6,7 +6,8 @@
  * no-tls route); a route removed through the other host leaves a session of another route passing
  * bytes; route adds to one port through both hosts at once all end up in the definition, on both
  * hosts (a new port made by six adds at once too, and closed by six removes at once); refusals (a name twice, a plain stream, bad names) change nothing on either host or in the
- * kernel; an apply with routes through the second host is served by both; the last route removed
+ * kernel; route changes on a draining port are refused 409 through either host with nothing
+ * changed, and taken once the drain is called off; an apply with routes through the second host is served by both; the last route removed
  * closes the port on both (the kernel's sockets).
  */
 
@@ -26,10 +27,9 @@ import { makeCerts, signCertificate } from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EtcdCluster } from '../helpers/etcd.js';
+import { startFleetHosts } from '../helpers/fleet-hosts.js';
 import { EchoBackend, listeningOn, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
-import { freePortBlock } from '../helpers/ports.js';
 import { eventually } from '../helpers/wait.js';
 
 const SIZE = 6;
@@ -61,30 +61,12 @@ async function tlsBackend(name: string, serial: number): Promise<void> {
 const at = (name: string): string => `127.0.0.1:${backends.get(name)?.port ?? 0}`;
 
 beforeAll(async () => {
-  const etcd = await EtcdCluster.start(await daemons.dir(), 1);
-  daemons.beforeRemoving(() => etcd.stop());
   dir = await mkdtemp(join(tmpdir(), 'sc-fleet-sni-'));
   await makeCerts(dir);
   let serial = 100;
   for (const name of ['git', 'db', 'other', 'fallback']) await tlsBackend(name, serial++);
   plain = await EchoBackend.start('plain');
-  P = await freePortBlock(SIZE + ADDRESSES.length);
-  hosts = [];
-  for (const [i, address] of ADDRESSES.entries())
-    hosts.push(
-      await daemons.start({
-        rangeStart: P,
-        rangeSize: SIZE,
-        apiPort: P + SIZE + i,
-        env: {
-          CONDUCTOR_STORE: `etcd://${etcd.endpoints}`,
-          CONDUCTOR_ETCD_PREFIX: `/sc-fleet-sni-${P}/`,
-          CONDUCTOR_HOST_ID: `host-${i}`,
-          CONDUCTOR_LISTEN_ADDRESS: address,
-          CONDUCTOR_RETRY_INTERVAL: '1',
-        },
-      }),
-    );
+  ({ start: P, hosts } = await startFleetHosts(daemons, { name: 'fleet-sni', size: SIZE, addresses: ADDRESSES }));
   api = await openApiChecker(hosts[0] as Daemon);
 }, 60_000);
 
@@ -386,6 +368,57 @@ describe('routes by TLS server name in fleet mode, on two hosts', () => {
     expect(await everything()).toEqual(before);
     expect(await onBoth(P, 'git.example.com')).toEqual(['git', 'git']);
     expect((await host(1).request('DELETE', `/v1/streams/${P + 1}`)).status).toBe(200);
+  }, 120_000);
+
+  it('refuses route changes through either host while the port drains, with nothing changed; takes them once the drain is off', async () => {
+    const port = P + 4;
+    expect(
+      (await host(0).request('POST', `/v1/streams/${port}/routes`, { sni: 'git.example.com', backend: at('git') }))
+        .status,
+    ).toBe(201);
+    await listedOnBoth(port, ['git.example.com']);
+    // A session through each host keeps the drain going.
+    const sessions = await Promise.all(ADDRESSES.map((address) => openTls(address, port, 'git.example.com')));
+    try {
+      const drained = await host(0).request('POST', `/v1/streams/${port}/drain`, { timeout: '5m' });
+      expect(drained.status).toBe(200);
+      const before = await everything();
+      const refusals: Array<[number, string, string, unknown]> = [
+        [1, 'POST', `/v1/streams/${port}/routes`, { sni: 'db.example.com', backend: at('db') }],
+        [0, 'POST', `/v1/streams/${port}/routes`, { default: true, backend: at('fallback') }],
+        [1, 'DELETE', `/v1/streams/${port}/routes/git.example.com`, undefined],
+      ];
+      for (const [i, method, path, body] of refusals) {
+        const answer = await host(i).request(method, path, body);
+        expect([method, path, answer.status]).toEqual([method, path, 409]);
+        expect((answer.json as { error: { message: string } }).error.message).toMatch(
+          new RegExp(`stream ${port} is draining until .*: its routes cannot change now`),
+        );
+        api.check(
+          method === 'POST' ? '/v1/streams/{port}/routes' : '/v1/streams/{port}/routes/{route}',
+          method.toLowerCase(),
+          answer.status,
+          answer.json,
+        );
+      }
+      expect(await everything()).toEqual(before);
+      // The sessions of the draining port go on, on both hosts.
+      expect(await Promise.all(sessions.map((session) => tlsExchange(session, 'still')))).toEqual([
+        'git:still',
+        'git:still',
+      ]);
+      expect((await host(1).request('DELETE', `/v1/streams/${port}/drain`)).status).toBe(200);
+      const added = await host(1).request('POST', `/v1/streams/${port}/routes`, {
+        sni: 'db.example.com',
+        backend: at('db'),
+      });
+      expect(added.status).toBe(200);
+      await listedOnBoth(port, ['git.example.com', 'db.example.com']);
+      await servedByBoth(port, 'db.example.com', 'db');
+    } finally {
+      for (const session of sessions) session.destroy();
+    }
+    expect((await host(0).request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
   }, 120_000);
 
   it('applies a set with routes through the second host: served by both; the same set again changes nothing', async () => {
