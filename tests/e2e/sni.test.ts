@@ -26,7 +26,7 @@ import { type Certs, makeCerts, signCertificate } from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, untilOutput } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
-import { EchoBackend, exchange } from '../helpers/net.js';
+import { EchoBackend, exchange, roundTrip } from '../helpers/net.js';
 import { openApiChecker } from '../helpers/openapi.js';
 import { freePortBlock } from '../helpers/ports.js';
 import { snapshot } from '../helpers/state.js';
@@ -355,6 +355,88 @@ describe('routing by server name', () => {
     expect(await snapshot(daemon)).toEqual(before);
     expect(await whoAnswers(listen, 'git.example.com')).toBe('git');
   }, 120_000);
+});
+
+describe('traffic per route', () => {
+  it("counts each route's sessions and bytes, in stats, get --stats and /metrics; a removed route leaves the listing", async () => {
+    const listen = port();
+    const answer = await daemon.request('PUT', `/v1/streams/${listen}`, {
+      routes: [
+        { sni: 'git.example.com', backend: at('git') },
+        { sni: '*.db.example.com', backend: at('db') },
+        { default: true, backend: at('fallback') },
+        { noTls: true, backend: `127.0.0.1:${plain.port}` },
+      ],
+    });
+    expect(answer.status).toBe(201);
+    expect(await whoAnswers(listen, 'git.example.com')).toBe('git');
+    expect(await whoAnswers(listen, 'GIT.example.com')).toBe('git');
+    expect(await whoAnswers(listen, 'a.db.example.com')).toBe('db');
+    expect(await whoAnswers(listen, 'elsewhere.test')).toBe('fallback');
+    const tls = await openTls(listen, 'git.example.com');
+    expect(await tlsExchange(tls, 'counted')).toBe('git:counted');
+    tls.destroy();
+    expect(await roundTrip(listen, 'no hello')).toBe('plain:no hello');
+
+    const stats = await eventually(
+      async () => {
+        const got = await daemon.get(`/v1/streams/${listen}?stats=1`);
+        api.check('/v1/streams/{port}', 'get', got.status, got.json);
+        return (got.json as { stream: StreamView }).stream.stats;
+      },
+      (value) => (value?.sessions ?? 0) >= 6,
+    );
+    expect(stats?.sessions).toBe(6);
+    expect(stats?.routes?.map((route) => [route.route, route.sessions, route.failedSessions])).toEqual([
+      ['git.example.com', 3, 0],
+      ['*.db.example.com', 1, 0],
+      ['@default', 1, 0],
+      ['@no-tls', 1, 0],
+    ]);
+    const git = stats?.routes?.[0];
+    // The TLS bytes pass through: the session that spoke carried more than a bare handshake.
+    expect(git?.bytesIn).toBeGreaterThan(0);
+    expect(git?.bytesOut).toBeGreaterThan(0);
+    // What nginx read to choose the route (here all the client sent) is not in $bytes_received (nginx 1.22).
+    expect(stats?.routes?.[3]).toMatchObject({ bytesIn: 0, bytesOut: 'plain:no hello'.length });
+    const total = (stats?.routes ?? []).reduce((sum, route) => sum + route.bytesIn, 0);
+    expect(total).toBe(stats?.bytesIn);
+
+    const get = await runCli(['get', String(listen), '--stats', '--no-color'], env);
+    expect(get.code).toBe(0);
+    expect(get.stdout).toMatch(/^sessions:\s+6 finished \(0 failed\), 0 open$/m);
+    expect(get.stdout).toMatch(
+      /^route:\s+git\.example\.com: 3 finished \(0 failed\), [0-9.]+ K?i?B in, [0-9.]+ K?i?B out$/m,
+    );
+    expect(get.stdout).toMatch(/^route:\s+@no-tls: 1 finished \(0 failed\), 0 B in, 14 B out$/m);
+    expect((await runCli(['get', String(listen), '--no-color'], env)).stdout).not.toMatch(/^route /m);
+
+    const metrics = (await daemon.get('/metrics')).text;
+    expect(metrics).toMatch(
+      new RegExp(`^conductor_route_sessions_total\\{port="${listen}",route="git.example.com"\\} 3$`, 'm'),
+    );
+    expect(metrics).toMatch(
+      new RegExp(`^conductor_route_sessions_total\\{port="${listen}",route="@no-tls"\\} 1$`, 'm'),
+    );
+    expect(metrics).toMatch(
+      new RegExp(
+        `^conductor_route_sent_bytes_total\\{port="${listen}",route="@no-tls"\\} ${'plain:no hello'.length}$`,
+        'm',
+      ),
+    );
+    // A name a client sent is never a label: only the routes'.
+    expect(metrics).not.toMatch(/elsewhere\.test|a\.db\.example\.com/);
+
+    const removed = await daemon.request(
+      'DELETE',
+      `/v1/streams/${listen}/routes/${encodeURIComponent('*.db.example.com')}`,
+    );
+    expect(removed.status).toBe(200);
+    const after = (await daemon.get(`/v1/streams/${listen}?stats=1`)).json as { stream: StreamView };
+    expect(after.stream.stats?.routes?.map((route) => route.route)).toEqual(['git.example.com', '@default', '@no-tls']);
+    expect((await daemon.get('/metrics')).text).not.toContain(`{port="${listen}",route="*.db.example.com"}`);
+    expect((await daemon.request('DELETE', `/v1/streams/${listen}`)).status).toBe(200);
+  }, 60_000);
 });
 
 describe('route calls at the same moment', () => {

@@ -354,12 +354,16 @@ Examples:
     .command('get')
     .description('show one stream in full')
     .argument('<port>', 'port of the stream')
-    .addHelpText('after', '\nExamples:\n  $ conductor get 9000\n  $ conductor get 9000 --json')
-    .action(async (portText: string, _options: unknown, command: Command) => {
+    .option('--stats', 'also its traffic: sessions, bytes, and each route of a port that routes by server name')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ conductor get 9000\n  $ conductor get 9000 --json\n  $ conductor get 443 --stats',
+    )
+    .action(async (portText: string, options: { stats?: boolean }, command: Command) => {
       const port = localPortText(portText);
       const { client, output } = await contextFor(command);
       const { getStream, printStream } = await import('./commands/get.js');
-      printStream(await getStream(client, port), output);
+      printStream(await getStream(client, port, options.stats === true), output);
     });
 
   program

@@ -201,6 +201,55 @@ describe('the access log reader', () => {
     expect(counter.get(9000)).toMatchObject({ sessions: 1, bytesIn: 50, bytesOut: 60 });
   });
 
+  it("counts each route's sessions of a port that routes by server name, not those refused before the hello", () => {
+    const counter = new TrafficCounter();
+    const routed = (status: number, route: string, bytesIn: number, t = '2026-11-25T10:00:00+00:00'): void => {
+      const parsed = parseAccessLine(
+        JSON.stringify({
+          t,
+          port: 443,
+          proto: 'TCP',
+          status,
+          in: bytesIn,
+          out: 2 * bytesIn,
+          s: 0.1,
+          up: '',
+          client: '',
+          route,
+        }),
+      );
+      if (!parsed) throw new Error('not a line');
+      counter.add(parsed);
+    };
+    routed(200, 'git.example.com', 10, '2026-11-25T10:00:05+00:00');
+    routed(200, 'git.example.com', 20, '2026-11-25T10:00:01+00:00');
+    routed(502, '*.db.example.com', 0);
+    routed(200, '@no-tls', 5);
+    routed(403, '@no-tls', 0); // the allow-list: before the hello is read
+    routed(503, '@no-tls', 0); // a limit: likewise
+    routed(502, '', 0); // no route took it
+    expect(counter.route(443, 'git.example.com')).toEqual({
+      route: 'git.example.com',
+      sessions: 2,
+      failedSessions: 0,
+      bytesIn: 30,
+      bytesOut: 60,
+      lastSessionAt: '2026-11-25T10:00:05.000Z',
+    });
+    expect(counter.route(443, '*.db.example.com')).toMatchObject({ sessions: 1, failedSessions: 1 });
+    expect(counter.route(443, '@no-tls')).toMatchObject({ sessions: 1, bytesIn: 5 });
+    expect(counter.route(443, '@default')).toEqual({
+      route: '@default',
+      sessions: 0,
+      failedSessions: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+    });
+    expect(counter.get(443)).toMatchObject({ sessions: 7, failedSessions: 2, deniedSessions: 1, limitedSessions: 1 });
+    counter.reset(443);
+    expect(counter.route(443, 'git.example.com').sessions).toBe(0);
+  });
+
   it('forgets a port when a new stream is made on it', () => {
     const counter = new TrafficCounter();
     counter.add({ t: '', port: 9000, status: 200, in: 5, out: 5 });

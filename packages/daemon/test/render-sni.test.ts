@@ -41,6 +41,32 @@ describe('renderStreamFile with routes by server name', () => {
     expect(text).toContain('    "" conductor_8443_none;\n');
   });
 
+  it("logs each session with the id of the route it took, in the port's own log format", () => {
+    const routes = [
+      { sni: 'git.example.com', backend: '127.0.0.1:3443' },
+      { sni: '*.db.example.com', backend: '127.0.0.1:5433' },
+      { default: true, backend: '127.0.0.1:4443' },
+      { noTls: true, backend: '127.0.0.1:22' },
+    ];
+    const text = renderStreamFile(record(routes), { listenAddress: undefined, accessLog: '/var/log/access.log' });
+    expect(text).toContain(
+      'map $ssl_preread_server_name $conductor_8443_sni_id {\n    hostnames;\n    \\\\git.example.com "git.example.com";\n    \\\\*.db.example.com "*.db.example.com";\n    default "@default";\n}',
+    );
+    expect(text).toContain(
+      'map $ssl_preread_protocol $conductor_8443_route_id {\n    "" "@no-tls";\n    default $conductor_8443_sni_id;\n}',
+    );
+    expect(text).toMatch(
+      /^log_format conductor_v1_8443 escape=json '\{"t":.*,"route":"\$conductor_8443_route_id"\}';$/m,
+    );
+    expect(text).toContain('    access_log /var/log/access.log conductor_v1_8443;\n');
+    // Without a default or no-tls route: an empty id, the session is the port's only.
+    const bare = renderStreamFile(record(routes.slice(0, 1)), { listenAddress: undefined, accessLog: '/a.log' });
+    expect(bare).toContain('    default "";\n}');
+    expect(bare).toContain('    "" "";\n');
+    // Without an access log, no format to name.
+    expect(renderStreamFile(record(routes), { listenAddress: undefined })).not.toContain('log_format');
+  });
+
   it('refuses a name that bypassed the API', () => {
     const bad = record([{ sni: 'git.example.com', backend: '127.0.0.1:3443' }]);
     const route = bad.routes?.[0];

@@ -154,6 +154,24 @@ export interface StreamStats extends TrafficStats {
   /** Client connections open right now (TCP). */
   activeConnections: number;
   backends: Array<BackendHealth & { backend: string }>;
+  /** A port that routes by server name: the finished sessions of each of its routes. */
+  routes?: RouteStats[];
+}
+
+/**
+ * One route's finished sessions (from the access log). Sessions the allow-list or a limit refused
+ * come before nginx reads the TLS hello, so they count for the port only, as do sessions no route
+ * took (no default route).
+ */
+export interface RouteStats {
+  /** The route's id: its server name, @default or @no-tls. */
+  route: string;
+  sessions: number;
+  /** Sessions no backend of the route answered. */
+  failedSessions: number;
+  bytesIn: number;
+  bytesOut: number;
+  lastSessionAt?: string;
 }
 
 /** One line of the audit log: who changed what, when, from where, and how it ended. */

@@ -3,17 +3,39 @@ import {
   formatDuration,
   formatPorts,
   formatRate,
+  type StreamStats,
   type StreamView,
 } from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
-import { safeForTerminal } from '../format.js';
+import { bytes, safeForTerminal } from '../format.js';
 import type { Output } from '../output.js';
 import { printData } from '../output-formats.js';
 import { tlsRows } from './tls.js';
 
-/** `port`: a port (one inside a range finds the range), or a range as FIRST-LAST. */
-export async function getStream(client: ApiClient, port: number | string): Promise<StreamView> {
-  return (await client.call<{ stream: StreamView }>('GET', `/v1/streams/${port}`)).stream;
+/** `port`: a port (one inside a range finds the range), or a range as FIRST-LAST; with its traffic when `stats`. */
+export async function getStream(client: ApiClient, port: number | string, stats = false): Promise<StreamView> {
+  return (await client.call<{ stream: StreamView }>('GET', `/v1/streams/${port}${stats ? '?stats=1' : ''}`)).stream;
+}
+
+/** `get --stats`: the port's sessions and bytes, and each route's on a port that routes by server name. */
+function statsRows(stats: StreamStats): Array<[string, string]> {
+  const refused = [
+    stats.deniedSessions > 0 ? `${stats.deniedSessions} denied` : '',
+    stats.limitedSessions > 0 ? `${stats.limitedSessions} limited` : '',
+  ].filter((part) => part !== '');
+  const rows: Array<[string, string]> = [
+    [
+      'sessions',
+      `${stats.sessions} finished (${[`${stats.failedSessions} failed`, ...refused].join(', ')}), ${stats.activeConnections} open`,
+    ],
+    ['traffic', `${bytes(stats.bytesIn)} in, ${bytes(stats.bytesOut)} out`],
+  ];
+  for (const route of stats.routes ?? [])
+    rows.push([
+      'route',
+      `${route.route}: ${route.sessions} finished (${route.failedSessions} failed), ${bytes(route.bytesIn)} in, ${bytes(route.bytesOut)} out`,
+    ]);
+  return rows;
 }
 
 export function printStream(answer: StreamView, output: Output): void {
@@ -53,6 +75,7 @@ export function printStream(answer: StreamView, output: Output): void {
   if (stream.description !== undefined) rows.push(['description', stream.description]);
   rows.push(['expires', stream.expiresAt ?? 'never'], ['created', stream.createdAt]);
   if (stream.updatedAt !== undefined) rows.push(['updated', stream.updatedAt]);
+  if (stream.stats !== undefined) rows.push(...statsRows(stream.stats));
   for (const host of stream.hosts ?? []) {
     const state =
       host.state === 'live'

@@ -433,6 +433,24 @@ const schemas = {
           },
         },
       },
+      routes: {
+        type: 'array',
+        description:
+          "a port that routes by server name: each route's finished sessions, in the order of its routes. Sessions refused by the allow-list or a limit (before the TLS hello is read) and sessions no route took count for the port only",
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['route', 'sessions', 'failedSessions', 'bytesIn', 'bytesOut'],
+          properties: {
+            route: { type: 'string', description: 'the route id: its server name, @default or @no-tls' },
+            sessions: { type: 'integer' },
+            failedSessions: { type: 'integer', description: 'sessions no backend of the route answered' },
+            bytesIn: { type: 'integer' },
+            bytesOut: { type: 'integer' },
+            lastSessionAt: { type: 'string', format: 'date-time' },
+          },
+        },
+      },
     },
   },
   Event: {

@@ -17,12 +17,13 @@ import {
   parseCidr,
   portsOf,
   protocolsOf,
+  routeId,
   type StreamRecord,
   type StreamSpec,
   simpleSpec,
   usesTls,
 } from '@stream-conductor/shared';
-import { ACCESS_LOG_FORMAT, ACCESS_LOG_FORMAT_NAME } from './access-log.js';
+import { ACCESS_LOG_FORMAT, ACCESS_LOG_FORMAT_NAME, routeLogFormat, routeLogFormatName } from './access-log.js';
 
 export interface StreamRenderOptions {
   /** Address to listen on; undefined listens on every IPv4 address. */
@@ -204,32 +205,50 @@ function renderRoutes(record: StreamRecord, options: StreamRenderOptions): strin
   let fallback = none;
   let noTls: string | undefined;
   const names: string[] = [];
+  // The same choice again, giving the route's id for the access log (its per-route traffic):
+  // an empty id for a session no route took (closed).
+  let fallbackId = '';
+  let noTlsId: string | undefined;
+  const nameIds: string[] = [];
   for (const [index, route] of routes.entries()) {
     const upstream = `${base}_r${index}`;
     if (route.backends.length === 0) throw new Error(`stream ${port}: a route has no backend`);
     lines.push(...renderRouteUpstream(record, upstream, route.backends));
-    if (route.kind === 'default') fallback = upstream;
-    else if (route.kind === 'no-tls') noTls = upstream;
-    else names.push(`    ${mapName(route.name)} ${upstream};`);
+    const id = `"${routeId(route)}"`; // a checked server name, @default or @no-tls
+    if (route.kind === 'default') [fallback, fallbackId] = [upstream, id];
+    else if (route.kind === 'no-tls') [noTls, noTlsId] = [upstream, id];
+    else {
+      names.push(`    ${mapName(route.name)} ${upstream};`);
+      nameIds.push(`    ${mapName(route.name)} ${id};`);
+    }
   }
   const byName = `$${base}_sni`;
   lines.push(`map $ssl_preread_server_name ${byName} {`, '    hostnames;', ...names, `    default ${fallback};`, '}');
   lines.push(`map $ssl_preread_protocol $${base}_route {`);
   lines.push(`    "" ${noTls ?? fallback};`, `    default ${byName};`, '}');
+  if (options.accessLog !== undefined) {
+    const idByName = `$${base}_sni_id`;
+    lines.push(`map $ssl_preread_server_name ${idByName} {`, '    hostnames;', ...nameIds);
+    lines.push(`    default ${fallbackId === '' ? '""' : fallbackId};`, '}');
+    lines.push(`map $ssl_preread_protocol $${base}_route_id {`);
+    lines.push(`    "" ${noTlsId ?? (fallbackId === '' ? '""' : fallbackId)};`, `    default ${idByName};`, '}');
+    lines.push(routeLogFormat(port, `$${base}_route_id`));
+  }
   lines.push('server {');
-  lines.push(...renderServerBody(record, port, record.backends, options));
+  lines.push(...renderServerBody(record, port, record.backends, options, routeLogFormatName(port)));
   lines.push('    ssl_preread on;');
   lines.push(`    proxy_pass $${base}_route;`);
   lines.push('}');
   return lines;
 }
 
-/** What a server block says besides its proxy_pass: listen, TLS, allow, timeouts, limits, buffers, log. */
+/** What a server block says besides its proxy_pass: listen, TLS, allow, timeouts, limits, buffers, log (in `logFormat`). */
 function renderServerBody(
   record: StreamRecord,
   port: number,
   backends: BackendSpec[],
   options: StreamRenderOptions,
+  logFormat = ACCESS_LOG_FORMAT_NAME,
 ): string[] {
   const listenAddress = record.listenAddress ?? options.listenAddress;
   const lines: string[] = [];
@@ -266,8 +285,7 @@ function renderServerBody(
     // as it would on a direct connection: nginx passes the half-close on instead of closing both.
     lines.push('    proxy_half_close on;');
   }
-  if (options.accessLog !== undefined)
-    lines.push(`    access_log ${nginxPath(options.accessLog)} ${ACCESS_LOG_FORMAT_NAME};`);
+  if (options.accessLog !== undefined) lines.push(`    access_log ${nginxPath(options.accessLog)} ${logFormat};`);
   return lines;
 }
 

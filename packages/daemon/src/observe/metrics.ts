@@ -4,7 +4,7 @@
  * they happen; nginx's state, restarts and draining old workers; and the process's own figures.
  */
 
-import type { NginxStatus, StreamView } from '@stream-conductor/shared';
+import type { NginxStatus, RouteStats, StreamView } from '@stream-conductor/shared';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export interface MetricsSource {
@@ -132,6 +132,37 @@ export class Metrics implements PipelineObserver {
       (stream) => stream.stats?.bytesIn,
     );
     perStream('conductor_stream_sent_bytes_total', 'Bytes sent to clients', (stream) => stream.stats?.bytesOut);
+    // A port that routes by server name: per route. Its label is the route's id, one of at most
+    // MAX_ROUTES per port that the operator made (never a name a client sent).
+    const perRoute = (name: string, help: string, value: (route: RouteStats) => number): Counter<'port' | 'route'> =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['port', 'route'],
+        registers,
+        collect() {
+          this.reset();
+          for (const stream of streams.current)
+            for (const route of stream.stats?.routes ?? [])
+              this.inc({ port: String(stream.port), route: route.route }, value(route));
+        },
+      });
+    perRoute(
+      'conductor_route_sessions_total',
+      'Finished sessions of a route (by server name)',
+      (route) => route.sessions,
+    );
+    perRoute(
+      'conductor_route_failed_sessions_total',
+      'Sessions of a route that no backend of the route answered',
+      (route) => route.failedSessions,
+    );
+    perRoute(
+      'conductor_route_received_bytes_total',
+      'Bytes received from the clients of a route',
+      (route) => route.bytesIn,
+    );
+    perRoute('conductor_route_sent_bytes_total', 'Bytes sent to the clients of a route', (route) => route.bytesOut);
     new Counter({
       name: 'conductor_stream_backend_tls_failures_total',
       help: 'TLS handshakes with a backend that nginx could not complete, by reason (untrusted, expired, not-yet-valid, name-mismatch, verify-other, handshake)',

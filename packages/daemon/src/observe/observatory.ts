@@ -4,7 +4,7 @@
  * the audit log of changes, and the metrics built on them.
  */
 import type { AuditEvent, NginxStatus, StreamSpec, StreamView, TrafficStats } from '@stream-conductor/shared';
-import { protocolsOf } from '@stream-conductor/shared';
+import { protocolsOf, routeId } from '@stream-conductor/shared';
 import { type Logger, settled } from '../log.js';
 import { AuditLog } from './audit.js';
 import { BackendTlsWatch, parseBackendTlsLine } from './backend-tls.js';
@@ -173,6 +173,9 @@ export class Observatory {
             protocol: stream.protocol,
             backends: stream.backends.map((backend) => backend.address),
           }),
+          ...(stream.routes === undefined
+            ? {}
+            : { routes: stream.routes.map((route) => this.traffic.route(stream.port, routeId(route))) }),
         },
       };
     });
