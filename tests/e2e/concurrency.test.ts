@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { StreamView } from '@stream-conductor/shared';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { connectOutcome, EchoBackend, listeningPorts, roundTrip } from '../helpers/net.js';
@@ -112,5 +113,46 @@ describe('100 concurrent creates, then 100 concurrent removes', () => {
     } finally {
       await other.close();
     }
+  });
+});
+
+describe('renewals of one stream asked at once', () => {
+  /** `count` lifetimes, a minute apart, from two hours on (whole seconds, as the API gives them back). */
+  const expiries = (count: number): string[] => {
+    const from = Math.floor(Date.now() / 1000) * 1000 + 2 * 3_600_000;
+    return Array.from({ length: count }, (_, i) => new Date(from + i * 60_000).toISOString());
+  };
+  const renew = (port: number, expiresAt: string) => daemon.request('POST', `/v1/streams/${port}/renew`, { expiresAt });
+  const streamOn = async (port: number): Promise<StreamView> =>
+    ((await daemon.get(`/v1/streams/${port}`)).json as { stream: StreamView }).stream;
+
+  it('are each taken and answered with the lifetime they asked for; a replace asked with them is kept', async () => {
+    const port = daemon.rangeStart + COUNT + 1;
+    const body = { port, backend: `127.0.0.1:${backend.port}`, ttl: '1h' };
+    expect((await daemon.request('POST', '/v1/streams', body)).status).toBe(201);
+    const asked = expiries(12);
+    const answers = await Promise.all(asked.map((expiresAt) => renew(port, expiresAt)));
+    // The bodies ride along, so that a failure shows what was said.
+    expect(answers.map((answer) => [answer.status, answer.json])).toEqual(
+      asked.map((expiresAt) => [200, expect.objectContaining({ stream: expect.objectContaining({ expiresAt }) })]),
+    );
+    expect(asked).toContain((await streamOn(port)).expiresAt);
+
+    // A replace among renewals: its backend stays, whichever lifetime was given last.
+    const other = await EchoBackend.start('c');
+    try {
+      const more = expiries(7).slice(1);
+      const [replaced, ...renewed] = await Promise.all([
+        daemon.request('PUT', `/v1/streams/${port}`, { backend: `127.0.0.1:${other.port}`, ttl: '1h' }),
+        ...more.map((expiresAt) => renew(port, expiresAt)),
+      ]);
+      expect([replaced?.status, ...renewed.map((answer) => answer.status)]).toEqual(more.concat('').map(() => 200));
+      const now = await streamOn(port);
+      expect(now.backends).toEqual([{ address: `127.0.0.1:${other.port}` }]);
+      expect(await roundTrip(port, 'x')).toBe('c:x');
+    } finally {
+      await other.close();
+    }
+    expect((await daemon.request('DELETE', `/v1/streams/${port}`)).status).toBe(200);
   });
 });

@@ -85,7 +85,7 @@ export class Conductor implements StreamService {
    * (failed), or draining (their port refuses while their sessions end).
    */
   private readonly parked = new Map<number, Entry>();
-  /** The last route call on each port (see routeTurn). */
+  /** The last route call or renewal on each port (see routeTurn). */
   private readonly routeCalls = new Map<number, Promise<void>>();
   private readonly problems: string[] = [];
   private readonly startedAt = new Date().toISOString();
@@ -432,8 +432,15 @@ export class Conductor implements StreamService {
     return firstFreePort(this.portSearch(['tcp'], this.options.defaultListenAddress));
   }
 
-  /** Extends (or shortens) the life of a stream; resolves once recorded. */
-  async renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
+  /**
+   * Extends (or shortens) the life of a stream; resolves once recorded. Renewals of one port run
+   * one after another (see routeTurn), so several asked at once are each taken.
+   */
+  renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
+    return this.routeTurn(port)(() => this.renewNow(port, expiresAt));
+  }
+
+  private async renewNow(port: number, expiresAt: string | undefined): Promise<CreateResult> {
     // Only the lifetime changes: the put holds on condition that the definition is still the one
     // read here, so a change admitted first (a TLS renewal, say) is kept, and its result renewed.
     for (let attempt = 1; ; attempt += 1) {
@@ -444,7 +451,10 @@ export class Conductor implements StreamService {
       try {
         return await this.put(renewedSpec(entry.record, expiresAt), entry.record);
       } catch (error) {
-        if (!this.changedMeanwhile(error, port, entry.record) || attempt >= 5) throw error;
+        // A change admitted before this one in its batch refuses it at once, before that change
+        // is applied (the port still shows what was read): the next try is admitted after it.
+        const inFlight = error instanceof ConductorError && error.code === ErrorCode.Conflict;
+        if (!(inFlight || this.changedMeanwhile(error, port, entry.record)) || attempt >= 5) throw error;
       }
     }
   }
@@ -461,9 +471,9 @@ export class Conductor implements StreamService {
   }
 
   /**
-   * Route calls on one port run one after another: each reads the definition the one before it
-   * left. (Put conditionally on what it read, several at once would be admitted in one batch
-   * against the same definition, and all but one refused.)
+   * Route calls and renewals on one port run one after another: each reads the definition the one
+   * before it left. (Put conditionally on what it read, several at once would be admitted in one
+   * batch against the same definition, and all but one refused.)
    */
   private routeTurn(port: number): <T>(work: () => Promise<T>) => Promise<T> {
     return async <T>(work: () => Promise<T>): Promise<T> => {
@@ -522,7 +532,10 @@ export class Conductor implements StreamService {
         const result = await this.put(rest, entry.record);
         return { removed: 'route', result, warnings: result.warnings ?? [] };
       } catch (error) {
-        if (!this.changedMeanwhile(error, port, entry.record) || attempt >= 5) throw error;
+        // A change admitted before this one in its batch refuses it at once, before that change
+        // is applied (the port still shows what was read): the next try is admitted after it.
+        const inFlight = error instanceof ConductorError && error.code === ErrorCode.Conflict;
+        if (!(inFlight || this.changedMeanwhile(error, port, entry.record)) || attempt >= 5) throw error;
       }
     }
   }
