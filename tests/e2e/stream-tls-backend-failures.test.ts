@@ -35,13 +35,13 @@ let otherCaPort: number;
 
 const daemons = daemonFixture();
 
-async function tlsBackend(cert: string, key: string): Promise<number> {
+async function tlsBackend(cert: string, key: string, listen = 0): Promise<number> {
   const server = createTlsServer({ cert: await readFile(cert), key: await readFile(key) }, (socket) => {
     socket.on('data', (chunk) => socket.write(`tls:${chunk.toString('utf8')}`));
     socket.on('error', () => socket.destroy());
   });
   server.on('tlsClientError', () => undefined); // nginx hanging up after a failed check
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  await new Promise<void>((resolve) => server.listen(listen, '127.0.0.1', () => resolve()));
   backends.push(server);
   return (server.address() as { port: number }).port;
 }
@@ -94,6 +94,41 @@ const failuresMetric = (text: string, at: number, reason: string): number | unde
   ).exec(text);
   return match ? Number(match[1]) : undefined;
 };
+
+describe('a backend that puts its own certificate right', () => {
+  it('drops the latest failure once a session went through that backend, the stream unchanged', async () => {
+    const server = createTlsServer(
+      { cert: await readFile(certs.wrongServerCert), key: await readFile(certs.wrongServerKey) },
+      (socket) => socket.on('error', () => socket.destroy()),
+    );
+    server.on('tlsClientError', () => undefined);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const backendPort = (server.address() as { port: number }).port;
+    const at = port();
+    await create(at, backendPort, { backendCa: certs.ca, backendName: 'localhost' });
+    expect(await session(at)).toBe('closed');
+    const failed = await eventually(
+      () => getStream(at),
+      (view) => view.backendTlsFailures?.last !== undefined,
+    );
+    expect(failed.backendTlsFailures?.last).toMatchObject({ reason: 'untrusted', backend: `127.0.0.1:${backendPort}` });
+    // The backend comes back on its port with a certificate the CA signed.
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const fixed = await tlsBackend(certs.serverCert, certs.serverKey, backendPort);
+    expect(fixed).toBe(backendPort);
+    // nginx stamps to the second: a session in the failure's second may not be known to be after it.
+    const cleared = await eventually(
+      async () => {
+        expect(await session(at)).toBe('tls:hello');
+        return getStream(at);
+      },
+      (view) => view.backendTlsFailures?.last === undefined,
+    );
+    expect(cleared.backendTlsFailures).toEqual({ count: 1, reasons: { untrusted: 1 } });
+    expect(cleared.updatedAt).toBeUndefined();
+    expect((await daemon.request('DELETE', `/v1/streams/${at}`)).status).toBe(200);
+  }, 30_000);
+});
 
 describe('a backend whose certificate fails the check', () => {
   it('shows why in get, the CLI and /metrics, on each master, per stream; the right CA clears it', async () => {
