@@ -8,7 +8,7 @@ import { onAddress } from '../src/sys/sessions.js';
 
 describe('a session on a stream listen address', () => {
   it('counts on every address when the stream listens on all of them', () => {
-    for (const listen of [undefined, '0.0.0.0', '::', '[::]', '*'])
+    for (const listen of [undefined, '0.0.0.0', '::', '[::]', '*', '::0', '0:0:0:0:0:0:0:0'])
       for (const local of ['127.0.0.2:9000', '[::1]:9000', '[::ffff:127.0.0.1]:9000'])
         expect({ listen, local, on: onAddress(local, listen) }).toEqual({ listen, local, on: true });
   });
@@ -23,5 +23,14 @@ describe('a session on a stream listen address', () => {
     expect(onAddress('[FE80::1]:9000', 'fe80::1')).toBe(true);
     expect(onAddress('127.0.0.2:9000', '::1')).toBe(false);
     expect(onAddress('garbage', '127.0.0.2')).toBe(false);
+  });
+
+  it('matches however either side spells the address', () => {
+    expect(onAddress('[fd00::1]:9000', 'fd00:0:0::1')).toBe(true);
+    expect(onAddress('[fd00::1]:9000', 'FD00:0000::0001')).toBe(true);
+    expect(onAddress('[::ffff:127.0.0.1]:9000', '127.0.0.1')).toBe(true);
+    expect(onAddress('127.0.0.1:9000', '::ffff:7f00:1')).toBe(true);
+    expect(onAddress('[::ffff:127.0.0.2]:9000', '127.0.0.1')).toBe(false);
+    expect(onAddress('[fd00::2]:9000', 'fd00:0:0::1')).toBe(false);
   });
 });

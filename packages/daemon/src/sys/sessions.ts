@@ -9,6 +9,7 @@
  * one address (its own, or the daemon's default) counts only the sessions on that address: another
  * nginx on this machine may serve the same port on another address (a second daemon, say).
  */
+import { isIPv4, isIPv6 } from 'node:net';
 import { lastPort, type PortSpan } from '@stream-conductor/shared';
 
 /** The local ports of a stream, and the address it listens on (undefined: every address). */
@@ -39,16 +40,29 @@ function portFilter(span: PortSpan): string {
 
 const STATES = ['state', 'connected', 'exclude', 'time-wait'];
 
-const WILDCARDS = new Set(['', '*', '0.0.0.0', '::']);
-
-/** An address without the brackets of an IPv6 literal, in lower case. */
-const bare = (address: string): string => address.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+/**
+ * An address in one spelling: IPv6 compressed in lower case (WHATWG's form), an IPv4-mapped IPv6
+ * address as its IPv4 address, brackets dropped; undefined when it is no IP address.
+ */
+export function canonicalAddress(address: string): string | undefined {
+  const bare = address.replace(/^\[(.*)\]$/, '$1');
+  if (isIPv4(bare)) return bare;
+  if (!isIPv6(bare)) return undefined;
+  const v6 = new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(v6);
+  if (!mapped) return v6;
+  const high = Number.parseInt(mapped[1] ?? '0', 16);
+  const low = Number.parseInt(mapped[2] ?? '0', 16);
+  return [high >> 8, high & 255, low >> 8, low & 255].join('.');
+}
 
 /** Whether a socket's local `address:port` (`[v6]:port` for IPv6) is on `listenAddress` (a wildcard: any). */
 export function onAddress(local: string, listenAddress: string | undefined): boolean {
-  if (listenAddress === undefined || WILDCARDS.has(bare(listenAddress))) return true;
+  if (listenAddress === undefined || listenAddress === '' || listenAddress === '*') return true;
+  const listen = canonicalAddress(listenAddress);
+  if (listen === undefined || listen === '0.0.0.0' || listen === '::') return true;
   const at = local.lastIndexOf(':');
-  return at > 0 && bare(local.slice(0, at)) === bare(listenAddress);
+  return at > 0 && canonicalAddress(local.slice(0, at)) === listen;
 }
 
 /** The TCP connections on the local ports (and address) of `span` that an nginx process holds. */
