@@ -12,7 +12,7 @@ import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { HostStreamState, StreamView } from '@stream-conductor/shared';
 import { runCli } from '../helpers/cli.js';
-import type { Daemon } from '../helpers/daemon.js';
+import type { Daemon, DaemonOptions } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { startFleetHosts } from '../helpers/fleet-hosts.js';
 import { connectOutcome, EchoBackend, exchange, listeningOn, openSession, roundTrip } from '../helpers/net.js';
@@ -26,12 +26,17 @@ const daemons = daemonFixture();
 const sockets: Socket[] = [];
 let echo: EchoBackend;
 let hosts: Daemon[];
+let options: DaemonOptions[];
 let P: number;
 let next = 0;
 let api: Awaited<ReturnType<typeof openApiChecker>>;
 
 beforeAll(async () => {
-  ({ start: P, hosts } = await startFleetHosts(daemons, { name: 'fleet-drain', size: SIZE, addresses: ADDRESSES }));
+  ({
+    start: P,
+    hosts,
+    options,
+  } = await startFleetHosts(daemons, { name: 'fleet-drain', size: SIZE, addresses: ADDRESSES }));
   echo = await EchoBackend.start('echo');
   api = await openApiChecker(hosts[0] as Daemon);
 });
@@ -270,6 +275,27 @@ describe('a drain in fleet mode, on two hosts', () => {
     // rm removes it on both at once, as for any stream.
     expect((await host(1).request('DELETE', `/v1/streams/${at}`)).status).toBe(200);
     await goneFromBoth(at);
+  });
+
+  it('goes on through a restart of a host: that host reports drained and never serves the port again', async () => {
+    const at = port();
+    await create(at);
+    const open = await session(at, 0);
+    expect((await host(0).request('POST', `/v1/streams/${at}/drain`, { timeout: '10m' })).status).toBe(200);
+    await host(1).stop();
+    hosts[1] = await daemons.start({ ...(options[1] as DaemonOptions), home: host(1).home });
+    await eventually(
+      () => hostStates(0, at),
+      (states) => JSON.stringify(states) === JSON.stringify(['draining', 'drained']),
+      15_000,
+    );
+    expect(await hostStates(1, at)).toEqual(['draining', 'drained']);
+    expect(await listening(at)).toEqual([false, false]);
+    expect(await connectOutcome(at, ADDRESSES[1])).toBe('refused');
+    expect(await exchange(open, 'after')).toBe('echo:after');
+    open.destroy();
+    await goneFromBoth(at);
+    expect(await listening(at)).toEqual([false, false]);
   });
 
   it('refuses a UDP stream, whose sessions it cannot see, with nothing changed', async () => {

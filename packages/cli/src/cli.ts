@@ -438,8 +438,7 @@ Examples:
           printCreated(await drain.cancelDrain(client, port), output, false);
           return;
         }
-        const stream = await drain.drainStream(client, port, options.timeout);
-        drain.printDraining(stream, output);
+        drain.printDraining(await drain.drainStream(client, port, options.timeout), output);
         if (options.wait) {
           await drain.waitDrained(client, port);
           if (output.format.name === 'text') output.out(`${port} drained and removed`);

@@ -179,7 +179,7 @@ const PRINTERS: Array<{
   {
     command: 'drain',
     data: LISTING[2],
-    print: (output) => printDraining(LISTING[2] as StreamView, output),
+    print: (output) => printDraining({ stream: LISTING[2] as StreamView }, output),
     names: [9002],
   },
   {

@@ -83,7 +83,7 @@ describe('a drain', () => {
   it('takes the port out of nginx, keeps the stream listed as draining, and holds the port', async () => {
     const { instance, store, sessions, service } = await setup();
     sessions.open.set(9000, 2);
-    const view = await service.drain(9000, 60_000);
+    const { stream: view } = await service.drain(9000, 60_000);
     expect(view).toMatchObject({
       port: 9000,
       state: 'draining',
@@ -136,7 +136,7 @@ describe('a drain', () => {
     sessions.open.set(9000, 1);
     await service.drain(9000, 60_000);
     const submitted = instance.submitted.length;
-    expect((await service.drain(9000, 3_600_000)).drainingUntil).toBe('2026-12-04T01:00:00.000Z');
+    expect((await service.drain(9000, 3_600_000)).stream.drainingUntil).toBe('2026-12-04T01:00:00.000Z');
     expect(instance.submitted.length).toBe(submitted);
   });
 
@@ -151,7 +151,7 @@ describe('a drain', () => {
     });
     await expect(service.undrain(9000)).rejects.toMatchObject({ code: ErrorCode.Conflict });
     release();
-    expect((await first).drainingUntil).toBe('2026-12-04T00:01:00.000Z');
+    expect((await first).stream.drainingUntil).toBe('2026-12-04T00:01:00.000Z');
     expect((await service.undrain(9000)).stream.state).toBe('live');
   });
 
@@ -179,7 +179,7 @@ describe('the end of a drain', () => {
     const expiring = { ...record(9000), expiresAt: '2026-12-04T00:00:30.000Z' };
     const { sessions, service } = await setup([expiring]);
     sessions.open.set(9000, 1);
-    expect((await service.drain(9000, 60_000)).drainingUntil).toBe('2026-12-04T00:00:30.000Z');
+    expect((await service.drain(9000, 60_000)).stream.drainingUntil).toBe('2026-12-04T00:00:30.000Z');
   });
 
   it('waits while a change to the same drain is under way, and leaves a drain called off meanwhile alone', async () => {

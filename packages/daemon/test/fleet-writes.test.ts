@@ -20,6 +20,7 @@ import {
 import { Convergence } from '../src/fleet/converge.js';
 import { DesiredCache } from '../src/fleet/desired.js';
 import type { Compare, FleetStore, Step } from '../src/fleet/etcd.js';
+import { drainWarning } from '../src/fleet/fleet.js';
 import { FleetKeys, type StoredKey } from '../src/fleet/keys.js';
 import type { LocalService } from '../src/fleet/local.js';
 import { FleetViews } from '../src/fleet/views.js';
@@ -160,10 +161,14 @@ class FakeLocal implements LocalService {
     this.streams.delete(port);
     return { warnings: [] };
   }
+  drains = 0;
   async drainUntil(port: number, deadline: Date): Promise<StreamView> {
     const stream = this.streams.get(port);
     if (!stream) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-    const draining: StreamView = { ...stream, state: 'draining', drainingUntil: deadline.toISOString() };
+    this.drains += 1;
+    // Its expiry at the latest, as the local service drains.
+    const until = Math.min(deadline.getTime(), Date.parse(stream.expiresAt ?? '9999-12-31T00:00:00Z'));
+    const draining: StreamView = { ...stream, state: 'draining', drainingUntil: new Date(until).toISOString() };
     this.streams.set(port, draining);
     return draining;
   }
@@ -205,6 +210,7 @@ class FakeLocal implements LocalService {
 function host(etcd: FakeEtcd, id: string, drained: (port: number, revision: string) => Promise<void> = async () => {}) {
   const keys = new FleetKeys(PREFIX);
   const cache = new DesiredCache(keys, () => new Date(), silentLogger);
+  cache.saw('1'); // it has joined the fleet: read the store once
   for (const name of ['a', 'b'])
     cache.hosts.set(name, { id: name, api: `http://${name}`, version: 'test', startedAt: new Date(0).toISOString() });
   const local = new FakeLocal();
@@ -675,6 +681,110 @@ describe('a drain', () => {
     etcd.put(key, JSON.stringify({ record: rec(7050, '10.0.0.2:80'), by: 'b', op: 'x' }));
     expect(await a.writes.removeIfUnchanged(7050, revision)).toBe(false);
     expect(etcd.value(7050)?.record?.backends).toEqual([{ address: '10.0.0.2:80' }]);
+  });
+});
+
+describe('a drain, as each host does its part', () => {
+  const key = `${PREFIX}streams/7060`;
+  const inAMinute = (): string => new Date(Date.now() + 60_000).toISOString();
+
+  it("drains a host that had another definition to the fleet's deadline, and leaves one capped by its expiry as it is", async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const until = inAMinute();
+    // This host lagged: it drains an older definition, to another deadline.
+    a.local.streams.set(7060, {
+      ...rec(7060, '10.0.0.9:80'),
+      state: 'draining',
+      drainingUntil: new Date(Date.now() + 5_000).toISOString(),
+    });
+    etcd.put(key, JSON.stringify({ record: rec(7060, '10.0.0.1:80', { drainingUntil: until }), by: 'b', op: 'x' }));
+    await a.writes.read(7060);
+    await a.convergence.converge(7060);
+    expect(a.local.get(7060)?.drainingUntil).toBe(until);
+    // One whose expiry comes before the fleet's deadline drains to its expiry, and no more calls.
+    const expiresAt = new Date(Date.now() + 20_000).toISOString();
+    a.local.streams.set(7060, { ...rec(7060, '10.0.0.9:80', { expiresAt }), state: 'live' });
+    await a.convergence.converge(7060);
+    expect(a.local.get(7060)?.drainingUntil).toBe(expiresAt);
+    const drains = a.local.drains;
+    await a.convergence.converge(7060);
+    a.convergence.checkLocal();
+    await new Promise((done) => setImmediate(done));
+    expect(a.local.drains).toBe(drains);
+  });
+
+  it('asks again to remove a drained stream whose removal failed', async () => {
+    const etcd = new FakeEtcd();
+    let calls = 0;
+    const a = host(etcd, 'a', async (port, revision) => {
+      calls += 1;
+      if (calls === 1) throw new Error('etcd did not answer');
+      await a.writes.removeIfUnchanged(port, revision);
+    });
+    await a.change(7060, rec(7060, '10.0.0.1:80', { drainingUntil: inAMinute() }));
+    const revision = etcd.keys.get(key)?.modRevision ?? '0';
+    a.local.streams.delete(7060);
+    for (const id of ['a', 'b']) a.cache.applied.set(id, new Map([[7060, { state: 'drained', revision }]]));
+    const look = async (): Promise<void> => {
+      a.convergence.checkLocal();
+      await new Promise((done) => setImmediate(done));
+    };
+    await look();
+    expect(calls).toBe(1);
+    expect(etcd.keys.has(key)).toBe(true);
+    await look();
+    expect(calls).toBe(2);
+    expect(etcd.keys.has(key)).toBe(false);
+  });
+
+  it('takes a key whose drain is over for none, even under a cancel its writer left pending', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const over = rec(7060, '10.0.0.1:80', { drainingUntil: new Date(Date.now() - 10_000).toISOString() });
+    // Host z died between writing the cancel pending and committing it: the value stands for the drain.
+    etcd.put(
+      key,
+      JSON.stringify({
+        record: rec(7060, '10.0.0.1:80'),
+        by: 'z',
+        op: 'x',
+        pending: { previous: over, remove: false, at: new Date().toISOString() },
+      }),
+    );
+    const current = await a.writes.read(7060);
+    expect(a.writes.standing(current)).toBeNull();
+    expect(a.cache.effective(7060)).toBeUndefined();
+    // A create takes the port.
+    await a.writes.write([{ port: 7060, current, next: rec(7060, '10.0.0.2:80') }], { kind: 'one' });
+    expect(etcd.value(7060)?.record?.backends).toEqual([{ address: '10.0.0.2:80' }]);
+    expect(a.local.get(7060)?.state).toBe('live');
+  });
+
+  it('warns of each host that has not said its port refuses connections', () => {
+    expect(drainWarning({ host: 'a', state: 'draining', openSessions: 2 }, 9000)).toEqual([]);
+    expect(drainWarning({ host: 'a', state: 'drained' }, 9000)).toEqual([]);
+    expect(drainWarning({ host: 'b', state: 'failed', reason: 'a change is under way' }, 9000)).toEqual([
+      'host b could not drain port 9000, it may still take connections: a change is under way',
+    ]);
+    for (const state of ['live', 'pending'] as const)
+      expect(drainWarning({ host: 'c', state }, 9000)).toEqual([
+        `host c has not said its port 9000 refuses connections yet (${state}); it drains once it converges`,
+      ]);
+  });
+});
+
+describe('a host that has not read the fleet store yet', () => {
+  it('lists what it serves as it is, not as being removed', () => {
+    const keys = new FleetKeys(PREFIX);
+    const cache = new DesiredCache(keys, () => new Date(), silentLogger);
+    const local = new FakeLocal();
+    local.streams.set(7070, { ...rec(7070, '10.0.0.1:80'), state: 'live' });
+    const views = new FleetViews({ cache, local, hostId: 'a', failures: new Map() });
+    expect(views.get(7070)).toMatchObject({ state: 'live', reason: "the fleet's store has not been read yet" });
+    // Once it has read the set and the stream is not in it, it is on its way out.
+    cache.rememberAll([], '5');
+    expect(views.get(7070)?.state).toBe('removing');
   });
 });
 

@@ -12,6 +12,7 @@ import {
   ConductorError,
   type CreateResult,
   type DaemonStatus,
+  type DrainAnswer,
   ErrorCode,
   httpStatusFor,
   type RouteSpec,
@@ -91,8 +92,8 @@ class FakeService implements StreamService {
   remove(port: string | number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }> {
     return this.change(['remove', port, options], () => ({ warnings: [] }));
   }
-  drain(port: number, timeoutMs: number): Promise<StreamView> {
-    return this.change(['drain', port, timeoutMs], () => ({ ...view({ port }), state: 'draining' }));
+  drain(port: number, timeoutMs: number): Promise<DrainAnswer> {
+    return this.change(['drain', port, timeoutMs], () => ({ stream: { ...view({ port }), state: 'draining' } }));
   }
   undrain(port: number): Promise<CreateResult> {
     return this.change(['undrain', port], () => ({ stream: view({ port }), warnings: [], change: 'replaced' }));

@@ -97,6 +97,15 @@ export interface HostStreamState {
   openSessions?: number;
 }
 
+/**
+ * A drain's answer: the draining stream, and (fleet mode) what the answer cannot vouch for: the
+ * hosts that have not said their port refuses connections.
+ */
+export interface DrainAnswer {
+  stream: StreamView;
+  warnings?: string[];
+}
+
 /** A host of the fleet as it registered itself in the shared store. */
 export interface FleetHost {
   id: string;

@@ -1,6 +1,14 @@
 /** `conductor drain PORT`: the port refuses new connections; the stream goes when its sessions have. */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConductorError, type CreateResult, ErrorCode, formatPorts, type StreamView } from '@stream-conductor/shared';
+import {
+  ConductorError,
+  type CreateResult,
+  type DrainAnswer,
+  ErrorCode,
+  formatPorts,
+  printable,
+  type StreamView,
+} from '@stream-conductor/shared';
 import type { ApiClient } from '../client.js';
 import type { Output } from '../output.js';
 import { printData } from '../output-formats.js';
@@ -9,9 +17,9 @@ export function drainStream(
   client: ApiClient,
   port: number | string,
   timeout: string | undefined,
-): Promise<StreamView> {
+): Promise<DrainAnswer> {
   const body = timeout === undefined ? {} : { timeout };
-  return client.call<{ stream: StreamView }>('POST', `/v1/streams/${port}/drain`, body).then((answer) => answer.stream);
+  return client.call<DrainAnswer>('POST', `/v1/streams/${port}/drain`, body);
 }
 
 export function cancelDrain(client: ApiClient, port: number | string): Promise<CreateResult> {
@@ -42,6 +50,8 @@ export function describeDraining(stream: StreamView): string {
   return `${formatPorts(stream)} draining: ${open}cut and removed at ${stream.drainingUntil ?? '?'} at the latest`;
 }
 
-export function printDraining(stream: StreamView, output: Output): void {
+/** The draining stream on stdout; on stderr, each host (fleet mode) that has not said its port refuses. */
+export function printDraining({ stream, warnings = [] }: DrainAnswer, output: Output): void {
   if (!printData(output, stream, () => [stream.port])) output.out(describeDraining(stream));
+  for (const warning of warnings) output.err(`${output.errColor.yellow('warning:')} ${printable(warning)}`);
 }

@@ -30,13 +30,14 @@ const CLOCK_SLACK_MS = 2000;
 
 /**
  * Whether this host's stream (`here`) drains as the fleet's draining stream (`target`) asks: gone
- * here (drained), or draining to the same deadline. A stream of another definition (a host that
- * had not caught up) drains to its own deadline: its expiry may come sooner.
+ * here (drained), or draining to the fleet's deadline (its own expiry when that is sooner, as a
+ * host that had not caught up with the fleet's definition may have another).
  */
 function drainInLine(here: StreamView | undefined, target: StreamRecord): boolean {
   if (!here) return true;
-  if (here.state !== 'draining') return false;
-  return here.drainingUntil === target.drainingUntil || !sameDefinition(here, target);
+  if (here.state !== 'draining' || target.drainingUntil === undefined) return false;
+  const deadline = Math.min(Date.parse(target.drainingUntil), Date.parse(here.expiresAt ?? '9999-12-31T00:00:00Z'));
+  return here.drainingUntil === new Date(deadline).toISOString();
 }
 
 /** Where reports go: this host's lease in etcd (see session.ts). */
@@ -215,9 +216,14 @@ export class Convergence {
       if (report?.state !== 'drained' || newer(desired.modRevision, report.revision)) return;
     }
     this.finished.set(port, desired.modRevision);
-    void bestEffort(this.options.log, `remove drained port ${port}`, () =>
-      this.options.drained(port, desired.modRevision),
-    );
+    // Asked once per revision; one that failed (etcd away a moment) is asked again at the next look.
+    this.options.drained(port, desired.modRevision).catch((error: unknown) => {
+      if (this.finished.get(port) === desired.modRevision) this.finished.delete(port);
+      this.options.log.warn('could not remove a stream every host drained; trying again', {
+        port,
+        reason: message(error),
+      });
+    });
   }
 
   /** Removes this host's stream on a port the fleet does not have. */

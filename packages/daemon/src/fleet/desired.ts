@@ -6,7 +6,6 @@
 import type { StreamRecord } from '@stream-conductor/shared';
 import { HOST_ID } from '../config/etcd.js';
 import type { Logger } from '../log.js';
-import { isExpired } from '../service/expiry.js';
 import { coveringEntry } from '../service/ranges.js';
 import { message } from './etcd.js';
 import {
@@ -14,6 +13,7 @@ import {
   type Desired,
   type FleetKeys,
   type HostRecord,
+  isOver,
   newer,
   parseDesired,
   parseHost,
@@ -150,13 +150,13 @@ export class DesiredCache {
 
   /**
    * What a port should run, as the fleet sees it: a pending value counts as the state before it,
-   * and an expired stream as none (etcd's lease removes it any moment).
+   * and an expired stream, or one whose drain is over, as none (etcd's lease removes it any moment).
    */
   effective(port: number): StreamRecord | undefined {
     const desired = this.desired.get(port);
     if (!desired) return undefined;
     const record = desired.pending ? desired.pending.previous : desired.record;
-    return record && !isExpired(record, this.now()) ? record : undefined;
+    return record && !isOver(record, this.now()) ? record : undefined;
   }
 
   /** Ports the fleet has a stream on now. */

@@ -24,6 +24,7 @@ import {
   ConductorError,
   type CreateResult,
   type DaemonStatus,
+  type DrainAnswer,
   describeBackends,
   ErrorCode,
   type HostStreamState,
@@ -303,7 +304,7 @@ export class FleetConductor implements StreamService {
    * Answered once this host's port refuses connections and every other host says its port does
    * (or, past a bound, with the hosts that have not said so yet named).
    */
-  async drain(port: number, timeoutMs: number): Promise<StreamView> {
+  async drain(port: number, timeoutMs: number): Promise<DrainAnswer> {
     const { current, standing } = await this.standingWhole(port, 'drain');
     if (standing.protocol === 'udp')
       throw new ConductorError(
@@ -314,7 +315,7 @@ export class FleetConductor implements StreamService {
     const until = Math.min(this.now().getTime() + timeoutMs, Date.parse(standing.expiresAt ?? '9999-12-31T00:00:00Z'));
     const record: StreamRecord = { ...standing, drainingUntil: new Date(until).toISOString() };
     await this.change(port, current, record);
-    return this.confirmed(port, (state) => state !== 'live' && state !== 'pending');
+    return this.drainConfirmed(port, record);
   }
 
   /** Calls a fleet-wide drain off: every host serves the stream again (see drain). */
@@ -344,17 +345,24 @@ export class FleetConductor implements StreamService {
   }
 
   /**
-   * The stream on `port` once every host of the fleet says what `done` asks of its state (or a
-   * failure), waiting up to CONFIRM_MS for the others' reports; a host that has not said so by then
-   * is shown as it is (pending, say) in `hosts`.
+   * The draining stream once every host of the fleet has said its port refuses connections (or
+   * that it could not drain), waiting up to CONFIRM_MS for their reports. Every host that has not
+   * said so is named in a warning: the answer vouches for the others only.
    */
-  private async confirmed(port: number, done: (state: HostStreamState['state']) => boolean): Promise<StreamView> {
+  private async drainConfirmed(port: number, record: StreamRecord): Promise<DrainAnswer> {
     const deadline = Date.now() + CONFIRM_MS;
+    // A stream with no session anywhere may be gone before the last look: the view before it went.
+    let stream: StreamView = { ...record, state: 'draining' };
     for (;;) {
       const view = this.get(port);
-      if (!view) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-      const waiting = (view.hosts ?? []).filter((host) => !done(host.state));
-      if (waiting.length === 0 || Date.now() >= deadline) return view;
+      if (view?.state !== 'draining') return { stream };
+      stream = view;
+      const hosts = view.hosts ?? [];
+      const settled = hosts.every(({ state }) => state === 'draining' || state === 'drained' || state === 'failed');
+      if (settled || Date.now() >= deadline) {
+        const warnings = hosts.flatMap((host) => drainWarning(host, port));
+        return warnings.length === 0 ? { stream } : { stream, warnings };
+      }
       await delay(CONFIRM_POLL_MS);
     }
   }
@@ -515,6 +523,18 @@ export class FleetConductor implements StreamService {
 /** How long a drain waits for the other hosts to say their port refuses connections. */
 const CONFIRM_MS = 10_000;
 const CONFIRM_POLL_MS = 50;
+
+/** What a drain's answer says of a host that has not said its port refuses connections (none when it has). */
+export function drainWarning(host: HostStreamState, port: number): string[] {
+  if (host.state === 'draining' || host.state === 'drained') return [];
+  if (host.state === 'failed')
+    return [
+      `host ${host.host} could not drain port ${port}, it may still take connections: ${host.reason ?? 'unknown'}`,
+    ];
+  return [
+    `host ${host.host} has not said its port ${port} refuses connections yet (${host.state}); it drains once it converges`,
+  ];
+}
 
 /** A draining stream changes through its own calls only (drain, cancel, rm), as on a single host. */
 function refuseWhileDraining(standing: StreamRecord | null | undefined): void {

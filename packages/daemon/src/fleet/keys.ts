@@ -15,6 +15,29 @@
 import { printable, type StreamRecord } from '@stream-conductor/shared';
 import { recordFromJson } from '../streams/record.js';
 
+/**
+ * How long a draining stream's key outlives its deadline: each host's own drain ends it at the
+ * deadline (sessions cut), then etcd removes the key.
+ */
+const DRAIN_GRACE_MS = 5000;
+
+/**
+ * When etcd should remove a stream's key (undefined: never): at its expiry, or once its drain is
+ * over, whichever comes first.
+ */
+export function keyEnd(record: StreamRecord): number | undefined {
+  const ends = [record.expiresAt, record.drainingUntil]
+    .map((at, i) => (at === undefined ? undefined : Date.parse(at) + (i === 1 ? DRAIN_GRACE_MS : 0)))
+    .filter((end): end is number => end !== undefined);
+  return ends.length === 0 ? undefined : Math.min(...ends);
+}
+
+/** Whether a stream's key has come to its end (expired, or its drain over): it stands for nothing. */
+export function isOver(record: StreamRecord, now: Date): boolean {
+  const end = keyEnd(record);
+  return end !== undefined && end <= now.getTime();
+}
+
 /** A change being written: the stream it makes (null: removed) and the state before it. */
 export interface Pending {
   previous: StreamRecord | null;

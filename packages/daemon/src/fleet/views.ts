@@ -83,6 +83,9 @@ export class FleetViews {
     // A stream on its way out is never shown live: its ports may be closed already.
     if (!target) {
       if (!here) return undefined;
+      // Before this host has read the fleet's set (etcd away since it started), it serves what it had.
+      if (cache.seenRevision === '0')
+        return { ...here, reason: here.reason ?? "the fleet's store has not been read yet", hosts: [] };
       const failure = failures.get(port);
       if (failure !== undefined) return { ...here, state: 'failed', reason: failure, hosts: [] };
       return { ...here, state: 'removing', reason: "not in the fleet's set: being removed", hosts: [] };

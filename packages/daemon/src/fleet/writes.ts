@@ -19,12 +19,11 @@
 import { randomUUID } from 'node:crypto';
 import { ConductorError, ErrorCode, type StreamRecord } from '@stream-conductor/shared';
 import { bestEffort, type Logger } from '../log.js';
-import { isExpired } from '../service/expiry.js';
 import { specOf } from '../service/records.js';
 import type { Convergence } from './converge.js';
 import type { DesiredCache } from './desired.js';
 import { type Compare, type FleetStore, message, type Step, storeCall } from './etcd.js';
-import { type Desired, type FleetKeys, parseDesired, pendingValue, settledValue } from './keys.js';
+import { type Desired, type FleetKeys, isOver, keyEnd, parseDesired, pendingValue, settledValue } from './keys.js';
 import type { LocalService } from './local.js';
 
 /** A pending value older than this, or whose writer is gone, may be written over by a create. */
@@ -43,23 +42,6 @@ export interface PortWrite {
 interface Writing extends PortWrite {
   before: StreamRecord | null;
   lease: string;
-}
-
-/**
- * How long a draining stream's key outlives its deadline: each host's own drain ends it at the
- * deadline (sessions cut), then etcd removes the key.
- */
-const DRAIN_GRACE_MS = 5000;
-
-/**
- * When etcd should remove a stream's key (undefined: never): at its expiry, or once its drain is
- * over, whichever comes first.
- */
-export function keyEnd(record: StreamRecord): number | undefined {
-  const ends = [record.expiresAt, record.drainingUntil]
-    .map((at, i) => (at === undefined ? undefined : Date.parse(at) + (i === 1 ? DRAIN_GRACE_MS : 0)))
-    .filter((end): end is number => end !== undefined);
-  return ends.length === 0 ? undefined : Math.min(...ends);
 }
 
 /** The lease of the state before a port's write ('0': none): its key's, as read. */
@@ -246,9 +228,9 @@ export class FleetWrites {
       if (this.changing(current) && current.by !== this.options.hostId)
         return current.pending.previous ?? current.record;
       const previous = current.pending.previous;
-      return previous && !isExpired(previous, now) ? previous : null;
+      return previous && !isOver(previous, now) ? previous : null;
     }
-    return isExpired(current.record, now) ? null : current.record;
+    return isOver(current.record, now) ? null : current.record;
   }
 
   /**

@@ -916,7 +916,14 @@ export function openApiDocument(): Record<string, unknown> {
                 type: 'object',
                 additionalProperties: false,
                 required: ['stream'],
-                properties: { stream: ref('Stream') },
+                properties: {
+                  stream: ref('Stream'),
+                  warnings: {
+                    type: 'array',
+                    items: { type: 'string' },
+                    description: 'fleet mode: each host that has not said its port refuses connections, and why',
+                  },
+                },
               }) as object),
             },
             400: errorResponse('invalid input, or a UDP stream (its sessions cannot be seen)'),

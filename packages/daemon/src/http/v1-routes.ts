@@ -215,10 +215,10 @@ export function v1Router(
     if (unknown.length > 0) throw new ConductorError(ErrorCode.InvalidInput, `${unknown[0]}: unknown field (timeout)`);
     const timeoutMs = body.timeout === undefined ? DEFAULT_DRAIN_MS : parseDuration(body.timeout, 'timeout');
     const until = new Date(now().getTime() + timeoutMs).toISOString();
-    const stream = await audited(req, res, { action: 'drain', ports: [port], detail: `until ${until}` }, () =>
+    const answer = await audited(req, res, { action: 'drain', ports: [port], detail: `until ${until}` }, () =>
       conductor.drain(port, timeoutMs),
     );
-    res.json({ stream });
+    res.json(answer.warnings?.length ? answer : { stream: answer.stream });
   });
 
   router.delete('/streams/:port/drain', async (req: Request<{ port: string }>, res) => {

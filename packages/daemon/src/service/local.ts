@@ -13,6 +13,7 @@ import {
   ConductorError,
   type CreateResult,
   type DaemonStatus,
+  type DrainAnswer,
   describeBackends,
   ErrorCode,
   formatPortRange,
@@ -578,8 +579,8 @@ export class Conductor implements StreamService {
    * TCP sessions go on, and it is removed when the last one ends or, at `timeoutMs` from now (its
    * expiry at the latest), its sessions are cut. See drain.ts.
    */
-  drain(port: number, timeoutMs: number): Promise<StreamView> {
-    return this.drainUntil(port, new Date(this.now().getTime() + timeoutMs));
+  async drain(port: number, timeoutMs: number): Promise<DrainAnswer> {
+    return { stream: await this.drainUntil(port, new Date(this.now().getTime() + timeoutMs)) };
   }
 
   /** A drain until `deadline` (its expiry at the latest): a fleet's hosts drain to the one deadline. */

@@ -9,6 +9,7 @@ import type {
   ApplyResult,
   CreateResult,
   DaemonStatus,
+  DrainAnswer,
   RouteSpec,
   StreamSpec,
   StreamView,
@@ -24,7 +25,7 @@ export interface StreamService {
   renew(port: number, expiresAt: string | undefined): Promise<CreateResult>;
   remove(port: number, options?: { killSessions?: boolean }): Promise<{ warnings: string[] }>;
   /** The port refuses new connections; the stream goes when its sessions have, or at the deadline. */
-  drain(port: number, timeoutMs: number): Promise<StreamView>;
+  drain(port: number, timeoutMs: number): Promise<DrainAnswer>;
   /** The drain is called off: the port takes connections again. */
   undrain(port: number): Promise<CreateResult>;
   /**
