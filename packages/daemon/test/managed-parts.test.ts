@@ -94,7 +94,8 @@ describe('Watchdog', () => {
     for (let waited = 0; waited < 2000 && incidents.length === 0; waited += 10) await sleep(10);
     expect(incidents).toEqual([`nginx master ${child.pid} was found stopped (SIGSTOP); sent SIGCONT`]);
     for (let waited = 0; waited < 2000 && (await processState(child.pid ?? 0)) === 'T'; waited += 10) await sleep(10);
-    expect(await processState(child.pid ?? 0)).toBe('S');
+    // Resumed: sleeping, or running for a moment after SIGCONT (seen under load), not stopped.
+    expect(['S', 'R']).toContain(await processState(child.pid ?? 0));
     expect(lost).toEqual([]);
   });
 
