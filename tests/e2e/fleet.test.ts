@@ -379,6 +379,62 @@ describe('a fleet of three hosts on one etcd', () => {
     });
   });
 
+  it('takes every renewal of one stream asked at once through every host, keeps a replace asked with them, and leaves it one lease', async () => {
+    const port = fleet.base + 30;
+    const leases = await fleet.etcd.leaseCount();
+    const body = { port, backend: `127.0.0.1:${echoA.port}`, ttl: '1h' };
+    expect((await fleet.hosts[0]?.request('POST', '/v1/streams', body))?.status).toBe(201);
+    const from = Math.floor(Date.now() / 1000) * 1000 + 2 * 3_600_000;
+    const asked = Array.from({ length: 9 }, (_, i) => new Date(from + i * 60_000).toISOString());
+    const answers = await Promise.all(
+      asked.map((expiresAt, i) =>
+        (fleet.hosts[i % fleet.hosts.length] as Daemon).request('POST', `/v1/streams/${port}/renew`, { expiresAt }),
+      ),
+    );
+    // The bodies ride along, so that a failure shows what was said.
+    expect(answers.map((answer) => [answer.status, answer.json])).toEqual(
+      asked.map((expiresAt) => [200, expect.objectContaining({ stream: expect.objectContaining({ expiresAt }) })]),
+    );
+    // Every host ends up with the lifetime the fleet holds, one of those asked.
+    const held = await eventually(
+      () => Promise.all(fleet.hosts.map((host) => streamOf(host, port))),
+      (views) => views.every((view) => view?.expiresAt === views[0]?.expiresAt),
+    );
+    expect(asked).toContain(held[0]?.expiresAt);
+    // A replace among renewals through every host: its backend stays, on every host.
+    const [replaced, ...renewed] = await Promise.all([
+      (fleet.hosts[2] as Daemon).request('PUT', `/v1/streams/${port}`, {
+        backend: `127.0.0.1:${echoB.port}`,
+        ttl: '1h',
+      }),
+      ...asked
+        .slice(0, 4)
+        .map((expiresAt, i) =>
+          (fleet.hosts[i % fleet.hosts.length] as Daemon).request('POST', `/v1/streams/${port}/renew`, { expiresAt }),
+        ),
+    ]);
+    expect(renewed.map((answer) => [answer.status, answer.json])).toEqual(
+      Array.from({ length: 4 }, () => [200, expect.anything()]),
+    );
+    // A replace is not renewed and tried again: one that lost the key to a renewal is told 409,
+    // as any two changes of one stream at once (the renewals that lose to it are tried again).
+    expect([200, 409]).toContain(replaced?.status);
+    const backend = replaced?.status === 200 ? 'b' : 'a';
+    expect(
+      await eventually(
+        () => reach(fleet, port),
+        (seen) => seen.every((name) => name === backend),
+      ),
+    ).toEqual(everywhere(fleet, backend));
+    expect(
+      await eventually(
+        () => fleet.etcd.leaseCount(),
+        (count) => count === leases + 1,
+      ),
+    ).toBe(leases + 1);
+    expect((await fleet.hosts[1]?.request('DELETE', `/v1/streams/${port}`))?.status).toBe(200);
+  });
+
   it("never lets one port's key change another port's stream, and shows other hosts' text escaped", async () => {
     const [a, b] = fleet.hosts as [Daemon, Daemon];
     const port = fleet.base + 20;

@@ -43,6 +43,7 @@ import { createOnFreePort, firstFreePort } from '../service/free-port.js';
 import { checkSpan, refuseRangePart } from '../service/ranges.js';
 import { renewedSpec } from '../service/records.js';
 import type { ListFilter, StreamService } from '../service/service.js';
+import { PortTurns } from '../service/turns.js';
 import type { PortProbe } from '../sys/ports.js';
 import { answer } from './answer.js';
 import { Convergence } from './converge.js';
@@ -84,6 +85,8 @@ export class FleetConductor implements StreamService {
   private readonly routes: FleetRoutes;
   /** Ports an automatic allocation is trying right now. */
   private readonly reserved = new Set<number>();
+  /** Renewals of one port through this host, one after another. */
+  private readonly renewals = new PortTurns();
 
   constructor(private readonly options: FleetOptions) {
     const { config, local, log } = options;
@@ -273,13 +276,39 @@ export class FleetConductor implements StreamService {
     return this.answer(spec.port, warnings, standing ? 'replaced' : 'created', record);
   }
 
-  async renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
+  /**
+   * Only the lifetime changes, of the definition read here: the write holds only while the port's
+   * key is as read, so a change that got there first (a replace) is kept. Renewals of one port
+   * through this host run one after another. Another host's change of the key under way is waited
+   * for (a second at most), not written over; a renewal that lost the key to another change
+   * (another host's renewal, say) reads it again and renews what stands then, up to ten times.
+   */
+  renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
     this.requireConnected();
-    const standing = this.writes.standing(await this.writes.read(port));
-    // A draining stream has no lifetime to renew (as on a single host).
-    if (!standing || standing.drainingUntil !== undefined)
-      throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-    return this.put(renewedSpec(standing, expiresAt));
+    return this.renewals.run(port, async () => {
+      for (let attempt = 1; ; attempt += 1) {
+        let current = await this.writes.read(port);
+        for (let look = 0; look < 40 && this.writes.changing(current); look += 1) {
+          await new Promise((resolve) => setTimeout(resolve, 25));
+          current = await this.writes.read(port);
+        }
+        const standing = this.writes.standing(current);
+        // A draining stream has no lifetime to renew (as on a single host).
+        if (!standing || standing.drainingUntil !== undefined)
+          throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
+        const spec = renewedSpec(standing, expiresAt);
+        if (!current?.pending && sameSpec(standing, spec))
+          return this.answer(port, await this.convergence.converge(port), 'unchanged', standing);
+        const record: StreamRecord = { ...spec, createdAt: standing.createdAt, updatedAt: this.now().toISOString() };
+        try {
+          return this.answer(port, await this.change(port, current, record), 'replaced', record);
+        } catch (error) {
+          if (!(error instanceof ConductorError && error.code === ErrorCode.Conflict) || attempt >= 10) throw error;
+          // A random pause, so that hosts renewing one port at once do not meet again.
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * 20));
+        }
+      }
+    });
   }
 
   async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
