@@ -129,7 +129,7 @@ class FakeLocal implements LocalService {
   readonly refuse = new Map<number, ConductorError>();
   /** Ports this host's pipeline takes but cannot run (it holds them failed, with this reason). */
   readonly holdFailed = new Map<number, string>();
-  during: ((spec: StreamSpec) => void) | undefined;
+  during: ((spec: StreamSpec) => unknown) | undefined;
   /** Runs inside a removal, before the stream is gone (its ports closing). */
   duringRemove: ((port: number) => void) | undefined;
   duringApply: ((puts: StreamSpec[], deletes: number[]) => void) | undefined;
@@ -144,7 +144,7 @@ class FakeLocal implements LocalService {
     return this.streams.get(port);
   }
   async put(spec: StreamSpec): Promise<CreateResult> {
-    this.during?.(spec);
+    await this.during?.(spec);
     const refusal = this.refuse.get(spec.port);
     if (refusal) throw refusal;
     const reason = this.holdFailed.get(spec.port);
@@ -681,6 +681,41 @@ describe('a drain', () => {
     etcd.put(key, JSON.stringify({ record: rec(7050, '10.0.0.2:80'), by: 'b', op: 'x' }));
     expect(await a.writes.removeIfUnchanged(7050, revision)).toBe(false);
     expect(etcd.value(7050)?.record?.backends).toEqual([{ address: '10.0.0.2:80' }]);
+  });
+});
+
+describe("another host's change under way", () => {
+  it('is not written over: the later change is refused, and the first keeps its key and its lease', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7080, rec(7080, '10.0.0.1:80', { expiresAt: later(1) }));
+    // While a applies its renewal (pending, on a new lease), b asks for a replace of the port.
+    let asked: Promise<unknown> | undefined;
+    a.local.during = async () => {
+      a.local.during = undefined;
+      let settled = false;
+      asked = b
+        .change(7080, rec(7080, '10.0.0.2:80', { expiresAt: later(3) }))
+        .catch((error: unknown) => error)
+        .finally(() => {
+          settled = true;
+        });
+      // a goes on once b has either been refused or put its own pending value over a's.
+      for (let i = 0; i < 100 && !settled && (etcd.value(7080) as { by?: string }).by !== 'b'; i += 1)
+        await new Promise((done) => setImmediate(done));
+    };
+    await a.change(7080, rec(7080, '10.0.0.1:80', { expiresAt: later(2) }));
+    const refusal = await asked;
+    const kv = etcd.keys.get(`${PREFIX}streams/7080`);
+    expect(etcd.value(7080)?.record?.backends).toEqual([{ address: '10.0.0.1:80' }]);
+    expect(etcd.value(7080)?.pending).toBeUndefined();
+    expect(etcd.leases.has(kv?.lease ?? '')).toBe(true);
+    expect(b.local.get(7080)).toBeUndefined();
+    expect(refusal).toMatchObject({
+      code: ErrorCode.Conflict,
+      message: 'port 7080 is being changed through host a right now',
+    });
   });
 });
 

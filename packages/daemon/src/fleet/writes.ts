@@ -83,6 +83,7 @@ interface Settled {
 /** The refusals of a write, as its kind words them. */
 interface Wording {
   changedMeanwhile(): ConductorError;
+  underWay(port: number, host: string): ConductorError;
   changedWhileApplying(): ConductorError;
   notCommitted(): ConductorError;
   notTakenBack(refusal: unknown): ConductorError;
@@ -97,6 +98,12 @@ function wordingOf(kind: WriteKind['kind'], port: number): Wording {
         { hint: 'look at `conductor ls` and apply again' },
       );
     return {
+      underWay: (port, host) =>
+        new ConductorError(
+          ErrorCode.Conflict,
+          `port ${port} of the set is being changed through host ${host} right now; nothing was applied`,
+          { hint: 'run the apply again in a moment: it plans against the state then' },
+        ),
       changedMeanwhile: () =>
         new ConductorError(
           ErrorCode.Conflict,
@@ -124,6 +131,10 @@ function wordingOf(kind: WriteKind['kind'], port: number): Wording {
   }
   const retry = { hint: 'look at it again (conductor get) and retry' };
   return {
+    underWay: (_port, host) =>
+      new ConductorError(ErrorCode.Conflict, `port ${port} is being changed through host ${host} right now`, {
+        hint: 'try again in a moment (conductor get shows the change once it is done)',
+      }),
     changedMeanwhile: () =>
       new ConductorError(ErrorCode.Conflict, `port ${port} was changed by another host meanwhile`, retry),
     changedWhileApplying: () =>
@@ -241,6 +252,11 @@ export class FleetWrites {
    */
   async write(writes: PortWrite[], how: WriteKind, admit?: () => Promise<void>): Promise<string[]> {
     const wording = wordingOf(how.kind, writes[0]?.port ?? 0);
+    // Another write's pending value is never written over while its writer lives: that writer
+    // would revoke the lease it put there when its commit fails, taking this write's key (and the
+    // stream) with it. The later change is refused; the caller asks again once that one settled.
+    const busy = writes.find(({ current }) => this.changing(current));
+    if (busy?.current) throw wording.underWay(busy.port, busy.current.by);
     const leases = await this.leasesFor(writes);
     const ports: Writing[] = writes.map((write, i) => ({
       ...write,
