@@ -719,6 +719,70 @@ describe("another host's change under way", () => {
   });
 });
 
+describe('a pending value another write left', () => {
+  const key = `${PREFIX}streams/7090`;
+
+  it("is not the lease of the state before: the stale writer's revocation takes nothing of the new write", async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    const b = host(etcd, 'b');
+    await a.change(7090, rec(7090, '10.0.0.1:80', { expiresAt: later(1) }));
+    const before = etcd.value(7090)?.record as StreamRecord;
+    // Host z (not registered: its value is stale) left a renewal pending on its own new lease.
+    const stale = await etcd.grantLease(7200);
+    etcd.put(
+      key,
+      JSON.stringify({
+        record: { ...before, expiresAt: later(2) },
+        by: 'z',
+        op: 'z1',
+        pending: { previous: before, remove: false, at: new Date().toISOString() },
+      }),
+      stale,
+    );
+    // b shortens the stream's life; z comes back meanwhile, finds its commit superseded, and revokes its lease.
+    b.local.during = () => {
+      b.local.during = undefined;
+      etcd.expire(stale);
+    };
+    await b.change(7090, rec(7090, '10.0.0.1:80', { expiresAt: later(0.5) }));
+    expect(etcd.keys.has(key)).toBe(true);
+    expect(etcd.value(7090)?.pending).toBeUndefined();
+    expect(etcd.value(7090)?.record?.expiresAt).toBeDefined();
+  });
+
+  it("by this host and no longer being written does not hold this host's next change up", async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    await a.change(7090, rec(7090, '10.0.0.1:80'));
+    a.local.refuse.set(7090, new ConductorError(ErrorCode.NginxRejected, 'refused here'));
+    a.local.during = () => {
+      a.local.during = undefined;
+      etcd.failures.push({ call: 'txn', error: new Error('14 UNAVAILABLE: no connection'), times: 3 });
+    };
+    await expect(a.change(7090, rec(7090, '10.0.0.2:80'))).rejects.toMatchObject({ code: ErrorCode.StoreUnavailable });
+    expect(etcd.value(7090)?.pending).toBeDefined();
+    a.local.refuse.delete(7090);
+    await a.change(7090, rec(7090, '10.0.0.3:80'));
+    expect(etcd.value(7090)?.record?.backends).toEqual([{ address: '10.0.0.3:80' }]);
+  });
+
+  it('with a time that does not parse is stale, whoever wrote it', async () => {
+    const etcd = new FakeEtcd();
+    const a = host(etcd, 'a');
+    etcd.put(
+      key,
+      JSON.stringify({
+        record: rec(7090, '10.0.0.1:80'),
+        by: 'b',
+        op: 'b1',
+        pending: { previous: null, remove: false, at: 'not a time' },
+      }),
+    );
+    expect(a.writes.changing(await a.writes.read(7090))).toBe(false);
+  });
+});
+
 describe('a drain, as each host does its part', () => {
   const key = `${PREFIX}streams/7060`;
   const inAMinute = (): string => new Date(Date.now() + 60_000).toISOString();

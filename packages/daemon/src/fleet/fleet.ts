@@ -384,7 +384,12 @@ export class FleetConductor implements StreamService {
     let stream: StreamView = { ...record, state: 'draining' };
     for (;;) {
       const view = this.get(port);
-      if (view?.state !== 'draining') return { stream };
+      if (view === undefined) return { stream };
+      if (view.state !== 'draining')
+        return {
+          stream: view,
+          warnings: [`port ${port} was changed by another call meanwhile: it is ${view.state}, not draining`],
+        };
       stream = view;
       const hosts = view.hosts ?? [];
       const settled = hosts.every(({ state }) => state === 'draining' || state === 'drained' || state === 'failed');

@@ -44,9 +44,15 @@ interface Writing extends PortWrite {
   lease: string;
 }
 
-/** The lease of the state before a port's write ('0': none): its key's, as read. */
+/**
+ * The lease of the state before a port's write ('0': none): its key's, as read, when the key held
+ * it settled. A pending value left by another write sits on that write's lease, which its writer
+ * may still revoke when its own commit fails: the state before is not put on it (it goes without
+ * a lease then, and stands for nothing once it expires; see isOver).
+ */
 function leaseBefore({ before, current }: Writing): string {
-  return before === null || keyEnd(before) === undefined ? '0' : (current?.lease ?? '0');
+  if (before === null || keyEnd(before) === undefined || current?.pending) return '0';
+  return current?.lease ?? '0';
 }
 
 /**
@@ -176,6 +182,9 @@ export interface WritesOptions {
 }
 
 export class FleetWrites {
+  /** The operations of this host's writes under way: its own pending values that are live. */
+  private readonly inFlight = new Set<string>();
+
   constructor(private readonly options: WritesOptions) {}
 
   private call<T>(call: () => Promise<T>): Promise<T> {
@@ -212,12 +221,16 @@ export class FleetWrites {
     this.options.cache.rememberAll(all.kvs, all.revision);
   }
 
-  /** Whether a change of the key is under way: a pending value neither old nor of a host that is gone. */
+  /**
+   * Whether a change of the key is under way: this host's own write still running, or another
+   * host's pending value, that host registered and the value not older (or newer, by its clock)
+   * than PENDING_STALE_MS.
+   */
   changing(current: Desired | undefined): boolean {
     if (!current?.pending) return false;
-    const stale =
-      Date.now() - Date.parse(current.pending.at) > PENDING_STALE_MS || !this.options.cache.hosts.has(current.by);
-    return !stale;
+    if (current.by === this.options.hostId) return this.inFlight.has(current.op);
+    const age = Math.abs(this.options.now().getTime() - Date.parse(current.pending.at));
+    return age <= PENDING_STALE_MS && this.options.cache.hosts.has(current.by);
   }
 
   /**
@@ -257,6 +270,22 @@ export class FleetWrites {
     // stream) with it. The later change is refused; the caller asks again once that one settled.
     const busy = writes.find(({ current }) => this.changing(current));
     if (busy?.current) throw wording.underWay(busy.port, busy.current.by);
+    const op = randomUUID();
+    this.inFlight.add(op);
+    try {
+      return await this.writeAs(op, writes, how, wording, admit);
+    } finally {
+      this.inFlight.delete(op);
+    }
+  }
+
+  private async writeAs(
+    op: string,
+    writes: PortWrite[],
+    how: WriteKind,
+    wording: Wording,
+    admit: (() => Promise<void>) | undefined,
+  ): Promise<string[]> {
     const leases = await this.leasesFor(writes);
     const ports: Writing[] = writes.map((write, i) => ({
       ...write,
@@ -264,7 +293,7 @@ export class FleetWrites {
       lease: leases[i] ?? '0',
     }));
     // Step 1: pending, as long as every key is as read.
-    const written = await this.markPending(ports, wording);
+    const written = await this.markPending(ports, wording, op);
     // Step 2: live here (or refused here).
     for (const port of ports) this.options.convergence.hold(port.port, port.next);
     let warnings: string[];
@@ -337,9 +366,8 @@ export class FleetWrites {
   }
 
   /** Step 1: answers the mod revision of each port's pending value. */
-  private async markPending(ports: Writing[], wording: Wording): Promise<Map<number, string>> {
+  private async markPending(ports: Writing[], wording: Wording, op: string): Promise<Map<number, string>> {
     const { keys, hostId } = this.options;
-    const op = randomUUID();
     const at = this.options.now().toISOString();
     const compares: Compare[] = ports.map(({ port, current }) =>
       current ? { key: keys.stream(port), modRevision: current.modRevision } : { key: keys.stream(port), absent: true },
