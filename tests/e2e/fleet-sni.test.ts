@@ -12,18 +12,13 @@
  */
 
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  createServer as createTlsServer,
-  type TLSSocket,
-  type Server as TlsServer,
-  connect as tlsConnect,
-} from 'node:tls';
+import { type TLSSocket, type Server as TlsServer, connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { StreamView } from '@stream-conductor/shared';
-import { makeCerts, signCertificate } from '../helpers/certs.js';
+import { makeCerts, namedTlsBackend } from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -46,16 +41,7 @@ const backends = new Map<string, { server: TlsServer; port: number }>();
 
 /** A TLS backend with its own certificate (CN=name): it answers each chunk with `<name>:<chunk>`. */
 async function tlsBackend(name: string, serial: number): Promise<void> {
-  const cert = await signCertificate(dir, 'ca', name, 'server', serial);
-  const server = createTlsServer(
-    { cert: await readFile(cert), key: await readFile(join(dir, `${name}.key`)), minVersion: 'TLSv1.2' },
-    (socket) => {
-      socket.on('data', (chunk) => socket.write(`${name}:${chunk.toString('utf8')}`));
-      socket.on('error', () => socket.destroy());
-    },
-  );
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  backends.set(name, { server, port: (server.address() as { port: number }).port });
+  backends.set(name, await namedTlsBackend(dir, name, serial));
 }
 
 const at = (name: string): string => `127.0.0.1:${backends.get(name)?.port ?? 0}`;

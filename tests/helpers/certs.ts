@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -260,4 +261,25 @@ export async function tlsRoundTrip(
     socket.setTimeout(10_000, () => socket.destroy(new Error(`no TLS answer from port ${port} in 10 s`)));
     socket.once('error', reject);
   });
+}
+
+/**
+ * A TLS backend on 127.0.0.1 (a free port) with its own certificate (CN=name) signed by the test CA
+ * in `dir` (see makeCerts): it answers each chunk with `<name>:<chunk>`. The caller closes it.
+ */
+export async function namedTlsBackend(
+  dir: string,
+  name: string,
+  serial: number,
+): Promise<{ server: TlsServer; port: number }> {
+  const cert = await signCertificate(dir, 'ca', name, 'server', serial);
+  const server = createTlsServer(
+    { cert: await readFile(cert), key: await readFile(join(dir, `${name}.key`)), minVersion: 'TLSv1.2' },
+    (socket) => {
+      socket.on('data', (chunk) => socket.write(`${name}:${chunk.toString('utf8')}`));
+      socket.on('error', () => socket.destroy());
+    },
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return { server, port: (server.address() as { port: number }).port };
 }

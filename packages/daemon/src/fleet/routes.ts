@@ -23,6 +23,7 @@ import {
   type StreamSpec,
 } from '@stream-conductor/shared';
 import { portWithRoute, withoutRoute, withRoute } from '../service/records.js';
+import { PortTurns } from '../service/turns.js';
 import type { Desired } from './keys.js';
 
 /** What a route call needs of the fleet's store (FleetWrites and the cache, in FleetConductor). */
@@ -81,7 +82,7 @@ function replacing(spec: StreamSpec, before: StreamRecord, now: Date): StreamRec
 
 export class FleetRoutes {
   /** The last route call on each port through this host. */
-  private readonly turns = new Map<number, Promise<void>>();
+  private readonly turns = new PortTurns();
   private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(private readonly options: RouteChangesOptions) {
@@ -90,7 +91,7 @@ export class FleetRoutes {
 
   /** Adds `route` to `port` (the port made with it alone when the fleet has no stream there). */
   add(port: number, route: RouteSpec): Promise<RouteAdded> {
-    return this.turn(port, () =>
+    return this.turns.run(port, () =>
       this.retrying(port, `route ${routeId(route)} was not added`, async (current) => {
         const { store, now } = this.options;
         const standing = store.standing(current);
@@ -110,7 +111,7 @@ export class FleetRoutes {
 
   /** Removes the route `id` (a name, @default or @no-tls); the last one takes the port with it. */
   remove(port: number, id: string): Promise<RouteRemoved> {
-    return this.turn(port, () =>
+    return this.turns.run(port, () =>
       this.retrying(port, `route ${id} was not removed`, async (current) => {
         const { store, now } = this.options;
         const standing = store.standing(current);
@@ -173,21 +174,6 @@ export class FleetRoutes {
           { hint: `look at it again (conductor get ${port}) and retry` },
         );
       await this.sleep(pause);
-    }
-  }
-
-  private async turn<T>(port: number, work: () => Promise<T>): Promise<T> {
-    const before = this.turns.get(port) ?? Promise.resolve();
-    const mine = before.then(work);
-    const settled = mine.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.turns.set(port, settled);
-    try {
-      return await mine;
-    } finally {
-      if (this.turns.get(port) === settled) this.turns.delete(port);
     }
   }
 }

@@ -47,6 +47,7 @@ import { portWithRoute, renewedSpec, specOf, stampRecord, viewOf, withoutRoute, 
 import { type ListFilter, matchesFilter, type StreamService } from './service.js';
 import { daemonStatus } from './status.js';
 import { restoreCopies, TlsCopies, TlsRenewals } from './stream-tls.js';
+import { PortTurns } from './turns.js';
 
 export interface ConductorOptions {
   version: string;
@@ -86,8 +87,8 @@ export class Conductor implements StreamService {
    * (failed), or draining (their port refuses while their sessions end).
    */
   private readonly parked = new Map<number, Entry>();
-  /** The last route call or renewal on each port (see routeTurn). */
-  private readonly routeCalls = new Map<number, Promise<void>>();
+  /** Route calls and renewals of one port, one after another (see routeTurns' use). */
+  private readonly routeTurns = new PortTurns();
   private readonly problems: string[] = [];
   private readonly startedAt = new Date().toISOString();
   private readonly now: () => Date;
@@ -435,10 +436,12 @@ export class Conductor implements StreamService {
 
   /**
    * Extends (or shortens) the life of a stream; resolves once recorded. Renewals of one port run
-   * one after another (see routeTurn), so several asked at once are each taken.
+   * one after another (routeTurns: each reads the definition the one before it left; put conditionally on
+   * what it read, several at once would be admitted in one batch against the same definition, and
+   * all but one refused), so several asked at once are each taken.
    */
   renew(port: number, expiresAt: string | undefined): Promise<CreateResult> {
-    return this.routeTurn(port)(() => this.renewNow(port, expiresAt));
+    return this.routeTurns.run(port, () => this.renewNow(port, expiresAt));
   }
 
   private async renewNow(port: number, expiresAt: string | undefined): Promise<CreateResult> {
@@ -471,37 +474,15 @@ export class Conductor implements StreamService {
     return read === undefined ? now !== undefined : now === undefined || !sameSpec(now, read);
   }
 
-  /**
-   * Route calls and renewals on one port run one after another: each reads the definition the one
-   * before it left. (Put conditionally on what it read, several at once would be admitted in one
-   * batch against the same definition, and all but one refused.)
-   */
-  private routeTurn(port: number): <T>(work: () => Promise<T>) => Promise<T> {
-    return async <T>(work: () => Promise<T>): Promise<T> => {
-      const before = this.routeCalls.get(port) ?? Promise.resolve();
-      const mine = before.then(work, work);
-      const settled = mine.then(
-        () => undefined,
-        () => undefined,
-      );
-      this.routeCalls.set(port, settled);
-      try {
-        return await mine;
-      } finally {
-        if (this.routeCalls.get(port) === settled) this.routeCalls.delete(port);
-      }
-    };
-  }
-
   addRoute(port: number, route: RouteSpec): Promise<CreateResult> {
-    return this.routeTurn(port)(() => this.addRouteNow(port, route));
+    return this.routeTurns.run(port, () => this.addRouteNow(port, route));
   }
 
   removeRoute(
     port: number,
     id: string,
   ): Promise<{ removed: 'route' | 'stream'; result?: CreateResult; warnings: string[] }> {
-    return this.routeTurn(port)(() => this.removeRouteNow(port, id));
+    return this.routeTurns.run(port, () => this.removeRouteNow(port, id));
   }
 
   private async addRouteNow(port: number, route: RouteSpec): Promise<CreateResult> {
