@@ -462,6 +462,9 @@ describe('a draining port with routes', () => {
       ],
     });
     expect(put.status).toBe(201);
+    // An open session keeps the drain going (a drain with none ends at the daemon's next look).
+    const session = await openTls(listen, 'git.example.com');
+    expect(await tlsExchange(session, 'held')).toBe('git:held');
     expect((await daemon.request('POST', `/v1/streams/${listen}/drain`, { timeout: '1m' })).status).toBe(200);
     const before = await snapshot(daemon);
     const added = await daemon.request('POST', `/v1/streams/${listen}/routes`, {
@@ -475,7 +478,9 @@ describe('a draining port with routes', () => {
         expect.stringContaining('draining'),
       ]);
     expect(await snapshot(daemon)).toEqual(before);
+    expect(await tlsExchange(session, 'still')).toBe('git:still');
     expect((await daemon.request('DELETE', `/v1/streams/${listen}/drain`)).status).toBe(200);
+    session.destroy();
     expect(await whoAnswers(listen, 'db.example.com')).toBe('db');
     expect((await daemon.request('DELETE', `/v1/streams/${listen}`)).status).toBe(200);
   }, 60_000);
