@@ -8,10 +8,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFile, chmod, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer as createTlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { StreamView } from '@stream-conductor/shared';
-import { fingerprintOf, makeCerts, tlsRoundTrip } from '../helpers/certs.js';
+import { fingerprintOf, makeCerts, tlsBackendWith, tlsRoundTrip } from '../helpers/certs.js';
 import { ROOT, untilOutput, withLocalResolver } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
 import { connectOutcome, EchoBackend, roundTrip } from '../helpers/net.js';
@@ -80,6 +79,14 @@ async function startEntrypoint(name: string, base?: number, extra: Record<string
 
 const get = async (api: string, path: string): Promise<Record<string, unknown>> =>
   (await (await fetch(`${api}${path}`)).json()) as Record<string, unknown>;
+
+/** POST /v1/streams with `body`, as JSON. */
+const createStream = (api: string, body: Record<string, unknown>): Promise<Response> =>
+  fetch(`${api}/v1/streams`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
 
 function nginxMaster(container: Container): Promise<number> {
   return readFile(join(container.paths.run, 'nginx.pid'), 'utf8').then((text) => Number(text.trim()));
@@ -213,15 +220,11 @@ describe('TLS on a stream in external mode', () => {
     const container = await startEntrypoint('t');
     const port = container.base;
     try {
-      const created = await fetch(`${container.api}/v1/streams`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          port,
-          backend: `127.0.0.1:${backend.port}`,
-          tlsCert: certs.serverCert,
-          tlsKey: certs.serverKey,
-        }),
+      const created = await createStream(container.api, {
+        port,
+        backend: `127.0.0.1:${backend.port}`,
+        tlsCert: certs.serverCert,
+        tlsKey: certs.serverKey,
       });
       expect(created.status).toBe(201);
       const served = await fingerprintOf(certs.serverCert);
@@ -249,26 +252,16 @@ describe('backend TLS in external mode', () => {
   it("reads the failed handshakes with a backend from the nginx's error log it is given", async () => {
     const certs = await makeCerts(await mkdtemp(join(tmpdir(), 'sc-ext-backend-tls-')));
     // A backend whose certificate the other CA signed.
-    const server = createTlsServer(
-      { cert: await readFile(certs.wrongServerCert), key: await readFile(certs.wrongServerKey) },
-      (socket) => socket.on('error', () => socket.destroy()),
-    );
-    server.on('tlsClientError', () => undefined);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-    const backendPort = (server.address() as { port: number }).port;
+    const { server, port: backendPort } = await tlsBackendWith(certs.wrongServerCert, certs.wrongServerKey);
     const container = await startEntrypoint('b');
     const port = container.base;
     try {
-      const created = await fetch(`${container.api}/v1/streams`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          port,
-          backend: `127.0.0.1:${backendPort}`,
-          backendTls: true,
-          backendCa: certs.ca,
-          backendName: 'localhost',
-        }),
+      const created = await createStream(container.api, {
+        port,
+        backend: `127.0.0.1:${backendPort}`,
+        backendTls: true,
+        backendCa: certs.ca,
+        backendName: 'localhost',
       });
       expect(created.status).toBe(201);
       await expect(roundTrip(port, 'x', { timeoutMs: 5000 })).rejects.toThrow();

@@ -15,10 +15,10 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type TLSSocket, type Server as TlsServer, connect as tlsConnect } from 'node:tls';
+import type { Server as TlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { StreamView } from '@stream-conductor/shared';
-import { makeCerts, namedTlsBackend } from '../helpers/certs.js';
+import { makeCerts, namedTlsBackend, openTlsSession, tlsExchange } from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -148,22 +148,6 @@ async function listedOnBoth(port: number, names: string[]): Promise<void> {
   }
 }
 
-/** A TLS session through `address`:`port` named `servername`, open for the caller. */
-function openTls(address: string, port: number, servername: string): Promise<TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ port, host: address, servername, rejectUnauthorized: false }, () => resolve(socket));
-    socket.once('error', reject);
-  });
-}
-
-function tlsExchange(socket: TLSSocket, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    socket.once('data', (chunk: Buffer) => resolve(chunk.toString('utf8')));
-    socket.once('error', reject);
-    socket.write(text);
-  });
-}
-
 describe('routes by TLS server name in fleet mode, on two hosts', () => {
   it('adds routes through one host (the port made by the first), served by both hosts to the right backend', async () => {
     const env = { CONDUCTOR_URL: host(0).url };
@@ -198,7 +182,7 @@ describe('routes by TLS server name in fleet mode, on two hosts', () => {
   }, 120_000);
 
   it('removes a route through the other host while a session of another route, open through the first, passes bytes', async () => {
-    const session = await openTls(ADDRESSES[0] as string, P, 'git.example.com');
+    const session = await openTlsSession(P, 'git.example.com', ADDRESSES[0] as string);
     try {
       expect(await tlsExchange(session, 'before')).toBe('git:before');
       const removed = await host(1).request('DELETE', `/v1/streams/${P}/routes/db.example.com`);
@@ -364,7 +348,7 @@ describe('routes by TLS server name in fleet mode, on two hosts', () => {
     ).toBe(201);
     await listedOnBoth(port, ['git.example.com']);
     // A session through each host keeps the drain going.
-    const sessions = await Promise.all(ADDRESSES.map((address) => openTls(address, port, 'git.example.com')));
+    const sessions = await Promise.all(ADDRESSES.map((address) => openTlsSession(port, 'git.example.com', address)));
     try {
       const drained = await host(0).request('POST', `/v1/streams/${port}/drain`, { timeout: '5m' });
       expect(drained.status).toBe(200);

@@ -13,11 +13,11 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type TLSSocket, type Server as TlsServer, connect as tlsConnect } from 'node:tls';
+import type { Server as TlsServer } from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { AuditEvent, StreamView } from '@stream-conductor/shared';
-import { type Certs, makeCerts, namedTlsBackend } from '../helpers/certs.js';
+import { type Certs, makeCerts, namedTlsBackend, openTlsSession, tlsExchange } from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import { type Daemon, untilOutput } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -90,25 +90,6 @@ async function getStream(listen: number): Promise<StreamView> {
   const answer = await daemon.get(`/v1/streams/${listen}`);
   api.check('/v1/streams/{port}', 'get', answer.status, answer.json);
   return (answer.json as { stream: StreamView }).stream;
-}
-
-/** A TLS session through the port, named `servername`, open for the caller. */
-function openTls(listen: number, servername: string): Promise<TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const socket = tlsConnect(
-      { port: listen, host: '127.0.0.1', servername, ca: [certs.ca].map(String), rejectUnauthorized: false },
-      () => resolve(socket),
-    );
-    socket.once('error', reject);
-  });
-}
-
-function tlsExchange(socket: TLSSocket, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    socket.once('data', (chunk: Buffer) => resolve(chunk.toString('utf8')));
-    socket.once('error', reject);
-    socket.write(text);
-  });
 }
 
 describe('routing by server name', () => {
@@ -219,7 +200,7 @@ describe('routing by server name', () => {
       api.check('/v1/streams/{port}/routes', 'post', answer.status, answer.json);
       expect(answer.status).toBeLessThan(300);
     }
-    const session = await openTls(listen, 'git.example.com');
+    const session = await openTlsSession(listen, 'git.example.com');
     expect(await tlsExchange(session, 'before')).toBe('git:before');
     const added = await daemon.request('POST', `/v1/streams/${listen}/routes`, {
       sni: 'other.example.com',
@@ -359,7 +340,7 @@ describe('traffic per route', () => {
     expect(await whoAnswers(listen, 'GIT.example.com')).toBe('git');
     expect(await whoAnswers(listen, 'a.db.example.com')).toBe('db');
     expect(await whoAnswers(listen, 'elsewhere.test')).toBe('fallback');
-    const tls = await openTls(listen, 'git.example.com');
+    const tls = await openTlsSession(listen, 'git.example.com');
     expect(await tlsExchange(tls, 'counted')).toBe('git:counted');
     tls.destroy();
     expect(await roundTrip(listen, 'no hello')).toBe('plain:no hello');
@@ -463,7 +444,7 @@ describe('a draining port with routes', () => {
     });
     expect(put.status).toBe(201);
     // An open session keeps the drain going (a drain with none ends at the daemon's next look).
-    const session = await openTls(listen, 'git.example.com');
+    const session = await openTlsSession(listen, 'git.example.com');
     expect(await tlsExchange(session, 'held')).toBe('git:held');
     expect((await daemon.request('POST', `/v1/streams/${listen}/drain`, { timeout: '1m' })).status).toBe(200);
     const before = await snapshot(daemon);

@@ -10,10 +10,10 @@
 import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import type { Server as TlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { StreamView } from '@stream-conductor/shared';
-import { type Certs, makeCerts } from '../helpers/certs.js';
+import { type Certs, makeCerts, tlsBackendWith } from '../helpers/certs.js';
 import { runCli } from '../helpers/cli.js';
 import type { Daemon } from '../helpers/daemon.js';
 import { daemonFixture } from '../helpers/daemon-fixture.js';
@@ -35,15 +35,11 @@ let otherCaPort: number;
 
 const daemons = daemonFixture();
 
+/** A TLS backend answering `tls:<chunk>`, closed after the file's tests. */
 async function tlsBackend(cert: string, key: string, listen = 0): Promise<number> {
-  const server = createTlsServer({ cert: await readFile(cert), key: await readFile(key) }, (socket) => {
-    socket.on('data', (chunk) => socket.write(`tls:${chunk.toString('utf8')}`));
-    socket.on('error', () => socket.destroy());
-  });
-  server.on('tlsClientError', () => undefined); // nginx hanging up after a failed check
-  await new Promise<void>((resolve) => server.listen(listen, '127.0.0.1', () => resolve()));
+  const { server, port: at } = await tlsBackendWith(cert, key, { port: listen, answer: 'tls' });
   backends.push(server);
-  return (server.address() as { port: number }).port;
+  return at;
 }
 
 beforeAll(async () => {
@@ -97,13 +93,7 @@ const failuresMetric = (text: string, at: number, reason: string): number | unde
 
 describe('a backend that puts its own certificate right', () => {
   it('drops the latest failure once a session went through that backend, the stream unchanged', async () => {
-    const server = createTlsServer(
-      { cert: await readFile(certs.wrongServerCert), key: await readFile(certs.wrongServerKey) },
-      (socket) => socket.on('error', () => socket.destroy()),
-    );
-    server.on('tlsClientError', () => undefined);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-    const backendPort = (server.address() as { port: number }).port;
+    const { server, port: backendPort } = await tlsBackendWith(certs.wrongServerCert, certs.wrongServerKey);
     const at = port();
     await create(at, backendPort, { backendCa: certs.ca, backendName: 'localhost' });
     expect(await session(at)).toBe('closed');

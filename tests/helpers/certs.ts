@@ -7,7 +7,12 @@ import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import {
+  createServer as createTlsServer,
+  type TLSSocket,
+  type Server as TlsServer,
+  connect as tlsConnect,
+} from 'node:tls';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -150,7 +155,7 @@ export function httpsRequest(
         // A connection of its own each time (no agent): what is served now, not what was.
         { method: options.method ?? 'GET', headers, ca, cert, key, agent: false },
         (incoming) => {
-          const socket = incoming.socket as import('node:tls').TLSSocket;
+          const socket = incoming.socket as TLSSocket;
           const fingerprint256 = socket.getPeerCertificate?.().fingerprint256;
           const chunks: Buffer[] = [];
           incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -247,10 +252,9 @@ export async function tlsRoundTrip(
   servername = 'localhost',
   host = '127.0.0.1',
 ): Promise<{ answer: string; fingerprint256: string }> {
-  const { connect } = await import('node:tls');
   const trusted = await readFile(ca);
   return new Promise((resolve, reject) => {
-    const socket = connect({ port, host, servername, ca: trusted }, () => {
+    const socket = tlsConnect({ port, host, servername, ca: trusted }, () => {
       const fingerprint256 = socket.getPeerCertificate().fingerprint256;
       socket.once('data', (chunk: Buffer) => {
         socket.destroy();
@@ -264,6 +268,33 @@ export async function tlsRoundTrip(
 }
 
 /**
+ * A TLS backend on 127.0.0.1 (`port`; 0: a free one) serving the certificate and key files given:
+ * it answers each chunk with `<answer>:<chunk>` (nothing when `answer` is undefined). A client that
+ * hangs up during the handshake (nginx, after a failed check) is ignored. The caller closes it.
+ */
+export async function tlsBackendWith(
+  cert: string,
+  key: string,
+  options: { port?: number; answer?: string; minVersion?: 'TLSv1.2' } = {},
+): Promise<{ server: TlsServer; port: number }> {
+  const { answer } = options;
+  const server = createTlsServer(
+    {
+      cert: await readFile(cert),
+      key: await readFile(key),
+      ...(options.minVersion === undefined ? {} : { minVersion: options.minVersion }),
+    },
+    (socket) => {
+      if (answer !== undefined) socket.on('data', (chunk) => socket.write(`${answer}:${chunk.toString('utf8')}`));
+      socket.on('error', () => socket.destroy());
+    },
+  );
+  server.on('tlsClientError', () => undefined);
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', () => resolve()));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+/**
  * A TLS backend on 127.0.0.1 (a free port) with its own certificate (CN=name) signed by the test CA
  * in `dir` (see makeCerts): it answers each chunk with `<name>:<chunk>`. The caller closes it.
  */
@@ -273,13 +304,22 @@ export async function namedTlsBackend(
   serial: number,
 ): Promise<{ server: TlsServer; port: number }> {
   const cert = await signCertificate(dir, 'ca', name, 'server', serial);
-  const server = createTlsServer(
-    { cert: await readFile(cert), key: await readFile(join(dir, `${name}.key`)), minVersion: 'TLSv1.2' },
-    (socket) => {
-      socket.on('data', (chunk) => socket.write(`${name}:${chunk.toString('utf8')}`));
-      socket.on('error', () => socket.destroy());
-    },
-  );
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  return { server, port: (server.address() as { port: number }).port };
+  return tlsBackendWith(cert, join(dir, `${name}.key`), { answer: name, minVersion: 'TLSv1.2' });
+}
+
+/** A TLS session to `host`:`port` named `servername` (the server's certificate not checked), open for the caller. */
+export function openTlsSession(port: number, servername: string, host = '127.0.0.1'): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ port, host, servername, rejectUnauthorized: false }, () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+/** Writes `text` on an open TLS session and resolves with the first answer. */
+export function tlsExchange(socket: TLSSocket, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    socket.once('data', (chunk: Buffer) => resolve(chunk.toString('utf8')));
+    socket.once('error', reject);
+    socket.write(text);
+  });
 }
