@@ -312,13 +312,8 @@ export class FleetConductor implements StreamService {
   }
 
   async remove(port: number, options: { killSessions?: boolean } = {}): Promise<{ warnings: string[] }> {
-    this.requireConnected();
-    await this.writes.readStreams();
-    const key = this.cache.keyOf(port);
-    const held = this.cache.effective(key);
-    refuseRangePart(held && { record: held }, port, 'rm');
-    const current = await this.writes.read(port);
-    if (!this.writes.standing(current)) {
+    const { current, standing } = await this.keyed(port, 'rm');
+    if (!standing) {
       if (this.options.local.get(port)) return { warnings: await this.convergence.converge(port, options) };
       throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     }
@@ -334,7 +329,8 @@ export class FleetConductor implements StreamService {
    * (or, past a bound, with the hosts that have not said so yet named).
    */
   async drain(port: number, timeoutMs: number): Promise<DrainAnswer> {
-    const { current, standing } = await this.standingWhole(port, 'drain');
+    const { current, standing } = await this.keyed(port, 'drain');
+    if (!standing) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     if (standing.protocol === 'udp')
       throw new ConductorError(
         ErrorCode.InvalidInput,
@@ -349,7 +345,8 @@ export class FleetConductor implements StreamService {
 
   /** Calls a fleet-wide drain off: every host serves the stream again (see drain). */
   async undrain(port: number): Promise<CreateResult> {
-    const { current, standing } = await this.standingWhole(port, 'drain');
+    const { current, standing } = await this.keyed(port, 'drain');
+    if (!standing) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
     if (standing.drainingUntil === undefined)
       throw new ConductorError(ErrorCode.NotFound, `stream ${port} is not draining`);
     const { drainingUntil: _until, ...rest } = standing;
@@ -358,19 +355,20 @@ export class FleetConductor implements StreamService {
     return this.answer(port, warnings, 'replaced', record);
   }
 
-  /** The fleet's stream keyed on `port` as the store holds it now; a part of a range is refused. */
-  private async standingWhole(
+  /**
+   * The port's key and the stream it stands for, as the store holds them now (for rm, drain and
+   * its cancel); a port inside a range is refused naming the range.
+   */
+  private async keyed(
     port: number,
     action: 'rm' | 'drain',
-  ): Promise<{ current: Desired | undefined; standing: StreamRecord }> {
+  ): Promise<{ current: Desired | undefined; standing: StreamRecord | null }> {
     this.requireConnected();
     await this.writes.readStreams();
     const held = this.cache.effective(this.cache.keyOf(port));
     refuseRangePart(held && { record: held }, port, action);
     const current = await this.writes.read(port);
-    const standing = this.writes.standing(current);
-    if (!standing) throw new ConductorError(ErrorCode.NotFound, `no stream listens on port ${port}`);
-    return { current, standing };
+    return { current, standing: this.writes.standing(current) };
   }
 
   /**
